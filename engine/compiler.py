@@ -1,0 +1,136 @@
+"""Compile a checked condition into Python closures over a fact mapping.
+
+A compiled condition is a function ``ctx -> True | False | None`` where ``None`` means unknown
+(Kleene logic). ``ctx`` maps fact names to values; a missing key or ``None`` is an unknown fact.
+Nothing is ever executed from rule text: closures are built from the typed syntax tree.
+"""
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import operator
+from typing import Any, Callable, Mapping
+
+from . import ast
+from .checker import Checked
+from .render import render
+
+Ctx = Mapping[str, Any]
+Test = Callable[[Ctx], "bool | None"]
+Value = Callable[[Ctx], Any]
+#: A trace sink receives (node, rendered text, value) for every predicate evaluated.
+Sink = Callable[[ast.Expr, str, "bool | None"], None]
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+
+
+def shift_date(day: dt.date, sign: int, amount: int, unit: str) -> dt.date:
+    """Add or subtract a duration; months and years clamp to the last day of the month."""
+    if unit in ("day", "week"):
+        return day + sign * dt.timedelta(days=amount * (7 if unit == "week" else 1))
+    months = day.year * 12 + day.month - 1 + sign * amount * (12 if unit == "year" else 1)
+    year, month = divmod(months, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return dt.date(year, month + 1, min(day.day, last))
+
+
+class Compiler:
+    """Builds closures for conditions checked by :class:`engine.checker.Checker`."""
+
+    def __init__(self, checked: Checked, sink: Sink | None = None) -> None:
+        self.checked = checked
+        self.sink = sink
+
+    def test(self, node: ast.Expr) -> Test:
+        """Compile a boolean expression; with a sink, predicates report their values."""
+        fn = self._test(node)
+        if self.sink is None or isinstance(node, (ast.And, ast.Or, ast.Not)):
+            return fn
+        sink, text = self.sink, render(node)
+
+        def traced(ctx: Ctx) -> bool | None:
+            result = fn(ctx)
+            sink(node, text, result)
+            return result
+        return traced
+
+    def _test(self, node: ast.Expr) -> Test:  # noqa: C901 - one branch per node kind
+        if isinstance(node, ast.Literal):
+            constant = bool(self.checked.values[node])
+            return lambda ctx: constant
+        if isinstance(node, ast.Known):
+            name = node.fact.name
+            return lambda ctx: ctx.get(name) is not None
+        if isinstance(node, ast.And):
+            return _kleene_and(tuple(self.test(o) for o in node.operands))
+        if isinstance(node, ast.Or):
+            return _kleene_or(tuple(self.test(o) for o in node.operands))
+        if isinstance(node, ast.Not):
+            inner = self.test(node.operand)
+            return lambda ctx: None if (v := inner(ctx)) is None else not v
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.Member):
+            item, members, negated = self.value(node.item), self.checked.sets[node.set], node.negated
+            return lambda ctx: None if (v := item(ctx)) is None else (v in members) != negated  # type: ignore[operator]
+        if isinstance(node, ast.Overlaps):
+            many, members = self.value(node.many), self.checked.sets[node.set]
+            return lambda ctx: None if (v := many(ctx)) is None else any(x in members for x in v)  # type: ignore[operator]
+        if isinstance(node, ast.Contains):
+            many, element = self.value(node.many), self.value(node.value)
+            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else e in v
+        if isinstance(node, ast.Fact):
+            name = node.name
+            return lambda ctx: ctx.get(name)
+        raise TypeError(f"not a condition: {node!r}")
+
+    def value(self, node: ast.Expr) -> Value:
+        """Compile an expression that yields a value (a fact, a literal or a shifted date)."""
+        if isinstance(node, ast.Fact):
+            name = node.name
+            return lambda ctx: ctx.get(name)
+        if isinstance(node, ast.Literal):
+            constant = self.checked.values[node]
+            return lambda ctx: constant
+        if isinstance(node, ast.Shift):
+            base, sign, amount, unit = self.value(node.base), node.sign, node.amount, node.unit
+            return lambda ctx: None if (d := base(ctx)) is None else shift_date(d, sign, amount, unit)
+        return self.test(node)
+
+    def _compare(self, node: ast.Compare) -> Test:
+        op = _OPS[node.op]
+        left, right = node.left, node.right
+        if isinstance(right, ast.Literal) and isinstance(left, ast.Fact):
+            name, constant = left.name, self.checked.values[right]
+            return lambda ctx: None if (v := ctx.get(name)) is None else op(v, constant)
+        lhs, rhs = self.value(left), self.value(right)
+        return lambda ctx: None if (a := lhs(ctx)) is None or (b := rhs(ctx)) is None else op(a, b)
+
+
+def _kleene_and(parts: tuple[Test, ...]) -> Test:
+    def both(ctx: Ctx) -> bool | None:
+        unknown = False
+        for part in parts:
+            value = part(ctx)
+            if value is False:
+                return False
+            if value is None:
+                unknown = True
+        return None if unknown else True
+    return both
+
+
+def _kleene_or(parts: tuple[Test, ...]) -> Test:
+    def either(ctx: Ctx) -> bool | None:
+        unknown = False
+        for part in parts:
+            value = part(ctx)
+            if value is True:
+                return True
+            if value is None:
+                unknown = True
+        return None if unknown else False
+    return either

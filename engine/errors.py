@@ -1,0 +1,55 @@
+"""The project's own error types: every problem carries a location and a stable code."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located problem in a rule tree, printed as ``path:line:column: code: message``."""
+
+    path: str
+    line: int
+    column: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.code}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        """The problem as a JSON-ready mapping."""
+        return {"path": self.path, "line": self.line, "column": self.column,
+                "code": self.code, "message": self.message}
+
+
+class CovreqError(Exception):
+    """Base of every error covreq raises on purpose."""
+
+
+class ConditionError(CovreqError):
+    """A condition failed to parse or type-check; positions are within the condition text."""
+
+    def __init__(self, code: str, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(f"{line}:{column}: {code}: {message}")
+        self.code = code
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class LoadError(CovreqError):
+    """A rule tree had one or more problems; ``problems`` lists all of them, sorted."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class RequestError(CovreqError):
+    """A request broke the v1 contract; ``location`` names the offending field."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(f"{location}: {message}" if location else message)
+        self.location = location
+        self.message = message

@@ -1,0 +1,110 @@
+"""Decide one service line: select the policies in force, run their rules, combine the answers."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
+                     Outcome, Policy, Rule)
+from .request import Authorization, Line
+
+_PA_RANK = {NO_AUTH: 0, SATISFIED: 1, CONDITIONAL: 2, AUTH_NEEDED: 3}
+_COVERED_RANK = {COVERED: 0, CONDITIONAL: 1, NOT_COVERED: 2}
+#: Receives (policy, rule, result) for every rule tried, when a trace is wanted.
+RuleSink = Callable[[Policy, Rule, "bool | None"], None]
+
+
+@dataclass
+class Answer:
+    """One policy's (or the combined) answer for a line."""
+
+    pa_needed: str
+    covered: str
+    documentation: list[tuple[DocRef, Policy, bool | None]] = field(default_factory=list)
+    info_needed: set[str] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
+    possible: set[str] = field(default_factory=set)
+    policies: list[Policy] = field(default_factory=list)
+    authorization: str | None = None
+
+
+def _agree(values: set[str]) -> str:
+    return values.pop() if len(values) == 1 else CONDITIONAL
+
+
+def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None = None) -> Answer:
+    """Apply the policy's rules under hit policy ``first`` with Kleene unknowns (docs/authoring.md)."""
+    pending: list[Outcome] = []
+    unknown: set[str] = set()
+    decisive = policy.default
+    for rule in policy.rules:
+        result = rule.test(facts)
+        if sink is not None:
+            sink(policy, rule, result)
+        if result is True:
+            decisive = rule.outcome
+            break
+        if result is None:
+            pending.append(rule.outcome)
+            unknown.update(f for f in rule.facts if facts.get(f) is None)
+    outcomes = [*pending, decisive]
+    answer = Answer(_agree({o.pa_needed for o in outcomes}), _agree({o.covered for o in outcomes}),
+                    possible={o.pa_needed for o in outcomes}, policies=[policy])
+    if answer.pa_needed == CONDITIONAL or answer.covered == CONDITIONAL:
+        answer.info_needed = unknown
+    for outcome in outcomes:
+        if outcome.reason and outcome.reason not in answer.reasons:
+            answer.reasons.append(outcome.reason)
+        for ref in outcome.documentation:
+            state = True if ref.test is None else ref.test(facts)
+            if state is not False:
+                answer.documentation.append((ref, policy, state))
+    return answer
+
+
+def combine(answers: list[Answer]) -> Answer:
+    """Join the answers of several policies for one line (most demanding answer wins)."""
+    if len(answers) == 1:
+        return answers[0]
+    result = Answer(max((a.pa_needed for a in answers), key=_PA_RANK.__getitem__),
+                    max((a.covered for a in answers), key=_COVERED_RANK.__getitem__))
+    for answer in answers:
+        result.documentation += answer.documentation
+        result.info_needed |= answer.info_needed
+        result.reasons += [r for r in answer.reasons if r not in result.reasons]
+        result.possible |= answer.possible
+        result.policies += answer.policies
+    return result
+
+
+def authorization_for(line: Line, day: dt.date, auths: Iterable[Authorization],
+                      valid_days: int | None) -> Authorization | None:
+    """The first authorization on file for the line's code whose period covers ``day``."""
+    for auth in auths:
+        if auth.code not in (None, line.code) or day < auth.start:
+            continue
+        if auth.end is not None:
+            last = auth.end
+        elif valid_days is not None:
+            last = auth.start + dt.timedelta(days=valid_days - 1)
+        else:
+            continue
+        if day <= last:
+            return auth
+    return None
+
+
+def apply_authorizations(answer: Answer, line: Line, day: dt.date, auths: tuple[Authorization, ...]) -> None:
+    """Turn a needed (or possibly needed) authorization into ``satisfied`` when one is on file."""
+    if not auths or answer.pa_needed not in (AUTH_NEEDED, CONDITIONAL) or AUTH_NEEDED not in answer.possible:
+        return
+    valid_days = min((p.auth_valid_days for p in answer.policies if p.auth_valid_days), default=None)
+    auth = authorization_for(line, day, auths, valid_days)
+    if auth is None:
+        return
+    answer.pa_needed = SATISFIED
+    answer.authorization = auth.id
+    answer.documentation = []  # nothing is owed for an authorization already granted
+    answer.info_needed = set() if answer.covered != CONDITIONAL else answer.info_needed
+    answer.reasons.insert(0, f"Authorization {auth.id} on file covers {line.code} on {day.isoformat()}.")

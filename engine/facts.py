@@ -1,0 +1,46 @@
+"""The catalogue of facts a condition may read, with their types."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Scalar types.
+BOOL, NUMBER, STRING, DATE, CODE, ICD = "bool", "number", "string", "date", "code", "icd"
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    """One fact: its type and, for multi-valued facts, ``many=True`` (a set of ``type``)."""
+
+    name: str
+    type: str
+    many: bool = False
+    doc: str = ""
+
+    @property
+    def type_name(self) -> str:
+        """Human name of the type, as used in error messages."""
+        return f"set of {self.type}" if self.many else self.type
+
+
+FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
+    FactSpec("payer", STRING, doc="payer id"),
+    FactSpec("plan", STRING, doc="plan or product id"),
+    FactSpec("date_of_service", DATE, doc="date of service (today when absent)"),
+    FactSpec("place_of_service", STRING, doc="CMS two-digit place-of-service code"),
+    FactSpec("type_of_bill", STRING, doc="type of bill, e.g. 131 or 13X"),
+    FactSpec("state", STRING, doc="two-letter state"),
+    FactSpec("patient.age", NUMBER, doc="whole years at the date of service"),
+    FactSpec("patient.birth_date", DATE),
+    FactSpec("patient.sex", STRING),
+    FactSpec("diagnoses", ICD, many=True, doc="ICD-10-CM diagnosis codes"),
+    FactSpec("provider.npi", STRING),
+    FactSpec("provider.specialty", STRING),
+    FactSpec("provider.network", STRING, doc="in or out"),
+    FactSpec("provider.exemptions", STRING, many=True, doc="programs the provider is exempt from"),
+    FactSpec("code", CODE, doc="the service line's CPT or HCPCS code"),
+    FactSpec("system", STRING, doc="CPT or HCPCS"),
+    FactSpec("modifiers", STRING, many=True),
+    FactSpec("units", NUMBER),
+    FactSpec("stage", STRING, doc="trial, permanent, initial, replacement ..."),
+    FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the same request"),
+)}

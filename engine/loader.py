@@ -1,0 +1,381 @@
+"""Load a rule tree: read YAML files, validate them, compile policies, report every problem.
+
+Problems are collected across the whole tree and raised together as one :class:`LoadError`, each
+with its file, line, column and a stable code (see docs/authoring.md, "Error codes").
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from . import ast
+from .checker import Checker
+from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
+from .compiler import Compiler
+from .errors import ConditionError, Problem
+from .parser import parse_condition
+from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
+                     Policy, Rule)
+from .resources import schema_path
+from .yamlsource import Locations, YamlError, load_yaml, position_in_scalar
+
+TESTS_SUFFIX = ".tests.yaml"
+PAYER_FILE = "_payer.yaml"
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+@lru_cache(maxsize=65536)
+def _parse(text: str) -> ast.Expr:
+    return parse_condition(text)
+
+
+@dataclass
+class Source:
+    """One parsed YAML file with its locations."""
+
+    path: str
+    data: Any
+    locations: Locations
+    lines: list[str]
+
+    def at(self, *keys: object) -> Location:
+        """Location of the value at ``keys`` (or its nearest located parent)."""
+        spot = self.locations.find(keys)
+        return Location(self.path, spot.line, spot.column)
+
+    def raw(self, *keys: object) -> str:
+        """The value at ``keys`` as text, spelled as written (so ``01234`` keeps its zero)."""
+        spot = self.locations.get(tuple(keys))
+        value = self._get(keys)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and spot and spot.raw:
+            return spot.raw
+        return str(value)
+
+    def _get(self, keys: tuple[object, ...]) -> Any:
+        value = self.data
+        for key in keys:
+            value = value[key]  # type: ignore[index]
+        return value
+
+
+@dataclass
+class Draft:
+    """A policy version before compilation; pieces keep the source they came from."""
+
+    source: Source
+    data: dict[str, Any]
+    rules: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
+    documentation: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
+    value_sets: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
+    codes: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, source: Source) -> "Draft":
+        """A draft made of one file's own content."""
+        data = source.data
+        return cls(
+            source, dict(data),
+            [(source, ("rules", i)) for i in range(len(data.get("rules", [])))],
+            {k: (source, ("documentation", k)) for k in data.get("documentation", {})},
+            {k: (source, ("value_sets", k)) for k in data.get("value_sets", {})},
+            [(source, ("codes", i)) for i in range(len(data.get("codes", [])))],
+        )
+
+
+class Problems(list[Problem]):
+    """Collects problems."""
+
+    def add(self, where: Location, code: str, message: str) -> None:
+        """Record one problem at ``where``."""
+        self.append(Problem(where.path, where.line, where.column, code, message))
+
+
+@dataclass
+class Tree:
+    """Everything read from a rule tree."""
+
+    policies: list[Policy]
+    payers: dict[str, PayerInfo]
+    digest: str
+    files: list[str]
+    problems: list[Problem]
+
+
+def iter_rule_files(root: Path) -> Iterator[Path]:
+    """Policy and payer files under ``root`` (a folder or one file), in a stable order."""
+    if root.is_file():
+        yield root
+        return
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix not in (".yaml", ".yml") or path.name.endswith(TESTS_SUFFIX):
+            continue
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.name.startswith("_") and path.name != PAYER_FILE:
+            continue
+        yield path
+
+
+def read_tree(root: str | Path) -> Tree:
+    """Read, validate and compile every file under ``root``; problems are returned, not raised."""
+    root = Path(root)
+    problems = Problems()
+    if not root.exists():
+        problems.add(Location(str(root), 1, 1), "E-io", "no such file or folder")
+        return Tree([], {}, "", [], problems)
+    digest = hashlib.sha256()
+    drafts: list[Draft] = []
+    payers: dict[str, PayerInfo] = {}
+    files: list[str] = []
+    for path in iter_rule_files(root):
+        shown = str(path)
+        files.append(shown)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
+            continue
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0")
+        source = _read_source(shown, raw, problems)
+        if source is None:
+            continue
+        if path.name == PAYER_FILE:
+            payer = _payer(source, problems)
+            if payer:
+                payers[payer.id] = payer
+        elif _valid(source, "policy.schema.json", problems):
+            drafts.append(Draft.of(source))
+    policies = [p for d in _resolve_extends(drafts, problems) if (p := _compile(d, problems))]
+    _check_versions(policies, problems)
+    return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(problems))
+
+
+def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(Location(shown, 1, exc.start + 1), "E-encoding", "file is not valid UTF-8")
+        return None
+    try:
+        data, locations = load_yaml(text)
+    except YamlError as exc:
+        problems.add(Location(shown, exc.line, exc.column), exc.code, exc.message)
+        return None
+    if not isinstance(data, dict):
+        problems.add(Location(shown, 1, 1), "E-schema", "a rule file must be a YAML mapping")
+        return None
+    return Source(shown, data, locations, text.splitlines())
+
+
+def _valid(source: Source, schema: str, problems: Problems) -> bool:
+    errors = sorted(_validator(schema).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        detail = best_match(error.context) if error.context else error
+        path = [*error.absolute_path, *(detail.absolute_path if detail is not error else [])]
+        where = source.at(*path)
+        field_name = ".".join(str(p) for p in path) or "(top level)"
+        problems.add(where, "E-schema", f"{field_name}: {_schema_message(detail)}")
+    return not errors
+
+
+def _schema_message(error: ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        return error.message.replace("Additional properties are not allowed", "unknown key")
+    if error.validator == "pattern":
+        return f"{error.instance!r} does not have the expected form ({error.schema.get('description') or error.validator_value})"
+    return error.message
+
+
+def _payer(source: Source, problems: Problems) -> PayerInfo | None:
+    if not _valid(source, "payer.schema.json", problems):
+        return None
+    data = source.data
+    default = data.get("default")
+    return PayerInfo(data["payer"], data.get("title", ""),
+                     Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
+                             default.get("reason", "")) if default else None)
+
+
+def _resolve_extends(drafts: list[Draft], problems: Problems) -> list[Draft]:
+    """Merge each plan-specific policy with every version of its base."""
+    by_id: dict[str, list[Draft]] = {}
+    for draft in drafts:
+        by_id.setdefault(draft.data["id"], []).append(draft)
+    result = []
+    for draft in drafts:
+        base_id = draft.data.get("extends")
+        if base_id is None:
+            result.append(draft)
+            continue
+        where = draft.source.at("extends")
+        bases = by_id.get(base_id, [])
+        if not bases:
+            problems.add(where, "E-extends", f"base policy '{base_id}' is not defined in this tree")
+        elif any(b.data.get("extends") for b in bases):
+            problems.add(where, "E-extends", f"base policy '{base_id}' itself extends another policy")
+        elif "plans" not in draft.data:
+            problems.add(draft.source.at("extends"), "E-extends", "a policy that extends another must name its plans")
+        elif base_id == draft.data["id"]:
+            problems.add(where, "E-extends", "a policy cannot extend itself")
+        else:
+            result.extend(m for base in bases if (m := _merge(draft, base)))
+    return result
+
+
+def _merge(child: Draft, base: Draft) -> Draft | None:
+    """The child laid over one base version, limited to the dates both are in force."""
+    start = max(child.data["effective"], base.data["effective"])
+    ends = [d for d in (child.data.get("end"), base.data.get("end")) if d]
+    end = min(ends) if ends else None
+    if end is not None and end < start:
+        return None
+    data = {**base.data, **child.data, "effective": start, "end": end}
+    version = f"{child.data.get('version', '')}+{base.data.get('version', '')}".strip("+")
+    data["version"] = version
+    rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else [])
+    return Draft(child.source, data, rules, {**base.documentation, **child.documentation},
+                 {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes)
+
+
+def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        problems.add(where, "E-date", f"'{value}' is not a real calendar date")
+        return None
+
+
+def _compile(draft: Draft, problems: Problems) -> Policy | None:
+    """Compile one draft; record problems and return None when it cannot be used."""
+    before = len(problems)
+    src, data = draft.source, draft.data
+    effective = _date(data["effective"], src.at("effective"), problems)
+    end = _date(data["end"], src.at("end"), problems) if data.get("end") else None
+    if effective and end and end < effective:
+        problems.add(src.at("end"), "E-date", f"end {end} is before effective {effective}")
+    value_sets = {name: tuple(s.raw(*key, i) for i in range(len(s._get(key))))
+                  for name, (s, key) in draft.value_sets.items()}
+    checker = Checker(value_sets)
+    catalogue = {doc_id: DocItem(doc_id, s._get(key)["text"], s._get(key).get("kind", "clinical"))
+                 for doc_id, (s, key) in draft.documentation.items()}
+    groups = tuple(g for s, key in draft.codes if (g := _code_group(s, key, problems)))
+    rules: list[Rule] = []
+    seen_ids: dict[str, Location] = {}
+    for index, (s, key) in enumerate(draft.rules):
+        rule = _rule(s, key, index, checker, catalogue, problems)
+        if rule is None:
+            continue
+        if rule.id in seen_ids:
+            problems.add(rule.location, "E-duplicate-id", f"rule id '{rule.id}' is already used at {seen_ids[rule.id]}")
+        seen_ids.setdefault(rule.id, rule.location)
+        rules.append(rule)
+    default = _outcome(src, ("default",), data.get("default", {}), checker, catalogue, problems)
+    if len(problems) > before or effective is None:
+        return None
+    return Policy(
+        id=data["id"], title=data["title"], payer=data["payer"], version=str(data.get("version", data["effective"])),
+        effective=effective, end=end, url=data["source"]["url"], citation=data["source"].get("citation", ""),
+        notes=data.get("notes", ""), plans=frozenset(data["plans"]) if data.get("plans") else None,
+        extends=data.get("extends"), code_groups=groups, rules=tuple(rules), default=default,
+        documentation=catalogue, value_sets=value_sets,
+        auth_valid_days=data.get("authorization", {}).get("valid_days"),
+        questionnaire=data.get("questionnaire"), location=src.at("id"),
+        files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
+    )
+
+
+def _code_group(src: Source, key: tuple[object, ...], problems: Problems) -> CodeGroup | None:
+    entry = src._get(key)
+    if isinstance(entry, dict):
+        items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
+        effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
+        end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
+    else:
+        items, effective, end = [key], None, None
+    codes = CodeSet(frozenset())
+    for item_key in items:
+        try:
+            codes = codes.union(parse_code_item(src.raw(*item_key), (CPT, HCPCS)))
+        except CodeError as exc:
+            problems.add(src.at(*item_key), "E-code", str(exc))
+    return CodeGroup(codes, effective, end)
+
+
+def _condition(src: Source, key: tuple[object, ...], checker: Checker,
+               problems: Problems) -> tuple[str, Any, frozenset[str]] | None:
+    """Parse, check and compile the condition at ``key``; returns (text, test, facts)."""
+    value = src._get(key)
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    try:
+        expr = _parse(text)
+        checked = checker.check(expr)
+    except ConditionError as exc:
+        spot = src.locations.find(key)
+        line, column = position_in_scalar(spot, exc.line, exc.column, src.lines)
+        problems.add(Location(src.path, line, column), exc.code, exc.message)
+        return None
+    return text, Compiler(checked).test(expr), ast.facts_of(expr)
+
+
+def _doc_refs(src: Source, key: tuple[object, ...], checker: Checker, catalogue: dict[str, DocItem],
+              problems: Problems) -> tuple[DocRef, ...]:
+    refs = []
+    for i, ref in enumerate(src._get(key)):
+        doc_id = ref["id"] if isinstance(ref, dict) else ref
+        if doc_id not in catalogue:
+            problems.add(src.at(*key, i), "E-unknown-doc",
+                         f"documentation item '{doc_id}' is not in the policy's documentation catalogue")
+            continue
+        if isinstance(ref, dict) and "when" in ref:
+            compiled = _condition(src, key + (i, "when"), checker, problems)
+            if compiled:
+                refs.append(DocRef(doc_id, compiled[1], compiled[0]))
+        else:
+            refs.append(DocRef(doc_id))
+    return tuple(refs)
+
+
+def _outcome(src: Source, key: tuple[object, ...], data: dict[str, Any], checker: Checker,
+             catalogue: dict[str, DocItem], problems: Problems) -> Outcome:
+    docs = _doc_refs(src, key + ("documentation",), checker, catalogue, problems) if "documentation" in data else ()
+    return Outcome(data.get("pa_needed", NO_AUTH), data.get("covered", COVERED), docs, data.get("reason", ""))
+
+
+def _rule(src: Source, key: tuple[object, ...], index: int, checker: Checker, catalogue: dict[str, DocItem],
+          problems: Problems) -> Rule | None:
+    data = src._get(key)
+    compiled = _condition(src, key + ("when",), checker, problems)
+    outcome = _outcome(src, key, data, checker, catalogue, problems)
+    if compiled is None:
+        return None
+    text, test, facts = compiled
+    return Rule(data.get("id", f"rule-{index + 1}"), index, text, test, facts, outcome, src.at(*key))
+
+
+def _check_versions(policies: list[Policy], problems: Problems) -> None:
+    """Versions of one policy id (for one plan set) must not overlap in time."""
+    by_key: dict[tuple[str, str | None], list[Policy]] = {}
+    for policy in policies:
+        by_key.setdefault((policy.id, policy.extends), []).append(policy)
+    for versions in by_key.values():
+        versions.sort(key=lambda p: p.effective)
+        for earlier, later in zip(versions, versions[1:]):
+            if earlier.end is None or later.effective <= earlier.end:
+                if earlier.location.path == later.location.path:
+                    continue  # one child file merged with consecutive base versions
+                problems.add(later.location, "E-version-overlap",
+                             f"policy '{later.id}' version from {later.effective} overlaps the version at "
+                             f"{earlier.location} ({earlier.effective} to {earlier.end or 'open'})")

@@ -1,0 +1,125 @@
+"""The compiled, immutable policy model that evaluation runs on."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .codes import CodeSet
+from .compiler import Test
+
+AUTH_NEEDED, NO_AUTH, CONDITIONAL, SATISFIED = "auth-needed", "no-auth", "conditional", "satisfied"
+COVERED, NOT_COVERED = "covered", "not-covered"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a rule file."""
+
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class DocItem:
+    """An entry of a policy's documentation catalogue."""
+
+    id: str
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class DocRef:
+    """A rule's reference to a documentation item, optionally required only when ``test`` holds."""
+
+    id: str
+    test: Test | None = None
+    when: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a rule (or a policy default) answers."""
+
+    pa_needed: str = NO_AUTH
+    covered: str = COVERED
+    documentation: tuple[DocRef, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ordered rule: a compiled condition and its outcome."""
+
+    id: str
+    index: int
+    when: str
+    test: Test
+    facts: frozenset[str]
+    outcome: Outcome
+    location: Location
+
+
+@dataclass(frozen=True)
+class CodeGroup:
+    """Codes a policy governs between optional dates of service (inclusive)."""
+
+    codes: CodeSet
+    effective: dt.date | None = None
+    end: dt.date | None = None
+
+    def in_force(self, day: dt.date) -> bool:
+        """True when the group applies on ``day``."""
+        return (self.effective is None or self.effective <= day) and (self.end is None or day <= self.end)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One version of one policy, compiled."""
+
+    id: str
+    title: str
+    payer: str
+    version: str
+    effective: dt.date
+    end: dt.date | None
+    url: str
+    citation: str
+    notes: str
+    plans: frozenset[str] | None
+    extends: str | None
+    code_groups: tuple[CodeGroup, ...]
+    rules: tuple[Rule, ...]
+    default: Outcome
+    documentation: Mapping[str, DocItem]
+    value_sets: Mapping[str, tuple[str, ...]]
+    auth_valid_days: int | None
+    questionnaire: str | None
+    location: Location
+    files: tuple[str, ...] = field(default=())
+
+    def in_force(self, day: dt.date) -> bool:
+        """True when this version applies to a date of service ``day``."""
+        return self.effective <= day and (self.end is None or day <= self.end)
+
+    def governs(self, code: str, day: dt.date) -> bool:
+        """True when a code group lists ``code`` and is in force on ``day``."""
+        return any(code in g.codes and g.in_force(day) for g in self.code_groups)
+
+    def summary(self) -> dict[str, object]:
+        """The policy's citation as it appears in decisions."""
+        return {"id": self.id, "title": self.title, "version": self.version, "url": self.url}
+
+
+@dataclass(frozen=True)
+class PayerInfo:
+    """Payer-wide settings from ``_payer.yaml``."""
+
+    id: str
+    title: str = ""
+    default: Outcome | None = None

@@ -1,0 +1,153 @@
+"""The immutable, thread-safe rule set: policies indexed by payer and code, and evaluation."""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .codes import CodeRange
+from .errors import LoadError, RequestError
+from .evaluate import Answer, apply_authorizations, combine, run_policy
+from .loader import read_tree
+from .policy import COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
+from .request import Line, Request, parse_request
+from .trace import rule_trace
+
+
+class RuleSet:
+    """Loaded policies of one rule tree. Build with :func:`engine.load`; never mutated after."""
+
+    def __init__(self, policies: Iterable[Policy], payers: Mapping[str, PayerInfo], digest: str,
+                 source: str = "") -> None:
+        self._policies = tuple(policies)
+        self._payer_info = dict(payers)
+        self.digest = digest
+        self.source = source
+        self.loaded_at = dt.datetime.now(dt.timezone.utc)
+        self._exact: dict[tuple[str, str], tuple[Policy, ...]] = {}
+        self._wide: dict[str, list[tuple[CodeRange, Policy]]] = defaultdict(list)
+        exact: dict[tuple[str, str], list[Policy]] = defaultdict(list)
+        for policy in self._policies:
+            for group in policy.code_groups:
+                for code in group.codes.exact:
+                    if policy not in exact[(policy.payer, code)]:
+                        exact[(policy.payer, code)].append(policy)
+                self._wide[policy.payer].extend((r, policy) for r in group.codes.ranges)
+        self._exact = {key: tuple(value) for key, value in exact.items()}
+        self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def payers(self) -> list[str]:
+        """Ids of the payers this rule set knows."""
+        return sorted(self._payers)
+
+    def rule_count(self) -> int:
+        """Number of rules over all policy versions."""
+        return sum(len(p.rules) for p in self._policies)
+
+    def policy_versions(self) -> tuple[Policy, ...]:
+        """Every compiled policy version, in load order."""
+        return self._policies
+
+    def policies(self) -> list[dict[str, Any]]:
+        """Metadata of every policy with its versions, sorted by id."""
+        grouped: dict[str, list[Policy]] = defaultdict(list)
+        for policy in self._policies:
+            grouped[policy.id].append(policy)
+        return [_describe(versions) for _, versions in sorted(grouped.items())]
+
+    def candidates(self, payer: str, code: str) -> tuple[Policy, ...]:
+        """Every policy version of ``payer`` that lists ``code`` at any date."""
+        found = self._exact.get((payer, code), ())
+        wide = tuple(p for r, p in self._wide.get(payer, ()) if code in r and p not in found)
+        return found + wide if wide else found
+
+    def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
+        """The policies that decide ``line`` on ``day`` for ``plan`` (see docs/authoring.md)."""
+        in_force = [p for p in self.candidates(payer, line.code) if p.in_force(day) and p.governs(line.code, day)]
+        if plan is None:
+            return [p for p in in_force if p.extends is None]
+        chosen = [p for p in in_force if p.plans is None or plan in p.plans]
+        overridden = {p.extends for p in chosen if p.extends}
+        return [p for p in chosen if p.id not in overridden]
+
+    def evaluate(self, body: Any, today: dt.date | None = None) -> dict[str, Any]:
+        """Answer a v1 request (a parsed JSON object) with the v1 response; see docs/api.md."""
+        request = parse_request(body, today)
+        if request.payer not in self._payers:
+            raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
+                                        f"{', '.join(self.payers()) or 'no payers'}")
+        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(),
+                "decisions": [self._decide(request, line) for line in request.lines]}
+
+    def _decide(self, request: Request, line: Line) -> dict[str, Any]:
+        trace: list[dict[str, Any]] = []
+        sink = None
+        if request.explain:
+            def sink(policy: Policy, rule: Rule, result: bool | None) -> None:
+                trace.append(rule_trace(policy, rule, result, line.facts))
+        policies = self.select(request.payer, request.plan, line, request.as_of)
+        if policies:
+            answer = combine([run_policy(p, line.facts, sink) for p in policies])
+            apply_authorizations(answer, line, request.as_of, request.authorizations)
+        else:
+            answer = self._unlisted(request, line)
+        decision = _render(line, answer)
+        if request.explain:
+            decision["trace"] = trace
+        return decision
+
+    def _unlisted(self, request: Request, line: Line) -> Answer:
+        info = self._payer_info.get(request.payer)
+        if info and info.default:
+            reason = info.default.reason or f"No {request.payer} policy lists {line.code}; the payer default applies."
+            return Answer(info.default.pa_needed, info.default.covered, reasons=[reason],
+                          possible={info.default.pa_needed})
+        return Answer(NO_AUTH, COVERED, reasons=[f"No {request.payer} policy in force on "
+                                                 f"{request.as_of.isoformat()} lists {line.code}."],
+                      possible={NO_AUTH})
+
+
+def _render(line: Line, answer: Answer) -> dict[str, Any]:
+    documentation: dict[str, dict[str, Any]] = {}
+    for ref, policy, state in answer.documentation:
+        item = policy.documentation[ref.id]
+        entry = documentation.setdefault(ref.id, {"id": item.id, "text": item.text, "kind": item.kind})
+        if state is None and ref.when:
+            entry["required_when"] = ref.when
+    decision: dict[str, Any] = {
+        "code": line.code, "system": line.system, "pa_needed": answer.pa_needed, "covered": answer.covered,
+        "documentation": list(documentation.values()), "info_needed": sorted(answer.info_needed),
+        "reasons": answer.reasons, "policies": [p.summary() for p in answer.policies],
+    }
+    if CONDITIONAL in (answer.pa_needed, answer.covered):
+        decision["possible"] = sorted(answer.possible)
+    if answer.authorization:
+        decision["authorization"] = answer.authorization
+    questionnaires = sorted({p.questionnaire for p in answer.policies if p.questionnaire})
+    if questionnaires:
+        decision["questionnaire"] = questionnaires
+    return decision
+
+
+def _describe(versions: list[Policy]) -> dict[str, Any]:
+    latest = max(versions, key=lambda p: p.effective)
+    return {
+        "id": latest.id, "title": latest.title, "payer": latest.payer,
+        "plans": sorted(latest.plans) if latest.plans else None, "extends": latest.extends,
+        "versions": [{"version": p.version, "effective": p.effective.isoformat(),
+                      "end": p.end.isoformat() if p.end else None, "url": p.url, "citation": p.citation,
+                      "file": p.location.path, "rules": len(p.rules)}
+                     for p in sorted(versions, key=lambda p: p.effective)],
+    }
+
+
+def load(path: str | Path) -> RuleSet:
+    """Load and compile the rule tree at ``path``; raise :class:`LoadError` listing every problem."""
+    tree = read_tree(path)
+    if tree.problems:
+        raise LoadError(tree.problems)
+    return RuleSet(tree.policies, tree.payers, tree.digest, str(path))

@@ -1,0 +1,130 @@
+"""Read YAML safely into plain data while remembering where every value came from.
+
+PyYAML's composer gives nodes with marks; this module turns them into dicts, lists and scalars
+and a :class:`Locations` map from each value's path to its position and raw spelling, so that
+every later error can point at file:line:column. Only the safe constructors are used.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+#: Largest YAML file accepted, in bytes.
+MAX_FILE_BYTES = 1_000_000
+#: Most values one file may expand to (guards against alias bombs).
+MAX_VALUES = 200_000
+
+Path_ = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class Spot:
+    """Where a scalar or collection starts, and for scalars its raw text and quoting style."""
+
+    line: int
+    column: int
+    raw: str | None = None
+    style: str | None = None
+
+
+class YamlError(Exception):
+    """The text is not acceptable YAML; ``line`` and ``column`` are 1-based."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1, code: str = "E-yaml") -> None:
+        super().__init__(message)
+        self.message, self.line, self.column, self.code = message, line, column, code
+
+
+class Locations(dict[Path_, Spot]):
+    """Maps a path such as ``("rules", 0, "when")`` to its :class:`Spot`."""
+
+    def find(self, path: Path_) -> Spot:
+        """The spot of ``path`` or of its nearest located ancestor."""
+        path = tuple(path)
+        while path not in self and path:
+            path = path[:-1]
+        return self.get(path, Spot(1, 1))
+
+
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    try:
+        value = _CONSTRUCTOR.construct_object(node, deep=True)
+    except (ValueError, yaml.constructor.ConstructorError):
+        return node.value  # e.g. an impossible date: keep the text, later checks will say why
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return node.value
+    return value
+
+
+def load_yaml(text: str) -> tuple[Any, Locations]:
+    """Parse one YAML document into plain data and its locations; raise :class:`YamlError`."""
+    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
+        raise YamlError(f"file is larger than the limit of {MAX_FILE_BYTES} bytes", code="E-file-too-large")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(filter(None, [exc.context, exc.problem]))
+        raise YamlError(message or "invalid YAML", (mark.line + 1) if mark else 1,
+                        (mark.column + 1) if mark else 1) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(str(exc)) from None
+    except RecursionError:
+        raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
+    locations = Locations()
+    if node is None:
+        return None, locations
+    budget = [MAX_VALUES]
+    try:
+        data = _convert(node, (), locations, budget)
+    except RecursionError:
+        raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
+    return data, locations
+
+
+def _convert(node: yaml.Node, path: Path_, locations: Locations, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise YamlError(f"file expands to more than {MAX_VALUES} values (aliases?)",
+                        node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
+    start = node.start_mark
+    if isinstance(node, yaml.ScalarNode):
+        locations[path] = Spot(start.line + 1, start.column + 1, node.value, node.style)
+        return _scalar(node)
+    locations[path] = Spot(start.line + 1, start.column + 1)
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, path + (i,), locations, budget) for i, item in enumerate(node.value)]
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise YamlError("mapping keys must be plain scalars", key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1)
+        key = _scalar(key_node)
+        key = key if isinstance(key, str) else str(key)
+        if key in result:
+            raise YamlError(f"duplicate key '{key}'", key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1, "E-duplicate-key")
+        result[key] = _convert(value_node, path + (key,), locations, budget)
+    return result
+
+
+def position_in_scalar(spot: Spot, line: int, column: int, lines: list[str]) -> tuple[int, int]:
+    """Map a 1-based position inside a scalar's text to its position in the file's ``lines``."""
+    if spot.style in ("|", ">"):  # block scalars start on the next line, indented
+        file_line = spot.line + line
+        text = lines[file_line - 1] if file_line <= len(lines) else ""
+        return file_line, len(text) - len(text.lstrip(" ")) + column
+    offset = 1 if spot.style in ("'", '"') else 0
+    if line == 1:
+        return spot.line, spot.column + offset + column - 1
+    return spot.line + line - 1, column
