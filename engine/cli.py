@@ -1,0 +1,141 @@
+"""The ``covreq`` command line: validate, test, eval, schema and serve.
+
+Exit codes: 0 success; 1 problems found (invalid rules, failing tests); 2 bad usage or input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import LoadError, Problem, RequestError
+from .loader import read_tree
+from .report import FORMATS, write_problems
+from .resources import schema_path
+from .ruleset import RuleSet, load
+from .testcases import run_tests
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _validate(args: argparse.Namespace) -> int:
+    problems: list[Problem] = []
+    policies = files = 0
+    for path in args.paths:
+        tree = read_tree(path)
+        problems += tree.problems
+        policies += len(tree.policies)
+        files += len(tree.files)
+    write_problems(problems, args.format, sys.stdout)
+    if args.format == "text":
+        summary = (f"{len(problems)} problem(s) in {files} file(s)" if problems
+                   else f"ok: {policies} policy version(s) in {files} file(s)")
+        print(summary, file=sys.stderr)
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _load_or_report(path: str, fmt: str = "text") -> RuleSet | None:
+    try:
+        return load(path)
+    except LoadError as exc:
+        write_problems(exc.problems, fmt, sys.stdout if fmt != "text" else sys.stderr)
+        return None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    rules = _load_or_report(args.rules)
+    if rules is None:
+        return EXIT_PROBLEMS
+    try:
+        text = sys.stdin.read() if args.request == "-" else Path(args.request).read_text(encoding="utf-8")
+        body = json.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"covreq eval: cannot read {args.request}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except json.JSONDecodeError as exc:
+        print(f"covreq eval: {args.request}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.explain and isinstance(body, dict):
+        body["explain"] = True
+    try:
+        response = rules.evaluate(body)
+    except RequestError as exc:
+        print(f"covreq eval: invalid request: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    json.dump(response, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _test(args: argparse.Namespace) -> int:
+    rules = _load_or_report(args.rules or args.path, args.format)
+    if rules is None:
+        return EXIT_PROBLEMS
+    results, problems = run_tests(rules, args.path)
+    failures = [Problem(r.file, r.line, 1, "T-fail", f"{r.name}: " + "; ".join(r.diffs)) for r in results if not r.passed]
+    write_problems(problems + failures, args.format, sys.stdout)
+    passed = sum(r.passed for r in results)
+    print(f"{passed} passed, {len(results) - passed} failed", file=sys.stderr if args.format == "json" else sys.stdout)
+    if not results and not problems:
+        print("covreq test: no test cases found", file=sys.stderr)
+        return EXIT_PROBLEMS
+    return EXIT_PROBLEMS if failures or problems else EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_path(f"{args.kind}.schema.json").read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.server import run  # imported lazily: the library works without the web stack
+
+    run(args.rules, args.host, args.port, args.workers)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``covreq`` command."""
+    parser = argparse.ArgumentParser(prog="covreq", description="Rules-as-code coverage requirements.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check rule trees; exit 1 on any problem")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--format", choices=FORMATS, default="text")
+    validate.set_defaults(run=_validate)
+
+    evaluate = commands.add_parser("eval", help="answer a v1 request (JSON file or - for stdin)")
+    evaluate.add_argument("--rules", required=True, metavar="PATH")
+    evaluate.add_argument("request", nargs="?", default="-", metavar="REQUEST.json")
+    evaluate.add_argument("--explain", action="store_true", help="include the rule trace")
+    evaluate.set_defaults(run=_eval)
+
+    test = commands.add_parser("test", help="run the *.tests.yaml cases under PATH")
+    test.add_argument("path", metavar="PATH")
+    test.add_argument("--rules", metavar="RULES", help="rule tree to test against (default: PATH)")
+    test.add_argument("--format", choices=FORMATS, default="text")
+    test.set_defaults(run=_test)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
+    schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")
+    schema.set_defaults(run=_schema)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--rules", required=True, metavar="PATH")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``covreq`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
