@@ -154,7 +154,7 @@ class Checker:
         return type_.removeprefix("set of ")
 
     def _literal(self, node: ast.Literal, type_: str, out: Checked) -> str:
-        if node.kind == "date" and type_ != DATE or node.kind == "string" and type_ in _ORDERED:
+        if (node.kind == "date") != (type_ == DATE) and type_ != STRING or node.kind == "string" and type_ in _ORDERED:
             raise _error(node, "E-type", f"a {node.kind} literal cannot be compared with a {type_}")
         try:
             out.values[node] = literal_value(node.text, type_)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
-                     Outcome, Policy, Rule)
+                     Policy, Rule)
 from .request import Authorization, Line
 
 _PA_RANK = {NO_AUTH: 0, SATISFIED: 1, CONDITIONAL: 2, AUTH_NEEDED: 3}
@@ -21,7 +21,8 @@ class Answer:
 
     pa_needed: str
     covered: str
-    documentation: list[tuple[DocRef, Policy, bool | None]] = field(default_factory=list)
+    #: (item, its policy, condition text when it is required only if that holds, else None)
+    documentation: list[tuple[DocRef, Policy, str | None]] = field(default_factory=list)
     info_needed: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
     possible: set[str] = field(default_factory=set)
@@ -35,7 +36,7 @@ def _agree(values: set[str]) -> str:
 
 def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None = None) -> Answer:
     """Apply the policy's rules under hit policy ``first`` with Kleene unknowns (docs/authoring.md)."""
-    pending: list[Outcome] = []
+    pending: list[Rule] = []
     unknown: set[str] = set()
     decisive = policy.default
     for rule in policy.rules:
@@ -46,20 +47,23 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
             decisive = rule.outcome
             break
         if result is None:
-            pending.append(rule.outcome)
+            pending.append(rule)
             unknown.update(f for f in rule.facts if facts.get(f) is None)
-    outcomes = [*pending, decisive]
+    outcomes = [*(r.outcome for r in pending), decisive]
     answer = Answer(_agree({o.pa_needed for o in outcomes}), _agree({o.covered for o in outcomes}),
                     possible={o.pa_needed for o in outcomes}, policies=[policy])
     if answer.pa_needed == CONDITIONAL or answer.covered == CONDITIONAL:
         answer.info_needed = unknown
-    for outcome in outcomes:
+    for rule_when, outcome in [*((r.when, r.outcome) for r in pending), (None, decisive)]:
         if outcome.reason and outcome.reason not in answer.reasons:
             answer.reasons.append(outcome.reason)
         for ref in outcome.documentation:
             state = True if ref.test is None else ref.test(facts)
-            if state is not False:
-                answer.documentation.append((ref, policy, state))
+            if state is False:
+                continue
+            conditions = [c for c in (rule_when, ref.when if state is None else None) if c]
+            answer.documentation.append((ref, policy, " and ".join(f"({c})" if len(conditions) > 1 else c
+                                                                   for c in conditions) or None))
     return answer
 
 

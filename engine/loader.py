@@ -6,6 +6,7 @@ with its file, line, column and a stable code (see docs/authoring.md, "Error cod
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .parser import parse_condition
 from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
                      Policy, Rule)
 from .resources import schema_path
-from .yamlsource import Locations, YamlError, load_yaml, position_in_scalar
+from .yamlsource import KEY, Locations, YamlError, load_yaml, position_in_scalar
 
 TESTS_SUFFIX = ".tests.yaml"
 PAYER_FILE = "_payer.yaml"
@@ -183,6 +184,9 @@ def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
 def _valid(source: Source, schema: str, problems: Problems) -> bool:
     errors = sorted(_validator(schema).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            _unknown_keys(source, error, problems)
+            continue
         detail = best_match(error.context) if error.context else error
         path = [*error.absolute_path, *(detail.absolute_path if detail is not error else [])]
         where = source.at(*path)
@@ -191,9 +195,16 @@ def _valid(source: Source, schema: str, problems: Problems) -> bool:
     return not errors
 
 
+def _unknown_keys(source: Source, error: ValidationError, problems: Problems) -> None:
+    known = list(error.schema.get("properties", {}))
+    for key in error.instance:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(known)}"
+            problems.add(source.at(*error.absolute_path, key, KEY), "E-schema", f"unknown key '{key}'{hint}")
+
+
 def _schema_message(error: ValidationError) -> str:
-    if error.validator == "additionalProperties":
-        return error.message.replace("Additional properties are not allowed", "unknown key")
     if error.validator == "pattern":
         return f"{error.instance!r} does not have the expected form ({error.schema.get('description') or error.validator_value})"
     return error.message

@@ -113,11 +113,15 @@ class RuleSet:
 
 def _render(line: Line, answer: Answer) -> dict[str, Any]:
     documentation: dict[str, dict[str, Any]] = {}
-    for ref, policy, state in answer.documentation:
+    unconditional: set[str] = set()
+    for ref, policy, when in answer.documentation:
         item = policy.documentation[ref.id]
         entry = documentation.setdefault(ref.id, {"id": item.id, "text": item.text, "kind": item.kind})
-        if state is None and ref.when:
-            entry["required_when"] = ref.when
+        if when is None:
+            unconditional.add(ref.id)
+            entry.pop("required_when", None)
+        elif ref.id not in unconditional:
+            entry["required_when"] = when
     decision: dict[str, Any] = {
         "code": line.code, "system": line.system, "pa_needed": answer.pa_needed, "covered": answer.covered,
         "documentation": list(documentation.values()), "info_needed": sorted(answer.info_needed),

@@ -18,6 +18,8 @@ MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 200_000
 
 Path_ = tuple[object, ...]
+#: Path element naming a mapping key itself: ``path + (key, KEY)`` is where ``key`` is written.
+KEY = object()
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(filter(None, [exc.context, exc.problem]))
+        if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            message += f" (it starts at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
         raise YamlError(message or "invalid YAML", (mark.line + 1) if mark else 1,
                         (mark.column + 1) if mark else 1) from None
     except yaml.YAMLError as exc:
@@ -114,6 +118,7 @@ def _convert(node: yaml.Node, path: Path_, locations: Locations, budget: list[in
         if key in result:
             raise YamlError(f"duplicate key '{key}'", key_node.start_mark.line + 1,
                             key_node.start_mark.column + 1, "E-duplicate-key")
+        locations[path + (key, KEY)] = Spot(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         result[key] = _convert(value_node, path + (key,), locations, budget)
     return result
 
