@@ -1,0 +1,84 @@
+"""The FastAPI application: v1 API, CDS Hooks / Da Vinci CRD endpoints and operations."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from service import ops, v1
+from service.crd import routes as crd_routes
+from service.crd.outcome import operation_outcome
+from service.crd.payers import PayerMap
+from service.holder import RuleSetHolder
+from service.middleware import AccessLog, BodyLimit
+from service.responses import RULESET_HEADER, v1_error
+from service.settings import Settings
+
+log = logging.getLogger("covreq.service")
+
+
+def _sighup_reload(app: FastAPI) -> bool:
+    """Make SIGHUP reload the rule tree (off the event loop); False where signals are unavailable."""
+    loop = asyncio.get_running_loop()
+    holder: RuleSetHolder = app.state.holder
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, holder.reload))
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return True
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    installed = _sighup_reload(app)
+    log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
+                               "sighup_reload": installed})
+    try:
+        yield
+    finally:
+        if installed:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
+    """An error in the shape of the API family the path belongs to."""
+    digest = app.state.holder.current.digest
+    if crd_routes.owns(path):
+        return operation_outcome(status, message, digest)
+    return v1_error(status, message, digest)
+
+
+def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
+    """The service for the rule tree at ``rules_path``; raises ``engine.LoadError`` if it is broken."""
+    settings = settings or Settings()
+    app = FastAPI(title="covreq", version="1", lifespan=_lifespan,
+                  description="Does this CPT/HCPCS code need prior authorization for this payer and "
+                              "plan, and what documentation? Every response names the rule set "
+                              f"that produced it (body and `{RULESET_HEADER}` header).")
+    app.state.settings = settings
+    app.state.holder = RuleSetHolder(rules_path)
+    app.state.payers = PayerMap.load(settings.payers)
+    app.include_router(v1.router)
+    app.include_router(crd_routes.router)
+    app.include_router(ops.router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error_response(app, request.url.path, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        return _error_response(app, request.url.path, 422, str(first.get("msg")))
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
+        app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
+    app.add_middleware(AccessLog, header=RULESET_HEADER)
+    return app

@@ -1,0 +1,109 @@
+"""The CRD services covreq offers, their discovery document and their configuration options."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.crd.outcome import CrdError
+
+CRD_VERSIONS = ["2.2"]
+#: hook -> the context field that carries its orders
+HOOKS = {"order-select": "draftOrders", "order-sign": "draftOrders",
+         "order-dispatch": "dispatchedOrders", "appointment-book": "appointments"}
+#: hooks CRD calls "supporting": their coverage information asks for no clinical/admin documents
+SUPPORTING_HOOKS = {"order-select"}
+
+_COMMON_PREFETCH = {
+    "patient": "Patient/{{context.patientId}}",
+    "coverage": "Coverage?patient={{context.patientId}}&status=active",
+    "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
+}
+_ENCOUNTER_PREFETCH = {
+    "encounter": "Encounter/{{context.encounterId}}",
+    "locations": "Location?_id={{%encounter.location.location.resolve().id}}",
+}
+_PREFETCH = {
+    "order-select": {**_COMMON_PREFETCH, **_ENCOUNTER_PREFETCH},
+    "order-sign": {**_COMMON_PREFETCH, **_ENCOUNTER_PREFETCH},
+    "appointment-book": {
+        **_COMMON_PREFETCH, **_ENCOUNTER_PREFETCH,
+        "serviceRequests": "ServiceRequest?_id={{context.appointments.entry.resource.basedOn"
+                           ".resolve().ofType(ServiceRequest).id}}",
+    },
+    "order-dispatch": {
+        **_COMMON_PREFETCH,
+        "serviceRequests": "ServiceRequest?_id={{context.dispatchedOrders.resolve()"
+                           ".ofType(ServiceRequest).id}}",
+        "deviceRequests": "DeviceRequest?_id={{context.dispatchedOrders.resolve()"
+                          ".ofType(DeviceRequest).id}}",
+        "medicationRequests": "MedicationRequest?_id={{context.dispatchedOrders.resolve()"
+                              ".ofType(MedicationRequest).id}}",
+    },
+}
+CONFIGURATION_OPTIONS = [
+    {"code": "coverage-info", "type": "boolean", "name": "Coverage Information",
+     "description": "Whether the service is covered, needs prior authorization and needs "
+                    "documentation: coverage-information on each order, and cards for orders that "
+                    "need prior authorization or whose answer depends on missing information",
+     "default": True},
+    {"code": "max-cards", "type": "integer", "name": "Maximum cards",
+     "description": "The most cards returned; prior-authorization cards come before conditional ones",
+     "default": 10},
+]
+
+
+def service_id(hook: str) -> str:
+    """The CDS service id of a hook, ``{hook}-crd`` as in the CRD examples."""
+    return f"{hook}-crd"
+
+
+SERVICES = {service_id(hook): hook for hook in HOOKS}
+
+
+def discovery() -> dict[str, Any]:
+    """The ``GET /cds-services`` document."""
+    return {"services": [{
+        "hook": hook,
+        "title": f"covreq coverage requirements ({hook})",
+        "description": "Da Vinci CRD: whether each ordered CPT/HCPCS service needs prior "
+                       "authorization, whether it is covered and which documentation is needed, "
+                       "with links to the payer's published policy.",
+        "id": service_id(hook),
+        "prefetch": _PREFETCH[hook],
+        "extension": {"davinci-crd.version": CRD_VERSIONS,
+                      "davinci-crd.configuration-options": CONFIGURATION_OPTIONS},
+    } for hook in HOOKS]}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """The client's ``davinci-crd.configuration`` for one call; unknown options are ignored."""
+
+    coverage_info: bool = True
+    max_cards: int = 10
+
+    @classmethod
+    def from_request(cls, extension: Any) -> "Configuration":
+        """Read the request ``extension``: check the version asked for and the option types."""
+        if extension is None:
+            return cls()
+        if not isinstance(extension, dict):
+            raise CrdError(400, "extension must be a JSON object", "extension")
+        version = extension.get("davinci-crd.requestedVersion")
+        if version is not None and version not in CRD_VERSIONS:
+            raise CrdError(400, f"davinci-crd.requestedVersion {version!r} is not supported; "
+                                f"this service implements {', '.join(CRD_VERSIONS)}",
+                           "extension.davinci-crd.requestedVersion")
+        options = extension.get("davinci-crd.configuration", {})
+        if not isinstance(options, dict):
+            raise CrdError(400, "davinci-crd.configuration must be a JSON object",
+                           "extension.davinci-crd.configuration")
+        coverage_info = options.get("coverage-info", True)
+        if not isinstance(coverage_info, bool):
+            raise CrdError(400, "coverage-info must be true or false",
+                           "extension.davinci-crd.configuration.coverage-info")
+        max_cards = options.get("max-cards", 10)
+        if isinstance(max_cards, bool) or not isinstance(max_cards, int) or max_cards < 0:
+            raise CrdError(400, "max-cards must be a whole number, 0 or more",
+                           "extension.davinci-crd.configuration.max-cards")
+        return cls(coverage_info, max_cards)

@@ -1,0 +1,94 @@
+"""The payer mapping: which covreq payer (and plan) a FHIR Coverage belongs to."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.crd.fhir import ResourceIndex, as_list, codings
+
+COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
+
+
+@dataclass(frozen=True)
+class PayerEntry:
+    """One payer of the mapping file."""
+
+    payer: str
+    label: str
+    identifiers: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    names: frozenset[str] = field(default_factory=frozenset)
+    plans: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CoveragePayer:
+    """What a Coverage says about its payer: the payer's name, and the match if there is one."""
+
+    label: str
+    payer: str | None = None
+    plan: str | None = None
+
+
+class PayerMap:
+    """Payer identifiers and names -> covreq payer ids, loaded from a YAML file."""
+
+    def __init__(self, entries: list[PayerEntry]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, path: Path) -> "PayerMap":
+        """Read and check a mapping file; raises ValueError naming the file and the bad entry."""
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict) or not isinstance(data.get("payers"), list):
+            raise ValueError(f"{path}: expected a mapping with a list under 'payers'")
+        return cls([cls._entry(path, i, item) for i, item in enumerate(data["payers"])])
+
+    @staticmethod
+    def _entry(path: Path, index: int, item: Any) -> PayerEntry:
+        where = f"{path}: payers[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("payer"), str):
+            raise ValueError(f"{where}: needs a string 'payer'")
+        identifiers = item.get("identifiers") or []
+        if not all(isinstance(i, dict) and {"system", "value"} <= i.keys() for i in identifiers):
+            raise ValueError(f"{where}: each identifier needs 'system' and 'value'")
+        plans = item.get("plans") or {}
+        if not isinstance(plans, dict):
+            raise ValueError(f"{where}: 'plans' must map plan names to covreq plan ids")
+        return PayerEntry(
+            payer=item["payer"], label=str(item.get("label") or item["payer"]),
+            identifiers=frozenset((str(i["system"]), str(i["value"])) for i in identifiers),
+            names=frozenset(str(n).casefold() for n in item.get("names") or []),
+            plans={str(k).casefold(): str(v) for k, v in plans.items()})
+
+    def identify(self, coverage: dict[str, Any], index: ResourceIndex) -> CoveragePayer:
+        """The covreq payer and plan of a Coverage, or only its label when nothing matches."""
+        names: list[str] = []
+        identifiers: set[tuple[str, str]] = set()
+        for payor in as_list(coverage.get("payor")):
+            if not isinstance(payor, dict):
+                continue
+            organization = index.resolve(payor, "Organization") or {}
+            names += [n for n in (payor.get("display"), organization.get("name")) if isinstance(n, str)]
+            for ident in [payor.get("identifier"), *as_list(organization.get("identifier"))]:
+                if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+                    identifiers.add((str(ident.get("system", "")), ident["value"]))
+        for entry in self.entries:
+            if entry.identifiers & identifiers or entry.names & {n.casefold() for n in names}:
+                return CoveragePayer(names[0] if names else entry.label, entry.payer,
+                                     self._plan(entry, coverage))
+        return CoveragePayer(names[0] if names else "the payer")
+
+    @staticmethod
+    def _plan(entry: PayerEntry, coverage: dict[str, Any]) -> str | None:
+        for cls in as_list(coverage.get("class")):
+            if not isinstance(cls, dict) or not any(
+                    (c.get("system"), c["code"]) == (COVERAGE_CLASS, "plan")
+                    for c in codings(cls.get("type"))):
+                continue
+            for key in (cls.get("value"), cls.get("name")):
+                if isinstance(key, str) and key.casefold() in entry.plans:
+                    return entry.plans[key.casefold()]
+        return None

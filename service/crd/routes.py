@@ -1,0 +1,62 @@
+"""The CDS Hooks endpoints: discovery and one service per CRD hook."""
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.crd.assess import assess
+from service.crd.discovery import SERVICES, discovery
+from service.crd.outcome import CrdError, operation_outcome
+from service.crd.requests import read_call
+from service.crd.responses import cards, system_actions
+from service.responses import json_response
+from service.v1 import parse_json
+
+PREFIX = "/cds-services"
+RULESET_EXTENSION = "covreq.ruleset"
+router = APIRouter(tags=["CDS Hooks / Da Vinci CRD"])
+log = logging.getLogger("covreq.crd")
+
+
+def owns(path: str) -> bool:
+    """Whether a path belongs to the CDS Hooks endpoints (errors there are OperationOutcomes)."""
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+@router.get(PREFIX, summary="CDS Hooks discovery: the CRD services, prefetch and options")
+def discover(request: Request) -> JSONResponse:
+    """The discovery document, with the rule set's digest in ``extension``."""
+    digest = request.app.state.holder.current.digest
+    return json_response({**discovery(), "extension": {RULESET_EXTENSION: digest}}, digest)
+
+
+@router.post(PREFIX + "/{service_id}", summary="Call a CRD service (order-select, order-sign, "
+                                               "order-dispatch, appointment-book)")
+async def call_service(service_id: str, request: Request) -> JSONResponse:
+    """Coverage information for each order as systemActions, plus cards; errors as OperationOutcome."""
+    ruleset = request.app.state.holder.current
+    hook = SERVICES.get(service_id)
+    if hook is None:
+        return operation_outcome(404, f"no CDS service {service_id!r}; see GET {PREFIX}",
+                                 ruleset.digest)
+    try:
+        body = parse_json(await request.body())
+    except ValueError as err:
+        return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest)
+    today = date.today()
+    try:
+        hook_call = read_call(body, hook, request.app.state.payers, today)
+        answers = assess(hook_call, ruleset) if hook_call.configuration.coverage_info else []
+    except CrdError as err:
+        return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
+    response: dict[str, object] = {"cards": cards(answers, hook_call.configuration.max_cards)}
+    if answers:
+        response["systemActions"] = system_actions(answers, today)
+    response["extension"] = {RULESET_EXTENSION: ruleset.digest}
+    log.info("crd answer", extra={
+        "event": "crd", "hook": hook, "hookInstance": hook_call.hook_instance,
+        "ruleset": ruleset.digest, "coverage_assertion_ids": [a.assertion_id for a in answers]})
+    return json_response(response, ruleset.digest)

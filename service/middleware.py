@@ -1,0 +1,84 @@
+"""ASGI plumbing: refuse oversized bodies (413) and write one access-log line per request."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("covreq.access")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Answers 413 when a body declares or streams more than ``max_bytes``.
+
+    ``refuse(path)`` builds the 413 response, so each API family keeps its own error shape.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, refuse: Callable[[str], Response]) -> None:
+        self.app, self.max_bytes, self.refuse = app, max_bytes, refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            await self.refuse(scope["path"])(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self.refuse(scope["path"])(scope, receive, send)
+
+
+class AccessLog:
+    """Logs method, path, status, duration and the answering rule set; never bodies."""
+
+    def __init__(self, app: ASGIApp, header: str) -> None:
+        self.app, self.header = app, header.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status, ruleset = 500, ""
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status, ruleset
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                ruleset = dict(message.get("headers", [])).get(self.header, b"").decode()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            log.info("%s %s %s", scope["method"], scope["path"], status, extra={
+                "event": "request", "method": scope["method"], "path": scope["path"],
+                "status": status, "ms": round((time.perf_counter() - began) * 1000, 2),
+                "ruleset": ruleset})

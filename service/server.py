@@ -1,0 +1,30 @@
+"""Run the service under uvicorn; ``covreq serve`` calls ``run``."""
+from __future__ import annotations
+
+import os
+
+import uvicorn
+from fastapi import FastAPI
+
+from service import logs
+from service.app import create_app
+from service.settings import Settings
+
+RULES_ENV = "COVREQ_RULES"
+
+
+def app_from_env() -> FastAPI:
+    """App factory for worker processes: the rule tree comes from ``COVREQ_RULES``."""
+    settings = Settings.from_env()
+    logs.configure(settings.json_logs)
+    return create_app(os.environ[RULES_ENV], settings)
+
+
+def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the rule tree at ``rules``; with ``workers > 1`` each worker loads it itself."""
+    os.environ[RULES_ENV] = rules
+    if workers > 1:
+        uvicorn.run("service.server:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_config=None)
+    else:
+        uvicorn.run(app_from_env(), host=host, port=port, log_config=None)
