@@ -1,0 +1,342 @@
+"""The CRD anchor examples and their variants, checked field by field against CRD 2.2."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+HCPCS_BLUEBUTTON = "https://bluebutton.cms.gov/resources/codesystem/hcpcs"
+POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+CARD_TYPE = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
+TODAY = dt.date.today().isoformat()
+
+
+def acme_coverage(cov_id: str = "COV1", payer: str = "Acme Health Plan", status: str = "active") -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+        "resourceType": "Coverage", "id": cov_id, "status": status,
+        "payor": [{"reference": "Organization/payer", "display": payer}],
+        "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class",
+                                         "code": "plan"}]}, "value": "gold"}]}}]}
+
+
+def service_request(sr_id: str, code: str, system: str = CPT, pos: str | None = None) -> dict:
+    resource: dict[str, Any] = {"resourceType": "ServiceRequest", "id": sr_id, "status": "draft",
+                                "intent": "order", "subject": {"reference": "Patient/p1"},
+                                "code": {"coding": [{"system": system, "code": code}]}}
+    if pos:
+        resource["locationCode"] = [{"coding": [{"system": POS, "code": pos}]}]
+    return resource
+
+
+def order_sign(*orders: dict, prefetch: dict | None = None, **extra: Any) -> dict:
+    return {"hook": "order-sign", "hookInstance": "c5a6a3c2-8a1b-4c53-9d5e-000000000001",
+            "context": {"userId": "Practitioner/u1", "patientId": "p1",
+                        "draftOrders": {"resourceType": "Bundle", "type": "collection",
+                                        "entry": [{"resource": o} for o in orders]}},
+            "prefetch": {"coverage": acme_coverage()} if prefetch is None else prefetch, **extra}
+
+
+def post(client, body: dict, service: str | None = None):
+    return client.post(f"/cds-services/{service or body['hook'] + '-crd'}", json=body)
+
+
+def repetitions(response: dict, reference: str, crd) -> list[dict]:
+    action = next(a for a in response["systemActions"] if
+                  f"{a['resource']['resourceType']}/{a['resource']['id']}" == reference)
+    assert action["type"] == "update" and action["description"]
+    return crd.coverage_information(action)
+
+
+def by_code(extensions: list[dict], crd) -> dict[str, dict[str, list]]:
+    return {crd.subs(e)["billingCode"][0]["valueCoding"]["code"]: crd.subs(e) for e in extensions}
+
+
+def value(subs: dict[str, list], url: str) -> list:
+    return [next(v for k, v in s.items() if k.startswith("value")) for s in subs.get(url, [])]
+
+
+def assert_ok(response, crd) -> dict:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    crd.no_empty_values({k: v for k, v in body.items() if k != "cards"} | {"cards": body["cards"] or [0]})
+    assert body["extension"]["covreq.ruleset"] == response.headers["x-covreq-ruleset"]
+    ids = [value(crd.subs(e), "coverage-assertion-id")[0]
+           for a in body.get("systemActions", []) for e in crd.coverage_information(a)]
+    assert len(ids) == len(set(ids)), "coverage-assertion-ids are distinct"
+    for card in body["cards"]:
+        assert len(card["summary"]) < 140 and card["indicator"] == "info" and card["uuid"]
+        assert card["source"]["topic"] == {"system": CARD_TYPE, "code": "coverage-info",
+                                           "display": "Coverage Information"}
+    return body
+
+
+def assert_outcome(response, status: int, expression: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["meta"]["tag"][0]["code"] == response.headers["x-covreq-ruleset"]
+    issue = outcome["issue"][0]
+    assert issue["severity"] == "error" and issue["diagnostics"]
+    if expression:
+        assert issue["expression"] == [expression]
+    return issue
+
+
+# --- the anchor examples -------------------------------------------------------------------
+
+def test_ig_order_sign_two_service_requests(client, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest.json")
+    body = assert_ok(post(client, request), crd)
+    sent = {e["resource"]["id"]: e["resource"] for e in request["context"]["draftOrders"]["entry"]}
+    assert [a["resource"]["id"] for a in body["systemActions"]] == ["1357", "2468"]
+    for action in body["systemActions"]:  # the update changes nothing but coverage-information
+        original = {k: v for k, v in sent[action["resource"]["id"]].items() if k != "extension"}
+        assert {k: v for k, v in action["resource"].items() if k != "extension"} == original
+
+    mammo = by_code(repetitions(body, "ServiceRequest/1357", crd), crd)
+    assert list(mammo) == ["77061", "77062", "77065", "77066"]  # SNOMED code + ext-billing-options
+    tomo = mammo["77061"]
+    assert value(tomo, "coverage") == [{"reference": "Coverage/COV1"}]
+    assert value(tomo, "covered") == ["covered"]
+    assert value(tomo, "pa-needed") == ["auth-needed"]
+    assert value(tomo, "doc-needed") == ["clinical"]
+    assert value(tomo, "doc-purpose") == ["withpa"]
+    assert "info-needed" not in tomo
+    assert value(tomo, "billingCode") == [{"system": CPT, "code": "77061"}]
+    assert value(tomo, "questionnaire") == ["http://example.org/acme/Questionnaire/breast-imaging|1.0"]
+    assert value(tomo, "reason") == [{"text": "Acme reviews diagnostic breast tomosynthesis before it is done."}]
+    link = tomo["detail"][0]["extension"]
+    assert link == [{"url": "category", "valueCode": "cat-other"},
+                    {"url": "code", "valueCodeableConcept": {"coding": [
+                        {"system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp", "code": "policy-link"}]}},
+                    {"url": "value", "valueUrl": "https://example.org/acme/policies/breast-imaging"}]
+    assert value(tomo, "date") == [TODAY]
+
+    screening = mammo["77065"]  # no Condition in the prefetch: the diagnosis decides
+    assert value(screening, "pa-needed") == ["conditional"]
+    assert value(screening, "info-needed") == ["OTH"]
+    assert any("diagnoses" in r["text"] for r in value(screening, "reason"))
+
+    oxygen = by_code(repetitions(body, "ServiceRequest/2468", crd), crd)["E0431"]
+    assert value(oxygen, "billingCode") == [{"system": HCPCS, "code": "E0431"}]
+    assert value(oxygen, "pa-needed") == ["conditional"]
+    assert value(oxygen, "info-needed") == ["location"]  # the Location has no place-of-service type
+
+    cards = body["cards"]
+    assert len(cards) <= 5  # davinci-crd.configuration max-cards
+    first = cards[0]
+    assert first["summary"] == "Acme Health Plan: prior authorization needed for CPT 77061, CPT 77062"
+    assert first["source"]["label"] == "Acme Health Plan"
+    assert first["extension"] == {"davinci-crd.associated-resource": [{"reference": "ServiceRequest/1357"}]}
+    assert first["links"] == [{"label": "Diagnostic breast imaging (test fixture) (version 1)",
+                               "url": "https://example.org/acme/policies/breast-imaging", "type": "absolute"}]
+    assert {c["extension"]["davinci-crd.associated-resource"][0]["reference"] for c in cards[1:]} == {
+        "ServiceRequest/1357", "ServiceRequest/2468"}
+
+
+def test_ig_order_dispatch_with_coverage_info_off_returns_nothing(client, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest2.json")
+    assert request["extension"]["davinci-crd.configuration"]["coverage-info"] is False
+    response = post(client, request)
+    assert response.status_code == 200
+    assert response.json() == {"cards": [], "extension": {"covreq.ruleset": response.headers["x-covreq-ruleset"]}}
+
+
+def test_ig_order_dispatch_needs_the_dispatched_orders(client, anchor) -> None:
+    request = anchor("CRDServiceRequest2.json")
+    del request["extension"]["davinci-crd.configuration"]["coverage-info"]
+    issue = assert_outcome(post(client, request), 412, "context.dispatchedOrders")
+    assert "MedicationRequest/1111" in issue["diagnostics"]
+
+
+def test_ig_order_dispatch_resolved_from_prefetch(client, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest2.json")
+    del request["extension"]["davinci-crd.configuration"]["coverage-info"]
+    request["prefetch"]["medicationRequests"] = {"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "MedicationRequest", "id": i, "status": "draft", "intent": "order",
+                      "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                                "code": "617993"}]}}} for i in ("1111", "2222")]}
+    body = assert_ok(post(client, request), crd)
+    assert [a["resource"]["id"] for a in body["systemActions"]] == ["1111", "2222"]
+    (only,) = repetitions(body, "MedicationRequest/1111", crd)
+    subs = crd.subs(only)
+    assert value(subs, "covered") == ["conditional"] and value(subs, "info-needed") == ["detail-code"]
+    assert "billingCode" not in subs
+
+
+def test_ig_appointment_book_without_prefetch_is_a_400(client, anchor) -> None:
+    assert_outcome(post(client, anchor("CRDServiceRequest4.json")), 400, "prefetch.coverage")
+
+
+def test_ig_appointment_book_with_coverage(client, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest4.json")
+    request["prefetch"] = {"coverage": acme_coverage()}
+    body = assert_ok(post(client, request), crd)
+    (only,) = repetitions(body, "Appointment/example", crd)  # service-type 24 is no billing code
+    assert value(crd.subs(only), "info-needed") == ["detail-code"]
+
+
+def test_appointment_based_on_a_service_request_updates_the_order(client, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest4.json")
+    appointment = request["context"]["appointments"]["entry"][0]["resource"]
+    appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
+    appointment["start"] = "2024-05-02T09:00:00Z"
+    request["prefetch"] = {"coverage": acme_coverage(), "serviceRequests": {
+        "resourceType": "Bundle", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
+    body = assert_ok(post(client, request), crd)
+    (action,) = body["systemActions"]
+    assert action["resource"]["resourceType"] == "ServiceRequest"
+    subs = crd.subs(crd.coverage_information(action)[0])
+    assert value(subs, "pa-needed") == ["auth-needed"]
+
+
+def test_inferno_order_sign_without_coverage_is_a_400(client, anchor) -> None:
+    assert_outcome(post(client, anchor("order_sign_hook_request.json")), 400, "prefetch.coverage")
+
+
+def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
+    request = anchor("order_sign_hook_request.json")
+    request["prefetch"] = {"coverage": acme_coverage()}
+    body = assert_ok(post(client, request), crd)
+    nutrition = next(a for a in body["systemActions"] if a["resource"]["resourceType"] == "NutritionOrder")
+    kept = [e for e in nutrition["resource"]["extension"] if e["url"] in ("existing_extension", "to_replace")]
+    assert len(kept) == 2  # the update touches coverage-information only
+    for action in body["systemActions"]:
+        (only,) = crd.coverage_information(action)
+        assert value(crd.subs(only), "info-needed") == ["detail-code"]
+
+
+def test_ri_device_request_with_an_unseen_coverage(client, anchor, crd) -> None:
+    body = assert_ok(post(client, anchor("requestWithHydratedPrefetchBundle.json")), crd)
+    (only,) = repetitions(body, "DeviceRequest/24439", crd)
+    subs = crd.subs(only)
+    assert value(subs, "coverage") == [{"reference": "Coverage/1234"}]
+    assert value(subs, "covered") == ["not-covered"] and "pa-needed" not in subs
+    (reason,) = value(subs, "reason")
+    assert reason["coding"][0]["code"] == "coverage-not-found" and reason["text"]
+    assert body["cards"] == []
+
+
+def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) -> None:
+    request = anchor("requestWithHydratedPrefetchBundle.json")
+    request["prefetch"]["coverage"] = acme_coverage("1234")
+    request["prefetch"]["encounter"] = {"resourceType": "Encounter", "id": "89284", "status": "planned",
+                                        "location": [{"location": {"reference": "Location/home"}}]}
+    request["prefetch"]["locations"] = {"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "Location", "id": "home", "type": [{"coding": [{"system": POS, "code": "12"}]}]}}]}
+    body = assert_ok(post(client, request), crd)
+    subs = by_code(repetitions(body, "DeviceRequest/24439", crd), crd)["E0424"]
+    assert value(subs, "pa-needed") == ["auth-needed"] and value(subs, "doc-needed") == ["clinical"]
+    assert body["cards"][0]["summary"] == "Acme Health Plan: prior authorization needed for HCPCS E0424"
+
+
+# --- variants ------------------------------------------------------------------------------
+
+def test_missing_prefetch_is_a_400_operation_outcome(client, anchor) -> None:
+    request = anchor("CRDServiceRequest.json")
+    del request["prefetch"]
+    assert_outcome(post(client, request), 400, "prefetch.coverage")
+
+
+@pytest.mark.parametrize("payer", ["Unknown Health", "Orphan Health"])
+def test_unknown_payer_is_not_covered_no_member_found(client, anchor, crd, payer: str) -> None:
+    request = anchor("CRDServiceRequest.json")
+    request["prefetch"]["coverage"]["entry"][0]["resource"]["payor"][0]["display"] = payer
+    body = assert_ok(post(client, request), crd)
+    for action in body["systemActions"]:
+        (only,) = crd.coverage_information(action)
+        subs = crd.subs(only)
+        assert value(subs, "covered") == ["not-covered"] and "pa-needed" not in subs
+        assert value(subs, "reason")[0]["coding"][0]["code"] == "no-member-found"
+    assert body["cards"] == []
+
+
+def test_inactive_coverage_is_not_covered_no_active_coverage(client, crd) -> None:
+    body = assert_ok(post(client, order_sign(service_request("s1", "15823"),
+                                             prefetch={"coverage": acme_coverage(status="cancelled")})), crd)
+    (only,) = crd.coverage_information(body["systemActions"][0])
+    assert value(crd.subs(only), "reason")[0]["coding"][0]["code"] == "no-active-coverage"
+
+
+@pytest.mark.parametrize(("pos", "pa"), [("11", "no-auth"), ("22", "auth-needed")])
+def test_cpt_on_a_service_request(client, crd, pos: str, pa: str) -> None:
+    body = assert_ok(post(client, order_sign(service_request("s1", "15823", pos=pos))), crd)
+    subs = by_code(repetitions(body, "ServiceRequest/s1", crd), crd)["15823"]
+    assert value(subs, "pa-needed") == [pa]
+    assert value(subs, "billingCode") == [{"system": CPT, "code": "15823"}]
+    if pa == "auth-needed":
+        assert value(subs, "doc-needed") == ["clinical", "patient"]
+        assert value(subs, "doc-purpose") == ["withpa"]
+        assert len(body["cards"]) == 1
+    else:
+        assert "doc-needed" not in subs and body["cards"] == []
+
+
+def test_hcpcs_on_a_device_request_with_the_bluebutton_uri(client, crd) -> None:
+    device = {"resourceType": "DeviceRequest", "id": "d1", "status": "draft", "intent": "order",
+              "subject": {"reference": "Patient/p1"},
+              "codeCodeableConcept": {"coding": [{"system": HCPCS_BLUEBUTTON, "code": "E0250"}]}}
+    body = assert_ok(post(client, order_sign(device)), crd)
+    subs = by_code(repetitions(body, "DeviceRequest/d1", crd), crd)["E0250"]
+    assert value(subs, "covered") == ["not-covered"] and "pa-needed" not in subs  # q2
+    assert value(subs, "billingCode") == [{"system": HCPCS_BLUEBUTTON, "code": "E0250"}]
+    assert value(subs, "reason") == [{"text": "Acme plans exclude hospital beds for home use."}]
+
+
+def test_diagnoses_from_conditions_decide(client, crd) -> None:
+    conditions = {"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "Condition", "id": "c1", "code": {"coding": [
+            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"}]}}}]}
+    body = assert_ok(post(client, order_sign(service_request("s1", "77065"), prefetch={
+        "coverage": acme_coverage(), "conditions": conditions})), crd)
+    subs = by_code(repetitions(body, "ServiceRequest/s1", crd), crd)["77065"]
+    assert value(subs, "pa-needed") == ["no-auth"] and "info-needed" not in subs
+
+
+def test_order_select_answers_selected_orders_without_clinical_documents(client, crd) -> None:
+    request = order_sign(service_request("s1", "15823", pos="22"), service_request("s2", "77061"))
+    request["hook"] = "order-select"
+    request["context"]["selections"] = ["ServiceRequest/s1"]
+    body = assert_ok(post(client, request), crd)
+    (action,) = body["systemActions"]
+    subs = crd.subs(crd.coverage_information(action)[0])
+    assert value(subs, "doc-needed") == ["patient"]  # a supporting hook asks no clinical/admin documents
+
+
+def test_max_cards_is_honoured(client, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest.json")
+    request["extension"]["davinci-crd.configuration"]["max-cards"] = 1
+    body = assert_ok(post(client, request), crd)
+    assert len(body["cards"]) == 1 and "prior authorization needed" in body["cards"][0]["summary"]
+
+
+# --- errors --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("mutate", "status", "expression"), [
+    (lambda r: r.update(hook="order-select"), 400, "hook"),
+    (lambda r: r.pop("hookInstance"), 400, "hookInstance"),
+    (lambda r: r.pop("context"), 400, "context"),
+    (lambda r: r["context"].update(draftOrders=[]), 400, "context.draftOrders"),
+    (lambda r: r["context"].update(draftOrders={"resourceType": "Patient"}), 400, "context.draftOrders"),
+    (lambda r: r.update(prefetch=[]), 400, "prefetch"),
+    (lambda r: r["extension"]["davinci-crd.configuration"].update({"max-cards": "five"}), 400,
+     "extension.davinci-crd.configuration.max-cards"),
+    (lambda r: r["extension"]["davinci-crd.configuration"].update({"coverage-info": "no"}), 400,
+     "extension.davinci-crd.configuration.coverage-info"),
+    (lambda r: r["extension"].update({"davinci-crd.requestedVersion": "1.0"}), 400,
+     "extension.davinci-crd.requestedVersion"),
+])
+def test_bad_hook_requests_are_operation_outcomes(client, anchor, mutate, status, expression) -> None:
+    request = anchor("CRDServiceRequest.json")
+    mutate(request)
+    assert_outcome(client.post("/cds-services/order-sign-crd", json=request), status, expression)
+
+
+def test_malformed_json_unknown_service_and_oversized_bodies(client) -> None:
+    assert_outcome(client.post("/cds-services/order-sign-crd", content=b'{"hook": '), 400)
+    assert_outcome(client.post("/cds-services/order-sign-crd", content=b'[1, 2]'), 400, "request")
+    assert_outcome(client.post("/cds-services/no-such-crd", json={}), 404)
+    assert_outcome(client.post("/cds-services/order-sign-crd", content=b" " * 2_000_000), 413)
