@@ -1,0 +1,176 @@
+"""Decisions: the DESIGN example, hit policy, unknowns, authorizations, plans, versions, requests."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import engine
+from engine import RequestError
+
+BLEPH = {"payer": "medicare", "plan": "original-medicare-ffs", "date_of_service": "2023-03-14",
+         "services": [{"code": "15823", "system": "CPT"}]}
+
+
+def decide(rules: engine.RuleSet, **changes: Any) -> dict[str, Any]:
+    body = {**BLEPH, **changes}
+    return rules.evaluate(body)["decisions"][0]
+
+
+def test_design_example_is_conditional_without_place_of_service(good_rules: engine.RuleSet) -> None:
+    decision = decide(good_rules)
+    assert decision["pa_needed"] == "conditional"
+    assert decision["info_needed"] == ["place_of_service"]
+    assert decision["possible"] == ["auth-needed", "no-auth"]
+    assert decision["policies"][0]["id"] == "medicare-opd-blepharoplasty"
+
+
+@pytest.mark.parametrize("pos, expected", [("22", "auth-needed"), ("19", "auth-needed"), ("11", "no-auth"),
+                                           ("24", "no-auth")])
+def test_design_example_answers_by_setting(good_rules: engine.RuleSet, pos: str, expected: str) -> None:
+    decision = decide(good_rules, place_of_service=pos)
+    assert decision["pa_needed"] == expected
+    assert decision["info_needed"] == []
+    ids = {d["id"] for d in decision["documentation"]}
+    assert ids == ({"history-and-physical", "photographs", "visual-fields"} if expected == "auth-needed" else set())
+
+
+def test_conditional_documentation_names_its_condition(good_rules: engine.RuleSet) -> None:
+    docs = {d["id"]: d for d in decide(good_rules, place_of_service="22")["documentation"]}
+    assert docs["visual-fields"]["required_when"] == "diagnoses overlaps {H53.4*}"
+    assert "required_when" not in docs["photographs"]
+    with_dx = {d["id"]: d for d in decide(good_rules, place_of_service="22", diagnoses=["H53.40"])["documentation"]}
+    assert "required_when" not in with_dx["visual-fields"]
+    without = {d["id"] for d in decide(good_rules, place_of_service="22", diagnoses=["H02.831"])["documentation"]}
+    assert "visual-fields" not in without
+
+
+def test_code_removed_later_stops_being_governed(good_rules: engine.RuleSet) -> None:
+    assert decide(good_rules, place_of_service="22", date_of_service="2022-01-06",
+                  services=[{"code": "67911"}])["pa_needed"] == "auth-needed"
+    after = decide(good_rules, place_of_service="22", date_of_service="2022-01-07", services=[{"code": "67911"}])
+    assert after["pa_needed"] == "no-auth" and after["policies"] == []
+
+
+def test_policy_start_date_boundary(good_rules: engine.RuleSet) -> None:
+    assert decide(good_rules, place_of_service="22", date_of_service="2020-06-30")["pa_needed"] == "no-auth"
+    assert decide(good_rules, place_of_service="22", date_of_service="2020-07-01")["pa_needed"] == "auth-needed"
+
+
+@pytest.mark.parametrize("dos, expected", [("2023-03-14", "satisfied"), ("2023-03-15", "auth-needed"),
+                                           ("2022-11-14", "auth-needed")])
+def test_authorization_is_valid_120_days_counting_the_decision_day(good_rules: engine.RuleSet, dos: str,
+                                                                   expected: str) -> None:
+    auth = [{"id": "UTN1", "code": "15823", "start": "2022-11-15"}]
+    decision = decide(good_rules, place_of_service="22", date_of_service=dos, authorizations=auth)
+    assert decision["pa_needed"] == expected
+    assert (decision.get("authorization") == "UTN1") == (expected == "satisfied")
+    if expected == "satisfied":
+        assert decision["documentation"] == []
+
+
+def test_authorization_for_another_code_does_not_satisfy(good_rules: engine.RuleSet) -> None:
+    auth = [{"id": "UTN1", "code": "15822", "start": "2023-03-01", "end": "2023-06-28"}]
+    assert decide(good_rules, place_of_service="22", authorizations=auth)["pa_needed"] == "auth-needed"
+
+
+def test_unlisted_code_gets_no_auth_with_a_reason_or_the_payer_default(good_rules: engine.RuleSet) -> None:
+    medicare = decide(good_rules, services=[{"code": "99213"}])
+    assert medicare["pa_needed"] == "no-auth" and "lists 99213" in medicare["reasons"][0]
+    acme = good_rules.evaluate({"payer": "acme", "services": [{"code": "99213"}]})["decisions"][0]
+    assert acme["reasons"] == ["Acme lists no prior-authorization requirement for this code."]
+
+
+def test_plan_override_replaces_the_base_only_for_its_plan(good_rules: engine.RuleSet) -> None:
+    base = {"payer": "acme", "date_of_service": "2024-02-01", "place_of_service": "22",
+            "patient": {"birth_date": "1950-01-01"}, "services": [{"code": "70551"}]}
+    advantage = good_rules.evaluate({**base, "plan": "advantage"})["decisions"][0]
+    commercial = good_rules.evaluate({**base, "plan": "commercial"})["decisions"][0]
+    no_plan = good_rules.evaluate(base)["decisions"][0]
+    assert advantage["pa_needed"] == "no-auth" and advantage["policies"][0]["id"] == "acme-imaging-advantage"
+    assert commercial["pa_needed"] == "auth-needed" and commercial["policies"][0]["id"] == "acme-imaging"
+    assert no_plan["policies"][0]["id"] == "acme-imaging"
+
+
+def test_version_in_force_on_the_date_of_service_decides(good_rules: engine.RuleSet) -> None:
+    body = {"payer": "acme", "plan": "commercial", "place_of_service": "22", "services": [{"code": "70551"}]}
+    v1 = good_rules.evaluate({**body, "date_of_service": "2023-12-31"})["decisions"][0]
+    v2 = good_rules.evaluate({**body, "date_of_service": "2024-01-01"})["decisions"][0]
+    assert v1["policies"][0]["version"] == "1" and v2["policies"][0]["version"] == "2"
+
+
+def test_explain_traces_rules_with_locations(good_rules: engine.RuleSet) -> None:
+    decision = decide(good_rules, place_of_service="22", explain=True)
+    trace = decision["trace"]
+    assert [t["result"] for t in trace] == ["false", "true"]
+    assert trace[0]["location"].endswith("blepharoplasty.yaml:10:5")
+    assert trace[0]["predicates"][0]["expr"] == 'place_of_service not in {"19", "22"}'
+    assert "trace" not in decide(good_rules, place_of_service="22")
+
+
+def test_response_names_digest_and_date_used(good_rules: engine.RuleSet) -> None:
+    response = good_rules.evaluate({"payer": "medicare", "services": [{"code": "15823"}]})
+    assert response["ruleset"] == good_rules.digest and len(response["as_of"]) == 10
+
+
+def test_decisions_follow_request_order_and_see_the_other_codes(good_rules: engine.RuleSet) -> None:
+    response = good_rules.evaluate({**BLEPH, "services": [{"code": "99213"}, {"code": "15823"}, {"code": "J0585"}]})
+    assert [d["code"] for d in response["decisions"]] == ["99213", "15823", "J0585"]
+    assert response["decisions"][2]["system"] == "HCPCS"
+
+
+@pytest.mark.parametrize("body, location", [
+    ({"services": [{"code": "15823"}]}, "payer"),
+    ({"payer": "medicare"}, "services"),
+    ({"payer": "medicare", "services": []}, "services"),
+    ({"payer": "medicare", "services": [{"code": "ABC"}]}, "services[0].code"),
+    ({"payer": "medicare", "services": [{"code": "15823", "system": "HCPCS"}]}, "services[0].code"),
+    ({"payer": "medicare", "services": [{"code": "15823", "units": -1}]}, "services[0].units"),
+    ({"payer": "medicare", "services": [{"code": "15823"}], "date_of_service": "2023-02-30"}, "date_of_service"),
+    ({"payer": "medicare", "services": [{"code": "15823"}], "date_of_service": "9999-01-01"}, "date_of_service"),
+    ({"payer": "medicare", "services": [{"code": "15823"}], "diagnoses": "H02.831"}, "diagnoses"),
+    ({"payer": "medicare", "services": [{"code": "15823"}], "colour": "red"}, "colour"),
+    ({"payer": "nobody", "services": [{"code": "15823"}]}, "payer"),
+    ({"payer": "medicare", "services": [{"code": "15823"}], "authorizations": [{"id": "x"}]},
+     "authorizations[0].start"),
+    ([], ""),
+])
+def test_bad_requests_raise_located_request_errors(good_rules: engine.RuleSet, body: Any, location: str) -> None:
+    with pytest.raises(RequestError) as info:
+        good_rules.evaluate(body)
+    assert info.value.location == location
+
+
+# Supplying the facts a conditional answer needs always lands on one of the answers it listed.
+pos_values = st.sampled_from(["11", "19", "21", "22", "23", "24"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(code=st.sampled_from(["15823", "67900", "70551", "74177"]), payer_plan=st.sampled_from(
+    [("medicare", None), ("acme", "commercial"), ("acme", "advantage")]),
+    pos=pos_values, age=st.integers(min_value=0, max_value=100), give_pos=st.booleans(), give_age=st.booleans(),
+    dos=st.sampled_from(["2022-01-06", "2023-05-01", "2024-02-01", "2024-07-01"]))
+def test_supplying_missing_facts_resolves_conditional_into_a_listed_answer(
+        good_rules: engine.RuleSet, code: str, payer_plan: tuple[str, str | None], pos: str, age: int,
+        give_pos: bool, give_age: bool, dos: str) -> None:
+    payer, plan = payer_plan
+    birth = f"{int(dos[:4]) - age - 1}-01-01"
+    full: dict[str, Any] = {"payer": payer, "date_of_service": dos, "place_of_service": pos,
+                            "patient": {"birth_date": birth}, "services": [{"code": code}]}
+    if plan:
+        full["plan"] = plan
+    partial = dict(full)
+    if not give_pos:
+        del partial["place_of_service"]
+    if not give_age:
+        del partial["patient"]
+    first = good_rules.evaluate(partial)["decisions"][0]
+    final = good_rules.evaluate(full)["decisions"][0]
+    assert final["pa_needed"] != "conditional"
+    if first["pa_needed"] == "conditional":
+        assert set(first["info_needed"]) <= {"place_of_service", "patient.age"}
+        assert final["pa_needed"] in first["possible"]
+    else:
+        assert final["pa_needed"] == first["pa_needed"]

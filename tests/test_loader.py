@@ -1,0 +1,141 @@
+"""Loading rule trees: every mistake is reported with its location; random input never crashes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import engine
+from engine.loader import read_tree
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+EXPECTED = {  # file -> (line, column, code) of the single problem planted in it
+    "01-yaml.yaml": (4, 1, "E-yaml"),
+    "02-schema.yaml": (6, 1, "E-schema"),
+    "03-grammar.yaml": (8, 37, "E-syntax"),
+    "04-unknown-fact.yaml": (8, 11, "E-unknown-fact"),
+    "05-type.yaml": (8, 30, "E-type"),
+    "06-code.yaml": (6, 9, "E-code"),
+    "07-range.yaml": (6, 9, "E-code"),
+    "08-duplicate-rule.yaml": (11, 5, "E-duplicate-id"),
+    "09-dangling-doc.yaml": (10, 21, "E-unknown-doc"),
+    "10-dangling-value-set.yaml": (10, 31, "E-unknown-value-set"),
+    "11-overlap-b.yaml": (1, 5, "E-version-overlap"),
+}
+
+
+def test_every_mistake_of_a_tree_is_reported_at_once_with_its_location() -> None:
+    tree = read_tree(FIXTURES / "ten_mistakes")
+    found = {Path(p.path).name: (p.line, p.column, p.code) for p in tree.problems}
+    assert found == EXPECTED
+    assert len(tree.problems) == len(EXPECTED)
+
+
+def test_load_raises_one_error_listing_all_problems() -> None:
+    with pytest.raises(engine.LoadError) as info:
+        engine.load(FIXTURES / "ten_mistakes")
+    assert len(info.value.problems) == len(EXPECTED)
+    assert str(info.value.problems[0]).startswith(str(FIXTURES / "ten_mistakes" / "payer-a" / "01-yaml.yaml") + ":4:1: E-yaml:")
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+POLICY = """\
+id: p
+title: T
+payer: acme
+effective: 2024-01-01
+source: {url: "https://example.org"}
+codes: ["99213"]
+"""
+
+
+@pytest.mark.parametrize("extra, line, column, code", [
+    ("rules:\n  - when: |\n      units > 1 and\n      nope == 1\n", 10, 7, "E-unknown-fact"),
+    ("rules:\n  - when: \"units >> 1\"\n", 8, 19, "E-syntax"),
+    ("end: 2023-01-01\n", 7, 6, "E-date"),
+    ("extends: base\nplans: [x]\n", 7, 10, "E-extends"),
+    ("rules:\n  - {when: true, pa_needed: maybe}\n", 8, 29, "E-schema"),
+    ("value_sets: {pos: [\"19\"]}\nrules:\n  - when: code in pos\n", 9, 19, "E-literal"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n", 7, 1, "E-schema"),
+])
+def test_problems_inside_files_point_at_the_exact_place(tmp_path: Path, extra: str, line: int, column: int,
+                                                        code: str) -> None:
+    write(tmp_path, "p.yaml", POLICY + extra)
+    problems = read_tree(tmp_path).problems
+    assert [(p.line, p.column, p.code) for p in problems] == [(line, column, code)]
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+        f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n" for i in range(8))
+    write(tmp_path, "bomb.yaml", bomb)
+    assert [p.code for p in read_tree(tmp_path).problems] == ["E-yaml-too-large"]
+
+
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "big.yaml", POLICY + "notes: " + "x" * 1_100_000 + "\n")
+    assert [p.code for p in read_tree(tmp_path).problems] == ["E-file-too-large"]
+
+
+def test_leading_zero_codes_keep_their_spelling(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY.replace('["99213"]', "[0596T, 01234]") + "rules: [{when: true, pa_needed: auth-needed}]\n")
+    rules = engine.load(tmp_path)
+    answer = rules.evaluate({"payer": "acme", "date_of_service": "2024-05-01", "services": [{"code": "01234"}]})
+    assert answer["decisions"][0]["pa_needed"] == "auth-needed"
+
+
+def test_tests_files_and_hidden_or_underscore_files_are_not_policies(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY)
+    write(tmp_path, "p.tests.yaml", "cases: []\n")
+    write(tmp_path, "_draft.yaml", "not: a policy\n")
+    assert len(engine.load(tmp_path)) == 1
+
+
+def test_digest_changes_with_content_and_only_with_content(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY)
+    first, again = engine.load(tmp_path).digest, engine.load(tmp_path).digest
+    write(tmp_path, "p.yaml", POLICY.replace("title: T", "title: U"))
+    assert first == again != engine.load(tmp_path).digest
+
+
+def test_missing_path_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    assert [p.code for p in read_tree(tmp_path / "nope").problems] == ["E-io"]
+
+
+yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+                         st.sampled_from(["2024-01-01", "2024-13-01", "15820-15823", "units > 1", "true",
+                                          "place_of_service in {\"22\"}", "J0585", "auth-needed"]))
+yaml_values = st.recursive(yaml_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.sampled_from(["id", "title", "payer", "effective", "end", "source", "url", "codes",
+                                     "rules", "when", "pa_needed", "documentation", "text", "plans", "extends",
+                                     "value_sets", "default", "x"]), inner, max_size=6)), max_leaves=25)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=yaml_values)
+def test_random_policy_shaped_documents_give_only_problems(tmp_path: Path, doc: object) -> None:
+    write(tmp_path, "random.yaml", yaml.safe_dump(doc))
+    for problem in read_tree(tmp_path).problems:
+        assert problem.line >= 1 and problem.code.startswith("E-")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(list("abc:-[]{}&*!|>'\"#\n 12.") + ["id: ", "when: ", "\n  - "]),
+                    max_size=40).map("".join))
+def test_random_yaml_text_gives_only_problems(tmp_path: Path, text: str) -> None:
+    write(tmp_path, "random.yaml", text)
+    try:
+        engine.load(tmp_path)
+    except engine.LoadError as exc:
+        assert all(p.line >= 1 for p in exc.problems)
