@@ -36,6 +36,14 @@ def client() -> TestClient:
 
 
 @pytest.fixture()
+def make_client() -> Callable[..., TestClient]:
+    """Build a client on the fixture rules (or ``rules=``) with settings overrides."""
+    def build(rules: Path = FIXTURE_RULES, **overrides: Any) -> TestClient:
+        return TestClient(create_app(str(rules), Settings(**{"payers": FIXTURE_PAYERS, **overrides})))
+    return build
+
+
+@pytest.fixture()
 def anchor() -> Callable[[str], dict[str, Any]]:
     """Load a CRD anchor example by file name (a fresh copy each time); skip if the folder is gone."""
     if not ANCHORS.is_dir():
