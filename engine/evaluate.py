@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from .compiler import shift_date
 from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
                      Policy, Rule)
 from .request import Authorization, Line
@@ -82,16 +83,22 @@ def combine(answers: list[Answer]) -> Answer:
     return result
 
 
+def last_valid_day(start: dt.date, validity: tuple[int, str]) -> dt.date:
+    """Last day an authorization decided on ``start`` is valid, ``start`` counting as day 1."""
+    amount, unit = validity
+    return shift_date(start, 1, amount, unit) - dt.timedelta(days=1)
+
+
 def authorization_for(line: Line, day: dt.date, auths: Iterable[Authorization],
-                      valid_days: int | None) -> Authorization | None:
+                      validity: tuple[int, str] | None) -> Authorization | None:
     """The first authorization on file for the line's code whose period covers ``day``."""
     for auth in auths:
         if auth.code not in (None, line.code) or day < auth.start:
             continue
         if auth.end is not None:
             last = auth.end
-        elif valid_days is not None:
-            last = auth.start + dt.timedelta(days=valid_days - 1)
+        elif validity is not None:
+            last = last_valid_day(auth.start, validity)
         else:
             continue
         if day <= last:
@@ -103,8 +110,9 @@ def apply_authorizations(answer: Answer, line: Line, day: dt.date, auths: tuple[
     """Turn a needed (or possibly needed) authorization into ``satisfied`` when one is on file."""
     if not auths or answer.pa_needed not in (AUTH_NEEDED, CONDITIONAL) or AUTH_NEEDED not in answer.possible:
         return
-    valid_days = min((p.auth_valid_days for p in answer.policies if p.auth_valid_days), default=None)
-    auth = authorization_for(line, day, auths, valid_days)
+    validities = [p.auth_validity for p in answer.policies if p.auth_validity]
+    shortest = min(validities, key=lambda v: last_valid_day(day, v), default=None)
+    auth = authorization_for(line, day, auths, shortest)
     if auth is None:
         return
     answer.pa_needed = SATISFIED

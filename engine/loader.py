@@ -237,10 +237,11 @@ def _resolve_extends(drafts: list[Draft], problems: Problems) -> list[Draft]:
             problems.add(where, "E-extends", f"base policy '{base_id}' is not defined in this tree")
         elif any(b.data.get("extends") for b in bases):
             problems.add(where, "E-extends", f"base policy '{base_id}' itself extends another policy")
-        elif "plans" not in draft.data:
-            problems.add(draft.source.at("extends"), "E-extends", "a policy that extends another must name its plans")
         elif base_id == draft.data["id"]:
             problems.add(where, "E-extends", "a policy cannot extend itself")
+        elif draft.data.get("payer", bases[0].data["payer"]) != bases[0].data["payer"]:
+            problems.add(draft.source.at("payer"), "E-extends",
+                         f"a policy must have its base's payer '{bases[0].data['payer']}'")
         else:
             result.extend(m for base in bases if (m := _merge(draft, base)))
     return result
@@ -248,7 +249,7 @@ def _resolve_extends(drafts: list[Draft], problems: Problems) -> list[Draft]:
 
 def _merge(child: Draft, base: Draft) -> Draft | None:
     """The child laid over one base version, limited to the dates both are in force."""
-    start = max(child.data["effective"], base.data["effective"])
+    start = max(child.data.get("effective", base.data["effective"]), base.data["effective"])
     ends = [d for d in (child.data.get("end"), base.data.get("end")) if d]
     end = min(ends) if ends else None
     if end is not None and end < start:
@@ -302,10 +303,18 @@ def _compile(draft: Draft, problems: Problems) -> Policy | None:
         notes=data.get("notes", ""), plans=frozenset(data["plans"]) if data.get("plans") else None,
         extends=data.get("extends"), code_groups=groups, rules=tuple(rules), default=default,
         documentation=catalogue, value_sets=value_sets,
-        auth_valid_days=data.get("authorization", {}).get("valid_days"),
+        auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
     )
+
+
+def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
+    if "valid_months" in authorization:
+        return authorization["valid_months"], "month"
+    if "valid_days" in authorization:
+        return authorization["valid_days"], "day"
+    return None
 
 
 def _code_group(src: Source, key: tuple[object, ...], problems: Problems) -> CodeGroup | None:

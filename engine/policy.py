@@ -98,7 +98,7 @@ class Policy:
     default: Outcome
     documentation: Mapping[str, DocItem]
     value_sets: Mapping[str, tuple[str, ...]]
-    auth_valid_days: int | None
+    auth_validity: tuple[int, str] | None  # (amount, "day" | "month"), start date counting as day 1
     questionnaire: str | None
     location: Location
     files: tuple[str, ...] = field(default=())
