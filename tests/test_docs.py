@@ -1,0 +1,48 @@
+"""Every example in the user documentation works as documented."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine.checker import Checker
+from engine.parser import parse_condition
+from engine.testcases import run_file
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def blocks(name: str, language: str) -> list[str]:
+    text = (DOCS / name).read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def test_authoring_guide_policy_payer_and_test_examples_work_together(tmp_path: Path) -> None:
+    yaml_blocks = [b for b in blocks("authoring.md", "yaml") if b.strip() and not b.lstrip().startswith("# yaml-language")]
+    policy = next(b for b in yaml_blocks if b.startswith("id:"))
+    payer = next(b for b in yaml_blocks if b.startswith("payer:"))
+    cases = next(b for b in yaml_blocks if b.startswith("cases:"))
+    (tmp_path / "medicare").mkdir()
+    (tmp_path / "medicare" / "blepharoplasty.yaml").write_text(policy)
+    (tmp_path / "medicare" / "_payer.yaml").write_text(payer)
+    tests = tmp_path / "medicare" / "blepharoplasty.tests.yaml"
+    tests.write_text(cases)
+    rules = engine.load(tmp_path)
+    results, problems = run_file(rules, tests)
+    assert problems == [] and results and all(r.passed for r in results), [r.diffs for r in results]
+
+
+def test_authoring_guide_example_is_conditional_without_place_of_service(tmp_path: Path) -> None:
+    policy = next(b for b in blocks("authoring.md", "yaml") if b.startswith("id:"))
+    (tmp_path / "p.yaml").write_text(policy)
+    decision = engine.load(tmp_path).evaluate(
+        {"payer": "medicare", "date_of_service": "2021-03-01", "services": [{"code": "15823"}]})["decisions"][0]
+    assert decision["pa_needed"] == "conditional" and decision["info_needed"] == ["place_of_service"]
+
+
+@pytest.mark.parametrize("condition", [line for block in blocks("conditions.md", "condition")
+                                       for line in block.splitlines() if line.strip()])
+def test_condition_reference_examples_parse_and_type_check(condition: str) -> None:
+    Checker().check(parse_condition(condition))
