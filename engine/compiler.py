@@ -65,9 +65,9 @@ class Compiler:
             name = node.fact.name
             return lambda ctx: ctx.get(name) is not None
         if isinstance(node, ast.And):
-            return _kleene_and(tuple(self.test(o) for o in node.operands))
+            return _kleene(tuple(self.test(o) for o in node.operands), False)
         if isinstance(node, ast.Or):
-            return _kleene_or(tuple(self.test(o) for o in node.operands))
+            return _kleene(tuple(self.test(o) for o in node.operands), True)
         if isinstance(node, ast.Not):
             inner = self.test(node.operand)
             return lambda ctx: None if (v := inner(ctx)) is None else not v
@@ -110,27 +110,15 @@ class Compiler:
         return lambda ctx: None if (a := lhs(ctx)) is None or (b := rhs(ctx)) is None else op(a, b)
 
 
-def _kleene_and(parts: tuple[Test, ...]) -> Test:
-    def both(ctx: Ctx) -> bool | None:
+def _kleene(parts: tuple[Test, ...], dominant: bool) -> Test:
+    """Kleene ``and`` (dominant False) or ``or`` (dominant True): the dominant value wins, then unknown."""
+    def combined(ctx: Ctx) -> bool | None:
         unknown = False
         for part in parts:
             value = part(ctx)
-            if value is False:
-                return False
+            if value is dominant:
+                return dominant
             if value is None:
                 unknown = True
-        return None if unknown else True
-    return both
-
-
-def _kleene_or(parts: tuple[Test, ...]) -> Test:
-    def either(ctx: Ctx) -> bool | None:
-        unknown = False
-        for part in parts:
-            value = part(ctx)
-            if value is True:
-                return True
-            if value is None:
-                unknown = True
-        return None if unknown else False
-    return either
+        return None if unknown else not dominant
+    return combined
