@@ -161,3 +161,16 @@ def test_served_process_reloads_on_sighup_and_logs_json(rules_dir: Path, tmp_pat
     assert {"started", "reloaded", "reload-failed", "request"} <= kinds
     requests = [e for e in events if e.get("event") == "request"]
     assert all(set(e) >= {"method", "path", "status", "ms", "ruleset"} for e in requests)
+
+
+def test_several_workers_start_from_the_environment(tmp_path: Path) -> None:
+    port = _free_port()
+    code = f"from service.server import run; run({str(Path(__file__).parent / 'fixtures' / 'rules')!r}, '127.0.0.1', {port}, 2)"
+    with open(tmp_path / "server.log", "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file)
+    try:
+        info = _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/ruleset").json())
+        assert info["payers"] == ["acme"]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
