@@ -44,10 +44,15 @@ def test_reload_under_load_never_fails_or_mixes_rule_sets(rules_dir: Path, make_
     failures: list[str] = []
     seen: set[str] = set()
 
+    answering, flipped = threading.Event(), threading.Event()
+
     def ask() -> None:
         client = app_client  # one app, shared by every thread like a server's
-        for _ in range(60):
+        for _ in range(2000):  # bounded; normally ends soon after the last reload
+            if flipped.is_set():
+                break
             response = client.post("/v1/requirements", json=REQUEST)
+            answering.set()
             if response.status_code != 200:
                 failures.append(f"status {response.status_code}")
                 continue
@@ -62,12 +67,14 @@ def test_reload_under_load_never_fails_or_mixes_rule_sets(rules_dir: Path, make_
                 failures.append(f"{digest} ({version}) answered {reasons}")
 
     def flip() -> None:
+        answering.wait(timeout=30)
         for turn in range(12):
             _edit(rules_dir, ("vb", "va")[turn % 2])
             response = app_client.post("/admin/reload")
             if response.status_code != 200:
                 failures.append(f"reload {response.status_code}: {response.text}")
             time.sleep(0.005)
+        flipped.set()
 
     threads = [threading.Thread(target=ask) for _ in range(4)] + [threading.Thread(target=flip)]
     for thread in threads:
