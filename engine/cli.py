@@ -1,6 +1,7 @@
-"""The ``covreq`` command line: validate, test, eval, schema and serve.
+"""The ``covreq`` command line: validate, test, eval, batch, schema and serve.
 
-Exit codes: 0 success; 1 problems found (invalid rules, failing tests); 2 bad usage or input.
+Exit codes: 0 success; 1 problems found (invalid rules, failing tests, rejected batch rows);
+2 bad usage or input.
 """
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .batch import run as run_batch
 from .errors import LoadError, Problem, RequestError
 from .loader import read_tree
 from .report import FORMATS, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
 from .testcases import run_tests
+from .worklist import WorklistError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -84,6 +87,18 @@ def _test(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if failures or problems else EXIT_OK
 
 
+def _batch(args: argparse.Namespace) -> int:
+    rules = _load_or_report(args.rules)
+    if rules is None:
+        return EXIT_PROBLEMS
+    try:
+        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr)
+    except WorklistError as exc:
+        print(f"covreq batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_PROBLEMS if summary.rejected else EXIT_OK
+
+
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(schema_path(f"{args.kind}.schema.json").read_text(encoding="utf-8"))
     return EXIT_OK
@@ -117,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--rules", metavar="RULES", help="rule tree to test against (default: PATH)")
     test.add_argument("--format", choices=FORMATS, default="text")
     test.set_defaults(run=_test)
+
+    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV or JSONL); exit 1 if rows were rejected")
+    batch.add_argument("--rules", required=True, metavar="PATH")
+    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl")
+    batch.set_defaults(run=_batch)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
     schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")

@@ -1,0 +1,210 @@
+"""Read a worklist of scheduled orders (CSV or JSON Lines) into v1 requests, one per order.
+
+The columns are documented in docs/lookup.md. Values are never echoed for patient columns, so a
+rejection report can be shown or kept without exposing patient data.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .errors import CovreqError, RequestError
+
+#: Columns a CSV worklist must have.
+REQUIRED = ("order_id", "payer", "code")
+#: Columns about the whole order: its rows repeat the same value or leave the cell blank.
+ORDER_COLUMNS = ("payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state",
+                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions")
+#: Columns about one service line.
+LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "auth_id", "auth_start", "auth_end")
+#: Columns whose values are patient data: named in reports, never shown.
+PATIENT_COLUMNS = frozenset({"birth_date", "sex", "diagnoses"})
+_KNOWN = frozenset({"order_id", *ORDER_COLUMNS, *LINE_COLUMNS})
+_LISTS = frozenset({"diagnoses", "exemptions", "modifiers"})
+_SEPARATOR = re.compile(r"[;,\s]+")
+_V1_COLUMN = {"patient.birth_date": "birth_date", "patient.sex": "sex", "provider.npi": "npi",
+              "provider.specialty": "specialty", "provider.network": "network",
+              "provider.exemptions": "exemptions"}
+_AUTH_COLUMN = {"id": "auth_id", "start": "auth_start", "end": "auth_end", "code": "code"}
+_INDEXED = re.compile(r"(services|authorizations)\[(\d+)\]\.?([\w.]*)")
+
+
+class WorklistError(CovreqError):
+    """The worklist as a whole cannot be read (no header, a required column missing)."""
+
+
+@dataclass(frozen=True, order=True)
+class Rejection:
+    """An input row that was skipped: its number (header = row 1; JSONL: line) and why."""
+
+    row: int
+    reason: str
+
+
+@dataclass
+class Order:
+    """One order as a v1 request, with the input row of each service line (and authorization)."""
+
+    order_id: str
+    body: dict[str, Any]
+    rows: list[int]
+    auth_rows: list[int] = field(default_factory=list)
+    csv: bool = True
+
+    def reject(self, error: RequestError) -> list[Rejection]:
+        """Reject every row of the order: the row at fault with the reason, the others with a pointer."""
+        row, column = self._blame(error.location)
+        message = error.message
+        if column in PATIENT_COLUMNS or column.startswith(("patient.", "diagnoses")):
+            message = "is not valid (the value is patient data and is not shown)"
+        return reject_order(self.rows, row, f"{column}: {message}" if column else message)
+
+    def _blame(self, location: str) -> tuple[int, str]:
+        indexed = _INDEXED.fullmatch(location)
+        if not self.csv or not indexed:
+            return self.rows[0], location if not self.csv else _V1_COLUMN.get(location, location)
+        kind, index, column = indexed.groups()
+        if kind == "services":
+            return self.rows[int(index)], column or "code"
+        return self.auth_rows[int(index)], _AUTH_COLUMN.get(column, "auth_id")
+
+
+def reject_order(rows: list[int], culprit: int, reason: str) -> list[Rejection]:
+    """The culprit row with ``reason``, every other row of its order as rejected with it."""
+    return [Rejection(row, reason if row == culprit else f"its order was rejected with row {culprit}")
+            for row in sorted(set(rows))]
+
+
+def _values(column: str, text: str) -> frozenset[str] | str:
+    """A cell as compared between rows of one order: lists as sets, the rest as written."""
+    return frozenset(v.upper() for v in _SEPARATOR.split(text) if v) if column in _LISTS else text
+
+
+def _units(text: str) -> int | float:
+    number = float(text)
+    return int(number) if number.is_integer() else number
+
+
+@dataclass
+class _Draft:
+    """The rows of one order while the file is read."""
+
+    order_id: str
+    facts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    lines: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    problem: tuple[int, str] | None = None
+
+    def add(self, row: int, cells: dict[str, str]) -> None:
+        self.lines.append((row, cells))
+        if self.problem:
+            return
+        for column in ORDER_COLUMNS:
+            if column not in cells:
+                continue
+            if column == "place_of_service" and len(cells[column]) == 1 and cells[column].isdigit():
+                cells[column] = "0" + cells[column]  # a spreadsheet dropped the leading zero
+            seen = self.facts.setdefault(column, (cells[column], row))
+            if _values(column, seen[0]) != _values(column, cells[column]):
+                self.problem = (row, f"{column}: differs from row {seen[1]} of the same order")
+                return
+        if "code" not in cells:
+            self.problem = (row, "code: is required")
+        elif "units" in cells:
+            try:
+                _units(cells["units"])
+            except ValueError:
+                self.problem = (row, f"units: '{cells['units']}' is not a number")
+
+    def build(self) -> Order | list[Rejection]:
+        rows = [row for row, _ in self.lines]
+        if self.problem:
+            return reject_order(rows, *self.problem)
+        facts = {column: value for column, (value, _) in self.facts.items()}
+        body: dict[str, Any] = {"payer": facts.get("payer")}
+        body.update({k: facts[k] for k in ("plan", "date_of_service", "place_of_service", "type_of_bill", "state")
+                     if k in facts})
+        patient = {k: facts[k] for k in ("birth_date", "sex") if k in facts}
+        if patient:
+            body["patient"] = patient
+        if "diagnoses" in facts:
+            body["diagnoses"] = sorted(_values("diagnoses", facts["diagnoses"]))
+        provider: dict[str, Any] = {k: facts[k] for k in ("npi", "specialty", "network") if k in facts}
+        if "exemptions" in facts:
+            provider["exemptions"] = [e.lower() for e in sorted(_values("exemptions", facts["exemptions"]))]
+        if provider:
+            body["provider"] = provider
+        body["services"], authorizations, auth_rows = [], [], []
+        for row, cells in self.lines:
+            service: dict[str, Any] = {"code": cells["code"]}
+            service.update({k: cells[k] for k in ("system", "stage") if k in cells})
+            if "modifiers" in cells:
+                service["modifiers"] = sorted(_values("modifiers", cells["modifiers"]))
+            if "units" in cells:
+                service["units"] = _units(cells["units"])
+            body["services"].append(service)
+            if any(k in cells for k in ("auth_id", "auth_start", "auth_end")):
+                authorizations.append({"code": cells["code"], **{k[5:]: cells[k] for k in ("auth_id", "auth_start",
+                                                                                        "auth_end") if k in cells}})
+                auth_rows.append(row)
+        if authorizations:
+            body["authorizations"] = authorizations
+        return Order(self.order_id, body, rows, auth_rows)
+
+
+def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
+    """Orders of a CSV worklist, the rows rejected while reading, and the columns ignored."""
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        raise WorklistError("the file is empty; the first row must name the columns")
+    names = [name.strip().lower() for name in header]
+    missing = [column for column in REQUIRED if column not in names]
+    if missing:
+        raise WorklistError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(names)}")
+    drafts: dict[str, _Draft] = {}
+    rejected: list[Rejection] = []
+    for row, values in enumerate(reader, start=2):
+        if not any(value.strip() for value in values):
+            continue
+        if len(values) > len(names):
+            rejected.append(Rejection(row, f"has {len(values)} cells; the header names {len(names)} columns"))
+            continue
+        cells = {name: value.strip() for name, value in zip(names, values) if name in _KNOWN and value.strip()}
+        if "order_id" not in cells:
+            rejected.append(Rejection(row, "order_id: is required"))
+            continue
+        drafts.setdefault(cells["order_id"], _Draft(cells["order_id"])).add(row, cells)
+    orders = []
+    for draft in drafts.values():
+        built = draft.build()
+        if isinstance(built, Order):
+            orders.append(built)
+        else:
+            rejected += built
+    return orders, rejected, [name for name in names if name not in _KNOWN]
+
+
+def read_jsonl(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
+    """Orders of a JSON Lines worklist (one v1 request per line; ``request_id`` is the order id)."""
+    orders: list[Order] = []
+    rejected: list[Rejection] = []
+    for row, text in enumerate(stream, start=1):
+        if not text.strip():
+            continue
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as err:
+            rejected.append(Rejection(row, f"invalid JSON at column {err.colno}: {err.msg}"))
+            continue
+        if not isinstance(body, dict):
+            rejected.append(Rejection(row, "must be a JSON object (a v1 request)"))
+            continue
+        request_id = body.get("request_id")
+        services = body.get("services")
+        lines = len(services) if isinstance(services, list) and services else 1
+        orders.append(Order(request_id if isinstance(request_id, str) and request_id else f"line {row}",
+                            body, [row] * lines, csv=False))
+    return orders, rejected, []
