@@ -17,7 +17,7 @@ from .loader import read_tree
 from .report import FORMATS, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
-from .testcases import run_tests
+from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -76,15 +76,7 @@ def _test(args: argparse.Namespace) -> int:
     rules = _load_or_report(args.rules or args.path, args.format)
     if rules is None:
         return EXIT_PROBLEMS
-    results, problems = run_tests(rules, args.path)
-    failures = [Problem(r.file, r.line, 1, "T-fail", f"{r.name}: " + "; ".join(r.diffs)) for r in results if not r.passed]
-    write_problems(problems + failures, args.format, sys.stdout)
-    passed = sum(r.passed for r in results)
-    print(f"{passed} passed, {len(results) - passed} failed", file=sys.stderr if args.format == "json" else sys.stdout)
-    if not results and not problems:
-        print("covreq test: no test cases found", file=sys.stderr)
-        return EXIT_PROBLEMS
-    return EXIT_PROBLEMS if failures or problems else EXIT_OK
+    return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -131,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("path", metavar="PATH")
     test.add_argument("--rules", metavar="RULES", help="rule tree to test against (default: PATH)")
     test.add_argument("--format", choices=FORMATS, default="text")
+    test.add_argument("--coverage", action="store_true", help="list the rules and branches no case exercised")
+    test.add_argument("--min-coverage", type=float, metavar="N", help="fail when coverage is below N percent")
     test.set_defaults(run=_test)
 
     batch = commands.add_parser("batch", help="answer a worklist of orders (CSV or JSONL); exit 1 if rows were rejected")

@@ -1,10 +1,13 @@
 """Run the YAML test cases kept beside policies (``*.tests.yaml``) against a rule set."""
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .coverage import Coverage
 from .errors import Problem, RequestError
 from .loader import TESTS_SUFFIX
 from .ruleset import RuleSet
@@ -23,6 +26,8 @@ class CaseResult:
     line: int
     name: str
     diffs: list[str] = field(default_factory=list)
+    #: a unified diff of expected versus actual values, one block per decision that differs
+    detail: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -48,9 +53,8 @@ def _compare(index: int, expected: dict[str, Any], actual: dict[str, Any]) -> li
             if got != want:
                 diffs.append(f"line {index + 1} {key}: expected {want!r}, got {got!r}")
         elif key in _SET_KEYS:
-            field_name = _SET_KEYS[key]
-            got_set = {item[field_name] if field_name else item for item in actual.get(key, [])}
-            want_set = set(want or [])
+            want_set = set(_comparable(key, want, False))
+            got_set = set(_comparable(key, actual.get(key), True))
             if got_set != want_set:
                 missing, extra = sorted(want_set - got_set), sorted(got_set - want_set)
                 diffs.append(f"line {index + 1} {key}: expected {sorted(want_set)}, got {sorted(got_set)}"
@@ -60,11 +64,36 @@ def _compare(index: int, expected: dict[str, Any], actual: dict[str, Any]) -> li
     return diffs
 
 
-def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any]) -> tuple[CaseResult, dict[str, Any] | None]:
-    """Run one case; returns its result and the response (None when the request was refused)."""
+def _comparable(key: str, value: Any, from_response: bool) -> Any:
+    if key in _SET_KEYS:
+        field_name = _SET_KEYS[key] if from_response else None
+        return sorted({item[field_name] if field_name else item for item in value or []}, key=str)
+    return value
+
+
+def _unified(index: int, expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """A unified diff of the expected keys of one decision against the same keys of the answer."""
+    keys = [k for k in expected if k in EXPECT_KEYS]
+    want = [f"{k}: {json.dumps(_comparable(k, expected[k], False), default=str)}" for k in keys]
+    got = [f"{k}: {json.dumps(_comparable(k, actual.get(k), True), default=str)}" for k in keys]
+    if want == got:
+        return []
+    return list(difflib.unified_diff(want, got, f"expected (decision {index + 1})", "actual", n=len(keys),
+                                     lineterm=""))
+
+
+def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any],
+             coverage: Coverage | None = None) -> tuple[CaseResult, dict[str, Any] | None]:
+    """Run one case; returns its result and the response (None when the request was refused).
+
+    With ``coverage``, the request is explained and its trace recorded (the trace is not compared).
+    """
     result = CaseResult(file, line, str(case.get("name", f"case at line {line}")))
+    request = case.get("request")
+    if coverage is not None and isinstance(request, dict):
+        request = {**request, "explain": True}
     try:
-        response = rules.evaluate(case.get("request"))
+        response = rules.evaluate(request)
     except RequestError as exc:
         want_error = case.get("error")
         if want_error is None or str(want_error) not in str(exc):
@@ -73,6 +102,8 @@ def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any]) -> tupl
     if "error" in case:
         result.diffs.append(f"expected the request to be refused with {case['error']!r}, but it was answered")
         return result, response
+    if coverage is not None:
+        coverage.record(response)
     expect = case.get("expect", [])
     expect = [expect] if isinstance(expect, dict) else expect
     decisions = response["decisions"]
@@ -80,10 +111,11 @@ def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any]) -> tupl
         result.diffs.append(f"expected {len(expect)} decisions, got {len(decisions)}")
     for i, (want, got) in enumerate(zip(expect, decisions)):
         result.diffs += _compare(i, want or {}, got)
+        result.detail += _unified(i, want or {}, got)
     return result, response
 
 
-def run_file(rules: RuleSet, path: Path) -> tuple[list[CaseResult], list[Problem]]:
+def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
     """Run every case of one tests file; malformed files give problems instead of results."""
     shown = str(path)
     try:
@@ -100,16 +132,17 @@ def run_file(rules: RuleSet, path: Path) -> tuple[list[CaseResult], list[Problem
         if not isinstance(case, dict):
             results.append(CaseResult(shown, spot.line, f"case {i + 1}", ["a case must be a mapping"]))
             continue
-        results.append(run_case(rules, shown, spot.line, case)[0])
+        results.append(run_case(rules, shown, spot.line, case, coverage)[0])
     return results, []
 
 
-def run_tests(rules: RuleSet, root: str | Path) -> tuple[list[CaseResult], list[Problem]]:
-    """Run every tests file under ``root``."""
+def run_tests(rules: RuleSet, root: str | Path,
+              coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
+    """Run every tests file under ``root``, recording rule coverage into ``coverage`` when given."""
     results: list[CaseResult] = []
     problems: list[Problem] = []
     for path in iter_test_files(root):
-        file_results, file_problems = run_file(rules, path)
+        file_results, file_problems = run_file(rules, path, coverage)
         results += file_results
         problems += file_problems
     return results, problems

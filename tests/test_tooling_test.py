@@ -1,0 +1,94 @@
+"""``covreq test``: failures located with a diff, rule and branch coverage, ``--min-coverage``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+import engine
+from engine.cli import main
+from engine.coverage import Coverage
+from engine.testcases import run_tests
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLING = Path(__file__).resolve().parent / "fixtures" / "tooling"
+COVERAGE, FAILING = TOOLING / "coverage", TOOLING / "failing-case"
+
+
+def test_failure_names_the_case_file_and_line_and_shows_a_unified_diff(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(FAILING)]) == 1
+    out = capsys.readouterr().out
+    tests = FAILING / "policy.tests.yaml"
+    assert f"{tests}:5:1: T-fail: expects the wrong answer on purpose: line 1 pa_needed:" in out
+    assert "    --- expected (decision 1)\n    +++ actual\n" in out
+    assert '    -pa_needed: "no-auth"\n    +pa_needed: "auth-needed"\n     covered: "covered"\n' in out
+    assert '    -policies: ["acme-mri", "acme-other"]\n    +policies: ["acme-mri"]\n' in out
+    assert "1 passed, 1 failed" in out
+
+
+def test_coverage_counts_fired_rules_predicate_outcomes_and_deciding_operands() -> None:
+    rules = engine.load(COVERAGE)
+    coverage = Coverage(rules.policy_versions())
+    results, problems = run_tests(rules, COVERAGE, coverage)
+    assert problems == [] and all(r.passed for r in results)
+    summary = coverage.summary()
+    # rules: emergency and outpatient fired, children never; branches: 2 predicates x true/false and
+    # 2 deciding operands per rule with a condition (the constant `true` has none)
+    assert (summary.rules, summary.rules_fired) == (3, 2)
+    assert (summary.branches, summary.branches_covered) == (12, 6)
+    assert round(summary.percent, 1) == 53.3
+    messages = {(str(u.location), u.message) for u in summary.uncovered}
+    policy = str(COVERAGE / "policy.yaml")
+    assert (f"{policy}:11:5", "rule 'children' never fired") in messages
+    assert (f"{policy}:9:39", "rule 'emergency': `modifiers contains \"ER\"` never true") in messages
+    assert (f"{policy}:12:32", "rule 'children': `known(patient.birth_date)` never decided its and/or") in messages
+    # exercised: the emergency rule's first operand decided (POS 23) and was false once (POS 22)
+    assert not any("place_of_service == \"23\"" in m for _, m in messages)
+
+
+def test_coverage_does_not_change_answers_or_the_normal_path() -> None:
+    rules = engine.load(COVERAGE)
+    request = {"payer": "acme", "date_of_service": "2024-03-01", "services": [{"code": "70551"}]}
+    assert "trace" not in rules.evaluate(request)["decisions"][0]  # no explain: no tracing cost
+    results_cov, _ = run_tests(rules, COVERAGE, Coverage(rules.policy_versions()))
+    results_plain, _ = run_tests(rules, COVERAGE)
+    assert [r.diffs for r in results_cov] == [r.diffs for r in results_plain]
+
+
+def test_min_coverage_fails_below_and_lists_uncovered_items(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(COVERAGE), "--min-coverage", "90"]) == 1
+    out = capsys.readouterr().out
+    assert f"{COVERAGE}:1:1: C-min-coverage: coverage 53.3% is below the minimum 90%" in out
+    assert f"{COVERAGE / 'policy.yaml'}:11:5: C-rule: rule 'children' never fired [warning]" in out
+    assert main(["test", str(COVERAGE), "--min-coverage", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "C-rule" not in out and "coverage 53.3%: 2/3 rules fired, 6/12 branches" in out
+
+
+def test_json_and_junit_reports(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["test", str(FAILING), "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["passed"], report["failed"]) == (1, 1)
+    assert report["failures"][0]["code"] == "T-fail" and report["failures"][0]["line"] == 5
+    assert report["failures"][0]["detail"][0] == "--- expected (decision 1)"
+    assert report["coverage"]["rules"] == 3
+    main(["test", str(COVERAGE), "--format", "junit", "--min-coverage", "90"])
+    suite = ET.fromstring(capsys.readouterr().out).find("testsuite")
+    assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "1"
+    failing = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failing == ["coverage >= 90%"]
+
+
+def test_bundled_rules_pass_with_full_rule_and_branch_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(ROOT / "rules"), "--min-coverage", "100"]) == 0
+    out = capsys.readouterr().out
+    assert " 0 failed" in out and "coverage 100.0%" in out
+
+
+def test_github_annotations_for_failures(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["test", str(FAILING), "--format", "github"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("::error file=") and ",line=5,col=1,title=T-fail::" in first
+    assert "%0A--- expected (decision 1)%0A" in first
