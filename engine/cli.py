@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 problems found (invalid rules, failing tests, rejected 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Sequence
 
 from .batch import run as run_batch
 from .errors import LoadError, Problem, RequestError
+from .lint import run as run_lint
 from .loader import read_tree
 from .report import FORMATS, write_problems
 from .resources import schema_path
@@ -91,6 +93,10 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if summary.rejected else EXIT_OK
 
 
+def _lint(args: argparse.Namespace) -> int:
+    return run_lint(args.paths, args.format, sys.stdout, sys.stderr, args.today, args.fail_on)
+
+
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(schema_path(f"{args.kind}.schema.json").read_text(encoding="utf-8"))
     return EXIT_OK
@@ -132,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl")
     batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl")
     batch.set_defaults(run=_batch)
+
+    lint = commands.add_parser("lint", help="static analysis of rule trees (conflicts, dead rules, gaps ...)")
+    lint.add_argument("paths", nargs="+", metavar="PATH")
+    lint.add_argument("--format", choices=FORMATS, default="text")
+    lint.add_argument("--today", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                      help="the date expiry is judged against (default: today)")
+    lint.add_argument("--fail-on", choices=("error", "warning", "notice"), default="warning",
+                      help="exit 1 when a finding is at least this severe (default: warning)")
+    lint.set_defaults(run=_lint)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
     schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")

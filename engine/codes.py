@@ -135,3 +135,29 @@ def parse_code_set(items: list[str], systems: tuple[str, ...]) -> CodeSet:
     for item in items:
         result = result.union(parse_code_item(item, systems))
     return result
+
+
+def _code_key(code: str) -> tuple[str, str, int, int]:
+    m = _PARTS.match(code)
+    if not m:
+        return (code, "", 0, 0)
+    return (m.group(1), m.group(3), len(m.group(2)), int(m.group(2)))
+
+
+def compress(codes: list[str], min_run: int = 3) -> list[str]:
+    """Sort codes and write runs of at least ``min_run`` consecutive codes as ranges ``A-B``."""
+    ordered = sorted(set(codes), key=_code_key)
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        out.extend([f"{run[0]}-{run[-1]}"] if len(run) >= min_run else run)
+        run.clear()
+    for code in ordered:
+        if run:
+            (p, s, w, n), (p0, s0, w0, n0) = _code_key(code), _code_key(run[-1])
+            if not (_PARTS.match(code) and (p, s, w) == (p0, s0, w0) and n == n0 + 1):
+                flush()
+        run.append(code)
+    flush()
+    return out
