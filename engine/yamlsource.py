@@ -52,6 +52,17 @@ class Locations(dict[Path_, Spot]):
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+#: libyaml's parser when PyYAML was built with it (about ten times faster), else the Python one.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """Compose with the fast parser; on any error compose again with the Python parser, so that
+    problems are worded and located exactly as before."""
+    try:
+        return yaml.compose(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -73,7 +84,7 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise YamlError(f"file is larger than the limit of {MAX_FILE_BYTES} bytes", code="E-file-too-large")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(filter(None, [exc.context, exc.problem]))
@@ -103,7 +114,7 @@ def _convert(node: yaml.Node, path: Path_, locations: Locations, budget: list[in
                         node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
     start = node.start_mark
     if isinstance(node, yaml.ScalarNode):
-        locations[path] = Spot(start.line + 1, start.column + 1, node.value, node.style)
+        locations[path] = Spot(start.line + 1, start.column + 1, node.value, node.style or None)  # libyaml: ''
         return _scalar(node)
     locations[path] = Spot(start.line + 1, start.column + 1)
     if isinstance(node, yaml.SequenceNode):
