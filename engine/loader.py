@@ -26,7 +26,8 @@ from .parser import parse_condition
 from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
                      Policy, Rule)
 from .resources import schema_path
-from .yamlsource import KEY, Locations, YamlError, load_yaml, position_in_scalar
+from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
+                         position_in_scalar)
 
 TESTS_SUFFIX = ".tests.yaml"
 PAYER_FILE = "_payer.yaml"
@@ -160,7 +161,8 @@ def read_tree(root: str | Path) -> Tree:
         shown = str(path)
         files.append(shown)
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as handle:  # no more than it takes to see that a file is too large
+                raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
             continue
@@ -181,12 +183,12 @@ def read_tree(root: str | Path) -> Tree:
 
 def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
     try:
+        check_size(len(raw))
         text = raw.decode("utf-8")
+        data, locations = load_yaml(text)
     except UnicodeDecodeError as exc:
         problems.add(Location(shown, 1, exc.start + 1), "E-encoding", "file is not valid UTF-8")
         return None
-    try:
-        data, locations = load_yaml(text)
     except YamlError as exc:
         problems.add(Location(shown, exc.line, exc.column), exc.code, exc.message)
         return None

@@ -12,6 +12,10 @@ from .errors import RequestError
 MAX_LINES = 1000
 #: Dates of service outside these years are refused as implausible.
 MIN_YEAR, MAX_YEAR = 1900, 2200
+#: Longest string accepted in any field (codes, ids, names); longer ones are refused, not echoed.
+MAX_TEXT = 256
+#: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
+MAX_ITEMS = 1000
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = {"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
              "diagnoses", "provider", "authorizations", "services", "explain", "request_id"}
@@ -49,15 +53,22 @@ class Request:
     explain: bool
 
 
+def _short(value: str, where: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise RequestError(where, f"is {len(value)} characters long; the limit is {MAX_TEXT}")
+    return value
+
+
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RequestError(where, "must be a non-empty string")
-    return value.strip()
+    return _short(value, where).strip()
 
 
 def _date(value: Any, where: str) -> dt.date:
     if not isinstance(value, str):
         raise RequestError(where, "must be a date written YYYY-MM-DD")
+    _short(value, where)
     try:
         day = dt.date.fromisoformat(value)
     except ValueError:
@@ -67,9 +78,16 @@ def _date(value: Any, where: str) -> dt.date:
     return day
 
 
+def _items(value: list[Any], where: str) -> list[Any]:
+    if len(value) > MAX_ITEMS:
+        raise RequestError(where, f"has {len(value)} entries; the limit is {MAX_ITEMS}")
+    return value
+
+
 def _strings(value: Any, where: str) -> frozenset[str]:
     if not isinstance(value, list):
         raise RequestError(where, "must be a list of strings")
+    _items(value, where)
     return frozenset(_text(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
@@ -77,9 +95,10 @@ def _object(value: Any, where: str, keys: set[str] | None = None) -> Mapping[str
     if not isinstance(value, dict):
         raise RequestError(where, "must be an object")
     if keys is not None:
-        unknown = sorted(set(value) - keys)
+        unknown = sorted(str(k) for k in set(value) - keys)
         if unknown:
-            raise RequestError(f"{where}.{unknown[0]}" if where else unknown[0],
+            name = _short(unknown[0], where or "(top level)")
+            raise RequestError(f"{where}.{name}" if where else name,
                                f"unknown field; expected one of {', '.join(sorted(keys))}")
     return value
 
@@ -101,6 +120,8 @@ def _common_facts(body: Mapping[str, Any], as_of: dt.date) -> dict[str, Any]:
     patient = _object(body.get("patient") or {}, "patient", {"birth_date", "sex", "id"})
     if patient.get("birth_date") is not None:
         birth = _date(patient["birth_date"], "patient.birth_date")
+        if birth > as_of:
+            raise RequestError("patient.birth_date", f"{birth} is after the date of service {as_of}")
         facts["patient.birth_date"] = birth
         facts["patient.age"] = age_on(birth, as_of)
     if patient.get("sex") is not None:
@@ -118,6 +139,7 @@ def _common_facts(body: Mapping[str, Any], as_of: dt.date) -> dict[str, Any]:
 def _authorizations(value: Any) -> tuple[Authorization, ...]:
     if not isinstance(value, list):
         raise RequestError("authorizations", "must be a list")
+    _items(value, "authorizations")
     result = []
     for i, item in enumerate(value):
         where = f"authorizations[{i}]"
@@ -138,6 +160,8 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
     if "code" not in item:
         raise RequestError(f"{where}.code", "is required")
     raw = item["code"]
+    if isinstance(raw, str):
+        _short(raw, f"{where}.code")
     code = normalize(str(raw)) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
     inferred = system_of(code)
     if inferred not in (CPT, HCPCS):

@@ -16,6 +16,8 @@ import yaml
 MAX_FILE_BYTES = 1_000_000
 #: Most values one file may expand to (guards against alias bombs).
 MAX_VALUES = 200_000
+#: Deepest nesting of mappings and lists accepted (a policy file needs about six levels).
+MAX_DEPTH = 64
 
 Path_ = tuple[object, ...]
 #: Path element naming a mapping key itself: ``path + (key, KEY)`` is where ``key`` is written.
@@ -79,10 +81,15 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     return value
 
 
+def check_size(size: int) -> None:
+    """Raise :class:`YamlError` when a file of ``size`` bytes passes :data:`MAX_FILE_BYTES`."""
+    if size > MAX_FILE_BYTES:
+        raise YamlError(f"file is larger than the limit of {MAX_FILE_BYTES} bytes", code="E-file-too-large")
+
+
 def load_yaml(text: str) -> tuple[Any, Locations]:
     """Parse one YAML document into plain data and its locations; raise :class:`YamlError`."""
-    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
-        raise YamlError(f"file is larger than the limit of {MAX_FILE_BYTES} bytes", code="E-file-too-large")
+    check_size(len(text.encode("utf-8", "replace")))
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -109,6 +116,9 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
 
 def _convert(node: yaml.Node, path: Path_, locations: Locations, budget: list[int]) -> Any:
     budget[0] -= 1
+    if len(path) > MAX_DEPTH:
+        raise YamlError(f"YAML nests deeper than {MAX_DEPTH} levels", node.start_mark.line + 1,
+                        node.start_mark.column + 1, "E-yaml-too-deep")
     if budget[0] < 0:
         raise YamlError(f"file expands to more than {MAX_VALUES} values (aliases?)",
                         node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
