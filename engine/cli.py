@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .batch import run as run_batch
+from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
 from .lint import run as run_lint
 from .loader import read_tree
@@ -97,6 +98,10 @@ def _lint(args: argparse.Namespace) -> int:
     return run_lint(args.paths, args.format, sys.stdout, sys.stderr, args.today, args.fail_on)
 
 
+def _diff(args: argparse.Namespace) -> int:
+    return run_diff(args.old, args.new, args.requests, args.format, sys.stdout, sys.stderr, args.git, args.path)
+
+
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(schema_path(f"{args.kind}.schema.json").read_text(encoding="utf-8"))
     return EXIT_OK
@@ -147,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--fail-on", choices=("error", "warning", "notice"), default="warning",
                       help="exit 1 when a finding is at least this severe (default: warning)")
     lint.set_defaults(run=_lint)
+
+    diff = commands.add_parser("diff", help="answers that change between two rule trees (exit 1 if any)")
+    diff.add_argument("old", nargs="?", metavar="OLD")
+    diff.add_argument("new", nargs="?", metavar="NEW")
+    diff.add_argument("--requests", required=True, metavar="FILE.jsonl", help="v1 requests, one JSON per line")
+    diff.add_argument("--git", metavar="REV1..REV2", help="compare two git revisions instead of OLD and NEW")
+    diff.add_argument("--path", default="rules", help="the rule tree inside the repository (with --git)")
+    diff.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    diff.set_defaults(run=_diff)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
     schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")
