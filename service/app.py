@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service import ops, v1
+from service import lookup, ops, v1
 from service.crd import routes as crd_routes
 from service.crd.outcome import operation_outcome
 from service.crd.payers import PayerMap
@@ -68,6 +68,7 @@ def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(ops.router)
+    app.include_router(lookup.router)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -1,0 +1,45 @@
+"""The front-office lookup page: its static files and the payer and plan choices it offers."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from service.responses import json_response
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Everything the page loads comes from this service: no other origin, no inline code.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'; object-src 'none'")
+_ASSETS = {"lookup.js": "text/javascript", "lookup.css": "text/css"}
+
+router = APIRouter(tags=["lookup"])
+
+
+@router.get("/lookup", include_in_schema=False)
+def page() -> FileResponse:
+    """The lookup page (plain HTML; it calls ``/lookup/payers`` and ``POST /v1/requirements``)."""
+    return FileResponse(STATIC / "lookup.html", media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+
+@router.get("/lookup/payers", summary="Payers of the loaded rule set and the plans its policies name")
+def payers(request: Request) -> JSONResponse:
+    """``{"ruleset", "payers": [{"id", "plans"}]}``, sorted, for the page's payer and plan choices."""
+    ruleset = request.app.state.holder.current
+    plans: dict[str, set[str]] = defaultdict(set)
+    for policy in ruleset.policies():
+        plans[policy["payer"]].update(policy["plans"] or ())
+    return json_response({"ruleset": ruleset.digest,
+                          "payers": [{"id": p, "plans": sorted(plans[p])} for p in ruleset.payers()]},
+                         ruleset.digest)
+
+
+@router.get("/lookup/{name}", include_in_schema=False)
+def asset(name: str) -> FileResponse:
+    """The page's script and style sheet; nothing else is served from the folder."""
+    if name not in _ASSETS:
+        raise HTTPException(404, f"no lookup asset named {name!r}")
+    return FileResponse(STATIC / name, media_type=f"{_ASSETS[name]}; charset=utf-8")

@@ -1,0 +1,190 @@
+"""The lookup page in a real headless browser (Debian's chromium and chromedriver, driven by selenium).
+
+Skipped only when chromium or chromedriver is not installed. Set ``COVREQ_LOOKUP_SCREENSHOT`` to a
+path to save the screenshot used in docs/lookup.md.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.ui import WebDriverWait
+
+from service import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    """The service on the bundled rules, on a free local port, in a thread."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(str(ROOT / "rules")), host="127.0.0.1", port=port,
+                                           log_level="warning", log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the service did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 "--lang=en-US", "--window-size=1366,768",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_window_size(1366, 768)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser: WebDriver, base_url: str) -> None:
+    browser.get(f"{base_url}/lookup")
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#payer option[value=medicare]"))
+
+
+def fill(browser: WebDriver, codes: str, day: str = "2024-03-14", pos: str = "22", payer: str = "medicare") -> None:
+    Select(browser.find_element(By.ID, "payer")).select_by_value(payer)
+    field = browser.find_element(By.ID, "codes")
+    field.clear()
+    field.send_keys(codes)
+    browser.execute_script("document.getElementById('date_of_service').value = arguments[0]", day)
+    Select(browser.find_element(By.ID, "place_of_service")).select_by_value(pos)
+
+
+def answers(browser: WebDriver) -> list[dict[str, str]]:
+    """Wait for the answers, then read each card's code, headline and text."""
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_element(By.ID, "answers").get_attribute("aria-busy") == "false"
+        and d.find_elements(By.CSS_SELECTOR, "#answers article, #answers [role=alert]"))
+    return [{"code": card.find_element(By.CSS_SELECTOR, ".code").text,
+             "badge": card.find_element(By.CSS_SELECTOR, ".badge").text,
+             "value": card.find_element(By.CSS_SELECTOR, "code.value").text,
+             "text": card.text}
+            for card in browser.find_elements(By.CSS_SELECTOR, "#answers article")]
+
+
+def test_blepharoplasty_in_the_hospital_outpatient_department_needs_pa(browser: WebDriver, base_url: str) -> None:
+    open_page(browser, base_url)
+    assert browser.find_element(By.ID, "date_of_service").get_attribute("value")  # today by default
+    fill(browser, "15823")
+    browser.find_element(By.ID, "submit").click()
+    [card] = answers(browser)
+    assert (card["code"], card["badge"], card["value"]) == ("15823", "Prior authorization needed", "auth-needed")
+    assert "Documentation checklist" in card["text"]
+    assert "Supporting pre-operative photographs (when applicable)" in card["text"]
+    assert "Blepharoplasty and related eyelid and brow surgery in a hospital OPD needs prior authorization" in card["text"]
+    link = browser.find_element(By.CSS_SELECTOR, "#answers article a")
+    assert link.get_attribute("href").startswith("https://www.cms.gov/")
+    summary = browser.find_element(By.CSS_SELECTOR, "#answers .summary").text
+    assert summary == "1 code for medicare on 2024-03-14: 1 prior authorization needed."
+    box = browser.find_element(By.CSS_SELECTOR, "#answers .checklist input[type=checkbox]")
+    label = browser.find_element(By.CSS_SELECTOR, f"label[for='{box.get_attribute('id')}']")
+    label.click()
+    assert box.is_selected()  # the checklist can be ticked off
+
+
+def test_keyboard_only_and_a_conditional_answer_names_the_missing_fact(browser: WebDriver, base_url: str) -> None:
+    open_page(browser, base_url)
+    fill(browser, "36475", pos="")
+    browser.find_element(By.ID, "codes").send_keys(Keys.ENTER)  # the form submits from the keyboard
+    [card] = answers(browser)
+    assert (card["badge"], card["value"]) == ("Depends on facts not given yet", "conditional")
+    assert "What would settle it\nPlace of service" in card["text"]
+    assert "Possible answers once known" in card["text"]
+    browser.find_element(By.CSS_SELECTOR, "#answers button.link").send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "place_of_service"
+    Select(browser.find_element(By.ID, "place_of_service")).select_by_value("11")
+    browser.find_element(By.ID, "submit").send_keys(Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda d: "No prior authorization needed" in d.find_element(By.ID, "answers").text)
+
+
+def test_paired_codes_are_one_order_and_plans_follow_the_payer(browser: WebDriver, base_url: str) -> None:
+    open_page(browser, base_url)
+    fill(browser, "64612, J0585")
+    plans = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#plan option")]
+    assert plans == ["", "original-medicare-ffs"]
+    browser.find_element(By.ID, "submit").click()
+    assert [(c["code"], c["value"]) for c in answers(browser)] == [("64612", "auth-needed"), ("J0585", "auth-needed")]
+    fill(browser, "64490", day="2024-06-03", pos="11", payer="alabama-medicaid")
+    Select(browser.find_element(By.ID, "plan")).select_by_value("medicare-medicaid-dual")
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 10).until(lambda d: "alabama-medicaid on 2024-06-03" in d.find_element(By.ID, "answers").text)
+    assert [(c["code"], c["value"]) for c in answers(browser)] == [("64490", "no-auth")]
+
+
+def test_a_bad_code_is_reported_at_its_field(browser: WebDriver, base_url: str) -> None:
+    open_page(browser, base_url)
+    fill(browser, "15823 ABC")
+    browser.find_element(By.ID, "submit").click()
+    answers(browser)
+    alert = browser.find_element(By.CSS_SELECTOR, "#answers [role=alert]")
+    assert "'ABC' is not a CPT or HCPCS Level II code" in alert.text and "CPT / HCPCS codes" in alert.text
+    assert browser.find_element(By.ID, "codes").get_attribute("aria-invalid") == "true"
+
+
+def test_accessible_structure_local_resources_and_laptop_width(browser: WebDriver, base_url: str) -> None:
+    open_page(browser, base_url)
+    for control in browser.find_elements(By.CSS_SELECTOR, "input, select"):
+        assert browser.find_elements(By.CSS_SELECTOR, f"label[for='{control.get_attribute('id')}']"), control
+    assert len(browser.find_elements(By.CSS_SELECTOR, "fieldset > legend")) == 4
+    assert browser.find_element(By.ID, "answers").get_attribute("aria-live") == "polite"
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(url.startswith(base_url) for url in resources), resources
+    overflow = browser.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0  # no horizontal scrolling at 1366x768
+    form, results = browser.find_element(By.ID, "lookup"), browser.find_element(By.ID, "results")
+    assert results.location["x"] >= form.location["x"] + form.size["width"]  # side by side: answers stay in view
+    codes = browser.find_element(By.ID, "codes")
+    assert codes.location["y"] + codes.size["height"] < 600  # payer and codes on the first screen
+
+
+def test_screenshot(browser: WebDriver, base_url: str, tmp_path: Path) -> None:
+    """An answer and a conditional one; saved where ``COVREQ_LOOKUP_SCREENSHOT`` says (docs/img/lookup.png)."""
+    browser.set_window_size(1366, 1200)
+    try:
+        open_page(browser, base_url)
+        fill(browser, "15823 L1832", day="2022-05-01")
+        browser.find_element(By.ID, "diagnoses").send_keys("H02.831")
+        browser.find_element(By.ID, "submit").click()
+        cards = answers(browser)
+        assert [c["value"] for c in cards] == ["auth-needed", "conditional"]
+        assert "What would settle it\nPatient's state" in cards[1]["text"]
+        browser.execute_script("window.scrollTo(0, 0)")
+        target = Path(os.environ.get("COVREQ_LOOKUP_SCREENSHOT") or tmp_path / "lookup.png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(target))
+    finally:
+        browser.set_window_size(1366, 768)
