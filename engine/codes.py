@@ -45,6 +45,12 @@ def check_code(code: str, systems: tuple[str, ...]) -> str:
     return norm
 
 
+def code_parts(code: str) -> tuple[str, int, str, int] | None:
+    """(prefix, number, suffix, digit count) of a code such as ``K0813``; None if it has no digits."""
+    m = _PARTS.match(code)
+    return (m.group(1), int(m.group(2)), m.group(3), len(m.group(2))) if m else None
+
+
 @dataclass(frozen=True)
 class CodeRange:
     """An inclusive range of codes sharing a prefix, a suffix and a digit count."""
@@ -56,9 +62,15 @@ class CodeRange:
     width: int
 
     def __contains__(self, code: str) -> bool:
-        m = _PARTS.match(code)
-        return bool(m and m.group(1) == self.prefix and m.group(3) == self.suffix
-                    and len(m.group(2)) == self.width and self.low <= int(m.group(2)) <= self.high)
+        parts = code_parts(code)
+        if parts is None:
+            return False
+        prefix, number, suffix, width = parts
+        return (prefix, suffix, width) == self.shape() and self.low <= number <= self.high
+
+    def shape(self) -> tuple[str, str, int]:
+        """(prefix, suffix, digit count): the codes that can fall in the range share it."""
+        return self.prefix, self.suffix, self.width
 
     def __len__(self) -> int:
         return self.high - self.low + 1

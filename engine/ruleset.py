@@ -6,13 +6,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .codes import CodeRange
+from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .loader import read_tree
 from .policy import COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
 from .trace import rule_trace
+
+#: Width of one bucket of the wide-range index, in code numbers.
+_BUCKET = 1000
 
 
 class RuleSet:
@@ -26,14 +29,18 @@ class RuleSet:
         self.source = source
         self.loaded_at = dt.datetime.now(dt.timezone.utc)
         self._exact: dict[tuple[str, str], tuple[Policy, ...]] = {}
-        self._wide: dict[str, list[tuple[CodeRange, Policy]]] = defaultdict(list)
+        #: Ranges too long to expand, by (payer, prefix, suffix, digits, number // _BUCKET) of the codes
+        #: they hold: a lookup reads one bucket, however many ranges the payer has.
+        self._wide: dict[tuple[str, str, str, int, int], list[tuple[CodeRange, Policy]]] = defaultdict(list)
         exact: dict[tuple[str, str], list[Policy]] = defaultdict(list)
         for policy in self._policies:
             for group in policy.code_groups:
                 for code in group.codes.exact:
                     if policy not in exact[(policy.payer, code)]:
                         exact[(policy.payer, code)].append(policy)
-                self._wide[policy.payer].extend((r, policy) for r in group.codes.ranges)
+                for r in group.codes.ranges:
+                    for bucket in range(r.low // _BUCKET, r.high // _BUCKET + 1):
+                        self._wide[(policy.payer, *r.shape(), bucket)].append((r, policy))
         self._exact = {key: tuple(value) for key, value in exact.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
 
@@ -62,7 +69,12 @@ class RuleSet:
     def candidates(self, payer: str, code: str) -> tuple[Policy, ...]:
         """Every policy version of ``payer`` that lists ``code`` at any date."""
         found = self._exact.get((payer, code), ())
-        wide = tuple(p for r, p in self._wide.get(payer, ()) if code in r and p not in found)
+        parts = code_parts(code)
+        if parts is None:
+            return found
+        prefix, number, suffix, width = parts
+        bucket = self._wide.get((payer, prefix, suffix, width, number // _BUCKET), ())
+        wide = tuple(p for r, p in bucket if r.low <= number <= r.high and p not in found)
         return found + wide if wide else found
 
     def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
