@@ -25,10 +25,12 @@ LIST_SEPARATOR = "; "
 #: Joins several reasons (sentences that may hold ";") in one CSV cell.
 REASON_SEPARATOR = " | "
 _JSONL = (".jsonl", ".ndjson")
+Reader = Callable[[TextIO], "tuple[list[Order], list[Rejection], list[str]]"]
+Writer = Callable[["Iterable[AnsweredLine]", TextIO], None]
 
 
 @dataclass(frozen=True)
-class Answer:
+class AnsweredLine:
     """The decision for one service line and where it came from."""
 
     row: int
@@ -51,7 +53,7 @@ class Summary:
     pa_by_policy: Counter[str] = field(default_factory=Counter)
     rejected: list[Rejection] = field(default_factory=list)
 
-    def count(self, answer: Answer) -> None:
+    def count(self, answer: AnsweredLine) -> None:
         """Add one answered line."""
         self.lines += 1
         pa_needed = answer.decision["pa_needed"]
@@ -74,7 +76,7 @@ class Summary:
         return "\n".join(parts) + "\n"
 
 
-def _csv_row(answer: Answer) -> dict[str, Any]:
+def _csv_row(answer: AnsweredLine) -> dict[str, Any]:
     decision = answer.decision
     return {"row": answer.row, "order_id": answer.order_id, "line": answer.line, "payer": answer.payer,
             "code": decision["code"], "system": decision["system"], "pa_needed": decision["pa_needed"],
@@ -88,14 +90,14 @@ def _csv_row(answer: Answer) -> dict[str, Any]:
             "as_of": answer.as_of, "ruleset": answer.ruleset}
 
 
-def write_csv(answers: Iterable[Answer], stream: TextIO) -> None:
+def write_csv(answers: Iterable[AnsweredLine], stream: TextIO) -> None:
     """One CSV row per service line, columns :data:`OUTPUT_COLUMNS`."""
     writer = csv.DictWriter(stream, OUTPUT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(_csv_row(answer) for answer in answers)
 
 
-def write_jsonl(answers: Iterable[Answer], stream: TextIO) -> None:
+def write_jsonl(answers: Iterable[AnsweredLine], stream: TextIO) -> None:
     """One JSON object per service line: where it came from, then the full v1 decision."""
     for answer in answers:
         record = {"row": answer.row, "order_id": answer.order_id, "line": answer.line, "payer": answer.payer,
@@ -103,8 +105,7 @@ def write_jsonl(answers: Iterable[Answer], stream: TextIO) -> None:
         stream.write(json.dumps(record) + "\n")
 
 
-def _formats(path: Path) -> tuple[Callable[[TextIO], tuple[list[Order], list[Rejection], list[str]]],
-                                  Callable[[Iterable[Answer], TextIO], None]]:
+def _formats(path: Path) -> tuple[Reader, Writer]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return read_csv, write_csv
@@ -113,9 +114,9 @@ def _formats(path: Path) -> tuple[Callable[[TextIO], tuple[list[Order], list[Rej
     raise WorklistError(f"{path}: unknown format; name the file *.csv or *.jsonl")
 
 
-def answer_orders(rules: RuleSet, orders: list[Order], summary: Summary, progress: Progress) -> list[Answer]:
+def answer_orders(rules: RuleSet, orders: list[Order], summary: Summary, progress: Progress) -> list[AnsweredLine]:
     """Evaluate each order as one request; rejected orders go to ``summary.rejected``."""
-    answers: list[Answer] = []
+    answers: list[AnsweredLine] = []
     for order in orders:
         try:
             response = rules.evaluate(order.body)
@@ -124,8 +125,8 @@ def answer_orders(rules: RuleSet, orders: list[Order], summary: Summary, progres
         else:
             summary.orders += 1
             for line, (row, decision) in enumerate(zip(order.rows, response["decisions"]), start=1):
-                answers.append(Answer(row, order.order_id, line, order.body["payer"], response["as_of"],
-                                      response["ruleset"], decision))
+                answers.append(AnsweredLine(row, order.order_id, line, order.body["payer"], response["as_of"],
+                                            response["ruleset"], decision))
                 summary.count(answers[-1])
         progress.advance(len(order.rows))
     return sorted(answers, key=lambda a: (a.row, a.line))

@@ -63,9 +63,11 @@ class Order:
         return reject_order(self.rows, row, f"{column}: {message}" if column else message)
 
     def _blame(self, location: str) -> tuple[int, str]:
+        if not self.csv:
+            return self.rows[0], location
         indexed = _INDEXED.fullmatch(location)
-        if not self.csv or not indexed:
-            return self.rows[0], location if not self.csv else _V1_COLUMN.get(location, location)
+        if not indexed:
+            return self.rows[0], _V1_COLUMN.get(location, location)
         kind, index, column = indexed.groups()
         if kind == "services":
             return self.rows[int(index)], column or "code"
