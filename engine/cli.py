@@ -15,6 +15,7 @@ from typing import Sequence
 from .batch import run as run_batch
 from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
+from .fmt import run as run_fmt
 from .lint import run as run_lint
 from .loader import read_tree
 from .report import FORMATS, write_problems
@@ -102,6 +103,10 @@ def _diff(args: argparse.Namespace) -> int:
     return run_diff(args.old, args.new, args.requests, args.format, sys.stdout, sys.stderr, args.git, args.path)
 
 
+def _fmt(args: argparse.Namespace) -> int:
+    return run_fmt(args.paths, args.check, sys.stdout, sys.stderr)
+
+
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(schema_path(f"{args.kind}.schema.json").read_text(encoding="utf-8"))
     return EXIT_OK
@@ -161,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--path", default="rules", help="the rule tree inside the repository (with --git)")
     diff.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     diff.set_defaults(run=_diff)
+
+    fmt = commands.add_parser("fmt", help="rewrite policy files in normal form (comments kept)")
+    fmt.add_argument("paths", nargs="+", metavar="PATH")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not in normal form")
+    fmt.set_defaults(run=_fmt)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
     schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")

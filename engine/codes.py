@@ -156,14 +156,14 @@ def _code_key(code: str) -> tuple[str, str, int, int]:
     return (m.group(1), m.group(3), len(m.group(2)), int(m.group(2)))
 
 
-def compress(codes: list[str], min_run: int = 3) -> list[str]:
-    """Sort codes and write runs of at least ``min_run`` consecutive codes as ranges ``A-B``."""
+def compress(codes: list[str]) -> list[str]:
+    """Sort codes and write each run of two or more consecutive codes as a range ``A-B``."""
     ordered = sorted(set(codes), key=_code_key)
     out: list[str] = []
     run: list[str] = []
 
     def flush() -> None:
-        out.extend([f"{run[0]}-{run[-1]}"] if len(run) >= min_run else run)
+        out.extend([f"{run[0]}-{run[-1]}"] if len(run) > 1 else run)
         run.clear()
     for code in ordered:
         if run:

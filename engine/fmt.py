@@ -1,0 +1,152 @@
+"""``covreq fmt``: normalise policy files without losing their comments.
+
+Normal form: top-level keys in the schema's order, rule keys as ``id, when, pa_needed, covered,
+reason, documentation``, and every list of ``codes`` sorted with runs of two or more consecutive
+codes merged into ranges (``15820, 15821, 15822`` -> ``15820-15822``; overlapping and adjacent ranges merge
+too). Codes made only of digits are double-quoted so YAML never reads them as numbers.
+
+ruamel.yaml's round-trip mode reads and writes the file; it keeps comments, quoting, flow or block
+style and folded text, so a file already in normal form is written back byte for byte. A comment
+attached to a code inside a list that would be re-ordered cannot follow its code reliably, so such a
+list is left as it is (and reported), rather than moving or dropping the comment.
+
+Exit codes: 0 nothing to change (or files rewritten); 1 with ``--check``, some file is not in
+normal form; 2 a file cannot be read or parsed.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from .codes import CPT, EXPAND_LIMIT, HCPCS, CodeError, compress, parse_code_item
+from .loader import PAYER_FILE, iter_rule_files
+from .resources import schema_path
+
+EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
+RULE_ORDER = ("id", "when", "pa_needed", "covered", "reason", "documentation")
+
+
+def _top_order() -> tuple[str, ...]:
+    """The schema's property order: the documented order of a policy file's keys."""
+    return tuple(json.loads(schema_path().read_text(encoding="utf-8"))["properties"])
+
+
+@dataclass(frozen=True)
+class Formatted:
+    """One file's result: its new text, and notes on what could not be normalised."""
+
+    path: str
+    before: str
+    after: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        """True when the normal form differs from the file."""
+        return self.before != self.after
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip: comments, quotes and styles are kept
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap long lines
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def _reorder(mapping: CommentedMap, order: tuple[str, ...]) -> None:
+    """Put known keys in ``order``, others after them in their current order; comments travel."""
+    rank = {key: i for i, key in enumerate(order)}
+    keys = sorted(mapping, key=lambda k: (rank.get(k, len(order)), list(mapping).index(k)))
+    for key in keys:
+        mapping.move_to_end(key)
+
+
+def _expand(item: str) -> list[str] | None:
+    """Codes of one list item, or None when it is not a small code list (kept as written)."""
+    try:
+        codes = parse_code_item(item, (CPT, HCPCS))
+    except CodeError:
+        return None
+    return sorted(codes.exact) if not codes.ranges and len(codes.exact) <= EXPAND_LIMIT else None
+
+
+def _scalar(code: str) -> str:
+    return DoubleQuotedScalarString(code) if code.isdigit() else code
+
+
+def _codes(seq: CommentedSeq, where: str, notes: list[str]) -> None:
+    """Sort and merge the plain codes of ``seq`` in place; code groups keep their place after them."""
+    groups = [item for item in seq if isinstance(item, dict)]
+    for group in groups:
+        if isinstance(group.get("codes"), CommentedSeq):
+            _codes(group["codes"], where, notes)
+    plain = [item for item in seq if not isinstance(item, dict)]
+    if any(isinstance(item, int) and len(str(item)) != 5 for item in plain):
+        return  # a bare number YAML has re-read (e.g. 01234): only its spelling in the file is right
+    expanded = [_expand(str(item)) for item in plain]
+    if any(e is None for e in expanded):
+        return  # an item the loader will reject (or a huge range): leave the list to validate
+    merged = [_scalar(c) for c in compress([c for e in expanded if e for c in e])]
+    if [*map(str, merged), *groups] == [item if isinstance(item, dict) else str(item) for item in seq]:
+        return
+    last = len(seq) - 1
+    if any(index != last for index in seq.ca.items):
+        notes.append(f"{where}: codes kept in their order because a comment is attached to one of them")
+        return
+    tail = seq.ca.items.pop(last, None)
+    seq[:] = [*merged, *groups]
+    if tail is not None:
+        seq.ca.items[len(seq) - 1] = tail
+
+
+def format_text(text: str, path: str = "<policy>") -> Formatted:
+    """The normal form of one policy file's text; raise YAMLError when it does not parse."""
+    yaml = _yaml()
+    data = yaml.load(text)
+    notes: list[str] = []
+    if isinstance(data, CommentedMap):
+        _reorder(data, _top_order())
+        for rule in data.get("rules") or []:
+            if isinstance(rule, CommentedMap):
+                _reorder(rule, RULE_ORDER)
+        if isinstance(data.get("codes"), CommentedSeq):
+            _codes(data["codes"], path, notes)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return Formatted(path, text, out.getvalue(), tuple(notes))
+
+
+def _policy_files(paths: Iterable[str]) -> list[Path]:
+    return [p for root in paths for p in iter_rule_files(Path(root)) if p.name != PAYER_FILE]
+
+
+def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO) -> int:
+    """The ``covreq fmt`` command: rewrite policy files in normal form, or with ``check`` only list them."""
+    status = EXIT_OK
+    for path in _policy_files(paths):
+        try:
+            result = format_text(path.read_text(encoding="utf-8"), str(path))
+        except (OSError, UnicodeDecodeError, YAMLError) as exc:
+            print(f"{path}: cannot format: {exc}", file=err)
+            status = EXIT_ERROR
+            continue
+        for note in result.notes:
+            print(note, file=err)
+        if not result.changed:
+            continue
+        if check:
+            print(f"{path}: not formatted (run covreq fmt {path})", file=out)
+            status = max(status, EXIT_CHANGES)
+        else:
+            path.write_text(result.after, encoding="utf-8")
+            print(f"formatted {path}", file=out)
+    return status
