@@ -2,20 +2,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from cachetools import LRUCache, cached
 
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .loader import read_tree
-from .policy import COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
+from .policy import COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
 from .trace import rule_trace
 
 #: Width of one bucket of the wide-range index, in code numbers.
 _BUCKET = 1000
+#: Most (payer, plan, code, date) selections a rule set remembers.
+SELECT_CACHE_SIZE = 65536
 
 
 class RuleSet:
@@ -33,16 +38,23 @@ class RuleSet:
         #: they hold: a lookup reads one bucket, however many ranges the payer has.
         self._wide: dict[tuple[str, str, str, int, int], list[tuple[CodeRange, Policy]]] = defaultdict(list)
         exact: dict[tuple[str, str], list[Policy]] = defaultdict(list)
+        #: For each exactly listed (payer, code), its policies with the groups of each that list it.
+        self._listed: dict[tuple[str, str], list[tuple[Policy, tuple[CodeGroup, ...]]]] = defaultdict(list)
         for policy in self._policies:
             for group in policy.code_groups:
                 for code in group.codes.exact:
                     if policy not in exact[(policy.payer, code)]:
                         exact[(policy.payer, code)].append(policy)
+                        self._listed[(policy.payer, code)].append(
+                            (policy, tuple(g for g in policy.code_groups if code in g.codes)))
                 for r in group.codes.ranges:
                     for bucket in range(r.low // _BUCKET, r.high // _BUCKET + 1):
                         self._wide[(policy.payer, *r.shape(), bucket)].append((r, policy))
         self._exact = {key: tuple(value) for key, value in exact.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
+        #: Selections repeat all day (the same codes on the same date), so each rule set keeps its
+        #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it.
+        self._select_cached = cached(LRUCache(SELECT_CACHE_SIZE), lock=threading.Lock(), info=True)(self._select)
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -50,6 +62,11 @@ class RuleSet:
     def payers(self) -> list[str]:
         """Ids of the payers this rule set knows."""
         return sorted(self._payers)
+
+    def payer_title(self, payer: str) -> str:
+        """The payer's display title from ``_payer.yaml``, or its id when none is given."""
+        info = self._payer_info.get(payer)
+        return info.title if info and info.title else payer
 
     def rule_count(self) -> int:
         """Number of rules over all policy versions."""
@@ -79,12 +96,22 @@ class RuleSet:
 
     def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
         """The policies that decide ``line`` on ``day`` for ``plan`` (see docs/authoring.md)."""
-        in_force = [p for p in self.candidates(payer, line.code) if p.in_force(day) and p.governs(line.code, day)]
+        return list(self._select_cached(payer, plan, line.code, day))
+
+    def select_cache_info(self) -> dict[str, int]:
+        """Hits, misses and size of the selection cache."""
+        info = self._select_cached.cache_info()
+        return {"hits": info.hits, "misses": info.misses, "size": info.currsize, "maxsize": info.maxsize}
+
+    def _select(self, payer: str, plan: str | None, code: str, day: dt.date) -> tuple[Policy, ...]:
+        listed = self._listed.get((payer, code), ())
+        in_force = [p for p, groups in listed if p.in_force(day) and any(g.in_force(day) for g in groups)]
+        in_force += [p for p in self.candidates(payer, code)[len(listed):] if p.in_force(day) and p.governs(code, day)]
         if plan is None:
-            return [p for p in in_force if p.extends is None]
+            return tuple(p for p in in_force if p.extends is None)
         chosen = [p for p in in_force if p.plans is None or plan in p.plans]
         overridden = {p.extends for p in chosen if p.extends}
-        return [p for p in chosen if p.id not in overridden]
+        return tuple(p for p in chosen if p.id not in overridden)
 
     def evaluate(self, body: Any, today: dt.date | None = None) -> dict[str, Any]:
         """Answer a v1 request (a parsed JSON object) with the v1 response; see docs/api.md."""

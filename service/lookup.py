@@ -27,13 +27,14 @@ def page() -> FileResponse:
 
 @router.get("/lookup/payers", summary="Payers of the loaded rule set and the plans its policies name")
 def payers(request: Request) -> JSONResponse:
-    """``{"ruleset", "payers": [{"id", "plans"}]}``, sorted, for the page's payer and plan choices."""
+    """``{"ruleset", "payers": [{"id", "title", "plans"}]}``, sorted, for the page's payer and plan choices."""
     ruleset = request.app.state.holder.current
     plans: dict[str, set[str]] = defaultdict(set)
     for policy in ruleset.policies():
         plans[policy["payer"]].update(policy["plans"] or ())
     return json_response({"ruleset": ruleset.digest,
-                          "payers": [{"id": p, "plans": sorted(plans[p])} for p in ruleset.payers()]},
+                          "payers": [{"id": p, "title": ruleset.payer_title(p), "plans": sorted(plans[p])}
+                                     for p in ruleset.payers()]},
                          ruleset.digest)
 
 

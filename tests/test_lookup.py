@@ -37,8 +37,9 @@ def test_nothing_else_is_served_from_the_folder(client: TestClient, name: str) -
 
 def test_payer_choices_come_from_the_loaded_rule_set(client: TestClient) -> None:
     body = client.get("/lookup/payers").json()
-    assert body["payers"] == [{"id": "alabama-medicaid", "plans": ["medicare-medicaid-dual"]},
-                              {"id": "medicare", "plans": ["original-medicare-ffs"]}]
+    assert [(p["id"], p["plans"]) for p in body["payers"]] == [("alabama-medicaid", ["medicare-medicaid-dual"]),
+                                                               ("medicare", ["original-medicare-ffs"])]
+    assert all(p["title"] and p["title"] != p["id"] for p in body["payers"])
     assert body["ruleset"] == client.get("/v1/ruleset").json()["ruleset"]
 
 

@@ -71,7 +71,7 @@ async function loadPayers() {
   const payer = $("payer");
   for (const entry of body.payers) {
     payerPlans[entry.id] = entry.plans;
-    const option = element("option", entry.id);
+    const option = element("option", entry.title === entry.id ? entry.id : `${entry.title} (${entry.id})`);
     option.value = entry.id;
     payer.append(option);
   }
