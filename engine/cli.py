@@ -18,7 +18,7 @@ from .errors import LoadError, Problem, RequestError
 from .fmt import run as run_fmt
 from .lint import run as run_lint
 from .loader import read_tree
-from .report import FORMATS, write_problems
+from .report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
 from .testcmd import run as run_test_command
@@ -29,16 +29,18 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 def _validate(args: argparse.Namespace) -> int:
     problems: list[Problem] = []
-    policies = files = 0
+    policies = 0
+    files: list[str] = []
     for path in args.paths:
         tree = read_tree(path)
         problems += tree.problems
         policies += len(tree.policies)
-        files += len(tree.files)
-    write_problems(problems, args.format, sys.stdout)
+        files += tree.files
+    findings = [Finding(p) for p in problems]
+    write_findings(findings, args.format, sys.stdout, "covreq validate", checks_by_file(files, findings, "validate"))
     if args.format == "text":
-        summary = (f"{len(problems)} problem(s) in {files} file(s)" if problems
-                   else f"ok: {policies} policy version(s) in {files} file(s)")
+        summary = (f"{len(problems)} problem(s) in {len(files)} file(s)" if problems
+                   else f"ok: {policies} policy version(s) in {len(files)} file(s)")
         print(summary, file=sys.stderr)
     return EXIT_PROBLEMS if problems else EXIT_OK
 
