@@ -24,7 +24,7 @@ def codes_and_places(name: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("conflict", [("W-conflict", "imaging-b.yaml:1:5", "both govern 70552, 70553 from 2024-06-01 to open")]),
+    ("conflict", [("W-conflict", "imaging-b.yaml:1:5", "both govern 70552-70553 from 2024-06-01 to open")]),
     ("shadowed", [("W-shadowed", "policy.yaml:11:5", "rule 'home-or-office' at line 8 is true whenever this one is"),
                   ("W-shadowed", "policy.yaml:17:5", "rule 'all' at line 14 is always true")]),
     ("constant", [("W-constant", "policy.yaml:9:11", "the condition is always false (the policy is in force from"),
