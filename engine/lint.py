@@ -200,8 +200,8 @@ def _gaps(versions: list[Policy], rules: list[tuple[Rule, Analysed]]) -> Iterato
     if gaps and facts:
         where = key_location(policy.location.path, "rules")
         yield _finding("W-gap", where, f"policy '{policy.id}': for {', '.join(compress(gaps))} no rule is always "
-                                       f"true and there is no default, so a request whose {', '.join(facts)} "
-                                       f"no rule matches gets the implicit no-auth")
+                                       f"true and there is no default, so a request that matches none of the "
+                                       f"rules (they read {', '.join(facts)}) gets the implicit no-auth")
 
 
 def _profile(policy: Policy) -> frozenset[tuple[str, str]]:
