@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from contextlib import asynccontextmanager
@@ -13,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import lookup, ops, v1
+from service.audit import AuditLog
+from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
 from service.crd.outcome import operation_outcome
 from service.crd.payers import PayerMap
@@ -65,6 +68,8 @@ def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = RuleSetHolder(rules_path)
     app.state.payers = PayerMap.load(settings.payers)
+    app.state.audit = AuditLog(settings.audit_path)
+    guard = Guard.from_settings(settings)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(ops.router)
@@ -81,5 +86,6 @@ def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
         app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
+    app.add_middleware(Authenticate, guard=guard, refuse=functools.partial(_error_response, app))
     app.add_middleware(AccessLog, header=RULESET_HEADER)
     return app

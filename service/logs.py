@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(json_logs: bool = True, level: int = logging.INFO) -> None:
+def configure(json_logs: bool = True, level: int | str = logging.INFO) -> None:
     """Send the ``covreq`` loggers to stderr, as JSON lines or plain text."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if json_logs

@@ -16,7 +16,7 @@ RULES_ENV = "COVREQ_RULES"
 def app_from_env() -> FastAPI:
     """App factory for worker processes: the rule tree comes from ``COVREQ_RULES``."""
     settings = Settings.from_env()
-    logs.configure(settings.json_logs)
+    logs.configure(settings.json_logs, settings.log_level)
     return create_app(os.environ[RULES_ENV], settings)
 
 

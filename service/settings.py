@@ -15,17 +15,28 @@ class Settings:
     ``max_body_bytes`` caps request bodies (413 above it); ``payers`` is the CRD payer mapping
     file; ``admin_token``, when set, must be sent as ``Authorization: Bearer <token>`` to
     ``POST /admin/reload``; ``json_logs`` switches the log format to one JSON object per line.
+    ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
+    the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
+    ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
     """
 
     max_body_bytes: int = 1_048_576
     payers: Path = DEFAULT_PAYERS
     admin_token: str | None = None
     json_logs: bool = True
+    log_level: str = "INFO"
+    auth_issuers: Path | None = None
+    service_url: str | None = None
+    api_keys: Path | None = None
+    v1_jwt: bool = False
+    audit_path: Path = Path("covreq-audit.jsonl")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
-        ``COVREQ_JSON_LOGS`` (``0`` for plain text); absent variables keep the defaults."""
+        ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
+        ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
+        ``COVREQ_AUDIT``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -33,4 +44,10 @@ class Settings:
             payers=Path(env.get("COVREQ_PAYERS", str(defaults.payers))),
             admin_token=env.get("COVREQ_ADMIN_TOKEN") or None,
             json_logs=env.get("COVREQ_JSON_LOGS", "1") != "0",
+            log_level=env.get("COVREQ_LOG_LEVEL", defaults.log_level).upper(),
+            auth_issuers=Path(env["COVREQ_AUTH_ISSUERS"]) if env.get("COVREQ_AUTH_ISSUERS") else None,
+            service_url=env.get("COVREQ_SERVICE_URL") or None,
+            api_keys=Path(env["COVREQ_API_KEYS"]) if env.get("COVREQ_API_KEYS") else None,
+            v1_jwt=env.get("COVREQ_V1_JWT", "0") == "1",
+            audit_path=Path(env.get("COVREQ_AUDIT") or defaults.audit_path),
         )

@@ -37,18 +37,24 @@ def parse_json(raw: bytes) -> Any:
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,
              summary="Prior-authorization and documentation requirements, one decision per service")
 async def requirements(request: Request) -> JSONResponse:
-    """Evaluate a v1 request against the current rule set (400 malformed JSON, 422 contract)."""
-    ruleset = request.app.state.holder.current
+    """Evaluate a v1 request against the current rule set (400 malformed JSON, 422 contract).
+
+    Every call leaves one audit record (service/audit.py)."""
+    ruleset, audit = request.app.state.holder.current, request.app.state.audit
     try:
         body = parse_json(await request.body())
     except ValueError as err:
+        audit.v1(request, ruleset.digest, 400)
         return v1_error(400, f"malformed JSON: {err}", ruleset.digest)
     if not isinstance(body, dict):
+        audit.v1(request, ruleset.digest, 422)
         return v1_error(422, "the request must be a JSON object", ruleset.digest)
     try:
         answer = ruleset.evaluate(body)
     except engine.RequestError as err:
+        audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)
+    audit.v1(request, ruleset.digest, 200, answer)
     return json_response(answer, ruleset.digest)
 
 

@@ -37,7 +37,7 @@ def discover(request: Request) -> JSONResponse:
                                                "order-dispatch, appointment-book)")
 async def call_service(service_id: str, request: Request) -> JSONResponse:
     """Coverage information for each order as systemActions, plus cards; errors as OperationOutcome."""
-    ruleset = request.app.state.holder.current
+    ruleset, audit = request.app.state.holder.current, request.app.state.audit
     hook = SERVICES.get(service_id)
     if hook is None:
         return operation_outcome(404, f"no CDS service {service_id!r}; see GET {PREFIX}",
@@ -45,17 +45,22 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     try:
         body = parse_json(await request.body())
     except ValueError as err:
+        audit.cds(request, ruleset.digest, 400, hook)
         return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest)
     today = date.today()
     try:
         hook_call = read_call(body, hook, request.app.state.payers, today)
         answers = assess(hook_call, ruleset) if hook_call.configuration.coverage_info else []
     except CrdError as err:
+        instance = body.get("hookInstance") if isinstance(body, dict) else None
+        audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
+                  expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
     response: dict[str, object] = {"cards": cards(answers, hook_call.configuration.max_cards)}
     if answers:
         response["systemActions"] = system_actions(answers, today)
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
+    audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": hook_call.hook_instance,
         "ruleset": ruleset.digest, "coverage_assertion_ids": [a.assertion_id for a in answers]})

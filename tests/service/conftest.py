@@ -30,16 +30,19 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def client() -> TestClient:
+def client(tmp_path: Path) -> TestClient:
     """A client of the service on the fixture rules and the fixture payer mapping."""
-    return TestClient(create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS)))
+    return TestClient(create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS,
+                                                              audit_path=tmp_path / "audit.jsonl")))
 
 
 @pytest.fixture()
-def make_client() -> Callable[..., TestClient]:
-    """Build a client on the fixture rules (or ``rules=``) with settings overrides."""
+def make_client(tmp_path: Path) -> Callable[..., TestClient]:
+    """Build a client on the fixture rules (or ``rules=``) with settings overrides; the audit
+    file is ``tmp_path / "audit.jsonl"`` unless ``audit_path`` is given."""
     def build(rules: Path = FIXTURE_RULES, **overrides: Any) -> TestClient:
-        return TestClient(create_app(str(rules), Settings(**{"payers": FIXTURE_PAYERS, **overrides})))
+        defaults = {"payers": FIXTURE_PAYERS, "audit_path": tmp_path / "audit.jsonl"}
+        return TestClient(create_app(str(rules), Settings(**{**defaults, **overrides})))
     return build
 
 

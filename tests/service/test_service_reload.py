@@ -147,7 +147,7 @@ def test_served_process_reloads_on_sighup_and_logs_json(rules_dir: Path, tmp_pat
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     code = f"from service.server import run; run({str(rules_dir)!r}, '127.0.0.1', {port}, 1)"
-    env = {**os.environ, "COVREQ_JSON_LOGS": "1"}
+    env = {**os.environ, "COVREQ_JSON_LOGS": "1", "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}
     with open(log_path, "w") as log_file:
         server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
     try:
@@ -173,8 +173,9 @@ def test_served_process_reloads_on_sighup_and_logs_json(rules_dir: Path, tmp_pat
 def test_several_workers_start_from_the_environment(tmp_path: Path) -> None:
     port = _free_port()
     code = f"from service.server import run; run({str(Path(__file__).parent / 'fixtures' / 'rules')!r}, '127.0.0.1', {port}, 2)"
+    env = {**os.environ, "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}
     with open(tmp_path / "server.log", "w") as log_file:
-        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file)
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
     try:
         info = _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/ruleset").json())
         assert info["payers"] == ["acme"]

@@ -1,0 +1,93 @@
+"""The audit trail: one JSON line per call of a decision endpoint, appended to a file.
+
+A record says who asked (the authenticated caller), which call it was (``hookInstance`` or
+request id), which codes were asked about, what was answered, by which rule set and under which
+coverage-assertion ids. It holds no patient identifiers: no patient id, birth date, diagnosis,
+date of service, request body or error message (messages may quote what was sent).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from fastapi import Request
+
+from service.auth import ANONYMOUS, Caller
+
+#: Header a caller may send to name its request in the audit trail.
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Longest caller-chosen text (hookInstance, order reference) kept in a record.
+MAX_FIELD = 128
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a plain token of at most 128 characters, else a new id."""
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    return offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller authenticated for this request (anonymous when authentication is off)."""
+    return getattr(request.state, "caller", ANONYMOUS)
+
+
+class AuditLog:
+    """Appends records to a JSON Lines file; each record is one ``write`` on an ``O_APPEND`` file,
+    so lines from several threads or worker processes never interleave, and the file is opened per
+    record so that it can be rotated by moving it away."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record, stamped with the current UTC time."""
+        line = json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record},
+                          separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8"))
+            finally:
+                os.close(fd)
+
+    def v1(self, request: Request, digest: str, status: int, answer: dict[str, Any] | None = None,
+           location: str = "") -> None:
+        """Record a ``POST /v1/requirements`` call: the decisions, or the refusal's status and field."""
+        record: dict[str, Any] = {"api": "v1", "caller": caller_of(request).as_dict(),
+                                  "request_id": request_id(request), "ruleset": digest, "status": status}
+        if answer is not None:
+            record["decisions"] = [{k: d[k] for k in ("code", "system", "pa_needed", "covered")}
+                                   for d in answer["decisions"]]
+        else:
+            record["error_location"] = location[:MAX_FIELD]
+        self.write(record)
+
+    def cds(self, request: Request, digest: str, status: int, hook: str | None = None,
+            hook_instance: str | None = None, answers: Iterable[Any] = (), expression: str = "") -> None:
+        """Record a CDS Hooks call: each coverage assertion, or the refusal's status and place."""
+        record: dict[str, Any] = {"api": "cds-hooks", "caller": caller_of(request).as_dict(),
+                                  "service": request.url.path.rsplit("/", 1)[-1], "hook": hook,
+                                  "hookInstance": hook_instance and hook_instance[:MAX_FIELD], "request_id": request_id(request),
+                                  "ruleset": digest, "status": status}
+        decisions = [_assertion(a) for a in answers]
+        if status == 200:
+            record["decisions"] = decisions
+        else:
+            record["error_location"] = expression[:MAX_FIELD]
+        self.write(record)
+
+
+def _assertion(answered: Any) -> dict[str, Any]:
+    assertion = answered.assertion
+    line = assertion.line
+    return {"order": answered.order.reference[:MAX_FIELD], "code": line.code if line else None,
+            "system": line.system if line else None, "pa_needed": assertion.pa_needed,
+            "covered": assertion.covered, "coverage_assertion_id": answered.assertion_id}

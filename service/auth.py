@@ -1,0 +1,262 @@
+"""Who may call: signed JWTs on the CDS Hooks endpoints, an API key or JWT on ``/v1/*``.
+
+CDS Hooks security: the EHR sends ``Authorization: Bearer <JWT>`` signed with its private key;
+the JWT names the EHR (``iss``), the service (``aud``), a short validity (``iat``, ``exp``) and a
+nonce (``jti``). The service trusts the issuers listed in a configuration file, each with its
+public keys (a JWKS file or a PEM file), and refuses a ``jti`` it has already seen.
+Everything here is off unless configured (see docs/operations.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jwt
+import yaml
+from cachetools import TTLCache
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.crd import routes as crd_routes
+from service.settings import Settings
+
+log = logging.getLogger("covreq.auth")
+
+#: Only asymmetric signatures: a shared-secret (HS*) or unsigned (none) token is refused.
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+#: Clock skew tolerated on ``exp`` and ``iat``, in seconds.
+LEEWAY = 60
+#: Longest validity (``exp - iat``) accepted, in seconds; it also bounds how long a ``jti`` is kept.
+MAX_LIFETIME = 300
+#: Most ``jti`` values remembered at once; past it the oldest are forgotten first.
+REPLAY_CACHE_SIZE = 100_000
+#: Shortest API key accepted in the key file.
+MIN_KEY_LENGTH = 16
+API_KEY_HEADER = "x-api-key"
+
+
+class AuthError(Exception):
+    """A caller could not be authenticated; ``message`` says why (sent back with the 401)."""
+
+    def __init__(self, message: str, token_given: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.token_given = message, token_given
+
+
+class AuthConfigError(ValueError):
+    """The authentication configuration is unusable; the service does not start."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: ``kind`` is ``jwt``, ``api-key`` or ``anonymous`` (auth off)."""
+
+    kind: str
+    name: str
+    subject: str | None = None
+    tenant: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """JSON-ready form for the audit record, without empty fields."""
+        return {k: v for k, v in vars(self).items() if v}
+
+
+ANONYMOUS = Caller("anonymous", "anonymous")
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A trusted EHR: its ``iss``, public keys by ``kid`` and the ``jku`` URLs it may name."""
+
+    iss: str
+    keys: Mapping[str | None, Any]
+    jku: frozenset[str] = frozenset()
+
+    def key(self, kid: str | None) -> Any:
+        """The public key a token with this ``kid`` must verify against."""
+        if kid in self.keys:
+            return self.keys[kid]
+        if kid is None and len(self.keys) == 1:
+            return next(iter(self.keys.values()))
+        raise AuthError(f"issuer {self.iss!r} has no key with kid {kid!r}", True)
+
+
+def _read_keys(entry: Mapping[str, Any], folder: Path) -> dict[str | None, Any]:
+    if "jwks" in entry:
+        jwks = jwt.PyJWKSet.from_dict(json.loads((folder / entry["jwks"]).read_text(encoding="utf-8")))
+        return {k.key_id: k.key for k in jwks.keys}
+    if "public_key" in entry:
+        key = load_pem_public_key((folder / entry["public_key"]).read_bytes())
+        return {entry.get("kid"): key}
+    raise AuthConfigError(f"issuer {entry.get('iss')!r} needs 'jwks' or 'public_key'")
+
+
+def load_issuers(path: Path) -> dict[str, Issuer]:
+    """Trusted issuers from a YAML file: ``issuers: [{iss, jwks | public_key, kid?, jku?}]``.
+
+    Key file paths are relative to the configuration file.
+    """
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    issuers: dict[str, Issuer] = {}
+    for entry in data.get("issuers") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str):
+            raise AuthConfigError(f"{path}: every issuer needs an 'iss' string")
+        try:
+            keys = _read_keys(entry, path.parent)
+        except (OSError, ValueError, jwt.PyJWTError) as err:
+            raise AuthConfigError(f"{path}: keys of issuer {entry['iss']!r}: {err}") from err
+        issuers[entry["iss"]] = Issuer(entry["iss"], keys, frozenset(entry.get("jku") or ()))
+    if not issuers:
+        raise AuthConfigError(f"{path}: no trusted issuers")
+    return issuers
+
+
+def load_api_keys(path: Path) -> dict[str, bytes]:
+    """API keys from a YAML mapping ``name: key``; returns each key's SHA-256 by name."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not data:
+        raise AuthConfigError(f"{path}: expected a mapping of key names to keys")
+    for name, key in data.items():
+        if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
+            raise AuthConfigError(f"{path}: key {name!r} must be a string of at least {MIN_KEY_LENGTH} characters")
+    return {str(name): hashlib.sha256(key.encode()).digest() for name, key in data.items()}
+
+
+class JwtVerifier:
+    """Verifies CDS Hooks JWTs: signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``jti`` replay."""
+
+    def __init__(self, issuers: Mapping[str, Issuer], service_url: str) -> None:
+        self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
+        self._seen: TTLCache[tuple[str, str], bool] = TTLCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
+        self._lock = threading.Lock()
+
+    def verify(self, token: str, path: str) -> Caller:
+        """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
+        try:
+            header = jwt.get_unverified_header(token)
+            iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError as err:
+            raise AuthError(f"the bearer token is not a JWT: {err}", True) from None
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise AuthError(f"JWT alg {alg!r} is not accepted; use one of {', '.join(ALGORITHMS)}", True)
+        if str(header.get("typ", "JWT")).upper() != "JWT":
+            raise AuthError("JWT header typ must be JWT", True)
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthError(f"JWT issuer {iss!r} is not trusted", True)
+        if "jku" in header and header["jku"] not in issuer.jku:
+            raise AuthError(f"JWT jku {header['jku']!r} is not a key set trusted for {iss!r}", True)
+        try:
+            claims = jwt.decode(token, issuer.key(header.get("kid")), algorithms=[alg], issuer=iss,
+                                audience=[self.service_url, self.service_url + path], leeway=LEEWAY,
+                                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+        except jwt.InvalidAudienceError:
+            raise AuthError(f"JWT aud must be {self.service_url!r} or {self.service_url + path!r}", True) from None
+        except jwt.PyJWTError as err:
+            raise AuthError(f"JWT refused: {err}", True) from None
+        if claims["exp"] - claims["iat"] > MAX_LIFETIME:
+            raise AuthError(f"JWT is valid for more than {MAX_LIFETIME} seconds (exp - iat)", True)
+        self._remember(iss, str(claims["jti"]))
+        return Caller("jwt", iss, claims.get("sub"), claims.get("tenant"))
+
+    def _remember(self, iss: str, jti: str) -> None:
+        with self._lock:
+            if (iss, jti) in self._seen:
+                raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
+            self._seen[(iss, jti)] = True
+
+
+class Guard:
+    """Decides which requests need credentials and checks them."""
+
+    def __init__(self, verifier: JwtVerifier | None = None, api_keys: Mapping[str, bytes] | None = None,
+                 v1_jwt: bool = False) -> None:
+        self.verifier, self.api_keys, self.v1_jwt = verifier, dict(api_keys or {}), v1_jwt
+        if v1_jwt and verifier is None:
+            raise AuthConfigError("a JWT on /v1/* needs trusted issuers and the service URL")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Guard":
+        """The guard the settings ask for; raises :class:`AuthConfigError` if they are unusable."""
+        issuers, url = settings.auth_issuers, settings.service_url
+        if issuers is not None and not url:
+            raise AuthConfigError("trusted JWT issuers need the service URL (the JWT audience)")
+        verifier = JwtVerifier(load_issuers(issuers), url) if issuers and url else None
+        return cls(verifier, load_api_keys(settings.api_keys) if settings.api_keys else None,
+                   settings.v1_jwt)
+
+    def challenges(self, path: str) -> list[str]:
+        """The ``WWW-Authenticate`` challenges of ``path``; none when it is open."""
+        bearer = ['Bearer realm="covreq"']
+        if crd_routes.owns(path) and path != crd_routes.PREFIX:
+            return bearer if self.verifier else []
+        if not path.startswith("/v1/"):
+            return []
+        return (bearer if self.v1_jwt else []) + \
+            ([f'ApiKey realm="covreq", header="{API_KEY_HEADER}"'] if self.api_keys else [])
+
+    def caller(self, path: str, headers: Mapping[str, str]) -> Caller:
+        """Check the credentials of a protected request."""
+        key = headers.get(API_KEY_HEADER)
+        if key is not None and self.api_keys and path.startswith("/v1/"):
+            return self._key_owner(key)
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            wanted = "Authorization: Bearer <JWT>" + (f" or {API_KEY_HEADER}" if
+                                                       self.api_keys and path.startswith("/v1/") else "")
+            raise AuthError(f"authentication required: send {wanted}")
+        if self.verifier is None or (path.startswith("/v1/") and not self.v1_jwt):
+            raise AuthError(f"this endpoint takes an API key in the {API_KEY_HEADER} header", True)
+        return self.verifier.verify(token.strip(), path)
+
+    def _key_owner(self, key: str) -> Caller:
+        offered = hashlib.sha256(key.encode()).digest()
+        owner = None
+        for name, digest in self.api_keys.items():  # compare with every key, in constant time each
+            if hmac.compare_digest(offered, digest):
+                owner = name
+        if owner is None:
+            raise AuthError("the API key is not valid", True)
+        return Caller("api-key", owner)
+
+
+class Authenticate:
+    """ASGI middleware: 401 with ``WWW-Authenticate`` for a protected request without valid
+    credentials; otherwise the caller is put in ``request.state.caller``."""
+
+    def __init__(self, app: ASGIApp, guard: Guard, refuse: Callable[[str, int, str], Response]) -> None:
+        self.app, self.guard, self.refuse = app, guard, refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        challenges = self.guard.challenges(path)
+        caller = ANONYMOUS
+        if challenges and scope["method"] != "OPTIONS":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            started = time.perf_counter()
+            try:
+                caller = self.guard.caller(path, headers)
+            except AuthError as err:
+                log.warning("authentication refused: %s", err.message, extra={
+                    "event": "auth-refused", "path": path, "reason": err.message,
+                    "ms": round((time.perf_counter() - started) * 1000, 2)})
+                response = self.refuse(path, 401, err.message)
+                invalid = ', error="invalid_token"' if err.token_given else ""
+                response.headers["WWW-Authenticate"] = ", ".join(
+                    c + invalid if c.startswith("Bearer") else c for c in challenges)
+                await response(scope, receive, send)
+                return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
