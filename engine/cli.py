@@ -1,7 +1,9 @@
-"""The ``covreq`` command line: validate, test, eval, batch, schema and serve.
+"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, schema and serve.
 
-Exit codes: 0 success; 1 problems found (invalid rules, failing tests, rejected batch rows);
-2 bad usage or input.
+Each command's logic lives in its own module; this one only wires arguments.
+Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
+for ``diff``, unformatted files for ``fmt --check``, rejected batch rows); 2 bad usage or input (for
+``diff``: the comparison could not be made). See docs/authoring.md, "Output formats and exit codes".
 """
 from __future__ import annotations
 
