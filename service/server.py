@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from service import logs
 from service.app import create_app
@@ -24,7 +26,13 @@ def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1)
     """Serve the rule tree at ``rules``; with ``workers > 1`` each worker loads it itself."""
     os.environ[RULES_ENV] = rules
     if workers > 1:
-        uvicorn.run("service.server:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_config=None)
+        config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
+                                workers=workers, log_config=None)
+        listener = config.bind_socket()
+        # uvicorn binds the shared listener without IPPROTO_TCP, so asyncio leaves Nagle on for the
+        # connections it accepts and each keep-alive response waits ~40 ms for a delayed ACK
+        # (Kludex/uvicorn#3149); accepted sockets inherit TCP_NODELAY from the listener.
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        Multiprocess(config, sockets=[listener]).run()
     else:
         uvicorn.run(app_from_env(), host=host, port=port, log_config=None)
