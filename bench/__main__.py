@@ -1,0 +1,119 @@
+"""Run the covreq benchmarks and print the results table: ``.venv/bin/python -m bench``.
+
+Sizes, rounds and durations are capped so the full run stays within a few minutes on two cores;
+``--quick`` is a smoke run. All HTTP traffic goes to 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import http
+from .generate import Tree, generate, request_mix
+from .report import render
+
+ANCHOR = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors" / "crd" / "CRDServiceRequest.json"
+_CPT = "http://www.ama-assn.org/go/cpt"
+_CHILD_TIMEOUT_S = 400
+
+
+def library_run(tree: Tree, mix: list[dict[str, Any]], rounds: int, peers: list[str], work: Path) -> dict[str, Any]:
+    """Library figures for one tree, measured in a fresh interpreter."""
+    mix_file = work / f"mix-{tree.rules}.json"
+    mix_file.write_text(json.dumps(mix))
+    command = [sys.executable, "-m", "bench.library", str(tree.root), str(mix_file), "--rounds", str(rounds)]
+    if peers:
+        command += ["--peers", *peers]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=_CHILD_TIMEOUT_S,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    return {"rules": tree.rules, "files": tree.files, **json.loads(out)}
+
+
+def crd_request(tree: Tree, anchor: Path) -> dict[str, Any]:
+    """The CRD order-sign anchor (with its prefetch), its CPT billing options swapped for listed codes."""
+    body = json.loads(anchor.read_text())
+    codes = iter([x.code for x in tree.listings if x.payer == tree.payers[0] and x.code.isdigit()])
+
+    def swap(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("system") == _CPT and "code" in node:
+                node["code"] = next(codes)
+            for value in node.values():
+                swap(value)
+        elif isinstance(node, list):
+            for value in node:
+                swap(value)
+    swap(body["context"]["draftOrders"])
+    return body
+
+
+def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, anchor: Path) -> dict[str, Any]:
+    """Throughput, paced latency and CRD order-sign latency against ``covreq serve --workers 2``."""
+    payers = work / "payers.yaml"
+    payers.write_text(f"payers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
+                      "    names: [Acme Health Plan]\n")
+    bodies = [m["body"] for m in mix]
+    result: dict[str, Any] = {"rules": tree.rules}
+    with http.serve(tree.root, 2, {"COVREQ_PAYERS": str(payers), "COVREQ_AUDIT": str(work / "audit.jsonl")}) as base:
+        http.warm(base, "/v1/requirements", bodies)
+        result["max"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=32)
+        result["paced"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=8, rate=300)
+        if anchor.exists():
+            crd = [crd_request(tree, anchor)]
+            path = "/cds-services/" + _order_sign_id()
+            http.warm(base, path, crd)
+            result["crd"] = http.wrk(base, path, crd, seconds, connections=2, rate=50)
+    return result
+
+
+def _order_sign_id() -> str:
+    from service.crd.discovery import SERVICES
+    return next(sid for sid, hook in SERVICES.items() if hook == "order-sign")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate the trees, measure, print the table (and write it as Markdown when asked)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000, 100_000])
+    parser.add_argument("--rounds", type=int, default=20, help="passes over the request mix per figure")
+    parser.add_argument("--mix", type=int, default=200, help="requests in the fixed mix")
+    parser.add_argument("--peers-size", type=int, default=10_000, help="tree size for the peer comparison")
+    parser.add_argument("--http-size", type=int, default=10_000, help="tree size served for the HTTP runs")
+    parser.add_argument("--http-seconds", type=int, default=10)
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--anchor", type=Path, default=ANCHOR, help="CRD order-sign request to replay")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="covreq-bench-") as tmp:
+        work = Path(tmp)
+        results: dict[str, Any] = {"sizes": []}
+        trees: dict[int, tuple[Tree, list[dict[str, Any]]]] = {}
+        for size in args.sizes:
+            tree = generate(size, work / f"tree-{size}")
+            mix = request_mix(tree, args.mix)
+            trees[size] = (tree, mix)
+            peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
+            print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
+            results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
+        if not args.no_http and http.available() and args.http_size in trees:
+            print("measuring HTTP ...", file=sys.stderr, flush=True)
+            tree, mix = trees[args.http_size]
+            results["http"] = http_run(tree, copy.deepcopy(mix), args.http_seconds, work, args.anchor)
+    table = render(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

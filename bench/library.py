@@ -1,0 +1,114 @@
+"""Library measurements for one tree, run in a fresh process per size (``python -m bench.library``).
+
+A fresh process makes load time cold and resident memory that of this tree alone. It prints one
+JSON object: load time, RSS, decision latency per service line (median and p99) with and without
+explain and with a cold or warm selection cache, cache hit rates and, when asked, the peers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import engine
+from engine import loader
+
+from .peers import PeerScanner, full_fact_bodies
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, in MB (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 1e6
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``samples``, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    """Median and p99 of per-line samples, in microseconds."""
+    return {"median_us": statistics.median(samples), "p99_us": percentile(samples, 0.99), "lines": len(samples)}
+
+
+def line_latencies(evaluate: Callable[[dict[str, Any]], Any], bodies: list[dict[str, Any]], rounds: int,
+                   before_each: Callable[[], None] | None = None) -> list[float]:
+    """Time each request; a request of n lines gives n samples of its time / n (microseconds)."""
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for body in bodies:
+            if before_each is not None:
+                before_each()
+            start = clock()
+            evaluate(body)
+            elapsed = (clock() - start) / 1000
+            lines = len(body["services"])
+            samples.extend([elapsed / lines] * lines)
+    return samples
+
+
+def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]) -> dict[str, Any]:
+    """Every library figure for the tree at ``tree``."""
+    base_rss = rss_mb()
+    start = time.perf_counter()
+    rules = engine.load(tree)
+    load_s = time.perf_counter() - start
+    result: dict[str, Any] = {"load_s": load_s, "rss_mb": rss_mb(), "rss_rules_mb": rss_mb() - base_rss,
+                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,
+                              "policy_versions": len(rules), "rules_compiled": rules.rule_count(),
+                              "parse_cache": _hit_rate(loader._parse.cache_info())}
+    bodies = [m["body"] for m in mix]
+    explained = [{**b, "explain": True} for b in bodies]
+    for body in bodies:  # one warm-up pass: imports, first-call costs, a warm selection cache
+        rules.evaluate(body)
+    clear = rules._select_cached.cache_clear  # the cold figures clear it before each request
+    result["plain"] = summary(line_latencies(rules.evaluate, bodies, rounds))
+    result["select_cache"] = rules.select_cache_info()  # warm-up + plain runs, before any clearing
+    result["plain_cold"] = summary(line_latencies(rules.evaluate, bodies, max(1, rounds // 4), clear))
+    result["explain"] = summary(line_latencies(rules.evaluate, explained, max(1, rounds // 4)))
+    if peers:
+        full = full_fact_bodies(mix)
+        result["full_fact_covreq"] = summary(line_latencies(rules.evaluate, full, rounds))
+        result["peers"] = {name: _peer(rules, name, full, rounds) for name in peers}
+    return result
+
+
+def _hit_rate(info: Any) -> dict[str, float]:
+    total = info.hits + info.misses
+    return {"hits": info.hits, "misses": info.misses, "hit_rate": info.hits / total if total else 0.0}
+
+
+def _peer(rules: engine.RuleSet, name: str, bodies: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """Compile the rule set for a peer, check it agrees with covreq, then time it."""
+    start = time.perf_counter()
+    scanner = PeerScanner(rules, name)
+    compile_s = time.perf_counter() - start
+    expected = [[d["pa_needed"] for d in rules.evaluate(b)["decisions"]] for b in bodies]
+    disagree = sum(scanner.answer(b) != want for b, want in zip(bodies, expected))
+    stats = summary(line_latencies(scanner.answer, bodies, max(1, rounds // 2)))
+    return {**stats, "compile_s": compile_s, "conditions": scanner.conditions, "disagreements": disagree}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the per-size child process: reads the mix from a JSON file."""
+    parser = argparse.ArgumentParser(prog="python -m bench.library")
+    parser.add_argument("tree", type=Path)
+    parser.add_argument("mix", type=Path)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--peers", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    mix = json.loads(args.mix.read_text())
+    json.dump(measure(args.tree, mix, args.rounds, args.peers), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

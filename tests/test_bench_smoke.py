@@ -1,0 +1,58 @@
+"""Smoke test of the benchmark suite: the generator and the harness at the smallest size, tiny counts.
+
+It checks that results are well formed, never how fast anything is.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import engine
+from bench import library
+from bench.__main__ import crd_request, library_run
+from bench.generate import UNLISTED, generate, request_mix
+from bench.report import render
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return generate(100, tmp_path_factory.mktemp("tree"))
+
+
+def test_the_generated_tree_loads_and_the_mix_hits_misses_and_leaves_facts_unknown(tree) -> None:  # type: ignore[no-untyped-def]
+    rules = engine.load(tree.root)
+    assert tree.rules >= 100 and rules.rule_count() >= tree.rules
+    mix = request_mix(tree, 40)
+    assert {m["kind"] for m in mix} == {"hit", "miss", "multi", "unknown", "plan"}
+    answers = [d for m in mix for d in rules.evaluate(m["body"])["decisions"]]
+    assert {d["pa_needed"] for d in answers} >= {"auth-needed", "no-auth"}
+    assert any(d["code"] in UNLISTED for d in answers)
+    assert any(d["info_needed"] for d in answers)
+
+
+def test_the_library_harness_reports_every_figure_and_the_peers_agree(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("zen")
+    pytest.importorskip("rule_engine")
+    result = library_run(tree, request_mix(tree, 20), 1, ["zen-engine", "rule-engine"], tmp_path)
+    assert result["load_s"] > 0 and result["rss_mb"] > 0
+    for key in ("plain", "plain_cold", "explain", "full_fact_covreq"):
+        assert result[key]["lines"] > 0 and 0 < result[key]["median_us"] <= result[key]["p99_us"]
+    assert {name: p["disagreements"] for name, p in result["peers"].items()} == {"zen-engine": 0, "rule-engine": 0}
+    table = render({"sizes": [result]})
+    assert "| 1" in table and "zen-engine" in table and "| target |" in table
+
+
+def test_the_crd_request_keeps_the_anchor_shape_with_listed_codes(tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    anchor = tmp_path / "crd.json"
+    anchor.write_text(json.dumps({"hook": "order-sign", "prefetch": {"coverage": {}}, "context": {"draftOrders": {
+        "entry": [{"resource": {"code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "77061"}]}}}]}}}))
+    body = crd_request(tree, anchor)
+    code = body["context"]["draftOrders"]["entry"][0]["resource"]["code"]["coding"][0]["code"]
+    assert code in {x.code for x in tree.listings} and "prefetch" in body
+
+
+def test_percentiles_use_the_nearest_rank() -> None:
+    assert library.percentile([float(n) for n in range(1, 101)], 0.99) == 100.0
+    assert library.summary([1.0, 2.0, 3.0])["median_us"] == 2.0
