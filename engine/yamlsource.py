@@ -106,29 +106,44 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
     locations = Locations()
     if node is None:
         return None, locations
-    budget = [MAX_VALUES]
     try:
-        data = _convert(node, (), locations, budget)
+        _check_expansion(node)
+        data = _convert(node, (), locations)
     except RecursionError:
         raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
     return data, locations
 
 
-def _convert(node: yaml.Node, path: Path_, locations: Locations, budget: list[int]) -> Any:
-    budget[0] -= 1
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document that expands to more than MAX_VALUES values, each alias counted at every
+    use, before expanding it: an alias bomb of a few lines is refused in a few milliseconds."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = MAX_VALUES + 1  # until known; a node that contains itself is too large
+            children = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [value for _, value in node.value] if isinstance(node, yaml.MappingNode) else [])
+            total = 1 + sum(size(child) for child in children)
+            if total > MAX_VALUES:
+                raise YamlError(f"file expands to more than {MAX_VALUES} values (aliases?)",
+                                node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
+            sizes[id(node)] = total
+        return sizes[id(node)]
+    size(root)
+
+
+def _convert(node: yaml.Node, path: Path_, locations: Locations) -> Any:
     if len(path) > MAX_DEPTH:
         raise YamlError(f"YAML nests deeper than {MAX_DEPTH} levels", node.start_mark.line + 1,
                         node.start_mark.column + 1, "E-yaml-too-deep")
-    if budget[0] < 0:
-        raise YamlError(f"file expands to more than {MAX_VALUES} values (aliases?)",
-                        node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
     start = node.start_mark
     if isinstance(node, yaml.ScalarNode):
         locations[path] = Spot(start.line + 1, start.column + 1, node.value, node.style or None)  # libyaml: ''
         return _scalar(node)
     locations[path] = Spot(start.line + 1, start.column + 1)
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, path + (i,), locations, budget) for i, item in enumerate(node.value)]
+        return [_convert(item, path + (i,), locations) for i, item in enumerate(node.value)]
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
@@ -140,7 +155,7 @@ def _convert(node: yaml.Node, path: Path_, locations: Locations, budget: list[in
             raise YamlError(f"duplicate key '{key}'", key_node.start_mark.line + 1,
                             key_node.start_mark.column + 1, "E-duplicate-key")
         locations[path + (key, KEY)] = Spot(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-        result[key] = _convert(value_node, path + (key,), locations, budget)
+        result[key] = _convert(value_node, path + (key,), locations)
     return result
 
 

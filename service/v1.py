@@ -31,7 +31,10 @@ def _refuse_constant(name: str) -> None:
 
 def parse_json(raw: bytes) -> Any:
     """Strict JSON (no NaN/Infinity); raises ValueError with the position of the problem."""
-    return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:  # e.g. a body of a million '[': a 400, not a crash
+        raise ValueError("the JSON nests too deeply") from None
 
 
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,
