@@ -8,6 +8,7 @@ date of service, request body or error message (messages may quote what was sent
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -20,6 +21,7 @@ from fastapi import Request
 
 from service.auth import ANONYMOUS, Caller
 
+log = logging.getLogger("covreq.audit")
 #: Header a caller may send to name its request in the audit trail.
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -45,6 +47,7 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.failures = 0
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -52,11 +55,17 @@ class AuditLog:
         line = json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record},
                           separators=(",", ":"), default=str) + "\n"
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line.encode("utf-8"))
-            finally:
-                os.close(fd)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line.encode("utf-8"))
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # the answer still goes out; the operator is told loudly
+                self.failures += 1
+                log.error("audit record not written", extra={"event": "audit_write_failed", "path": str(self.path),
+                                                             "error": exc.strerror or type(exc).__name__,
+                                                             "failures": self.failures})
 
     def v1(self, request: Request, digest: str, status: int, answer: dict[str, Any] | None = None,
            location: str = "") -> None:

@@ -9,13 +9,15 @@ from fastapi.testclient import TestClient
 
 from service import create_app
 from service.lookup import STATIC
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(create_app(str(ROOT / "rules")))
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    return TestClient(create_app(str(ROOT / "rules"), Settings(audit_path=audit)))
 
 
 def test_page_and_assets_are_served_with_a_same_origin_policy(client: TestClient) -> None:

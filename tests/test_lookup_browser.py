@@ -24,6 +24,7 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from service import create_app
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -39,10 +40,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The service on the bundled rules, on a free local port, in a thread."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(str(ROOT / "rules")), host="127.0.0.1", port=port,
+    settings = Settings(audit_path=tmp_path_factory.mktemp("audit") / "audit.jsonl")
+    server = uvicorn.Server(uvicorn.Config(create_app(str(ROOT / "rules"), settings), host="127.0.0.1", port=port,
                                            log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

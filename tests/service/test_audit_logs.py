@@ -128,3 +128,13 @@ def test_a_request_id_that_is_not_a_plain_token_is_replaced(client, tmp_path) ->
     client.post("/v1/requirements", json=V1_REQUEST, headers={"X-Request-Id": f"{PATIENT_ID} {BIRTH_DATE}"})
     ids = [r["request_id"] for r in _audit(tmp_path)]
     assert all(len(i) == 32 for i in ids) and ids[0] != ids[1]
+
+
+def test_an_unwritable_audit_file_is_logged_and_the_answer_still_goes_out(make_client, tmp_path, every_log) -> None:
+    client = make_client(audit_path=tmp_path / "missing-folder" / "audit.jsonl")
+    response = client.post("/v1/requirements", json=V1_REQUEST)
+    assert response.status_code == 200
+    events = [json.loads(line) for line in every_log.getvalue().splitlines()]
+    failed = [e for e in events if e.get("event") == "audit_write_failed"]
+    assert len(failed) == 1 and failed[0]["failures"] == 1 and failed[0]["level"] == "error"
+    assert not any(secret in every_log.getvalue() for secret in _secrets())
