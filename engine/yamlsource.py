@@ -72,6 +72,8 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         value = _CONSTRUCTOR.construct_object(node, deep=True)
     except (ValueError, yaml.constructor.ConstructorError):
         return node.value  # e.g. an impossible date: keep the text, later checks will say why
+    finally:
+        _CONSTRUCTOR.constructed_objects.pop(node, None)  # else the shared constructor keeps every node
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, dt.date):
