@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .compiler import shift_date
 from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
-                     Policy, Rule)
+                     Outcome, Policy, Rule)
 from .request import Authorization, Line
 
 _PA_RANK = {NO_AUTH: 0, SATISFIED: 1, CONDITIONAL: 2, AUTH_NEEDED: 3}
@@ -39,33 +39,41 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
     """Apply the policy's rules under hit policy ``first`` with Kleene unknowns (docs/authoring.md)."""
     pending: list[Rule] = []
     unknown: set[str] = set()
-    decisive = policy.default
+    decisive: Rule | None = None
     for rule in policy.rules:
         result = rule.test(facts)
         if sink is not None:
             sink(policy, rule, result)
         if result is True:
-            decisive = rule.outcome
+            decisive = rule
             break
         if result is None:
             pending.append(rule)
             unknown.update(f for f in rule.facts if facts.get(f) is None)
-    outcomes = [*(r.outcome for r in pending), decisive]
+    candidates = [*pending, decisive]
+    outcomes = [r.outcome if r else policy.default for r in candidates]
     answer = Answer(_agree({o.pa_needed for o in outcomes}), _agree({o.covered for o in outcomes}),
                     possible={o.pa_needed for o in outcomes}, policies=[policy])
     if answer.pa_needed == CONDITIONAL or answer.covered == CONDITIONAL:
         answer.info_needed = unknown
-    for rule_when, outcome in [*((r.when, r.outcome) for r in pending), (None, decisive)]:
-        if outcome.reason and outcome.reason not in answer.reasons:
-            answer.reasons.append(outcome.reason)
+    for rule, outcome in zip(candidates, outcomes):
+        reason = outcome.reason or _fallback_reason(policy, rule, outcome)
+        if reason not in answer.reasons:
+            answer.reasons.append(reason)
         for ref in outcome.documentation:
             state = True if ref.test is None else ref.test(facts)
             if state is False:
                 continue
-            conditions = [c for c in (rule_when, ref.when if state is None else None) if c]
+            conditions = [c for c in (rule.when if rule in pending else None, ref.when if state is None else None) if c]
             answer.documentation.append((ref, policy, " and ".join(f"({c})" if len(conditions) > 1 else c
                                                                    for c in conditions) or None))
     return answer
+
+
+def _fallback_reason(policy: Policy, rule: Rule | None, outcome: Outcome) -> str:
+    """A reason for an outcome whose author gave none: which rule of which policy answered."""
+    where = f"rule '{rule.id}'" if rule else "the default"
+    return f"{policy.title}: {where} answers {outcome.pa_needed}."
 
 
 def combine(answers: list[Answer]) -> Answer:

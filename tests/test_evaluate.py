@@ -1,6 +1,7 @@
 """Decisions: the DESIGN example, hit policy, unknowns, authorizations, plans, versions, requests."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +175,15 @@ def test_supplying_missing_facts_resolves_conditional_into_a_listed_answer(
         assert final["pa_needed"] in first["possible"]
     else:
         assert final["pa_needed"] == first["pa_needed"]
+
+
+def test_a_rule_without_a_reason_still_explains_the_answer(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "id: p\ntitle: Sleep studies\npayer: acme\neffective: 2024-01-01\nsource: {url: 'https://example.org'}\n"
+        "codes: ['95806']\nrules:\n  - id: home\n    when: place_of_service == '12'\n    pa_needed: auth-needed\n")
+    rules = engine.load(tmp_path)
+    body = {"payer": "acme", "date_of_service": "2024-05-01", "services": [{"code": "95806"}]}
+    home = rules.evaluate({**body, "place_of_service": "12"})["decisions"][0]
+    office = rules.evaluate({**body, "place_of_service": "11"})["decisions"][0]
+    assert home["reasons"] == ["Sleep studies: rule 'home' answers auth-needed."]
+    assert office["reasons"] == ["Sleep studies: the default answers no-auth."]

@@ -122,7 +122,7 @@ def check_answer(ruleset: engine.RuleSet, request: Any) -> None:
     for decision, line in zip(answer["decisions"], request["services"], strict=True):
         assert decision["code"] == str(line["code"]).strip().upper()
         assert decision["pa_needed"] in PA and decision["covered"] in COVERED
-        assert all(isinstance(r, str) and r for r in decision["reasons"])
+        assert decision["reasons"] and all(isinstance(r, str) and r for r in decision["reasons"])
         assert ("possible" in decision) == ("conditional" in (decision["pa_needed"], decision["covered"]))
         assert decision["info_needed"] or decision["pa_needed"] != "conditional" or len(decision.get("possible", [])) > 1
 
