@@ -117,7 +117,8 @@ def _flatten(kind: type, children: list[ast.Expr]) -> tuple[ast.Expr, ...]:
 
 
 def _unquote(text: str) -> str:
-    return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    quote = text[0]
+    return text[1:-1].replace("\\" + quote, quote).replace("\\\\", "\\")
 
 
 def _split_duration(text: str) -> tuple[int, str]:

@@ -9,13 +9,13 @@ def render(node: object) -> str:
     if isinstance(node, ast.Fact):
         return node.name
     if isinstance(node, ast.Literal):
-        return f'"{node.text}"' if node.kind == "string" else node.text
+        return _quote(node.text) if node.kind == "string" else node.text
     if isinstance(node, ast.Known):
         return f"known({node.fact.name})"
     if isinstance(node, ast.Shift):
         return f"{render(node.base)} {'+' if node.sign > 0 else '-'} {node.amount} {node.unit}s"
     if isinstance(node, ast.SetLiteral):
-        return "{" + ", ".join(f'"{i.text}"' if i.quoted else i.text for i in node.items) + "}"
+        return "{" + ", ".join(_quote(i.text) if i.quoted else i.text for i in node.items) + "}"
     if isinstance(node, ast.ValueSetRef):
         return node.name
     if isinstance(node, ast.Compare):
@@ -33,6 +33,10 @@ def render(node: object) -> str:
     if isinstance(node, ast.Or):
         return " or ".join(render(o) for o in node.operands)
     raise TypeError(f"cannot render {node!r}")
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _wrap(node: object, loose: tuple[type, ...]) -> str:

@@ -180,7 +180,7 @@ def test_supplying_missing_facts_resolves_conditional_into_a_listed_answer(
 def test_a_rule_without_a_reason_still_explains_the_answer(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(
         "id: p\ntitle: Sleep studies\npayer: acme\neffective: 2024-01-01\nsource: {url: 'https://example.org'}\n"
-        "codes: ['95806']\nrules:\n  - id: home\n    when: place_of_service == '12'\n    pa_needed: auth-needed\n")
+        "codes: ['95806']\nrules:\n  - id: home\n    when: place_of_service == \"12\"\n    pa_needed: auth-needed\n")
     rules = engine.load(tmp_path)
     body = {"payer": "acme", "date_of_service": "2024-05-01", "services": [{"code": "95806"}]}
     home = rules.evaluate({**body, "place_of_service": "12"})["decisions"][0]

@@ -35,6 +35,14 @@ def test_set_items_keep_raw_text_for_later_typing() -> None:
     assert [i.quoted for i in tree.set.items] == [False, False, True, False, False]
 
 
+@pytest.mark.parametrize("text, value", [("place_of_service == '12'", "12"), ('x == "a\\"b"', 'a"b'),
+                                         ("x == 'it\\'s'", "it's")])
+def test_strings_take_double_or_single_quotes_with_escapes(text: str, value: str) -> None:
+    literal = parse_condition(text).right
+    assert literal.text == value
+    assert parse_condition(render(parse_condition(text))).right.text == value
+
+
 def test_date_shift_parses_units() -> None:
     tree = parse_condition("date_of_service - 30 days >= patient.birth_date")
     shift = tree.left
