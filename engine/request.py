@@ -17,9 +17,13 @@ MAX_TEXT = 256
 #: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
 MAX_ITEMS = 1000
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
-_TOP_KEYS = {"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
-             "diagnoses", "provider", "authorizations", "services", "explain", "request_id"}
-_SERVICE_KEYS = {"code", "system", "modifiers", "units", "stage", "id"}
+_TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
+                       "diagnoses", "provider", "authorizations", "services", "explain", "request_id"})
+_SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "id"})
+_PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
+_PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
+_AUTH_KEYS = frozenset({"id", "code", "start", "end"})
+_EMPTY: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -53,53 +57,69 @@ class Request:
     explain: bool
 
 
-def _short(value: str, where: str) -> str:
-    if len(value) > MAX_TEXT:
-        raise RequestError(where, f"is {len(value)} characters long; the limit is {MAX_TEXT}")
-    return value
+Where = tuple[object, ...]  # a field's path, e.g. ("services", 0, "code"); named only on error
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError(where, "must be a non-empty string")
-    return _short(value, where).strip()
+def _name(where: Where) -> str:
+    """``("services", 0, "code")`` -> ``services[0].code``."""
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
-def _date(value: Any, where: str) -> dt.date:
+def _fail(where: Where, message: str) -> RequestError:
+    return RequestError(_name(where), message)
+
+
+def _too_long(value: str, where: Where) -> RequestError:
+    return _fail(where, f"is {len(value)} characters long; the limit is {MAX_TEXT}")
+
+
+def _text(value: Any, where: Where) -> str:
+    if type(value) is str and len(value) <= MAX_TEXT:
+        stripped = value.strip()
+        if stripped:
+            return stripped
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise _too_long(value, where)
+    raise _fail(where, "must be a non-empty string")
+
+
+def _date(value: Any, where: Where) -> dt.date:
     if not isinstance(value, str):
-        raise RequestError(where, "must be a date written YYYY-MM-DD")
-    _short(value, where)
+        raise _fail(where, "must be a date written YYYY-MM-DD")
+    if len(value) > MAX_TEXT:
+        raise _too_long(value, where)
     try:
         day = dt.date.fromisoformat(value)
     except ValueError:
-        raise RequestError(where, f"'{value}' is not a date written YYYY-MM-DD") from None
+        raise _fail(where, f"'{value}' is not a date written YYYY-MM-DD") from None
     if not MIN_YEAR <= day.year <= MAX_YEAR:
-        raise RequestError(where, f"{value} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+        raise _fail(where, f"{value} is outside the years {MIN_YEAR}-{MAX_YEAR}")
     return day
 
 
-def _items(value: list[Any], where: str) -> list[Any]:
+def _list(value: Any, where: Where, what: str = "a list") -> list[Any]:
+    if type(value) is not list:
+        raise _fail(where, f"must be {what}")
     if len(value) > MAX_ITEMS:
-        raise RequestError(where, f"has {len(value)} entries; the limit is {MAX_ITEMS}")
+        raise _fail(where, f"has {len(value)} entries; the limit is {MAX_ITEMS}")
     return value
 
 
-def _strings(value: Any, where: str) -> frozenset[str]:
-    if not isinstance(value, list):
-        raise RequestError(where, "must be a list of strings")
-    _items(value, where)
-    return frozenset(_text(v, f"{where}[{i}]") for i, v in enumerate(value))
+def _strings(value: Any, where: Where) -> frozenset[str]:
+    return frozenset(_text(v, (*where, i)) for i, v in enumerate(_list(value, where, "a list of strings")))
 
 
-def _object(value: Any, where: str, keys: set[str] | None = None) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise RequestError(where, "must be an object")
-    if keys is not None:
-        unknown = sorted(str(k) for k in set(value) - keys)
-        if unknown:
-            name = _short(unknown[0], where or "(top level)")
-            raise RequestError(f"{where}.{name}" if where else name,
-                               f"unknown field; expected one of {', '.join(sorted(keys))}")
+def _object(value: Any, where: Where, keys: frozenset[str]) -> Mapping[str, Any]:
+    if type(value) is not dict:
+        raise _fail(where, "must be an object")
+    if not keys.issuperset(value):
+        unknown = sorted(str(k) for k in value if k not in keys)[0]
+        if len(unknown) > MAX_TEXT:
+            raise _too_long(unknown, where or ("(top level)",))
+        raise _fail((*where, unknown), f"unknown field; expected one of {', '.join(sorted(keys))}")
     return value
 
 
@@ -112,98 +132,102 @@ def _common_facts(body: Mapping[str, Any], as_of: dt.date) -> dict[str, Any]:
     facts: dict[str, Any] = {"payer": body["payer"], "date_of_service": as_of}
     for name in _SCALAR_FACTS:
         if body.get(name) is not None:
-            facts[name] = _text(body[name], name)
+            facts[name] = _text(body[name], (name,))
     if "type_of_bill" in facts:
         facts["type_of_bill"] = facts["type_of_bill"].upper().lstrip("0")
     if "state" in facts:
         facts["state"] = facts["state"].upper()
-    patient = _object(body.get("patient") or {}, "patient", {"birth_date", "sex", "id"})
+    patient = _object(body.get("patient") or {}, ("patient",), _PATIENT_KEYS)
     if patient.get("birth_date") is not None:
-        birth = _date(patient["birth_date"], "patient.birth_date")
+        birth = _date(patient["birth_date"], ("patient", "birth_date"))
         if birth > as_of:
             raise RequestError("patient.birth_date", f"{birth} is after the date of service {as_of}")
         facts["patient.birth_date"] = birth
         facts["patient.age"] = age_on(birth, as_of)
     if patient.get("sex") is not None:
-        facts["patient.sex"] = _text(patient["sex"], "patient.sex").lower()
+        facts["patient.sex"] = _text(patient["sex"], ("patient", "sex")).lower()
     if body.get("diagnoses") is not None:
-        facts["diagnoses"] = frozenset(normalize(d) for d in _strings(body["diagnoses"], "diagnoses"))
-    provider = _object(body.get("provider") or {}, "provider", {"npi", "specialty", "network", "state", "exemptions"})
+        facts["diagnoses"] = frozenset(normalize(d) for d in _strings(body["diagnoses"], ("diagnoses",)))
+    provider = _object(body.get("provider") or {}, ("provider",), _PROVIDER_KEYS)
     for key in ("npi", "specialty", "network"):
         if provider.get(key) is not None:
-            facts[f"provider.{key}"] = _text(provider[key], f"provider.{key}")
-    facts["provider.exemptions"] = _strings(provider.get("exemptions") or [], "provider.exemptions")
+            facts[f"provider.{key}"] = _text(provider[key], ("provider", key))
+    exemptions = provider.get("exemptions")
+    facts["provider.exemptions"] = _strings(exemptions, ("provider", "exemptions")) if exemptions else _EMPTY
     return facts
 
 
 def _authorizations(value: Any) -> tuple[Authorization, ...]:
-    if not isinstance(value, list):
-        raise RequestError("authorizations", "must be a list")
-    _items(value, "authorizations")
     result = []
-    for i, item in enumerate(value):
-        where = f"authorizations[{i}]"
-        item = _object(item, where, {"id", "code", "start", "end"})
+    for i, item in enumerate(_list(value, ("authorizations",))):
+        where = ("authorizations", i)
+        item = _object(item, where, _AUTH_KEYS)
         if "start" not in item:
-            raise RequestError(f"{where}.start", "is required (the decision date)")
+            raise _fail((*where, "start"), "is required (the decision date)")
         result.append(Authorization(
-            _text(item.get("id"), f"{where}.id"),
-            normalize(_text(item["code"], f"{where}.code")) if item.get("code") is not None else None,
-            _date(item["start"], f"{where}.start"),
-            _date(item["end"], f"{where}.end") if item.get("end") is not None else None))
+            _text(item.get("id"), (*where, "id")),
+            normalize(_text(item["code"], (*where, "code"))) if item.get("code") is not None else None,
+            _date(item["start"], (*where, "start")),
+            _date(item["end"], (*where, "end")) if item.get("end") is not None else None))
     return tuple(result)
 
 
 def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
-    where = f"services[{index}]"
+    where = ("services", index)
     item = _object(item, where, _SERVICE_KEYS)
     if "code" not in item:
-        raise RequestError(f"{where}.code", "is required")
+        raise _fail((*where, "code"), "is required")
     raw = item["code"]
-    if isinstance(raw, str):
-        _short(raw, f"{where}.code")
+    if isinstance(raw, str) and len(raw) > MAX_TEXT:
+        raise _too_long(raw, (*where, "code"))
     code = normalize(str(raw)) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
     inferred = system_of(code)
     if inferred not in (CPT, HCPCS):
-        raise RequestError(f"{where}.code", f"{raw!r} is not a CPT or HCPCS Level II code")
+        raise _fail((*where, "code"), f"{raw!r} is not a CPT or HCPCS Level II code")
     system = inferred
     if item.get("system") is not None:
-        system = _text(item["system"], f"{where}.system").upper()
+        system = _text(item["system"], (*where, "system")).upper()
         if system not in (CPT, HCPCS):
-            raise RequestError(f"{where}.system", f"'{item['system']}' is not CPT or HCPCS")
+            raise _fail((*where, "system"), f"'{item['system']}' is not CPT or HCPCS")
         if system != inferred:
-            raise RequestError(f"{where}.code", f"'{code}' is not a {system} code")
-    facts: dict[str, Any] = {"code": code, "system": system,
-                             "modifiers": frozenset(m.upper() for m in _strings(item.get("modifiers") or [],
-                                                                                 f"{where}.modifiers"))}
+            raise _fail((*where, "code"), f"'{code}' is not a {system} code")
+    modifiers = item.get("modifiers")
+    facts: dict[str, Any] = {"code": code, "system": system, "modifiers": frozenset(
+        m.upper() for m in _strings(modifiers, (*where, "modifiers"))) if modifiers else _EMPTY}
     units = item.get("units", 1)
-    if isinstance(units, bool) or not isinstance(units, (int, float)) or units < 0 or units > 1_000_000:
-        raise RequestError(f"{where}.units", "must be a number from 0 to 1000000")
+    if isinstance(units, bool) or not isinstance(units, (int, float)) or not 0 <= units <= 1_000_000:
+        raise _fail((*where, "units"), "must be a number from 0 to 1000000")
     facts["units"] = float(units)
     if item.get("stage") is not None:
-        facts["stage"] = _text(item["stage"], f"{where}.stage").lower()
+        facts["stage"] = _text(item["stage"], (*where, "stage")).lower()
     return code, system, facts
+
+
+def _other_codes(codes: list[str]) -> list[frozenset[str]]:
+    """For each line, the codes of the other lines (a code repeated on two lines sees itself)."""
+    every = frozenset(codes)
+    repeated = {c for c in every if codes.count(c) > 1} if len(every) < len(codes) else set()
+    return [every if code in repeated else every - {code} for code in codes]
 
 
 def parse_request(body: Any, today: dt.date | None = None) -> Request:
     """Validate a v1 request body (a parsed JSON object) and derive every line's facts."""
-    body = _object(body, "", _TOP_KEYS)
-    payer = _text(body.get("payer"), "payer")
+    body = _object(body, (), _TOP_KEYS)
+    payer = _text(body.get("payer"), ("payer",))
     services = body.get("services")
-    if not isinstance(services, list) or not services:
+    if type(services) is not list or not services:
         raise RequestError("services", "must be a non-empty list of service lines")
     if len(services) > MAX_LINES:
         raise RequestError("services", f"has {len(services)} lines; the limit is {MAX_LINES}")
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
         raise RequestError("explain", "must be true or false")
-    as_of = _date(body["date_of_service"], "date_of_service") if body.get("date_of_service") is not None \
+    as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
         else (today or dt.date.today())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
-    lines = []
-    for i, (code, system, facts) in enumerate(parsed):
-        others = frozenset(c for j, (c, _, _) in enumerate(parsed) if j != i)
-        lines.append(Line(code, system, {**common, **facts, "other_codes": others}))
+    others = _other_codes([code for code, _, _ in parsed])
+    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other})
+                  for (code, system, facts), other in zip(parsed, others))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
-    return Request(payer, common.get("plan"), as_of, tuple(lines), auths, explain)
+    return Request(payer, common.get("plan"), as_of, lines, auths, explain)
