@@ -13,6 +13,7 @@ from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .loader import read_tree
+from .memo import AnswerCache, fingerprint
 from .policy import COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
 from .trace import rule_trace
@@ -21,6 +22,8 @@ from .trace import rule_trace
 _BUCKET = 1000
 #: Most (payer, plan, code, date) selections a rule set remembers.
 SELECT_CACHE_SIZE = 65536
+#: Bytes of answers to whole requests a rule set remembers (see engine/memo.py).
+ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class RuleSet:
@@ -55,6 +58,7 @@ class RuleSet:
         #: Selections repeat all day (the same codes on the same date), so each rule set keeps its
         #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it.
         self._select_cached = cached(LRUCache(SELECT_CACHE_SIZE), lock=threading.Lock(), info=True)(self._select)
+        self._answers = AnswerCache(ANSWER_CACHE_BYTES)
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -114,7 +118,26 @@ class RuleSet:
         return tuple(p for p in chosen if p.id not in overridden)
 
     def evaluate(self, body: Any, today: dt.date | None = None) -> dict[str, Any]:
-        """Answer a v1 request (a parsed JSON object) with the v1 response; see docs/api.md."""
+        """Answer a v1 request (a parsed JSON object) with the v1 response; see docs/api.md.
+
+        Answers to repeated requests (same body, same day) come from a per-rule-set cache."""
+        day = today or dt.date.today()
+        key = fingerprint(body)
+        if key is not None:
+            key = (key, day)
+            kept = self._answers.get(key)
+            if kept is not None:
+                return kept  # type: ignore[no-any-return]
+        response = self._evaluate(body, day)
+        if key is not None and body.get("explain") is not True:  # traces are too big to keep
+            self._answers.put(key, response)
+        return response
+
+    def answer_cache_info(self) -> dict[str, int]:
+        """Hits, misses and size of the cache of answers to repeated requests."""
+        return self._answers.info()
+
+    def _evaluate(self, body: Any, today: dt.date) -> dict[str, Any]:
         request = parse_request(body, today)
         if request.payer not in self._payers:
             raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "

@@ -1,0 +1,63 @@
+"""Remembering answers to repeated requests.
+
+A rule set answers the same request the same way (its rules never change), so an answer can be
+kept and handed out again. Requests are fingerprinted with :mod:`marshal` (C speed; key order and
+the JSON types 1, 1.0 and true stay distinct), and answers are kept marshalled, so every caller
+gets a fresh copy that no other caller can change.
+"""
+from __future__ import annotations
+
+import marshal
+import threading
+from typing import Any, Hashable
+
+from cachetools import LRUCache
+
+#: Format 2 writes no back-references, whose use depends on reference counts: equal values
+#: always give equal bytes.
+_VERSION = 2
+#: Requests whose fingerprint is longer than this are answered afresh every time, not kept.
+MAX_KEY_BYTES = 65536
+
+
+def fingerprint(value: Any) -> bytes | None:
+    """A hashable stand-in for a JSON value, or None when it holds something marshal refuses."""
+    try:
+        key = marshal.dumps(value, _VERSION)
+    except ValueError:  # an unsupported type, or nesting deeper than marshal allows
+        return None
+    return key if len(key) <= MAX_KEY_BYTES else None
+
+
+class AnswerCache:
+    """A thread-safe LRU map from request fingerprints to answers, at most ``max_bytes`` of
+    marshalled answers, counting hits and misses."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._cache: LRUCache[Hashable, bytes] = LRUCache(max_bytes, getsizeof=len)
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        """A fresh copy of the answer kept for ``key``, or None."""
+        with self._lock:
+            kept = self._cache.get(key)
+            if kept is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+        return marshal.loads(kept)
+
+    def put(self, key: Hashable, answer: Any) -> None:
+        """Keep ``answer`` (plain JSON data) for ``key``."""
+        kept = marshal.dumps(answer)
+        if len(kept) > self._cache.maxsize:
+            return
+        with self._lock:
+            self._cache[key] = kept
+
+    def info(self) -> dict[str, int]:
+        """Hits, misses, entries kept, and bytes used out of the capacity."""
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "entries": len(self._cache),
+                    "bytes": int(self._cache.currsize), "max_bytes": int(self._cache.maxsize)}
