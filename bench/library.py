@@ -69,14 +69,16 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
     explained = [{**b, "explain": True} for b in bodies]
     for body in bodies:  # one warm-up pass: imports, first-call costs, a warm selection cache
         rules.evaluate(body)
-    clear = rules._select_cached.cache_clear  # the cold figures clear it before each request
+    clear = rules.clear_caches  # the cold figures forget remembered selections and answers each time
     result["plain"] = summary(line_latencies(rules.evaluate, bodies, rounds))
     result["select_cache"] = rules.select_cache_info()  # warm-up + plain runs, before any clearing
+    result["answer_cache"] = rules.answer_cache_info()
     result["plain_cold"] = summary(line_latencies(rules.evaluate, bodies, max(1, rounds // 4), clear))
     result["explain"] = summary(line_latencies(rules.evaluate, explained, max(1, rounds // 4)))
     if peers:
         full = full_fact_bodies(mix)
         result["full_fact_covreq"] = summary(line_latencies(rules.evaluate, full, rounds))
+        result["full_fact_covreq_cold"] = summary(line_latencies(rules.evaluate, full, max(1, rounds // 4), clear))
         result["peers"] = {name: _peer(rules, name, full, rounds) for name in peers}
     return result
 

@@ -56,6 +56,11 @@ class AnswerCache:
         with self._lock:
             self._cache[key] = kept
 
+    def clear(self) -> None:
+        """Forget every answer (the counts stay)."""
+        with self._lock:
+            self._cache.clear()
+
     def info(self) -> dict[str, int]:
         """Hits, misses, entries kept, and bytes used out of the capacity."""
         with self._lock:

@@ -133,6 +133,11 @@ class RuleSet:
             self._answers.put(key, response)
         return response
 
+    def clear_caches(self) -> None:
+        """Forget remembered selections and answers (for measuring the full cost of a decision)."""
+        self._select_cached.cache_clear()
+        self._answers.clear()
+
     def answer_cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the cache of answers to repeated requests."""
         return self._answers.info()
