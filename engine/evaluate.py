@@ -50,24 +50,38 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
         if result is None:
             pending.append(rule)
             unknown.update(f for f in rule.facts if facts.get(f) is None)
+    if not pending:  # the usual case: the first rule that holds decides, nothing is unknown
+        outcome = decisive.outcome if decisive else policy.default
+        return Answer(outcome.pa_needed, outcome.covered, _documents(policy, outcome, facts, None),
+                      reasons=[outcome.reason or _fallback_reason(policy, decisive, outcome)],
+                      possible={outcome.pa_needed}, policies=[policy])
     candidates = [*pending, decisive]
     outcomes = [r.outcome if r else policy.default for r in candidates]
     answer = Answer(_agree({o.pa_needed for o in outcomes}), _agree({o.covered for o in outcomes}),
                     possible={o.pa_needed for o in outcomes}, policies=[policy])
     if answer.pa_needed == CONDITIONAL or answer.covered == CONDITIONAL:
         answer.info_needed = unknown
-    for rule, outcome in zip(candidates, outcomes):
+    for index, (rule, outcome) in enumerate(zip(candidates, outcomes)):
         reason = outcome.reason or _fallback_reason(policy, rule, outcome)
         if reason not in answer.reasons:
             answer.reasons.append(reason)
-        for ref in outcome.documentation:
-            state = True if ref.test is None else ref.test(facts)
-            if state is False:
-                continue
-            conditions = [c for c in (rule.when if rule in pending else None, ref.when if state is None else None) if c]
-            answer.documentation.append((ref, policy, " and ".join(f"({c})" if len(conditions) > 1 else c
-                                                                   for c in conditions) or None))
+        undecided = rule.when if rule is not None and index < len(pending) else None
+        answer.documentation += _documents(policy, outcome, facts, undecided)
     return answer
+
+
+def _documents(policy: Policy, outcome: Outcome, facts: Mapping[str, Any],
+               undecided: str | None) -> list[tuple[DocRef, Policy, str | None]]:
+    """The outcome's documentation items that may be required, each with the condition (if any)
+    on which it depends: the undecided rule's own, and the item's own when that is unknown."""
+    found = []
+    for ref in outcome.documentation:
+        state = True if ref.test is None else ref.test(facts)
+        if state is False:
+            continue
+        conditions = [c for c in (undecided, ref.when if state is None else None) if c]
+        found.append((ref, policy, " and ".join(f"({c})" if len(conditions) > 1 else c for c in conditions) or None))
+    return found
 
 
 def _fallback_reason(policy: Policy, rule: Rule | None, outcome: Outcome) -> str:
