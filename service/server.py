@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import uvicorn
@@ -22,6 +23,18 @@ def app_from_env() -> FastAPI:
     return create_app(os.environ[RULES_ENV], settings)
 
 
+class ReloadingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGHUP is passed on to every worker, which reloads
+    its rule tree in place and keeps its last good rule set when the new tree is broken. (uvicorn
+    itself restarts the workers on SIGHUP: with a broken tree they would fail to start.)"""
+
+    def handle_hup(self) -> None:
+        """Forward SIGHUP to each live worker."""
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGHUP)
+
+
 def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve the rule tree at ``rules``; with ``workers > 1`` each worker loads it itself."""
     os.environ[RULES_ENV] = rules
@@ -33,6 +46,6 @@ def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1)
         # connections it accepts and each keep-alive response waits ~40 ms for a delayed ACK
         # (Kludex/uvicorn#3149); accepted sockets inherit TCP_NODELAY from the listener.
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        Multiprocess(config, sockets=[listener]).run()
+        ReloadingSupervisor(config, sockets=[listener]).run()
     else:
         uvicorn.run(app_from_env(), host=host, port=port, log_config=None)

@@ -182,3 +182,34 @@ def test_several_workers_start_from_the_environment(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_sighup_reloads_every_worker_in_place_and_a_broken_tree_keeps_them_serving(
+        rules_dir: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    code = f"from service.server import run; run({str(rules_dir)!r}, '127.0.0.1', {port}, 2)"
+    env = {**os.environ, "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}
+    with open(tmp_path / "server.log", "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
+
+    def digests() -> set[str]:  # new connections spread over both workers
+        return {httpx.get(f"{base}/v1/ruleset", headers={"Connection": "close"}).json()["ruleset"]
+                for _ in range(12)}
+    try:
+        first = _wait(lambda: len(d := digests()) == 1 and d.pop())
+        _edit(rules_dir, "vw")
+        server.send_signal(signal.SIGHUP)
+        second = _wait(lambda: (d := digests()) == {d2 for d2 in d if d2 != first} and len(d) == 1 and d.pop())
+        (rules_dir / EYELID).write_text("id: [broken\n")
+        server.send_signal(signal.SIGHUP)
+        _wait(lambda: all(httpx.get(f"{base}/v1/ruleset", headers={"Connection": "close"}).json()["last_reload_error"]
+                          for _ in range(12)))
+        assert digests() == {second}
+        answers = [httpx.post(f"{base}/v1/requirements", json=REQUEST, headers={"Connection": "close"})
+                   for _ in range(8)]
+        assert all(a.status_code == 200 and a.json()["ruleset"] == second for a in answers)
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
