@@ -42,5 +42,6 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("modifiers", STRING, many=True),
     FactSpec("units", NUMBER),
     FactSpec("stage", STRING, doc="trial, permanent, initial, replacement ..."),
+    FactSpec("trial_place_of_service", STRING, doc="for a permanent implant: the place of service of its trial"),
     FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the same request"),
 )}

@@ -19,7 +19,7 @@ MAX_ITEMS = 1000
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
                        "diagnoses", "provider", "authorizations", "services", "explain", "request_id"})
-_SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "id"})
+_SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "id"})
 _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
 _AUTH_KEYS = frozenset({"id", "code", "start", "end"})
@@ -200,6 +200,8 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
     facts["units"] = float(units)
     if item.get("stage") is not None:
         facts["stage"] = _text(item["stage"], (*where, "stage")).lower()
+    if item.get("trial_place_of_service") is not None:
+        facts["trial_place_of_service"] = _text(item["trial_place_of_service"], (*where, "trial_place_of_service"))
     return code, system, facts
 
 

@@ -19,7 +19,8 @@ REQUIRED = ("order_id", "payer", "code")
 ORDER_COLUMNS = ("payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state",
                  "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions")
 #: Columns about one service line.
-LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "auth_id", "auth_start", "auth_end")
+LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "auth_id", "auth_start",
+                "auth_end")
 #: Columns whose values are patient data: named in reports, never shown.
 PATIENT_COLUMNS = frozenset({"birth_date", "sex", "diagnoses"})
 _KNOWN = frozenset({"order_id", *ORDER_COLUMNS, *LINE_COLUMNS})
@@ -141,7 +142,7 @@ class _Draft:
         body["services"], authorizations, auth_rows = [], [], []
         for row, cells in self.lines:
             service: dict[str, Any] = {"code": cells["code"]}
-            service.update({k: cells[k] for k in ("system", "stage") if k in cells})
+            service.update({k: cells[k] for k in ("system", "stage", "trial_place_of_service") if k in cells})
             if "modifiers" in cells:
                 service["modifiers"] = sorted(_values("modifiers", cells["modifiers"]))
             if "units" in cells:

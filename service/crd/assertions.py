@@ -16,7 +16,7 @@ INFO_CODES = {
     "place_of_service": "location", "type_of_bill": "location", "state": "location",
     "date_of_service": "timeframe",
     "code": "detail-code", "system": "detail-code", "modifiers": "detail-code", "units": "detail-code",
-    "stage": "detail-code", "other_codes": "detail-code",
+    "stage": "detail-code", "trial_place_of_service": "detail-code", "other_codes": "detail-code",
 }
 _PERFORMER_PREFIX = "provider."
 _PA_NEEDS_PA_DOCS = {"auth-needed", "conditional"}

@@ -25,6 +25,7 @@ const FACTS = {
   "patient.sex": ["Patient's sex", null],
   "modifiers": ["Modifiers", null],
   "stage": ["Stage (trial or permanent)", null],
+  "trial_place_of_service": ["Place of service of the trial", null],
   "units": ["Units", null],
   "provider.exemptions": ["Provider exemptions", null],
 };
