@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import jsonschema
+import jsonschema_rs
 from jsonschema.exceptions import ValidationError, best_match
 
 from . import ast
@@ -34,9 +35,21 @@ PAYER_FILE = "_payer.yaml"
 
 
 @lru_cache(maxsize=None)
+def _schema(name: str) -> dict[str, Any]:
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=None)
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
+    schema = _schema(name)
     return jsonschema.Draft202012Validator(_inline_refs(schema, schema.get("$defs", {}), ()))
+
+
+@lru_cache(maxsize=None)
+def _gate(name: str) -> jsonschema_rs.Validator:
+    """jsonschema-rs for the same schema: it only says whether a file is valid, about fifty times
+    faster than jsonschema, which still words and locates every reported problem."""
+    return jsonschema_rs.validator_for(_schema(name))
 
 
 def _inline_refs(node: Any, defs: dict[str, Any], stack: tuple[str, ...]) -> Any:
@@ -199,6 +212,10 @@ def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
 
 
 def _valid(source: Source, schema: str, problems: Problems) -> bool:
+    # A file is rejected only on jsonschema's word: where the two were found to differ, jsonschema is
+    # the more lenient (Python's ``$`` also matches before a final newline, its ``\d`` any digit).
+    if _gate(schema).is_valid(source.data):
+        return True
     errors = sorted(_validator(schema).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
