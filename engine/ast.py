@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterator, Union
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,20 @@ def facts_of(node: object) -> frozenset[str]:
     if isinstance(node, Known):
         return frozenset()
     found: set[str] = set()
-    for value in vars(node).values() if hasattr(node, "__dict__") else ():
-        children = value if isinstance(value, tuple) else (value,)
-        for child in children:
-            if hasattr(child, "pos"):
-                found |= facts_of(child)
+    for child in _children(node):
+        found |= facts_of(child)
     return frozenset(found)
+
+
+def value_sets_of(node: object) -> tuple[str, ...]:
+    """Names of the value sets the expression refers to, sorted."""
+    if isinstance(node, ValueSetRef):
+        return (node.name,)
+    return tuple(sorted({name for child in _children(node) for name in value_sets_of(child)}))
+
+
+def _children(node: object) -> Iterator[object]:
+    for value in vars(node).values() if hasattr(node, "__dict__") else ():
+        for child in value if isinstance(value, tuple) else (value,):
+            if hasattr(child, "pos"):
+                yield child

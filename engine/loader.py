@@ -21,7 +21,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from . import ast
 from .checker import Checker
 from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
-from .compiler import Compiler
+from .compiler import Compiler, Test
 from .errors import ConditionError, Problem
 from .parser import parse_condition
 from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
@@ -70,6 +70,28 @@ def _inline_refs(node: Any, defs: dict[str, Any], stack: tuple[str, ...]) -> Any
 @lru_cache(maxsize=65536)
 def _parse(text: str) -> ast.Expr:
     return parse_condition(text)
+
+
+#: A compiled condition: its test and the facts whose absence can make it unknown.
+Compiled = tuple[Test, frozenset[str]]
+
+
+class _Conditions:
+    """Compiles the conditions of one policy version. A condition whose text and referenced value
+    sets another version of the same load has compiled gets the same closure and facts: versions
+    and plan overrides repeat most conditions, and a closure holds no state."""
+
+    def __init__(self, value_sets: dict[str, tuple[str, ...]], compiled: dict[tuple[object, ...], Compiled]) -> None:
+        self.checker = Checker(value_sets)
+        self.compiled = compiled
+
+    def compile(self, text: str) -> Compiled:
+        """Parse, check and compile ``text``; raise :class:`ConditionError`."""
+        expr = _parse(text)
+        key = (text, *((name, self.checker.value_sets.get(name)) for name in ast.value_sets_of(expr)))
+        if key not in self.compiled:
+            self.compiled[key] = Compiler(self.checker.check(expr)).test(expr), ast.facts_of(expr)
+        return self.compiled[key]
 
 
 @dataclass
@@ -189,7 +211,8 @@ def read_tree(root: str | Path) -> Tree:
                 payers[payer.id] = payer
         elif _valid(source, "policy.schema.json", problems):
             drafts.append(Draft.of(source))
-    policies = [p for d in _resolve_extends(drafts, problems) if (p := _compile(d, problems))]
+    compiled: dict[tuple[object, ...], Compiled] = {}
+    policies = [p for d in _resolve_extends(drafts, problems) if (p := _compile(d, problems, compiled))]
     _check_versions(policies, problems)
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(problems))
 
@@ -304,8 +327,9 @@ def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
         return None
 
 
-def _compile(draft: Draft, problems: Problems) -> Policy | None:
-    """Compile one draft; record problems and return None when it cannot be used."""
+def _compile(draft: Draft, problems: Problems, compiled: dict[tuple[object, ...], Compiled]) -> Policy | None:
+    """Compile one draft; record problems and return None when it cannot be used. ``compiled`` holds
+    the conditions compiled so far in this load."""
     before = len(problems)
     src, data = draft.source, draft.data
     effective = _date(data["effective"], src.at("effective"), problems)
@@ -314,21 +338,21 @@ def _compile(draft: Draft, problems: Problems) -> Policy | None:
         problems.add(src.at("end"), "E-date", f"end {end} is before effective {effective}")
     value_sets = {name: tuple(s.raw(*key, i) for i in range(len(s._get(key))))
                   for name, (s, key) in draft.value_sets.items()}
-    checker = Checker(value_sets)
+    conditions = _Conditions(value_sets, compiled)
     catalogue = {doc_id: DocItem(doc_id, s._get(key)["text"], s._get(key).get("kind", "clinical"))
                  for doc_id, (s, key) in draft.documentation.items()}
     groups = tuple(g for s, key in draft.codes if (g := _code_group(s, key, problems)))
     rules: list[Rule] = []
     seen_ids: dict[str, Location] = {}
     for index, (s, key) in enumerate(draft.rules):
-        rule = _rule(s, key, index, checker, catalogue, problems)
+        rule = _rule(s, key, index, conditions, catalogue, problems)
         if rule is None:
             continue
         if rule.id in seen_ids:
             problems.add(rule.location, "E-duplicate-id", f"rule id '{rule.id}' is already used at {seen_ids[rule.id]}")
         seen_ids.setdefault(rule.id, rule.location)
         rules.append(rule)
-    default = _outcome(src, ("default",), data.get("default", {}), checker, catalogue, problems)
+    default = _outcome(src, ("default",), data.get("default", {}), conditions, catalogue, problems)
     if len(problems) > before or effective is None:
         return None
     return Policy(
@@ -368,23 +392,22 @@ def _code_group(src: Source, key: tuple[object, ...], problems: Problems) -> Cod
     return CodeGroup(codes, effective, end)
 
 
-def _condition(src: Source, key: tuple[object, ...], checker: Checker,
-               problems: Problems) -> tuple[str, Any, frozenset[str]] | None:
+def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
+               problems: Problems) -> tuple[str, Test, frozenset[str]] | None:
     """Parse, check and compile the condition at ``key``; returns (text, test, facts)."""
     value = src._get(key)
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
-        expr = _parse(text)
-        checked = checker.check(expr)
+        test, facts = conditions.compile(text)
     except ConditionError as exc:
         spot = src.locations.find(key)
         line, column = position_in_scalar(spot, exc.line, exc.column, src.lines)
         problems.add(Location(src.path, line, column), exc.code, exc.message)
         return None
-    return text, Compiler(checked).test(expr), ast.facts_of(expr)
+    return text, test, facts
 
 
-def _doc_refs(src: Source, key: tuple[object, ...], checker: Checker, catalogue: dict[str, DocItem],
+def _doc_refs(src: Source, key: tuple[object, ...], conditions: _Conditions, catalogue: dict[str, DocItem],
               problems: Problems) -> tuple[DocRef, ...]:
     refs = []
     for i, ref in enumerate(src._get(key)):
@@ -394,7 +417,7 @@ def _doc_refs(src: Source, key: tuple[object, ...], checker: Checker, catalogue:
                          f"documentation item '{doc_id}' is not in the policy's documentation catalogue")
             continue
         if isinstance(ref, dict) and "when" in ref:
-            compiled = _condition(src, key + (i, "when"), checker, problems)
+            compiled = _condition(src, key + (i, "when"), conditions, problems)
             if compiled:
                 refs.append(DocRef(doc_id, compiled[1], compiled[0]))
         else:
@@ -402,17 +425,17 @@ def _doc_refs(src: Source, key: tuple[object, ...], checker: Checker, catalogue:
     return tuple(refs)
 
 
-def _outcome(src: Source, key: tuple[object, ...], data: dict[str, Any], checker: Checker,
+def _outcome(src: Source, key: tuple[object, ...], data: dict[str, Any], conditions: _Conditions,
              catalogue: dict[str, DocItem], problems: Problems) -> Outcome:
-    docs = _doc_refs(src, key + ("documentation",), checker, catalogue, problems) if "documentation" in data else ()
+    docs = _doc_refs(src, key + ("documentation",), conditions, catalogue, problems) if "documentation" in data else ()
     return Outcome(data.get("pa_needed", NO_AUTH), data.get("covered", COVERED), docs, data.get("reason", ""))
 
 
-def _rule(src: Source, key: tuple[object, ...], index: int, checker: Checker, catalogue: dict[str, DocItem],
+def _rule(src: Source, key: tuple[object, ...], index: int, conditions: _Conditions, catalogue: dict[str, DocItem],
           problems: Problems) -> Rule | None:
     data = src._get(key)
-    compiled = _condition(src, key + ("when",), checker, problems)
-    outcome = _outcome(src, key, data, checker, catalogue, problems)
+    compiled = _condition(src, key + ("when",), conditions, problems)
+    outcome = _outcome(src, key, data, conditions, catalogue, problems)
     if compiled is None:
         return None
     text, test, facts = compiled
