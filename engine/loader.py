@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -101,7 +101,12 @@ class Source:
     path: str
     data: Any
     locations: Locations
-    lines: list[str]
+    text: str
+
+    @cached_property
+    def lines(self) -> list[str]:
+        """The file's lines (needed only to place a problem inside a condition)."""
+        return self.text.splitlines()
 
     def at(self, *keys: object) -> Location:
         """Location of the value at ``keys`` (or its nearest located parent)."""
@@ -189,9 +194,14 @@ def read_tree(root: str | Path) -> Tree:
         problems.add(Location(str(root), 1, 1), "E-io", "no such file or folder")
         return Tree([], {}, "", [], problems)
     digest = hashlib.sha256()
-    drafts: list[Draft] = []
     payers: dict[str, PayerInfo] = {}
     files: list[str] = []
+    compiled: dict[tuple[object, ...], Compiled] = {}
+    # Each policy file is compiled as soon as it is read, so that only one file's data and locations
+    # are alive at a time; plan overrides wait for the whole tree, since their base may come later.
+    slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
+    by_id: dict[str, list[Draft | _Kept]] = {}
+    overrides: list[tuple[list[Policy], Draft]] = []
     for path in iter_rule_files(root):
         shown = str(path)
         files.append(shown)
@@ -210,9 +220,22 @@ def read_tree(root: str | Path) -> Tree:
             if payer:
                 payers[payer.id] = payer
         elif _valid(source, "policy.schema.json", problems):
-            drafts.append(Draft.of(source))
-    compiled: dict[tuple[object, ...], Compiled] = {}
-    policies = [p for d in _resolve_extends(drafts, problems) if (p := _compile(d, problems, compiled))]
+            draft, slot = Draft.of(source), []
+            slots.append(slot)
+            if draft.data.get("extends") is None:
+                if policy := _compile(draft, problems, compiled):
+                    slot.append(policy)
+                by_id.setdefault(draft.data["id"], []).append(_Kept(source))
+            else:
+                overrides.append((slot, draft))
+                by_id.setdefault(draft.data["id"], []).append(draft)
+    bases: dict[str, list[Draft]] = {}
+    for slot, child in overrides:
+        base_id = child.data["extends"]
+        if base_id not in bases:
+            bases[base_id] = [b if isinstance(b, Draft) else b.draft() for b in by_id.get(base_id, [])]
+        slot.extend(p for d in _extend(child, bases[base_id], problems) if (p := _compile(d, problems, compiled)))
+    policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(problems))
 
@@ -231,7 +254,7 @@ def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
     if not isinstance(data, dict):
         problems.add(Location(shown, 1, 1), "E-schema", "a rule file must be a YAML mapping")
         return None
-    return Source(shown, data, locations, text.splitlines())
+    return Source(shown, data, locations, text)
 
 
 def _valid(source: Source, schema: str, problems: Problems) -> bool:
@@ -277,31 +300,36 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
                              default.get("reason", "")) if default else None)
 
 
-def _resolve_extends(drafts: list[Draft], problems: Problems) -> list[Draft]:
-    """Merge each plan-specific policy with every version of its base."""
-    by_id: dict[str, list[Draft]] = {}
-    for draft in drafts:
-        by_id.setdefault(draft.data["id"], []).append(draft)
-    result = []
-    for draft in drafts:
-        base_id = draft.data.get("extends")
-        if base_id is None:
-            result.append(draft)
-            continue
-        where = draft.source.at("extends")
-        bases = by_id.get(base_id, [])
-        if not bases:
-            problems.add(where, "E-extends", f"base policy '{base_id}' is not defined in this tree")
-        elif any(b.data.get("extends") for b in bases):
-            problems.add(where, "E-extends", f"base policy '{base_id}' itself extends another policy")
-        elif base_id == draft.data["id"]:
-            problems.add(where, "E-extends", "a policy cannot extend itself")
-        elif draft.data.get("payer", bases[0].data["payer"]) != bases[0].data["payer"]:
-            problems.add(draft.source.at("payer"), "E-extends",
-                         f"a policy must have its base's payer '{bases[0].data['payer']}'")
-        else:
-            result.extend(m for base in bases if (m := _merge(draft, base)))
-    return result
+class _Kept:
+    """A policy file compiled on its own, kept as text for plan overrides that may extend it."""
+
+    def __init__(self, source: Source) -> None:
+        self.path = source.path
+        self.text = source.text
+
+    def draft(self) -> Draft:
+        """The file's draft, read again (it was read without problems before)."""
+        data, locations = load_yaml(self.text)
+        return Draft.of(Source(self.path, data, locations, self.text))
+
+
+def _extend(child: Draft, bases: list[Draft], problems: Problems) -> list[Draft]:
+    """The plan-specific policy ``child`` merged with every version of its base; ``bases`` are the
+    drafts whose id it extends, in file order."""
+    base_id = child.data["extends"]
+    where = child.source.at("extends")
+    if not bases:
+        problems.add(where, "E-extends", f"base policy '{base_id}' is not defined in this tree")
+    elif any(b.data.get("extends") for b in bases):
+        problems.add(where, "E-extends", f"base policy '{base_id}' itself extends another policy")
+    elif base_id == child.data["id"]:
+        problems.add(where, "E-extends", "a policy cannot extend itself")
+    elif child.data.get("payer", bases[0].data["payer"]) != bases[0].data["payer"]:
+        problems.add(child.source.at("payer"), "E-extends",
+                     f"a policy must have its base's payer '{bases[0].data['payer']}'")
+    else:
+        return [m for base in bases if (m := _merge(child, base))]
+    return []
 
 
 def _merge(child: Draft, base: Draft) -> Draft | None:
