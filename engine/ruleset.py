@@ -26,6 +26,20 @@ SELECT_CACHE_SIZE = 65536
 ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 
 
+def _listings(policy: Policy) -> dict[str, tuple[Policy, tuple[CodeGroup, ...]]]:
+    """Each code the policy lists exactly, with the policy and the groups that list the code. Codes
+    listed by the same groups share one entry (a policy of one group has a single entry)."""
+    groups = policy.code_groups
+    entries: dict[tuple[CodeGroup, ...], tuple[Policy, tuple[CodeGroup, ...]]] = {}
+    result = {}
+    for group in groups:
+        for code in group.codes.exact:
+            if code not in result:
+                listing = groups if len(groups) == 1 else tuple(g for g in groups if code in g.codes)
+                result[code] = entries.setdefault(listing, (policy, listing))
+    return result
+
+
 class RuleSet:
     """Loaded policies of one rule tree. Build with :func:`engine.load`; never mutated after."""
 
@@ -36,24 +50,20 @@ class RuleSet:
         self.digest = digest
         self.source = source
         self.loaded_at = dt.datetime.now(dt.timezone.utc)
-        self._exact: dict[tuple[str, str], tuple[Policy, ...]] = {}
         #: Ranges too long to expand, by (payer, prefix, suffix, digits, number // _BUCKET) of the codes
         #: they hold: a lookup reads one bucket, however many ranges the payer has.
         self._wide: dict[tuple[str, str, str, int, int], list[tuple[CodeRange, Policy]]] = defaultdict(list)
-        exact: dict[tuple[str, str], list[Policy]] = defaultdict(list)
-        #: For each exactly listed (payer, code), its policies with the groups of each that list it.
-        self._listed: dict[tuple[str, str], list[tuple[Policy, tuple[CodeGroup, ...]]]] = defaultdict(list)
+        listed: dict[tuple[str, str], list[tuple[Policy, tuple[CodeGroup, ...]]]] = defaultdict(list)
         for policy in self._policies:
+            for code, entry in _listings(policy).items():
+                listed[(policy.payer, code)].append(entry)
             for group in policy.code_groups:
-                for code in group.codes.exact:
-                    if policy not in exact[(policy.payer, code)]:
-                        exact[(policy.payer, code)].append(policy)
-                        self._listed[(policy.payer, code)].append(
-                            (policy, tuple(g for g in policy.code_groups if code in g.codes)))
                 for r in group.codes.ranges:
                     for bucket in range(r.low // _BUCKET, r.high // _BUCKET + 1):
                         self._wide[(policy.payer, *r.shape(), bucket)].append((r, policy))
-        self._exact = {key: tuple(value) for key, value in exact.items()}
+        #: For each exactly listed (payer, code), its policies with the groups of each that list it.
+        self._listed = {key: tuple(entries) for key, entries in listed.items()}
+        self._exact = {key: tuple(policy for policy, _ in entries) for key, entries in self._listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
         #: Selections repeat all day (the same codes on the same date), so each rule set keeps its
         #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it.
