@@ -108,11 +108,8 @@ class CodeSet:
     def __contains__(self, code: object) -> bool:
         if not isinstance(code, str):
             return False
-        if code in self.exact:
-            return True
-        if any(code.startswith(p) for p in self.prefixes):
-            return True
-        return any(code in r for r in self.ranges)
+        return (code in self.exact or code.startswith(self.prefixes)
+                or bool(self.ranges) and any(code in r for r in self.ranges))
 
     def union(self, other: "CodeSet") -> "CodeSet":
         """The union of two code sets."""
