@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import gc
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -171,6 +173,20 @@ class Tree:
     problems: list[Problem]
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector. Loading makes millions of objects that live on, and each
+    collection on the way walks them all again (a third of the load time); loading makes next to no
+    reference cycles, so reference counting frees its garbage all the same."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def iter_rule_files(root: Path) -> Iterator[Path]:
     """Policy and payer files under ``root`` (a folder or one file), in a stable order."""
     if root.is_file():
@@ -186,6 +202,7 @@ def iter_rule_files(root: Path) -> Iterator[Path]:
         yield path
 
 
+@paused_gc()
 def read_tree(root: str | Path) -> Tree:
     """Read, validate and compile every file under ``root``; problems are returned, not raised."""
     root = Path(root)

@@ -12,7 +12,7 @@ from cachetools import LRUCache, cached
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
-from .loader import read_tree
+from .loader import paused_gc, read_tree
 from .memo import AnswerCache, fingerprint
 from .policy import COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
@@ -228,7 +228,8 @@ def _describe(versions: list[Policy]) -> dict[str, Any]:
 
 def load(path: str | Path) -> RuleSet:
     """Load and compile the rule tree at ``path``; raise :class:`LoadError` listing every problem."""
-    tree = read_tree(path)
-    if tree.problems:
-        raise LoadError(tree.problems)
-    return RuleSet(tree.policies, tree.payers, tree.digest, str(path))
+    with paused_gc():
+        tree = read_tree(path)
+        if tree.problems:
+            raise LoadError(tree.problems)
+        return RuleSet(tree.policies, tree.payers, tree.digest, str(path))

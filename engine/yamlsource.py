@@ -119,20 +119,21 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
 def _check_expansion(root: yaml.Node) -> None:
     """Refuse a document that expands to more than MAX_VALUES values, each alias counted at every
     use, before expanding it: an alias bomb of a few lines is refused in a few milliseconds."""
-    sizes: dict[int, int] = {}
+    _size(root, {})
 
-    def size(node: yaml.Node) -> int:
-        if id(node) not in sizes:
-            sizes[id(node)] = MAX_VALUES + 1  # until known; a node that contains itself is too large
-            children = (node.value if isinstance(node, yaml.SequenceNode) else
-                        [value for _, value in node.value] if isinstance(node, yaml.MappingNode) else [])
-            total = 1 + sum(size(child) for child in children)
-            if total > MAX_VALUES:
-                raise YamlError(f"file expands to more than {MAX_VALUES} values (aliases?)",
-                                node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
-            sizes[id(node)] = total
-        return sizes[id(node)]
-    size(root)
+
+def _size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values ``node`` expands to; ``sizes`` remembers the nodes already counted, by id."""
+    if id(node) not in sizes:
+        sizes[id(node)] = MAX_VALUES + 1  # until known; a node that contains itself is too large
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [value for _, value in node.value] if isinstance(node, yaml.MappingNode) else [])
+        total = 1 + sum(_size(child, sizes) for child in children)
+        if total > MAX_VALUES:
+            raise YamlError(f"file expands to more than {MAX_VALUES} values (aliases?)",
+                            node.start_mark.line + 1, node.start_mark.column + 1, "E-yaml-too-large")
+        sizes[id(node)] = total
+    return sizes[id(node)]
 
 
 def _convert(node: yaml.Node, path: Path_, locations: Locations) -> Any:
