@@ -51,7 +51,7 @@ def code_parts(code: str) -> tuple[str, int, str, int] | None:
     return (m.group(1), int(m.group(2)), m.group(3), len(m.group(2))) if m else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CodeRange:
     """An inclusive range of codes sharing a prefix, a suffix and a digit count."""
 
@@ -97,7 +97,7 @@ def parse_range(text: str, systems: tuple[str, ...]) -> CodeRange:
     return rng
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CodeSet:
     """A set of codes given as exact codes, ranges and prefix wildcards; membership is fast."""
 

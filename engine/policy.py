@@ -12,7 +12,7 @@ AUTH_NEEDED, NO_AUTH, CONDITIONAL, SATISFIED = "auth-needed", "no-auth", "condit
 COVERED, NOT_COVERED = "covered", "not-covered"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """A place in a rule file."""
 
@@ -24,7 +24,7 @@ class Location:
         return f"{self.path}:{self.line}:{self.column}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DocItem:
     """An entry of a policy's documentation catalogue."""
 
@@ -33,7 +33,7 @@ class DocItem:
     kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DocRef:
     """A rule's reference to a documentation item, optionally required only when ``test`` holds."""
 
@@ -42,7 +42,7 @@ class DocRef:
     when: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What a rule (or a policy default) answers."""
 
@@ -52,7 +52,7 @@ class Outcome:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One ordered rule: a compiled condition and its outcome."""
 
@@ -65,7 +65,7 @@ class Rule:
     location: Location
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CodeGroup:
     """Codes a policy governs between optional dates of service (inclusive)."""
 
@@ -78,7 +78,7 @@ class CodeGroup:
         return (self.effective is None or self.effective <= day) and (self.end is None or day <= self.end)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     """One version of one policy, compiled."""
 
@@ -116,7 +116,7 @@ class Policy:
         return {"id": self.id, "title": self.title, "version": self.version, "url": self.url}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PayerInfo:
     """Payer-wide settings from ``_payer.yaml``."""
 
