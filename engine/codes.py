@@ -112,7 +112,9 @@ class CodeSet:
                 or bool(self.ranges) and any(code in r for r in self.ranges))
 
     def union(self, other: "CodeSet") -> "CodeSet":
-        """The union of two code sets."""
+        """The union of two code sets (``other`` itself when this one is empty)."""
+        if not (self.exact or self.ranges or self.prefixes):
+            return other
         return CodeSet(self.exact | other.exact, self.ranges + other.ranges,
                        self.prefixes + other.prefixes)
 

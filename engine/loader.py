@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import jsonschema
 import jsonschema_rs
@@ -76,24 +76,50 @@ def _parse(text: str) -> ast.Expr:
 
 #: A compiled condition: its test and the facts whose absence can make it unknown.
 Compiled = tuple[Test, frozenset[str]]
+V = TypeVar("V")
+
+
+class _Shared:
+    """What the policy versions of one load share. Versions and plan overrides repeat most of their
+    content, so equal immutable values are made once: conditions compiled for the same value sets
+    (a closure holds no state), parsed code items, outcomes, catalogues, value sets and texts."""
+
+    def __init__(self) -> None:
+        self.conditions: dict[tuple[object, ...], Compiled] = {}
+        self.code_items: dict[str, CodeSet] = {}
+        self.values: dict[object, Any] = {}
+
+    def value(self, value: V) -> V:
+        """``value``, or the equal value met first in this load."""
+        return self.values.setdefault(value, value)  # type: ignore[no-any-return]
+
+    def mapping(self, mapping: dict[str, V]) -> dict[str, V]:
+        """``mapping``, or the equal mapping met first in this load (shared, so never to be changed)."""
+        return self.values.setdefault((dict, *mapping.items()), mapping)  # type: ignore[no-any-return]
+
+    def code_item(self, text: str) -> CodeSet:
+        """The CPT/HCPCS code, range or group member ``text``; raise :class:`CodeError`."""
+        if text not in self.code_items:
+            self.code_items[text] = parse_code_item(text, (CPT, HCPCS))
+        return self.code_items[text]
 
 
 class _Conditions:
     """Compiles the conditions of one policy version. A condition whose text and referenced value
-    sets another version of the same load has compiled gets the same closure and facts: versions
-    and plan overrides repeat most conditions, and a closure holds no state."""
+    sets another version has compiled gets the same closure and facts."""
 
-    def __init__(self, value_sets: dict[str, tuple[str, ...]], compiled: dict[tuple[object, ...], Compiled]) -> None:
+    def __init__(self, value_sets: dict[str, tuple[str, ...]], shared: _Shared) -> None:
         self.checker = Checker(value_sets)
-        self.compiled = compiled
+        self.shared = shared
 
     def compile(self, text: str) -> Compiled:
         """Parse, check and compile ``text``; raise :class:`ConditionError`."""
         expr = _parse(text)
         key = (text, *((name, self.checker.value_sets.get(name)) for name in ast.value_sets_of(expr)))
-        if key not in self.compiled:
-            self.compiled[key] = Compiler(self.checker.check(expr)).test(expr), ast.facts_of(expr)
-        return self.compiled[key]
+        compiled = self.shared.conditions
+        if key not in compiled:
+            compiled[key] = Compiler(self.checker.check(expr)).test(expr), ast.facts_of(expr)
+        return compiled[key]
 
 
 @dataclass
@@ -213,7 +239,7 @@ def read_tree(root: str | Path) -> Tree:
     digest = hashlib.sha256()
     payers: dict[str, PayerInfo] = {}
     files: list[str] = []
-    compiled: dict[tuple[object, ...], Compiled] = {}
+    shared = _Shared()
     # Each policy file is compiled as soon as it is read, so that only one file's data and locations
     # are alive at a time; plan overrides wait for the whole tree, since their base may come later.
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
@@ -240,7 +266,7 @@ def read_tree(root: str | Path) -> Tree:
             draft, slot = Draft.of(source), []
             slots.append(slot)
             if draft.data.get("extends") is None:
-                if policy := _compile(draft, problems, compiled):
+                if policy := _compile(draft, problems, shared):
                     slot.append(policy)
                 by_id.setdefault(draft.data["id"], []).append(_Kept(source))
             else:
@@ -251,7 +277,7 @@ def read_tree(root: str | Path) -> Tree:
         base_id = child.data["extends"]
         if base_id not in bases:
             bases[base_id] = [b if isinstance(b, Draft) else b.draft() for b in by_id.get(base_id, [])]
-        slot.extend(p for d in _extend(child, bases[base_id], problems) if (p := _compile(d, problems, compiled)))
+        slot.extend(p for d in _extend(child, bases[base_id], problems) if (p := _compile(d, problems, shared)))
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(problems))
@@ -372,21 +398,20 @@ def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
         return None
 
 
-def _compile(draft: Draft, problems: Problems, compiled: dict[tuple[object, ...], Compiled]) -> Policy | None:
-    """Compile one draft; record problems and return None when it cannot be used. ``compiled`` holds
-    the conditions compiled so far in this load."""
+def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None:
+    """Compile one draft; record problems and return None when it cannot be used."""
     before = len(problems)
     src, data = draft.source, draft.data
     effective = _date(data["effective"], src.at("effective"), problems)
     end = _date(data["end"], src.at("end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(src.at("end"), "E-date", f"end {end} is before effective {effective}")
-    value_sets = {name: tuple(s.raw(*key, i) for i in range(len(s._get(key))))
-                  for name, (s, key) in draft.value_sets.items()}
-    conditions = _Conditions(value_sets, compiled)
-    catalogue = {doc_id: DocItem(doc_id, s._get(key)["text"], s._get(key).get("kind", "clinical"))
-                 for doc_id, (s, key) in draft.documentation.items()}
-    groups = tuple(g for s, key in draft.codes if (g := _code_group(s, key, problems)))
+    value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s._get(key)))))
+                                 for name, (s, key) in draft.value_sets.items()})
+    conditions = _Conditions(value_sets, shared)
+    catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s._get(key)["text"], s._get(key).get("kind", "clinical")))
+                                for doc_id, (s, key) in draft.documentation.items()})
+    groups = shared.value(tuple(g for s, key in draft.codes if (g := _code_group(s, key, shared, problems))))
     rules: list[Rule] = []
     seen_ids: dict[str, Location] = {}
     for index, (s, key) in enumerate(draft.rules):
@@ -400,10 +425,12 @@ def _compile(draft: Draft, problems: Problems, compiled: dict[tuple[object, ...]
     default = _outcome(src, ("default",), data.get("default", {}), conditions, catalogue, problems)
     if len(problems) > before or effective is None:
         return None
+    text = shared.value
     return Policy(
-        id=data["id"], title=data["title"], payer=data["payer"], version=str(data.get("version", data["effective"])),
-        effective=effective, end=end, url=data["source"]["url"], citation=data["source"].get("citation", ""),
-        notes=data.get("notes", ""), plans=frozenset(data["plans"]) if data.get("plans") else None,
+        id=text(data["id"]), title=text(data["title"]), payer=text(data["payer"]),
+        version=text(str(data.get("version", data["effective"]))), effective=effective, end=end,
+        url=text(data["source"]["url"]), citation=text(data["source"].get("citation", "")),
+        notes=text(data.get("notes", "")), plans=text(frozenset(data["plans"])) if data.get("plans") else None,
         extends=data.get("extends"), code_groups=groups, rules=tuple(rules), default=default,
         documentation=catalogue, value_sets=value_sets,
         auth_validity=_validity(data.get("authorization", {})),
@@ -420,7 +447,7 @@ def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
     return None
 
 
-def _code_group(src: Source, key: tuple[object, ...], problems: Problems) -> CodeGroup | None:
+def _code_group(src: Source, key: tuple[object, ...], shared: _Shared, problems: Problems) -> CodeGroup | None:
     entry = src._get(key)
     if isinstance(entry, dict):
         items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
@@ -431,10 +458,10 @@ def _code_group(src: Source, key: tuple[object, ...], problems: Problems) -> Cod
     codes = CodeSet(frozenset())
     for item_key in items:
         try:
-            codes = codes.union(parse_code_item(src.raw(*item_key), (CPT, HCPCS)))
+            codes = codes.union(shared.code_item(src.raw(*item_key)))
         except CodeError as exc:
             problems.add(src.at(*item_key), "E-code", str(exc))
-    return CodeGroup(codes, effective, end)
+    return shared.value(CodeGroup(codes, effective, end))
 
 
 def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
@@ -449,7 +476,7 @@ def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
         line, column = position_in_scalar(spot, exc.line, exc.column, src.lines)
         problems.add(Location(src.path, line, column), exc.code, exc.message)
         return None
-    return text, test, facts
+    return conditions.shared.value(text), test, facts
 
 
 def _doc_refs(src: Source, key: tuple[object, ...], conditions: _Conditions, catalogue: dict[str, DocItem],
@@ -473,7 +500,8 @@ def _doc_refs(src: Source, key: tuple[object, ...], conditions: _Conditions, cat
 def _outcome(src: Source, key: tuple[object, ...], data: dict[str, Any], conditions: _Conditions,
              catalogue: dict[str, DocItem], problems: Problems) -> Outcome:
     docs = _doc_refs(src, key + ("documentation",), conditions, catalogue, problems) if "documentation" in data else ()
-    return Outcome(data.get("pa_needed", NO_AUTH), data.get("covered", COVERED), docs, data.get("reason", ""))
+    return conditions.shared.value(Outcome(data.get("pa_needed", NO_AUTH), data.get("covered", COVERED), docs,
+                                           data.get("reason", "")))
 
 
 def _rule(src: Source, key: tuple[object, ...], index: int, conditions: _Conditions, catalogue: dict[str, DocItem],
@@ -484,7 +512,8 @@ def _rule(src: Source, key: tuple[object, ...], index: int, conditions: _Conditi
     if compiled is None:
         return None
     text, test, facts = compiled
-    return Rule(data.get("id", f"rule-{index + 1}"), index, text, test, facts, outcome, src.at(*key))
+    return Rule(conditions.shared.value(data.get("id", f"rule-{index + 1}")), index, text, test, facts, outcome,
+                src.at(*key))
 
 
 def _check_versions(policies: list[Policy], problems: Problems) -> None:
