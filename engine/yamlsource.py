@@ -56,6 +56,7 @@ class Locations(dict[Path_, Spot]):
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 #: libyaml's parser when PyYAML was built with it (about ten times faster), else the Python one.
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -68,6 +69,8 @@ def _compose(text: str) -> yaml.Node | None:
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
+    if node.tag == _STR:  # most scalars: the constructor would return the text itself
+        return node.value
     try:
         value = _CONSTRUCTOR.construct_object(node, deep=True)
     except (ValueError, yaml.constructor.ConstructorError):
