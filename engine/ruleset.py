@@ -143,9 +143,10 @@ class RuleSet:
             self._answers.put(key, response)
         return response
 
-    def clear_caches(self) -> None:
-        """Forget remembered selections and answers (for measuring the full cost of a decision)."""
-        self._select_cached.cache_clear()
+    def clear_caches(self, answers_only: bool = False) -> None:
+        """Forget remembered answers and, unless ``answers_only``, selections (for measurements)."""
+        if not answers_only:
+            self._select_cached.cache_clear()
         self._answers.clear()
 
     def answer_cache_info(self) -> dict[str, int]:
