@@ -110,8 +110,8 @@ def _codes(seq: CommentedSeq, where: str, notes: list[str]) -> None:
 
 def format_text(text: str, path: str = "<policy>") -> Formatted:
     """The normal form of one policy file's text; raise YAMLError when it does not parse."""
-    yaml = _yaml()
-    data = yaml.load(text)
+    round_trip = _yaml()  # ruamel's round-trip loader builds only plain data (its constructor is the safe one)
+    data = round_trip.load(text)
     notes: list[str] = []
     if isinstance(data, CommentedMap):
         _reorder(data, _top_order())
@@ -121,7 +121,7 @@ def format_text(text: str, path: str = "<policy>") -> Formatted:
         if isinstance(data.get("codes"), CommentedSeq):
             _codes(data["codes"], path, notes)
     out = io.StringIO()
-    yaml.dump(data, out)
+    round_trip.dump(data, out)
     return Formatted(path, text, out.getvalue(), tuple(notes))
 
 
