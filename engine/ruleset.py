@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from cachetools import LRUCache, cached
 
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
@@ -66,8 +64,10 @@ class RuleSet:
         self._exact = {key: tuple(policy for policy, _ in entries) for key, entries in self._listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
         #: Selections repeat all day (the same codes on the same date), so each rule set keeps its
-        #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it.
-        self._select_cached = cached(LRUCache(SELECT_CACHE_SIZE), lock=threading.Lock(), info=True)(self._select)
+        #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it. A plain
+        #: dict: reads and writes are atomic under the GIL, so threads share it without a lock.
+        self._selections: dict[tuple[str, str | None, str, dt.date], tuple[Policy, ...]] = {}
+        self._select_hits = self._select_misses = 0
         self._answers = AnswerCache(ANSWER_CACHE_BYTES)
 
     def __len__(self) -> int:
@@ -110,12 +110,22 @@ class RuleSet:
 
     def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
         """The policies that decide ``line`` on ``day`` for ``plan`` (see docs/authoring.md)."""
-        return list(self._select_cached(payer, plan, line.code, day))
+        key = (payer, plan, line.code, day)
+        chosen = self._selections.get(key)
+        if chosen is None:
+            self._select_misses += 1
+            chosen = self._select(*key)
+            if len(self._selections) >= SELECT_CACHE_SIZE:
+                self._selections.clear()  # a full memo starts again: cheaper than LRU bookkeeping per hit
+            self._selections[key] = chosen
+        else:
+            self._select_hits += 1
+        return list(chosen)
 
     def select_cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the selection cache."""
-        info = self._select_cached.cache_info()
-        return {"hits": info.hits, "misses": info.misses, "size": info.currsize, "maxsize": info.maxsize}
+        return {"hits": self._select_hits, "misses": self._select_misses, "size": len(self._selections),
+                "maxsize": SELECT_CACHE_SIZE}
 
     def _select(self, payer: str, plan: str | None, code: str, day: dt.date) -> tuple[Policy, ...]:
         listed = self._listed.get((payer, code), ())
@@ -146,7 +156,7 @@ class RuleSet:
     def clear_caches(self, answers_only: bool = False) -> None:
         """Forget remembered answers and, unless ``answers_only``, selections (for measurements)."""
         if not answers_only:
-            self._select_cached.cache_clear()
+            self._selections.clear()
         self._answers.clear()
 
     def answer_cache_info(self) -> dict[str, int]:
