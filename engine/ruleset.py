@@ -61,7 +61,6 @@ class RuleSet:
                         self._wide[(policy.payer, *r.shape(), bucket)].append((r, policy))
         #: For each exactly listed (payer, code), its policies with the groups of each that list it.
         self._listed = {key: tuple(entries) for key, entries in listed.items()}
-        self._exact = {key: tuple(policy for policy, _ in entries) for key, entries in self._listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
         #: Selections repeat all day (the same codes on the same date), so each rule set keeps its
         #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it. A plain
@@ -97,16 +96,19 @@ class RuleSet:
             grouped[policy.id].append(policy)
         return [_describe(versions) for _, versions in sorted(grouped.items())]
 
-    def candidates(self, payer: str, code: str) -> tuple[Policy, ...]:
-        """Every policy version of ``payer`` that lists ``code`` at any date."""
-        found = self._exact.get((payer, code), ())
+    def _in_wide_ranges(self, payer: str, code: str, listed: Iterable[Policy]) -> list[Policy]:
+        """Policy versions of ``payer`` whose unexpanded ranges hold ``code``, other than ``listed``."""
         parts = code_parts(code)
         if parts is None:
-            return found
+            return []
         prefix, number, suffix, width = parts
-        bucket = self._wide.get((payer, prefix, suffix, width, number // _BUCKET), ())
-        wide = tuple(p for r, p in bucket if r.low <= number <= r.high and p not in found)
-        return found + wide if wide else found
+        seen = {id(p) for p in listed}
+        found = []
+        for r, p in self._wide.get((payer, prefix, suffix, width, number // _BUCKET), ()):
+            if r.low <= number <= r.high and id(p) not in seen:
+                seen.add(id(p))
+                found.append(p)
+        return found
 
     def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
         """The policies that decide ``line`` on ``day`` for ``plan`` (see docs/authoring.md)."""
@@ -130,7 +132,8 @@ class RuleSet:
     def _select(self, payer: str, plan: str | None, code: str, day: dt.date) -> tuple[Policy, ...]:
         listed = self._listed.get((payer, code), ())
         in_force = [p for p, groups in listed if p.in_force(day) and any(g.in_force(day) for g in groups)]
-        in_force += [p for p in self.candidates(payer, code)[len(listed):] if p.in_force(day) and p.governs(code, day)]
+        in_force += [p for p in self._in_wide_ranges(payer, code, (p for p, _ in listed))
+                     if p.in_force(day) and p.governs(code, day)]
         if plan is None:
             return tuple(p for p in in_force if p.extends is None)
         chosen = [p for p in in_force if p.plans is None or plan in p.plans]

@@ -187,3 +187,19 @@ def test_a_rule_without_a_reason_still_explains_the_answer(tmp_path: Path) -> No
     office = rules.evaluate({**body, "place_of_service": "11"})["decisions"][0]
     assert home["reasons"] == ["Sleep studies: rule 'home' answers auth-needed."]
     assert office["reasons"] == ["Sleep studies: the default answers no-auth."]
+
+
+def test_ranges_too_long_to_expand_are_found_beside_exact_listings(tmp_path: Path) -> None:
+    head = "title: T\npayer: acme\neffective: 2024-01-01\nsource: {url: 'https://example.org'}\n"
+    (tmp_path / "wide.yaml").write_text("id: wide\n" + head + "codes: [10000-19999, 20000-29999]\n"
+                                        "rules: [{when: true, pa_needed: auth-needed}]\n")
+    (tmp_path / "exact.yaml").write_text("id: exact\n" + head + "codes: ['15000']\n"
+                                         "rules: [{when: true, pa_needed: no-auth}]\n")
+    rules = engine.load(tmp_path)
+
+    def policies(code: str) -> list[str]:
+        body = {"payer": "acme", "date_of_service": "2024-05-01", "services": [{"code": code}]}
+        return [p["id"] for p in rules.evaluate(body)["decisions"][0]["policies"]]
+    assert policies("15000") == ["exact", "wide"]
+    assert policies("25000") == ["wide"]
+    assert policies("30000") == []
