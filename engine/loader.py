@@ -144,12 +144,13 @@ class Source:
     def raw(self, *keys: object) -> str:
         """The value at ``keys`` as text, spelled as written (so ``01234`` keeps its zero)."""
         spot = self.locations.get(tuple(keys))
-        value = self._get(keys)
+        value = self.value_at(keys)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and spot and spot.raw:
             return spot.raw
         return str(value)
 
-    def _get(self, keys: tuple[object, ...]) -> Any:
+    def value_at(self, keys: tuple[object, ...]) -> Any:
+        """The value at ``keys``."""
         value = self.data
         for key in keys:
             value = value[key]  # type: ignore[index]
@@ -406,10 +407,10 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     end = _date(data["end"], src.at("end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(src.at("end"), "E-date", f"end {end} is before effective {effective}")
-    value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s._get(key)))))
+    value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s.value_at(key)))))
                                  for name, (s, key) in draft.value_sets.items()})
     conditions = _Conditions(value_sets, shared)
-    catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s._get(key)["text"], s._get(key).get("kind", "clinical")))
+    catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s.value_at(key)["text"], s.value_at(key).get("kind", "clinical")))
                                 for doc_id, (s, key) in draft.documentation.items()})
     groups = shared.value(tuple(g for s, key in draft.codes if (g := _code_group(s, key, shared, problems))))
     rules: list[Rule] = []
@@ -448,7 +449,7 @@ def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
 
 
 def _code_group(src: Source, key: tuple[object, ...], shared: _Shared, problems: Problems) -> CodeGroup | None:
-    entry = src._get(key)
+    entry = src.value_at(key)
     if isinstance(entry, dict):
         items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
         effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
@@ -467,7 +468,7 @@ def _code_group(src: Source, key: tuple[object, ...], shared: _Shared, problems:
 def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
                problems: Problems) -> tuple[str, Test, frozenset[str]] | None:
     """Parse, check and compile the condition at ``key``; returns (text, test, facts)."""
-    value = src._get(key)
+    value = src.value_at(key)
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
         test, facts = conditions.compile(text)
@@ -482,7 +483,7 @@ def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
 def _doc_refs(src: Source, key: tuple[object, ...], conditions: _Conditions, catalogue: dict[str, DocItem],
               problems: Problems) -> tuple[DocRef, ...]:
     refs = []
-    for i, ref in enumerate(src._get(key)):
+    for i, ref in enumerate(src.value_at(key)):
         doc_id = ref["id"] if isinstance(ref, dict) else ref
         if doc_id not in catalogue:
             problems.add(src.at(*key, i), "E-unknown-doc",
@@ -506,7 +507,7 @@ def _outcome(src: Source, key: tuple[object, ...], data: dict[str, Any], conditi
 
 def _rule(src: Source, key: tuple[object, ...], index: int, conditions: _Conditions, catalogue: dict[str, DocItem],
           problems: Problems) -> Rule | None:
-    data = src._get(key)
+    data = src.value_at(key)
     compiled = _condition(src, key + ("when",), conditions, problems)
     outcome = _outcome(src, key, data, conditions, catalogue, problems)
     if compiled is None:
