@@ -62,6 +62,11 @@ class RuleSet:
         #: For each exactly listed (payer, code), its policies with the groups of each that list it.
         self._listed = {key: tuple(entries) for key, entries in listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
+        grouped: dict[str, list[Policy]] = defaultdict(list)
+        for policy in self._policies:
+            grouped[policy.id].append(policy)
+        #: Versions of each policy id, ids sorted: what the policy listing endpoints describe.
+        self._by_id = {pid: tuple(grouped[pid]) for pid in sorted(grouped)}
         #: Selections repeat all day (the same codes on the same date), so each rule set keeps its
         #: own: a reload starts a fresh cache, and no answer outlives the rules that gave it. A plain
         #: dict: reads and writes are atomic under the GIL, so threads share it without a lock.
@@ -91,10 +96,16 @@ class RuleSet:
 
     def policies(self) -> list[dict[str, Any]]:
         """Metadata of every policy with its versions, sorted by id."""
-        grouped: dict[str, list[Policy]] = defaultdict(list)
-        for policy in self._policies:
-            grouped[policy.id].append(policy)
-        return [_describe(versions) for _, versions in sorted(grouped.items())]
+        return [_describe(versions) for versions in self._by_id.values()]
+
+    def policy(self, policy_id: str) -> dict[str, Any] | None:
+        """Metadata of one policy with its versions, or None when no policy has that id."""
+        versions = self._by_id.get(policy_id)
+        return _describe(versions) if versions else None
+
+    def policy_count(self) -> int:
+        """Number of distinct policy ids (a policy may have several versions)."""
+        return len(self._by_id)
 
     def _in_wide_ranges(self, payer: str, code: str, listed: Iterable[Policy]) -> list[Policy]:
         """Policy versions of ``payer`` whose unexpanded ranges hold ``code``, other than ``listed``."""
@@ -228,7 +239,7 @@ def _render(line: Line, answer: Answer) -> dict[str, Any]:
     return decision
 
 
-def _describe(versions: list[Policy]) -> dict[str, Any]:
+def _describe(versions: tuple[Policy, ...]) -> dict[str, Any]:
     latest = max(versions, key=lambda p: p.effective)
     return {
         "id": latest.id, "title": latest.title, "payer": latest.payer,

@@ -72,7 +72,7 @@ def policies(request: Request) -> JSONResponse:
 def policy(policy_id: str, request: Request) -> JSONResponse:
     """One policy by id; 404 when the rule set has none by that id."""
     ruleset = request.app.state.holder.current
-    found = next((p for p in ruleset.policies() if p["id"] == policy_id), None)
+    found = ruleset.policy(policy_id)
     if found is None:
         return v1_error(404, f"no policy with id {policy_id!r}", ruleset.digest, "id")
     return json_response({"ruleset": ruleset.digest, "policy": found}, ruleset.digest)
@@ -87,7 +87,7 @@ def ruleset_info(request: Request) -> JSONResponse:
         "ruleset": ruleset.digest,
         "source": ruleset.source,
         "loaded_at": ruleset.loaded_at.isoformat(timespec="seconds"),
-        "policies": len(ruleset.policies()),
+        "policies": ruleset.policy_count(),
         "payers": ruleset.payers(),
         "last_reload_error": failure.as_dict() if failure else None,
     }, ruleset.digest)
