@@ -5,17 +5,20 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from functools import lru_cache
+
+from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
 from .errors import RequestError
 
 #: Most service lines one request may carry.
-MAX_LINES = 1000
+MAX_LINES = contract.MAX_LINES
 #: Dates of service outside these years are refused as implausible.
 MIN_YEAR, MAX_YEAR = 1900, 2200
 #: Longest string accepted in any field (codes, ids, names); longer ones are refused, not echoed.
-MAX_TEXT = 256
+MAX_TEXT = contract.MAX_TEXT
 #: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
-MAX_ITEMS = 1000
+MAX_ITEMS = contract.MAX_ITEMS
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
                        "diagnoses", "provider", "authorizations", "services", "explain", "request_id"})
@@ -214,6 +217,11 @@ def _other_codes(codes: list[str]) -> list[frozenset[str]]:
 
 def parse_request(body: Any, today: dt.date | None = None) -> Request:
     """Validate a v1 request body (a parsed JSON object) and derive every line's facts."""
+    return _decoded(body, today) or _checked(body, today)
+
+
+def _checked(body: Any, today: dt.date | None) -> Request:
+    """The request read field by field: slower than :func:`_decoded`, and names what is wrong."""
     body = _object(body, (), _TOP_KEYS)
     payer = _text(body.get("payer"), ("payer",))
     services = body.get("services")
@@ -233,3 +241,104 @@ def parse_request(body: Any, today: dt.date | None = None) -> Request:
                   for (code, system, facts), other in zip(parsed, others))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)
+
+
+class _Unsure(Exception):
+    """The decoded request needs reading field by field (it may be wrong, or unusual but right)."""
+
+
+def _kept(value: str) -> str:
+    """A decoded text field stripped; blank is for the field-by-field reading to word."""
+    stripped = value.strip()
+    if not stripped:
+        raise _Unsure
+    return stripped
+
+
+def _day(text: str) -> dt.date:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise _Unsure from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise _Unsure
+    return day
+
+
+@lru_cache(maxsize=65536)
+def _service_code(raw: str | int) -> tuple[str, str]:
+    """A line's code normalized, with its system (codes repeat, so this is remembered)."""
+    code = normalize(str(raw))
+    system = system_of(code)
+    if system not in (CPT, HCPCS):
+        raise _Unsure
+    return code, system  # type: ignore[return-value]
+
+
+def _decoded(body: Any, today: dt.date | None) -> Request | None:
+    """The request decoded in one step (engine/contract.py), then its facts derived; None when
+    anything is unusual, for :func:`_checked` to decide. Both give equal requests."""
+    decoded = contract.decode(body)
+    if decoded is None:
+        return None
+    try:
+        return _request(decoded, today)
+    except _Unsure:
+        return None
+
+
+def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
+    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
+    common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
+    if body.plan is not None:
+        common["plan"] = _kept(body.plan)
+    if body.place_of_service is not None:
+        common["place_of_service"] = _kept(body.place_of_service)
+    if body.type_of_bill is not None:
+        common["type_of_bill"] = _kept(body.type_of_bill).upper().lstrip("0")
+    if body.state is not None:
+        common["state"] = _kept(body.state).upper()
+    patient = body.patient
+    if patient is not None:
+        if patient.birth_date is not None:
+            birth = _day(patient.birth_date)
+            if birth > as_of:
+                raise _Unsure
+            common["patient.birth_date"] = birth
+            common["patient.age"] = age_on(birth, as_of)
+        if patient.sex is not None:
+            common["patient.sex"] = _kept(patient.sex).lower()
+    if body.diagnoses is not None:
+        common["diagnoses"] = frozenset([normalize(_kept(d)) for d in body.diagnoses])
+    provider = body.provider
+    exemptions = _EMPTY
+    if provider is not None:
+        if provider.npi is not None:
+            common["provider.npi"] = _kept(provider.npi)
+        if provider.specialty is not None:
+            common["provider.specialty"] = _kept(provider.specialty)
+        if provider.network is not None:
+            common["provider.network"] = _kept(provider.network)
+        if provider.exemptions:
+            exemptions = frozenset([_kept(e) for e in provider.exemptions])
+    common["provider.exemptions"] = exemptions
+    parsed = []
+    for service in body.services:
+        code, system = _service_code(service.code)
+        if service.system is not None and _kept(service.system).upper() != system:
+            raise _Unsure
+        facts = {**common, "code": code, "system": system,
+                 "modifiers": frozenset([_kept(m).upper() for m in service.modifiers]) if service.modifiers else _EMPTY,
+                 "units": service.units}
+        if service.stage is not None:
+            facts["stage"] = _kept(service.stage).lower()
+        if service.trial_place_of_service is not None:
+            facts["trial_place_of_service"] = _kept(service.trial_place_of_service)
+        parsed.append(facts)
+    codes = [facts["code"] for facts in parsed]
+    lines = []
+    for facts, other in zip(parsed, _other_codes(codes)):
+        facts["other_codes"] = other
+        lines.append(Line(facts["code"], facts["system"], facts))
+    auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
+    return Request(_kept(body.payer), common.get("plan"), as_of, tuple(lines), auths, body.explain)
