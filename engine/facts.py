@@ -45,3 +45,7 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("trial_place_of_service", STRING, doc="for a permanent implant: the place of service of its trial"),
     FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the same request"),
 )}
+
+#: Facts every request carries, on every line (engine/request.py derives them): never unknown.
+ALWAYS = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
+                    "provider.exemptions"})
