@@ -212,6 +212,25 @@ def compile_condition(text: str, value_sets: Mapping[str, Sequence[str]]) -> Con
     return module.build(source)["condition"]  # type: ignore[no-any-return]
 
 
+def compile_builder(fields: Sequence[str], value: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+    """A function taking one argument per name of ``fields`` and returning a new object with them
+    first, then a copy of the JSON object ``value`` (new lists and objects each call, strings shared)."""
+    module = _Module()
+
+    def build(item: Any) -> str:
+        if isinstance(item, dict):
+            return "{" + ", ".join(f"{literal(str(k))}: {build(v)}" for k, v in item.items()) + "}"
+        if isinstance(item, list):
+            return "[" + ", ".join(build(v) for v in item) + "]"
+        if isinstance(item, str):
+            return module.constant(item)
+        return "None" if item is None else literal(item)
+    names = [f"_a{i}" for i in range(len(fields))]
+    given = "".join(f"{literal(str(f))}: {n}, " for f, n in zip(fields, names))
+    source = f"def build({', '.join(names)}):\n    return {{{given}{build(value)[1:]}\n"
+    return module.build(source)["build"]  # type: ignore[no-any-return]
+
+
 class Lazy:
     """Generated code compiled on first use: ``run`` is the generated function once it is built.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from functools import lru_cache
 
@@ -39,8 +39,7 @@ class Authorization:
     end: dt.date | None
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One service line and the facts conditions read for it."""
 
     code: str
@@ -48,8 +47,7 @@ class Line:
     facts: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """A validated v1 request."""
 
     payer: str
@@ -210,6 +208,8 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
 
 def _other_codes(codes: list[str]) -> list[frozenset[str]]:
     """For each line, the codes of the other lines (a code repeated on two lines sees itself)."""
+    if len(codes) == 1:
+        return [_EMPTY]
     every = frozenset(codes)
     repeated = {c for c in every if codes.count(c) > 1} if len(every) < len(codes) else set()
     return [every if code in repeated else every - {code} for code in codes]
@@ -247,12 +247,9 @@ class _Unsure(Exception):
     """The decoded request needs reading field by field (it may be wrong, or unusual but right)."""
 
 
-def _kept(value: str) -> str:
-    """A decoded text field stripped; blank is for the field-by-field reading to word."""
-    stripped = value.strip()
-    if not stripped:
-        raise _Unsure
-    return stripped
+def _blank() -> str:
+    """A decoded text field is blank: for the field-by-field reading to word (``value.strip() or _blank()``)."""
+    raise _Unsure
 
 
 def _day(text: str) -> dt.date:
@@ -275,6 +272,12 @@ def _service_code(raw: str | int) -> tuple[str, str]:
     return code, system  # type: ignore[return-value]
 
 
+@lru_cache(maxsize=65536)
+def _diagnosis(text: str) -> str:
+    """A diagnosis code normalized (codes repeat, so this is remembered)."""
+    return normalize(text.strip() or _blank())
+
+
 def _decoded(body: Any, today: dt.date | None) -> Request | None:
     """The request decoded in one step (engine/contract.py), then its facts derived; None when
     anything is unusual, for :func:`_checked` to decide. Both give equal requests."""
@@ -291,13 +294,13 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
     as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
-        common["plan"] = _kept(body.plan)
+        common["plan"] = (body.plan.strip() or _blank())
     if body.place_of_service is not None:
-        common["place_of_service"] = _kept(body.place_of_service)
+        common["place_of_service"] = (body.place_of_service.strip() or _blank())
     if body.type_of_bill is not None:
-        common["type_of_bill"] = _kept(body.type_of_bill).upper().lstrip("0")
+        common["type_of_bill"] = (body.type_of_bill.strip() or _blank()).upper().lstrip("0")
     if body.state is not None:
-        common["state"] = _kept(body.state).upper()
+        common["state"] = (body.state.strip() or _blank()).upper()
     patient = body.patient
     if patient is not None:
         if patient.birth_date is not None:
@@ -307,33 +310,33 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
             common["patient.birth_date"] = birth
             common["patient.age"] = age_on(birth, as_of)
         if patient.sex is not None:
-            common["patient.sex"] = _kept(patient.sex).lower()
+            common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
     if body.diagnoses is not None:
-        common["diagnoses"] = frozenset([normalize(_kept(d)) for d in body.diagnoses])
+        common["diagnoses"] = frozenset([_diagnosis(d) for d in body.diagnoses])
     provider = body.provider
     exemptions = _EMPTY
     if provider is not None:
         if provider.npi is not None:
-            common["provider.npi"] = _kept(provider.npi)
+            common["provider.npi"] = (provider.npi.strip() or _blank())
         if provider.specialty is not None:
-            common["provider.specialty"] = _kept(provider.specialty)
+            common["provider.specialty"] = (provider.specialty.strip() or _blank())
         if provider.network is not None:
-            common["provider.network"] = _kept(provider.network)
+            common["provider.network"] = (provider.network.strip() or _blank())
         if provider.exemptions:
-            exemptions = frozenset([_kept(e) for e in provider.exemptions])
+            exemptions = frozenset([(e.strip() or _blank()) for e in provider.exemptions])
     common["provider.exemptions"] = exemptions
     parsed = []
     for service in body.services:
         code, system = _service_code(service.code)
-        if service.system is not None and _kept(service.system).upper() != system:
+        if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
         facts = {**common, "code": code, "system": system,
-                 "modifiers": frozenset([_kept(m).upper() for m in service.modifiers]) if service.modifiers else _EMPTY,
+                 "modifiers": frozenset([(m.strip() or _blank()).upper() for m in service.modifiers]) if service.modifiers else _EMPTY,
                  "units": service.units}
         if service.stage is not None:
-            facts["stage"] = _kept(service.stage).lower()
+            facts["stage"] = (service.stage.strip() or _blank()).lower()
         if service.trial_place_of_service is not None:
-            facts["trial_place_of_service"] = _kept(service.trial_place_of_service)
+            facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
         parsed.append(facts)
     codes = [facts["code"] for facts in parsed]
     lines = []
@@ -341,4 +344,4 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         facts["other_codes"] = other
         lines.append(Line(facts["code"], facts["system"], facts))
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
-    return Request(_kept(body.payer), common.get("plan"), as_of, tuple(lines), auths, body.explain)
+    return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths, body.explain)
