@@ -58,6 +58,7 @@ async def requirements(request: Request) -> JSONResponse:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)
     audit.v1(request, ruleset.digest, 200, answer)
+    request.app.state.metrics.answered("v1", (d["pa_needed"] for d in answer["decisions"]))
     return json_response(answer, ruleset.digest)
 
 

@@ -61,6 +61,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         response["systemActions"] = system_actions(answers, today)
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
     audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
+    request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": hook_call.hook_instance,
         "ruleset": ruleset.digest, "coverage_assertion_ids": [a.assertion_id for a in answers]})
