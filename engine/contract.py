@@ -51,7 +51,8 @@ class Service(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True):
-    """A v1 request body; authorizations (rare) are read field by field."""
+    """A v1 request body; authorizations (rare) are read field by field. ``request_id`` is the
+    caller's own label: not a fact, but bounded like one."""
 
     payer: Text
     services: Annotated[list[Service], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
@@ -65,7 +66,7 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
     provider: Provider | None = None
     authorizations: Any = None
     explain: bool = False
-    request_id: Any = None
+    request_id: Text | None = None
 
 
 def decode(body: Any) -> Body | None:

@@ -345,5 +345,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
     for facts, other in zip(parsed, _other_codes(codes)):
         facts["other_codes"] = other
         lines.append(Line(facts["code"], facts["system"], facts))
+    if body.request_id is not None and not body.request_id.strip():
+        raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
     return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths, body.explain)
