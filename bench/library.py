@@ -78,6 +78,12 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
     result["select_cache"] = rules.select_cache_info()  # warm-up + plain runs, before any clearing
     result["answer_cache"] = rules.answer_cache_info()
     result["plain_cold"] = summary(line_latencies(rules.evaluate, bodies, max(1, rounds // 4), forget))
+    single = [b for b in bodies if len(b["services"]) == 1]
+    result["one_line_cold"] = summary(line_latencies(rules.evaluate, single, max(1, rounds // 2), forget))
+    orders = long_orders(mix)
+    for order in orders:  # first sight of each policy compiles its program: not part of the figure
+        rules.evaluate(order)
+    result["order_cold"] = summary(line_latencies(rules.evaluate, orders, max(1, rounds // 4), forget))
     result["explain"] = summary(line_latencies(rules.evaluate, explained, max(1, rounds // 4)))
     if peers:
         full = full_fact_bodies(mix)
@@ -86,6 +92,17 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
         result["full_fact_covreq_rules"] = summary(line_latencies(_rules_only(rules, full), full, rounds))
         result["peers"] = {name: _peer(rules, name, full, rounds) for name in peers}
     return result
+
+
+def long_orders(mix: list[dict[str, Any]], lines: int = 200, count: int = 5) -> list[dict[str, Any]]:
+    """Orders of ``lines`` service lines: a full-fact request of the mix whose lines are the codes its
+    payer's requests in the mix ask about, in turn (hits, misses and plan overrides alike)."""
+    full = [m["body"] for m in mix if m["kind"] in ("hit", "multi", "plan")]
+    orders = []
+    for body in full[:count]:
+        services = [s for b in full if b["payer"] == body["payer"] for s in b["services"]]
+        orders.append({**body, "services": [services[i % len(services)] for i in range(lines)]})
+    return orders
 
 
 def _rules_only(rules: engine.RuleSet, bodies: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:

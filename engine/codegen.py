@@ -110,6 +110,8 @@ class _Generator:
         if isinstance(node, ast.Known):
             name = FACTS[node.fact.name].name
             return _Code("True", False) if name in ALWAYS else _Code(f"(get({literal(name)}) is not None)", False)
+        if isinstance(node, ast.Not) and isinstance(node.operand, ast.Known) and node.operand.fact.name not in ALWAYS:
+            return _Code(f"(get({literal(FACTS[node.operand.fact.name].name)}) is None)", False)
         if isinstance(node, ast.Not):
             inner = self.expr(node.operand)
             if not inner.nullable:
@@ -126,8 +128,8 @@ class _Generator:
             op = "not in" if node.negated else "in"
             return self._guarded([self.expr(node.item)], lambda v: f"{v} {op} {members}")
         if isinstance(node, ast.Overlaps):
-            members, value = self._set(node.set), self.checked.sets[node.set]
-            test = ((lambda v: f"not {members}.isdisjoint({v})") if isinstance(value, frozenset)
+            members = self._set(node.set)
+            test = ((lambda v: f"not {members}.isdisjoint({v})") if isinstance(self.module.constants[members], frozenset)
                     else (lambda v: f"any(map({members}.__contains__, {v}))"))
             return self._guarded([self.expr(node.many)], test)
         if isinstance(node, ast.Contains):
@@ -170,8 +172,8 @@ class _Generator:
                 t = self.module.temp()
                 temps.append(t)
                 chain.append(f"{word} if ({t} := {part.src}) is {word} else")
-            else:
-                chain.append(f"{word} if {part.src} is {word} else")
+            else:  # a plain bool
+                chain.append(f"True if {part.src} else" if dominant else f"False if not {part.src} else")
         unknown = " or ".join(f"{t} is None" for t in temps)
         return _Code(f"({' '.join(chain)} (None if {unknown} else {literal(not dominant)}))", True, depth)
 
@@ -181,10 +183,10 @@ def _checked(text: str, value_sets: Mapping[str, Sequence[str]]) -> tuple[ast.Ex
     return expr, Checker(value_sets).check(expr)
 
 
-def condition_source(text: str, value_sets: Mapping[str, Sequence[str]], module: _Module) -> str:
+def condition_code(text: str, value_sets: Mapping[str, Sequence[str]], module: _Module) -> _Code:
     """The expression computing condition ``text`` (already checked at load) inside ``module``."""
     expr, checked = _checked(text, value_sets)
-    return _Generator(checked, module).expr(expr).src
+    return _Generator(checked, module).expr(expr)
 
 
 def rules_source(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]]) -> tuple[str, _Module]:
@@ -192,9 +194,13 @@ def rules_source(conditions: Sequence[str], value_sets: Mapping[str, Sequence[st
     module = _Module()
     body = ["def rules(ctx):", "    get = ctx.get", "    pending = ()"]
     for index, text in enumerate(conditions):
-        body += [f"    r = {condition_source(text, value_sets, module)}",
-                 f"    if r is True:", f"        return {literal(index)}, pending",
-                 f"    if r is None:", f"        pending += ({literal(index)},)"]
+        code = condition_code(text, value_sets, module)
+        if not code.nullable:
+            body += [f"    if {code.src}:", f"        return {literal(index)}, pending"]
+            continue
+        body += [f"    r = {code.src}",
+                 "    if r is True:", f"        return {literal(index)}, pending",
+                 "    if r is None:", f"        pending += ({literal(index)},)"]
     body.append(f"    return {literal(len(conditions))}, pending")
     return "\n".join(body) + "\n", module
 
@@ -208,7 +214,7 @@ def compile_rules(conditions: Sequence[str], value_sets: Mapping[str, Sequence[s
 def compile_condition(text: str, value_sets: Mapping[str, Sequence[str]]) -> ConditionProgram:
     """One function computing condition ``text`` with Kleene logic."""
     module = _Module()
-    source = f"def condition(ctx):\n    get = ctx.get\n    return {condition_source(text, value_sets, module)}\n"
+    source = f"def condition(ctx):\n    get = ctx.get\n    return {condition_code(text, value_sets, module).src}\n"
     return module.build(source)["condition"]  # type: ignore[no-any-return]
 
 
