@@ -40,7 +40,7 @@ def contexts() -> list[dict[str, Any]]:
     return [{**base, "place_of_service": "22", "patient.age": 70, "diagnoses": frozenset({"H02831"}),
              "provider.network": "in"},
             {**base, "place_of_service": "11", "patient.age": 70},
-            {**base, "patient.age": 40, "diagnoses": frozenset({"E119"}), "provider.network": "out"},
+            {**base, "patient.age": 40, "diagnoses": frozenset({"H02832"}), "provider.network": "out"},
             {**base, "place_of_service": "19", "patient.age": 12},
             {**base, "place_of_service": "19", "patient.age": 30, "provider.network": "in"}]
 

@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 import engine
 from engine import loader
-from engine.evaluate import apply_authorizations, combine, run_policy
-from engine.policy import NO_AUTH
 from engine.request import parse_request
 
 from .peers import PeerScanner, full_fact_bodies
@@ -107,21 +105,11 @@ def long_orders(mix: list[dict[str, Any]], lines: int = 200, count: int = 5) -> 
 
 def _rules_only(rules: engine.RuleSet, bodies: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
     """covreq doing what the peers do: requests parsed beforehand, then per line the selection of
-    policies and their rules (with combination and authorizations), no rendering of the answer."""
+    policies, their rules, combination and authorizations, written as the v1 decision."""
     parsed = {id(body): parse_request(body) for body in bodies}
 
-    def decide(body: dict[str, Any]) -> list[str]:
-        request = parsed[id(body)]
-        answers = []
-        for line in request.lines:
-            chosen = rules.select(request.payer, request.plan, line, request.as_of)
-            if chosen:
-                answer = combine([run_policy(p, line.facts) for p in chosen])
-                apply_authorizations(answer, line, request.as_of, request.authorizations)
-                answers.append(answer.pa_needed)
-            else:
-                answers.append(NO_AUTH)
-        return answers
+    def decide(body: dict[str, Any]) -> list[dict[str, Any]]:
+        return rules.decide(parsed[id(body)])
     return decide
 
 

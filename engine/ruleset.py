@@ -186,8 +186,11 @@ class RuleSet:
         if request.payer not in self._payers:
             raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
                                         f"{', '.join(self.payers()) or 'no payers'}")
-        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(),
-                "decisions": [self._decide(request, line) for line in request.lines]}
+        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
+
+    def decide(self, request: Request) -> list[dict[str, Any]]:
+        """The v1 decision of each line of a parsed request (its payer known to this rule set)."""
+        return [self._decide(request, line) for line in request.lines]
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
         policies = self.select(request.payer, request.plan, line, request.as_of)
