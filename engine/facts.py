@@ -46,6 +46,7 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the same request"),
 )}
 
-#: Facts every request carries, on every line (engine/request.py derives them): never unknown.
+#: Facts every request carries on every line (required, defaulted or inferred by engine/request.py):
+#: never unknown, so ``known(x)`` of these is always true.
 ALWAYS = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
                     "provider.exemptions"})
