@@ -26,7 +26,7 @@ from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
 from .compiler import Compiler, Test
 from .errors import ConditionError, Problem
 from .parser import parse_condition
-from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
+from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
                      Policy, Rule)
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
@@ -341,7 +341,8 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
     default = data.get("default")
     return PayerInfo(data["payer"], data.get("title", ""),
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
-                             default.get("reason", "")) if default else None)
+                             default.get("reason", "")) if default else None,
+                     dict(data.get("plans", {})))
 
 
 class _Kept:
@@ -424,6 +425,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         seen_ids.setdefault(rule.id, rule.location)
         rules.append(rule)
     default = _outcome(src, ("default",), data.get("default", {}), conditions, catalogue, problems)
+    pauses = _pauses(src, data.get("pauses", []), problems)
     if len(problems) > before or effective is None:
         return None
     text = shared.value
@@ -437,7 +439,21 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
+        pauses=shared.value(pauses),
     )
+
+
+def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> tuple[Pause, ...]:
+    """The policy's pauses; an end before its start is an ``E-date`` problem."""
+    pauses = []
+    for i, entry in enumerate(entries):
+        start = _date(entry["start"], src.at("pauses", i, "start"), problems)
+        end = _date(entry["end"], src.at("pauses", i, "end"), problems) if "end" in entry else None
+        if start and end and end < start:
+            problems.add(src.at("pauses", i, "end"), "E-date", f"pause end {end} is before its start {start}")
+        elif start:
+            pauses.append(Pause(start, end, entry["reason"], entry.get("url", "")))
+    return tuple(pauses)
 
 
 def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
