@@ -23,6 +23,7 @@ from .loader import read_tree
 from .report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
+from .testcases import rule_tree_of
 from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
@@ -81,7 +82,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    rules = _load_or_report(args.rules or args.path, args.format)
+    tree = args.rules or str(rule_tree_of(args.path))
+    if Path(tree) != Path(args.path):
+        print(f"covreq test: testing against the rule tree {tree} (--rules chooses another)", file=sys.stderr)
+    rules = _load_or_report(tree, args.format)
     if rules is None:
         return EXIT_PROBLEMS
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.set_defaults(run=_fmt)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
-    schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")
+    schema.add_argument("kind", nargs="?", choices=("policy", "payer", "tests"), default="policy")
     schema.set_defaults(run=_schema)
 
     serve = commands.add_parser("serve", help="run the HTTP service")
