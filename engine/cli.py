@@ -83,7 +83,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     tree = args.rules or str(rule_tree_of(args.path))
-    if Path(tree) != Path(args.path):
+    if args.rules is None and Path(tree) != Path(args.path):
         print(f"covreq test: testing against the rule tree {tree} (--rules chooses another)", file=sys.stderr)
     rules = _load_or_report(tree, args.format)
     if rules is None:
