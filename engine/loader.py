@@ -168,6 +168,15 @@ class Draft:
     documentation: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     value_sets: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     codes: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
+    #: the source of each top-level key a plan override takes from its base
+    inherited: dict[str, Source] = field(default_factory=dict)
+    #: problem codes not to report: a file's own catalogue was left out for a schema problem, so its
+    #: references to it would only repeat that problem
+    follow_ons: frozenset[str] = frozenset()
+
+    def at(self, key: str) -> Location:
+        """Location of the top-level ``key``, in the file it comes from."""
+        return self.inherited.get(key, self.source).at(key)
 
     @classmethod
     def of(cls, source: Source, left_out: frozenset[tuple[object, ...]] = frozenset()) -> "Draft":
@@ -377,7 +386,13 @@ def _policy_draft(source: Source, problems: Problems) -> tuple[Draft | None, boo
         else:
             return None, False
     draft = Draft.of(source, frozenset(left_out))
+    draft.follow_ons = frozenset(code for catalogue, code in _CATALOGUES.items()
+                                 if any(difflib.get_close_matches(str(key[0]), [catalogue], n=1) for key in left_out))
     return (draft if _gate("policy.schema.json").is_valid(draft.plain()) else None), False
+
+
+#: The catalogues of a policy and the problem raised by a reference to an entry missing from them.
+_CATALOGUES = {"documentation": "E-unknown-doc", "value_sets": "E-unknown-value-set"}
 
 
 def _unknown_keys(source: Source, error: ValidationError, problems: Problems) -> None:
@@ -456,8 +471,14 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
     version = f"{child.data.get('version', '')}+{base.data.get('version', '')}".strip("+")
     data["version"] = version
     rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else [])
+    inherited = {key: base.source for key in base.data if key not in child.data}
+    if start != child.data.get("effective"):
+        inherited["effective"] = base.source
+    if end is not None and end != child.data.get("end"):
+        inherited["end"] = base.source
     return Draft(child.source, data, rules, {**base.documentation, **child.documentation},
-                 {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes)
+                 {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes,
+                 inherited, child.follow_ons | base.follow_ons)
 
 
 def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
@@ -472,10 +493,10 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     """Compile one draft; record problems and return None when it cannot be used."""
     before = len(problems)
     src, data = draft.source, draft.data
-    effective = _date(data["effective"], src.at("effective"), problems)
-    end = _date(data["end"], src.at("end"), problems) if data.get("end") else None
+    effective = _date(data["effective"], draft.at("effective"), problems)
+    end = _date(data["end"], draft.at("end"), problems) if data.get("end") else None
     if effective and end and end < effective:
-        problems.add(src.at("end"), "E-date", f"end {end} is before effective {effective}")
+        problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
     value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s.value_at(key)))))
                                  for name, (s, key) in draft.value_sets.items()})
     conditions = _Conditions(value_sets, shared)
@@ -492,7 +513,9 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
             problems.add(rule.location, "E-duplicate-id", f"rule id '{rule.id}' is already used at {seen_ids[rule.id]}")
         seen_ids.setdefault(rule.id, rule.location)
         rules.append(rule)
-    default = _outcome(src, ("default",), data.get("default", {}), conditions, catalogue, problems)
+    default = _outcome(draft.inherited.get("default", src), ("default",), data.get("default", {}), conditions,
+                       catalogue, problems)
+    problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
     text = shared.value

@@ -213,3 +213,17 @@ def test_common_yaml_mistakes_are_reworded_with_a_hint(tmp_path: Path, text: str
     problems = read_tree(tmp_path).problems
     assert [(p.line, p.column, p.code) for p in problems] == [(line, column, "E-yaml")]
     assert problems[0].message.startswith(message)
+
+
+def test_references_into_a_misspelt_catalogue_are_not_reported_again(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY + "rules: [{when: true, documentation: [notes]}]\n"
+          "documentaton: {notes: {text: Notes}}\n")
+    problems = read_tree(tmp_path).problems
+    assert [p.message for p in problems] == ["unknown key 'documentaton'; did you mean 'documentation'?"]
+
+
+def test_a_base_date_problem_is_located_in_the_base_and_reported_once(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY.replace("2024-01-01", "2024-02-30"))
+    write(tmp_path, "gold.yaml", PLAN.format("gold"))
+    problems = read_tree(tmp_path).problems
+    assert [(Path(p.path).name, p.line, p.column, p.code) for p in problems] == [("p.yaml", 4, 12, "E-date")]
