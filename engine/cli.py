@@ -23,7 +23,7 @@ from .loader import read_tree
 from .report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
-from .testcases import rule_tree_of
+from .testcases import iter_test_files, read_file, rule_tree_of
 from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
@@ -85,8 +85,12 @@ def _test(args: argparse.Namespace) -> int:
     tree = args.rules or str(rule_tree_of(args.path))
     if args.rules is None and Path(tree) != Path(args.path):
         print(f"covreq test: testing against the rule tree {tree} (--rules chooses another)", file=sys.stderr)
-    rules = _load_or_report(tree, args.format)
-    if rules is None:
+    try:
+        rules = load(tree)
+    except LoadError as exc:  # the tests files' own problems are worth knowing at the same time
+        tests_problems = [p for path in iter_test_files(args.path) for p in read_file(path)[1]]
+        write_problems(sorted(exc.problems + tests_problems), args.format,
+                       sys.stdout if args.format != "text" else sys.stderr)
         return EXIT_PROBLEMS
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 

@@ -146,9 +146,9 @@ def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any],
     return result, response
 
 
-def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
-    """Run every case of one tests file; a file that breaks the tests schema (a misspelt key, a
-    case without ``expect`` or ``error``) gives its problems instead of results."""
+def read_file(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
+    """The cases of one tests file with their lines, or the file's problems when it breaks the tests
+    schema (a misspelt key, a case without ``expect`` or ``error``)."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -160,9 +160,14 @@ def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tu
     if not isinstance(data, dict):
         problems.add(Location(shown, 1, 1), "E-schema", "a tests file must be a YAML mapping with a 'cases' list")
     elif not check_schema(Source(shown, data, locations, text), TESTS_SCHEMA, problems):
-        return [run_case(rules, shown, locations.find(("cases", i)).line, case, coverage)[0]
-                for i, case in enumerate(data["cases"])], []
+        return [(locations.find(("cases", i)).line, case) for i, case in enumerate(data["cases"])], []
     return [], sorted(problems)
+
+
+def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
+    """Run every case of one tests file; a malformed file gives its problems instead of results."""
+    cases, problems = read_file(path)
+    return [run_case(rules, str(path), line, case, coverage)[0] for line, case in cases], problems
 
 
 def run_tests(rules: RuleSet, root: str | Path,
