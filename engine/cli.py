@@ -155,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail when coverage is below N percent")
     test.set_defaults(run=_test)
 
-    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV or JSONL); exit 1 if rows were rejected")
+    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV, JSONL or Parquet); exit 1 if rows were rejected")
     batch.add_argument("--rules", required=True, metavar="PATH")
-    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl")
-    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl")
+    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet")
     batch.set_defaults(run=_batch)
 
     lint = commands.add_parser("lint", help="static analysis of rule trees (conflicts, dead rules, gaps ...)")
