@@ -23,6 +23,7 @@ from .loader import read_tree
 from .report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
+from .testcases import iter_test_files, read_file, rule_tree_of
 from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
@@ -81,8 +82,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    rules = _load_or_report(args.rules or args.path, args.format)
-    if rules is None:
+    tree = args.rules or str(rule_tree_of(args.path))
+    if args.rules is None and Path(tree) != Path(args.path):
+        print(f"covreq test: testing against the rule tree {tree} (--rules chooses another)", file=sys.stderr)
+    try:
+        rules = load(tree)
+    except LoadError as exc:  # the tests files' own problems are worth knowing at the same time
+        tests_problems = [p for path in iter_test_files(args.path) for p in read_file(path)[1]]
+        write_problems(sorted(exc.problems + tests_problems), args.format,
+                       sys.stdout if args.format != "text" else sys.stderr)
         return EXIT_PROBLEMS
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
@@ -147,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail when coverage is below N percent")
     test.set_defaults(run=_test)
 
-    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV or JSONL); exit 1 if rows were rejected")
+    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV, JSONL or Parquet); exit 1 if rows were rejected")
     batch.add_argument("--rules", required=True, metavar="PATH")
-    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl")
-    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl")
+    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet")
     batch.set_defaults(run=_batch)
 
     lint = commands.add_parser("lint", help="static analysis of rule trees (conflicts, dead rules, gaps ...)")
@@ -177,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.set_defaults(run=_fmt)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
-    schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")
+    schema.add_argument("kind", nargs="?", choices=("policy", "payer", "tests"), default="policy")
     schema.set_defaults(run=_schema)
 
     serve = commands.add_parser("serve", help="run the HTTP service")

@@ -234,6 +234,8 @@ def parse_request(body: Any, today: dt.date | None = None) -> Request:
     if len(services) > MAX_LINES:
         raise RequestError("services", f"has {len(services)} lines; the limit is {MAX_LINES}")
     explain = _flag(body, "explain")
+    if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
+        _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
         else (today or dt.date.today())
     common = _common_facts(body, as_of)

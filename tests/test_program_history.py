@@ -30,9 +30,12 @@ rules:
 
 
 def load(tmp_path: Path, text: str, payer: str = "") -> engine.RuleSet:
-    (tmp_path / "p.yaml").write_text("id: p\n" + text, encoding="utf-8")
+    """A tree with policy ``p`` (and ``payer`` as the payer file) in its payer folder ``acme``."""
+    folder = tmp_path / "acme"
+    folder.mkdir(exist_ok=True)
+    (folder / "p.yaml").write_text("id: p\n" + text, encoding="utf-8")
     if payer:
-        (tmp_path / "_payer.yaml").write_text(payer, encoding="utf-8")
+        (folder / "_payer.yaml").write_text(payer, encoding="utf-8")
     return engine.load(tmp_path)
 
 
@@ -85,7 +88,8 @@ def test_a_pause_needs_a_start_and_a_reason(tmp_path: Path) -> None:
 
 
 def test_a_plan_override_inherits_its_bases_pauses(tmp_path: Path) -> None:
-    (tmp_path / "child.yaml").write_text("id: child\nextends: p\nplans: [gold]\n", encoding="utf-8")
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "child.yaml").write_text("id: child\nextends: p\nplans: [gold]\n", encoding="utf-8")
     rules = load(tmp_path, PAUSED)
     assert decide(rules, "2020-05-01", plan="gold")["pa_needed"] == "no-auth"
     assert decide(rules, "2020-09-01", plan="gold")["pa_needed"] == "auth-needed"
@@ -159,3 +163,11 @@ def test_payer_and_plan_titles_come_from_the_payer_file(tmp_path: Path) -> None:
     assert rules.plan_title("acme", "silver") == "silver"
     assert rules.plan_titles("acme") == {"gold": "Acme Gold PPO"}
     assert rules.plan_titles("nobody") == {} and rules.plan_title("nobody", "x") == "x"
+
+
+def test_a_bad_pause_of_a_base_is_reported_once_at_the_base(tmp_path: Path) -> None:
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "child.yaml").write_text("id: child\nextends: p\nplans: [gold]\n", encoding="utf-8")
+    with pytest.raises(engine.LoadError) as info:
+        load(tmp_path, PAUSED.replace("end: 2020-08-02", "end: 2020-02-01"))
+    assert [(Path(p.path).name, p.line, p.code) for p in info.value.problems] == [("p.yaml", 8, "E-date")]

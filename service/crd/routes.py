@@ -13,7 +13,7 @@ from service.crd.outcome import CrdError, operation_outcome
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
 from service.responses import json_response
-from service.v1 import parse_json
+from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
 RULESET_EXTENSION = "covreq.ruleset"
@@ -44,9 +44,9 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
                                  ruleset.digest)
     try:
         body = parse_json(await request.body())
-    except ValueError as err:
-        audit.cds(request, ruleset.digest, 400, hook)
-        return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest)
+    except BodyError as err:
+        audit.cds(request, ruleset.digest, 400, hook, expression=err.location)
+        return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest, err.location)
     today = date.today()
     try:
         hook_call = read_call(body, hook, request.app.state.payers, today)
@@ -61,6 +61,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         response["systemActions"] = system_actions(answers, today)
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
     audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
+    request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": hook_call.hook_instance,
         "ruleset": ruleset.digest, "coverage_assertion_ids": [a.assertion_id for a in answers]})
