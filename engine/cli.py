@@ -25,6 +25,7 @@ from .loader import read_tree
 from .report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
+from .testcases import iter_test_files, read_file, rule_tree_of
 from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
@@ -83,8 +84,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    rules = _load_or_report(args.rules or args.path, args.format)
-    if rules is None:
+    tree = args.rules or str(rule_tree_of(args.path))
+    if args.rules is None and Path(tree) != Path(args.path):
+        print(f"covreq test: testing against the rule tree {tree} (--rules chooses another)", file=sys.stderr)
+    try:
+        rules = load(tree)
+    except LoadError as exc:  # the tests files' own problems are worth knowing at the same time
+        tests_problems = [p for path in iter_test_files(args.path) for p in read_file(path)[1]]
+        write_problems(sorted(exc.problems + tests_problems), args.format,
+                       sys.stdout if args.format != "text" else sys.stderr)
         return EXIT_PROBLEMS
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
@@ -214,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.set_defaults(run=_fmt)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
-    schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")
+    schema.add_argument("kind", nargs="?", choices=("policy", "payer", "tests"), default="policy")
     schema.set_defaults(run=_schema)
 
     serve = commands.add_parser("serve", help="run the HTTP service")
