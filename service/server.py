@@ -23,7 +23,7 @@ def app_from_env() -> FastAPI:
     """App factory for worker processes: the rule tree comes from ``COVREQ_RULES``."""
     settings = Settings.from_env()
     logs.configure(settings.json_logs, settings.log_level)
-    return create_app(os.environ[RULES_ENV], settings)
+    return create_app(os.environ.get(RULES_ENV), settings)
 
 
 class ReloadingSupervisor(Multiprocess):
@@ -50,9 +50,11 @@ def _metrics_folder() -> None:
         stale.unlink()
 
 
-def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve the rule tree at ``rules``; with ``workers > 1`` each worker loads it itself."""
-    os.environ[RULES_ENV] = rules
+def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the rule tree at ``rules`` (or, when None, the bundle at ``COVREQ_BUNDLE_URL``); with
+    ``workers > 1`` each worker loads it itself."""
+    if rules is not None:
+        os.environ[RULES_ENV] = rules
     if workers > 1:
         _metrics_folder()
         config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
