@@ -17,7 +17,7 @@ FIXTURE_RULES = HERE / "fixtures" / "rules"
 FIXTURE_PAYERS = HERE / "fixtures" / "payers.yaml"
 REPO = HERE.parents[1]
 BUNDLED_RULES = REPO / "rules"
-ANCHORS = REPO / ".." / "shared" / "anchors" / "crd"
+ANCHORS = REPO / "tests" / "fixtures" / "crd"  # public HL7 examples, see SOURCES.md there
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 REASON_CODES = {"gold-card", "no-member-found", "no-active-coverage", "coverage-not-found",
                 "auth-out-network", "technical", "detail-code"}
@@ -48,10 +48,7 @@ def make_client(tmp_path: Path) -> Callable[..., TestClient]:
 
 @pytest.fixture()
 def anchor() -> Callable[[str], dict[str, Any]]:
-    """Load a CRD anchor example by file name (a fresh copy each time); skip if the folder is gone."""
-    if not ANCHORS.is_dir():
-        pytest.skip(f"CRD anchors not found at {ANCHORS}")
-
+    """Load a CRD example request kept in tests/fixtures/crd by file name (a fresh copy each time)."""
     def load(name: str) -> dict[str, Any]:
         return copy.deepcopy(json.loads((ANCHORS / name).read_text(encoding="utf-8")))
     return load
