@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from service.crd.fhir import ResourceIndex, as_list, codings
+from service.fhir.index import ResourceIndex
+from service.fhir.values import as_list, codings
 
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
 

@@ -10,9 +10,10 @@ from datetime import date
 from typing import Any
 
 from service.crd.discovery import HOOKS, Configuration
-from service.crd.fhir import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
-                              ResourceIndex, as_list, billing_codings, codings, date_part,
-                              member, reference_key)
+from service.fhir.index import ResourceIndex
+from service.fhir.systems import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
+                                  billing_codings)
+from service.fhir.values import as_list, codings, date_part, member, reference_key
 from service.crd.outcome import CrdError
 from service.crd.payers import CoveragePayer, PayerMap
 

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 from service.crd.assertions import Assertion
-from service.crd.fhir import as_list
+from service.fhir.values import as_list
 from service.crd.requests import Order
 
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.crd.fhir import ResourceIndex
+from service.fhir.index import ResourceIndex
 from service.crd.payers import PayerMap
 
 HOOKS = {"order-select", "order-sign", "order-dispatch", "appointment-book"}
