@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from crd_calls import PAYER_IDS
 from service import Settings, create_app
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,30 @@ def anchor() -> Callable[[str], dict[str, Any]]:
     def load(name: str) -> dict[str, Any]:
         return copy.deepcopy(json.loads((ANCHORS / name).read_text(encoding="utf-8")))
     return load
+
+
+
+
+def identified(request: dict[str, Any]) -> dict[str, Any]:
+    """An IG example request whose payor Organization (Acme Health Plan) carries Acme's payer
+    identifier in the prefetch, as an EHR that knows its payers sends it; the IG's own example
+    names the payer by display only, which CRD hook-13 answers with a 400."""
+    request["prefetch"]["organizations"]["entry"].append({"resource": {
+        "resourceType": "Organization", "id": "acme-payer", "name": "Acme Health Plan",
+        "identifier": [{"system": PAYER_IDS, "value": "ACME-01"}]}})
+    return request
+
+
+@pytest.fixture()
+def identify() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``identified``, for tests that identify the payer of other IG examples."""
+    return identified
+
+
+@pytest.fixture()
+def ig_order_sign(anchor: Callable[[str], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The IG's order-sign example (CRDServiceRequest.json) with its payer identified, fresh each call."""
+    return lambda: identified(anchor("CRDServiceRequest.json"))
 
 
 @pytest.fixture()
