@@ -16,7 +16,7 @@ from service.crd.responses import cards, system_actions
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
 from service.responses import json_response
-from service.v1 import parse_json
+from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
 RULESET_EXTENSION = "covreq.ruleset"
@@ -47,9 +47,9 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
                                  ruleset.digest)
     try:
         body = parse_json(await request.body())
-    except ValueError as err:
-        audit.cds(request, ruleset.digest, 400, hook)
-        return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest)
+    except BodyError as err:
+        audit.cds(request, ruleset.digest, 400, hook, expression=err.location)
+        return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest, err.location)
     today = date.today()
     try:
         envelope = read_envelope(body, hook)
@@ -72,6 +72,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
     audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
+    request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
         "ruleset": ruleset.digest,
