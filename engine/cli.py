@@ -125,9 +125,13 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server import run  # imported lazily: the library works without the web stack
+    from service.server import StartupError, run  # imported lazily: the library works without the web stack
 
-    run(args.rules, args.host, args.port, args.workers)
+    try:
+        run(args.rules, args.host, args.port, args.workers)
+    except StartupError as exc:
+        print(f"covreq serve: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
     return EXIT_OK
 
 

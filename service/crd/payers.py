@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from service.crd.fhir import ResourceIndex, as_list, codings
+from service.settings import read_config
 
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
 
@@ -41,7 +41,7 @@ class PayerMap:
     @classmethod
     def load(cls, path: Path) -> "PayerMap":
         """Read and check a mapping file; raises ValueError naming the file and the bad entry."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = read_config(Path(path)) or {}
         if not isinstance(data, dict) or not isinstance(data.get("payers"), list):
             raise ValueError(f"{path}: expected a mapping with a list under 'payers'")
         return cls([cls._entry(path, i, item) for i, item in enumerate(data["payers"])])
