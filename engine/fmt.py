@@ -30,6 +30,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from .codes import CPT, HCPCS, CodeError, item_order, parse_code_item
 from .loader import PAYER_FILE, iter_rule_files
 from .resources import schema_path
+from .yamlsource import YamlError, load_yaml
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 RULE_ORDER = ("id", "when", "pa_needed", "covered", "reason", "documentation")
@@ -130,14 +131,30 @@ def _policy_files(paths: Iterable[str]) -> list[Path]:
     return [p for root in paths for p in iter_rule_files(Path(root)) if p.name != PAYER_FILE]
 
 
+def _yaml_problem(text: str, exc: YAMLError) -> str:
+    """``line:column: code: message`` of a file ruamel.yaml cannot read, worded as ``validate`` words it."""
+    try:
+        load_yaml(text)
+    except YamlError as problem:
+        return f"{problem.line}:{problem.column}: {problem.code}: {problem.message}"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+    return f"{where}: E-yaml: {' '.join(str(getattr(exc, 'problem', None) or exc).split())}"
+
+
 def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO) -> int:
     """The ``covreq fmt`` command: rewrite policy files in normal form, or with ``check`` only list them."""
     status = EXIT_OK
     for path in _policy_files(paths):
         try:
-            result = format_text(path.read_text(encoding="utf-8"), str(path))
-        except (OSError, UnicodeDecodeError, YAMLError) as exc:
-            print(f"{path}: cannot format: {exc}", file=err)
+            text = path.read_text(encoding="utf-8")
+            result = format_text(text, str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{path}:1:1: E-io: cannot format: {exc}", file=err)
+            status = EXIT_ERROR
+            continue
+        except YAMLError as exc:
+            print(f"{path}:{_yaml_problem(text, exc)} (cannot format)", file=err)
             status = EXIT_ERROR
             continue
         for note in result.notes:

@@ -57,9 +57,12 @@ def test_a_comment_inside_a_code_list_keeps_the_list_as_written(capsys: pytest.C
 
 
 def test_unparsable_file_exits_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "broken.yaml").write_text("id: [unclosed\n")
+    """Regression (issue 15, item 10): fmt printed ruamel's multi-line text instead of file:line:column."""
+    (tmp_path / "broken.yaml").write_text("id: x\ncodes: [\"1\", \"2\"\ntitle: y\n")
     assert main(["fmt", "--check", str(tmp_path)]) == 2
-    assert "broken.yaml: cannot format" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"{tmp_path / 'broken.yaml'}:3:1: E-yaml: a [ ... ] list is not closed, or misses "
+                                       "a comma; close the list that starts at line 2, column 8 with ']' and separate "
+                                       "its items with ', ' (cannot format)\n")
 
 
 def codes(policy: Policy) -> dict[tuple[object, object], frozenset[str]]:
