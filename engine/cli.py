@@ -1,4 +1,4 @@
-"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, schema and serve.
+"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema and serve.
 
 Each command's logic lives in its own module; this one only wires arguments.
 Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .batch import run as run_batch
+from .bundle import BundleError, build as build_bundle
 from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
 from .fmt import run as run_fmt
@@ -107,6 +109,23 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if summary.rejected else EXIT_OK
 
 
+def _bundle(args: argparse.Namespace) -> int:
+    rules = _load_or_report(args.path)
+    if rules is None:
+        return EXIT_PROBLEMS
+    try:
+        key = Path(args.signing_key).read_bytes() if args.signing_key else None
+        data, manifest = build_bundle(Path(args.path), key, args.key_id)
+        Path(args.output).write_bytes(data)
+    except (OSError, BundleError) as exc:
+        print(f"covreq bundle: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signed = f", signed{f' (kid {args.key_id})' if args.key_id else ''}" if key else ", unsigned"
+    print(f"{args.output}: sha256 {manifest.digest} (rule set {manifest.ruleset}), {manifest.files} file(s), "
+          f"covreq {manifest.covreq}{signed}")
+    return EXIT_OK
+
+
 def _lint(args: argparse.Namespace) -> int:
     return run_lint(args.paths, args.format, sys.stdout, sys.stderr, args.today, args.fail_on)
 
@@ -127,6 +146,10 @@ def _schema(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from service.server import StartupError, run  # imported lazily: the library works without the web stack
 
+    for variable, value in (("COVREQ_BUNDLE_URL", args.bundle), ("COVREQ_BUNDLE_PUBLIC_KEY", args.bundle_key),
+                            ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll)):
+        if value is not None:
+            os.environ[variable] = str(value)
     try:
         run(args.rules, args.host, args.port, args.workers)
     except StartupError as exc:
@@ -165,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet")
     batch.set_defaults(run=_batch)
 
+    bundle = commands.add_parser("bundle", help="pack a valid rule tree as a bundle for `covreq serve --bundle`")
+    bundle.add_argument("path", metavar="PATH")
+    bundle.add_argument("-o", "--output", required=True, metavar="BUNDLE.tar.gz")
+    bundle.add_argument("--signing-key", metavar="KEY.pem", help="sign with this PEM private key (RSA, EC or Ed25519)")
+    bundle.add_argument("--key-id", metavar="KID", help="the key id written into the signature's header")
+    bundle.set_defaults(run=_bundle)
+
     lint = commands.add_parser("lint", help="static analysis of rule trees (conflicts, dead rules, gaps ...)")
     lint.add_argument("paths", nargs="+", metavar="PATH")
     lint.add_argument("--format", choices=FORMATS, default="text")
@@ -193,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(run=_schema)
 
     serve = commands.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--rules", required=True, metavar="PATH")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rules", metavar="PATH", help="serve this rule tree")
+    source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for changes")
+    serve.add_argument("--bundle-key", metavar="PUBLIC.pem", help="require bundles signed by this key's private half")
+    serve.add_argument("--bundle-poll", type=float, metavar="SECONDS", help="how often the bundle URL is checked (30)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)

@@ -253,6 +253,11 @@ def iter_rule_files(root: Path) -> Iterator[Path]:
         yield path
 
 
+def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
+    """What one file adds to its tree's SHA-256 digest: its path relative to the tree, and its bytes."""
+    return str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0"
+
+
 @paused_gc()
 def read_tree(root: str | Path) -> Tree:
     """Read, validate and compile every file under ``root``; problems are returned, not raised."""
@@ -280,7 +285,7 @@ def read_tree(root: str | Path) -> Tree:
         except OSError as exc:
             problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
             continue
-        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0")
+        digest.update(digest_entry(root, path, raw))
         source = _read_source(shown, raw, problems)
         if path.name == PAYER_FILE:
             payer = _payer(source, problems) if source else None

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from engine import LoadError
+from engine.bundle import BundleError
 from service import logs
 from service.app import create_app
 from service.metrics import MULTIPROCESS_ENV
@@ -25,9 +26,10 @@ class StartupError(Exception):
 
 
 def app_from_env() -> FastAPI:
-    """App factory (also of worker processes): the rule tree comes from ``COVREQ_RULES``, the
-    settings from the environment; raises :class:`StartupError` when either is unusable."""
-    rules = os.environ[RULES_ENV]
+    """App factory (also of worker processes): the rule tree comes from ``COVREQ_RULES`` (or the bundle
+    at ``COVREQ_BUNDLE_URL``), the settings from the environment; raises :class:`StartupError` when
+    either is unusable."""
+    rules = os.environ.get(RULES_ENV)
     try:
         settings = Settings.from_env()
         logs.configure(settings.json_logs, settings.log_level)
@@ -36,6 +38,8 @@ def app_from_env() -> FastAPI:
         first, more = exc.problems[0], len(exc.problems) - 1
         raise StartupError(f"cannot load the rule tree {rules}: {first}"
                            + (f" (and {more} more: covreq validate {rules} lists them)" if more else "")) from None
+    except BundleError as exc:
+        raise StartupError(f"bundle refused: {exc}") from None
     except (ValueError, OSError) as exc:  # settings, payer mapping, credentials files
         raise StartupError(f"cannot start: {' '.join(str(exc).split())}") from None
 
@@ -64,14 +68,16 @@ def _metrics_folder() -> None:
         stale.unlink()
 
 
-def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve the rule tree at ``rules``; with ``workers > 1`` each worker loads it itself. Raises
-    :class:`StartupError` before anything listens when the tree or the configuration is unusable."""
+def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the rule tree at ``rules`` (or, when None, the bundle at ``COVREQ_BUNDLE_URL``); with
+    ``workers > 1`` each worker loads it itself. Raises :class:`StartupError` before anything
+    listens when the tree or the configuration is unusable."""
     try:  # fail before loading anything when the address is taken
         socket.create_server((host, port)).close()
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}") from None
-    os.environ[RULES_ENV] = rules
+    if rules is not None:
+        os.environ[RULES_ENV] = rules
     app = app_from_env()
     if workers > 1:
         del app  # only a check: each worker builds its own
