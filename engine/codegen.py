@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 from . import ast
 from .checker import Checked, Checker
 from .codes import CodeSet
-from .compiler import shift_date
-from .facts import ALWAYS, FACTS
+from .compiler import found, shift_date
+from .facts import ALWAYS, FACTS, OPEN
 from .parser import parse_condition
 
 Ctx = Mapping[str, Any]
@@ -36,7 +36,8 @@ _COMPARATORS = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">
 _UNITS = {"day": "day", "week": "week", "month": "month", "year": "year"}
 #: Subexpressions nested deeper than this become helper functions (Python limits nesting in source).
 _MAX_DEPTH = 24
-_NAMESPACE = {"_date": dt.date, "_shift": shift_date, "__builtins__": {"any": any, "map": map, "float": float}}
+_NAMESPACE = {"_date": dt.date, "_shift": shift_date, "_found": found,
+              "__builtins__": {"any": any, "map": map, "float": float}}
 
 
 def literal(value: object) -> str:
@@ -131,9 +132,9 @@ class _Generator:
             members = self._set(node.set)
             test = ((lambda v: f"not {members}.isdisjoint({v})") if isinstance(self.module.constants[members], frozenset)
                     else (lambda v: f"any(map({members}.__contains__, {v}))"))
-            return self._guarded([self.expr(node.many)], test)
+            return self._collection(node.many, [], test)
         if isinstance(node, ast.Contains):
-            return self._guarded([self.expr(node.many), self.expr(node.value)], lambda many, e: f"{e} in {many}")
+            return self._collection(node.many, [self.expr(node.value)], lambda many, e: f"{e} in {many}")
         if isinstance(node, ast.Shift):
             sign, amount, unit = int(node.sign), int(node.amount), _UNITS[node.unit]
             return self._guarded([self.expr(node.base)],
@@ -145,6 +146,16 @@ class _Generator:
         if isinstance(members, CodeSet) and not members.ranges and not members.prefixes:
             members = members.exact  # the same membership, tested in C
         return self.module.constant(members)
+
+    def _collection(self, many: ast.Expr, others: list[_Code], test: Callable[..., str]) -> _Code:
+        """``test`` of a multi-valued fact and ``others``; on a fact the request may carry only in
+        part (:data:`engine.facts.OPEN`), a miss is unknown (:func:`engine.compiler.found`)."""
+        code = self.expr(many)
+        if not (isinstance(many, ast.Fact) and FACTS[many.name].name in OPEN):
+            return self._guarded([code, *others], test)
+        t = self.module.temp()
+        inner = self._guarded([_Code(t, False), *others], lambda *values: f"_found({test(*values)}, {t})")
+        return _Code(f"(None if ({t} := {code.src}) is None else {inner.src})", True, max(code.depth, inner.depth) + 1)
 
     def _guarded(self, operands: list[_Code], apply: Callable[..., str]) -> _Code:
         """``apply`` to the operands' values, or None when one of them is unknown (left to right)."""

@@ -65,7 +65,8 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
     diagnoses: Texts | None = None
     provider: Provider | None = None
     authorizations: Any = None
-    explain: bool = False
+    order_complete: bool | None = None
+    explain: bool | None = None
     request_id: Text | None = None
 
 

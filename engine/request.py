@@ -10,6 +10,7 @@ from functools import lru_cache
 from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
 from .errors import RequestError
+from .facts import OpenSet
 
 #: Most service lines one request may carry.
 MAX_LINES = contract.MAX_LINES
@@ -21,7 +22,8 @@ MAX_TEXT = contract.MAX_TEXT
 MAX_ITEMS = contract.MAX_ITEMS
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
-                       "diagnoses", "provider", "authorizations", "services", "explain", "request_id"})
+                       "diagnoses", "provider", "authorizations", "services", "order_complete", "explain",
+                        "request_id"})
 _SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "id"})
 _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
@@ -215,6 +217,16 @@ def _other_codes(codes: list[str]) -> list[frozenset[str]]:
     return [every if code in repeated else every - {code} for code in codes]
 
 
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    """A top-level true/false field; absent or null is false."""
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(name, "must be true or false")
+    return value
+
+
 def parse_request(body: Any, today: dt.date | None = None) -> Request:
     """Validate a v1 request body (a parsed JSON object) and derive every line's facts."""
     return _decoded(body, today) or _checked(body, today)
@@ -229,9 +241,7 @@ def _checked(body: Any, today: dt.date | None) -> Request:
         raise RequestError("services", "must be a non-empty list of service lines")
     if len(services) > MAX_LINES:
         raise RequestError("services", f"has {len(services)} lines; the limit is {MAX_LINES}")
-    explain = body.get("explain", False)
-    if not isinstance(explain, bool):
-        raise RequestError("explain", "must be true or false")
+    explain = _flag(body, "explain")
     if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
         _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
@@ -239,7 +249,9 @@ def _checked(body: Any, today: dt.date | None) -> Request:
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
     others = _other_codes([code for code, _, _ in parsed])
-    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other})
+    # A split order may carry more codes than this request: other_codes is open unless it is complete.
+    order = frozenset if _flag(body, "order_complete") else OpenSet
+    lines = tuple(Line(code, system, {**common, **facts, "other_codes": order(other), "request_codes": other})
                   for (code, system, facts), other in zip(parsed, others))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)
@@ -341,11 +353,14 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
         parsed.append(facts)
     codes = [facts["code"] for facts in parsed]
+    order = frozenset if body.order_complete else OpenSet  # as in _checked: open unless complete
     lines = []
     for facts, other in zip(parsed, _other_codes(codes)):
-        facts["other_codes"] = other
+        facts["other_codes"] = order(other)
+        facts["request_codes"] = other
         lines.append(Line(facts["code"], facts["system"], facts))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
-    return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths, body.explain)
+    return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths,
+                   body.explain is True)

@@ -91,6 +91,16 @@ class RuleSet:
         info = self._payer_info.get(payer)
         return info.title if info and info.title else payer
 
+    def plan_title(self, payer: str, plan: str) -> str:
+        """The plan's display title from the payer's ``_payer.yaml``, or the plan id when none is given."""
+        info = self._payer_info.get(payer)
+        return info.plans.get(plan, plan) if info else plan
+
+    def plan_titles(self, payer: str) -> dict[str, str]:
+        """Every plan title the payer's ``_payer.yaml`` gives, by plan id."""
+        info = self._payer_info.get(payer)
+        return dict(info.plans) if info else {}
+
     def rule_count(self) -> int:
         """Number of rules over all policy versions."""
         return sum(len(p.rules) for p in self._policies)
@@ -241,7 +251,10 @@ class RuleSet:
 def _template_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[int, int, tuple[bool | None, ...]] | None:
     """What a line's decision by ``policy`` alone depends on, besides its code and system, when no rule
     was unknown: the deciding rule and the values of its outcome's documentation conditions. None
-    when a rule was unknown (the decision then also depends on which facts are missing)."""
+    when a rule was unknown (the decision then also depends on which facts are missing) or the
+    policy is paused on the date of service."""
+    if policy.pauses and policy.pause_on(facts["date_of_service"]) is not None:
+        return None
     index, unknown_at = policy.program.run(facts)
     if unknown_at:
         return None
@@ -283,7 +296,9 @@ def _describe(versions: tuple[Policy, ...]) -> dict[str, Any]:
         "plans": sorted(latest.plans) if latest.plans else None, "extends": latest.extends,
         "versions": [{"version": p.version, "effective": p.effective.isoformat(),
                       "end": p.end.isoformat() if p.end else None, "url": p.url, "citation": p.citation,
-                      "file": p.location.path, "rules": len(p.rules)}
+                      "file": p.location.path, "rules": len(p.rules),
+                      "pauses": [{"start": z.start.isoformat(), "end": z.end.isoformat() if z.end else None,
+                                  "reason": z.reason, "url": z.url or None} for z in p.pauses]}
                      for p in sorted(versions, key=lambda p: p.effective)],
     }
 

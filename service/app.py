@@ -19,6 +19,7 @@ from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
 from service.crd.outcome import operation_outcome
 from service.crd.payers import PayerMap
+from service.bundles import BundleSource
 from service.holder import RuleSetHolder
 from service.metrics import Metrics, worker_exited
 from service.middleware import AccessLog, BodyLimit
@@ -42,11 +43,16 @@ def _sighup_reload(app: FastAPI) -> bool:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     installed = _sighup_reload(app)
+    bundles: BundleSource | None = app.state.bundles
+    if bundles:
+        bundles.start(app.state.holder)
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
-                               "sighup_reload": installed})
+                               "sighup_reload": installed, "bundle": bundles.url if bundles else None})
     try:
         yield
     finally:
+        if bundles:
+            bundles.stop()
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         worker_exited()
@@ -60,16 +66,22 @@ def _error_response(app: FastAPI, path: str, status: int, message: str) -> Respo
     return v1_error(status, message, digest)
 
 
-def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
-    """The service for the rule tree at ``rules_path``; raises ``engine.LoadError`` if it is broken."""
+def create_app(rules_path: str | None, settings: Settings | None = None) -> FastAPI:
+    """The service for the rule tree at ``rules_path``, or for the bundle at ``settings.bundle_url``;
+    raises ``engine.LoadError`` if the rules are broken, ``BundleError`` if the bundle is refused."""
     settings = settings or Settings()
+    bundles = BundleSource.from_settings(settings) if settings.bundle_url else None
+    rules_path = bundles.first() if bundles else rules_path
+    if rules_path is None:
+        raise ValueError("create_app needs a rule tree or settings.bundle_url")
     app = FastAPI(title="covreq", version="1", lifespan=_lifespan,
                   description="Does this CPT/HCPCS code need prior authorization for this payer and "
                               "plan, and what documentation? Every response names the rule set "
                               f"that produced it (body and `{RULESET_HEADER}` header).")
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.state.holder = RuleSetHolder(rules_path, metrics=app.state.metrics)
+    app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
+    app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
     app.state.audit = AuditLog(settings.audit_path)
     guard = Guard.from_settings(settings)

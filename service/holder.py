@@ -77,6 +77,10 @@ class RuleSetHolder:
                                                  "previous": previous, "source": source})
             return None
 
+    def settled(self) -> None:
+        """The rules in service are the latest after all (a bundle URL says so): forget the last refusal."""
+        self.last_error = None
+
     def refuse(self, problems: list[str], source: str = "tree") -> ReloadFailure:
         """Record a refused reload: log each problem, keep it for ``/readyz``, count it."""
         failure = ReloadFailure(datetime.now(timezone.utc), problems)

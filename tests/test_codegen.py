@@ -19,12 +19,12 @@ import engine
 from engine import codegen
 from engine.checker import Checker
 from engine.compiler import Compiler
-from engine.facts import ALWAYS, FACTS
+from engine.facts import ALWAYS, FACTS, OpenSet
 from engine.parser import parse_condition
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Names the generator may write: its own temporaries, constants, helpers, and the few it binds.
-GENERATED_NAME = re.compile(r"^(_t\d+|_k\d+|_h\d+|ctx|get|pending|r|rules|condition|_date|_shift|any|map|float"
+GENERATED_NAME = re.compile(r"^(_t\d+|_k\d+|_h\d+|ctx|get|pending|r|rules|condition|_date|_shift|_found|any|map|float"
                             r"|isdisjoint|__contains__)$")
 HOSTILE = [
     "__import__('os').system('touch /tmp/pwned')", "\"); import os; os._exit(3); (\"", "'''", '\\x00\\n',
@@ -138,6 +138,8 @@ FORMS = [
     ("patient.age in {18, 65} or patient.age > 64.5", {}), ("state in {NY, CA} and type_of_bill in {13*}", {}),
     ("(place_of_service == '22' or place_of_service == '19') and (stage == 'trial' or not known(stage))", {}),
     ("trial_place_of_service != place_of_service", {}), ("provider.network == 'in' and patient.sex != 'male'", {}),
+    ("other_codes contains '15823' or not (request_codes overlaps {64490})", {}),
+    ("not (other_codes overlaps {15820, 64490}) and code in {J0541, 15823}", {}),
 ]
 CONDITIONS = _bundled_conditions() + FORMS
 
@@ -156,7 +158,9 @@ _VALUES: dict[str, Any] = {
     "system": st.sampled_from(["CPT", "HCPCS"]), "modifiers": st.frozensets(st.sampled_from(["RT", "LT", "50"]), max_size=2),
     "units": st.sampled_from([0.0, 1.0, 1.5, 2.0, 4.0]), "stage": st.sampled_from(["trial", "permanent", "initial"]),
     "trial_place_of_service": st.sampled_from(["11", "22"]),
-    "other_codes": st.frozensets(st.sampled_from(["15820", "15823", "64490", "J0541"]), max_size=3),
+    "other_codes": st.frozensets(st.sampled_from(["15820", "15823", "64490", "J0541"]), max_size=3).flatmap(
+        lambda codes: st.sampled_from([codes, OpenSet(codes)])),
+    "request_codes": st.frozensets(st.sampled_from(["15820", "15823", "64490", "J0541"]), max_size=3),
 }
 
 
