@@ -3,7 +3,7 @@
 The corpus covers a snapshot of the bundled rules (``tests/fixtures/decisions/bundled-rules``, with
 every request of their test cases, again with each fact left out in turn and with an authorization
 on file) and a generated tree (``bench/generate.py``, 300 rules, its seeded mix, again with
-authorizations on file), each request with and without ``explain``. ``python -m bench.corpus``
+authorizations on file and orders said to be complete), each request with and without ``explain``. ``python -m bench.corpus``
 records the decisions into ``tests/fixtures/decisions/recorded.jsonl.gz``;
 ``tests/test_decision_corpus.py`` checks the engine still gives exactly those bytes.
 """
@@ -31,8 +31,11 @@ _OPTIONAL = ("plan", "date_of_service", "place_of_service", "type_of_bill", "sta
 
 
 def _variants(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The request, each optional fact left out in turn, and one with an authorization on file."""
+    """The request, each optional fact left out in turn, one with an authorization on file and, for
+    an order of several lines, one said to be complete."""
     yield body
+    if len(body["services"]) > 1:
+        yield {**body, "order_complete": True}
     for key in _OPTIONAL:
         if key in body:
             yield {k: v for k, v in body.items() if k != key}
@@ -52,6 +55,8 @@ def _generated_requests(tree_root: Path) -> Iterator[dict[str, Any]]:
     for item in request_mix(tree, 300):
         body = item["body"]
         yield body
+        if len(body["services"]) > 1:
+            yield {**body, "order_complete": True}
         yield {**body, "authorizations": [{"id": "PA-2", "code": body["services"][0]["code"],
                                            "start": body["date_of_service"]}]}
 

@@ -20,7 +20,7 @@ BASE: dict[str, Any] = {
     "services": [{"code": "15823", "system": "CPT", "modifiers": ["rt"], "units": 2, "stage": "Trial",
                   "trial_place_of_service": "11", "id": "l1"}, {"code": "15823"}, {"code": 64490}],
     "authorizations": [{"id": "A1", "code": "15823", "start": "2024-03-01", "end": "2024-04-01"}],
-    "explain": False, "request_id": "r-1",
+    "order_complete": True, "explain": False, "request_id": "r-1",
 }
 #: Values every field is tried with: right ones, wrong types, blanks, padding, limits, odd dates.
 ODD = st.sampled_from([
