@@ -25,7 +25,7 @@ from . import ast
 from .checker import Checker
 from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
 from .compiler import Compiler, Test
-from .errors import ConditionError, Problem
+from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
 from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
                      Policy, Rule)
@@ -404,8 +404,7 @@ def _unknown_keys(source: Source, error: ValidationError, problems: Problems) ->
     known = list(error.schema.get("properties", {}))
     for key in error.instance:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(known)}"
+            hint = did_you_mean(str(key), known) or f"; expected one of {', '.join(known)}"
             problems.add(source.at(*error.absolute_path, key, KEY), "E-schema", f"unknown key '{key}'{hint}")
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .codes import CPT, HCPCS, normalize, system_of
-from .errors import RequestError
+from .errors import RequestError, did_you_mean
 
 #: Most service lines one request may carry.
 MAX_LINES = 1000
@@ -119,7 +119,8 @@ def _object(value: Any, where: Where, keys: frozenset[str]) -> Mapping[str, Any]
         unknown = sorted(str(k) for k in value if k not in keys)[0]
         if len(unknown) > MAX_TEXT:
             raise _too_long(unknown, where or ("(top level)",))
-        raise _fail((*where, unknown), f"unknown field; expected one of {', '.join(sorted(keys))}")
+        raise _fail((*where, unknown),
+                    "unknown field" + (did_you_mean(unknown, keys) or f"; expected one of {', '.join(sorted(keys))}"))
     return value
 
 
