@@ -28,7 +28,7 @@ from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
 from .compiler import Compiler, Test
 from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
-from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
+from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
                      Policy, Rule)
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
@@ -433,7 +433,8 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
     default = data.get("default")
     return PayerInfo(data["payer"], data.get("title", ""),
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
-                             default.get("reason", "")) if default else None)
+                             default.get("reason", "")) if default else None,
+                     dict(data.get("plans", {})))
 
 
 class _Kept:
@@ -527,6 +528,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         added = _doc_refs(src, ("add_documentation",), conditions, catalogue, problems)
         rules = [dataclasses.replace(r, outcome=_with_documentation(r.outcome, added, conditions.shared)) for r in rules]
         default = _with_documentation(default, added, conditions.shared)
+    pauses = _pauses(draft.inherited.get("pauses", src), data.get("pauses", []), problems)
     problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
@@ -541,6 +543,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
+        pauses=shared.value(pauses),
     )
 
 
@@ -551,6 +554,19 @@ def _with_documentation(outcome: Outcome, added: tuple[DocRef, ...], shared: _Sh
     ids = {ref.id for ref in outcome.documentation}
     extra = tuple(ref for ref in added if ref.id not in ids)
     return shared.value(dataclasses.replace(outcome, documentation=outcome.documentation + extra)) if extra else outcome
+
+
+def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> tuple[Pause, ...]:
+    """The policy's pauses; an end before its start is an ``E-date`` problem."""
+    pauses = []
+    for i, entry in enumerate(entries):
+        start = _date(entry["start"], src.at("pauses", i, "start"), problems)
+        end = _date(entry["end"], src.at("pauses", i, "end"), problems) if "end" in entry else None
+        if start and end and end < start:
+            problems.add(src.at("pauses", i, "end"), "E-date", f"pause end {end} is before its start {start}")
+        elif start:
+            pauses.append(Pause(start, end, entry["reason"], entry.get("url", "")))
+    return tuple(pauses)
 
 
 def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:

@@ -17,7 +17,7 @@ from .errors import CovreqError, RequestError
 REQUIRED = ("payer", "code")
 #: Columns about the whole order: its rows repeat the same value or leave the cell blank.
 ORDER_COLUMNS = ("payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state",
-                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions")
+                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions", "order_complete")
 #: Columns about one service line.
 LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "auth_id", "auth_start",
                 "auth_end")
@@ -30,6 +30,8 @@ _V1_COLUMN = {"patient.birth_date": "birth_date", "patient.sex": "sex", "provide
               "provider.specialty": "specialty", "provider.network": "network",
               "provider.exemptions": "exemptions"}
 _AUTH_COLUMN = {"id": "auth_id", "start": "auth_start", "end": "auth_end", "code": "code"}
+#: Spellings of ``order_complete``; any other value is passed on for the v1 contract to refuse.
+_FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _INDEXED = re.compile(r"(services|authorizations)\[(\d+)\]\.?([\w.]*)")
 
 
@@ -139,6 +141,8 @@ class _Draft:
             provider["exemptions"] = [e.lower() for e in sorted(_values("exemptions", facts["exemptions"]))]
         if provider:
             body["provider"] = provider
+        if "order_complete" in facts:
+            body["order_complete"] = _FLAGS.get(facts["order_complete"].lower(), facts["order_complete"])
         body["services"], authorizations, auth_rows = [], [], []
         for row, cells in self.lines:
             service: dict[str, Any] = {"code": cells["code"]}

@@ -84,7 +84,16 @@ def test_lines_of_one_order_are_evaluated_together(tmp_path: Path, capsys: pytes
     _, rows, _ = batch(tmp_path, together, capsys)
     assert [r["pa_needed"] for r in rows] == ["auth-needed", "auth-needed"]
     _, rows, _ = batch(tmp_path, apart, capsys)
+    assert [(r["pa_needed"], r["info_needed"]) for r in rows] == [("conditional", "other_codes")] * 2
+
+
+def test_order_complete_column_closes_the_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header = "order_id,payer,date_of_service,place_of_service,code,order_complete\n"
+    complete = header + "A,medicare,2024-03-14,22,64612,yes\nB,medicare,2024-03-14,22,J0585,true\n"
+    _, rows, _ = batch(tmp_path, complete, capsys)
     assert [r["pa_needed"] for r in rows] == ["no-auth", "no-auth"]
+    code, rows, err = batch(tmp_path, header + "A,medicare,2024-03-14,22,64612,maybe\n", capsys)
+    assert rows == [] and "order_complete: must be true or false" in err
 
 
 def test_rows_of_an_order_need_not_be_adjacent_and_output_keeps_input_order(
