@@ -18,7 +18,7 @@ from . import condition, http
 from .generate import Tree, generate, request_mix
 from .report import render
 
-ANCHOR = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors" / "crd" / "CRDServiceRequest.json"
+ANCHOR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "crd" / "CRDServiceRequest.json"
 _CPT = "http://www.ama-assn.org/go/cpt"
 _CHILD_TIMEOUT_S = 400
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
-from .errors import RequestError
+from .errors import RequestError, did_you_mean
 from .facts import OpenSet
 
 #: Most service lines one request may carry.
@@ -122,7 +122,8 @@ def _object(value: Any, where: Where, keys: frozenset[str]) -> Mapping[str, Any]
         unknown = sorted(str(k) for k in value if k not in keys)[0]
         if len(unknown) > MAX_TEXT:
             raise _too_long(unknown, where or ("(top level)",))
-        raise _fail((*where, unknown), f"unknown field; expected one of {', '.join(sorted(keys))}")
+        raise _fail((*where, unknown),
+                    "unknown field" + (did_you_mean(unknown, keys) or f"; expected one of {', '.join(sorted(keys))}"))
     return value
 
 

@@ -1,4 +1,4 @@
-"""The v1 JSON API: requirements, policies and the loaded rule set (DESIGN.md section 6)."""
+"""The v1 JSON API: requirements, policies and the loaded rule set (docs/api.md)."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ _EXAMPLE_REQUEST = {
 }
 _REQUEST_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "object", "required": ["payer", "services"],
-               "description": "The v1 request of DESIGN.md section 6; every fact but payer and "
+               "description": "The v1 request (docs/api.md, POST /v1/requirements); every fact but payer and "
                               "services may be absent (unknown).",
                "properties": {
                    "order_complete": {
