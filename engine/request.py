@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
+from collections import Counter
 from functools import lru_cache
 
 from . import contract
@@ -216,11 +217,11 @@ def _other_codes(codes: list[str], complete: bool) -> list[tuple[frozenset[str],
     order = frozenset if complete else OpenSet
     if len(codes) == 1:
         return [(_EMPTY, order(_EMPTY))]
-    every = frozenset(codes)
-    repeated = {c for c in every if codes.count(c) > 1} if len(every) < len(codes) else set()
+    counts = Counter(codes)
+    every = frozenset(counts)
     views = {}
-    for code in every:
-        other = every if code in repeated else every - {code}
+    for code, count in counts.items():
+        other = every if count > 1 else every - {code}
         views[code] = (other, order(other))
     return [views[code] for code in codes]
 
@@ -293,6 +294,12 @@ def _service_code(raw: str | int) -> tuple[str, str]:
 
 
 @lru_cache(maxsize=65536)
+def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
+    """A line's modifiers, upper case (the same few repeat, so they are remembered)."""
+    return frozenset([(m.strip() or _blank()).upper() for m in texts])
+
+
+@lru_cache(maxsize=65536)
 def _diagnosis(text: str) -> str:
     """A diagnosis code normalized (codes repeat, so this is remembered)."""
     return normalize(text.strip() or _blank())
@@ -351,7 +358,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
         facts = {**common, "code": code, "system": system,
-                 "modifiers": frozenset([(m.strip() or _blank()).upper() for m in service.modifiers]) if service.modifiers else _EMPTY,
+                 "modifiers": _modifiers(tuple(service.modifiers)) if service.modifiers else _EMPTY,
                  "units": service.units}
         if service.stage is not None:
             facts["stage"] = (service.stage.strip() or _blank()).lower()
