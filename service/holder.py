@@ -14,14 +14,18 @@ log = logging.getLogger("covreq.reload")
 
 @dataclass(frozen=True)
 class ReloadFailure:
-    """A reload that was refused: when it happened and every problem the loader found."""
+    """A reload that was refused: when it happened and every problem the loader found, in full
+    (``problems``) and as places and codes only (``places``: ``file:line:col: code``)."""
 
     at: datetime
     problems: list[str] = field(default_factory=list)
+    places: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form, as shown by ``/v1/ruleset`` and ``/readyz``."""
-        return {"at": self.at.isoformat(timespec="seconds"), "problems": self.problems}
+    def as_dict(self, messages: bool = True) -> dict[str, object]:
+        """JSON-ready form, as shown by ``/v1/ruleset``; without ``messages`` (which may quote the
+        rule files) as shown by the unauthenticated ``/readyz``."""
+        return {"at": self.at.isoformat(timespec="seconds"),
+                "problems": self.problems if messages else self.places}
 
 
 class RuleSetHolder:
@@ -53,18 +57,23 @@ class RuleSetHolder:
         with self._reload_lock:
             try:
                 fresh = self._loader(self.path)
-            except (engine.LoadError, OSError) as err:
-                problems = ([str(p) for p in err.problems] if isinstance(err, engine.LoadError)
-                            else [f"{self.path}: {err}"])
-                return self._refuse(problems)
+            except engine.LoadError as err:
+                return self._refuse([str(p) for p in err.problems],
+                                    [f"{p.path}:{p.line}:{p.column}: {p.code}" for p in err.problems])
+            except OSError as err:
+                return self._refuse([f"{self.path}: E-io: {err}"], [f"{self.path}: E-io"])
+            except Exception as err:  # noqa: BLE001 - a loader bug must not pass for a good reload
+                log.exception("reload crashed", extra={"event": "reload-crashed", "ruleset": self._current.digest})
+                return self._refuse([f"{self.path}: E-internal: the loader failed ({type(err).__name__}); "
+                                     "the log has the traceback"], [f"{self.path}: E-internal"])
             previous, self._current = self._current.digest, fresh
             self.last_error = None
             log.info("rule set reloaded", extra={"event": "reloaded", "ruleset": fresh.digest,
                                                  "previous": previous})
             return None
 
-    def _refuse(self, problems: list[str]) -> ReloadFailure:
-        failure = ReloadFailure(datetime.now(timezone.utc), problems)
+    def _refuse(self, problems: list[str], places: list[str]) -> ReloadFailure:
+        failure = ReloadFailure(datetime.now(timezone.utc), problems, places)
         for problem in problems:
             log.error("reload refused: %s", problem, extra={
                 "event": "reload-failed", "problem": problem, "ruleset": self._current.digest})
