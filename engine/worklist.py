@@ -13,8 +13,8 @@ from typing import Any, Iterable, TextIO
 
 from .errors import CovreqError, RequestError
 
-#: Columns a CSV worklist must have.
-REQUIRED = ("order_id", "payer", "code")
+#: Columns a CSV worklist must have; without ``order_id`` each row is an order of its own.
+REQUIRED = ("payer", "code")
 #: Columns about the whole order: its rows repeat the same value or leave the cell blank.
 ORDER_COLUMNS = ("payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state",
                  "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions", "order_complete")
@@ -162,7 +162,7 @@ class _Draft:
 
 
 def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
-    """Orders of a CSV worklist, the rows rejected while reading, and the columns ignored."""
+    """Orders of a CSV worklist, the rows rejected while reading, and notes on how it was read."""
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None:
@@ -172,11 +172,17 @@ def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
 
 def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple[list[Order], list[Rejection], list[str]]:
     """Orders of a table of text cells (one row per service line, numbered), the rows rejected while
-    reading, and the columns ignored: the CSV layout, whatever file the table came from."""
+    reading, and notes for the user (columns ignored, rows taken as orders of their own): the CSV
+    layout, whatever file the table came from."""
     names = [name.strip().lower() for name in header]
     missing = [column for column in REQUIRED if column not in names]
     if missing:
         raise WorklistError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(names)}")
+    ignored = [name for name in names if name not in _KNOWN]
+    notes = [f"ignoring unknown column(s) {', '.join(ignored)}"] if ignored else []
+    grouped = "order_id" in names
+    if not grouped:
+        notes.append("no order_id column: each row is an order of its own (named 'row N')")
     drafts: dict[str, _Draft] = {}
     rejected: list[Rejection] = []
     for row, values in rows:
@@ -186,6 +192,8 @@ def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple
             rejected.append(Rejection(row, f"has {len(values)} cells; the header names {len(names)} columns"))
             continue
         cells = {name: value.strip() for name, value in zip(names, values) if name in _KNOWN and value.strip()}
+        if not grouped:
+            cells["order_id"] = f"row {row}"
         if "order_id" not in cells:
             rejected.append(Rejection(row, "order_id: is required"))
             continue
@@ -197,7 +205,7 @@ def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple
             orders.append(built)
         else:
             rejected += built
-    return orders, rejected, [name for name in names if name not in _KNOWN]
+    return orders, rejected, notes
 
 
 def read_jsonl(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:

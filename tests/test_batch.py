@@ -118,6 +118,19 @@ def test_a_bad_row_rejects_its_order_with_row_numbers_and_the_rest_is_answered(
     assert "2 input row(s) rejected" in err
 
 
+def test_a_worklist_without_order_id_answers_each_row_as_its_own_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 14): a worklist without an order_id column was refused."""
+    text = ("payer,date_of_service,place_of_service,code\nmedicare,2024-03-14,22,15823\n"
+            "medicare,2024-03-14,11,15823\n\nmedicare,2024-03-14,22,15823\n")
+    code, rows, err = batch(tmp_path, text, capsys)
+    assert code == 0
+    assert [(r["row"], r["order_id"], r["line"], r["pa_needed"]) for r in rows] == \
+           [("2", "row 2", "1", "auth-needed"), ("3", "row 3", "1", "no-auth"), ("5", "row 5", "1", "auth-needed")]
+    assert err.count("no order_id column: each row is an order of its own") == 1
+    assert "3 service line(s) in 3 order(s) answered" in err
+
+
 @pytest.mark.parametrize("row, reason", [
     ("A,medicare,2024-03-14,22,,,15823,,one", "row 2: units: 'one' is not a number"),
     (",medicare,2024-03-14,22,,,15823,,1", "row 2: order_id: is required"),

@@ -54,3 +54,15 @@ def test_the_guide_lists_the_exit_codes_of_every_command() -> None:
     guide = (DOCS / "authoring.md").read_text(encoding="utf-8")
     for name, (ok, problems, usage) in EXIT_CODES.items():
         assert f"| `{name}` | {ok} | {problems} | {usage} |" in guide
+
+
+def test_the_docs_are_self_contained() -> None:
+    """Regression (issue 15, item 12): the docs cited a design document and folders outside the repository."""
+    root = DOCS.parent
+    for doc in [*DOCS.glob("*.md"), root / "README.md"]:
+        text = doc.read_text(encoding="utf-8")
+        assert "DESIGN.md" not in text and "shared/anchors" not in text, doc
+        links = [t for t in re.findall(r"\]\(([^)#\s]+)", text) if not t.startswith(("http://", "https://"))]
+        paths = [t for t in re.findall(r"`((?:\.ci|docs|engine|service|tests|rules|bench|grammar)/[\w./-]*)`", text)]
+        missing = [t for t in links if not (doc.parent / t).exists()] + [t for t in paths if not (root / t).exists()]
+        assert missing == [], doc
