@@ -17,7 +17,7 @@ MAX_CONDITION_LENGTH = 4000
 MAX_NESTING = 32
 #: Most levels of the syntax tree (each ``not``, ``and``, ``or``, comparison and operand is one):
 #: every later stage walks the tree recursively, so ``not not ... x`` chains are bounded too.
-MAX_DEPTH = 100
+MAX_DEPTH = 256
 
 _TOKEN_NAMES = {
     "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','",

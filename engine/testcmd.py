@@ -1,7 +1,9 @@
 """The ``covreq test`` command: run the cases beside the policies, measure rule coverage, report.
 
-Coverage counts the rules in the policy files under PATH (the folder of PATH when it is one tests
-file), so ``covreq test rules/medicare/opd --rules rules`` measures the OPD policies only.
+PATH is a folder, a tests file or a policy file (then the tests file beside it runs). Coverage counts
+the rules in the policy files under PATH (for a tests file, the policy file it is named after), so
+``covreq test rules/medicare/opd`` measures the OPD policies only; the rule tree is found from PATH
+(see :func:`engine.testcases.rule_tree_of`) unless ``--rules`` names it.
 
 Exit codes: 0 every case passed (and coverage reached ``--min-coverage``); 1 a case failed, a tests
 file is malformed, no case was found or coverage is below the minimum.
@@ -16,7 +18,8 @@ from .coverage import Coverage, Summary
 from .errors import Problem
 from .report import Check, Finding, write_findings
 from .ruleset import RuleSet
-from .testcases import CaseResult, run_tests
+from .loader import TESTS_SUFFIX
+from .testcases import CaseResult, policy_file_of, run_tests
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
@@ -36,8 +39,19 @@ def _coverage_findings(summary: Summary, root: str, min_coverage: float | None) 
     return found
 
 
+def _coverage_scope(path: Path) -> Path:
+    """The policy files coverage is measured on: a folder; a policy file; for a tests file, the policy
+    file it is named after, or its folder when there is none."""
+    if path.is_dir() or not path.name.endswith(TESTS_SUFFIX):
+        return path
+    policy = policy_file_of(path)
+    return policy if policy.is_file() else path.parent
+
+
 def coverage_line(summary: Summary) -> str:
     """One line of coverage totals."""
+    if not summary.rules:
+        return "coverage: no rules under the tested path"
     return (f"coverage {summary.percent:.1f}%: {summary.rules_fired}/{summary.rules} rules fired, "
             f"{summary.branches_covered}/{summary.branches} branches")
 
@@ -45,9 +59,12 @@ def coverage_line(summary: Summary) -> str:
 def run(rules: RuleSet, path: str, fmt: str, out: TextIO, err: TextIO, min_coverage: float | None = None,
         show_uncovered: bool = False) -> int:
     """Run the cases under ``path`` against ``rules`` and write the report; returns the exit code."""
-    scope = Path(path) if Path(path).is_dir() else Path(path).parent
+    scope = _coverage_scope(Path(path))
     coverage = Coverage(rules.policy_versions(), scope)
     results, problems = run_tests(rules, path, coverage)
+    if not results and not problems:
+        print(f"covreq test: no test cases found in {path}", file=err)
+        return EXIT_PROBLEMS
     summary = coverage.summary()
     below = min_coverage is not None and summary.percent < min_coverage
     failures = [Finding(p) for p in problems] + [_case_finding(r) for r in results if not r.passed]
@@ -68,7 +85,4 @@ def run(rules: RuleSet, path: str, fmt: str, out: TextIO, err: TextIO, min_cover
     if fmt in ("text", "github"):
         print(f"{passed} passed, {len(results) - passed} failed", file=out if fmt == "text" else err)
         print(coverage_line(summary), file=out if fmt == "text" else err)
-    if not results and not problems:
-        print("covreq test: no test cases found", file=err)
-        return EXIT_PROBLEMS
     return EXIT_PROBLEMS if failures or below else EXIT_OK

@@ -4,8 +4,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
+
+from engine.yamlsource import YamlError, load_yaml
 
 DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
+
+
+def read_config(path: Path) -> Any:
+    """The data of a YAML configuration file (payer mapping, issuers, API keys); raises ValueError
+    naming the file, and the line and column of a YAML mistake."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))[0]
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except YamlError as exc:
+        raise ValueError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from None
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number in environment variable ``name``; raises ValueError naming the variable."""
+    text = env.get(name)
+    try:
+        return default if text is None else int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -18,6 +43,10 @@ class Settings:
     ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
     the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
     ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
+    ``bundle_url`` serves rules from a bundle (service/bundles.py), polled every
+    ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
+    with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
+    temporary folder).
     """
 
     max_body_bytes: int = 1_048_576
@@ -30,17 +59,24 @@ class Settings:
     api_keys: Path | None = None
     v1_jwt: bool = False
     audit_path: Path = Path("covreq-audit.jsonl")
+    bundle_url: str | None = None
+    bundle_public_key: Path | None = None
+    bundle_poll_seconds: float = 30.0
+    bundle_timeout_seconds: float = 30.0
+    bundle_dir: Path | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
-        ``COVREQ_AUDIT``; absent variables keep the defaults."""
+        ``COVREQ_AUDIT``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
+        ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``;
+        absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
-            max_body_bytes=int(env.get("COVREQ_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            max_body_bytes=_whole(env, "COVREQ_MAX_BODY_BYTES", defaults.max_body_bytes),
             payers=Path(env.get("COVREQ_PAYERS", str(defaults.payers))),
             admin_token=env.get("COVREQ_ADMIN_TOKEN") or None,
             json_logs=env.get("COVREQ_JSON_LOGS", "1") != "0",
@@ -50,4 +86,9 @@ class Settings:
             api_keys=Path(env["COVREQ_API_KEYS"]) if env.get("COVREQ_API_KEYS") else None,
             v1_jwt=env.get("COVREQ_V1_JWT", "0") == "1",
             audit_path=Path(env.get("COVREQ_AUDIT") or defaults.audit_path),
+            bundle_url=env.get("COVREQ_BUNDLE_URL") or None,
+            bundle_public_key=Path(env["COVREQ_BUNDLE_PUBLIC_KEY"]) if env.get("COVREQ_BUNDLE_PUBLIC_KEY") else None,
+            bundle_poll_seconds=float(env.get("COVREQ_BUNDLE_POLL_SECONDS", defaults.bundle_poll_seconds)),
+            bundle_timeout_seconds=float(env.get("COVREQ_BUNDLE_TIMEOUT_SECONDS", defaults.bundle_timeout_seconds)),
+            bundle_dir=Path(env["COVREQ_BUNDLE_DIR"]) if env.get("COVREQ_BUNDLE_DIR") else None,
         )
