@@ -83,8 +83,9 @@ def test_ig_order_dispatch_needs_the_dispatched_orders(client, anchor) -> None:
 def test_ig_order_dispatch_resolved_from_prefetch(client, anchor, identify, crd) -> None:
     request = identify(anchor("CRDServiceRequest2.json"))
     del request["extension"]["davinci-crd.configuration"]["coverage-info"]
-    request["prefetch"]["medicationRequests"] = {"resourceType": "Bundle", "entry": [
+    request["prefetch"]["medicationRequests"] = {"resourceType": "Bundle", "type": "searchset", "entry": [
         {"resource": {"resourceType": "MedicationRequest", "id": i, "status": "draft", "intent": "order",
+                      "subject": {"reference": "Patient/pat1234"},
                       "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                                                 "code": "617993"}]}}} for i in ("1111", "2222")]}
     body = assert_ok(post(client, request), crd)
@@ -114,7 +115,7 @@ def test_appointment_based_on_a_service_request_updates_the_order(client, anchor
     appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
     appointment["start"] = "2024-05-02T09:00:00Z"
     request["prefetch"] = {"coverage": acme_coverage(), "serviceRequests": {
-        "resourceType": "Bundle", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
+        "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
     body = assert_ok(post(client, request), crd)
     (action,) = body["systemActions"]
     assert action["resource"]["resourceType"] == "ServiceRequest"
@@ -122,12 +123,32 @@ def test_appointment_based_on_a_service_request_updates_the_order(client, anchor
     assert value(subs, "pa-needed") == ["auth-needed"]
 
 
+def inferno_order_sign_repaired(anchor) -> dict:
+    """Inferno's order-sign fixture made valid R4: it has no Bundle.type, no NutritionOrder.intent
+    and an object for dosageInstruction.doseAndRate, which R4 makes a list."""
+    request = anchor("order_sign_hook_request.json")
+    request["context"]["draftOrders"]["type"] = "collection"
+    nutrition, medication = (e["resource"] for e in request["context"]["draftOrders"]["entry"])
+    nutrition["intent"] = "order"
+    dosage = medication["dosageInstruction"][0]
+    dosage["doseAndRate"] = [dosage["doseAndRate"]]
+    return request
+
+
+def test_inferno_order_sign_as_published_is_not_r4_and_gets_400(client, anchor) -> None:
+    issue = assert_outcome(post(client, anchor("order_sign_hook_request.json")), 400,
+                           "context.draftOrders.entry[0].resource.intent")
+    for path in ("context.draftOrders.entry[0].resource.intent: is required in R4",
+                 "context.draftOrders.entry[1].resource.dosageInstruction[0].doseAndRate: must be a list"):
+        assert path in issue["diagnostics"]
+
+
 def test_inferno_order_sign_without_coverage_or_a_queryable_server_is_a_412(client, anchor) -> None:
-    assert_outcome(post(client, anchor("order_sign_hook_request.json")), 412, "Coverage")
+    assert_outcome(post(client, inferno_order_sign_repaired(anchor)), 412, "Coverage")
 
 
 def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
-    request = anchor("order_sign_hook_request.json")
+    request = inferno_order_sign_repaired(anchor)
     request["prefetch"] = {"coverage": acme_coverage()}
     body = assert_ok(post(client, request), crd)
     nutrition = next(a for a in body["systemActions"] if a["resource"]["resourceType"] == "NutritionOrder")
@@ -142,10 +163,13 @@ def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) ->
     request = anchor("requestWithHydratedPrefetchBundle.json")
     device = request["context"]["draftOrders"]["entry"][0]["resource"]
     device["insurance"] = [device["insurance"]]  # R4 has a list here; the RI sends one object
+    request["context"]["draftOrders"]["type"] = "collection"  # required in R4; the RI leaves it out
     request["prefetch"]["coverage"] = acme_coverage("1234")
     request["prefetch"]["encounter"] = {"resourceType": "Encounter", "id": "89284", "status": "planned",
+                                        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                                  "code": "HH"},
                                         "location": [{"location": {"reference": "Location/home"}}]}
-    request["prefetch"]["locations"] = {"resourceType": "Bundle", "entry": [{"resource": {
+    request["prefetch"]["locations"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
         "resourceType": "Location", "id": "home", "type": [{"coding": [{"system": POS, "code": "12"}]}]}}]}
     body = assert_ok(post(client, request), crd)
     subs = by_code(repetitions(body, "DeviceRequest/24439", crd), crd)["E0424"]
@@ -206,8 +230,8 @@ def test_hcpcs_on_a_device_request_with_the_bluebutton_uri(client, crd) -> None:
 
 
 def test_diagnoses_from_conditions_decide(client, crd) -> None:
-    conditions = {"resourceType": "Bundle", "entry": [{"resource": {
-        "resourceType": "Condition", "id": "c1", "code": {"coding": [
+    conditions = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+        "resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}, "code": {"coding": [
             {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"}]}}}]}
     body = assert_ok(post(client, order_sign(service_request("s1", "77065"), prefetch={
         "coverage": acme_coverage(), "conditions": conditions})), crd)
