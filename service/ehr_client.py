@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from service.fhir.values import member
+from service.fhir.values import member, reference_key
 
 #: a FHIR resource type and a FHIR id (R4 datatypes: id is [A-Za-z0-9\-\.]{1,64})
 _KEY = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})$")
@@ -56,11 +56,10 @@ class EhrClient:
         await self._http.aclose()
 
     def key_of(self, reference: str) -> str | None:
-        """``Type/id`` when ``reference`` is relative or on this server, else None (never followed)."""
-        if reference.startswith(self.base_url + "/"):
-            reference = reference[len(self.base_url) + 1:]
-        reference = reference.split("/_history/")[0]
-        return reference if _KEY.match(reference) else None
+        """``Type/id`` of a reference, to be read from this server whatever base it was written
+        with (as the prefetch is read), or None when it is no plain ``Type/id``."""
+        key = reference_key(reference)
+        return key if key and _KEY.match(key) else None
 
     async def read(self, key: str) -> dict[str, Any] | None:
         """The resource ``Type/id``, or None when the server has none."""

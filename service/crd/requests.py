@@ -74,6 +74,7 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
     so finding none is the EHR's answer (400), not data covreq could not get (412, saying why:
     ``unqueried``)."""
     hook, context = envelope.hook, envelope.context
+    facts = _call_facts(context, index)  # first, so one reading notes every reference it misses
     orders = tuple(_order(resource, start, index, envelope.limits.billing_codes)
                    for resource, start in _order_resources(hook, context, index))
     insurance = {ref for order in orders for ref in order.insurance}
@@ -87,8 +88,7 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
                             f"not query the EHR for one: {unqueried or 'no query was possible'}", expression)
     coverage = primary_coverage(index.of_type("Coverage"), payers, served, index, insurance, today,
                                 expression)
-    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage,
-                    _call_facts(context, index))
+    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage, facts)
 
 
 def v1_request(call: HookCall, order: Order) -> dict[str, Any]:

@@ -99,3 +99,14 @@ def assert_outcome(response, status: int, expression: str | None = None) -> dict
     if expression:
         assert issue["expression"] == [expression]
     return issue
+
+
+def repaired_inferno_order_sign(request: dict) -> dict:
+    """Inferno's order-sign fixture made valid R4: it has no Bundle.type, no NutritionOrder.intent
+    and an object for dosageInstruction.doseAndRate, which R4 makes a list."""
+    request["context"]["draftOrders"]["type"] = "collection"
+    nutrition, medication = (e["resource"] for e in request["context"]["draftOrders"]["entry"])
+    nutrition["intent"] = "order"
+    dosage = medication["dosageInstruction"][0]
+    dosage["doseAndRate"] = [dosage["doseAndRate"]]
+    return request

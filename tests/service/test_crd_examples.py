@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from crd_calls import (CPT, HCPCS, HCPCS_BLUEBUTTON, POS, TODAY, acme_coverage, assert_ok, assert_outcome,
-                       by_code, order_sign, post, repetitions, service_request, value)
+                       by_code, order_sign, post, repaired_inferno_order_sign, repetitions, service_request,
+                       value)
 
 
 # --- the anchor examples -------------------------------------------------------------------
@@ -123,18 +124,6 @@ def test_appointment_based_on_a_service_request_updates_the_order(client, anchor
     assert value(subs, "pa-needed") == ["auth-needed"]
 
 
-def inferno_order_sign_repaired(anchor) -> dict:
-    """Inferno's order-sign fixture made valid R4: it has no Bundle.type, no NutritionOrder.intent
-    and an object for dosageInstruction.doseAndRate, which R4 makes a list."""
-    request = anchor("order_sign_hook_request.json")
-    request["context"]["draftOrders"]["type"] = "collection"
-    nutrition, medication = (e["resource"] for e in request["context"]["draftOrders"]["entry"])
-    nutrition["intent"] = "order"
-    dosage = medication["dosageInstruction"][0]
-    dosage["doseAndRate"] = [dosage["doseAndRate"]]
-    return request
-
-
 def test_inferno_order_sign_as_published_is_not_r4_and_gets_400(client, anchor) -> None:
     issue = assert_outcome(post(client, anchor("order_sign_hook_request.json")), 400,
                            "context.draftOrders.entry[0].resource.intent")
@@ -144,11 +133,11 @@ def test_inferno_order_sign_as_published_is_not_r4_and_gets_400(client, anchor) 
 
 
 def test_inferno_order_sign_without_coverage_or_a_queryable_server_is_a_412(client, anchor) -> None:
-    assert_outcome(post(client, inferno_order_sign_repaired(anchor)), 412, "Coverage")
+    assert_outcome(post(client, repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))), 412, "Coverage")
 
 
 def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
-    request = inferno_order_sign_repaired(anchor)
+    request = repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))
     request["prefetch"] = {"coverage": acme_coverage()}
     body = assert_ok(post(client, request), crd)
     nutrition = next(a for a in body["systemActions"] if a["resource"]["resourceType"] == "NutritionOrder")
