@@ -5,6 +5,7 @@ authorization is the engine's business alone.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -51,6 +52,7 @@ class Order:
     lines: tuple[Line, ...]
     facts: dict[str, Any] = field(default_factory=dict)
     insurance: tuple[str, ...] = ()
+    display: str = ""  # what the order is called on a card: its own text, not its id
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,23 @@ def _order(resource: dict[str, Any], appointment_start: str | None, index: Resou
         facts["provider"] = {"npi": npi}
     insurance = tuple(key for key in map(reference_key, as_list(resource.get("insurance")))
                       if key and key.startswith("Coverage/"))
-    return Order(resource, reference, tuple(lines.values()), facts, insurance)
+    return Order(resource, reference, tuple(lines.values()), facts, insurance, _display(resource, concepts))
+
+
+def _display(resource: dict[str, Any], concepts: list[Any]) -> str:
+    """The order's name for people: the text or display of what it orders, else its kind and id."""
+    described = [*concepts, *(as_list(member(resource.get("oralDiet"), "type"))),
+                 *(member(s, "type") for s in as_list(resource.get("supplement"))),
+                 *(member(lens, "product") for lens in as_list(resource.get("lensSpecification")))]
+    for concept in described:
+        text = member(concept, "text") or next((c["display"] for c in codings(concept)
+                                                if isinstance(c.get("display"), str)), None)
+        if isinstance(text, str) and text.strip():
+            return " ".join(text.split())
+    if isinstance(resource.get("description"), str) and resource["description"].strip():
+        return " ".join(resource["description"].split())
+    spoken = re.sub(r"(?<!^)(?=[A-Z])", " ", resource["resourceType"]).lower()
+    return f"{spoken} {resource['id']}"
 
 
 def _call_facts(context: dict[str, Any], index: ResourceIndex) -> dict[str, Any]:

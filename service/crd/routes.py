@@ -69,8 +69,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
                   expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    response: dict[str, object] = {"cards": cards(answers, hook_call.configuration.max_cards)}
     actions = system_actions(answers, today, hook_call.configuration.version)
+    response: dict[str, object] = {"cards": cards(answers, actions, hook_call.configuration.max_cards, today)}
     if actions:
         response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}

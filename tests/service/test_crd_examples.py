@@ -57,13 +57,17 @@ def test_ig_order_sign_two_service_requests(client, ig_order_sign, crd) -> None:
     cards = body["cards"]
     assert len(cards) <= 5  # davinci-crd.configuration max-cards
     first = cards[0]
-    assert first["summary"] == "Acme Health Plan: prior authorization needed for CPT 77061, CPT 77062"
+    assert first["summary"] == ("Acme Health Plan: prior authorization needed for "
+                                "Contrast enhanced spectral mammography (Procedure)")  # the order's own text
     assert first["source"]["label"] == "Acme Health Plan"
     assert first["extension"] == {"davinci-crd.associated-resource": [{"reference": "ServiceRequest/1357"}]}
     assert first["links"] == [{"label": "Diagnostic breast imaging (test fixture) (version 1)",
-                               "url": "https://example.org/acme/policies/breast-imaging", "type": "absolute"}]
-    assert {c["extension"]["davinci-crd.associated-resource"][0]["reference"] for c in cards[1:]} == {
-        "ServiceRequest/1357", "ServiceRequest/2468"}
+                               "url": "https://example.org/acme/policies/breast-imaging", "type": "absolute"},
+                              {"label": "Screening and diagnostic mammography (test fixture) (version 2)",
+                               "url": "https://example.org/acme/policies/mammography", "type": "absolute"}]
+    (second,) = cards[1:]  # one card per order: 1357's open codes are on its first card
+    assert second["extension"]["davinci-crd.associated-resource"] == [{"reference": "ServiceRequest/2468"}]
+    assert second["summary"].startswith("Acme Health Plan: place of service needed to decide on Portable gaseous")
 
 
 def test_ig_order_dispatch_with_coverage_info_off_returns_nothing(client, anchor, crd) -> None:
@@ -163,7 +167,8 @@ def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) ->
     body = assert_ok(post(client, request), crd)
     subs = by_code(repetitions(body, "DeviceRequest/24439", crd), crd)["E0424"]
     assert value(subs, "pa-needed") == ["auth-needed"] and value(subs, "doc-needed") == ["clinical"]
-    assert body["cards"][0]["summary"] == "Acme Health Plan: prior authorization needed for HCPCS E0424"
+    assert body["cards"][0]["summary"] == ("Acme Health Plan: prior authorization needed for "
+                                           "Stationary Compressed Gaseous Oxygen System, Rental")
 
 
 # --- variants ------------------------------------------------------------------------------
