@@ -56,3 +56,10 @@ def test_the_crd_request_keeps_the_anchor_shape_with_listed_codes(tree, tmp_path
 def test_percentiles_use_the_nearest_rank() -> None:
     assert library.percentile([float(n) for n in range(1, 101)], 0.99) == 100.0
     assert library.summary([1.0, 2.0, 3.0])["median_us"] == 2.0
+
+
+def test_the_crd_scale_harness_reports_a_refusal_and_an_answer_per_size() -> None:
+    from bench import crd_scale
+    (result,) = crd_scale.run([25], rounds=1)  # 25 Coverages: over the default limit of 20
+    assert result["default_limits"]["status"] == [413] and result["raised_limits"]["status"] == [200]
+    assert result["ms_per_order"] > 0
