@@ -63,23 +63,23 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
     else:
         summary = f"{payer}: {', '.join(needs)} needed to decide on {order.display}"
     when = order.facts.get("date_of_service")
-    detail = [f"**Date of service:** {when} (from the order)" if when
-              else f"**Date of service assumed:** {today.isoformat()} (the order gives none)"]
+    paragraphs = [f"**Date of service:** {when} (from the order)" if when
+                  else f"**Date of service assumed:** {today.isoformat()} (the order gives none)"]
     if authorize:
-        detail.append(f"**Request prior authorization** for {_codes(authorize)}.")
+        paragraphs.append(f"**Request prior authorization** for {_codes(authorize)}.")
     if depend:
-        detail.append(f"**Not yet decided** for {_codes(depend)}: it depends on {', '.join(needs)}.")
+        paragraphs.append(f"**Not yet decided** for {_codes(depend)}: it depends on {', '.join(needs)}.")
     documents = dict.fromkeys((d["text"], d["kind"]) for a in authorize for d in a.documentation)
     if documents:
-        detail += ["", "**Documentation to prepare:**"] + [f"- {text} ({kind})" for text, kind in documents]
+        paragraphs.append("\n".join(["**Documentation to prepare:**", *(f"- {t} ({k})" for t, k in documents)]))
     reasons = dict.fromkeys(r for a in [*authorize, *depend] for r in a.reasons)
-    detail += ["", "**Why:**"] + [f"- {reason}" for reason in reasons]
+    paragraphs.append("\n".join(["**Why:**", *(f"- {reason}" for reason in reasons)]))
     policies = {p["url"]: p for a in group for p in a.assertion.policies if p.get("url")}
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "summary": shorten(summary, SUMMARY_LIMIT),
         "indicator": "info",
-        "detail": "\n".join(detail),
+        "detail": "\n\n".join(paragraphs),
         "source": {"label": payer, "topic": {"system": CARD_TYPE, "code": "coverage-info",
                                              "display": "Coverage Information"}},
         "extension": {"davinci-crd.associated-resource": [{"reference": order.reference}]},
