@@ -225,9 +225,8 @@ def _idle_pauses(policy: Policy) -> Iterator[Finding]:
             yield _finding("W-pause", where, f"policy '{policy.id}': the pause from {pause.start} never applies: "
                                              f"the policy is in force from {period}")
             continue
-        outer = next((o for j, o in enumerate(policy.pauses) if j != i and (o.start, o.end) != (pause.start, pause.end)
-                      and o.covers(pause.start) and (o.end is None or (pause.end is not None and pause.end <= o.end))),
-                     None)
+        outer = next((o for j, o in enumerate(policy.pauses) if j != i and o.covers(pause.start)
+                      and (o.end is None or (pause.end is not None and pause.end <= o.end))), None)
         if outer is not None:
             yield _finding("W-pause", where, f"policy '{policy.id}': the pause from {pause.start} lies inside the "
                                              f"pause from {outer.start}")

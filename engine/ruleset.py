@@ -217,7 +217,6 @@ class RuleSet:
         if request.explain:
             def sink(policy: Policy, rule: Rule, result: bool | None) -> None:
                 trace.append(rule_trace(policy, rule, result, line.facts))
-        if request.explain:
             trace += [pause_trace(p, z) for p in policies if (z := p.pause_on(request.as_of)) is not None]
         if policies:
             answer = combine([run_policy(p, line.facts, sink) for p in policies])
