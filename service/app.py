@@ -19,6 +19,7 @@ from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
 from service.crd.outcome import operation_outcome
 from service.crd.payers import PayerMap
+from service.dtr import routes as dtr_routes
 from service.holder import RuleSetHolder
 from service.middleware import AccessLog, BodyLimit
 from service.responses import RULESET_HEADER, v1_error
@@ -53,7 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
     """An error in the shape of the API family the path belongs to."""
     digest = app.state.holder.current.digest
-    if crd_routes.owns(path):
+    if crd_routes.owns(path) or dtr_routes.owns(path):
         return operation_outcome(status, message, digest)
     return v1_error(status, message, digest)
 
@@ -72,6 +73,7 @@ def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
     guard = Guard.from_settings(settings)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
+    app.include_router(dtr_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
 

@@ -30,13 +30,14 @@ class Settings:
     api_keys: Path | None = None
     v1_jwt: bool = False
     audit_path: Path = Path("covreq-audit.jsonl")
+    fhir_base: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
-        ``COVREQ_AUDIT``; absent variables keep the defaults."""
+        ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -50,4 +51,5 @@ class Settings:
             api_keys=Path(env["COVREQ_API_KEYS"]) if env.get("COVREQ_API_KEYS") else None,
             v1_jwt=env.get("COVREQ_V1_JWT", "0") == "1",
             audit_path=Path(env.get("COVREQ_AUDIT") or defaults.audit_path),
+            fhir_base=env.get("COVREQ_FHIR_BASE") or None,
         )

@@ -1,0 +1,145 @@
+"""Conditions of the policy language as FHIRPath over a QuestionnaireResponse's answers.
+
+FHIRPath's empty collection behaves like covreq's unknown under ``and``, ``or``, ``not()``,
+comparisons and ``in``, so a condition keeps its three-valued meaning. What has no faithful
+FHIRPath here gives None (the caller then leaves the item always enabled): ages (derived from the
+birth date), date shifts, facts compared with facts, and code ranges.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from engine import ast
+from engine.codes import CodeSet
+from engine.facts import CODE, DATE, FACTS, ICD, NUMBER
+from engine.logic import ALWAYS_KNOWN, Analysed
+from engine.needs import Route
+
+#: What the engine does to a given string before comparing it, in FHIRPath.
+_NORMALIZE = {"type_of_bill": ".upper().replaceMatches('^0+', '')", "state": ".upper()",
+              "modifiers": ".upper()", "patient.sex": ".lower()"}
+
+
+class _Untranslatable(Exception):
+    pass
+
+
+def answers(link_id: str) -> str:
+    """The answers given to the item ``link_id``."""
+    return f"%resource.repeat(item).where(linkId = {_string(link_id)}).answer.value"
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def variable_name(fact: str) -> str:
+    """The FHIRPath variable that holds a fact's answers (``provider.npi`` -> ``provider_npi``)."""
+    return fact.replace(".", "_")
+
+
+def variable(fact: str) -> str | None:
+    """The expression of a fact's variable: its answers, codings read as codes, normalized as the
+    engine normalizes them; None for facts no answer gives (the age is derived)."""
+    if fact == "patient.age":
+        return None
+    spec = FACTS[fact]
+    if spec.type in (NUMBER, DATE):
+        return answers(fact)
+    suffix = ".upper().replace('.', '')" if spec.type in (ICD, CODE) else _NORMALIZE.get(fact, "")
+    return f"{answers(fact)}.select(iif(code.exists(), code, $this){suffix})"
+
+
+def _fact(name: str) -> str:
+    if variable(name) is None:
+        raise _Untranslatable
+    return "%" + variable_name(name)
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, dt.date):
+        return "@" + value.isoformat()
+    return _string(str(value))
+
+
+def _members(members: object) -> tuple[list[str], list[str]]:
+    """Exact members and wildcard prefixes of a resolved set, as FHIRPath literals."""
+    if isinstance(members, CodeSet):
+        if members.ranges:
+            raise _Untranslatable
+        return [_literal(m) for m in sorted(members.exact)], [_literal(p) for p in members.prefixes]
+    return [_literal(m) for m in sorted(members, key=str)], []  # type: ignore[call-overload]
+
+
+def _in(value: str, members: object) -> str:
+    exact, prefixes = _members(members)
+    tests = [f"{value} in ({' | '.join(exact)})"] if exact else []
+    tests += [f"{value}.startsWith({p})" for p in prefixes]
+    return "(" + " or ".join(tests) + ")" if tests else "false"
+
+
+class _Translator:
+    def __init__(self, info: Analysed) -> None:
+        self.info = info
+
+    def test(self, node: ast.Expr) -> str:  # noqa: C901 - one branch per node kind
+        if isinstance(node, ast.Literal) and node.kind == "bool":
+            return _literal(self.info.checked.values[node])
+        if isinstance(node, ast.Known):
+            return "true" if node.fact.name in ALWAYS_KNOWN else f"{_fact(node.fact.name)}.exists()"
+        if isinstance(node, (ast.And, ast.Or)):
+            joiner = " and " if isinstance(node, ast.And) else " or "
+            return "(" + joiner.join(self.test(o) for o in node.operands) + ")"
+        if isinstance(node, ast.Not):
+            return f"({self.test(node.operand)}).not()"
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.Member) and isinstance(node.item, ast.Fact):
+            found = _in(_fact(node.item.name), self.info.checked.sets[node.set])
+            return f"({found}).not()" if node.negated else found
+        if isinstance(node, ast.Overlaps) and isinstance(node.many, ast.Fact):
+            return self._some(node.many.name, _in("$this", self.info.checked.sets[node.set]))
+        if isinstance(node, ast.Contains) and isinstance(node.many, ast.Fact) and isinstance(node.value, ast.Literal):
+            return self._some(node.many.name, f"$this = {_literal(self.info.checked.values[node.value])}")
+        raise _Untranslatable
+
+    def _compare(self, node: ast.Compare) -> str:
+        left, right, op = node.left, node.right, "=" if node.op == "==" else node.op
+        if isinstance(left, ast.Fact) and isinstance(right, ast.Literal):
+            return f"({_fact(left.name)} {op} {_literal(self.info.checked.values[right])})"
+        if isinstance(right, ast.Fact) and isinstance(left, ast.Literal):
+            return f"({_literal(self.info.checked.values[left])} {op} {_fact(right.name)})"
+        raise _Untranslatable
+
+    @staticmethod
+    def _some(name: str, test: str) -> str:
+        """Some answer of a multi-valued fact passes ``test``; unknown when it has no answer and
+        can be unknown (an unanswered list of exemptions or modifiers is empty, not unknown)."""
+        found = f"{_fact(name)}.where({test}).exists()"
+        return found if name in ALWAYS_KNOWN else f"iif({_fact(name)}.exists(), {found}, {{}})"
+
+
+def condition(info: Analysed) -> str | None:
+    """The condition as a FHIRPath boolean (empty when unknown), or None when it has none."""
+    try:
+        return _Translator(info).test(info.expr)
+    except _Untranslatable:
+        return None
+
+
+def may_hold(routes: tuple[Route, ...]) -> str | None:
+    """FHIRPath that is true unless every route is known to be closed (an ``enableWhenExpression``
+    for an item owed by these routes), or None when some condition has no FHIRPath."""
+    parts = []
+    for route in routes:
+        terms = [condition(info) for info in route.unless]
+        terms = [None if t is None else f"({t}).not()" for t in terms]
+        terms += [condition(info) for info in (route.rule, route.own) if info is not None]
+        if any(t is None for t in terms):
+            return None
+        parts.append(" and ".join(t for t in terms if t != "true") or "true")  # type: ignore[misc]
+    return "(" + " or ".join(f"({p})" for p in parts) + ").anyFalse().not()"
