@@ -15,6 +15,10 @@ from typing import Any, Iterable, Mapping
 
 import engine
 from engine.facts import FACTS
+from service.crd.assertions import from_decision
+from service.crd.requests import Line, Order
+from service.crd.responses import Answered, assertion_id
+from service.crd.responses import coverage_information as crd_coverage_information
 from service.dtr import facts as f
 from service.dtr.catalogue import Catalogue
 from service.dtr.errors import OperationError
@@ -24,7 +28,10 @@ from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_
 RESPONSE_PROFILE = f"{DTR}/dtr-questionnaireresponse-adapt"
 ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
 ORIGIN = f"{DTR}/information-origin"
+QR_COVERAGE = f"{DTR}/qr-coverage"
+QR_CONTEXT = f"{DTR}/qr-context"
 FORM_ID = "form"
+BILLING_URIS = {"CPT": "http://www.ama-assn.org/go/cpt", "HCPCS": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"}
 #: Fields of the QuestionnaireResponse a call rewrites; every other one is carried through.
 _REWRITTEN = ("contained", "questionnaire", "status", "authored", "item", "meta")
 #: Answers that give a documentation item: an attachment, an attestation, or a note.
@@ -60,10 +67,31 @@ def _decision_text(decision: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _references(envelope: Mapping[str, Any], url: str) -> list[str]:
+    return [e["valueReference"]["reference"] for e in envelope.get("extension") or []
+            if isinstance(e, dict) and e.get("url") == url and isinstance(e.get("valueReference"), dict)
+            and isinstance(e["valueReference"].get("reference"), str)]
+
+
+def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any], form: Form,
+                         digest: str) -> dict[str, Any] | None:
+    """CRD ``coverage-information`` stating the decision, for the response's coverage and order;
+    None when the response names no coverage."""
+    coverages, orders = _references(envelope, QR_COVERAGE), _references(envelope, QR_CONTEXT)
+    if not coverages:
+        return None
+    line = Line(decision["code"], decision["system"], BILLING_URIS[decision["system"]])
+    order = Order({}, orders[0] if orders else "", (line,))
+    key = assertion_id(str(envelope.get("id", "")), order.reference, coverages[0], line.code, digest)
+    answered = Answered(order, coverages[0], form.policy.payer, from_decision(dict(decision), line, False), key)
+    return crd_coverage_information(answered, dt.date.today())
+
+
 def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Mapping[str, Any],
-         base: str) -> dict[str, Any]:
+         base: str, digest: str) -> dict[str, Any]:
     """The QuestionnaireResponse that asks what ``decision`` still depends on, then the documentation
-    it owes; ``completed`` with the decision when neither is left."""
+    it owes; ``completed`` with the decision (as text and as CRD coverage-information) when neither
+    is left."""
     known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS)) if n in answers.known]
     conditional = "conditional" in (decision["pa_needed"], decision["covered"])
     asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
@@ -91,7 +119,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     contained = {
         "resourceType": "Questionnaire", "id": FORM_ID, "meta": {"profile": [ADAPTIVE_PROFILE]},
         "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables], "derivedFrom": [form.canonical],
-        "status": "active", "subjectType": ["Patient"], "title": form.questionnaire["title"],
+        "name": form.questionnaire["name"], "status": "active", "subjectType": ["Patient"], "title": form.questionnaire["title"],
         "item": [{**g, "item": items} if items else g for g, items in groups],
     }
     response_items = []
@@ -114,6 +142,10 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     })
     if response_items:
         response["item"] = response_items
+    stated = coverage_information(decision, envelope, form, digest) if not pending else None
+    if stated is not None:
+        kept = [e for e in response.get("extension") or [] if e.get("url") != stated["url"]]
+        response["extension"] = [*kept, stated]
     return response
 
 
@@ -206,4 +238,4 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet) -> d
                              "QuestionnaireResponse.contained.derivedFrom")
     answers = read_answers(response, contained)
     decision = decide(ruleset, form, answers.facts())
-    return page(form, answers, decision, response, forms.base)
+    return page(form, answers, decision, response, forms.base, ruleset.digest)

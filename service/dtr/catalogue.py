@@ -4,11 +4,16 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import weakref
-from typing import Any
+from typing import Any, Mapping
+
+from fastapi import Request
 
 import engine
 from engine.policy import Policy
 from service.dtr.questionnaire import Form, build_form, questionnaire_url, resource_id
+
+#: Where the FHIR endpoints live.
+PREFIX = "/fhir"
 
 
 class Catalogue:
@@ -71,6 +76,33 @@ class Catalogue:
         """The form of the policy version a decision cites (``{"id", "version", ...}``)."""
         policy = self.version(policy_summary["id"], policy_summary.get("version"))
         return self.form(policy) if policy else None
+
+    def link(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """A v1 answer whose decisions that need a form name it in ``questionnaire`` (beside any
+        questionnaire a policy names itself)."""
+        for decision in answer["decisions"]:
+            if needs_form(decision):
+                found = [form.canonical for form in map(self.find, decision["policies"]) if form]
+                if found:
+                    decision["questionnaire"] = sorted({*decision.get("questionnaire", []), *found})
+        return answer
+
+
+def needs_form(decision: Mapping[str, Any]) -> bool:
+    """Whether a decision owes documentation or waits for facts (so a form has something to ask)."""
+    conditional = "conditional" in (decision["pa_needed"], decision["covered"])
+    return bool(decision.get("documentation")) or (conditional and bool(decision.get("info_needed")))
+
+
+def fhir_base(request: Request) -> str:
+    """The public base of ``/fhir``: ``COVREQ_FHIR_BASE`` when set, else this request's own."""
+    configured = request.app.state.settings.fhir_base
+    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + PREFIX
+
+
+def forms_of(request: Request) -> Catalogue:
+    """The forms of the rule set in service now, under this request's canonical base."""
+    return catalogue(request.app.state.holder.current, fhir_base(request))
 
 
 _catalogues: weakref.WeakKeyDictionary[engine.RuleSet, dict[str, Catalogue]] = weakref.WeakKeyDictionary()

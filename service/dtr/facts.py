@@ -74,7 +74,7 @@ def item_type(spec: FactSpec, has_options: bool) -> Asked:
         return Asked("date", spec.many)
     if spec.type == BOOL:
         return Asked("boolean", spec.many)
-    return Asked("open-choice" if has_options or spec.name in SYSTEMS else "string", spec.many)
+    return Asked("open-choice" if has_options else "string", spec.many)
 
 
 def answer_values(spec: FactSpec, value: Any) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ birth date), date shifts, facts compared with facts, and code ranges.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from engine import ast
 from engine.codes import CodeSet
@@ -34,14 +35,17 @@ def _string(text: str) -> str:
 
 
 def variable_name(fact: str) -> str:
-    """The FHIRPath variable that holds a fact's answers (``provider.npi`` -> ``provider_npi``)."""
-    return fact.replace(".", "_")
+    """The FHIRPath variable that holds a fact's answers, a FHIR id that is also a FHIRPath name
+    (``place_of_service`` -> ``placeOfService``)."""
+    first, *rest = re.split(r"[._]", fact)
+    return first + "".join(part.capitalize() for part in rest)
 
 
 def variable(fact: str) -> str | None:
     """The expression of a fact's variable: its answers, codings read as codes, normalized as the
-    engine normalizes them; None for facts no answer gives (the age is derived)."""
-    if fact == "patient.age":
+    engine normalizes them; None for facts no answer gives (the age is derived, the payer is the
+    form's own)."""
+    if fact in ("patient.age", "payer"):
         return None
     spec = FACTS[fact]
     if spec.type in (NUMBER, DATE):

@@ -19,8 +19,8 @@ from service.crd.payers import PayerMap
 from service.crd.requests import HookCall, Line, Order, read_call, v1_request
 from service.crd.responses import CRD_TEMP
 from service.dtr import facts as f
-from service.dtr.adaptive import Answers, page
-from service.dtr.catalogue import Catalogue
+from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
+from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.errors import OperationError
 from service.dtr.questionnaire import DTR, Form
 
@@ -142,8 +142,8 @@ def _bundle(form: Form, response: dict[str, Any]) -> dict[str, Any]:
 
 
 def _envelope(coverage: str, patient: str, orders: list[str], purposes: tuple[str, ...]) -> dict[str, Any]:
-    extensions = [{"url": f"{DTR}/qr-coverage", "valueReference": {"reference": coverage}}]
-    extensions += [{"url": f"{DTR}/qr-context", "valueReference": {"reference": o}} for o in orders]
+    extensions = [{"url": QR_COVERAGE, "valueReference": {"reference": coverage}}]
+    extensions += [{"url": QR_CONTEXT, "valueReference": {"reference": o}} for o in orders]
     extensions += [{"url": f"{DTR}/intendedUse", "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
                    for p in purposes or ("withorder",)]
     return {"extension": extensions, "subject": {"reference": patient}}
@@ -154,12 +154,6 @@ def _issue(severity: str, code: str, text: str, expression: str = "") -> dict[st
     if expression:
         issue["expression"] = [expression]
     return issue
-
-
-def needs_form(decision: Mapping[str, Any]) -> bool:
-    """Whether a decision owes documentation or waits for facts (so a form has something to ask)."""
-    conditional = "conditional" in (decision["pa_needed"], decision["covered"])
-    return bool(decision.get("documentation")) or (conditional and bool(decision.get("info_needed")))
 
 
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap,
@@ -196,7 +190,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
                                      order.reference) from err
             for index, (decision, line) in enumerate(zip(decisions, order.lines)):
                 for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
-                                                 patient, today):
+                                                 patient, today, ruleset.digest):
                     packaged.add(form.canonical)
                     bundles.append(_bundle(form, response))
                 if not needs_form(decision):
@@ -221,7 +215,8 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
 
 
 def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict[str, Any], index: int,
-               forms: Catalogue, coverage: str, patient: str, today: dt.date) -> list[tuple[Form, dict[str, Any]]]:
+               forms: Catalogue, coverage: str, patient: str, today: dt.date,
+               digest: str) -> list[tuple[Form, dict[str, Any]]]:
     """The form of each policy behind a decision that needs one, with its response for this line."""
     if not needs_form(decision):
         return []
@@ -232,7 +227,7 @@ def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict
     for summary in decision["policies"]:
         form = forms.find(summary)
         if form is not None:
-            found.append((form, page(form, answers, decision, envelope, forms.base)))
+            found.append((form, page(form, answers, decision, envelope, forms.base, digest)))
     return found
 
 

@@ -107,7 +107,7 @@ def _value_set(base: str, policy: Policy, fact: str, values: tuple[str, ...], se
 def fact_item(name: str, answer_value_set: str | None) -> dict[str, Any]:
     """The question that asks a fact, its answer options from ``answer_value_set`` (``url|version``)."""
     spec = FACTS[name]
-    asked = f.item_type(spec, answer_value_set is not None)
+    asked = f.item_type(spec, answer_value_set is not None or name == "patient.sex")
     item: dict[str, Any] = {"linkId": name, "text": f.QUESTIONS.get(name, spec.doc or name), "type": asked.type}
     if name in f.INITIAL_EXPRESSIONS:
         item["extension"] = [_extension(f"{SDC}/sdc-questionnaire-initialExpression",

@@ -10,13 +10,12 @@ from fastapi.responses import JSONResponse
 
 from service.crd.outcome import operation_outcome
 from service.dtr.adaptive import next_question
-from service.dtr.catalogue import Catalogue, catalogue
+from service.dtr.catalogue import PREFIX, fhir_base, forms_of
 from service.dtr.errors import OperationError
 from service.dtr.package import package
 from service.responses import json_response
 from service.v1 import parse_json
 
-PREFIX = "/fhir"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 OPERATIONS = {
     "questionnaire-package": "http://hl7.org/fhir/us/davinci-dtr/OperationDefinition/questionnaire-package",
@@ -28,17 +27,6 @@ router = APIRouter(tags=["FHIR: Da Vinci DTR"])
 def owns(path: str) -> bool:
     """Whether a path belongs to the FHIR endpoints (errors there are OperationOutcomes)."""
     return path == PREFIX or path.startswith(PREFIX + "/")
-
-
-def fhir_base(request: Request) -> str:
-    """The public base of ``/fhir``: ``COVREQ_FHIR_BASE`` when set, else this request's own."""
-    configured = request.app.state.settings.fhir_base
-    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + PREFIX
-
-
-def forms_of(request: Request) -> Catalogue:
-    """The forms of the rule set in service now, under this request's canonical base."""
-    return catalogue(request.app.state.holder.current, fhir_base(request))
 
 
 def _fhir(body: Any, digest: str, status: int = 200) -> JSONResponse:

@@ -1,0 +1,119 @@
+"""The FHIRPath in the generated forms, evaluated with fhirpathpy: enablement of documentation
+items agrees with the engine, and pre-population reads what covreq's own CRD reader reads."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from dtr_helpers import (BUNDLED_RULES, FIXTURES, ICD10CM, assert_constraints, coverage, fhirpath, parses_as_r4,
+                         service_request, variables_of)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import engine
+from engine.evaluate import run_policy
+from engine.facts import DATE, FACTS, ICD, NUMBER
+from engine.needs import needs_of
+from engine.request import parse_request
+from service.crd.payers import PayerMap
+from service.crd.requests import read_call, v1_request
+from service.dtr.catalogue import Catalogue
+from service.dtr.facts import INITIAL_EXPRESSIONS, answer_values, v1_body
+from service.dtr.questionnaire import DOC_PREFIX, Form
+
+RULES = engine.load(BUNDLED_RULES)
+FORMS = Catalogue(RULES, "http://example.org/fhir")
+POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_groups[0].codes.exact]
+ENABLE = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-enableWhenExpression"
+
+
+def _values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    """Values of a fact: one the rules test, or another one."""
+    spec = FACTS[name]
+    if spec.type == NUMBER:
+        one: st.SearchStrategy[Any] = st.integers(0, 120).map(float)
+    elif spec.type == DATE:
+        one = st.dates(dt.date(1930, 1, 1), dt.date(2023, 12, 31)).map(dt.date.isoformat)
+    elif spec.type == ICD:
+        one = st.sampled_from([*tested, "Z00.00", "M54.50"])
+    else:
+        one = st.sampled_from([*tested, "other", "13X"][:6] if tested else ["other", "131", "22"])
+    return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one
+
+
+@st.composite
+def answered(draw: st.DrawFn) -> tuple[Form, dict[str, Any]]:
+    """A bundled policy version's form and facts (each read fact given or left unknown)."""
+    policy = draw(st.sampled_from(POLICIES))
+    facts: dict[str, Any] = {"code": sorted(policy.code_groups[0].codes.exact)[0],
+                             "date_of_service": policy.effective.isoformat()}
+    for read in needs_of(policy).facts:
+        name = read.spec.name
+        if name not in ("code", "date_of_service", "payer", "system", "other_codes", "patient.age") \
+                and draw(st.booleans()):
+            facts[name] = draw(_values(name, read.values))
+    return FORMS.form(policy), facts
+
+
+def _response(facts: dict[str, Any]) -> dict[str, Any]:
+    """A QuestionnaireResponse answering one item per fact."""
+    return {"resourceType": "QuestionnaireResponse", "status": "in-progress", "item": [
+        {"linkId": "facts", "item": [{"linkId": name, "answer": answer_values(FACTS[name], value)}
+                                     for name, value in facts.items()]}]}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answered())
+def test_documentation_items_are_enabled_exactly_when_the_engine_may_owe_them(case: tuple[Form, dict[str, Any]]) -> None:
+    form, facts = case
+    try:
+        line = parse_request(v1_body({"payer": form.policy.payer, **facts}), form.policy.effective).lines[0]
+    except engine.RequestError:
+        return  # facts no request can state (e.g. a birth date after the date of service)
+    owed = {ref.id for ref, _policy, _when in run_policy(form.policy, line.facts).documentation}
+    response = _response(facts)
+    variables = variables_of(form.questionnaire, response)
+    for group in form.questionnaire["item"]:
+        for item in group.get("item", []):
+            expressions = [e["valueExpression"]["expression"] for e in item.get("extension", []) if e["url"] == ENABLE]
+            if item["linkId"].startswith(DOC_PREFIX) and expressions:
+                enabled = fhirpath(response, expressions[0], variables)
+                assert enabled == [item["linkId"][len(DOC_PREFIX):] in owed], (item["linkId"], facts)
+
+
+def test_every_documentation_item_of_the_bundled_rules_has_an_enablement() -> None:
+    missing = [(p.id, i["linkId"]) for p in RULES.policy_versions() for g in FORMS.form(p).questionnaire["item"]
+               for i in g.get("item", []) if i["linkId"].startswith(DOC_PREFIX)
+               and not any(e["url"] == ENABLE for e in i.get("extension", []))]
+    assert missing == []
+
+
+@pytest.mark.parametrize("policy", RULES.policy_versions(), ids=lambda p: f"{p.id}|{p.version}")
+def test_every_bundled_form_is_valid_r4_and_passes_the_profiles_constraints(policy: Any) -> None:
+    form = FORMS.form(policy)
+    for resource in (form.questionnaire, *form.value_sets):
+        parses_as_r4(resource)
+        assert_constraints(resource)
+
+
+def test_initial_expressions_read_what_the_crd_reader_reads() -> None:
+    patient = {"resourceType": "Patient", "id": "pat-1", "gender": "female", "birthDate": "1950-02-03",
+               "address": [{"use": "old", "state": "NY"}, {"use": "home", "state": "CA"}]}
+    order = {**service_request(pos="22"), "reasonCode": [
+        {"coding": [{"system": ICD10CM, "code": "H02.831"}]}, {"coding": [{"system": "http://snomed.info/sct",
+                                                                          "code": "1234"}]}]}
+    call = read_call({"hook": "order-sign", "hookInstance": "h-1",
+                      "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "entry": [
+                          {"resource": order}]}},
+                      "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "entry": [
+                          {"resource": coverage()}]}}}, "order-sign", PayerMap.load(FIXTURES / "payers.yaml"),
+                     dt.date(2024, 3, 1))
+    read = v1_request(call, call.orders[0], call.coverages[0])
+    context = {"patient": patient, "clinical": order}
+    found = {name: fhirpath({}, expression, context) for name, expression in INITIAL_EXPRESSIONS.items()}
+    assert found["patient.birth_date"] == [read["patient"]["birth_date"]]
+    assert found["patient.sex"] == [read["patient"]["sex"]]
+    assert found["state"] == [read["state"]] == ["CA"]
+    assert found["place_of_service"] == [read["place_of_service"]] == ["22"]
+    assert [c["code"] for c in found["diagnoses"]] == read["diagnoses"] == ["H02.831"]
