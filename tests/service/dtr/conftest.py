@@ -19,6 +19,15 @@ def dtr_client(tmp_path: Path) -> TestClient:
 
 
 @pytest.fixture()
+def make_dtr_client(tmp_path: Path) -> Callable[..., TestClient]:
+    """Build a service on the bundled rules with settings overrides."""
+    def build(**overrides: Any) -> TestClient:
+        return TestClient(create_app(str(BUNDLED_RULES), Settings(**{
+            "payers": FIXTURES / "payers.yaml", "audit_path": tmp_path / "audit.jsonl", **overrides})))
+    return build
+
+
+@pytest.fixture()
 def next_question(dtr_client: TestClient) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """POST $next-question with a response; the returned response (checked to be 200)."""
     def call(response: dict[str, Any]) -> dict[str, Any]:

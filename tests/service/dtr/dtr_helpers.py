@@ -4,6 +4,7 @@ evaluated with fhirpathpy)."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -11,8 +12,11 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from fhir.resources.R4B import get_fhir_model_class
+from hypothesis import strategies as st
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
+
+from engine.facts import DATE, FACTS, ICD, NUMBER
 
 REPO = Path(__file__).resolve().parents[3]
 BUNDLED_RULES = REPO / "rules"
@@ -81,8 +85,11 @@ def items(questionnaire: dict[str, Any], group: str | None = None) -> list[dict[
 
 
 def asked(response: dict[str, Any]) -> list[str]:
-    """linkIds of the questions a response's form asks (not read-only, not display)."""
-    return [i["linkId"] for i in items(form_of(response)) if not i.get("readOnly") and i["type"] != "display"]
+    """linkIds of the questions a response's form asks: items neither read-only nor display that
+    the response has not answered yet."""
+    answered = {i["linkId"] for g in response.get("item", []) for i in g.get("item", []) if i.get("answer")}
+    return [i["linkId"] for i in items(form_of(response))
+            if not i.get("readOnly") and i["type"] != "display" and i["linkId"] not in answered]
 
 
 def answer(response: dict[str, Any], link_id: str, *answers: dict[str, Any]) -> dict[str, Any]:
@@ -154,3 +161,17 @@ def variables_of(questionnaire: dict[str, Any], response: dict[str, Any]) -> dic
     """The Questionnaire's root FHIRPath variables, evaluated on ``response``."""
     return {e["valueExpression"]["name"]: fhirpath(response, e["valueExpression"]["expression"])
             for e in questionnaire.get("extension", []) if e["url"] == VARIABLE}
+
+
+def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    """Values of a fact for property tests: one the rules test, or another one."""
+    spec = FACTS[name]
+    if spec.type == NUMBER:
+        one: st.SearchStrategy[Any] = st.integers(0, 120).map(float)
+    elif spec.type == DATE:
+        one = st.dates(dt.date(1930, 1, 1), dt.date(2023, 12, 31)).map(dt.date.isoformat)
+    elif spec.type == ICD:
+        one = st.sampled_from([*tested, "Z00.00", "M54.50"])
+    else:
+        one = st.sampled_from([*tested, "other", "131", "22"])
+    return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one

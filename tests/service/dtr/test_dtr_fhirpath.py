@@ -6,14 +6,14 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from dtr_helpers import (BUNDLED_RULES, FIXTURES, ICD10CM, assert_constraints, coverage, fhirpath, parses_as_r4,
-                         service_request, variables_of)
+from dtr_helpers import (BUNDLED_RULES, FIXTURES, ICD10CM, assert_constraints, coverage, fact_values, fhirpath,
+                         parses_as_r4, service_request, variables_of)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
 from engine.evaluate import run_policy
-from engine.facts import DATE, FACTS, ICD, NUMBER
+from engine.facts import FACTS
 from engine.needs import needs_of
 from engine.request import parse_request
 from service.crd.payers import PayerMap
@@ -28,20 +28,6 @@ POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_group
 ENABLE = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-enableWhenExpression"
 
 
-def _values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
-    """Values of a fact: one the rules test, or another one."""
-    spec = FACTS[name]
-    if spec.type == NUMBER:
-        one: st.SearchStrategy[Any] = st.integers(0, 120).map(float)
-    elif spec.type == DATE:
-        one = st.dates(dt.date(1930, 1, 1), dt.date(2023, 12, 31)).map(dt.date.isoformat)
-    elif spec.type == ICD:
-        one = st.sampled_from([*tested, "Z00.00", "M54.50"])
-    else:
-        one = st.sampled_from([*tested, "other", "13X"][:6] if tested else ["other", "131", "22"])
-    return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one
-
-
 @st.composite
 def answered(draw: st.DrawFn) -> tuple[Form, dict[str, Any]]:
     """A bundled policy version's form and facts (each read fact given or left unknown)."""
@@ -52,7 +38,7 @@ def answered(draw: st.DrawFn) -> tuple[Form, dict[str, Any]]:
         name = read.spec.name
         if name not in ("code", "date_of_service", "payer", "system", "other_codes", "patient.age") \
                 and draw(st.booleans()):
-            facts[name] = draw(_values(name, read.values))
+            facts[name] = draw(fact_values(name, read.values))
     return FORMS.form(policy), facts
 
 
