@@ -79,6 +79,20 @@ def _members(members: object) -> tuple[list[str], list[str]]:
     return [_literal(m) for m in sorted(members, key=str)], []  # type: ignore[call-overload]
 
 
+def _wrap(expression: str) -> str:
+    """``expression`` in parentheses, unless one pair already encloses all of it."""
+    depth = 0
+    for index, char in enumerate(expression):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and index < len(expression) - 1:
+            return f"({expression})"
+    return expression if expression.startswith("(") else f"({expression})"
+
+
+def _not(expression: str) -> str:
+    return f"{_wrap(expression)}.not()"
+
+
 def _in(value: str, members: object) -> str:
     exact, prefixes = _members(members)
     tests = [f"{value} in ({' | '.join(exact)})"] if exact else []
@@ -99,12 +113,12 @@ class _Translator:
             joiner = " and " if isinstance(node, ast.And) else " or "
             return "(" + joiner.join(self.test(o) for o in node.operands) + ")"
         if isinstance(node, ast.Not):
-            return f"({self.test(node.operand)}).not()"
+            return _not(self.test(node.operand))
         if isinstance(node, ast.Compare):
             return self._compare(node)
         if isinstance(node, ast.Member) and isinstance(node.item, ast.Fact):
             found = _in(_fact(node.item.name), self.info.checked.sets[node.set])
-            return f"({found}).not()" if node.negated else found
+            return _not(found) if node.negated else found
         if isinstance(node, ast.Overlaps) and isinstance(node.many, ast.Fact):
             return self._some(node.many.name, _in("$this", self.info.checked.sets[node.set]))
         if isinstance(node, ast.Contains) and isinstance(node.many, ast.Fact) and isinstance(node.value, ast.Literal):
@@ -141,9 +155,10 @@ def may_hold(routes: tuple[Route, ...]) -> str | None:
     parts = []
     for route in routes:
         terms = [condition(info) for info in route.unless]
-        terms = [None if t is None else f"({t}).not()" for t in terms]
+        terms = [None if t is None else _not(t) for t in terms]
         terms += [condition(info) for info in (route.rule, route.own) if info is not None]
         if any(t is None for t in terms):
             return None
         parts.append(" and ".join(t for t in terms if t != "true") or "true")  # type: ignore[misc]
-    return "(" + " or ".join(f"({p})" for p in parts) + ").anyFalse().not()"
+    owed = parts[0] if len(parts) == 1 else " or ".join(_wrap(p) for p in parts)
+    return f"{_wrap(owed)}.anyFalse().not()"
