@@ -225,8 +225,10 @@ def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:
     raise OperationError(400, f"no contained Questionnaire with id '{reference[1:]}'", "QuestionnaireResponse.contained")
 
 
-def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet) -> dict[str, Any]:
-    """``$next-question``: the response with the next questions, or completed with the decision."""
+def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet,
+                  decided: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``$next-question``: the response with the next questions, or completed with the decision
+    (also appended to ``decided``)."""
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
         raise OperationError(400, "expected a QuestionnaireResponse", "questionnaire-response")
     contained = _contained_form(response)
@@ -238,4 +240,6 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet) -> d
                              "QuestionnaireResponse.contained.derivedFrom")
     answers = read_answers(response, contained)
     decision = decide(ruleset, form, answers.facts())
+    if decided is not None:
+        decided.append(decision)
     return page(form, answers, decision, response, forms.base, ruleset.digest)

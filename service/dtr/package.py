@@ -156,9 +156,10 @@ def _issue(severity: str, code: str, text: str, expression: str = "") -> dict[st
     return issue
 
 
-def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap,
+def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
             today: dt.date | None = None) -> dict[str, Any]:
-    """The output Parameters of ``$questionnaire-package``; raises OperationError for a 4xx."""
+    """The output Parameters of ``$questionnaire-package``, the decisions made appended to
+    ``decided``; raises OperationError for a 4xx."""
     today = today or dt.date.today()
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
@@ -188,6 +189,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
             except engine.RequestError as err:
                 raise OperationError(422, f"{order.reference} gives an invalid {err.location}: {err.message}",
                                      order.reference) from err
+            decided += decisions
             for index, (decision, line) in enumerate(zip(decisions, order.lines)):
                 for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
                                                  patient, today, ruleset.digest):

@@ -16,6 +16,7 @@ from service.dtr.package import package
 from service.responses import json_response
 from service.v1 import parse_json
 
+METADATA = PREFIX + "/metadata"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 OPERATIONS = {
     "questionnaire-package": "http://hl7.org/fhir/us/davinci-dtr/OperationDefinition/questionnaire-package",
@@ -50,7 +51,7 @@ def capability_statement(base: str, digest: str, loaded_at: dt.datetime) -> dict
     }
 
 
-@router.get(PREFIX + "/metadata", summary="FHIR CapabilityStatement of the /fhir endpoints")
+@router.get(METADATA, summary="FHIR CapabilityStatement of the /fhir endpoints")
 def metadata(request: Request) -> JSONResponse:
     """The CapabilityStatement."""
     ruleset = request.app.state.holder.current
@@ -89,11 +90,14 @@ async def _body(request: Request) -> Any:
 @router.post(PREFIX + "/Questionnaire/$questionnaire-package", summary="DTR: the forms an order needs")
 async def questionnaire_package(request: Request) -> JSONResponse:
     """Parameters with coverage and order(s) in; Parameters with one packagebundle per form out."""
-    ruleset = request.app.state.holder.current
+    ruleset, audit = request.app.state.holder.current, request.app.state.audit
+    decided: list[dict[str, Any]] = []
     try:
-        result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers)
+        result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided)
     except OperationError as err:
+        audit.dtr(request, ruleset.digest, err.status, "questionnaire-package", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
+    audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)
     return _fhir(result, ruleset.digest)
 
 
@@ -101,7 +105,8 @@ async def questionnaire_package(request: Request) -> JSONResponse:
 async def next_question_operation(request: Request) -> JSONResponse:
     """Parameters with ``questionnaire-response`` (or the QuestionnaireResponse itself) in; Parameters
     with ``return``: the response with the next questions, or completed with the decision."""
-    ruleset = request.app.state.holder.current
+    ruleset, audit = request.app.state.holder.current, request.app.state.audit
+    decided: list[dict[str, Any]] = []
     try:
         body = await _body(request)
         response = body
@@ -111,8 +116,10 @@ async def next_question_operation(request: Request) -> JSONResponse:
             if len(given) != 1:
                 raise OperationError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
             response = given[0]
-        result = next_question(response, forms_of(request), ruleset)
+        result = next_question(response, forms_of(request), ruleset, decided)
     except OperationError as err:
+        audit.dtr(request, ruleset.digest, err.status, "next-question", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
+    audit.dtr(request, ruleset.digest, 200, "next-question", decided)
     return _fhir({"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]},
                  ruleset.digest)

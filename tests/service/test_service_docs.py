@@ -6,7 +6,6 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -40,7 +39,7 @@ def test_the_curl_example_answers_as_documented(examples, make_client) -> None:
     method, url = words[words.index("-X") + 1], next(w for w in words if w.startswith("http"))
     body = json.loads(words[words.index("-d") + 1])
     client = make_client(REPO / "rules")
-    response = client.request(method, urlsplit(url).path, json=body)
+    response = client.request(method, url, json=body)  # the host names the generated forms' canonicals
     assert response.status_code == 200
     assert mask(response.json()) == json.loads(examples["v1-response"])
 

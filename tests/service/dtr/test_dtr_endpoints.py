@@ -9,7 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from dtr_helpers import (BUNDLED_RULES, answer, bundles, coverage, form_of, package_request, parses_as_r4,
                          response_of, service_request)
 from fastapi.testclient import TestClient
@@ -214,3 +217,34 @@ def test_next_question_with_malformed_parameters_is_a_400(dtr_client: TestClient
 def test_adaptive_form_names_the_server_that_answers_next_question(start: dict[str, Any]) -> None:
     adaptive = [e for e in form_of(start)["extension"] if e["url"].endswith("sdc-questionnaire-questionnaireAdaptive")]
     assert adaptive == [{"url": adaptive[0]["url"], "valueUrl": "http://testserver/fhir"}]
+
+
+def test_dtr_operations_leave_an_audit_record_with_their_decisions(dtr_client: TestClient, tmp_path: Path) -> None:
+    dtr_client.post(PACKAGE, json=package_request(service_request()))
+    dtr_client.post(NEXT, json={"resourceType": "Bundle"})
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["api"], r["operation"], r["status"]) for r in records] == [
+        ("dtr", "questionnaire-package", 200), ("dtr", "next-question", 400)]
+    assert records[0]["decisions"] == [{"code": "15823", "system": "CPT", "pa_needed": "conditional",
+                                        "covered": "covered"}]
+
+
+def test_with_trusted_issuers_the_operations_need_a_jwt_and_metadata_stays_open(make_dtr_client: Any,
+                                                                                 tmp_path: Path) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ehr.pem").write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    issuers = tmp_path / "issuers.yaml"
+    issuers.write_text("issuers:\n  - iss: https://ehr.example.org\n    public_key: ehr.pem\n")
+    client = make_dtr_client(auth_issuers=issuers, service_url="https://covreq.example.org")
+    assert client.get("/fhir/metadata").status_code == 200
+    refused = client.post(PACKAGE, json=package_request(service_request()))
+    assert outcome(refused, 401)["diagnostics"].startswith("authentication required")
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/fhir/Questionnaire").status_code == 401
+    now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+    signed = jwt.encode({"iss": "https://ehr.example.org", "aud": "https://covreq.example.org", "iat": now,
+                         "exp": now + 60, "jti": "dtr-1"}, private, algorithm="ES256")
+    accepted = client.post(PACKAGE, json=package_request(service_request()),
+                           headers={"Authorization": f"Bearer {signed}"})
+    assert accepted.status_code == 200
