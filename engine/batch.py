@@ -1,17 +1,21 @@
 """The batch worklist: answer every order of a worklist, write one row per service line, summarize.
 
-``covreq batch`` calls :func:`run`; columns and exit codes are documented in docs/lookup.md.
+``covreq batch`` calls :func:`run`; columns and exit codes are documented in docs/lookup.md. Orders are
+answered by a back-end: :func:`answer_orders` in this process, or ``dask_batch`` on a Dask cluster.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from .errors import RequestError
+from .parquet import read_parquet, write_parquet
 from .progress import Progress
 from .ruleset import RuleSet
 from .worklist import Order, Rejection, WorklistError, read_csv, read_jsonl
@@ -24,9 +28,10 @@ OUTPUT_COLUMNS = ("row", "order_id", "line", "payer", "code", "system", "pa_need
 LIST_SEPARATOR = "; "
 #: Joins several reasons (sentences that may hold ";") in one CSV cell.
 REASON_SEPARATOR = " | "
-_JSONL = (".jsonl", ".ndjson")
-Reader = Callable[[TextIO], "tuple[list[Order], list[Rejection], list[str]]"]
-Writer = Callable[["Iterable[AnsweredLine]", TextIO], None]
+#: What reading a worklist gives: its orders, the rows rejected on the way, the columns ignored.
+Read = tuple[list[Order], list[Rejection], list[str]]
+#: One answered line, rendered for the output format, with its input row and line number.
+Rendered = tuple[int, int, Any]
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,15 @@ class Summary:
             self.pa_by_payer[answer.payer] += 1
             self.pa_by_policy.update(p["id"] for p in answer.decision["policies"])
 
+    def merge(self, other: Summary) -> None:
+        """Add the counts of a summary of other orders (a partition answered elsewhere)."""
+        self.orders += other.orders
+        self.lines += other.lines
+        self.answers.update(other.answers)
+        self.pa_by_payer.update(other.pa_by_payer)
+        self.pa_by_policy.update(other.pa_by_policy)
+        self.rejected += other.rejected
+
     def render(self) -> str:
         """The summary as printed after a batch."""
         parts = [f"{self.lines} service line(s) in {self.orders} order(s) answered; "
@@ -76,47 +90,90 @@ class Summary:
         return "\n".join(parts) + "\n"
 
 
-def _csv_row(answer: AnsweredLine) -> dict[str, Any]:
+def _csv_row(answer: AnsweredLine) -> tuple[Any, ...]:
+    """The line as a row of :data:`OUTPUT_COLUMNS` (CSV and Parquet)."""
     decision = answer.decision
-    return {"row": answer.row, "order_id": answer.order_id, "line": answer.line, "payer": answer.payer,
-            "code": decision["code"], "system": decision["system"], "pa_needed": decision["pa_needed"],
-            "covered": decision["covered"],
-            "documentation": LIST_SEPARATOR.join(d["id"] for d in decision["documentation"]),
-            "info_needed": LIST_SEPARATOR.join(decision["info_needed"]),
-            "authorization": decision.get("authorization", ""),
-            "policies": LIST_SEPARATOR.join(p["id"] for p in decision["policies"]),
-            "policy_urls": LIST_SEPARATOR.join(p["url"] for p in decision["policies"]),
-            "reasons": REASON_SEPARATOR.join(decision["reasons"]),
-            "as_of": answer.as_of, "ruleset": answer.ruleset}
+    return (answer.row, answer.order_id, answer.line, answer.payer, decision["code"], decision["system"],
+            decision["pa_needed"], decision["covered"],
+            LIST_SEPARATOR.join(d["id"] for d in decision["documentation"]),
+            LIST_SEPARATOR.join(decision["info_needed"]), decision.get("authorization", ""),
+            LIST_SEPARATOR.join(p["id"] for p in decision["policies"]),
+            LIST_SEPARATOR.join(p["url"] for p in decision["policies"]),
+            REASON_SEPARATOR.join(decision["reasons"]), answer.as_of, answer.ruleset)
 
 
-def write_csv(answers: Iterable[AnsweredLine], stream: TextIO) -> None:
-    """One CSV row per service line, columns :data:`OUTPUT_COLUMNS`."""
-    writer = csv.DictWriter(stream, OUTPUT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(_csv_row(answer) for answer in answers)
+def _json_line(answer: AnsweredLine) -> str:
+    """The line as one JSON object: where it came from, then the full v1 decision."""
+    record = {"row": answer.row, "order_id": answer.order_id, "line": answer.line, "payer": answer.payer,
+              "as_of": answer.as_of, "ruleset": answer.ruleset, **answer.decision}
+    return json.dumps(record) + "\n"
 
 
-def write_jsonl(answers: Iterable[AnsweredLine], stream: TextIO) -> None:
-    """One JSON object per service line: where it came from, then the full v1 decision."""
-    for answer in answers:
-        record = {"row": answer.row, "order_id": answer.order_id, "line": answer.line, "payer": answer.payer,
-                  "as_of": answer.as_of, "ruleset": answer.ruleset, **answer.decision}
-        stream.write(json.dumps(record) + "\n")
+def _write_csv(rows: Iterable[Sequence[Any]], stream: TextIO) -> None:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(OUTPUT_COLUMNS)
+    writer.writerows(rows)
 
 
-def _formats(path: Path) -> tuple[Reader, Writer]:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv, write_csv
-    if suffix in _JSONL:
-        return read_jsonl, write_jsonl
-    raise WorklistError(f"{path}: unknown format; name the file *.csv or *.jsonl")
+def _write_lines(lines: Iterable[str], stream: TextIO) -> None:
+    stream.writelines(lines)
 
 
-def answer_orders(rules: RuleSet, orders: list[Order], summary: Summary, progress: Progress) -> list[AnsweredLine]:
-    """Evaluate each order as one request; rejected orders go to ``summary.rejected``."""
-    answers: list[AnsweredLine] = []
+def _text_reader(read: Callable[[TextIO], Read]) -> Callable[[Path], Read]:
+    def reader(path: Path) -> Read:
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as stream:
+                return read(stream)
+        except (OSError, UnicodeDecodeError) as err:
+            raise WorklistError(f"cannot read {path}: {err}") from None
+    return reader
+
+
+def _text_writer(write: Callable[[Iterable[Any], TextIO], None]) -> Callable[[Iterable[Any], Path], None]:
+    def writer(records: Iterable[Any], path: Path) -> None:
+        try:
+            with path.open("w", encoding="utf-8", newline="") as stream:
+                write(records, stream)
+        except OSError as err:
+            raise WorklistError(f"cannot write {path}: {err}") from None
+    return writer
+
+
+@dataclass(frozen=True)
+class Format:
+    """How a worklist file is read, how one answered line is rendered for it, and how the rendered
+    lines are written."""
+
+    read: Callable[[Path], Read]
+    render: Callable[[AnsweredLine], Any]
+    write: Callable[[Iterable[Any], Path], None]
+
+
+_CSV = Format(_text_reader(read_csv), _csv_row, _text_writer(_write_csv))
+_JSONL = Format(_text_reader(read_jsonl), _json_line, _text_writer(_write_lines))
+_PARQUET = Format(read_parquet, _csv_row,
+                  functools.partial(write_parquet, columns=OUTPUT_COLUMNS, integers=frozenset({"row", "line"})))
+#: Worklist formats by file name suffix.
+FORMATS = {".csv": _CSV, ".jsonl": _JSONL, ".ndjson": _JSONL, ".parquet": _PARQUET}
+
+
+def format_of(path: Path) -> Format:
+    """The format a file's name asks for; :class:`WorklistError` for an unknown one."""
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise WorklistError(f"{path}: unknown format; name the file *.csv, *.jsonl or *.parquet") from None
+
+
+#: A back-end answers orders: (rules, orders, render, summary, progress) -> rendered lines, in any order.
+Backend = Callable[[RuleSet, list[Order], Callable[[AnsweredLine], Any], Summary, Progress], list[Rendered]]
+
+
+def answer_orders(rules: RuleSet, orders: Iterable[Order], render: Callable[[AnsweredLine], Any],
+                  summary: Summary, progress: Progress | None = None) -> list[Rendered]:
+    """Evaluate each order as one request and render each of its lines, as ``(row, line, record)``;
+    rejected orders go to ``summary.rejected``. The back-end of a batch on one process."""
+    answered: list[Rendered] = []
     for order in orders:
         try:
             response = rules.evaluate(order.body)
@@ -125,35 +182,30 @@ def answer_orders(rules: RuleSet, orders: list[Order], summary: Summary, progres
         else:
             summary.orders += 1
             for line, (row, decision) in enumerate(zip(order.rows, response["decisions"]), start=1):
-                answers.append(AnsweredLine(row, order.order_id, line, order.body["payer"], response["as_of"],
-                                            response["ruleset"], decision))
-                summary.count(answers[-1])
-        progress.advance(len(order.rows))
-    return sorted(answers, key=lambda a: (a.row, a.line))
+                answer = AnsweredLine(row, order.order_id, line, order.body["payer"], response["as_of"],
+                                      response["ruleset"], decision)
+                summary.count(answer)
+                answered.append((row, line, render(answer)))
+        if progress:
+            progress.advance(len(order.rows))
+    return answered
 
 
-def run(rules: RuleSet, source: Path, target: Path, report: TextIO) -> Summary:
-    """Answer the worklist ``source`` into ``target``; rejections, progress and summary go to ``report``.
+def run(rules: RuleSet, source: Path, target: Path, report: TextIO, backend: Backend = answer_orders) -> Summary:
+    """Answer the worklist ``source`` into ``target`` on ``backend``; rejections, progress and summary
+    go to ``report``. Output rows follow the input rows, whichever back-end answered them.
 
     Raises :class:`WorklistError` when a file cannot be used at all (nothing is written then).
     """
-    read, _ = _formats(source)
-    _, write = _formats(target)
-    try:
-        with source.open(encoding="utf-8-sig", newline="") as stream:
-            orders, rejected, ignored = read(stream)
-    except (OSError, UnicodeDecodeError) as err:
-        raise WorklistError(f"cannot read {source}: {err}") from None
+    reading, writing = format_of(source), format_of(target)
+    orders, rejected, ignored = reading.read(source)
     if ignored:
         report.write(f"covreq batch: ignoring unknown column(s) {', '.join(ignored)}\n")
     summary = Summary(rejected=rejected)
     with Progress(sum(len(order.rows) for order in orders), report) as progress:
-        answers = answer_orders(rules, orders, summary, progress)
-    try:
-        with target.open("w", encoding="utf-8", newline="") as stream:
-            write(answers, stream)
-    except OSError as err:
-        raise WorklistError(f"cannot write {target}: {err}") from None
+        answered = backend(rules, orders, writing.render, summary, progress)
+    answered.sort(key=operator.itemgetter(0, 1))
+    writing.write((record for _, _, record in answered), target)
     for rejection in sorted(summary.rejected):
         report.write(f"covreq batch: {source.name} row {rejection.row}: {rejection.reason}; skipped\n")
     report.write(summary.render())

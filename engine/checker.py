@@ -6,18 +6,23 @@ that every literal and set member is well formed for the type it is compared wit
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
+import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from . import ast
 from .codes import CPT, HCPCS, ICD10, CodeError, CodeSet, check_code, parse_code_set
 from .errors import ConditionError
 from .facts import BOOL, CODE, DATE, FACTS, ICD, NUMBER, STRING, FactSpec
+from .render import render
 
 _ORDERED = {NUMBER, DATE}
 _CODE_SYSTEMS = {CODE: (CPT, HCPCS), ICD: (ICD10,)}
+#: How a quoted literal must look to be meant as a number or a date.
+_LITERAL_SHAPES = {NUMBER: re.compile(r"\d+(\.\d+)?"), DATE: re.compile(r"\d{4}-\d{2}-\d{2}")}
 
 
 @dataclass
@@ -58,6 +63,24 @@ def resolve_set(items: Sequence[str], type_: str) -> object:
     if type_ in (NUMBER, DATE):
         return frozenset(literal_value(i, type_) for i in items)
     raise ValueError(f"values of type {type_} cannot be tested for membership")
+
+
+def _subject(node: ast.Expr | None, type_: str) -> str:
+    """``node`` named with its type, for a message: "patient.age is a number (whole years ...)"."""
+    if isinstance(node, ast.Fact) and node.name in FACTS:
+        spec = FACTS[node.name]
+        return f"{node.name} is a {spec.type_name}" + (f" ({spec.doc})" if spec.doc else "")
+    return f"this is a {type_}" if node is None else f"`{render(node)}` is a {type_}"
+
+
+def _retyped(node: ast.Literal, type_: str) -> ast.Literal | None:
+    """``node`` written as a literal of ``type_`` (``"65"`` as 65, 22 as ``"22"``), if its text fits."""
+    if type_ == STRING and node.kind == "number":
+        return ast.Literal(node.pos, "string", node.text)
+    shape = _LITERAL_SHAPES.get(type_)
+    if shape is not None and node.kind == "string" and shape.fullmatch(node.text):
+        return ast.Literal(node.pos, "number" if type_ == NUMBER else "date", node.text)
+    return None
 
 
 class Checker:
@@ -118,7 +141,7 @@ class Checker:
             element = self._many(node.many, out, "contains")
             value = self._type(node.value, out)
             if value == "literal":
-                self._literal(node.value, element, out)  # type: ignore[arg-type]
+                self._literal(node.value, element, out, node.many, lambda fixed: dataclasses.replace(node, value=fixed))  # type: ignore[arg-type]
             elif value != element:
                 raise _error(node.value, "E-type", f"a set of {element} cannot contain a {value}")
             return BOOL
@@ -141,8 +164,8 @@ class Checker:
     def _scalar(self, node: ast.Expr, out: Checked, op: str) -> str:
         type_ = self._type(node, out)
         if type_.startswith("set of "):
-            raise _error(node, "E-type", f"'{op}' tests a single value, but this is a {type_}; "
-                                         f"use 'overlaps' or 'contains'")
+            raise _error(node, "E-type", f"{_subject(node, type_)}, and '{op}' tests a single value; "
+                                         f"use 'overlaps' (any of a set) or 'contains' (one value)")
         if type_ in ("literal", BOOL):
             raise _error(node, "E-type", f"the left side of '{op}' must be a fact")
         return type_
@@ -153,9 +176,17 @@ class Checker:
             raise _error(node, "E-type", f"'{op}' needs a multi-valued fact, but this is a {type_}")
         return type_.removeprefix("set of ")
 
-    def _literal(self, node: ast.Literal, type_: str, out: Checked) -> str:
-        if (node.kind == "date") != (type_ == DATE) and type_ != STRING or node.kind == "string" and type_ in _ORDERED:
-            raise _error(node, "E-type", f"a {node.kind} literal cannot be compared with a {type_}")
+    def _literal(self, node: ast.Literal, type_: str, out: Checked, other: ast.Expr | None = None,
+                 rebuild: Callable[[ast.Literal], ast.Expr] | None = None) -> str:
+        """Type ``node`` as ``type_``, the type of ``other``; ``rebuild`` puts a corrected literal back
+        into the expression, to show the fix in the message."""
+        if ((node.kind == "date") != (type_ == DATE) and type_ != STRING or node.kind == "string" and type_ in _ORDERED
+                or node.kind == "number" and type_ == STRING):
+            fixed = _retyped(node, type_)
+            fix = (f"write `{render(rebuild(fixed))}`" if fixed and rebuild
+                   else f"compare it with a {type_}" if type_ in _ORDERED else "quote the value")
+            raise _error(node, "E-type", f"{_subject(other, type_)}, but {render(node)} is a {node.kind} "
+                                         f"literal and cannot be compared with it; {fix}")
         try:
             out.values[node] = literal_value(node.text, type_)
         except (ValueError, CodeError) as exc:
@@ -167,10 +198,19 @@ class Checker:
         left, right = self._type(node.left, out), self._type(node.right, out)
         if left == "literal" and right == "literal":
             raise _error(node, "E-type", "a comparison needs at least one fact")
+        for many, value in ((node.left, right), (node.right, left)):
+            type_ = out.types[many]
+            if type_.startswith("set of ") and value == "literal":
+                other = node.right if many is node.left else node.left
+                raise _error(node, "E-type", f"{_subject(many, type_)}, so '{node.op}' does not apply; write "
+                                             f"`{render(ast.Contains(node.pos, many, other))}` (one value) or "
+                                             f"`{render(many)} overlaps {{...}}` (any of a set)")
         if left == "literal":
-            left = self._literal(node.left, right, out)  # type: ignore[arg-type]
+            left = self._literal(node.left, right, out, node.right,  # type: ignore[arg-type]
+                                 lambda fixed: dataclasses.replace(node, left=fixed))
         if right == "literal":
-            right = self._literal(node.right, left, out)  # type: ignore[arg-type]
+            right = self._literal(node.right, left, out, node.left,  # type: ignore[arg-type]
+                                  lambda fixed: dataclasses.replace(node, right=fixed))
         if left != right:
             raise _error(node, "E-type", f"cannot compare a {left} with a {right}")
         if left.startswith("set of ") or left == BOOL:

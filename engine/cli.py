@@ -1,4 +1,4 @@
-"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, schema and serve.
+"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema and serve.
 
 Each command's logic lives in its own module; this one only wires arguments.
 Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .batch import run as run_batch
+from .bundle import BundleError, build as build_bundle
 from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
 from .fmt import run as run_fmt
@@ -23,6 +25,7 @@ from .loader import read_tree
 from .report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from .resources import schema_path
 from .ruleset import RuleSet, load
+from .testcases import iter_test_files, read_file, rule_tree_of
 from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
@@ -81,8 +84,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    rules = _load_or_report(args.rules or args.path, args.format)
-    if rules is None:
+    tree = args.rules or str(rule_tree_of(args.path))
+    if args.rules is None and Path(tree) != Path(args.path):
+        print(f"covreq test: testing against the rule tree {tree} (--rules chooses another)", file=sys.stderr)
+    try:
+        rules = load(tree)
+    except LoadError as exc:  # the tests files' own problems are worth knowing at the same time
+        tests_problems = [p for path in iter_test_files(args.path) for p in read_file(path)[1]]
+        write_problems(sorted(exc.problems + tests_problems), args.format,
+                       sys.stdout if args.format != "text" else sys.stderr)
         return EXIT_PROBLEMS
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
@@ -97,6 +107,23 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"covreq batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_PROBLEMS if summary.rejected else EXIT_OK
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    rules = _load_or_report(args.path)
+    if rules is None:
+        return EXIT_PROBLEMS
+    try:
+        key = Path(args.signing_key).read_bytes() if args.signing_key else None
+        data, manifest = build_bundle(Path(args.path), key, args.key_id)
+        Path(args.output).write_bytes(data)
+    except (OSError, BundleError) as exc:
+        print(f"covreq bundle: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signed = f", signed{f' (kid {args.key_id})' if args.key_id else ''}" if key else ", unsigned"
+    print(f"{args.output}: sha256 {manifest.digest} (rule set {manifest.ruleset}), {manifest.files} file(s), "
+          f"covreq {manifest.covreq}{signed}")
+    return EXIT_OK
 
 
 def _lint(args: argparse.Namespace) -> int:
@@ -119,7 +146,18 @@ def _schema(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from service.server import run  # imported lazily: the library works without the web stack
 
-    run(args.rules, args.host, args.port, args.workers)
+    for variable, value in (("COVREQ_BUNDLE_URL", args.bundle), ("COVREQ_BUNDLE_PUBLIC_KEY", args.bundle_key),
+                            ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll)):
+        if value is not None:
+            os.environ[variable] = str(value)
+    try:
+        run(args.rules, args.host, args.port, args.workers)
+    except LoadError as exc:
+        write_problems(exc.problems, "text", sys.stderr)
+        return EXIT_PROBLEMS
+    except BundleError as exc:
+        print(f"covreq serve: bundle refused: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
     return EXIT_OK
 
 
@@ -147,11 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail when coverage is below N percent")
     test.set_defaults(run=_test)
 
-    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV or JSONL); exit 1 if rows were rejected")
+    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV, JSONL or Parquet); exit 1 if rows were rejected")
     batch.add_argument("--rules", required=True, metavar="PATH")
-    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl")
-    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl")
+    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet")
     batch.set_defaults(run=_batch)
+
+    bundle = commands.add_parser("bundle", help="pack a valid rule tree as a bundle for `covreq serve --bundle`")
+    bundle.add_argument("path", metavar="PATH")
+    bundle.add_argument("-o", "--output", required=True, metavar="BUNDLE.tar.gz")
+    bundle.add_argument("--signing-key", metavar="KEY.pem", help="sign with this PEM private key (RSA, EC or Ed25519)")
+    bundle.add_argument("--key-id", metavar="KID", help="the key id written into the signature's header")
+    bundle.set_defaults(run=_bundle)
 
     lint = commands.add_parser("lint", help="static analysis of rule trees (conflicts, dead rules, gaps ...)")
     lint.add_argument("paths", nargs="+", metavar="PATH")
@@ -177,11 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.set_defaults(run=_fmt)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
-    schema.add_argument("kind", nargs="?", choices=("policy", "payer"), default="policy")
+    schema.add_argument("kind", nargs="?", choices=("policy", "payer", "tests"), default="policy")
     schema.set_defaults(run=_schema)
 
     serve = commands.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--rules", required=True, metavar="PATH")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rules", metavar="PATH", help="serve this rule tree")
+    source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for changes")
+    serve.add_argument("--bundle-key", metavar="PUBLIC.pem", help="require bundles signed by this key's private half")
+    serve.add_argument("--bundle-poll", type=float, metavar="SECONDS", help="how often the bundle URL is checked (30)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)

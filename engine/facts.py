@@ -25,7 +25,7 @@ class FactSpec:
 FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("payer", STRING, doc="payer id"),
     FactSpec("plan", STRING, doc="plan or product id"),
-    FactSpec("date_of_service", DATE, doc="date of service (today when absent)"),
+    FactSpec("date_of_service", DATE, doc="the date of service; today when absent"),
     FactSpec("place_of_service", STRING, doc="CMS two-digit place-of-service code"),
     FactSpec("type_of_bill", STRING, doc="type of bill, e.g. 131 or 13X"),
     FactSpec("state", STRING, doc="two-letter state"),

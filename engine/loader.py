@@ -10,6 +10,7 @@ import difflib
 import gc
 import hashlib
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -167,18 +168,41 @@ class Draft:
     documentation: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     value_sets: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     codes: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
+    #: the source of each top-level key a plan override takes from its base
+    inherited: dict[str, Source] = field(default_factory=dict)
+    #: problem codes not to report: a file's own catalogue was left out for a schema problem, so its
+    #: references to it would only repeat that problem
+    follow_ons: frozenset[str] = frozenset()
+
+    def at(self, key: str) -> Location:
+        """Location of the top-level ``key``, in the file it comes from."""
+        return self.inherited.get(key, self.source).at(key)
 
     @classmethod
-    def of(cls, source: Source) -> "Draft":
-        """A draft made of one file's own content."""
-        data = source.data
-        return cls(
-            source, dict(data),
-            [(source, ("rules", i)) for i in range(len(data.get("rules", [])))],
-            {k: (source, ("documentation", k)) for k in data.get("documentation", {})},
-            {k: (source, ("value_sets", k)) for k in data.get("value_sets", {})},
-            [(source, ("codes", i)) for i in range(len(data.get("codes", [])))],
-        )
+    def of(cls, source: Source, left_out: frozenset[tuple[object, ...]] = frozenset()) -> "Draft":
+        """A draft made of one file's own content, without the top-level keys and the entries of
+        ``rules``, ``codes``, ``documentation`` and ``value_sets`` named in ``left_out``."""
+        data = {k: v for k, v in source.data.items() if (k,) not in left_out}
+
+        def keys(name: str) -> list[tuple[object, ...]]:
+            entries = data.get(name, {})
+            return [key for k in (range(len(entries)) if isinstance(entries, list) else entries)
+                    if (key := (name, k)) not in left_out]
+
+        return cls(source, data, [(source, key) for key in keys("rules")],
+                   {str(key[1]): (source, key) for key in keys("documentation")},
+                   {str(key[1]): (source, key) for key in keys("value_sets")},
+                   [(source, key) for key in keys("codes")])
+
+    def plain(self) -> dict[str, Any]:
+        """The draft's own data as the schema sees it (left-out entries removed)."""
+        src = self.source
+        return {**self.data,
+                **{name: [src.value_at(key) for _, key in entries]
+                   for name, entries in (("rules", self.rules), ("codes", self.codes)) if name in self.data},
+                **{name: {k: src.value_at(key) for k, (_, key) in entries.items()}
+                   for name, entries in (("documentation", self.documentation), ("value_sets", self.value_sets))
+                   if name in self.data}}
 
 
 class Problems(list[Problem]):
@@ -229,6 +253,11 @@ def iter_rule_files(root: Path) -> Iterator[Path]:
         yield path
 
 
+def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
+    """What one file adds to its tree's SHA-256 digest: its path relative to the tree, and its bytes."""
+    return str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0"
+
+
 @paused_gc()
 def read_tree(root: str | Path) -> Tree:
     """Read, validate and compile every file under ``root``; problems are returned, not raised."""
@@ -246,6 +275,7 @@ def read_tree(root: str | Path) -> Tree:
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
     by_id: dict[str, list[Draft | _Kept]] = {}
     overrides: list[tuple[list[Policy], Draft]] = []
+    unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
     for path in iter_rule_files(root):
         shown = str(path)
         files.append(shown)
@@ -255,33 +285,51 @@ def read_tree(root: str | Path) -> Tree:
         except OSError as exc:
             problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
             continue
-        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0")
+        digest.update(digest_entry(root, path, raw))
         source = _read_source(shown, raw, problems)
-        if source is None:
-            continue
         if path.name == PAYER_FILE:
-            payer = _payer(source, problems)
+            payer = _payer(source, problems) if source else None
             if payer:
                 payers[payer.id] = payer
-        elif _valid(source, "policy.schema.json", problems):
-            draft, slot = Draft.of(source), []
+            continue
+        draft, valid = _policy_draft(source, problems) if source else (None, False)
+        if draft is None:
+            unread.add(_written_id(source.data.get("id") if source else raw))
+            continue
+        slot: list[Policy] = []
+        if valid:  # an invalid file is compiled for its other problems, and gives no policy
             slots.append(slot)
-            if draft.data.get("extends") is None:
-                if policy := _compile(draft, problems, shared):
-                    slot.append(policy)
-                by_id.setdefault(draft.data["id"], []).append(_Kept(source))
-            else:
-                overrides.append((slot, draft))
-                by_id.setdefault(draft.data["id"], []).append(draft)
+        if draft.data.get("extends") is None:
+            if (policy := _compile(draft, problems, shared)) and valid:
+                slot.append(policy)
+            by_id.setdefault(draft.data["id"], []).append(_Kept(source) if valid else draft)
+        else:
+            overrides.append((slot, draft))
+            by_id.setdefault(draft.data["id"], []).append(draft)
     bases: dict[str, list[Draft]] = {}
     for slot, child in overrides:
         base_id = child.data["extends"]
         if base_id not in bases:
             bases[base_id] = [b if isinstance(b, Draft) else b.draft() for b in by_id.get(base_id, [])]
+        if not bases[base_id] and unread & {base_id, None}:
+            continue  # the base may be the file that could not be read: its own problem says why
         slot.extend(p for d in _extend(child, bases[base_id], problems) if (p := _compile(d, problems, shared)))
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
-    return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(problems))
+    # A base's problem is found again in every plan override merged with it: report it once.
+    return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(set(problems)))
+
+
+_ID_LINE = re.compile(rb"^id:[ \t]*[\"']?([a-z0-9][a-z0-9-]*)[\"']?[ \t]*(#.*)?$", re.MULTILINE)
+
+
+def _written_id(value: object) -> str | None:
+    """The policy id of a file that could not be read: its ``id`` value, or the ``id:`` line of its
+    raw bytes; None when there is none."""
+    if isinstance(value, bytes):
+        match = _ID_LINE.search(value)
+        return match.group(1).decode() if match else None
+    return value if isinstance(value, str) else None
 
 
 def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
@@ -301,22 +349,55 @@ def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
     return Source(shown, data, locations, text)
 
 
-def _valid(source: Source, schema: str, problems: Problems) -> bool:
+def check_schema(source: Source, schema: str, problems: Problems) -> list[ValidationError]:
+    """Validate ``source`` against the shipped JSON Schema ``schema``: record each problem (unknown
+    keys with a "did you mean") and return the errors, none when the file is valid."""
     # A file is rejected only on jsonschema's word: where the two were found to differ, jsonschema is
     # the more lenient (Python's ``$`` also matches before a final newline, its ``\d`` any digit).
     if _gate(schema).is_valid(source.data):
-        return True
+        return []
     errors = sorted(_validator(schema).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             _unknown_keys(source, error, problems)
             continue
-        detail = best_match(error.context) if error.context else error
-        path = [*error.absolute_path, *(detail.absolute_path if detail is not error else [])]
-        where = source.at(*path)
+        alternatives = _required_alternatives(error)
+        detail = error if alternatives or not error.context else best_match(error.context)
+        path = list(detail.absolute_path)  # a context error's path starts at the top, like its parent's
         field_name = ".".join(str(p) for p in path) or "(top level)"
-        problems.add(where, "E-schema", f"{field_name}: {_schema_message(detail)}")
-    return not errors
+        message = f"needs {' or '.join(alternatives)}" if alternatives else _schema_message(detail)
+        problems.add(source.at(*path), "E-schema", f"{field_name}: {message}")
+    return errors
+
+
+_ENTRIES = ("rules", "codes", "documentation", "value_sets")
+
+
+def _policy_draft(source: Source, problems: Problems) -> tuple[Draft | None, bool]:
+    """The draft of a policy file and whether the file is valid. When a file's schema problems lie
+    only in unknown top-level keys and in single entries of ``rules``, ``codes``, ``documentation``
+    or ``value_sets``, the draft of its other parts is returned too, so that their problems (dates,
+    conditions, codes) are reported with the schema's; otherwise the draft is None."""
+    errors = check_schema(source, "policy.schema.json", problems)
+    if not errors:
+        return Draft.of(source), True
+    left_out: set[tuple[object, ...]] = set()
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if not path and error.validator == "additionalProperties":
+            left_out |= {(key,) for key in error.instance if key not in error.schema.get("properties", {})}
+        elif len(path) >= 2 and path[0] in _ENTRIES:
+            left_out.add(path[:2])
+        else:
+            return None, False
+    draft = Draft.of(source, frozenset(left_out))
+    draft.follow_ons = frozenset(code for catalogue, code in _CATALOGUES.items()
+                                 if any(difflib.get_close_matches(str(key[0]), [catalogue], n=1) for key in left_out))
+    return (draft if _gate("policy.schema.json").is_valid(draft.plain()) else None), False
+
+
+#: The catalogues of a policy and the problem raised by a reference to an entry missing from them.
+_CATALOGUES = {"documentation": "E-unknown-doc", "value_sets": "E-unknown-value-set"}
 
 
 def _unknown_keys(source: Source, error: ValidationError, problems: Problems) -> None:
@@ -328,6 +409,14 @@ def _unknown_keys(source: Source, error: ValidationError, problems: Problems) ->
             problems.add(source.at(*error.absolute_path, key, KEY), "E-schema", f"unknown key '{key}'{hint}")
 
 
+def _required_alternatives(error: ValidationError) -> list[str]:
+    """For an ``anyOf`` of ``required`` keys (a tests case needs ``expect`` or ``error``), the keys."""
+    options = error.validator_value if error.validator == "anyOf" else None
+    if not options or any(set(option) != {"required"} for option in options):
+        return []
+    return [f"'{key}'" for option in options for key in option["required"]]
+
+
 def _schema_message(error: ValidationError) -> str:
     if error.validator == "pattern":
         return f"{error.instance!r} does not have the expected form ({error.schema.get('description') or error.validator_value})"
@@ -335,7 +424,7 @@ def _schema_message(error: ValidationError) -> str:
 
 
 def _payer(source: Source, problems: Problems) -> PayerInfo | None:
-    if not _valid(source, "payer.schema.json", problems):
+    if check_schema(source, "payer.schema.json", problems):
         return None
     data = source.data
     default = data.get("default")
@@ -387,8 +476,14 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
     version = f"{child.data.get('version', '')}+{base.data.get('version', '')}".strip("+")
     data["version"] = version
     rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else [])
+    inherited = {key: base.source for key in base.data if key not in child.data}
+    if start != child.data.get("effective"):
+        inherited["effective"] = base.source
+    if end is not None and end != child.data.get("end"):
+        inherited["end"] = base.source
     return Draft(child.source, data, rules, {**base.documentation, **child.documentation},
-                 {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes)
+                 {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes,
+                 inherited, child.follow_ons | base.follow_ons)
 
 
 def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
@@ -403,10 +498,10 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     """Compile one draft; record problems and return None when it cannot be used."""
     before = len(problems)
     src, data = draft.source, draft.data
-    effective = _date(data["effective"], src.at("effective"), problems)
-    end = _date(data["end"], src.at("end"), problems) if data.get("end") else None
+    effective = _date(data["effective"], draft.at("effective"), problems)
+    end = _date(data["end"], draft.at("end"), problems) if data.get("end") else None
     if effective and end and end < effective:
-        problems.add(src.at("end"), "E-date", f"end {end} is before effective {effective}")
+        problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
     value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s.value_at(key)))))
                                  for name, (s, key) in draft.value_sets.items()})
     conditions = _Conditions(value_sets, shared)
@@ -423,7 +518,9 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
             problems.add(rule.location, "E-duplicate-id", f"rule id '{rule.id}' is already used at {seen_ids[rule.id]}")
         seen_ids.setdefault(rule.id, rule.location)
         rules.append(rule)
-    default = _outcome(src, ("default",), data.get("default", {}), conditions, catalogue, problems)
+    default = _outcome(draft.inherited.get("default", src), ("default",), data.get("default", {}), conditions,
+                       catalogue, problems)
+    problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
     text = shared.value

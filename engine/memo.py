@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import marshal
 import threading
-from typing import Any, Hashable
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -18,6 +18,9 @@ from cachetools import LRUCache
 _VERSION = 2
 #: Requests whose fingerprint is longer than this are answered afresh every time, not kept.
 MAX_KEY_BYTES = 65536
+#: Bytes one entry costs beside its key and answer (two bytes objects, a tuple and the LRU's
+#: bookkeeping), as tracemalloc measures it on CPython 3.11.
+ENTRY_OVERHEAD = 256
 
 
 def fingerprint(value: Any) -> bytes | None:
@@ -29,16 +32,22 @@ def fingerprint(value: Any) -> bytes | None:
     return key if len(key) <= MAX_KEY_BYTES else None
 
 
+def _cost(entry: tuple[bytes, int]) -> int:
+    return entry[1]
+
+
 class AnswerCache:
-    """A thread-safe LRU map from request fingerprints to answers, at most ``max_bytes`` of
-    marshalled answers, counting hits and misses."""
+    """A thread-safe LRU map from request fingerprints to answers, counting hits and misses.
+
+    It holds at most ``max_bytes``, counting each entry's key, marshalled answer and overhead:
+    keys are caller-chosen, so they are paid for like answers."""
 
     def __init__(self, max_bytes: int) -> None:
-        self._cache: LRUCache[Hashable, bytes] = LRUCache(max_bytes, getsizeof=len)
+        self._cache: LRUCache[bytes, tuple[bytes, int]] = LRUCache(max_bytes, getsizeof=_cost)
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, key: Hashable) -> Any | None:
+    def get(self, key: bytes) -> Any | None:
         """A fresh copy of the answer kept for ``key``, or None."""
         with self._lock:
             kept = self._cache.get(key)
@@ -46,15 +55,16 @@ class AnswerCache:
                 self.misses += 1
                 return None
             self.hits += 1
-        return marshal.loads(kept)
+        return marshal.loads(kept[0])
 
-    def put(self, key: Hashable, answer: Any) -> None:
-        """Keep ``answer`` (plain JSON data) for ``key``."""
+    def put(self, key: bytes, answer: Any) -> None:
+        """Keep ``answer`` (plain JSON data) for ``key`` (a fingerprint)."""
         kept = marshal.dumps(answer)
-        if len(kept) > self._cache.maxsize:
+        cost = len(key) + len(kept) + ENTRY_OVERHEAD
+        if cost > self._cache.maxsize:
             return
         with self._lock:
-            self._cache[key] = kept
+            self._cache[key] = (kept, cost)
 
     def clear(self) -> None:
         """Forget every answer (the counts stay)."""
@@ -62,7 +72,7 @@ class AnswerCache:
             self._cache.clear()
 
     def info(self) -> dict[str, int]:
-        """Hits, misses, entries kept, and bytes used out of the capacity."""
+        """Hits, misses, entries kept, and bytes used (keys, answers and overhead) out of the capacity."""
         with self._lock:
             return {"hits": self.hits, "misses": self.misses, "entries": len(self._cache),
                     "bytes": int(self._cache.currsize), "max_bytes": int(self._cache.maxsize)}

@@ -224,6 +224,8 @@ def parse_request(body: Any, today: dt.date | None = None) -> Request:
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
         raise RequestError("explain", "must be true or false")
+    if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
+        _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
         else (today or dt.date.today())
     common = _common_facts(body, as_of)

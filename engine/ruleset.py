@@ -156,9 +156,8 @@ class RuleSet:
 
         Answers to repeated requests (same body, same day) come from a per-rule-set cache."""
         day = today or dt.date.today()
-        key = fingerprint(body)
+        key = fingerprint((day.toordinal(), body))
         if key is not None:
-            key = (key, day)
             kept = self._answers.get(key)
             if kept is not None:
                 return kept  # type: ignore[no-any-return]

@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from .coverage import Coverage
 from .errors import Problem, RequestError
-from .loader import TESTS_SUFFIX
+from .loader import PAYER_FILE, TESTS_SUFFIX, Problems, Source, check_schema
+from .policy import Location
 from .ruleset import RuleSet
 from .yamlsource import YamlError, load_yaml
 
 _SET_KEYS = {"documentation": "id", "policies": "id", "info_needed": None, "possible": None}
 _EXACT_KEYS = ("pa_needed", "covered", "authorization")
 EXPECT_KEYS = frozenset(_SET_KEYS) | frozenset(_EXACT_KEYS)
+#: The JSON Schema of tests files (``covreq schema tests``).
+TESTS_SCHEMA = "tests.schema.json"
 
 
 @dataclass
@@ -36,13 +40,42 @@ class CaseResult:
 
 
 def iter_test_files(root: str | Path) -> Iterator[Path]:
-    """Every ``*.tests.yaml`` file under ``root`` (or ``root`` itself), sorted."""
+    """Every ``*.tests.yaml`` file under ``root``, sorted; for one file, the file itself when it is
+    a tests file, or the tests file beside it when it is a policy (``x.yaml``: ``x.tests.yaml``)."""
     root = Path(root)
     if root.is_file():
-        if root.name.endswith(TESTS_SUFFIX):
-            yield root
+        tests = root if root.name.endswith(TESTS_SUFFIX) else root.with_name(root.stem + TESTS_SUFFIX)
+        if tests.is_file():
+            yield tests
         return
     yield from sorted(p for p in root.rglob(f"*{TESTS_SUFFIX}") if p.is_file())
+
+
+def policy_file_of(tests: Path) -> Path:
+    """The policy file a tests file is named after (``x.tests.yaml``: ``x.yaml``), which may not exist."""
+    return tests.with_name(tests.name.removesuffix(TESTS_SUFFIX) + ".yaml")
+
+
+def rule_tree_of(path: str | Path) -> Path:
+    """The rule tree that ``path`` (a file or folder inside it) belongs to: the folder holding the
+    nearest payer folder (a folder with ``_payer.yaml``) on the way up, stopping at a git
+    repository's top; ``path`` itself (or its folder) when there is none."""
+    start = Path(path).resolve()
+    start = start if start.is_dir() else start.parent
+    for folder in (start, *start.parents):
+        if (folder / PAYER_FILE).is_file():
+            return _shown(folder.parent, path)
+        if any(folder.glob(f"*/{PAYER_FILE}")):
+            return _shown(folder, path)
+        if (folder / ".git").exists():
+            break
+    return _shown(start, path)
+
+
+def _shown(folder: Path, given: str | Path) -> Path:
+    """``folder`` relative to the working directory when ``given`` was relative, so that reports show
+    paths like the ones the user typed."""
+    return folder if Path(given).is_absolute() else Path(os.path.relpath(folder))
 
 
 def _compare(index: int, expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
@@ -52,15 +85,13 @@ def _compare(index: int, expected: dict[str, Any], actual: dict[str, Any]) -> li
             got = actual.get(key)
             if got != want:
                 diffs.append(f"line {index + 1} {key}: expected {want!r}, got {got!r}")
-        elif key in _SET_KEYS:
+        else:  # a set: the tests schema allows no other key
             want_set = set(_comparable(key, want, False))
             got_set = set(_comparable(key, actual.get(key), True))
             if got_set != want_set:
                 missing, extra = sorted(want_set - got_set), sorted(got_set - want_set)
                 diffs.append(f"line {index + 1} {key}: expected {sorted(want_set)}, got {sorted(got_set)}"
                              + (f" (missing {missing})" if missing else "") + (f" (unexpected {extra})" if extra else ""))
-        else:
-            diffs.append(f"line {index + 1}: unknown expectation '{key}'; use one of {', '.join(sorted(EXPECT_KEYS))}")
     return diffs
 
 
@@ -115,25 +146,28 @@ def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any],
     return result, response
 
 
-def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
-    """Run every case of one tests file; malformed files give problems instead of results."""
+def read_file(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
+    """The cases of one tests file with their lines, or the file's problems when it breaks the tests
+    schema (a misspelt key, a case without ``expect`` or ``error``)."""
     shown = str(path)
     try:
-        data, locations = load_yaml(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data, locations = load_yaml(text)
     except (YamlError, OSError, UnicodeDecodeError) as exc:
-        line, column = (exc.line, exc.column) if isinstance(exc, YamlError) else (1, 1)
-        return [], [Problem(shown, line, column, "E-tests", getattr(exc, "message", str(exc)))]
-    cases = data.get("cases") if isinstance(data, dict) else None
-    if not isinstance(cases, list):
-        return [], [Problem(shown, 1, 1, "E-tests", "a tests file needs a 'cases' list")]
-    results = []
-    for i, case in enumerate(cases):
-        spot = locations.find(("cases", i))
-        if not isinstance(case, dict):
-            results.append(CaseResult(shown, spot.line, f"case {i + 1}", ["a case must be a mapping"]))
-            continue
-        results.append(run_case(rules, shown, spot.line, case, coverage)[0])
-    return results, []
+        line, column, code = (exc.line, exc.column, exc.code) if isinstance(exc, YamlError) else (1, 1, "E-io")
+        return [], [Problem(shown, line, column, code, getattr(exc, "message", str(exc)))]
+    problems = Problems()
+    if not isinstance(data, dict):
+        problems.add(Location(shown, 1, 1), "E-schema", "a tests file must be a YAML mapping with a 'cases' list")
+    elif not check_schema(Source(shown, data, locations, text), TESTS_SCHEMA, problems):
+        return [(locations.find(("cases", i)).line, case) for i, case in enumerate(data["cases"])], []
+    return [], sorted(problems)
+
+
+def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
+    """Run every case of one tests file; a malformed file gives its problems instead of results."""
+    cases, problems = read_file(path)
+    return [run_case(rules, str(path), line, case, coverage)[0] for line, case in cases], problems
 
 
 def run_tests(rules: RuleSet, root: str | Path,

@@ -1,7 +1,9 @@
 """The ``covreq test`` command: run the cases beside the policies, measure rule coverage, report.
 
-Coverage counts the rules in the policy files under PATH (the folder of PATH when it is one tests
-file), so ``covreq test rules/medicare/opd --rules rules`` measures the OPD policies only.
+PATH is a folder, a tests file or a policy file (then the tests file beside it runs). Coverage counts
+the rules in the policy files under PATH (for a tests file, the policy file it is named after), so
+``covreq test rules/medicare/opd`` measures the OPD policies only; the rule tree is found from PATH
+(see :func:`engine.testcases.rule_tree_of`) unless ``--rules`` names it.
 
 Exit codes: 0 every case passed (and coverage reached ``--min-coverage``); 1 a case failed, a tests
 file is malformed, no case was found or coverage is below the minimum.
@@ -16,7 +18,8 @@ from .coverage import Coverage, Summary
 from .errors import Problem
 from .report import Check, Finding, write_findings
 from .ruleset import RuleSet
-from .testcases import CaseResult, run_tests
+from .loader import TESTS_SUFFIX
+from .testcases import CaseResult, policy_file_of, run_tests
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
@@ -36,6 +39,15 @@ def _coverage_findings(summary: Summary, root: str, min_coverage: float | None) 
     return found
 
 
+def _coverage_scope(path: Path) -> Path:
+    """The policy files coverage is measured on: a folder; a policy file; for a tests file, the policy
+    file it is named after, or its folder when there is none."""
+    if path.is_dir() or not path.name.endswith(TESTS_SUFFIX):
+        return path
+    policy = policy_file_of(path)
+    return policy if policy.is_file() else path.parent
+
+
 def coverage_line(summary: Summary) -> str:
     """One line of coverage totals."""
     return (f"coverage {summary.percent:.1f}%: {summary.rules_fired}/{summary.rules} rules fired, "
@@ -45,7 +57,7 @@ def coverage_line(summary: Summary) -> str:
 def run(rules: RuleSet, path: str, fmt: str, out: TextIO, err: TextIO, min_coverage: float | None = None,
         show_uncovered: bool = False) -> int:
     """Run the cases under ``path`` against ``rules`` and write the report; returns the exit code."""
-    scope = Path(path) if Path(path).is_dir() else Path(path).parent
+    scope = _coverage_scope(Path(path))
     coverage = Coverage(rules.policy_versions(), scope)
     results, problems = run_tests(rules, path, coverage)
     summary = coverage.summary()

@@ -1,4 +1,4 @@
-"""Read a worklist of scheduled orders (CSV or JSON Lines) into v1 requests, one per order.
+"""Read a worklist of scheduled orders (CSV, JSON Lines, or any table of cells) into v1 requests, one per order.
 
 The columns are documented in docs/lookup.md. Values are never echoed for patient columns, so a
 rejection report can be shown or kept without exposing patient data.
@@ -9,7 +9,7 @@ import csv
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 from .errors import CovreqError, RequestError
 
@@ -163,13 +163,19 @@ def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
     header = next(reader, None)
     if header is None:
         raise WorklistError("the file is empty; the first row must name the columns")
+    return read_rows(header, enumerate(reader, start=2))
+
+
+def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple[list[Order], list[Rejection], list[str]]:
+    """Orders of a table of text cells (one row per service line, numbered), the rows rejected while
+    reading, and the columns ignored: the CSV layout, whatever file the table came from."""
     names = [name.strip().lower() for name in header]
     missing = [column for column in REQUIRED if column not in names]
     if missing:
         raise WorklistError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(names)}")
     drafts: dict[str, _Draft] = {}
     rejected: list[Rejection] = []
-    for row, values in enumerate(reader, start=2):
+    for row, values in rows:
         if not any(value.strip() for value in values):
             continue
         if len(values) > len(names):

@@ -13,14 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service import lookup, ops, v1
+from service import lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
 from service.crd.outcome import operation_outcome
 from service.crd.payers import PayerMap
 from service.dtr import routes as dtr_routes
+from service.bundles import BundleSource
 from service.holder import RuleSetHolder
+from service.metrics import Metrics, worker_exited
 from service.middleware import AccessLog, BodyLimit
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
@@ -42,13 +44,19 @@ def _sighup_reload(app: FastAPI) -> bool:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     installed = _sighup_reload(app)
+    bundles: BundleSource | None = app.state.bundles
+    if bundles:
+        bundles.start(app.state.holder)
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
-                               "sighup_reload": installed})
+                               "sighup_reload": installed, "bundle": bundles.url if bundles else None})
     try:
         yield
     finally:
+        if bundles:
+            bundles.stop()
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        worker_exited()
 
 
 def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
@@ -59,15 +67,22 @@ def _error_response(app: FastAPI, path: str, status: int, message: str) -> Respo
     return v1_error(status, message, digest)
 
 
-def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
-    """The service for the rule tree at ``rules_path``; raises ``engine.LoadError`` if it is broken."""
+def create_app(rules_path: str | None, settings: Settings | None = None) -> FastAPI:
+    """The service for the rule tree at ``rules_path``, or for the bundle at ``settings.bundle_url``;
+    raises ``engine.LoadError`` if the rules are broken, ``BundleError`` if the bundle is refused."""
     settings = settings or Settings()
+    bundles = BundleSource.from_settings(settings) if settings.bundle_url else None
+    rules_path = bundles.first() if bundles else rules_path
+    if rules_path is None:
+        raise ValueError("create_app needs a rule tree or settings.bundle_url")
     app = FastAPI(title="covreq", version="1", lifespan=_lifespan,
                   description="Does this CPT/HCPCS code need prior authorization for this payer and "
                               "plan, and what documentation? Every response names the rule set "
                               f"that produced it (body and `{RULESET_HEADER}` header).")
     app.state.settings = settings
-    app.state.holder = RuleSetHolder(rules_path)
+    app.state.metrics = Metrics()
+    app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
+    app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
     app.state.audit = AuditLog(settings.audit_path)
     guard = Guard.from_settings(settings)
@@ -76,6 +91,7 @@ def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
     app.include_router(dtr_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
+    app.include_router(metrics.router)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -89,5 +105,6 @@ def create_app(rules_path: str, settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
         app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
     app.add_middleware(Authenticate, guard=guard, refuse=functools.partial(_error_response, app))
-    app.add_middleware(AccessLog, header=RULESET_HEADER)
+    app.add_middleware(AccessLog, header=RULESET_HEADER, observe=lambda scope, status, seconds: (
+        app.state.metrics.observe_request(scope, status, seconds, app.state.holder.current)))
     return app

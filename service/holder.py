@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 import engine
+from service.metrics import Metrics
 
 log = logging.getLogger("covreq.reload")
 
@@ -33,11 +35,14 @@ class RuleSetHolder:
     failure is kept in ``last_error`` (and logged with each problem's file:line:col).
     """
 
-    def __init__(self, path: str, loader: Callable[[str], engine.RuleSet] = engine.load) -> None:
+    def __init__(self, path: str, loader: Callable[[str], engine.RuleSet] = engine.load,
+                 metrics: Metrics | None = None) -> None:
         self.path = path
         self._loader = loader
+        self._metrics = metrics or Metrics()
         self._reload_lock = threading.Lock()
-        self._current = loader(path)
+        self._current, seconds = self._load(path)
+        self._metrics.loaded(self._current, seconds)
         self.last_error: ReloadFailure | None = None
 
     @property
@@ -45,28 +50,44 @@ class RuleSetHolder:
         """The rule set in service now."""
         return self._current
 
-    def reload(self) -> ReloadFailure | None:
-        """Load the tree again; swap it in if it loads, else keep the old one.
+    def _load(self, path: str) -> tuple[engine.RuleSet, float]:
+        """The rule set at ``path`` and the seconds its load took."""
+        began = time.perf_counter()
+        ruleset = self._loader(path)
+        return ruleset, time.perf_counter() - began
+
+    def reload(self, path: str | None = None, source: str = "tree") -> ReloadFailure | None:
+        """Load the tree at ``path`` (default: the tree in service); swap it in if it loads, else
+        keep the old one. A tree swapped in becomes the one later reloads read.
 
         Returns the failure, or None on success. Concurrent reloads run one after another.
         """
+        path = path or self.path
         with self._reload_lock:
             try:
-                fresh = self._loader(self.path)
+                fresh, seconds = self._load(path)
             except (engine.LoadError, OSError) as err:
                 problems = ([str(p) for p in err.problems] if isinstance(err, engine.LoadError)
-                            else [f"{self.path}: {err}"])
-                return self._refuse(problems)
-            previous, self._current = self._current.digest, fresh
+                            else [f"{path}: {err}"])
+                return self.refuse(problems, source)
+            previous, self._current, self.path = self._current.digest, fresh, path
             self.last_error = None
+            self._metrics.loaded(fresh, seconds)
             log.info("rule set reloaded", extra={"event": "reloaded", "ruleset": fresh.digest,
-                                                 "previous": previous})
+                                                 "previous": previous, "source": source})
             return None
 
-    def _refuse(self, problems: list[str]) -> ReloadFailure:
+    def settled(self) -> None:
+        """The rules in service are the latest after all (a bundle URL says so): forget the last refusal."""
+        self.last_error = None
+
+    def refuse(self, problems: list[str], source: str = "tree") -> ReloadFailure:
+        """Record a refused reload: log each problem, keep it for ``/readyz``, count it."""
         failure = ReloadFailure(datetime.now(timezone.utc), problems)
         for problem in problems:
             log.error("reload refused: %s", problem, extra={
-                "event": "reload-failed", "problem": problem, "ruleset": self._current.digest})
+                "event": "reload-failed", "problem": problem, "ruleset": self._current.digest,
+                "source": source})
         self.last_error = failure
+        self._metrics.refused(source)
         return failure

@@ -1,4 +1,4 @@
-"""ASGI plumbing: refuse oversized bodies (413) and write one access-log line per request."""
+"""ASGI plumbing: refuse oversized bodies (413); log (and hand to the metrics) every finished request."""
 from __future__ import annotations
 
 import logging
@@ -56,10 +56,14 @@ class BodyLimit:
 
 
 class AccessLog:
-    """Logs method, path, status, duration and the answering rule set; never bodies."""
+    """Logs method, path, status, duration and the answering rule set; never bodies.
 
-    def __init__(self, app: ASGIApp, header: str) -> None:
-        self.app, self.header = app, header.lower().encode()
+    ``observe(scope, status, seconds)``, when given, is called too (the metrics count requests there).
+    """
+
+    def __init__(self, app: ASGIApp, header: str,
+                 observe: Callable[[Scope, int, float], None] | None = None) -> None:
+        self.app, self.header, self.observe = app, header.lower().encode(), observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +82,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, observing_send)
         finally:
+            seconds = time.perf_counter() - began
             log.info("%s %s %s", scope["method"], scope["path"], status, extra={
                 "event": "request", "method": scope["method"], "path": scope["path"],
-                "status": status, "ms": round((time.perf_counter() - began) * 1000, 2),
-                "ruleset": ruleset})
+                "status": status, "ms": round(seconds * 1000, 2), "ruleset": ruleset})
+            if self.observe:
+                self.observe(scope, status, seconds)

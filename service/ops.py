@@ -21,15 +21,19 @@ def healthz(request: Request) -> JSONResponse:
 
 @router.get("/readyz", summary="Readiness: a rule set is loaded; reports a refused reload")
 def readyz(request: Request) -> JSONResponse:
-    """200 ``ready``, or 200 ``degraded`` with the error when the last reload was refused.
+    """200 ``ready``, or 200 ``degraded`` with the error when the last reload was refused; served
+    from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check.
 
     A refused reload does not make the service unready: it keeps answering with the last good
     rule set, and taking every replica out of rotation for a bad file would be an outage.
     """
-    holder = request.app.state.holder
+    holder, bundles = request.app.state.holder, request.app.state.bundles
     digest, failure = holder.current.digest, holder.last_error
-    return json_response({"status": "degraded" if failure else "ready", "ruleset": digest,
-                          "last_reload_error": failure.as_dict() if failure else None}, digest)
+    body = {"status": "degraded" if failure else "ready", "ruleset": digest,
+            "last_reload_error": failure.as_dict() if failure else None}
+    if bundles:
+        body["bundle"] = bundles.status()
+    return json_response(body, digest)
 
 
 @router.post("/admin/reload", summary="Reload the rule tree; a broken tree is refused (422)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import tempfile
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -11,6 +13,7 @@ from uvicorn.supervisors import Multiprocess
 
 from service import logs
 from service.app import create_app
+from service.metrics import MULTIPROCESS_ENV
 from service.settings import Settings
 
 RULES_ENV = "COVREQ_RULES"
@@ -20,7 +23,7 @@ def app_from_env() -> FastAPI:
     """App factory for worker processes: the rule tree comes from ``COVREQ_RULES``."""
     settings = Settings.from_env()
     logs.configure(settings.json_logs, settings.log_level)
-    return create_app(os.environ[RULES_ENV], settings)
+    return create_app(os.environ.get(RULES_ENV), settings)
 
 
 class ReloadingSupervisor(Multiprocess):
@@ -35,10 +38,25 @@ class ReloadingSupervisor(Multiprocess):
                 os.kill(process.pid, signal.SIGHUP)
 
 
-def run(rules: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve the rule tree at ``rules``; with ``workers > 1`` each worker loads it itself."""
-    os.environ[RULES_ENV] = rules
+def _metrics_folder() -> None:
+    """Give the workers a folder for prometheus-client's multiprocess mode (the operator's
+    ``PROMETHEUS_MULTIPROC_DIR``, emptied of an earlier run's files, or a fresh one)."""
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if not folder:
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="covreq-metrics-")
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for stale in Path(folder).glob("*.db"):
+        stale.unlink()
+
+
+def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the rule tree at ``rules`` (or, when None, the bundle at ``COVREQ_BUNDLE_URL``); with
+    ``workers > 1`` each worker loads it itself."""
+    if rules is not None:
+        os.environ[RULES_ENV] = rules
     if workers > 1:
+        _metrics_folder()
         config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
                                 workers=workers, log_config=None)
         listener = config.bind_socket()

@@ -18,6 +18,10 @@ class Settings:
     ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
     the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
     ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
+    ``bundle_url`` serves rules from a bundle (service/bundles.py), polled every
+    ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
+    with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
+    temporary folder).
     """
 
     max_body_bytes: int = 1_048_576
@@ -31,13 +35,20 @@ class Settings:
     v1_jwt: bool = False
     audit_path: Path = Path("covreq-audit.jsonl")
     fhir_base: str | None = None
+    bundle_url: str | None = None
+    bundle_public_key: Path | None = None
+    bundle_poll_seconds: float = 30.0
+    bundle_timeout_seconds: float = 30.0
+    bundle_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
-        ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``; absent variables keep the defaults."""
+        ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
+        ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``;
+        absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -52,4 +63,9 @@ class Settings:
             v1_jwt=env.get("COVREQ_V1_JWT", "0") == "1",
             audit_path=Path(env.get("COVREQ_AUDIT") or defaults.audit_path),
             fhir_base=env.get("COVREQ_FHIR_BASE") or None,
+            bundle_url=env.get("COVREQ_BUNDLE_URL") or None,
+            bundle_public_key=Path(env["COVREQ_BUNDLE_PUBLIC_KEY"]) if env.get("COVREQ_BUNDLE_PUBLIC_KEY") else None,
+            bundle_poll_seconds=float(env.get("COVREQ_BUNDLE_POLL_SECONDS", defaults.bundle_poll_seconds)),
+            bundle_timeout_seconds=float(env.get("COVREQ_BUNDLE_TIMEOUT_SECONDS", defaults.bundle_timeout_seconds)),
+            bundle_dir=Path(env["COVREQ_BUNDLE_DIR"]) if env.get("COVREQ_BUNDLE_DIR") else None,
         )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,18 +25,72 @@ _REQUEST_DOC = {"requestBody": {"required": True, "content": {"application/json"
                               "services may be absent (unknown)."},
     "example": _EXAMPLE_REQUEST}}}}
 
+#: A JSON escape of a UTF-16 surrogate: only these can put a lone surrogate into a parsed string.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Characters of a field name quoted in an error.
+_NAME_QUOTED = 64
+
+
+class BodyError(ValueError):
+    """A body covreq cannot read as JSON text; ``location`` names the field at fault, if any."""
+
+    def __init__(self, message: str, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
 
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _field(path: list[object]) -> str:
+    """``["services", 0, "code"]`` -> ``services[0].code`` (names cut and escaped for echoing)."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            name = str(part)[:_NAME_QUOTED].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            text += f".{name}" if text else name
+    return text or "(top level)"
+
+
+def _lone_surrogate_at(value: Any) -> tuple[str, str] | None:
+    """The first field (in document order) whose name or text holds a lone UTF-16 surrogate,
+    with which of the two it is."""
+    pending: list[tuple[list[object], Any]] = [([], value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return _field(path), "text"
+        elif isinstance(item, dict):
+            for key in item:
+                if _SURROGATE.search(key):
+                    return _field([*path, key]), "name"
+            pending.extend(([*path, key], child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            pending.extend(([*path, i], child) for i, child in reversed(list(enumerate(item))))
+    return None
+
+
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity); raises ValueError with the position of the problem."""
+    """Strict JSON (no NaN/Infinity) of Unicode text; raises ``BodyError`` (a ValueError) with the
+    position of the problem, or the field whose text holds a lone surrogate such as ``"\\ud800"``."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except RecursionError:  # e.g. a body of a million '[': a 400, not a crash
-        raise ValueError("the JSON nests too deeply") from None
+        raise BodyError("the JSON nests too deeply") from None
+    except ValueError as err:
+        raise BodyError(str(err)) from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then walk the body
+        found = _lone_surrogate_at(body)
+        if found is not None:
+            field, part = found
+            raise BodyError(f"the {part} of {field} holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                            "which is not Unicode text", field)
+    return body
 
 
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,
@@ -47,9 +102,9 @@ async def requirements(request: Request) -> JSONResponse:
     ruleset, audit = request.app.state.holder.current, request.app.state.audit
     try:
         body = parse_json(await request.body())
-    except ValueError as err:
-        audit.v1(request, ruleset.digest, 400)
-        return v1_error(400, f"malformed JSON: {err}", ruleset.digest)
+    except BodyError as err:
+        audit.v1(request, ruleset.digest, 400, location=err.location)
+        return v1_error(400, f"malformed JSON: {err}", ruleset.digest, err.location)
     if not isinstance(body, dict):
         audit.v1(request, ruleset.digest, 422)
         return v1_error(422, "the request must be a JSON object", ruleset.digest)
@@ -59,6 +114,7 @@ async def requirements(request: Request) -> JSONResponse:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)
     audit.v1(request, ruleset.digest, 200, answer)
+    request.app.state.metrics.answered("v1", (d["pa_needed"] for d in answer["decisions"]))
     return json_response(answer, ruleset.digest)
 
 

@@ -139,3 +139,91 @@ def test_random_yaml_text_gives_only_problems(tmp_path: Path, text: str) -> None
         engine.load(tmp_path)
     except engine.LoadError as exc:
         assert all(p.line >= 1 for p in exc.problems)
+
+
+def test_every_problem_of_one_file_is_reported_not_only_the_schemas(tmp_path: Path) -> None:
+    """Regression (issue 15, item 3): a bad date plus a misspelt key reported only the key."""
+    write(tmp_path, "p.yaml", POLICY.replace("2024-01-01", "2024-02-30") + "rulez: []\n"
+          "rules:\n  - {when: true, pa_needed: maybe}\n  - {when: units >> 1}\n"
+          "documentation: {x: {txt: y}}\n")
+    found = [(p.line, p.column, p.code) for p in read_tree(tmp_path).problems]
+    assert found == [(4, 12, "E-date"), (7, 1, "E-schema"), (9, 29, "E-schema"), (10, 19, "E-syntax"),
+                     (11, 20, "E-schema"), (11, 21, "E-schema")]
+
+
+def test_a_file_missing_required_keys_reports_the_schema_problem_only(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY.replace("title: T\n", "") + "rules: [{when: nope}]\n")
+    assert [p.code for p in read_tree(tmp_path).problems] == ["E-schema"]
+
+
+PLAN = "id: p-{0}\nextends: p\nplans: [{0}]\n"
+
+
+def test_a_broken_base_is_reported_once_however_many_overrides_extend_it(tmp_path: Path) -> None:
+    """Regression (issue 15, item 4): every plan override repeated its base's problems."""
+    write(tmp_path, "p.yaml", POLICY + "rules: [{when: patient.age > \"65\"}]\n")
+    for plan in ("gold", "silver", "bronze"):
+        write(tmp_path, f"{plan}.yaml", PLAN.format(plan))
+    problems = read_tree(tmp_path).problems
+    assert [(Path(p.path).name, p.line, p.code) for p in problems] == [("p.yaml", 7, "E-type")]
+    with pytest.raises(engine.LoadError) as info:
+        engine.load(tmp_path)
+    assert len(info.value.problems) == 1
+
+
+@pytest.mark.parametrize("broken", [
+    POLICY.replace("payer: acme", "payer: acme\n  oops: 1"),  # YAML: an indentation slip
+    POLICY.replace("title: T\n", ""),  # schema: a required key missing
+])
+def test_overrides_of_a_base_that_could_not_be_read_add_no_follow_on_problems(tmp_path: Path, broken: str) -> None:
+    """Regression (issue 15, item 7): a base with an indentation slip made its override report
+    "base policy is not defined"."""
+    write(tmp_path, "p.yaml", broken)
+    write(tmp_path, "gold.yaml", PLAN.format("gold"))
+    problems = read_tree(tmp_path).problems
+    assert len(problems) == 1 and Path(problems[0].path).name == "p.yaml"
+
+
+def test_an_override_of_a_base_missing_from_the_tree_is_still_reported(tmp_path: Path) -> None:
+    write(tmp_path, "gold.yaml", PLAN.format("gold").replace("extends: p", "extends: q"))
+    write(tmp_path, "p.yaml", POLICY)
+    assert [p.code for p in read_tree(tmp_path).problems] == ["E-extends"]
+
+
+@pytest.mark.parametrize("text, line, column, message", [
+    ("reason: Note: see above\n", 1, 13, "a ': ' where no key can start; quote a value that contains \": \""),
+    ("rules:\n  - when: true\n    pa_needed: no-auth\n   reason: x\n", 4, 4,
+     "this line is indented differently from the lines above it; give the entries of one mapping or list "
+     "the same indentation (it starts at line 2, column 3)"),
+    ("id: x\n\ttitle: y\n", 2, 1, "a tab character; indent with spaces"),
+    ("reason: \"abc\ntitle: y\n", 3, 1, "a quoted value is never closed; add the closing quote to the value "
+                                       "that starts at line 1, column 9"),
+    ("codes: [\"1\", \"2\"\ntitle: y\n", 2, 1, "a [ ... ] list is not closed, or misses a comma"),
+    ("source: {url: x\n", 2, 1, "a { ... } mapping is not closed, or misses a comma"),
+    ("id: x\ntitle\npayer: z\n", 3, 1, "a line that is not 'key: value'; add the ':' after the key at line 2"),
+    ("codes: [*]\n", 1, 10, "'*' starts an alias in YAML; quote a value"),
+    ("reason: @home\n", 1, 9, "a value cannot start with '@'; quote the value"),
+    ("reason: 'it's'\n", 1, 13, "more text after a value; quote the whole value"),
+    ("id: x\n- a\n", 2, 1, "a list item where a key was expected"),
+])
+def test_common_yaml_mistakes_are_reworded_with_a_hint(tmp_path: Path, text: str, line: int, column: int,
+                                                       message: str) -> None:
+    """Regression (issue 15, item 7): YAML errors repeated PyYAML's wording with no hint."""
+    write(tmp_path, "p.yaml", text)
+    problems = read_tree(tmp_path).problems
+    assert [(p.line, p.column, p.code) for p in problems] == [(line, column, "E-yaml")]
+    assert problems[0].message.startswith(message)
+
+
+def test_references_into_a_misspelt_catalogue_are_not_reported_again(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY + "rules: [{when: true, documentation: [notes]}]\n"
+          "documentaton: {notes: {text: Notes}}\n")
+    problems = read_tree(tmp_path).problems
+    assert [p.message for p in problems] == ["unknown key 'documentaton'; did you mean 'documentation'?"]
+
+
+def test_a_base_date_problem_is_located_in_the_base_and_reported_once(tmp_path: Path) -> None:
+    write(tmp_path, "p.yaml", POLICY.replace("2024-01-01", "2024-02-30"))
+    write(tmp_path, "gold.yaml", PLAN.format("gold"))
+    problems = read_tree(tmp_path).problems
+    assert [(Path(p.path).name, p.line, p.column, p.code) for p in problems] == [("p.yaml", 4, 12, "E-date")]

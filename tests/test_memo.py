@@ -69,11 +69,11 @@ def test_refused_requests_are_refused_every_time(rules: engine.RuleSet) -> None:
 
 
 def test_the_cache_holds_at_most_its_byte_budget() -> None:
-    cache = AnswerCache(max_bytes=200)
+    cache = AnswerCache(max_bytes=2000)
     for i in range(20):
         cache.put(f"k{i}".encode(), {"answer": i, "pad": "x" * 40})
     info = cache.info()
-    assert info["bytes"] <= 200 and info["entries"] < 20
+    assert info["bytes"] <= 2000 and info["entries"] < 20
     assert cache.get(b"k19") == {"answer": 19, "pad": "x" * 40}
-    cache.put(b"huge", {"pad": "x" * 500})
+    cache.put(b"huge", {"pad": "x" * 5000})
     assert cache.get(b"huge") is None

@@ -10,7 +10,7 @@ import pytest
 import engine
 from engine.cli import main
 from engine.coverage import Coverage
-from engine.testcases import run_tests
+from engine.testcases import rule_tree_of, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLING = Path(__file__).resolve().parent / "fixtures" / "tooling"
@@ -92,3 +92,50 @@ def test_github_annotations_for_failures(capsys: pytest.CaptureFixture[str]) -> 
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("::error file=") and ",line=5,col=1,title=T-fail::" in first
     assert "%0A--- expected (decision 1)%0A" in first
+
+
+def test_a_misspelt_key_in_a_tests_file_is_a_located_error_with_a_suggestion(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 1): `expects:` for `expect:` made a case pass without checking."""
+    tests = tmp_path / "policy.tests.yaml"
+    text = (FAILING / "policy.tests.yaml").read_text(encoding="utf-8")
+    text = text.replace("expect:", "expects:", 1).replace("{pa_needed: no-auth", "{pa_neded: no-auth")
+    tests.write_text(text, encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text((FAILING / "policy.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tests}:2:5: E-schema: cases.0: needs 'expect' or 'error'" in out
+    assert f"{tests}:4:5: E-schema: unknown key 'expects'; did you mean 'expect'?" in out
+    assert f"{tests}:7:15: E-schema: unknown key 'pa_neded'; did you mean 'pa_needed'?" in out
+    assert "0 passed, 0 failed" in out
+
+
+def test_schema_tests_publishes_the_json_schema_of_tests_files(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "tests"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$id"].endswith("/tests.schema.json") and schema["required"] == ["cases"]
+    expectation = schema["$defs"]["expectation"]
+    assert expectation["additionalProperties"] is False and "pa_needed" in expectation["properties"]
+
+
+def test_one_tests_file_or_one_policy_is_tested_against_the_tree_it_belongs_to(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 2): `covreq test x.tests.yaml` read the tests file as a policy."""
+    monkeypatch.chdir(ROOT)
+    for path in ("rules/medicare/opd/blepharoplasty.tests.yaml", "rules/medicare/opd/blepharoplasty.yaml"):
+        assert main(["test", path]) == 0
+        captured = capsys.readouterr()
+        assert "covreq test: testing against the rule tree rules (--rules chooses another)" in captured.err
+        assert " 0 failed" in captured.out
+        # coverage is measured on the policy the tests file is named after, which they cover fully
+        assert "coverage 100.0%" in captured.out and "rules fired" in captured.out
+    assert main(["test", "rules/medicare/dmepos"]) == 0
+    assert "rule tree rules " in capsys.readouterr().err
+
+
+def test_rule_tree_of_a_tree_without_payer_files_is_the_given_folder(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "acme").mkdir()
+    assert rule_tree_of(tmp_path / "acme") == tmp_path / "acme"
+    (tmp_path / "acme" / "_payer.yaml").write_text("payer: acme\n", encoding="utf-8")
+    assert rule_tree_of(tmp_path / "acme" / "x.tests.yaml") == tmp_path

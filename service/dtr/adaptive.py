@@ -16,9 +16,11 @@ from typing import Any, Iterable, Mapping
 import engine
 from engine.facts import FACTS
 from service.crd.assertions import from_decision
+from service.crd.coverage_information import Answered, assertion_id
+from service.crd.coverage_information import coverage_information as crd_coverage_information
+from service.crd.discovery import CURRENT_VERSION
 from service.crd.requests import Line, Order
-from service.crd.responses import Answered, assertion_id
-from service.crd.responses import coverage_information as crd_coverage_information
+from service.fhir.systems import BILLING_SYSTEMS
 from service.dtr import facts as f
 from service.dtr.catalogue import Catalogue
 from service.dtr.errors import OperationError
@@ -31,7 +33,8 @@ ORIGIN = f"{DTR}/information-origin"
 QR_COVERAGE = f"{DTR}/qr-coverage"
 QR_CONTEXT = f"{DTR}/qr-context"
 FORM_ID = "form"
-BILLING_URIS = {"CPT": "http://www.ama-assn.org/go/cpt", "HCPCS": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"}
+#: v1 system -> the FHIR system URI written for it (the first one covreq reads)
+BILLING_URIS = {system: uri for uri, system in reversed(BILLING_SYSTEMS.items())}
 #: Fields of the QuestionnaireResponse a call rewrites; every other one is carried through.
 _REWRITTEN = ("contained", "questionnaire", "status", "authored", "item", "meta")
 #: Answers that give a documentation item: an attachment, an attestation, or a note.
@@ -82,9 +85,10 @@ def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any
         return None
     line = Line(decision["code"], decision["system"], BILLING_URIS[decision["system"]])
     order = Order({}, orders[0] if orders else "", (line,))
-    key = assertion_id(str(envelope.get("id", "")), order.reference, coverages[0], line.code, digest)
-    answered = Answered(order, coverages[0], form.policy.payer, from_decision(dict(decision), line, False), key)
-    return crd_coverage_information(answered, dt.date.today())
+    assertion = from_decision(dict(decision), line, False)
+    key = assertion_id(order.reference, coverages[0], digest, [assertion])
+    answered = Answered(order, coverages[0], form.policy.payer, assertion, key)
+    return crd_coverage_information(answered, dt.date.today(), CURRENT_VERSION)
 
 
 def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Mapping[str, Any],

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from engine.facts import BOOL, DATE, NUMBER, FactSpec
+from service.fhir.systems import ICD10CM, POS
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 GENDER = "http://hl7.org/fhir/administrative-gender"
 #: Facts a single-line form cannot ask: the payer is the form's own, the code and the date come
 #: with the order, the other lines are not on the form.

@@ -14,10 +14,12 @@ from typing import Any, Mapping
 
 import engine
 from service.crd.assertions import from_decision
+from service.crd.coverage_information import CRD_TEMP
+from service.crd.envelope import read_envelope
 from service.crd.outcome import CrdError
 from service.crd.payers import PayerMap
 from service.crd.requests import HookCall, Line, Order, read_call, v1_request
-from service.crd.responses import CRD_TEMP
+from service.fhir.index import ResourceIndex
 from service.dtr import facts as f
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
@@ -108,7 +110,7 @@ def _patient(coverage: Mapping[str, Any]) -> str:
     return reference
 
 
-def _hook_call(inputs: Inputs, patient: str, payers: PayerMap, today: dt.date) -> HookCall:
+def _hook_call(inputs: Inputs, patient: str, payers: PayerMap, served: set[str], today: dt.date) -> HookCall:
     """The orders and coverage read as CRD reads a hook call."""
     body = {"hook": "order-sign", "hookInstance": f"dtr-{uuid.uuid4()}",
             "context": {"patientId": patient.split("/", 1)[1],
@@ -117,9 +119,19 @@ def _hook_call(inputs: Inputs, patient: str, payers: PayerMap, today: dt.date) -
             "prefetch": {"coverage": {"resourceType": "Bundle", "type": "searchset",
                                       "entry": [{"resource": inputs.coverage}]}}}
     try:
-        return read_call(body, "order-sign", payers, today)
+        envelope = read_envelope(body, "order-sign")
+        return read_call(envelope, ResourceIndex(envelope.prefetch.values()), payers, served, today,
+                         coverage_known=True)
     except CrdError as err:
-        raise OperationError(err.status, err.message, "Parameters") from err
+        raise OperationError(err.status, err.message, _parameter_of(err.expression)) from err
+
+
+def _parameter_of(expression: str) -> str:
+    """The input parameter a CRD reading problem is about (named by where a hook call holds it)."""
+    for prefix, name in (("prefetch.coverage", "coverage"), ("Coverage", "coverage"), ("context.draftOrders", "order")):
+        if expression.startswith(prefix):
+            return f"Parameters.parameter.where(name = '{name}')"
+    return "Parameters"
 
 
 def _line_facts(body: Mapping[str, Any], index: int, today: dt.date) -> dict[str, Any]:
@@ -172,8 +184,8 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
     bundles: list[dict[str, Any]] = []
     packaged: set[str] = set()
     if inputs.orders:
-        call = _hook_call(inputs, patient, payers, today)
-        coverage = call.coverages[0]
+        call = _hook_call(inputs, patient, payers, set(ruleset.payers()), today)
+        coverage = call.coverage
         if coverage.problem:
             raise OperationError(422, coverage.problem[1], "Coverage")
         read = {o.reference for o in call.orders}
@@ -183,7 +195,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
             if not order.lines:
                 issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
                 continue
-            request = v1_request(call, order, coverage)
+            request = v1_request(call, order)
             try:
                 decisions = ruleset.evaluate(request)["decisions"]
             except engine.RequestError as err:

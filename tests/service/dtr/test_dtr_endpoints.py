@@ -113,11 +113,19 @@ def test_package_with_malformed_json_is_a_400(dtr_client: TestClient) -> None:
     assert issue["diagnostics"].startswith("malformed JSON")
 
 
-def test_package_for_a_payer_without_rules_is_a_422(dtr_client: TestClient) -> None:
+def test_package_for_a_payer_this_service_does_not_serve_is_a_400_naming_the_coverage(
+        dtr_client: TestClient) -> None:
     other = {**coverage(), "payor": [{"identifier": {"system": "http://example.org/payer", "value": "ACME"},
                                       "display": "Acme Health"}]}
-    issue = outcome(dtr_client.post(PACKAGE, json=package_request(service_request(), cov=other)), 422)
+    issue = outcome(dtr_client.post(PACKAGE, json=package_request(service_request(), cov=other)), 400)
     assert "Acme Health" in issue["diagnostics"]
+    assert issue["expression"] == ["Parameters.parameter.where(name = 'coverage')"]
+
+
+def test_package_for_an_ended_coverage_is_a_422(dtr_client: TestClient) -> None:
+    ended = {**coverage(), "period": {"end": "2020-01-01"}}
+    issue = outcome(dtr_client.post(PACKAGE, json=package_request(service_request(), cov=ended)), 422)
+    assert "not active" in issue["diagnostics"]
 
 
 def test_package_names_an_unknown_questionnaire_and_an_order_without_code_in_its_outcome(dtr_client: TestClient) -> None:

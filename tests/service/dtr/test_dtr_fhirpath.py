@@ -16,8 +16,10 @@ from engine.evaluate import run_policy
 from engine.facts import FACTS
 from engine.needs import needs_of
 from engine.request import parse_request
+from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
 from service.crd.requests import read_call, v1_request
+from service.fhir.index import ResourceIndex
 from service.dtr.catalogue import Catalogue
 from service.dtr.facts import INITIAL_EXPRESSIONS, answer_values, v1_body
 from service.dtr.questionnaire import DOC_PREFIX, Form
@@ -89,13 +91,14 @@ def test_initial_expressions_read_what_the_crd_reader_reads() -> None:
     order = {**service_request(pos="22"), "reasonCode": [
         {"coding": [{"system": ICD10CM, "code": "H02.831"}]}, {"coding": [{"system": "http://snomed.info/sct",
                                                                           "code": "1234"}]}]}
-    call = read_call({"hook": "order-sign", "hookInstance": "h-1",
-                      "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "entry": [
-                          {"resource": order}]}},
-                      "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "entry": [
-                          {"resource": coverage()}]}}}, "order-sign", PayerMap.load(FIXTURES / "payers.yaml"),
-                     dt.date(2024, 3, 1))
-    read = v1_request(call, call.orders[0], call.coverages[0])
+    envelope = read_envelope({"hook": "order-sign", "hookInstance": "h-1",
+                              "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "entry": [
+                                  {"resource": order}]}},
+                              "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "entry": [
+                                  {"resource": coverage()}]}}}, "order-sign")
+    call = read_call(envelope, ResourceIndex(envelope.prefetch.values()), PayerMap.load(FIXTURES / "payers.yaml"),
+                     {"medicare"}, dt.date(2024, 3, 1), coverage_known=True)
+    read = v1_request(call, call.orders[0])
     context = {"patient": patient, "clinical": order}
     found = {name: fhirpath({}, expression, context) for name, expression in INITIAL_EXPRESSIONS.items()}
     assert found["patient.birth_date"] == [read["patient"]["birth_date"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-from dtr_helpers import (POS, answer, asked, assert_constraints, bundles, coverage_information, form_of, items,
+from dtr_helpers import (POS, answer, asked, assert_constraints, bundles, coverage, coverage_information, form_of, items,
                          package_request, parses_as_r4, response_of, service_request)
 from fastapi.testclient import TestClient
 
@@ -108,3 +108,24 @@ def test_v1_decision_with_nothing_to_ask_names_no_form(dtr_client: TestClient) -
                                                       "date_of_service": "2024-03-14", "place_of_service": "11",
                                                       "services": [{"code": "15823"}]})
     assert "questionnaire" not in reply.json()["decisions"][0]
+
+
+def test_crd_answer_for_the_same_order_points_at_the_form_and_its_canonical_resolves(dtr_client: TestClient) -> None:
+    call = {"hook": "order-sign", "hookInstance": "dtr-scenario-1",
+            "context": {"userId": "Practitioner/pr-1", "patientId": "pat-1",
+                        "draftOrders": {"resourceType": "Bundle", "type": "collection",
+                                        "entry": [{"resource": service_request()}]}},
+            "prefetch": {"coverage": {"resourceType": "Bundle", "type": "searchset",
+                                      "entry": [{"resource": coverage()}]}}}
+    reply = dtr_client.post("/cds-services/order-sign-crd", json=call)
+    assert reply.status_code == 200, reply.text
+    (action,) = reply.json()["systemActions"]
+    (info,) = [e for e in action["resource"]["extension"] if e["url"].endswith("ext-coverage-information")]
+    subs = {s["url"]: s for s in info["extension"]}
+    assert "doc-needed" in subs
+    canonical = subs["questionnaire"]["valueCanonical"]
+    assert canonical == "http://testserver/fhir/Questionnaire/medicare-opd-blepharoplasty|2022-01-07"
+    found = dtr_client.get("/fhir/Questionnaire", params={"url": canonical}).json()
+    assert [e["resource"]["version"] for e in found["entry"]] == ["2022-01-07"]
+    package = dtr_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(service_request()))
+    assert bundles(package.json())[0]["entry"][0]["resource"] == found["entry"][0]["resource"]

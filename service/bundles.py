@@ -1,0 +1,157 @@
+"""Serve rules from a bundle URL: download, poll with ETag, verify, swap atomically, keep the last good.
+
+``covreq serve --bundle URL`` fetches the bundle (engine/bundle.py) once before serving, then polls
+the URL every ``poll_seconds`` with ``If-None-Match``. A new bundle is downloaded within a time and
+size limit, verified (its signature when a public key is configured, its digest always), unpacked to
+a fresh folder and loaded off to the side; only then is it swapped in. Any failure (network, HTTP
+status, a slow server, a damaged, unsigned or badly signed bundle, rules that do not load) keeps the
+last good rule set serving and is reported as a refused reload (``/readyz`` degraded, the
+``reload-failed`` log line, ``covreq_reload_failures_total{source="bundle"}``).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.bundle import BundleError, Opened, unpack
+from service.holder import RuleSetHolder
+
+log = logging.getLogger("covreq.bundle")
+
+#: Most bytes of one bundle download.
+MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A bundle downloaded, verified and unpacked, not yet in service."""
+
+    folder: Path
+    opened: Opened
+    etag: str | None
+
+
+class BundleSource:
+    """One bundle URL and the bundle from it in service (see the module's docstring)."""
+
+    def __init__(self, url: str, folder: Path, public_pem: bytes | None = None, poll_seconds: float = 30.0,
+                 timeout_seconds: float = 30.0, max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
+        self.url, self.public_pem = url, public_pem
+        self.poll_seconds, self.timeout_seconds, self.max_bytes = poll_seconds, timeout_seconds, max_bytes
+        self.folder = folder
+        self.serving: Fetched | None = None
+        self.checked_at: datetime | None = None
+        self._seen_etag: str | None = None  # the last bundle downloaded whole, good or refused
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BundleSource:
+        """The source ``settings.bundle_url`` names, with its key, timings and folder."""
+        try:
+            public_pem = settings.bundle_public_key.read_bytes() if settings.bundle_public_key else None
+        except OSError as err:
+            raise BundleError(f"cannot read the bundle public key {settings.bundle_public_key}: {err}") from None
+        folder = settings.bundle_dir or Path(tempfile.mkdtemp(prefix="covreq-bundles-"))
+        return cls(settings.bundle_url, folder, public_pem, settings.bundle_poll_seconds,
+                   settings.bundle_timeout_seconds)
+
+    def first(self) -> Path:
+        """Fetch the bundle to serve at start; raises :class:`BundleError` when that fails."""
+        fetched = self._fetch(etag=None)
+        assert fetched is not None  # no If-None-Match was sent, so no 304
+        self.serving = fetched
+        return fetched.folder
+
+    def _download(self, etag: str | None) -> tuple[bytes, str | None] | None:
+        """The bundle's bytes and ETag, or None when the server says it has not changed."""
+        deadline = time.monotonic() + self.timeout_seconds
+        headers = {"If-None-Match": etag} if etag else {}
+        try:
+            with httpx.stream("GET", self.url, headers=headers, timeout=self.timeout_seconds,
+                              follow_redirects=True) as response:
+                if response.status_code == 304:
+                    return None
+                if response.status_code != 200:
+                    raise BundleError(f"{self.url}: HTTP {response.status_code}")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise BundleError(f"{self.url}: the bundle is larger than {self.max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise BundleError(f"{self.url}: the download took longer than {self.timeout_seconds:g} s")
+                    chunks.append(chunk)
+                return b"".join(chunks), response.headers.get("etag")
+        except httpx.HTTPError as err:
+            raise BundleError(f"{self.url}: {type(err).__name__}: {err or 'no detail'}") from None
+
+    def _fetch(self, etag: str | None) -> Fetched | None:
+        """Download and unpack a changed bundle into a fresh folder; None when unchanged."""
+        downloaded = self._download(etag)
+        self.checked_at = datetime.now(timezone.utc)
+        if downloaded is None:
+            return None
+        data, self._seen_etag = downloaded
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix="bundle-", dir=self.folder))
+        try:
+            return Fetched(target, unpack(data, target, self.public_pem), self._seen_etag)
+        except BundleError as err:
+            shutil.rmtree(target, ignore_errors=True)
+            raise BundleError(f"{self.url}: {err}") from None
+
+    def poll(self, holder: RuleSetHolder) -> None:
+        """Check the URL once; put a new, good bundle in service, or report why not."""
+        try:
+            fetched = self._fetch(self._seen_etag)
+        except BundleError as err:
+            holder.refuse([str(err)], "bundle")
+            return
+        if fetched is None:
+            if self.serving and self._seen_etag == self.serving.etag:
+                holder.settled()  # what the URL serves is in service: an earlier failure is over
+            return
+        if self.serving and fetched.opened.manifest.digest == self.serving.opened.manifest.digest:
+            shutil.rmtree(fetched.folder, ignore_errors=True)
+            self.serving = Fetched(self.serving.folder, self.serving.opened, fetched.etag)
+            holder.settled()
+            return
+        if holder.reload(str(fetched.folder), "bundle") is not None:
+            shutil.rmtree(fetched.folder, ignore_errors=True)
+            return
+        previous, self.serving = self.serving, fetched
+        if previous:
+            shutil.rmtree(previous.folder, ignore_errors=True)
+        log.info("bundle in service", extra={"event": "bundle", "digest": fetched.opened.manifest.digest,
+                                             "etag": fetched.etag, "verified": fetched.opened.verified})
+
+    def start(self, holder: RuleSetHolder) -> None:
+        """Poll in a background thread until :meth:`stop`."""
+        def loop() -> None:
+            while not self._stop.wait(self.poll_seconds):
+                self.poll(holder)
+        self._thread = threading.Thread(target=loop, name="covreq-bundle-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling (a poll under way gets a second to finish; the thread dies with the process)."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=1.0)
+
+    def status(self) -> dict[str, Any]:
+        """The bundle in service, as ``/readyz`` shows it."""
+        serving = self.serving
+        return {"url": self.url, "digest": serving.opened.manifest.digest if serving else None,
+                "verified": serving.opened.verified if serving else False, "etag": serving.etag if serving else None,
+                "checked_at": self.checked_at.isoformat(timespec="seconds") if self.checked_at else None}

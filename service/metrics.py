@@ -1,0 +1,128 @@
+"""Prometheus metrics of a running service, served at ``/metrics`` (prometheus-client).
+
+With ``covreq serve --workers N`` each worker writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by ``service/server.py``)
+and a scrape of any worker reads them all: counters and histograms are summed over the workers, and
+the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's rule set.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from fastapi import APIRouter, Request
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+from starlette.responses import Response
+from starlette.types import Scope
+
+import engine
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Routes whose requests are decisions: their latency goes into the decision histogram.
+DECISION_ROUTES = frozenset({"/v1/requirements", "/cds-services/{service_id}"})
+#: Decision latency buckets, seconds: a cached answer takes tens of microseconds, a CRD call milliseconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: The route label of requests that matched no route (kept apart so unknown paths cannot add series).
+UNMATCHED = "unmatched"
+
+router = APIRouter(tags=["operations"])
+
+
+class Metrics:
+    """The service's metrics, registered in their own registry (one per application).
+
+    ``observe_request`` is called by the access log for every request, ``answered`` by the decision
+    endpoints, ``loaded`` and ``refused`` by the rule-set holder.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("covreq_http_requests", "HTTP requests by route template, method and status",
+                                ("route", "method", "status"), registry=r)
+        self.decision_seconds = Histogram("covreq_decision_duration_seconds",
+                                          "Time to answer a decision request (v1 or CDS Hooks), seconds",
+                                          ("route",), buckets=LATENCY_BUCKETS, registry=r)
+        self.answers = Counter("covreq_answers", "Service lines answered, by API and pa_needed",
+                               ("api", "pa_needed"), registry=r)
+        self.ruleset = Gauge("covreq_ruleset_info", "1 for the digest of the rule set in service, 0 for earlier ones",
+                             ("digest",), registry=r, multiprocess_mode="liveall")
+        self.loaded_at = Gauge("covreq_ruleset_loaded_timestamp_seconds",
+                               "When the rule set in service was loaded (Unix time)", registry=r,
+                               multiprocess_mode="liveall")
+        self.load_seconds = Gauge("covreq_ruleset_load_duration_seconds",
+                                  "How long loading the rule set in service took, seconds", registry=r,
+                                  multiprocess_mode="liveall")
+        self.policies = Gauge("covreq_ruleset_policies", "Policies in the rule set in service", registry=r,
+                              multiprocess_mode="liveall")
+        self.reload_failures = Counter("covreq_reload_failures", "Reloads refused (the last good rule set stayed)",
+                                       ("source",), registry=r)
+        for source in ("tree", "bundle"):  # shown at 0 from the start, so an alert rule finds the series
+            self.reload_failures.labels(source)
+        self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
+                                     ("cache", "result"), registry=r)
+        self._digest: str | None = None
+        self._cache_seen: tuple[int, dict[tuple[str, str], int]] = (0, {})
+
+    def loaded(self, ruleset: engine.RuleSet, seconds: float) -> None:
+        """A rule set went into service after ``seconds`` of loading."""
+        if self._digest is not None and self._digest != ruleset.digest:
+            self.ruleset.labels(self._digest).set(0)
+        self._digest = ruleset.digest
+        self.ruleset.labels(ruleset.digest).set(1)
+        self.loaded_at.set(ruleset.loaded_at.timestamp())
+        self.load_seconds.set(seconds)
+        self.policies.set(ruleset.policy_count())
+
+    def refused(self, source: str) -> None:
+        """A reload from ``source`` (``tree`` or ``bundle``) was refused."""
+        self.reload_failures.labels(source).inc()
+
+    def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
+        """Count the answers of one decision request."""
+        for value in pa_needed:
+            self.answers.labels(api, value or "none").inc()
+
+    def observe_request(self, scope: Scope, status: int, seconds: float, ruleset: engine.RuleSet) -> None:
+        """Count one finished request; for decisions, time it and bring the cache counts up to date."""
+        route = getattr(scope.get("route"), "path", UNMATCHED)
+        self.requests.labels(route, scope["method"], str(status)).inc()
+        if route in DECISION_ROUTES:
+            self.decision_seconds.labels(route).observe(seconds)
+            self._count_cache_lookups(ruleset)
+
+    def _count_cache_lookups(self, ruleset: engine.RuleSet) -> None:
+        """Add the lookups the rule set's caches made since the last call (a new rule set starts at 0)."""
+        answers, selections = ruleset.answer_cache_info(), ruleset.select_cache_info()
+        now = {("answers", "hit"): answers["hits"], ("answers", "miss"): answers["misses"],
+               ("selections", "hit"): selections["hits"], ("selections", "miss"): selections["misses"]}
+        owner, before = self._cache_seen
+        if owner != id(ruleset):
+            before = {}
+        for key, count in now.items():
+            if count > before.get(key, 0):
+                self.cache_lookups.labels(*key).inc(count - before.get(key, 0))
+        self._cache_seen = (id(ruleset), now)
+
+    def exposition(self) -> bytes:
+        """The text exposition of every metric: of all workers in multiprocess mode, else of this one."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def worker_exited(pid: int | None = None) -> None:
+    """Drop a finished worker's live gauges (multiprocess mode only)."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        multiprocess.mark_process_dead(pid or os.getpid())
+
+
+@router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
+def metrics(request: Request) -> Response:
+    """Requests by route and status, decision latency, answers by pa_needed, the rule set in service,
+    reload failures and cache lookups; see docs/operations.md."""
+    exposition: Any = request.app.state.metrics.exposition()
+    return Response(exposition, media_type=CONTENT_TYPE_LATEST)

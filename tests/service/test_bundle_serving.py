@@ -1,0 +1,203 @@
+"""`covreq serve --bundle URL` against a real HTTP server on loopback that serves good, damaged,
+unsigned, badly signed, slow and broken bundles: only a good bundle is ever put in service, every
+failure keeps the last good rule set answering and shows in /readyz and /metrics."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from engine.bundle import BundleError, build
+from service import Settings, create_app
+from tests.service.test_metrics import value
+from tests.service.test_service_reload import EYELID, REQUEST
+from tests.test_bundle import key_pair
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass
+class Offer:
+    """What the server answers: a body with its ETag, an HTTP status, and a pause between chunks."""
+
+    body: bytes
+    etag: str
+    status: int = 200
+    pause: float = 0.0
+
+
+class BundleServer(ThreadingHTTPServer):
+    """Serves ``offer`` at any path, honours If-None-Match, records each request's If-None-Match."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.offer = Offer(b"", '"none"', 404)
+        self.asked: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/bundles/rules.tar.gz"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: BundleServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        offer = self.server.offer
+        self.server.asked.append(self.headers.get("If-None-Match"))
+        if offer.status == 200 and self.headers.get("If-None-Match") == offer.etag:
+            self.send_response(304)
+            self.send_header("ETag", offer.etag)
+            self.end_headers()
+            return
+        self.send_response(offer.status)
+        self.send_header("ETag", offer.etag)
+        self.send_header("Content-Length", str(len(offer.body)))
+        self.end_headers()
+        try:
+            for start in range(0, len(offer.body), 256 if offer.pause else len(offer.body) or 1):
+                self.wfile.write(offer.body[start:start + 256 if offer.pause else None])
+                self.wfile.flush()
+                time.sleep(offer.pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on a slow download
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def server() -> Iterator[BundleServer]:
+    running = BundleServer()
+    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread.start()
+    yield running
+    running.shutdown()
+    running.server_close()
+
+
+@pytest.fixture()
+def keys(tmp_path: Path) -> tuple[bytes, Path]:
+    """The operator's private key, and the path of its public key as the service is given it."""
+    private, public = key_pair()
+    (tmp_path / "bundle-key.pem").write_bytes(public)
+    return private, tmp_path / "bundle-key.pem"
+
+
+def trees(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Version 1 of the fixture rules, version 2 (a reason changed), and a tree that does not load."""
+    one = Path(shutil.copytree(FIXTURES / "rules", tmp_path / "v1"))
+    two = Path(shutil.copytree(one, tmp_path / "v2"))
+    (two / EYELID).write_text((two / EYELID).read_text().replace("needs prior authorization", "needs PA (v2)"))
+    broken = Path(shutil.copytree(one, tmp_path / "broken"))
+    (broken / EYELID).write_text((broken / EYELID).read_text().replace("place_of_service", "place_of_sevice", 1))
+    return one, two, broken
+
+
+def service(server: BundleServer, tmp_path: Path, public: Path | None, poll_seconds: float = 3600) -> TestClient:
+    """A client of a service on the server's bundle (polled by hand unless ``poll_seconds`` is short)."""
+    settings = Settings(payers=FIXTURES / "payers.yaml", audit_path=tmp_path / "audit.jsonl", bundle_url=server.url,
+                        bundle_public_key=public, bundle_dir=tmp_path / "bundles", bundle_poll_seconds=poll_seconds,
+                        bundle_timeout_seconds=1.0)
+    return TestClient(create_app(None, settings))
+
+
+def reasons(client: TestClient) -> list[str]:
+    return [r for d in client.post("/v1/requirements", json=REQUEST).json()["decisions"] for r in d["reasons"]]
+
+
+def test_every_bad_bundle_is_refused_and_the_last_good_one_keeps_serving(
+        server: BundleServer, tmp_path: Path, keys: tuple[bytes, Path]) -> None:
+    private, public = keys
+    one, two, broken = trees(tmp_path)
+    good_one, manifest_one = build(one, private)
+    good_two, manifest_two = build(two, private)
+    server.offer = Offer(good_one, '"v1"')
+    client = service(server, tmp_path, public)
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["ruleset"] == manifest_one.ruleset
+    assert ready["bundle"]["digest"] == manifest_one.digest and ready["bundle"]["verified"] is True
+    before = reasons(client)
+    assert not any("(v2)" in r for r in before)
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+
+    bundles.poll(holder)  # unchanged: the server answers 304 to the ETag in service
+    assert server.asked[-1] == '"v1"' and client.get("/readyz").json()["status"] == "ready"
+
+    other_private, _ = key_pair()
+    bad_offers = {
+        "damaged": (Offer(good_two[: len(good_two) // 2], '"damaged"'), "not a readable bundle"),
+        "unsigned": (Offer(build(two)[0], '"unsigned"'), "not signed"),
+        "signed by another key": (Offer(build(two, other_private)[0], '"other-key"'), "signature does not verify"),
+        "slow": (Offer(good_two, '"slow"', pause=0.2), "took longer than 1 s"),
+        "server error": (Offer(b"oops", '"500"', status=500), "HTTP 500"),
+        "rules that do not load": (Offer(build(broken, private)[0], '"broken"'), "E-unknown-fact"),
+    }
+    for failures, (label, (offer, message)) in enumerate(bad_offers.items(), start=1):
+        server.offer = offer
+        bundles.poll(holder)
+        ready = client.get("/readyz").json()
+        problems = " ".join(ready["last_reload_error"]["problems"]) if ready["last_reload_error"] else ""
+        assert ready["status"] == "degraded" and message in problems, label
+        assert ready["ruleset"] == manifest_one.ruleset and ready["bundle"]["digest"] == manifest_one.digest, label
+        assert reasons(client) == before, label
+        assert value(client.get("/metrics").text, "covreq_reload_failures_total", source="bundle") == failures
+    assert [p.name for p in (tmp_path / "bundles").iterdir()] == [bundles.serving.folder.name]  # refused ones are gone
+
+    bundles.poll(holder)  # the refused bundle is not fetched and refused again: the server says 304
+    assert server.asked[-1] == '"broken"' and client.get("/readyz").json()["status"] == "degraded"
+
+    server.offer = Offer(good_two, '"v2"')
+    bundles.poll(holder)
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["ruleset"] == manifest_two.ruleset
+    assert ready["bundle"] == {**ready["bundle"], "digest": manifest_two.digest, "etag": '"v2"', "verified": True}
+    assert any("(v2)" in r for r in reasons(client))
+    assert value(client.get("/metrics").text, "covreq_ruleset_info", digest=manifest_two.ruleset) == 1
+    assert len(list((tmp_path / "bundles").iterdir())) == 1  # the folder of version 1 was removed
+
+
+def test_a_failed_download_clears_once_the_url_serves_the_bundle_in_service_again(
+        server: BundleServer, tmp_path: Path) -> None:
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    client = service(server, tmp_path, None)
+    assert client.get("/readyz").json()["bundle"]["verified"] is False  # no key configured: unsigned is accepted
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+    server.offer = Offer(b"", '"gone"', status=503)
+    bundles.poll(holder)
+    assert client.get("/readyz").json()["status"] == "degraded"
+    server.offer = Offer(build(one)[0], '"v1"')
+    bundles.poll(holder)
+    assert server.asked[-1] == '"v1"' and client.get("/readyz").json()["status"] == "ready"
+
+
+def test_the_service_polls_by_itself_and_swaps_in_a_new_bundle(server: BundleServer, tmp_path: Path,
+                                                               keys: tuple[bytes, Path]) -> None:
+    private, public = keys
+    one, two, _ = trees(tmp_path)
+    server.offer = Offer(build(one, private)[0], '"v1"')
+    with service(server, tmp_path, public, poll_seconds=0.1) as client:  # the lifespan starts the polling
+        data_two, manifest_two = build(two, private)
+        server.offer = Offer(data_two, '"v2"')
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").json()["ruleset"] != manifest_two.ruleset:
+            assert time.monotonic() < deadline, "the new bundle was not put in service"
+            time.sleep(0.05)
+
+
+def test_a_service_whose_first_bundle_is_refused_does_not_start(server: BundleServer, tmp_path: Path,
+                                                                keys: tuple[bytes, Path]) -> None:
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    with pytest.raises(BundleError, match="not signed"):
+        service(server, tmp_path, keys[1])

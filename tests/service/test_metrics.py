@@ -1,0 +1,113 @@
+"""/metrics: requests by route and status, decision latency, answers, the rule set in service,
+reload failures and cache lookups, for one process and summed over several workers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.test_service_reload import EYELID, REQUEST, _free_port, _wait
+
+FIXTURE_RULES = Path(__file__).parent / "fixtures" / "rules"
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition, by name and labels."""
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent), ignoring the ``pid`` label of per-worker gauges."""
+    return sum(v for (n, found), v in samples(text).items()
+               if n == name and labels.items() <= dict(found).items())
+
+
+def test_requests_are_counted_by_route_template_and_status(client) -> None:
+    client.post("/v1/requirements", json=REQUEST)
+    client.post("/v1/requirements", content=b"{not json")
+    client.get("/v1/policies/no-such-policy")
+    client.get("/v1/policies/another-missing-one")
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert value(text, "covreq_http_requests_total", route="/v1/requirements", status="200") == 1
+    assert value(text, "covreq_http_requests_total", route="/v1/requirements", status="400") == 1
+    # one series for the template, however many ids were asked for; unknown paths add no series
+    assert value(text, "covreq_http_requests_total", route="/v1/policies/{policy_id}", status="404") == 2
+    assert value(text, "covreq_http_requests_total", route="unmatched", status="404") == 1
+    assert not [n for n, labels in samples(text) if ("route", "/no/such/path") in labels]
+
+
+def test_decisions_are_timed_and_answers_counted_by_pa_needed(client) -> None:
+    for _ in range(3):
+        assert client.post("/v1/requirements", json=REQUEST).status_code == 200
+    client.get("/v1/ruleset")
+    text = client.get("/metrics").text
+    assert value(text, "covreq_decision_duration_seconds_count", route="/v1/requirements") == 3
+    assert value(text, "covreq_decision_duration_seconds_sum", route="/v1/requirements") > 0
+    assert value(text, "covreq_decision_duration_seconds_count", route="/v1/ruleset") == 0
+    decisions = [d["pa_needed"] for d in client.post("/v1/requirements", json=REQUEST).json()["decisions"]]
+    text = client.get("/metrics").text
+    for pa_needed in set(decisions):
+        assert value(text, "covreq_answers_total", api="v1", pa_needed=pa_needed) == 4 * decisions.count(pa_needed)
+
+
+def test_cache_lookups_show_a_repeated_request_answered_from_the_cache(client) -> None:
+    client.post("/v1/requirements", json=REQUEST)
+    text = client.get("/metrics").text
+    assert value(text, "covreq_cache_lookups_total", cache="answers", result="miss") == 1
+    assert value(text, "covreq_cache_lookups_total", cache="answers", result="hit") == 0
+    assert value(text, "covreq_cache_lookups_total", cache="selections", result="miss") == len(REQUEST["services"])
+    for _ in range(4):
+        client.post("/v1/requirements", json=REQUEST)
+    text = client.get("/metrics").text
+    assert value(text, "covreq_cache_lookups_total", cache="answers", result="hit") == 4
+    assert value(text, "covreq_cache_lookups_total", cache="answers", result="miss") == 1
+
+
+def test_the_rule_set_in_service_and_refused_reloads_are_reported(rules_dir: Path, make_client) -> None:
+    client = make_client(rules_dir)
+    first = client.get("/v1/ruleset").json()["ruleset"]
+    text = client.get("/metrics").text
+    assert value(text, "covreq_ruleset_info", digest=first) == 1
+    assert value(text, "covreq_ruleset_policies") == client.get("/v1/ruleset").json()["policies"]
+    assert value(text, "covreq_ruleset_load_duration_seconds") > 0
+    assert value(text, "covreq_ruleset_loaded_timestamp_seconds") > 1.7e9
+    assert value(text, "covreq_reload_failures_total", source="tree") == 0
+    (rules_dir / EYELID).write_text((rules_dir / EYELID).read_text() + "\n# changed\n")
+    second = client.post("/admin/reload").json()["ruleset"]
+    (rules_dir / EYELID).write_text("id: [broken\n")
+    assert client.post("/admin/reload").status_code == 422
+    text = client.get("/metrics").text
+    assert (value(text, "covreq_ruleset_info", digest=first), value(text, "covreq_ruleset_info", digest=second)) == (0, 1)
+    assert value(text, "covreq_reload_failures_total", source="tree") == 1
+
+
+def test_several_workers_report_one_sum_and_each_worker_its_rule_set(tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    code = f"from service.server import run; run({str(FIXTURE_RULES)!r}, '127.0.0.1', {port}, 2)"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["COVREQ_AUDIT"] = str(tmp_path / "audit.jsonl")
+    with open(tmp_path / "server.log", "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
+    try:
+        digest = _wait(lambda: httpx.get(f"{base}/readyz").json()["ruleset"])
+        for _ in range(20):  # new connections spread over both workers
+            answer = httpx.post(f"{base}/v1/requirements", json=REQUEST, headers={"Connection": "close"})
+            assert answer.status_code == 200
+        text = _wait(lambda: (t := httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text)
+                     and len({dict(labels)["pid"] for n, labels in samples(t) if n == "covreq_ruleset_info"}) == 2
+                     and t)
+        assert value(text, "covreq_http_requests_total", route="/v1/requirements", status="200") == 20
+        assert value(text, "covreq_decision_duration_seconds_count", route="/v1/requirements") == 20
+        pids = {dict(labels)["pid"] for (n, labels), v in samples(text).items()
+                if n == "covreq_ruleset_info" and dict(labels)["digest"] == digest and v == 1}
+        assert len(pids) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -1,0 +1,106 @@
+"""Parquet worklists: typed columns in, the CSV answer's columns out, errors as for CSV."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.batch import OUTPUT_COLUMNS
+from engine.cli import main
+from engine.parquet import cell, read_parquet
+from engine.worklist import WorklistError
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+ORDERS = ROOT / "docs" / "examples" / "orders.csv"
+
+
+def _batch(source: Path, target: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["batch", "--rules", str(RULES), str(source), "-o", str(target)])
+    return code, capsys.readouterr().err
+
+
+def test_parquet_output_has_the_csv_columns_and_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code_csv, err_csv = _batch(ORDERS, tmp_path / "out.csv", capsys)
+    code_parquet, err_parquet = _batch(ORDERS, tmp_path / "out.parquet", capsys)
+    assert (code_parquet, err_parquet) == (code_csv, err_csv)
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert tuple(table.column_names) == OUTPUT_COLUMNS
+    assert table.schema.field("row").type == pa.int64() and table.schema.field("reasons").type == pa.string()
+    from_csv = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
+    from_parquet = [{k: str(v) for k, v in row.items()} for row in table.to_pylist()]
+    assert from_parquet == from_csv
+
+
+def test_typed_parquet_input_answers_as_the_same_orders_written_as_csv(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    orders = tmp_path / "orders.parquet"
+    pq.write_table(pa.table({
+        "Order_ID": ["B1", "B1", "B2", "B3"],
+        "payer": ["medicare"] * 4,
+        "date_of_service": pa.array([dt.date(2024, 3, 11)] * 3 + [None], pa.date32()),
+        "place_of_service": pa.array([22, 22, 11, 22], pa.int32()),  # a number: 11, not "11"
+        "diagnoses": pa.array([["H02.831", "H53.40"], None, None, []], pa.list_(pa.string())),
+        "code": ["15823", "67904", "64612", "15823"],
+        "units": pa.array([1.0, 1.0, 2.0, None], pa.float64()),
+        "patient_name": ["Ann", "Ann", "Bob", "Cy"],
+    }), orders)
+    as_csv = tmp_path / "orders.csv"
+    as_csv.write_text("order_id,payer,date_of_service,place_of_service,diagnoses,code,units\n"
+                      "B1,medicare,2024-03-11,22,H02.831;H53.40,15823,1\n"
+                      "B1,medicare,2024-03-11,22,,67904,1\n"
+                      "B2,medicare,2024-03-11,11,,64612,2\n"
+                      "B3,medicare,,22,,15823,\n")
+    code, err = _batch(orders, tmp_path / "from-parquet.csv", capsys)
+    assert code == 0 and "ignoring unknown column(s) patient_name" in err and "Ann" not in err
+    _batch(as_csv, tmp_path / "from-csv.csv", capsys)
+    parquet_rows = list(csv.DictReader((tmp_path / "from-parquet.csv").open(encoding="utf-8")))
+    csv_rows = list(csv.DictReader((tmp_path / "from-csv.csv").open(encoding="utf-8")))
+    # Parquet rows are numbered from 1 (no header row), CSV rows from 2
+    assert [r["row"] for r in parquet_rows] == ["1", "2", "3", "4"]
+    assert [{k: v for k, v in r.items() if k != "row"} for r in parquet_rows] == \
+           [{k: v for k, v in r.items() if k != "row"} for r in csv_rows]
+
+
+def test_a_bad_parquet_row_is_reported_by_its_number_and_rejects_its_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    orders = tmp_path / "orders.parquet"
+    pq.write_table(pa.table({"order_id": ["C1", "C1", "C2"], "payer": ["medicare"] * 3,
+                             "date_of_service": ["2024-03-11"] * 3, "code": ["15823", "2255", "15823"]}), orders)
+    code, err = _batch(orders, tmp_path / "out.parquet", capsys)
+    assert code == 1
+    assert "orders.parquet row 2: code: '2255' is not a CPT or HCPCS Level II code; skipped" in err
+    assert "orders.parquet row 1: its order was rejected with row 2; skipped" in err
+    assert pq.read_table(tmp_path / "out.parquet").column("row").to_pylist() == [3]
+
+
+def test_a_file_that_is_not_parquet_or_lacks_a_column_is_refused_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "orders.parquet"
+    bogus.write_text("order_id,payer,code\n")
+    code, err = _batch(bogus, tmp_path / "out.csv", capsys)
+    assert code == 2 and f"cannot read {bogus}" in err and not (tmp_path / "out.csv").exists()
+    pq.write_table(pa.table({"order_id": ["D1"], "code": ["15823"]}), bogus)
+    code, err = _batch(bogus, tmp_path / "out.csv", capsys)
+    assert code == 2 and "missing column(s) payer" in err
+
+
+def test_without_pyarrow_the_message_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(WorklistError, match=r"pip install 'covreq\[parquet\]'"):
+        read_parquet(tmp_path / "orders.parquet")
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, ""), ("22", "22"), (22, "22"), (1.0, "1"), (1.5, "1.5"), (True, "true"),
+    (dt.date(2024, 3, 11), "2024-03-11"), (dt.datetime(2024, 3, 11, 9, 30), "2024-03-11"),
+    (["H02.831", "H53.40"], "H02.831;H53.40"), ([], ""),
+])
+def test_typed_values_become_the_cells_a_csv_would_hold(value: object, text: str) -> None:
+    assert cell(value) == text
