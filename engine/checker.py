@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from . import ast
 from .codes import CPT, HCPCS, ICD10, CodeError, CodeSet, check_code, parse_code_set
-from .errors import ConditionError
+from .errors import ConditionError, did_you_mean
 from .facts import BOOL, CODE, DATE, FACTS, ICD, NUMBER, STRING, FactSpec
 from .render import render
 
@@ -150,9 +149,7 @@ class Checker:
     def _fact(self, node: ast.Fact) -> FactSpec:
         spec = FACTS.get(node.name)
         if spec is None:
-            close = difflib.get_close_matches(node.name, FACTS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise _error(node, "E-unknown-fact", f"unknown fact '{node.name}'{hint}")
+            raise _error(node, "E-unknown-fact", f"unknown fact '{node.name}'{did_you_mean(node.name, FACTS)}")
         return spec
 
     def _expect_bool(self, node: ast.Expr, out: Checked) -> None:
@@ -222,9 +219,8 @@ class Checker:
     def _set(self, ref: ast.SetRef, type_: str) -> object:
         if isinstance(ref, ast.ValueSetRef):
             if ref.name not in self.value_sets:
-                close = difflib.get_close_matches(ref.name, self.value_sets, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise _error(ref, "E-unknown-value-set", f"value set '{ref.name}' is not defined{hint}")
+                raise _error(ref, "E-unknown-value-set",
+                             f"value set '{ref.name}' is not defined{did_you_mean(ref.name, self.value_sets)}")
             self.used_value_sets.add(ref.name)
             try:
                 return resolve_set(self.value_sets[ref.name], type_)

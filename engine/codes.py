@@ -155,6 +155,11 @@ def _code_key(code: str) -> tuple[str, str, int, int]:
     return (m.group(1), m.group(3), len(m.group(2)), int(m.group(2)))
 
 
+def item_order(item: str) -> tuple[str, str, int, int]:
+    """Sort key of a code list item, a code or a range ``A-B``: its first code, in code order."""
+    return _code_key(item.partition("-")[0])
+
+
 def compress(codes: list[str]) -> list[str]:
     """Sort codes and write each run of two or more consecutive codes as a range ``A-B``."""
     ordered = sorted(set(codes), key=_code_key)

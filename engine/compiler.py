@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from . import ast
 from .checker import Checked
+from .facts import OpenSet
 from .render import render
 
 Ctx = Mapping[str, Any]
@@ -78,10 +79,11 @@ class Compiler:
             return lambda ctx: None if (v := item(ctx)) is None else (v in members) != negated  # type: ignore[operator]
         if isinstance(node, ast.Overlaps):
             many, members = self.value(node.many), self.checked.sets[node.set]
-            return lambda ctx: None if (v := many(ctx)) is None else any(x in members for x in v)  # type: ignore[operator]
+            return lambda ctx: None if (v := many(ctx)) is None else _found(
+                any(x in members for x in v), v)  # type: ignore[operator]
         if isinstance(node, ast.Contains):
             many, element = self.value(node.many), self.value(node.value)
-            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else e in v
+            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else _found(e in v, v)
         if isinstance(node, ast.Fact):
             name = node.name
             return lambda ctx: ctx.get(name)
@@ -108,6 +110,11 @@ class Compiler:
             return lambda ctx: None if (v := ctx.get(name)) is None else op(v, constant)
         lhs, rhs = self.value(left), self.value(right)
         return lambda ctx: None if (a := lhs(ctx)) is None or (b := rhs(ctx)) is None else op(a, b)
+
+
+def _found(hit: bool, values: object) -> bool | None:
+    """A membership test's value: a miss in a set known only in part (:class:`OpenSet`) is unknown."""
+    return True if hit else (None if type(values) is OpenSet else False)
 
 
 def _kleene(parts: tuple[Test, ...], dominant: bool) -> Test:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from .compiler import shift_date
+from .facts import unsettled
 from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
                      Outcome, Policy, Rule)
 from .request import Authorization, Line
@@ -37,6 +38,9 @@ def _agree(values: set[str]) -> str:
 
 def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None = None) -> Answer:
     """Apply the policy's rules under hit policy ``first`` with Kleene unknowns (docs/authoring.md)."""
+    pause = policy.pause_on(facts["date_of_service"]) if policy.pauses else None
+    if pause is not None:
+        return Answer(NO_AUTH, COVERED, reasons=[pause.reason], possible={NO_AUTH}, policies=[policy])
     pending: list[Rule] = []
     unknown: set[str] = set()
     decisive: Rule | None = None
@@ -49,7 +53,7 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
             break
         if result is None:
             pending.append(rule)
-            unknown.update(f for f in rule.facts if facts.get(f) is None)
+            unknown.update(f for f in rule.facts if unsettled(facts.get(f)))
     if not pending:  # the usual case: the first rule that holds decides, nothing is unknown
         outcome = decisive.outcome if decisive else policy.default
         return Answer(outcome.pa_needed, outcome.covered, _documents(policy, outcome, facts, None),

@@ -20,7 +20,7 @@ from .errors import Problem
 from .loader import Tree, read_tree
 from .locate import condition_location, key_location, read_located
 from .logic import Analysed, Scope, analyse, fold, implies
-from .policy import Location, Policy, Rule
+from .policy import NO_AUTH, Location, Policy, Rule
 from .render import render
 from .report import Finding, checks_by_file, write_findings
 
@@ -37,6 +37,8 @@ CHECKS: dict[str, CheckInfo] = {
     "W-conflict": CheckInfo("warning", "two policies of one payer govern a code on overlapping dates and plans, "
                                        "and their rules can answer differently"),
     "W-shadowed": CheckInfo("warning", "a rule can never fire: an earlier rule is always true, or true whenever it is"),
+    "W-shadowed-exemption": CheckInfo("warning", "a rule a plan override puts before its base's rules is true "
+                                                 "whenever an exemption (a no-auth rule) of the base is"),
     "W-constant": CheckInfo("warning", "a condition, or part of one, is always true or always false for the policy"),
     "W-code-format": CheckInfo("warning", "a place of service, type of bill, state, modifier or sex literal can never "
                                           "match a request"),
@@ -127,6 +129,30 @@ def _shadowed(rules: list[tuple[Rule, Analysed]], scope: Scope) -> Iterator[Find
             yield _finding("W-shadowed", rule.location, f"rule '{rule.id}' can never fire under hit policy "
                                                         f"first: {why}")
             break
+
+
+def _shadowed_exemptions(versions: list[Policy]) -> Iterator[Finding]:
+    """Rules of a plan override, tried before its base's, that hide an exemption of the base."""
+    policy = versions[0]
+    if not policy.extends:
+        return
+    scope = _scope(versions)
+    own = policy.location.path
+    rules = [(rule, analyse(rule.when, policy.value_sets)) for rule in policy.rules]
+    for index, (exemption, exempt_info) in enumerate(rules):
+        if exemption.location.path == own or exemption.outcome.pa_needed != NO_AUTH:
+            continue
+        for rule, info in rules[:index]:
+            if rule.location.path != own or rule.outcome.pa_needed == NO_AUTH:
+                continue
+            if (folded := fold(info.expr, info, scope)) and folded[0] or implies(exempt_info, info):
+                plans = ", ".join(sorted(policy.plans or ()))
+                yield _finding("W-shadowed-exemption", rule.location,
+                               f"rule '{rule.id}' of plan override '{policy.id}' is tried before the base's rules and "
+                               f"is true whenever the base's exemption '{exemption.id}' ({exemption.location}) is, so "
+                               f"for plans {plans} that exemption never applies; put the rule under `rules_after`, "
+                               f"or add documentation with `add_documentation`")
+                break
 
 
 def _setting_literals(rule: Rule, info: Analysed) -> Iterator[Finding]:
@@ -269,6 +295,7 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
         scope = _scope(versions)
         findings += _constants(rules, scope)
         findings += _shadowed(rules, scope)
+        findings += _shadowed_exemptions(versions)
         for rule, info in rules:
             findings += _setting_literals(rule, info)
         findings += _gaps(versions, rules)

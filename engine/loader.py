@@ -5,6 +5,7 @@ with its file, line, column and a stable code (see docs/authoring.md, "Error cod
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import gc
@@ -25,9 +26,9 @@ from . import ast
 from .checker import Checker
 from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
 from .compiler import Compiler, Test
-from .errors import ConditionError, Problem
+from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
-from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
+from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
                      Policy, Rule)
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
@@ -168,6 +169,8 @@ class Draft:
     documentation: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     value_sets: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     codes: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
+    #: a plan override's rules tried after its base's
+    rules_after: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
     #: the source of each top-level key a plan override takes from its base
     inherited: dict[str, Source] = field(default_factory=dict)
     #: problem codes not to report: a file's own catalogue was left out for a schema problem, so its
@@ -192,14 +195,15 @@ class Draft:
         return cls(source, data, [(source, key) for key in keys("rules")],
                    {str(key[1]): (source, key) for key in keys("documentation")},
                    {str(key[1]): (source, key) for key in keys("value_sets")},
-                   [(source, key) for key in keys("codes")])
+                   [(source, key) for key in keys("codes")], [(source, key) for key in keys("rules_after")])
 
     def plain(self) -> dict[str, Any]:
         """The draft's own data as the schema sees it (left-out entries removed)."""
         src = self.source
         return {**self.data,
                 **{name: [src.value_at(key) for _, key in entries]
-                   for name, entries in (("rules", self.rules), ("codes", self.codes)) if name in self.data},
+                   for name, entries in (("rules", self.rules), ("codes", self.codes), ("rules_after", self.rules_after))
+                   if name in self.data},
                 **{name: {k: src.value_at(key) for k, (_, key) in entries.items()}
                    for name, entries in (("documentation", self.documentation), ("value_sets", self.value_sets))
                    if name in self.data}}
@@ -370,7 +374,7 @@ def check_schema(source: Source, schema: str, problems: Problems) -> list[Valida
     return errors
 
 
-_ENTRIES = ("rules", "codes", "documentation", "value_sets")
+_ENTRIES = ("rules", "rules_after", "codes", "documentation", "value_sets")
 
 
 def _policy_draft(source: Source, problems: Problems) -> tuple[Draft | None, bool]:
@@ -404,8 +408,7 @@ def _unknown_keys(source: Source, error: ValidationError, problems: Problems) ->
     known = list(error.schema.get("properties", {}))
     for key in error.instance:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(known)}"
+            hint = did_you_mean(str(key), known) or f"; expected one of {', '.join(known)}"
             problems.add(source.at(*error.absolute_path, key, KEY), "E-schema", f"unknown key '{key}'{hint}")
 
 
@@ -430,7 +433,8 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
     default = data.get("default")
     return PayerInfo(data["payer"], data.get("title", ""),
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
-                             default.get("reason", "")) if default else None)
+                             default.get("reason", "")) if default else None,
+                     dict(data.get("plans", {})))
 
 
 class _Kept:
@@ -475,7 +479,7 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
     data = {**base.data, **child.data, "effective": start, "end": end}
     version = f"{child.data.get('version', '')}+{base.data.get('version', '')}".strip("+")
     data["version"] = version
-    rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else [])
+    rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else []) + child.rules_after
     inherited = {key: base.source for key in base.data if key not in child.data}
     if start != child.data.get("effective"):
         inherited["effective"] = base.source
@@ -483,7 +487,7 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
         inherited["end"] = base.source
     return Draft(child.source, data, rules, {**base.documentation, **child.documentation},
                  {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes,
-                 inherited, child.follow_ons | base.follow_ons)
+                 [], inherited, child.follow_ons | base.follow_ons)
 
 
 def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
@@ -520,6 +524,11 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         rules.append(rule)
     default = _outcome(draft.inherited.get("default", src), ("default",), data.get("default", {}), conditions,
                        catalogue, problems)
+    if "add_documentation" in data:
+        added = _doc_refs(src, ("add_documentation",), conditions, catalogue, problems)
+        rules = [dataclasses.replace(r, outcome=_with_documentation(r.outcome, added, conditions.shared)) for r in rules]
+        default = _with_documentation(default, added, conditions.shared)
+    pauses = _pauses(draft.inherited.get("pauses", src), data.get("pauses", []), problems)
     problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
@@ -534,7 +543,30 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
+        pauses=shared.value(pauses),
     )
+
+
+def _with_documentation(outcome: Outcome, added: tuple[DocRef, ...], shared: _Shared) -> Outcome:
+    """``outcome`` with the items ``added`` when it needs prior authorization (each item once)."""
+    if outcome.pa_needed != AUTH_NEEDED:
+        return outcome
+    ids = {ref.id for ref in outcome.documentation}
+    extra = tuple(ref for ref in added if ref.id not in ids)
+    return shared.value(dataclasses.replace(outcome, documentation=outcome.documentation + extra)) if extra else outcome
+
+
+def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> tuple[Pause, ...]:
+    """The policy's pauses; an end before its start is an ``E-date`` problem."""
+    pauses = []
+    for i, entry in enumerate(entries):
+        start = _date(entry["start"], src.at("pauses", i, "start"), problems)
+        end = _date(entry["end"], src.at("pauses", i, "end"), problems) if "end" in entry else None
+        if start and end and end < start:
+            problems.add(src.at("pauses", i, "end"), "E-date", f"pause end {end} is before its start {start}")
+        elif start:
+            pauses.append(Pause(start, end, entry["reason"], entry.get("url", "")))
+    return tuple(pauses)
 
 
 def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:

@@ -20,7 +20,7 @@ from .render import render
 
 #: Facts every request carries (required, defaulted or inferred): ``known(x)`` of these is always true.
 ALWAYS_KNOWN = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
-                          "provider.exemptions"})
+                          "request_codes", "provider.exemptions"})
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 #: Ranges longer than this are not expanded when comparing sets.
 _EXPAND = 5000

@@ -79,6 +79,20 @@ class CodeGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """A period (dates of service, inclusive; open when ``end`` is None) when a program was paused."""
+
+    start: dt.date
+    end: dt.date | None
+    reason: str
+    url: str = ""
+
+    def covers(self, day: dt.date) -> bool:
+        """True when ``day`` falls inside the pause."""
+        return self.start <= day and (self.end is None or day <= self.end)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """One version of one policy, compiled."""
 
@@ -102,10 +116,15 @@ class Policy:
     questionnaire: str | None
     location: Location
     files: tuple[str, ...] = field(default=())
+    pauses: tuple[Pause, ...] = field(default=())
 
     def in_force(self, day: dt.date) -> bool:
         """True when this version applies to a date of service ``day``."""
         return self.effective <= day and (self.end is None or day <= self.end)
+
+    def pause_on(self, day: dt.date) -> Pause | None:
+        """The pause that covers ``day``, if any: the program needs no prior authorization then."""
+        return next((p for p in self.pauses if p.covers(day)), None)
 
     def governs(self, code: str, day: dt.date) -> bool:
         """True when a code group lists ``code`` and is in force on ``day``."""
@@ -123,3 +142,5 @@ class PayerInfo:
     id: str
     title: str = ""
     default: Outcome | None = None
+    #: Plan id -> display title.
+    plans: Mapping[str, str] = field(default_factory=dict)

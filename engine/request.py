@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .codes import CPT, HCPCS, normalize, system_of
-from .errors import RequestError
+from .errors import RequestError, did_you_mean
+from .facts import OpenSet
 
 #: Most service lines one request may carry.
 MAX_LINES = 1000
@@ -18,7 +19,8 @@ MAX_TEXT = 256
 MAX_ITEMS = 1000
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
-                       "diagnoses", "provider", "authorizations", "services", "explain", "request_id"})
+                       "diagnoses", "provider", "authorizations", "services", "order_complete", "explain",
+                        "request_id"})
 _SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "id"})
 _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
@@ -119,7 +121,8 @@ def _object(value: Any, where: Where, keys: frozenset[str]) -> Mapping[str, Any]
         unknown = sorted(str(k) for k in value if k not in keys)[0]
         if len(unknown) > MAX_TEXT:
             raise _too_long(unknown, where or ("(top level)",))
-        raise _fail((*where, unknown), f"unknown field; expected one of {', '.join(sorted(keys))}")
+        raise _fail((*where, unknown),
+                    "unknown field" + (did_you_mean(unknown, keys) or f"; expected one of {', '.join(sorted(keys))}"))
     return value
 
 
@@ -212,6 +215,16 @@ def _other_codes(codes: list[str]) -> list[frozenset[str]]:
     return [every if code in repeated else every - {code} for code in codes]
 
 
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    """A top-level true/false field; absent or null is false."""
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(name, "must be true or false")
+    return value
+
+
 def parse_request(body: Any, today: dt.date | None = None) -> Request:
     """Validate a v1 request body (a parsed JSON object) and derive every line's facts."""
     body = _object(body, (), _TOP_KEYS)
@@ -221,9 +234,7 @@ def parse_request(body: Any, today: dt.date | None = None) -> Request:
         raise RequestError("services", "must be a non-empty list of service lines")
     if len(services) > MAX_LINES:
         raise RequestError("services", f"has {len(services)} lines; the limit is {MAX_LINES}")
-    explain = body.get("explain", False)
-    if not isinstance(explain, bool):
-        raise RequestError("explain", "must be true or false")
+    explain = _flag(body, "explain")
     if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
         _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
@@ -231,7 +242,9 @@ def parse_request(body: Any, today: dt.date | None = None) -> Request:
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
     others = _other_codes([code for code, _, _ in parsed])
-    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other})
+    # A split order may carry more codes than this request: other_codes is open unless it is complete.
+    order = frozenset if _flag(body, "order_complete") else OpenSet
+    lines = tuple(Line(code, system, {**common, **facts, "other_codes": order(other), "request_codes": other})
                   for (code, system, facts), other in zip(parsed, others))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)

@@ -86,6 +86,16 @@ class RuleSet:
         info = self._payer_info.get(payer)
         return info.title if info and info.title else payer
 
+    def plan_title(self, payer: str, plan: str) -> str:
+        """The plan's display title from the payer's ``_payer.yaml``, or the plan id when none is given."""
+        info = self._payer_info.get(payer)
+        return info.plans.get(plan, plan) if info else plan
+
+    def plan_titles(self, payer: str) -> dict[str, str]:
+        """Every plan title the payer's ``_payer.yaml`` gives, by plan id."""
+        info = self._payer_info.get(payer)
+        return dict(info.plans) if info else {}
+
     def rule_count(self) -> int:
         """Number of rules over all policy versions."""
         return sum(len(p.rules) for p in self._policies)
@@ -245,7 +255,9 @@ def _describe(versions: tuple[Policy, ...]) -> dict[str, Any]:
         "plans": sorted(latest.plans) if latest.plans else None, "extends": latest.extends,
         "versions": [{"version": p.version, "effective": p.effective.isoformat(),
                       "end": p.end.isoformat() if p.end else None, "url": p.url, "citation": p.citation,
-                      "file": p.location.path, "rules": len(p.rules)}
+                      "file": p.location.path, "rules": len(p.rules),
+                      "pauses": [{"start": z.start.isoformat(), "end": z.end.isoformat() if z.end else None,
+                                  "reason": z.reason, "url": z.url or None} for z in p.pauses]}
                      for p in sorted(versions, key=lambda p: p.effective)],
     }
 

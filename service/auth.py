@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jwt
-import yaml
 from cachetools import TTLCache
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.responses import Response
@@ -27,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
-from service.settings import Settings
+from service.settings import Settings, read_config
 
 log = logging.getLogger("covreq.auth")
 
@@ -105,8 +104,10 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
 
     Key file paths are relative to the configuration file.
     """
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_config(path) or {}
     issuers: dict[str, Issuer] = {}
+    if not isinstance(data, dict) or not isinstance(data.get("issuers") or [], list):
+        raise AuthConfigError(f"{path}: expected a mapping with a list under 'issuers'")
     for entry in data.get("issuers") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str):
             raise AuthConfigError(f"{path}: every issuer needs an 'iss' string")
@@ -122,7 +123,7 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
 
 def load_api_keys(path: Path) -> dict[str, bytes]:
     """API keys from a YAML mapping ``name: key``; returns each key's SHA-256 by name."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_config(path) or {}
     if not isinstance(data, dict) or not data:
         raise AuthConfigError(f"{path}: expected a mapping of key names to keys")
     for name, key in data.items():

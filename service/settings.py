@@ -4,8 +4,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
+
+from engine.yamlsource import YamlError, load_yaml
 
 DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
+
+
+def read_config(path: Path) -> Any:
+    """The data of a YAML configuration file (payer mapping, issuers, API keys); raises ValueError
+    naming the file, and the line and column of a YAML mistake."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))[0]
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except YamlError as exc:
+        raise ValueError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from None
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number in environment variable ``name``; raises ValueError naming the variable."""
+    text = env.get(name)
+    try:
+        return default if text is None else int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -42,7 +67,7 @@ class Settings:
     bundle_dir: Path | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
@@ -52,7 +77,7 @@ class Settings:
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
-            max_body_bytes=int(env.get("COVREQ_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            max_body_bytes=_whole(env, "COVREQ_MAX_BODY_BYTES", defaults.max_body_bytes),
             payers=Path(env.get("COVREQ_PAYERS", str(defaults.payers))),
             admin_token=env.get("COVREQ_ADMIN_TOKEN") or None,
             json_logs=env.get("COVREQ_JSON_LOGS", "1") != "0",

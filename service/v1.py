@@ -1,4 +1,4 @@
-"""The v1 JSON API: requirements, policies and the loaded rule set (DESIGN.md section 6)."""
+"""The v1 JSON API: requirements, policies and the loaded rule set (docs/api.md)."""
 from __future__ import annotations
 
 import json
@@ -21,8 +21,15 @@ _EXAMPLE_REQUEST = {
 }
 _REQUEST_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "object", "required": ["payer", "services"],
-               "description": "The v1 request of DESIGN.md section 6; every fact but payer and "
-                              "services may be absent (unknown)."},
+               "description": "The v1 request (docs/api.md, POST /v1/requirements); every fact but payer and "
+                              "services may be absent (unknown).",
+               "properties": {
+                   "order_complete": {
+                       "type": "boolean", "default": False,
+                       "description": "true when services is the whole order; otherwise a line whose paired "
+                                      "partner code is not sent may answer conditional on other_codes"},
+                   "explain": {"type": "boolean", "default": False,
+                               "description": "add a trace of the rules tried"}}},
     "example": _EXAMPLE_REQUEST}}}}
 
 #: A JSON escape of a UTF-16 surrogate: only these can put a lone surrogate into a parsed string.

@@ -5,13 +5,14 @@ It checks that results are well formed, never how fast anything is.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 import engine
 from bench import library
-from bench.__main__ import crd_request, library_run
+from bench.__main__ import crd_request, library_run, parse_args
 from bench.generate import UNLISTED, generate, request_mix
 from bench.report import render
 
@@ -56,3 +57,19 @@ def test_the_crd_request_keeps_the_anchor_shape_with_listed_codes(tree, tmp_path
 def test_percentiles_use_the_nearest_rank() -> None:
     assert library.percentile([float(n) for n in range(1, 101)], 0.99) == 100.0
     assert library.summary([1.0, 2.0, 3.0])["median_us"] == 2.0
+
+
+def test_quick_is_an_option_and_every_option_the_help_mentions_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 10): `python -m bench --help` mentioned a `--quick` that did not exist."""
+    args = parse_args(["--quick", "--no-http"])
+    assert (args.sizes, args.rounds, args.http_seconds, args.no_http) == ([100], 2, 2, True)
+    assert parse_args([]).sizes == [100, 1000, 10_000, 100_000]
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    options = set(re.findall(r"--[a-z][a-z-]+", help_text))
+    assert "--quick" in options
+    for option in options - {"--help"}:
+        parse_args([option, "1"] if option in ("--sizes", "--rounds", "--mix", "--peers-size", "--http-size",
+                                                "--http-seconds", "--anchor", "--json", "--markdown")
+                   else [option])

@@ -36,6 +36,8 @@ def codes_and_places(name: str) -> list[tuple[str, str, str]]:
     ("source-url", [("W-source-url", "policy.yaml:5:1", "is a placeholder")]),
     ("expired", [("W-expired", "policy.yaml:5:1", "ended on 2023-12-31 and no later version follows it")]),
     ("gap", [("W-gap", "policy.yaml:7:1", "for 64490-64495 no rule is always true and there is no default")]),
+    ("shadowed-exemption", [("W-shadowed-exemption", "mri-silver.yaml:5:5",
+                             "is true whenever the base's exemption 'children' (")]),
 ])
 def test_each_fixture_has_exactly_its_own_findings(name: str, expected: list[tuple[str, str, str]]) -> None:
     found = codes_and_places(name)

@@ -56,7 +56,7 @@ class Answers:
 
 def _server_answers(spec_name: str, value: Any) -> list[dict[str, Any]]:
     origin = {"url": ORIGIN, "extension": [{"url": "source", "valueCode": "auto-server"}]}
-    return [{**a, "extension": [origin]} for a in f.answer_values(FACTS[spec_name], value)]
+    return [{**a, "extension": [origin]} for a in f.answer_values(f.ITEM_SPECS[spec_name], value)]
 
 
 def _decision_text(decision: Mapping[str, Any]) -> str:
@@ -96,7 +96,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     """The QuestionnaireResponse that asks what ``decision`` still depends on, then the documentation
     it owes; ``completed`` with the decision (as text and as CRD coverage-information) when neither
     is left."""
-    known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS)) if n in answers.known]
+    known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS, f.ORDER_COMPLETE.name)) if n in answers.known]
     conditional = "conditional" in (decision["pa_needed"], decision["covered"])
     asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
               if n not in answers.known and n in FACTS]
@@ -199,7 +199,7 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) 
                    for a in answers):
                 found.items[link_id] = item
             continue
-        spec = FACTS.get(link_id)
+        spec = f.ITEM_SPECS.get(link_id)
         if spec is None or not answers:
             continue
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from engine.facts import BOOL, DATE, NUMBER, FactSpec
+from engine.facts import BOOL, DATE, FACTS, NUMBER, FactSpec
 from service.fhir.systems import ICD10CM, POS
 
 GENDER = "http://hl7.org/fhir/administrative-gender"
@@ -14,6 +14,10 @@ GENDER = "http://hl7.org/fhir/administrative-gender"
 NOT_ASKED = frozenset({"payer", "code", "system", "other_codes"})
 #: Facts the engine derives from another one: the form asks the one it is derived from.
 DERIVED = {"patient.age": "patient.birth_date"}
+#: The v1 request's ``order_complete``: not a fact, but it settles ``other_codes``, so forms carry it.
+ORDER_COMPLETE = FactSpec("order_complete", BOOL, doc="The order's other codes are all listed (the order is complete)")
+#: What a form item may hold: a fact, or the ``order_complete`` flag.
+ITEM_SPECS = {**FACTS, ORDER_COMPLETE.name: ORDER_COMPLETE}
 #: Facts of the service line in a v1 request; the others sit at its top level.
 LINE_FACTS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service")
 #: Facts whose code system is known, for answers given as codings.
@@ -21,6 +25,7 @@ SYSTEMS = {"place_of_service": POS, "trial_place_of_service": POS, "diagnoses": 
 #: The question each askable fact is asked with.
 QUESTIONS = {
     "code": "Billing code (CPT or HCPCS)",
+    "order_complete": ORDER_COMPLETE.doc,
     "system": "Code system of the billing code (CPT or HCPCS)",
     "other_codes": "Other billing codes of the order",
     "date_of_service": "Date of service",
@@ -83,6 +88,8 @@ def answer_values(spec: FactSpec, value: Any) -> list[dict[str, Any]]:
     for v in values:
         if spec.type == NUMBER:
             answers.append({"valueDecimal": v})
+        elif spec.type == BOOL:
+            answers.append({"valueBoolean": bool(v)})
         elif spec.type == DATE:
             answers.append({"valueDate": v if isinstance(v, str) else v.isoformat()})
         elif spec.name in SYSTEMS:
@@ -111,9 +118,11 @@ def answer_value(spec: FactSpec, answer: Any) -> Any:
             if spec.type == NUMBER and key in ("valueDecimal", "valueInteger") and not isinstance(value, bool) \
                     and isinstance(value, (int, float)):
                 return value
-            if spec.type in (DATE,) and key in ("valueDate", "valueDateTime") and isinstance(value, str):
+            if spec.type == DATE and key in ("valueDate", "valueDateTime") and isinstance(value, str):
                 return value[:10]
-            if spec.type not in (NUMBER, DATE) and key == "valueString" and isinstance(value, str):
+            if spec.type == BOOL and key == "valueBoolean" and isinstance(value, bool):
+                return value
+            if spec.type not in (NUMBER, DATE, BOOL) and key == "valueString" and isinstance(value, str):
                 return value
     raise AnswerError(spec.name, f"the answer to '{spec.name}' must be {_expected(spec)}")
 
@@ -123,6 +132,8 @@ def _expected(spec: FactSpec) -> str:
         return "a valueDecimal or valueInteger"
     if spec.type == DATE:
         return "a valueDate"
+    if spec.type == BOOL:
+        return "a valueBoolean"
     return "a valueCoding with a code or a valueString"
 
 

@@ -3,18 +3,23 @@
 FHIRPath's empty collection behaves like covreq's unknown under ``and``, ``or``, ``not()``,
 comparisons and ``in``, so a condition keeps its three-valued meaning. What has no faithful
 FHIRPath here gives None (the caller then leaves the item always enabled): ages (derived from the
-birth date), date shifts, facts compared with facts, and code ranges.
+birth date), date shifts and facts compared with facts.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Iterable
 
 from engine import ast
-from engine.codes import CodeSet
-from engine.facts import CODE, DATE, FACTS, ICD, NUMBER
+from engine.codes import CodeRange, CodeSet
+from engine.facts import BOOL, CODE, DATE, ICD, NUMBER
 from engine.logic import ALWAYS_KNOWN, Analysed
 from engine.needs import Route
+from service.dtr.facts import ITEM_SPECS, ORDER_COMPLETE
+
+#: The multi-valued fact known only in part unless the order is complete.
+OPEN = "other_codes"
 
 #: What the engine does to a given string before comparing it, in FHIRPath.
 _NORMALIZE = {"type_of_bill": ".upper().replaceMatches('^0+', '')", "state": ".upper()",
@@ -44,14 +49,21 @@ def variable_name(fact: str) -> str:
 def variable(fact: str) -> str | None:
     """The expression of a fact's variable: its answers, codings read as codes, normalized as the
     engine normalizes them; None for facts no answer gives (the age is derived, the payer is the
-    form's own)."""
+    form's own). ``request_codes`` are the form's ``other_codes``, which ``order_complete`` closes."""
     if fact in ("patient.age", "payer"):
         return None
-    spec = FACTS[fact]
-    if spec.type in (NUMBER, DATE):
-        return answers(fact)
+    spec = ITEM_SPECS[fact]
+    item = "other_codes" if fact == "request_codes" else fact
+    if spec.type in (NUMBER, DATE, BOOL):
+        return answers(item)
     suffix = ".upper().replace('.', '')" if spec.type in (ICD, CODE) else _NORMALIZE.get(fact, "")
-    return f"{answers(fact)}.select(iif(code.exists(), code, $this){suffix})"
+    return f"{answers(item)}.select(iif(code.exists(), code, $this){suffix})"
+
+
+def variables(facts: Iterable[str]) -> list[tuple[str, str]]:
+    """(name, expression) of the variables conditions over ``facts`` read."""
+    names = [*facts, *([ORDER_COMPLETE.name] if OPEN in facts else [])]
+    return [(variable_name(n), expression) for n in dict.fromkeys(names) if (expression := variable(n))]
 
 
 def _fact(name: str) -> str:
@@ -70,15 +82,6 @@ def _literal(value: object) -> str:
     return _string(str(value))
 
 
-def _members(members: object) -> tuple[list[str], list[str]]:
-    """Exact members and wildcard prefixes of a resolved set, as FHIRPath literals."""
-    if isinstance(members, CodeSet):
-        if members.ranges:
-            raise _Untranslatable
-        return [_literal(m) for m in sorted(members.exact)], [_literal(p) for p in members.prefixes]
-    return [_literal(m) for m in sorted(members, key=str)], []  # type: ignore[call-overload]
-
-
 def _wrap(expression: str) -> str:
     """``expression`` in parentheses, unless one pair already encloses all of it."""
     depth = 0
@@ -93,10 +96,22 @@ def _not(expression: str) -> str:
     return f"{_wrap(expression)}.not()"
 
 
+def _in_range(value: str, span: CodeRange) -> str:
+    """``value`` is a code of the range: its shape, then its number between the ends."""
+    shape = _string(f"^{re.escape(span.prefix)}[0-9]{{{span.width}}}{re.escape(span.suffix)}$")
+    number = f"{value}.substring({len(span.prefix)}, {span.width}).toInteger()"
+    return f"({value}.matches({shape}) and {number} >= {span.low} and {number} <= {span.high})"
+
+
 def _in(value: str, members: object) -> str:
-    exact, prefixes = _members(members)
-    tests = [f"{value} in ({' | '.join(exact)})"] if exact else []
-    tests += [f"{value}.startsWith({p})" for p in prefixes]
+    """``value`` is a member of a resolved set: exact members, wildcard prefixes and code ranges."""
+    if isinstance(members, CodeSet):
+        exact, prefixes, ranges = sorted(members.exact), members.prefixes, members.ranges
+    else:
+        exact, prefixes, ranges = sorted(members, key=str), (), ()  # type: ignore[call-overload]
+    tests = [f"{value} in ({' | '.join(_literal(m) for m in exact)})"] if exact else []
+    tests += [f"{value}.startsWith({_literal(p)})" for p in prefixes]
+    tests += [_in_range(value, span) for span in ranges]
     return "(" + " or ".join(tests) + ")" if tests else "false"
 
 
@@ -138,6 +153,8 @@ class _Translator:
         """Some answer of a multi-valued fact passes ``test``; unknown when it has no answer and
         can be unknown (an unanswered list of exemptions or modifiers is empty, not unknown)."""
         found = f"{_fact(name)}.where({test}).exists()"
+        if name == OPEN:  # other codes may be on parts of the order not sent, unless it is complete
+            return f"iif({found}, true, iif(%{variable_name(ORDER_COMPLETE.name)} = true, false, {{}}))"
         return found if name in ALWAYS_KNOWN else f"iif({_fact(name)}.exists(), {found}, {{}})"
 
 

@@ -20,7 +20,8 @@ from engine.facts import FACTS
 from engine.needs import Needs, needs_of
 from engine.policy import Policy
 from service.dtr import facts as f
-from service.dtr.fhirpath import may_hold, variable, variable_name
+from service.dtr.fhirpath import may_hold
+from service.dtr.fhirpath import variables as fhirpath_variables
 
 SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
 DTR = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition"
@@ -122,8 +123,8 @@ def fact_item(name: str, answer_value_set: str | None) -> dict[str, Any]:
 
 
 def known_item(name: str) -> dict[str, Any]:
-    """The read-only item of a fact the server fills from the order."""
-    spec = FACTS[name]
+    """The read-only item of a fact (or of ``order_complete``) the server fills from the order."""
+    spec = f.ITEM_SPECS[name]
     asked = f.item_type(spec, False)
     item: dict[str, Any] = {"linkId": name, "text": f.QUESTIONS.get(name, spec.doc or name), "type": asked.type,
                             "readOnly": True}
@@ -159,15 +160,16 @@ def build_form(base: str, policy: Policy) -> Form:
             value_sets.append(vs)
             answer_value_set = f"{vs['url']}|{vs['version']}"
         fact_items.append(fact_item(name, answer_value_set))
-    order_items = [known_item(name) for name in ORDER_FACTS]
+    pairing = ("other_codes", f.ORDER_COMPLETE.name) if reads.keys() & {"other_codes", "request_codes"} else ()
+    order_items = [known_item(name) for name in (*ORDER_FACTS, *pairing)]
     doc_items = [doc_item(doc.id, doc.text, doc.kind, may_hold(routes)) for doc, routes in needs.documentation]
     groups = [{"linkId": "order", "text": "The order", "type": "group", "item": order_items}]
     if fact_items:
         groups.append({"linkId": "facts", "text": "About this order", "type": "group", "item": fact_items})
     if doc_items:
         groups.append({"linkId": "documentation", "text": "Documentation", "type": "group", "item": doc_items})
-    variables = [_extension(f"{EXT}/variable", valueExpression={**_expression(expr), "name": variable_name(name)})
-                 for name, expr in ((r.spec.name, variable(r.spec.name)) for r in needs.facts) if expr]
+    variables = [_extension(f"{EXT}/variable", valueExpression={**_expression(expr), "name": name})
+                 for name, expr in fhirpath_variables(reads)]
     questionnaire = {
         "resourceType": "Questionnaire", "id": resource_id(policy.id, policy.version),
         "meta": {"profile": [STANDARD_PROFILE]},

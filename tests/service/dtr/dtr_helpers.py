@@ -175,3 +175,17 @@ def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
     else:
         one = st.sampled_from([*tested, "other", "131", "22"])
     return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one
+
+
+@st.composite
+def order_lines(draw: st.DrawFn, reads: dict[str, Any]) -> dict[str, Any]:
+    """The order's other codes (some the rules test, some not) and maybe ``order_complete``, when
+    the rules read them."""
+    tested = [v for name in ("other_codes", "request_codes") if name in reads for v in reads[name].values]
+    if not tested or not draw(st.booleans()):
+        return {}
+    found: dict[str, Any] = {"other_codes": draw(st.lists(st.sampled_from([*tested, "99213"]), min_size=1,
+                                                          max_size=3, unique=True))}
+    if draw(st.booleans()):
+        found["order_complete"] = draw(st.booleans())
+    return found

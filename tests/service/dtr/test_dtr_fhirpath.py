@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 from dtr_helpers import (BUNDLED_RULES, FIXTURES, ICD10CM, assert_constraints, coverage, fact_values, fhirpath,
-                         parses_as_r4, service_request, variables_of)
+                         order_lines, parses_as_r4, service_request, variables_of)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
 from engine.evaluate import run_policy
-from engine.facts import FACTS
 from engine.needs import needs_of
 from engine.request import parse_request
 from service.crd.envelope import read_envelope
@@ -21,7 +20,7 @@ from service.crd.payers import PayerMap
 from service.crd.requests import read_call, v1_request
 from service.fhir.index import ResourceIndex
 from service.dtr.catalogue import Catalogue
-from service.dtr.facts import INITIAL_EXPRESSIONS, answer_values, v1_body
+from service.dtr.facts import INITIAL_EXPRESSIONS, ITEM_SPECS, answer_values, v1_body
 from service.dtr.questionnaire import DOC_PREFIX, Form
 
 RULES = engine.load(BUNDLED_RULES)
@@ -36,18 +35,19 @@ def answered(draw: st.DrawFn) -> tuple[Form, dict[str, Any]]:
     policy = draw(st.sampled_from(POLICIES))
     facts: dict[str, Any] = {"code": sorted(policy.code_groups[0].codes.exact)[0],
                              "date_of_service": policy.effective.isoformat()}
-    for read in needs_of(policy).facts:
-        name = read.spec.name
-        if name not in ("code", "date_of_service", "payer", "system", "other_codes", "patient.age") \
+    reads = {read.spec.name: read for read in needs_of(policy).facts}
+    for name, read in reads.items():
+        if name not in ("code", "date_of_service", "payer", "system", "other_codes", "request_codes", "patient.age") \
                 and draw(st.booleans()):
             facts[name] = draw(fact_values(name, read.values))
+    facts.update(draw(order_lines(reads)))
     return FORMS.form(policy), facts
 
 
 def _response(facts: dict[str, Any]) -> dict[str, Any]:
     """A QuestionnaireResponse answering one item per fact."""
     return {"resourceType": "QuestionnaireResponse", "status": "in-progress", "item": [
-        {"linkId": "facts", "item": [{"linkId": name, "answer": answer_values(FACTS[name], value)}
+        {"linkId": "facts", "item": [{"linkId": name, "answer": answer_values(ITEM_SPECS[name], value)}
                                      for name, value in facts.items()]}]}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtr_helpers import BUNDLED_RULES, asked, coverage_information, fact_values, form_of, items
+from dtr_helpers import BUNDLED_RULES, asked, coverage_information, fact_values, form_of, items, order_lines
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -35,10 +35,12 @@ def orders(draw: st.DrawFn) -> dict[str, Any]:
                              "date_of_service": policy.effective.isoformat()}
     if policy.plans and draw(st.booleans()):
         facts["plan"] = sorted(policy.plans)[0]
-    for read in needs_of(policy).facts:
+    reads = {read.spec.name: read for read in needs_of(policy).facts}
+    for read in reads.values():
         name = askable([read.spec.name])
         if name and name[0] not in NOT_ASKED and name[0] not in facts and draw(st.booleans()):
             facts[name[0]] = draw(fact_values(name[0], read.values if name[0] == read.spec.name else ()))
+    facts.update(draw(order_lines(reads)))
     return facts
 
 
