@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import http
+from . import condition, http
 from .generate import Tree, generate, request_mix
 from .report import render
 
@@ -62,13 +62,13 @@ def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, an
     result: dict[str, Any] = {"rules": tree.rules}
     with http.serve(tree.root, 2, {"COVREQ_PAYERS": str(payers), "COVREQ_AUDIT": str(work / "audit.jsonl")}) as base:
         http.warm(base, "/v1/requirements", bodies)
-        result["max"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=32)
-        result["paced"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=8, rate=300)
+        result["max"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=32, distinct="max")
+        result["paced"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=8, rate=300, distinct="paced")
         if anchor.exists():
             crd = [crd_request(tree, anchor)]
             path = "/cds-services/" + _order_sign_id()
             http.warm(base, path, crd)
-            result["crd"] = http.wrk(base, path, crd, seconds, connections=2, rate=50)
+            result["crd"] = http.wrk(base, path, crd, seconds, connections=2, rate=100)
     return result
 
 
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
             print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
             results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
+        results["condition"] = condition.measure()
         if not args.no_http and http.available() and args.http_size in trees:
             print("measuring HTTP ...", file=sys.stderr, flush=True)
             tree, mix = trees[args.http_size]

@@ -79,11 +79,11 @@ class Compiler:
             return lambda ctx: None if (v := item(ctx)) is None else (v in members) != negated  # type: ignore[operator]
         if isinstance(node, ast.Overlaps):
             many, members = self.value(node.many), self.checked.sets[node.set]
-            return lambda ctx: None if (v := many(ctx)) is None else _found(
+            return lambda ctx: None if (v := many(ctx)) is None else found(
                 any(x in members for x in v), v)  # type: ignore[operator]
         if isinstance(node, ast.Contains):
             many, element = self.value(node.many), self.value(node.value)
-            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else _found(e in v, v)
+            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else found(e in v, v)
         if isinstance(node, ast.Fact):
             name = node.name
             return lambda ctx: ctx.get(name)
@@ -112,7 +112,7 @@ class Compiler:
         return lambda ctx: None if (a := lhs(ctx)) is None or (b := rhs(ctx)) is None else op(a, b)
 
 
-def _found(hit: bool, values: object) -> bool | None:
+def found(hit: bool, values: object) -> bool | None:
     """A membership test's value: a miss in a set known only in part (:class:`OpenSet`) is unknown."""
     return True if hit else (None if type(values) is OpenSet else False)
 

@@ -62,3 +62,10 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("request_codes", CODE, many=True, doc="codes of the other lines of this request, a code not sent "
                                                    "being absent"),
 )}
+
+#: Facts every request carries on every line (required, defaulted or inferred by engine/request.py):
+#: never unknown, so ``known(x)`` of these is always true.
+ALWAYS = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
+                    "request_codes", "provider.exemptions"})
+#: Multi-valued facts a request may carry only in part (as an :class:`OpenSet`).
+OPEN = frozenset({"other_codes"})

@@ -14,7 +14,7 @@ import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
@@ -25,7 +25,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from . import ast
 from .checker import Checker
 from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
-from .compiler import Compiler, Test
+from .codegen import Lazy, compile_condition, compile_rules
 from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
 from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
@@ -76,8 +76,8 @@ def _parse(text: str) -> ast.Expr:
     return parse_condition(text)
 
 
-#: A compiled condition: its test and the facts whose absence can make it unknown.
-Compiled = tuple[Test, frozenset[str]]
+#: A checked condition: its program (compiled on first use) and the facts whose absence can make it unknown.
+Compiled = tuple[Lazy, frozenset[str]]
 V = TypeVar("V")
 
 
@@ -88,6 +88,7 @@ class _Shared:
 
     def __init__(self) -> None:
         self.conditions: dict[tuple[object, ...], Compiled] = {}
+        self.programs: dict[tuple[object, ...], Lazy] = {}
         self.code_items: dict[str, CodeSet] = {}
         self.values: dict[object, Any] = {}
 
@@ -99,6 +100,13 @@ class _Shared:
         """``mapping``, or the equal mapping met first in this load (shared, so never to be changed)."""
         return self.values.setdefault((dict, *mapping.items()), mapping)  # type: ignore[no-any-return]
 
+    def program(self, conditions: tuple[str, ...], value_sets: dict[str, tuple[str, ...]]) -> Lazy:
+        """The rules ``conditions`` as one program; versions with the same rules and value sets share it."""
+        key = (conditions, id(value_sets))  # value sets are shared mappings: equal ones are one object
+        if key not in self.programs:
+            self.programs[key] = Lazy(partial(compile_rules, conditions, value_sets))
+        return self.programs[key]
+
     def code_item(self, text: str) -> CodeSet:
         """The CPT/HCPCS code, range or group member ``text``; raise :class:`CodeError`."""
         if text not in self.code_items:
@@ -107,20 +115,21 @@ class _Shared:
 
 
 class _Conditions:
-    """Compiles the conditions of one policy version. A condition whose text and referenced value
-    sets another version has compiled gets the same closure and facts."""
+    """Checks the conditions of one policy version. A condition whose text and referenced value
+    sets another version has checked gets the same program and facts."""
 
     def __init__(self, value_sets: dict[str, tuple[str, ...]], shared: _Shared) -> None:
         self.checker = Checker(value_sets)
         self.shared = shared
 
     def compile(self, text: str) -> Compiled:
-        """Parse, check and compile ``text``; raise :class:`ConditionError`."""
+        """Parse and check ``text`` (raise :class:`ConditionError`); its program compiles on first use."""
         expr = _parse(text)
         key = (text, *((name, self.checker.value_sets.get(name)) for name in ast.value_sets_of(expr)))
         compiled = self.shared.conditions
         if key not in compiled:
-            compiled[key] = Compiler(self.checker.check(expr)).test(expr), ast.facts_of(expr)
+            self.checker.check(expr)
+            compiled[key] = Lazy(partial(compile_condition, text, self.checker.value_sets)), ast.facts_of(expr)
         return compiled[key]
 
 
@@ -542,6 +551,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         documentation=catalogue, value_sets=value_sets,
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
+        program=shared.program(tuple(r.when for r in rules), value_sets),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
         pauses=shared.value(pauses),
     )
@@ -595,8 +605,8 @@ def _code_group(src: Source, key: tuple[object, ...], shared: _Shared, problems:
 
 
 def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
-               problems: Problems) -> tuple[str, Test, frozenset[str]] | None:
-    """Parse, check and compile the condition at ``key``; returns (text, test, facts)."""
+               problems: Problems) -> tuple[str, Lazy, frozenset[str]] | None:
+    """Parse and check the condition at ``key``; returns (text, program, facts)."""
     value = src.value_at(key)
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
@@ -641,8 +651,8 @@ def _rule(src: Source, key: tuple[object, ...], index: int, conditions: _Conditi
     outcome = _outcome(src, key, data, conditions, catalogue, problems)
     if compiled is None:
         return None
-    text, test, facts = compiled
-    return Rule(conditions.shared.value(data.get("id", f"rule-{index + 1}")), index, text, test, facts, outcome,
+    text, _, facts = compiled
+    return Rule(conditions.shared.value(data.get("id", f"rule-{index + 1}")), index, text, facts, outcome,
                 src.at(*key))
 
 

@@ -15,12 +15,10 @@ from typing import Any, Iterator, Mapping
 from . import ast
 from .checker import Checked, Checker
 from .codes import CodeSet
+from .facts import ALWAYS
 from .parser import parse_condition
 from .render import render
 
-#: Facts every request carries (required, defaulted or inferred): ``known(x)`` of these is always true.
-ALWAYS_KNOWN = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
-                          "request_codes", "provider.exemptions"})
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 #: Ranges longer than this are not expanded when comparing sets.
 _EXPAND = 5000
@@ -154,7 +152,7 @@ def fold(node: ast.Expr, info: Analysed, scope: Scope) -> tuple[bool, str] | Non
     if isinstance(node, ast.Literal) and node.kind == "bool":
         return node.text == "true", ""
     if isinstance(node, ast.Known):
-        return (True, f" (every request carries {node.fact.name})") if node.fact.name in ALWAYS_KNOWN else None
+        return (True, f" (every request carries {node.fact.name})") if node.fact.name in ALWAYS else None
     if isinstance(node, ast.Not):
         inner = fold(node.operand, info, scope)
         return None if inner is None else (not inner[0], inner[1])

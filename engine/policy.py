@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .codes import CodeSet
-from .compiler import Test
+from .codegen import Lazy
 
 AUTH_NEEDED, NO_AUTH, CONDITIONAL, SATISFIED = "auth-needed", "no-auth", "conditional", "satisfied"
 COVERED, NOT_COVERED = "covered", "not-covered"
@@ -35,10 +35,11 @@ class DocItem:
 
 @dataclass(frozen=True, slots=True)
 class DocRef:
-    """A rule's reference to a documentation item, optionally required only when ``test`` holds."""
+    """A rule's reference to a documentation item, optionally required only when ``test`` holds
+    (a generated :data:`engine.codegen.ConditionProgram`, compiled on first use)."""
 
     id: str
-    test: Test | None = None
+    test: Lazy | None = None
     when: str | None = None
 
 
@@ -54,12 +55,11 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One ordered rule: a compiled condition and its outcome."""
+    """One ordered rule: its condition (run by its policy's program) and its outcome."""
 
     id: str
     index: int
     when: str
-    test: Test
     facts: frozenset[str]
     outcome: Outcome
     location: Location
@@ -115,6 +115,8 @@ class Policy:
     auth_validity: tuple[int, str] | None  # (amount, "day" | "month"), start date counting as day 1
     questionnaire: str | None
     location: Location
+    #: The rules as one generated :data:`engine.codegen.RuleProgram`, compiled on first use.
+    program: Lazy
     files: tuple[str, ...] = field(default=())
     pauses: tuple[Pause, ...] = field(default=())
 

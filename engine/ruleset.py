@@ -4,15 +4,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 
+from .codegen import compile_builder
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .loader import paused_gc, read_tree
 from .memo import AnswerCache, fingerprint
-from .policy import COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
+from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
 from .trace import rule_trace
 
@@ -73,6 +74,10 @@ class RuleSet:
         self._selections: dict[tuple[str, str | None, str, dt.date], tuple[Policy, ...]] = {}
         self._select_hits = self._select_misses = 0
         self._answers = AnswerCache(ANSWER_CACHE_BYTES)
+        #: Decisions of one policy with nothing unknown, by :func:`_template_key`, as generated
+        #: builders taking the line's code and system, with their pa_needed: later lines with the
+        #: same key are built by them.
+        self._templates: dict[tuple[int, int, tuple[bool | None, ...]], tuple[Callable[..., dict[str, Any]], str]] = {}
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -191,16 +196,27 @@ class RuleSet:
         if request.payer not in self._payers:
             raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
                                         f"{', '.join(self.payers()) or 'no payers'}")
-        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(),
-                "decisions": [self._decide(request, line) for line in request.lines]}
+        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
+
+    def decide(self, request: Request) -> list[dict[str, Any]]:
+        """The v1 decision of each line of a parsed request (its payer known to this rule set)."""
+        return [self._decide(request, line) for line in request.lines]
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
+        policies = self.select(request.payer, request.plan, line, request.as_of)
+        if len(policies) == 1 and not request.explain:
+            key = _template_key(policies[0], line.facts)
+            template = self._templates.get(key) if key is not None else None
+            if template is not None and (not request.authorizations or template[1] != AUTH_NEEDED):
+                return template[0](line.code, line.system)
+        return self._decide_in_full(request, line, policies)
+
+    def _decide_in_full(self, request: Request, line: Line, policies: list[Policy]) -> dict[str, Any]:
         trace: list[dict[str, Any]] = []
         sink = None
         if request.explain:
             def sink(policy: Policy, rule: Rule, result: bool | None) -> None:
                 trace.append(rule_trace(policy, rule, result, line.facts))
-        policies = self.select(request.payer, request.plan, line, request.as_of)
         if policies:
             answer = combine([run_policy(p, line.facts, sink) for p in policies])
             apply_authorizations(answer, line, request.as_of, request.authorizations)
@@ -209,7 +225,17 @@ class RuleSet:
         decision = _render(line, answer)
         if request.explain:
             decision["trace"] = trace
+        elif len(policies) == 1 and answer.authorization is None:
+            self._remember_template(policies[0], line, decision)
         return decision
+
+    def _remember_template(self, policy: Policy, line: Line, decision: dict[str, Any]) -> None:
+        """Keep a decision of one policy as the template of its outcome (see :func:`_template_key`)."""
+        key = _template_key(policy, line.facts)
+        if key is not None:
+            pa_needed = decision["pa_needed"]
+            tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
+            self._templates[key] = (compile_builder(("code", "system"), tail), pa_needed)
 
     def _unlisted(self, request: Request, line: Line) -> Answer:
         info = self._payer_info.get(request.payer)
@@ -220,6 +246,21 @@ class RuleSet:
         return Answer(NO_AUTH, COVERED, reasons=[f"No {request.payer} policy in force on "
                                                  f"{request.as_of.isoformat()} lists {line.code}."],
                       possible={NO_AUTH})
+
+
+def _template_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[int, int, tuple[bool | None, ...]] | None:
+    """What a line's decision by ``policy`` alone depends on, besides its code and system, when no rule
+    was unknown: the deciding rule and the values of its outcome's documentation conditions. None
+    when a rule was unknown (the decision then also depends on which facts are missing) or the
+    policy is paused on the date of service."""
+    if policy.pauses and policy.pause_on(facts["date_of_service"]) is not None:
+        return None
+    index, unknown_at = policy.program.run(facts)
+    if unknown_at:
+        return None
+    rules = policy.rules
+    outcome = rules[index].outcome if index < len(rules) else policy.default
+    return id(policy), index, tuple([ref.test.run(facts) for ref in outcome.documentation if ref.test is not None])
 
 
 def _render(line: Line, answer: Answer) -> dict[str, Any]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import orjson
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,6 +37,10 @@ _REQUEST_DOC = {"requestBody": {"required": True, "content": {"application/json"
 #: A JSON escape of a UTF-16 surrogate: only these can put a lone surrogate into a parsed string.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Bytes with every digit written 9 and everything else a blank: a body holding nineteen 9s in a row
+#: may hold an integer orjson would read as a float (beyond 64 bits), and is read by the standard library.
+_DIGITS_ONLY = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"9" * 19
 #: Characters of a field name quoted in an error.
 _NAME_QUOTED = 64
 
@@ -84,13 +90,14 @@ def _lone_surrogate_at(value: Any) -> tuple[str, str] | None:
 
 def parse_json(raw: bytes) -> Any:
     """Strict JSON (no NaN/Infinity) of Unicode text; raises ``BodyError`` (a ValueError) with the
-    position of the problem, or the field whose text holds a lone surrogate such as ``"\\ud800"``."""
+    position of the problem, or the field whose text holds a lone surrogate such as ``"\\ud800"``.
+
+    orjson reads the body; a body it refuses, or one with integers longer than it keeps exactly,
+    is read again by the standard library, whose messages locate the problem."""
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except RecursionError:  # e.g. a body of a million '[': a 400, not a crash
-        raise BodyError("the JSON nests too deeply") from None
-    except ValueError as err:
-        raise BodyError(str(err)) from None
+        body = _standard_json(raw) if _LONG_DIGITS in raw.translate(_DIGITS_ONLY) else orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = _standard_json(raw)
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then walk the body
         found = _lone_surrogate_at(body)
         if found is not None:
@@ -98,6 +105,15 @@ def parse_json(raw: bytes) -> Any:
             raise BodyError(f"the {part} of {field} holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
                             "which is not Unicode text", field)
     return body
+
+
+def _standard_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:  # e.g. a body of a million '[': a 400, not a crash
+        raise BodyError("the JSON nests too deeply") from None
+    except ValueError as err:
+        raise BodyError(str(err)) from None
 
 
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,

@@ -38,7 +38,8 @@ def test_the_library_harness_reports_every_figure_and_the_peers_agree(tree, tmp_
     pytest.importorskip("rule_engine")
     result = library_run(tree, request_mix(tree, 20), 1, ["zen-engine", "rule-engine"], tmp_path)
     assert result["load_s"] > 0 and result["rss_mb"] > 0
-    for key in ("plain", "plain_cold", "explain", "full_fact_covreq"):
+    for key in ("plain", "plain_cold", "one_line_cold", "order_cold", "explain", "full_fact_covreq",
+                "full_fact_covreq_rules"):
         assert result[key]["lines"] > 0 and 0 < result[key]["median_us"] <= result[key]["p99_us"]
     assert {name: p["disagreements"] for name, p in result["peers"].items()} == {"zen-engine": 0, "rule-engine": 0}
     table = render({"sizes": [result]})
@@ -52,6 +53,24 @@ def test_the_crd_request_keeps_the_anchor_shape_with_listed_codes(tree, tmp_path
     body = crd_request(tree, anchor)
     code = body["context"]["draftOrders"]["entry"][0]["resource"]["code"]["coding"][0]["code"]
     assert code in {x.code for x in tree.listings} and "prefetch" in body
+
+
+def test_long_orders_have_200_lines_of_one_payer_with_every_fact(tree) -> None:  # type: ignore[no-untyped-def]
+    orders = library.long_orders(request_mix(tree, 40))
+    assert orders and all(len(o["services"]) == 200 and "place_of_service" in o for o in orders)
+
+
+def test_the_condition_micro_benchmark_times_two_versions_that_agree() -> None:
+    from bench import condition
+    result = condition.measure(rounds=3)
+    assert result["compiled_ns"] > 0 and result["hand_ns"] > 0
+    assert [condition.by_hand(c) for c in condition.contexts()] == [True, False, None, False, None]
+
+
+def test_the_report_shows_the_answer_cache_apart_from_the_targets() -> None:
+    from bench.report import FIGURES, TARGETS
+    assert all("answer cache" not in label for label, *_ in TARGETS)
+    assert all(label.startswith("with the answer cache") for label, _ in FIGURES)
 
 
 def test_percentiles_use_the_nearest_rank() -> None:

@@ -39,8 +39,10 @@ def test_nothing_else_is_served_from_the_folder(client: TestClient, name: str) -
 
 def test_payer_choices_come_from_the_loaded_rule_set(client: TestClient) -> None:
     body = client.get("/lookup/payers").json()
-    assert [(p["id"], p["plans"]) for p in body["payers"]] == [("alabama-medicaid", ["medicare-medicaid-dual"]),
-                                                               ("medicare", ["original-medicare-ffs"])]
+    assert [(p["id"], p["plans"]) for p in body["payers"]] == [
+        ("alabama-medicaid", ["medicare-medicaid-dual"]), ("cigna", ["commercial"]),
+        ("florida-blue", ["commercial-aso", "commercial-hmo", "commercial-ppo"]), ("medicare", ["original-medicare-ffs"]),
+        ("unitedhealthcare", ["commercial", "community", "medicare-advantage"])]
     assert all(p["title"] and p["title"] != p["id"] for p in body["payers"])
     assert body["ruleset"] == client.get("/v1/ruleset").json()["ruleset"]
 
