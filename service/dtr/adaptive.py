@@ -59,6 +59,13 @@ def _server_answers(spec_name: str, value: Any) -> list[dict[str, Any]]:
     return [{**a, "extension": [origin]} for a in f.answer_values(f.ITEM_SPECS[spec_name], value)]
 
 
+def _question(form: Form, name: str) -> dict[str, Any]:
+    """The form's question about a fact (one its own rules do not read is asked plainly), required."""
+    question = {**(form.item(name) or fact_item(name, None)), "required": True}
+    question.pop("readOnly", None)
+    return question
+
+
 def _decision_text(decision: Mapping[str, Any]) -> str:
     owed = "; ".join(d["text"] for d in decision.get("documentation", []))
     needs = ", ".join(decision.get("info_needed", []))
@@ -101,7 +108,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
               if n not in answers.known and n in FACTS]
     fact_names = list(dict.fromkeys([*[n for n in answers.given if n not in answers.known], *asking]))
-    fact_items = [{**(form.item(n) or fact_item(n, None)), "required": True} for n in fact_names]
+    fact_items = [_question(form, n) for n in fact_names]
     docs = decision.get("documentation", [])
     doc_items = []
     for doc in docs:

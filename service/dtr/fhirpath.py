@@ -2,24 +2,28 @@
 
 FHIRPath's empty collection behaves like covreq's unknown under ``and``, ``or``, ``not()``,
 comparisons and ``in``, so a condition keeps its three-valued meaning. What has no faithful
-FHIRPath here gives None (the caller then leaves the item always enabled): ages (derived from the
-birth date), date shifts and facts compared with facts.
+FHIRPath here gives None (the caller then leaves the item always enabled): date shifts and facts
+compared with facts. Ages are read through the date of birth and the date of service.
 """
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Iterable
 
 from engine import ast
 from engine.codes import CodeRange, CodeSet
-from engine.facts import BOOL, CODE, DATE, ICD, NUMBER
-from engine.logic import ALWAYS_KNOWN, Analysed
+from engine.facts import ALWAYS, BOOL, CODE, DATE, ICD, NUMBER
+from engine.logic import Analysed
 from engine.needs import Route
 from service.dtr.facts import ITEM_SPECS, ORDER_COMPLETE
 
 #: The multi-valued fact known only in part unless the order is complete.
 OPEN = "other_codes"
+#: The age is read through the date of birth and the date of service.
+AGE, BIRTH, DAY = "patient.age", "patient.birth_date", "date_of_service"
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 
 #: What the engine does to a given string before comparing it, in FHIRPath.
 _NORMALIZE = {"type_of_bill": ".upper().replaceMatches('^0+', '')", "state": ".upper()",
@@ -50,7 +54,7 @@ def variable(fact: str) -> str | None:
     """The expression of a fact's variable: its answers, codings read as codes, normalized as the
     engine normalizes them; None for facts no answer gives (the age is derived, the payer is the
     form's own). ``request_codes`` are the form's ``other_codes``, which ``order_complete`` closes."""
-    if fact in ("patient.age", "payer"):
+    if fact in (AGE, "payer"):
         return None
     spec = ITEM_SPECS[fact]
     item = "other_codes" if fact == "request_codes" else fact
@@ -62,12 +66,12 @@ def variable(fact: str) -> str | None:
 
 def variables(facts: Iterable[str]) -> list[tuple[str, str]]:
     """(name, expression) of the variables conditions over ``facts`` read."""
-    names = [*facts, *([ORDER_COMPLETE.name] if OPEN in facts else [])]
+    names = [*facts, *([ORDER_COMPLETE.name] if OPEN in facts else []), *((BIRTH, DAY) if AGE in facts else ())]
     return [(variable_name(n), expression) for n in dict.fromkeys(names) if (expression := variable(n))]
 
 
 def _fact(name: str) -> str:
-    if variable(name) is None:
+    if variable(name) is None:  # the age outside a comparison with a number, the payer
         raise _Untranslatable
     return "%" + variable_name(name)
 
@@ -94,6 +98,27 @@ def _wrap(expression: str) -> str:
 
 def _not(expression: str) -> str:
     return f"{_wrap(expression)}.not()"
+
+
+def _at_least(years: int) -> str:
+    """The patient is at least ``years`` old on the date of service: born on or before that date
+    ``years`` earlier (Feb 29 going back to Feb 28, as whole years of age count)."""
+    return f"(%{variable_name(BIRTH)} <= %{variable_name(DAY)} - {years} years)"
+
+
+def _age(op: str, value: float) -> str:
+    """``patient.age <op> value`` through the date of birth (the engine's age is whole years)."""
+    low, high = math.ceil(value), math.floor(value) + 1  # age >= low; age < high
+    if op == ">=":
+        return _at_least(low)
+    if op == ">":
+        return _at_least(high)
+    if op == "<":
+        return _not(_at_least(low))
+    if op == "<=":
+        return _not(_at_least(high))
+    exactly = f"({_at_least(low)} and {_not(_at_least(high))})" if value.is_integer() else "false"
+    return exactly if op == "=" else _not(exactly)
 
 
 def _in_range(value: str, span: CodeRange) -> str:
@@ -123,7 +148,8 @@ class _Translator:
         if isinstance(node, ast.Literal) and node.kind == "bool":
             return _literal(self.info.checked.values[node])
         if isinstance(node, ast.Known):
-            return "true" if node.fact.name in ALWAYS_KNOWN else f"{_fact(node.fact.name)}.exists()"
+            known = BIRTH if node.fact.name == AGE else node.fact.name
+            return "true" if known in ALWAYS else f"{_fact(known)}.exists()"
         if isinstance(node, (ast.And, ast.Or)):
             joiner = " and " if isinstance(node, ast.And) else " or "
             return "(" + joiner.join(self.test(o) for o in node.operands) + ")"
@@ -142,6 +168,10 @@ class _Translator:
 
     def _compare(self, node: ast.Compare) -> str:
         left, right, op = node.left, node.right, "=" if node.op == "==" else node.op
+        if isinstance(left, ast.Fact) and left.name == AGE and isinstance(right, ast.Literal):
+            return _age(op, float(self.info.checked.values[right]))  # type: ignore[arg-type]
+        if isinstance(right, ast.Fact) and right.name == AGE and isinstance(left, ast.Literal):
+            return _age(_FLIP[op], float(self.info.checked.values[left]))  # type: ignore[arg-type]
         if isinstance(left, ast.Fact) and isinstance(right, ast.Literal):
             return f"({_fact(left.name)} {op} {_literal(self.info.checked.values[right])})"
         if isinstance(right, ast.Fact) and isinstance(left, ast.Literal):
@@ -155,7 +185,7 @@ class _Translator:
         found = f"{_fact(name)}.where({test}).exists()"
         if name == OPEN:  # other codes may be on parts of the order not sent, unless it is complete
             return f"iif({found}, true, iif(%{variable_name(ORDER_COMPLETE.name)} = true, false, {{}}))"
-        return found if name in ALWAYS_KNOWN else f"iif({_fact(name)}.exists(), {found}, {{}})"
+        return found if name in ALWAYS else f"iif({_fact(name)}.exists(), {found}, {{}})"
 
 
 def condition(info: Analysed) -> str | None:

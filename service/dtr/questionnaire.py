@@ -3,7 +3,8 @@
 The canonical is ``{base}/Questionnaire/{policy id}`` with the policy's version, so it is the same
 for every load of the same rules. Items (linkIds are stable too):
 
-- group ``order``: the billing code, the date of service and the plan, filled by the server;
+- group ``order``: the billing code, the date of service and the plan (unless the rules ask it), and
+  the order's other codes when the rules read them, filled by the server;
 - group ``facts``: one question per fact the policy's conditions read (answer options from the
   values they test it against, an SDC ``initialExpression`` where the EHR's data can tell);
 - group ``documentation``: one item per documentation item (``documentation.<id>``), enabled by
@@ -31,8 +32,8 @@ ADAPTIVE_PROFILE = f"{DTR}/dtr-questionnaire-adapt"
 LAUNCH_CONTEXT = "http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext"
 ORDER_TYPES = ["ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
                "Appointment", "Encounter"]
-#: Facts every form carries in its ``order`` group.
-ORDER_FACTS = ("code", "date_of_service", "plan")
+#: Facts every form carries in its ``order`` group (and the plan, unless the rules ask it).
+ORDER_FACTS = ("code", "date_of_service")
 DOC_PREFIX = "documentation."
 #: Item types per documentation kind: records and images are attached, administrative items attested.
 DOC_TYPES = {"clinical": "attachment", "patient": "attachment", "admin": "boolean"}
@@ -161,7 +162,8 @@ def build_form(base: str, policy: Policy) -> Form:
             answer_value_set = f"{vs['url']}|{vs['version']}"
         fact_items.append(fact_item(name, answer_value_set))
     pairing = ("other_codes", f.ORDER_COMPLETE.name) if reads.keys() & {"other_codes", "request_codes"} else ()
-    order_items = [known_item(name) for name in (*ORDER_FACTS, *pairing)]
+    plan = () if "plan" in reads else ("plan",)
+    order_items = [known_item(name) for name in (*ORDER_FACTS, *plan, *pairing)]
     doc_items = [doc_item(doc.id, doc.text, doc.kind, may_hold(routes)) for doc, routes in needs.documentation]
     groups = [{"linkId": "order", "text": "The order", "type": "group", "item": order_items}]
     if fact_items:
