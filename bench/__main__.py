@@ -56,8 +56,8 @@ def crd_request(tree: Tree, anchor: Path) -> dict[str, Any]:
 def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, anchor: Path) -> dict[str, Any]:
     """Throughput, paced latency and CRD order-sign latency against ``covreq serve --workers 2``."""
     payers = work / "payers.yaml"
-    payers.write_text(f"payers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
-                      "    names: [Acme Health Plan]\n")
+    payers.write_text(f"match_by_name: true\npayers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
+                      "    names: [Acme Health Plan]\n")  # the IG example names its payer by display only
     bodies = [m["body"] for m in mix]
     result: dict[str, Any] = {"rules": tree.rules}
     with http.serve(tree.root, 2, {"COVREQ_PAYERS": str(payers), "COVREQ_AUDIT": str(work / "audit.jsonl")}) as base:

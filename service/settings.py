@@ -47,6 +47,10 @@ class Settings:
     ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
     with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
     temporary folder).
+    ``fhir_servers`` are the EHR FHIR base URLs a CDS Hooks call may have covreq query (``*``: any
+    https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``;
+    ``crd_max_orders``, ``crd_max_coverages`` and ``crd_max_billing_codes`` (per order) bound the
+    work of one CDS Hooks call (413 above them).
     """
 
     max_body_bytes: int = 1_048_576
@@ -65,6 +69,12 @@ class Settings:
     bundle_poll_seconds: float = 30.0
     bundle_timeout_seconds: float = 30.0
     bundle_dir: Path | None = None
+    fhir_servers: tuple[str, ...] = ()
+    ehr_timeout_seconds: float = 3.0
+    ehr_max_bytes: int = 2_000_000
+    crd_max_orders: int = 100
+    crd_max_coverages: int = 20
+    crd_max_billing_codes: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -72,8 +82,10 @@ class Settings:
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
         ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
-        ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``;
-        absent variables keep the defaults."""
+        ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``,
+        ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
+        ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
+        ``COVREQ_CRD_MAX_BILLING_CODES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -93,4 +105,10 @@ class Settings:
             bundle_poll_seconds=float(env.get("COVREQ_BUNDLE_POLL_SECONDS", defaults.bundle_poll_seconds)),
             bundle_timeout_seconds=float(env.get("COVREQ_BUNDLE_TIMEOUT_SECONDS", defaults.bundle_timeout_seconds)),
             bundle_dir=Path(env["COVREQ_BUNDLE_DIR"]) if env.get("COVREQ_BUNDLE_DIR") else None,
+            fhir_servers=tuple(env.get("COVREQ_FHIR_SERVERS", "").replace(",", " ").split()),
+            ehr_timeout_seconds=float(env.get("COVREQ_EHR_TIMEOUT_SECONDS", defaults.ehr_timeout_seconds)),
+            ehr_max_bytes=int(env.get("COVREQ_EHR_MAX_BYTES", defaults.ehr_max_bytes)),
+            crd_max_orders=int(env.get("COVREQ_CRD_MAX_ORDERS", defaults.crd_max_orders)),
+            crd_max_coverages=int(env.get("COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages)),
+            crd_max_billing_codes=int(env.get("COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes)),
         )

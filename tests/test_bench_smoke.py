@@ -78,6 +78,13 @@ def test_percentiles_use_the_nearest_rank() -> None:
     assert library.summary([1.0, 2.0, 3.0])["median_us"] == 2.0
 
 
+def test_the_crd_scale_harness_reports_a_refusal_and_an_answer_per_size() -> None:
+    from bench import crd_scale
+    (result,) = crd_scale.run([25], rounds=1)  # 25 Coverages: over the default limit of 20
+    assert result["default_limits"]["status"] == [413] and result["raised_limits"]["status"] == [200]
+    assert result["ms_per_order"] > 0
+
+
 def test_quick_is_an_option_and_every_option_the_help_mentions_exists(capsys: pytest.CaptureFixture[str]) -> None:
     """Regression (issue 15, item 10): `python -m bench --help` mentioned a `--quick` that did not exist."""
     args = parse_args(["--quick", "--no-http"])

@@ -113,9 +113,9 @@ def test_initial_expressions_read_what_the_crd_reader_reads() -> None:
         {"coding": [{"system": ICD10CM, "code": "H02.831"}]}, {"coding": [{"system": "http://snomed.info/sct",
                                                                           "code": "1234"}]}]}
     envelope = read_envelope({"hook": "order-sign", "hookInstance": "h-1",
-                              "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "entry": [
+                              "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [
                                   {"resource": order}]}},
-                              "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "entry": [
+                              "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "type": "searchset", "entry": [
                                   {"resource": coverage()}]}}}, "order-sign")
     call = read_call(envelope, ResourceIndex(envelope.prefetch.values()), PayerMap.load(FIXTURES / "payers.yaml"),
                      {"medicare"}, dt.date(2024, 3, 1), coverage_known=True)
