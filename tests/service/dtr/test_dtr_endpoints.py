@@ -256,3 +256,10 @@ def test_with_trusted_issuers_the_operations_need_a_jwt_and_metadata_stays_open(
     accepted = client.post(PACKAGE, json=package_request(service_request()),
                            headers={"Authorization": f"Bearer {signed}"})
     assert accepted.status_code == 200
+
+
+def test_package_with_an_order_that_is_not_valid_r4_is_a_400_naming_the_order(dtr_client: TestClient) -> None:
+    broken = {**service_request(), "status": 7}
+    issue = outcome(dtr_client.post(PACKAGE, json=package_request(broken)), 400)
+    assert "R4" in issue["diagnostics"]
+    assert issue["expression"] == ["Parameters.parameter.where(name = 'order')"]
