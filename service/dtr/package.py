@@ -64,7 +64,7 @@ def read_inputs(body: Any) -> Inputs:
                 raise OperationError(400, "the Coverage needs an id (the forms refer to it)", _where(index, ".resource.id"))
             coverages.append(resource)
         elif name == "order":
-            if not isinstance(resource, dict) or resource.get("resourceType") not in _ORDER_TYPES:
+            if not isinstance(resource, dict) or str(resource.get("resourceType")) not in _ORDER_TYPES:
                 raise OperationError(400, f"order must carry one of {', '.join(sorted(_ORDER_TYPES))}",
                                      _where(index, ".resource"))
             if not isinstance(resource.get("id"), str):
