@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from crd_calls import (acme_coverage, assert_ok, assert_outcome, by_code, post, repaired_inferno_order_sign,
-                       repetitions, service_request, value)
+from crd_calls import (acme_coverage, assert_ok, assert_outcome, by_code, order_sign, post,
+                       repaired_inferno_order_sign, repetitions, service_request, value)
+from service.crd.gather import EhrPolicy
 
 ACME_PAYER = {"resourceType": "Organization", "id": "acme-payer", "name": "Acme Health Plan",
               "identifier": [{"system": "http://example.org/payer-ids", "value": "ACME-01"}]}
@@ -105,12 +106,12 @@ def test_an_empty_coverage_search_is_a_400(queried, ehr, anchor) -> None:
     assert "no Coverage" in issue["diagnostics"]
 
 
-@pytest.mark.parametrize("trouble", ["broken", "slow", "huge"])
+@pytest.mark.parametrize("trouble", ["broken", "redirect", "slow", "huge"])
 def test_data_the_ehr_fails_to_give_makes_an_open_answer_indeterminate_technical(make_client, ehr, crd,
                                                                                   trouble: str) -> None:
     client = make_client(fhir_servers=(ehr.url,), ehr_timeout_seconds=0.5, ehr_max_bytes=20_000)
-    {"broken": ehr.broken, "slow": ehr.slow, "huge": ehr.huge}[trouble]["Patient/p1"] = \
-        {"broken": 500, "slow": 2.0, "huge": 50_000}[trouble]
+    {"broken": ehr.broken, "redirect": ehr.broken, "slow": ehr.slow, "huge": ehr.huge}[trouble]["Patient/p1"] = \
+        {"broken": 500, "redirect": 302, "slow": 2.0, "huge": 50_000}[trouble]  # redirects are not followed
     ehr.hold(coverage_of("p1"))
     request = granted({"hook": "order-sign", "hookInstance": "h1", "context": {
         "userId": "Practitioner/u1", "patientId": "p1", "draftOrders": {
@@ -139,3 +140,19 @@ def test_independent_queries_run_concurrently(queried, ehr, crd) -> None:
     started = [first[p].started for p in ("Patient/p1", "Coverage", "Condition")]
     finished = [first[p].finished for p in ("Patient/p1", "Coverage", "Condition")]
     assert max(started) < min(finished), "each query began before any had been answered"
+
+
+def test_the_operator_lists_the_servers_covreq_may_query() -> None:
+    policy = EhrPolicy(servers=("https://ehr.example.org/fhir/",))
+    assert policy.allows("https://ehr.example.org/fhir") and policy.allows("https://ehr.example.org/fhir/")
+    assert not policy.allows("https://ehr.example.org/fhir/../admin")
+    assert not policy.allows("https://ehr.example.org.evil.test/fhir")
+    anywhere = EhrPolicy(servers=("*",))
+    assert anywhere.allows("https://any.example/r4") and not anywhere.allows("http://169.254.169.254/latest")
+    assert not EhrPolicy().allows("https://ehr.example.org/fhir")
+
+
+def test_a_token_without_a_fhir_server_is_a_400(client, ehr) -> None:
+    request = granted(order_sign(service_request("s1", "15823")), ehr)
+    del request["fhirServer"]
+    assert_outcome(post(client, request), 400, "fhirServer")
