@@ -47,6 +47,8 @@ CHECKS: dict[str, CheckInfo] = {
     "W-source-url": CheckInfo("warning", "the source URL is a placeholder or not https"),
     "W-expired": CheckInfo("notice", "the latest version of a policy ended before today (kept to answer past dates "
                                      "of service, or forgotten?)"),
+    "W-pause": CheckInfo("warning", "a pause never applies: it lies outside the policy's period or inside another "
+                                    "pause"),
     "W-gap": CheckInfo("notice", "codes for which no rule is always true and there is no default: a request in a "
                                  "setting no rule names gets the implicit no-auth"),
 }
@@ -212,6 +214,24 @@ def _expired(tree: Tree, today: dt.date) -> Iterator[Finding]:
                            f"policy '{policy.id}' ended on {policy.end} and no later version follows it")
 
 
+def _idle_pauses(policy: Policy) -> Iterator[Finding]:
+    """Pauses of one version that no date of service reaches."""
+    if policy.extends:  # an override's period is its base's, narrowed: the base's file is checked
+        return
+    for i, pause in enumerate(policy.pauses):
+        where = key_location(policy.location.path, "pauses", i, "start")
+        period = f"{policy.effective} to {policy.end or 'open'}"
+        if (pause.end is not None and pause.end < policy.effective) or (policy.end and pause.start > policy.end):
+            yield _finding("W-pause", where, f"policy '{policy.id}': the pause from {pause.start} never applies: "
+                                             f"the policy is in force from {period}")
+            continue
+        outer = next((o for j, o in enumerate(policy.pauses) if j != i and o.covers(pause.start)
+                      and (o.end is None or (pause.end is not None and pause.end <= o.end))), None)
+        if outer is not None:
+            yield _finding("W-pause", where, f"policy '{policy.id}': the pause from {pause.start} lies inside the "
+                                             f"pause from {outer.start}")
+
+
 def _gaps(versions: list[Policy], rules: list[tuple[Rule, Analysed]]) -> Iterator[Finding]:
     policy = versions[0]
     data = read_located(policy.location.path)[0] or {}
@@ -300,6 +320,8 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
             findings += _setting_literals(rule, info)
         findings += _gaps(versions, rules)
         findings += _source(versions[0])
+        for policy in versions:
+            findings += _idle_pauses(policy)
     findings += _unused(tree)
     findings += _expired(tree, today)
     findings += _conflicts(tree)

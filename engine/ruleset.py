@@ -15,7 +15,7 @@ from .loader import paused_gc, read_tree
 from .memo import AnswerCache, fingerprint
 from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
-from .trace import rule_trace
+from .trace import pause_trace, rule_trace
 
 #: Width of one bucket of the wide-range index, in code numbers.
 _BUCKET = 1000
@@ -217,6 +217,7 @@ class RuleSet:
         if request.explain:
             def sink(policy: Policy, rule: Rule, result: bool | None) -> None:
                 trace.append(rule_trace(policy, rule, result, line.facts))
+            trace += [pause_trace(p, z) for p in policies if (z := p.pause_on(request.as_of)) is not None]
         if policies:
             answer = combine([run_policy(p, line.facts, sink) for p in policies])
             apply_authorizations(answer, line, request.as_of, request.authorizations)

@@ -171,3 +171,12 @@ def test_a_bad_pause_of_a_base_is_reported_once_at_the_base(tmp_path: Path) -> N
     with pytest.raises(engine.LoadError) as info:
         load(tmp_path, PAUSED.replace("end: 2020-08-02", "end: 2020-02-01"))
     assert [(Path(p.path).name, p.line, p.code) for p in info.value.problems] == [("p.yaml", 8, "E-date")]
+
+
+def test_explain_shows_the_pause_that_answered(tmp_path: Path) -> None:
+    decision = decide(load(tmp_path, PAUSED), "2020-05-01", explain=True)
+    assert decision["trace"] == [{"policy": "p", "version": "2019-01-01", "location": decision["trace"][0]["location"],
+                                  "paused": {"start": "2020-03-29", "end": "2020-08-02",
+                                             "reason": "Paused during the public health emergency."}}]
+    assert decision["trace"][0]["location"].endswith("p.yaml:1:5")
+    assert [t["rule"] for t in decide(load(tmp_path, PAUSED), "2020-09-01", explain=True)["trace"]] == ["all"]

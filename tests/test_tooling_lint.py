@@ -36,6 +36,8 @@ def codes_and_places(name: str) -> list[tuple[str, str, str]]:
     ("source-url", [("W-source-url", "policy.yaml:5:1", "is a placeholder")]),
     ("expired", [("W-expired", "policy.yaml:5:1", "ended on 2023-12-31 and no later version follows it")]),
     ("gap", [("W-gap", "policy.yaml:7:1", "for 64490-64495 no rule is always true and there is no default")]),
+    ("pause", [("W-pause", "policy.yaml:6:6", "the pause from 2020-03-01 never applies: the policy is in force from"),
+               ("W-pause", "policy.yaml:8:6", "the pause from 2022-05-01 lies inside the pause from 2022-01-01")]),
     ("shadowed-exemption", [("W-shadowed-exemption", "mri-silver.yaml:5:5",
                              "is true whenever the base's exemption 'children' (")]),
 ])
