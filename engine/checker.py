@@ -19,6 +19,9 @@ from .facts import BOOL, CODE, DATE, FACTS, ICD, NUMBER, STRING, FactSpec
 from .render import render
 
 _ORDERED = {NUMBER, DATE}
+#: Longest duration a date may be shifted by, in years (or as many months, weeks or days).
+MAX_DURATION_YEARS = 300
+_PER_YEAR = {"day": 366, "week": 53, "month": 12, "year": 1}
 _CODE_SYSTEMS = {CODE: (CPT, HCPCS), ICD: (ICD10,)}
 #: How a quoted literal must look to be meant as a number or a date.
 _LITERAL_SHAPES = {NUMBER: re.compile(r"\d+(\.\d+)?"), DATE: re.compile(r"\d{4}-\d{2}-\d{2}")}
@@ -125,6 +128,9 @@ class Checker:
                 base = self._literal(node.base, DATE, out)  # type: ignore[arg-type]
             if base != DATE:
                 raise _error(node, "E-type", f"only dates can be shifted by a duration, not a {base}")
+            if node.amount > MAX_DURATION_YEARS * _PER_YEAR[node.unit]:
+                raise _error(node, "E-duration-too-long", f"{node.amount} {node.unit}s is longer than "
+                                                          f"the limit of {MAX_DURATION_YEARS} years")
             return DATE
         if isinstance(node, ast.Compare):
             return self._compare(node, out)

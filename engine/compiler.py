@@ -29,11 +29,17 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def shift_date(day: dt.date, sign: int, amount: int, unit: str) -> dt.date:
-    """Add or subtract a duration; months and years clamp to the last day of the month."""
+    """Add or subtract a duration; months and years clamp to the last day of the month, and a
+    result past the calendar's ends (years 1 and 9999) is that end: date arithmetic never raises."""
     if unit in ("day", "week"):
-        return day + sign * dt.timedelta(days=amount * (7 if unit == "week" else 1))
+        try:
+            return day + sign * dt.timedelta(days=amount * (7 if unit == "week" else 1))
+        except OverflowError:
+            return dt.date.max if sign > 0 else dt.date.min
     months = day.year * 12 + day.month - 1 + sign * amount * (12 if unit == "year" else 1)
     year, month = divmod(months, 12)
+    if not dt.MINYEAR <= year <= dt.MAXYEAR:
+        return dt.date.max if year > dt.MAXYEAR else dt.date.min
     last = calendar.monthrange(year, month + 1)[1]
     return dt.date(year, month + 1, min(day.day, last))
 

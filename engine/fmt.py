@@ -28,7 +28,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from .codes import CPT, HCPCS, CodeError, item_order, parse_code_item
-from .loader import PAYER_FILE, iter_rule_files
+from .loader import PAYER_FILE, iter_rule_files, leaves_tree
 from .resources import schema_path
 from .yamlsource import YamlError, load_yaml
 
@@ -128,7 +128,9 @@ def format_text(text: str, path: str = "<policy>") -> Formatted:
 
 
 def _policy_files(paths: Iterable[str]) -> list[Path]:
-    return [p for root in paths for p in iter_rule_files(Path(root)) if p.name != PAYER_FILE]
+    """Policy files under ``paths``; never a link that leads out of its tree (it is not ours to rewrite)."""
+    return [p for root in map(Path, paths) for p in iter_rule_files(root)
+            if p.name != PAYER_FILE and not (root.is_dir() and leaves_tree(p, root.resolve()))]
 
 
 def _yaml_problem(text: str, exc: YAMLError) -> str:

@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from . import ast
 from .checker import Checker
-from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
+from .codes import CPT, HCPCS, RANGE_LIMIT, CodeError, CodeSet, join, parse_member
 from .codegen import Lazy, compile_condition, compile_rules
 from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
@@ -81,6 +81,11 @@ Compiled = tuple[Lazy, frozenset[str]]
 V = TypeVar("V")
 
 
+#: Most code groups of one policy with different dates (``effective``/``end``); entries with the
+#: same dates form one group.
+MAX_CODE_GROUPS = 1000
+
+
 class _Shared:
     """What the policy versions of one load share. Versions and plan overrides repeat most of their
     content, so equal immutable values are made once: conditions compiled for the same value sets
@@ -108,9 +113,9 @@ class _Shared:
         return self.programs[key]
 
     def code_item(self, text: str) -> CodeSet:
-        """The CPT/HCPCS code, range or group member ``text``; raise :class:`CodeError`."""
+        """The CPT/HCPCS code, range or group member ``text`` as written; raise :class:`CodeError`."""
         if text not in self.code_items:
-            self.code_items[text] = parse_code_item(text, (CPT, HCPCS))
+            self.code_items[text] = parse_member(text, (CPT, HCPCS))
         return self.code_items[text]
 
 
@@ -251,6 +256,12 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def leaves_tree(path: Path, real_root: Path) -> bool:
+    """Whether ``path`` is a symbolic link whose target lies outside ``real_root`` (resolved).
+    Links to folders are never followed, so only a file can lead out of the tree."""
+    return path.is_symlink() and not path.resolve().is_relative_to(real_root)
+
+
 def iter_rule_files(root: Path) -> Iterator[Path]:
     """Policy and payer files under ``root`` (a folder or one file), in a stable order."""
     if root.is_file():
@@ -288,9 +299,13 @@ def read_tree(root: str | Path) -> Tree:
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
     by_id: dict[str, list[Draft | _Kept]] = {}
     overrides: list[tuple[list[Policy], Draft]] = []
+    inside = root.resolve() if root.is_dir() else None
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
     for path in iter_rule_files(root):
         shown = str(path)
+        if inside is not None and leaves_tree(path, inside):
+            problems.add(Location(shown, 1, 1), "E-link", "a symbolic link to a file outside the rule tree; not read")
+            continue
         files.append(shown)
         try:
             with path.open("rb") as handle:  # no more than it takes to see that a file is too large
@@ -520,7 +535,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     conditions = _Conditions(value_sets, shared)
     catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s.value_at(key)["text"], s.value_at(key).get("kind", "clinical")))
                                 for doc_id, (s, key) in draft.documentation.items()})
-    groups = shared.value(tuple(g for s, key in draft.codes if (g := _code_group(s, key, shared, problems))))
+    groups = shared.value(_code_groups(draft.codes, shared, problems))
     rules: list[Rule] = []
     seen_ids: dict[str, Location] = {}
     for index, (s, key) in enumerate(draft.rules):
@@ -587,21 +602,35 @@ def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
     return None
 
 
-def _code_group(src: Source, key: tuple[object, ...], shared: _Shared, problems: Problems) -> CodeGroup | None:
-    entry = src.value_at(key)
-    if isinstance(entry, dict):
-        items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
-        effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
-        end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
-    else:
-        items, effective, end = [key], None, None
-    codes = CodeSet(frozenset())
-    for item_key in items:
-        try:
-            codes = codes.union(shared.code_item(src.raw(*item_key)))
-        except CodeError as exc:
-            problems.add(src.at(*item_key), "E-code", str(exc))
-    return shared.value(CodeGroup(codes, effective, end))
+def _code_groups(entries: list[tuple[Source, tuple[object, ...]]], shared: _Shared,
+                 problems: Problems) -> tuple[CodeGroup, ...]:
+    """The policy's code groups. Entries in force over the same dates (every plain code, range or
+    list) are joined into one group, so that many entries cost no more than their codes."""
+    members: dict[tuple[dt.date | None, dt.date | None], list[CodeSet]] = {}
+    for src, key in entries:
+        entry = src.value_at(key)
+        if isinstance(entry, dict):
+            items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
+            effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
+            end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
+        else:
+            items, effective, end = [key], None, None
+        if (effective, end) not in members and len(members) == MAX_CODE_GROUPS:
+            problems.add(src.at(*key), "E-code-groups", f"codes are listed under more than {MAX_CODE_GROUPS} "
+                                                        "different pairs of dates; join the groups")
+            break
+        found = members.setdefault((effective, end), [])
+        for item_key in items:
+            try:
+                found.append(shared.code_item(src.raw(*item_key)))
+            except CodeError as exc:
+                problems.add(src.at(*item_key), "E-code", str(exc))
+    groups, budget = [], RANGE_LIMIT  # exact codes the policy's groups may hold, ranges expanded
+    for (effective, end), sets in members.items():
+        codes = join(sets, budget)
+        budget = max(0, budget - len(codes.exact))
+        groups.append(shared.value(CodeGroup(codes, effective, end)))
+    return tuple(groups)
 
 
 def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,

@@ -13,7 +13,7 @@ from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .loader import paused_gc, read_tree
 from .memo import AnswerCache, fingerprint
-from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
+from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
 from .trace import pause_trace, rule_trace
 
@@ -23,20 +23,6 @@ _BUCKET = 1000
 SELECT_CACHE_SIZE = 65536
 #: Bytes of answers to whole requests a rule set remembers (see engine/memo.py).
 ANSWER_CACHE_BYTES = 64 * 1024 * 1024
-
-
-def _listings(policy: Policy) -> dict[str, tuple[Policy, tuple[CodeGroup, ...]]]:
-    """Each code the policy lists exactly, with the policy and the groups that list the code. Codes
-    listed by the same groups share one entry (a policy of one group has a single entry)."""
-    groups = policy.code_groups
-    entries: dict[tuple[CodeGroup, ...], tuple[Policy, tuple[CodeGroup, ...]]] = {}
-    result = {}
-    for group in groups:
-        for code in group.codes.exact:
-            if code not in result:
-                listing = groups if len(groups) == 1 else tuple(g for g in groups if code in g.codes)
-                result[code] = entries.setdefault(listing, (policy, listing))
-    return result
 
 
 class RuleSet:
@@ -52,15 +38,15 @@ class RuleSet:
         #: Ranges too long to expand, by (payer, prefix, suffix, digits, number // _BUCKET) of the codes
         #: they hold: a lookup reads one bucket, however many ranges the payer has.
         self._wide: dict[tuple[str, str, str, int, int], list[tuple[CodeRange, Policy]]] = defaultdict(list)
-        listed: dict[tuple[str, str], list[tuple[Policy, tuple[CodeGroup, ...]]]] = defaultdict(list)
+        listed: dict[tuple[str, str], list[Policy]] = defaultdict(list)
         for policy in self._policies:
-            for code, entry in _listings(policy).items():
-                listed[(policy.payer, code)].append(entry)
+            for code in dict.fromkeys(code for group in policy.code_groups for code in group.codes.exact):
+                listed[(policy.payer, code)].append(policy)
             for group in policy.code_groups:
                 for r in group.codes.ranges:
                     for bucket in range(r.low // _BUCKET, r.high // _BUCKET + 1):
                         self._wide[(policy.payer, *r.shape(), bucket)].append((r, policy))
-        #: For each exactly listed (payer, code), its policies with the groups of each that list it.
+        #: For each exactly listed (payer, code), the policies listing it.
         self._listed = {key: tuple(entries) for key, entries in listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
         grouped: dict[str, list[Policy]] = defaultdict(list)
@@ -157,9 +143,8 @@ class RuleSet:
 
     def _select(self, payer: str, plan: str | None, code: str, day: dt.date) -> tuple[Policy, ...]:
         listed = self._listed.get((payer, code), ())
-        in_force = [p for p, groups in listed if p.in_force(day) and any(g.in_force(day) for g in groups)]
-        in_force += [p for p in self._in_wide_ranges(payer, code, (p for p, _ in listed))
-                     if p.in_force(day) and p.governs(code, day)]
+        in_force = [p for p in (*listed, *self._in_wide_ranges(payer, code, listed))
+                    if p.in_force(day) and p.governs(code, day)]
         if plan is None:
             return tuple(p for p in in_force if p.extends is None)
         chosen = [p for p in in_force if p.plans is None or plan in p.plans]

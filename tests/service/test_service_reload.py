@@ -107,7 +107,8 @@ def test_a_broken_file_leaves_the_last_good_rule_set_serving(rules_dir: Path, ma
     assert info["ruleset"] == good and info["last_reload_error"]["problems"] == body["error"]["problems"]
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
-    assert ready.json()["last_reload_error"] == info["last_reload_error"]
+    places = [": ".join(problem.split(": ")[:2]) for problem in info["last_reload_error"]["problems"]]
+    assert ready.json()["last_reload_error"]["problems"] == places  # where and which code, never the message
 
     path.write_text(path.read_text().replace('place_of_sevice == "11"', 'place_of_service == "12"'))
     fixed = client.post("/admin/reload").json()
