@@ -57,6 +57,22 @@ def test_the_inferno_order_sign_fixture_is_answered_after_querying_the_ehr(queri
     assert ehr.tokens() == {"Bearer SAMPLE_TOKEN"}
 
 
+def test_an_appointments_based_on_order_is_read_from_the_ehr_and_answered(queried, ehr, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest4.json")
+    request["fhirServer"] = ehr.url
+    appointment = request["context"]["appointments"]["entry"][0]["resource"]
+    appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
+    appointment["start"] = "2026-05-02T09:00:00Z"
+    eyelid = service_request("sr-eyelid", "15823", pos="22")
+    eyelid["subject"] = {"reference": "Patient/123"}
+    ehr.hold(coverage_of("123"), {"resourceType": "Patient", "id": "123"}, eyelid)
+    body = assert_ok(post(queried, request), crd)
+    (action,) = body["systemActions"]
+    assert action["resource"]["id"] == "sr-eyelid"  # CRD: the update goes to the order, not the Appointment
+    assert value(by_code(crd.coverage_information(action), crd)["15823"], "pa-needed") == ["auth-needed"]
+    assert "2026-05-02 (from the order)" in body["cards"][0]["detail"]
+
+
 def test_an_order_gets_the_same_answer_by_prefetch_and_by_query(client, queried, ehr, ig_order_sign, crd) -> None:
     with_prefetch = ig_order_sign()
     by_prefetch = assert_ok(post(client, with_prefetch), crd)
