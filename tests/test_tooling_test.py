@@ -142,6 +142,16 @@ def test_rule_tree_of_a_tree_without_payer_files_is_the_given_folder(tmp_path: P
     assert rule_tree_of(tmp_path / "acme" / "x.tests.yaml") == tmp_path
 
 
+def test_rule_tree_of_never_takes_a_sibling_tree_for_its_own(tmp_path: Path) -> None:
+    """Regression: a tests file outside any payer folder climbed to a parent folder and took a
+    sibling folder's payer tree (another project, another test's temporary folder) for its own."""
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "_payer.yaml").write_text("payer: acme\n", encoding="utf-8")
+    (tmp_path / "mine").mkdir()
+    assert rule_tree_of(tmp_path / "mine" / "policy.tests.yaml") == tmp_path / "mine"
+    assert rule_tree_of(tmp_path) == tmp_path
+
+
 def test_an_empty_folder_says_no_cases_were_found_without_a_coverage_figure(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Regression (issue 15, item 10): an empty folder printed "coverage 100.0%: 0/0"."""
