@@ -45,11 +45,11 @@ class Analysed:
     @property
     def used_value_sets(self) -> frozenset[str]:
         """Names of the value sets the condition reads."""
-        return frozenset(n.name for n in _walk(self.expr) if isinstance(n, ast.ValueSetRef))
+        return frozenset(n.name for n in walk(self.expr) if isinstance(n, ast.ValueSetRef))
 
     def setting_literals(self) -> Iterator[tuple[ast.Expr, str, str]]:
         """(node, fact, literal text) for every string compared with, or tested against, a fact."""
-        for node in _walk(self.expr):
+        for node in walk(self.expr):
             if isinstance(node, ast.Compare):
                 fact, lit = _fact_literal(node)
                 if fact and lit is not None and lit.kind == "string":
@@ -69,12 +69,13 @@ class Analysed:
         return tuple(item.text for item in ref.items)
 
 
-def _walk(node: object) -> Iterator[Any]:
+def walk(node: object) -> Iterator[Any]:
+    """The node and every node under it, depth first in source order."""
     yield node
     for value in vars(node).values() if hasattr(node, "__dict__") else ():
         for child in value if isinstance(value, tuple) else (value,):
             if hasattr(child, "pos"):
-                yield from _walk(child)
+                yield from walk(child)
 
 
 @lru_cache(maxsize=8192)

@@ -73,8 +73,7 @@ class AuditLog:
         record: dict[str, Any] = {"api": "v1", "caller": caller_of(request).as_dict(),
                                   "request_id": request_id(request), "ruleset": digest, "status": status}
         if answer is not None:
-            record["decisions"] = [{k: d[k] for k in ("code", "system", "pa_needed", "covered")}
-                                   for d in answer["decisions"]]
+            record["decisions"] = [_decision(d) for d in answer["decisions"]]
         else:
             record["error_location"] = location[:MAX_FIELD]
         self.write(record)
@@ -92,6 +91,23 @@ class AuditLog:
         else:
             record["error_location"] = expression[:MAX_FIELD]
         self.write(record)
+
+
+    def dtr(self, request: Request, digest: str, status: int, operation: str,
+            decisions: Iterable[dict[str, Any]] = (), expression: str = "") -> None:
+        """Record a DTR operation (``questionnaire-package``, ``next-question``): the decisions it
+        made, or the refusal's status and place."""
+        record: dict[str, Any] = {"api": "dtr", "caller": caller_of(request).as_dict(), "operation": operation,
+                                  "request_id": request_id(request), "ruleset": digest, "status": status}
+        if status == 200:
+            record["decisions"] = [_decision(d) for d in decisions]
+        else:
+            record["error_location"] = expression[:MAX_FIELD]
+        self.write(record)
+
+
+def _decision(decision: dict[str, Any]) -> dict[str, Any]:
+    return {k: decision[k] for k in ("code", "system", "pa_needed", "covered")}
 
 
 def _assertion(answered: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.crd import routes as crd_routes
+from service.dtr import routes as dtr_routes
 from service.settings import Settings, read_config
 
 log = logging.getLogger("covreq.auth")
@@ -268,7 +269,7 @@ class Guard:
     def challenges(self, path: str) -> list[str]:
         """The ``WWW-Authenticate`` challenges of ``path``; none when it is open."""
         bearer = ['Bearer realm="covreq"']
-        if crd_routes.owns(path) and path != crd_routes.PREFIX:
+        if crd_routes.owns(path) and path != crd_routes.PREFIX or dtr_routes.owns(path) and path != dtr_routes.METADATA:
             return bearer if self.verifier else []
         if not path.startswith("/v1/"):
             return []

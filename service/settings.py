@@ -63,6 +63,7 @@ class Settings:
     api_keys: Path | None = None
     v1_jwt: bool = False
     audit_path: Path = Path("covreq-audit.jsonl")
+    fhir_base: str | None = None
     bundle_url: str | None = None
     bundle_public_key: Path | None = None
     bundle_poll_seconds: float = 30.0
@@ -80,7 +81,7 @@ class Settings:
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
-        ``COVREQ_AUDIT``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
+        ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
         ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``,
         ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
@@ -98,6 +99,7 @@ class Settings:
             api_keys=Path(env["COVREQ_API_KEYS"]) if env.get("COVREQ_API_KEYS") else None,
             v1_jwt=env.get("COVREQ_V1_JWT", "0") == "1",
             audit_path=Path(env.get("COVREQ_AUDIT") or defaults.audit_path),
+            fhir_base=env.get("COVREQ_FHIR_BASE") or None,
             bundle_url=env.get("COVREQ_BUNDLE_URL") or None,
             bundle_public_key=Path(env["COVREQ_BUNDLE_PUBLIC_KEY"]) if env.get("COVREQ_BUNDLE_PUBLIC_KEY") else None,
             bundle_poll_seconds=float(env.get("COVREQ_BUNDLE_POLL_SECONDS", defaults.bundle_poll_seconds)),

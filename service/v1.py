@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 import engine
+from service.dtr.catalogue import forms_of
 from service.responses import json_response, v1_error
 
 router = APIRouter(tags=["v1"])
@@ -131,7 +132,7 @@ async def requirements(request: Request) -> JSONResponse:
         audit.v1(request, ruleset.digest, 422)
         return v1_error(422, "the request must be a JSON object", ruleset.digest)
     try:
-        answer = ruleset.evaluate(body)
+        answer = forms_of(request).link(ruleset.evaluate(body))
     except engine.RequestError as err:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)

@@ -11,20 +11,22 @@ from service.crd.assertions import (Assertion, coverage_problem, from_decision, 
 from service.crd.coverage_information import Answered, assertion_id
 from service.crd.discovery import SUPPORTING_HOOKS
 from service.crd.requests import HookCall, Line, Order, v1_request
+from service.dtr.catalogue import Catalogue
 
 
-def assess(call: HookCall, ruleset: Any) -> list[Answered]:
-    """Every assertion for the call, evaluated against one rule set only; one pass per order."""
+def assess(call: HookCall, ruleset: Any, forms: Catalogue) -> list[Answered]:
+    """Every assertion for the call, evaluated against one rule set only; one pass per order.
+    Decisions that owe documentation name their DTR forms from ``forms`` (crd resp-38)."""
     answers: list[Answered] = []
     coverage = call.coverage
     for order in call.orders:
-        assertions = _assertions(call, order, ruleset)
+        assertions = _assertions(call, order, ruleset, forms)
         ident = assertion_id(order.reference, coverage.reference, ruleset.digest, assertions)
         answers += [Answered(order, coverage.reference, coverage.payer.label, a, ident) for a in assertions]
     return answers
 
 
-def _assertions(call: HookCall, order: Order, ruleset: Any) -> list[Assertion]:
+def _assertions(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) -> list[Assertion]:
     """The order's assertions: one per billing code, a malformed one answered alone (found-34)."""
     if call.coverage.problem:
         return [coverage_problem(*call.coverage.problem)]
@@ -36,7 +38,8 @@ def _assertions(call: HookCall, order: Order, ruleset: Any) -> list[Assertion]:
     lines = tuple(line for line in order.lines if line not in malformed)
     decided: dict[Line, Assertion] = {}
     try:
-        answer = ruleset.evaluate(v1_request(call, replace(order, lines=lines))) if lines else {"decisions": []}
+        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines)))) if lines \
+            else {"decisions": []}
         supporting = call.hook in SUPPORTING_HOOKS
         decided = {line: technical(from_decision(decision, line, supporting), call.failures)
                    for decision, line in zip(answer["decisions"], lines, strict=True)}

@@ -16,6 +16,7 @@ from service.crd.gather import complete
 from service.crd.outcome import CrdError, operation_outcome
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
+from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
 from service.responses import json_response
@@ -65,7 +66,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         index = ResourceIndex(envelope.prefetch.values())
         read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
         hook_call = await complete(envelope, index, read, state.ehr_policy)
-        answers = await run_in_threadpool(assess, hook_call, ruleset)
+        answers = await run_in_threadpool(assess, hook_call, ruleset, forms_of(request))
     except CrdError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,

@@ -37,7 +37,8 @@ def test_ig_order_sign_two_service_requests(client, ig_order_sign, crd) -> None:
     assert value(tomo, "doc-purpose") == ["withpa"]
     assert "info-needed" not in tomo
     assert value(tomo, "billingCode") == [{"system": CPT, "code": "77061"}]
-    assert value(tomo, "questionnaire") == ["http://example.org/acme/Questionnaire/breast-imaging|1.0"]
+    assert value(tomo, "questionnaire") == ["http://example.org/acme/Questionnaire/breast-imaging|1.0",  # authored
+                                            "http://testserver/fhir/Questionnaire/acme-breast-imaging|1"]  # generated
     assert value(tomo, "reason") == [{"text": "Acme reviews diagnostic breast tomosynthesis before it is done."}]
     link = tomo["detail"][0]["extension"]
     assert link == [{"url": "category", "valueCode": "cat-other"},
