@@ -125,14 +125,10 @@ class _Generator:
             op = _COMPARATORS[node.op]
             return self._guarded([self.expr(node.left), self.expr(node.right)], lambda a, b: f"{a} {op} {b}")
         if isinstance(node, ast.Member):
-            members = self._set(node.set)
-            op = "not in" if node.negated else "in"
-            return self._guarded([self.expr(node.item)], lambda v: f"{v} {op} {members}")
+            test = self._member(node.set)
+            return self._guarded([self.expr(node.item)], (lambda v: f"not {test(v)}") if node.negated else test)
         if isinstance(node, ast.Overlaps):
-            members = self._set(node.set)
-            test = ((lambda v: f"not {members}.isdisjoint({v})") if isinstance(self.module.constants[members], frozenset)
-                    else (lambda v: f"any(map({members}.__contains__, {v}))"))
-            return self._collection(node.many, [], test)
+            return self._collection(node.many, [], self._overlaps(node.set))
         if isinstance(node, ast.Contains):
             return self._collection(node.many, [self.expr(node.value)], lambda many, e: f"{e} in {many}")
         if isinstance(node, ast.Shift):
@@ -141,11 +137,33 @@ class _Generator:
                                  lambda d: f"_shift({d}, {literal(sign)}, {literal(amount)}, {literal(unit)})")
         raise TypeError(f"not a condition: {type(node).__name__}")
 
-    def _set(self, ref: ast.SetRef) -> str:
+    def _parts(self, ref: ast.SetRef) -> tuple[str, str | None, bool]:
+        """Generated names for a set: its exact members (a frozenset) and its prefixes (a tuple, or
+        None), or, for a set with long code ranges, the set itself (and True)."""
         members = self.checked.sets[ref]
-        if isinstance(members, CodeSet) and not members.ranges and not members.prefixes:
-            members = members.exact  # the same membership, tested in C
-        return self.module.constant(members)
+        if not isinstance(members, CodeSet):
+            return self.module.constant(members), None, False
+        if members.ranges:
+            return self.module.constant(members), None, True
+        prefixes = self.module.constant(members.prefixes) if members.prefixes else None
+        return self.module.constant(members.exact), prefixes, False
+
+    def _member(self, ref: ast.SetRef) -> Callable[[str], str]:
+        """Membership of one value (a code or a string: prefixes apply to text) in the set, in C."""
+        exact, prefixes, ranged = self._parts(ref)
+        if prefixes is None:
+            return lambda v: f"({v} in {exact})"
+        return lambda v: f"({v} in {exact} or {v}.startswith({prefixes}))"
+
+    def _overlaps(self, ref: ast.SetRef) -> Callable[[str], str]:
+        """Whether any element of a multi-valued fact is in the set."""
+        exact, prefixes, ranged = self._parts(ref)
+        if ranged:
+            return lambda v: f"any(map({exact}.__contains__, {v}))"
+        if prefixes is None:
+            return lambda v: f"(not {exact}.isdisjoint({v}))"
+        x = self.module.temp()
+        return lambda v: f"(not {exact}.isdisjoint({v}) or any([{x}.startswith({prefixes}) for {x} in {v}]))"
 
     def _collection(self, many: ast.Expr, others: list[_Code], test: Callable[..., str]) -> _Code:
         """``test`` of a multi-valued fact and ``others``; on a fact the request may carry only in

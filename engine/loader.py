@@ -72,8 +72,10 @@ def _inline_refs(node: Any, defs: dict[str, Any], stack: tuple[str, ...]) -> Any
 
 
 @lru_cache(maxsize=65536)
-def _parse(text: str) -> ast.Expr:
-    return parse_condition(text)
+def _parse(text: str) -> tuple[ast.Expr, tuple[str, ...]]:
+    """The condition's syntax tree and the names of the value sets it refers to."""
+    expr = parse_condition(text)
+    return expr, ast.value_sets_of(expr)
 
 
 #: A checked condition: its program (compiled on first use) and the facts whose absence can make it unknown.
@@ -129,8 +131,8 @@ class _Conditions:
 
     def compile(self, text: str) -> Compiled:
         """Parse and check ``text`` (raise :class:`ConditionError`); its program compiles on first use."""
-        expr = _parse(text)
-        key = (text, *((name, self.checker.value_sets.get(name)) for name in ast.value_sets_of(expr)))
+        expr, named = _parse(text)
+        key = (text, *((name, self.checker.value_sets.get(name)) for name in named))
         compiled = self.shared.conditions
         if key not in compiled:
             self.checker.check(expr)

@@ -51,6 +51,11 @@ class Outcome:
     covered: str = COVERED
     documentation: tuple[DocRef, ...] = ()
     reason: str = ""
+    #: The programs of the documentation conditions, in order (most outcomes have none).
+    conditions: tuple[Lazy, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", tuple(ref.test for ref in self.documentation if ref.test is not None))
 
 
 @dataclass(frozen=True, slots=True)

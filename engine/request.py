@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
+from collections import Counter
 from functools import lru_cache
 
 from . import contract
@@ -209,13 +210,20 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
     return code, system, facts
 
 
-def _other_codes(codes: list[str]) -> list[frozenset[str]]:
-    """For each line, the codes of the other lines (a code repeated on two lines sees itself)."""
+def _other_codes(codes: list[str], complete: bool) -> list[tuple[frozenset[str], frozenset[str]]]:
+    """For each line, (``request_codes``, ``other_codes``): the codes of the other lines (a code
+    repeated on two lines sees itself), and the same as an :class:`OpenSet` unless the order is
+    complete (a split order may carry more codes than this request). Lines of one code share them."""
+    order = frozenset if complete else OpenSet
     if len(codes) == 1:
-        return [_EMPTY]
-    every = frozenset(codes)
-    repeated = {c for c in every if codes.count(c) > 1} if len(every) < len(codes) else set()
-    return [every if code in repeated else every - {code} for code in codes]
+        return [(_EMPTY, order(_EMPTY))]
+    counts = Counter(codes)
+    every = frozenset(counts)
+    views = {}
+    for code, count in counts.items():
+        other = every if count > 1 else every - {code}
+        views[code] = (other, order(other))
+    return [views[code] for code in codes]
 
 
 def _flag(body: Mapping[str, Any], name: str) -> bool:
@@ -249,11 +257,9 @@ def _checked(body: Any, today: dt.date | None) -> Request:
         else (today or dt.date.today())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
-    others = _other_codes([code for code, _, _ in parsed])
-    # A split order may carry more codes than this request: other_codes is open unless it is complete.
-    order = frozenset if _flag(body, "order_complete") else OpenSet
-    lines = tuple(Line(code, system, {**common, **facts, "other_codes": order(other), "request_codes": other})
-                  for (code, system, facts), other in zip(parsed, others))
+    others = _other_codes([code for code, _, _ in parsed], _flag(body, "order_complete"))
+    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other, "request_codes": request})
+                  for (code, system, facts), (request, other) in zip(parsed, others))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)
 
@@ -285,6 +291,12 @@ def _service_code(raw: str | int) -> tuple[str, str]:
     if system not in (CPT, HCPCS):
         raise _Unsure
     return code, system  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=65536)
+def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
+    """A line's modifiers, upper case (the same few repeat, so they are remembered)."""
+    return frozenset([(m.strip() or _blank()).upper() for m in texts])
 
 
 @lru_cache(maxsize=65536)
@@ -346,7 +358,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
         facts = {**common, "code": code, "system": system,
-                 "modifiers": frozenset([(m.strip() or _blank()).upper() for m in service.modifiers]) if service.modifiers else _EMPTY,
+                 "modifiers": _modifiers(tuple(service.modifiers)) if service.modifiers else _EMPTY,
                  "units": service.units}
         if service.stage is not None:
             facts["stage"] = (service.stage.strip() or _blank()).lower()
@@ -354,11 +366,10 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
         parsed.append(facts)
     codes = [facts["code"] for facts in parsed]
-    order = frozenset if body.order_complete else OpenSet  # as in _checked: open unless complete
     lines = []
-    for facts, other in zip(parsed, _other_codes(codes)):
-        facts["other_codes"] = order(other)
-        facts["request_codes"] = other
+    for facts, (request, other) in zip(parsed, _other_codes(codes, body.order_complete is True)):
+        facts["other_codes"] = other
+        facts["request_codes"] = request
         lines.append(Line(facts["code"], facts["system"], facts))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure

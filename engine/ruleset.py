@@ -246,7 +246,8 @@ def _template_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[int, int, t
         return None
     rules = policy.rules
     outcome = rules[index].outcome if index < len(rules) else policy.default
-    return id(policy), index, tuple([ref.test.run(facts) for ref in outcome.documentation if ref.test is not None])
+    conditions = outcome.conditions
+    return id(policy), index, tuple([test.run(facts) for test in conditions]) if conditions else ()
 
 
 def _render(line: Line, answer: Answer) -> dict[str, Any]:
