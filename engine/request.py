@@ -318,6 +318,7 @@ def _decoded(body: Any, today: dt.date | None) -> Request | None:
 
 
 def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
+    payer = body.payer.strip() or _blank()  # first, as _checked words a blank payer before the rest
     as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
@@ -374,5 +375,5 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
-    return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths,
+    return Request(payer, common.get("plan"), as_of, tuple(lines), auths,
                    body.explain is True)
