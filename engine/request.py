@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
@@ -19,6 +20,7 @@ MAX_LINES = contract.MAX_LINES
 MIN_YEAR, MAX_YEAR = 1900, 2200
 #: Longest string accepted in any field (codes, ids, names); longer ones are refused, not echoed.
 MAX_TEXT = contract.MAX_TEXT
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
 MAX_ITEMS = contract.MAX_ITEMS
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
@@ -96,6 +98,8 @@ def _date(value: Any, where: Where) -> dt.date:
     if len(value) > MAX_TEXT:
         raise _too_long(value, where)
     try:
+        if not _ISO_DATE.fullmatch(value):  # fromisoformat also takes 20240314 and 2024-W11-4
+            raise ValueError
         day = dt.date.fromisoformat(value)
     except ValueError:
         raise _fail(where, f"'{value}' is not a date written YYYY-MM-DD") from None
@@ -274,6 +278,8 @@ def _blank() -> str:
 
 
 def _day(text: str) -> dt.date:
+    if not _ISO_DATE.fullmatch(text):
+        raise _Unsure
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:

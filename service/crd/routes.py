@@ -7,18 +7,19 @@ from datetime import date
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.crd.assess import assess
 from service.crd.discovery import SERVICES, discovery
-from service.crd.outcome import CrdError, operation_outcome
 from service.crd.envelope import read_envelope
 from service.crd.gather import complete
+from service.crd.outcome import CrdError, operation_outcome
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
-from service.responses import json_response
+from service.responses import UNAUDITED, json_response
 from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
@@ -56,15 +57,17 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     today = date.today()
     state = request.app.state
     try:
-        envelope = read_envelope(body, hook, state.crd_limits)
+        # FHIR validation and evaluation run off the event loop, so a large call never stalls others
+        envelope = await run_in_threadpool(read_envelope, body, hook, state.crd_limits)
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
-            audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)
+            if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)):
+                return operation_outcome(503, UNAUDITED, ruleset.digest)
             return json_response({"cards": [], "extension": {RULESET_EXTENSION: ruleset.digest}},
                                  ruleset.digest)
         index = ResourceIndex(envelope.prefetch.values())
         read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
         hook_call = await complete(envelope, index, read, state.ehr_policy)
-        answers = assess(hook_call, ruleset, forms_of(request))
+        answers = await run_in_threadpool(assess, hook_call, ruleset, forms_of(request))
     except CrdError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
@@ -75,7 +78,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     if actions:
         response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
-    audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
+    if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)):
+        return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
