@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .batch import run as run_batch
+from .batch import Backend, answer_orders, run as run_batch
 from .bundle import BundleError, build as build_bundle
 from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
@@ -97,13 +97,25 @@ def _test(args: argparse.Namespace) -> int:
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
 
+def _batch_backend(args: argparse.Namespace) -> Backend:
+    """This process, or a Dask cluster (imported only then: Dask is an optional extra)."""
+    if args.dask_workers is None and args.dask_scheduler is None:
+        return answer_orders
+    try:
+        from dask_batch import DaskBackend
+    except ImportError as exc:
+        raise WorklistError(f"--dask-workers and --dask-scheduler need Dask ({exc.name} is missing): "
+                            "pip install 'covreq[dask]'") from None
+    return DaskBackend(args.dask_workers, args.dask_scheduler)
+
+
 def _batch(args: argparse.Namespace) -> int:
     rules = _load_or_report(args.rules)
     if rules is None:
         return EXIT_PROBLEMS
     try:
-        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr)
-    except WorklistError as exc:
+        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr, _batch_backend(args))
+    except (WorklistError, BundleError) as exc:
         print(f"covreq batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_PROBLEMS if summary.rejected else EXIT_OK
@@ -189,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--rules", required=True, metavar="PATH")
     batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet")
     batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet")
+    cluster = batch.add_mutually_exclusive_group()
+    cluster.add_argument("--dask-workers", type=int, metavar="N", help="answer on a local Dask cluster of N workers")
+    cluster.add_argument("--dask-scheduler", metavar="ADDRESS", help="answer on the Dask cluster at ADDRESS (tcp://host:8786)")
     batch.set_defaults(run=_batch)
 
     bundle = commands.add_parser("bundle", help="pack a valid rule tree as a bundle for `covreq serve --bundle`")
