@@ -10,6 +10,13 @@ import logging
 from datetime import datetime, timezone
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+#: Longest caller-chosen text (a hookInstance, an order reference) written to a log line.
+MAX_CALLER_TEXT = 128
+
+
+def caller_text(value: str) -> str:
+    """A caller-chosen string cut to ``MAX_CALLER_TEXT`` characters for logging."""
+    return value[:MAX_CALLER_TEXT]
 
 
 class JsonFormatter(logging.Formatter):

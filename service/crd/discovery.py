@@ -6,39 +6,31 @@ from typing import Any
 
 from service.crd.outcome import CrdError
 
-CRD_VERSIONS = ["2.2"]
+#: the CRD versions covreq answers in (first two parts of the IG version); the last is the default
+CRD_VERSIONS = ["2.0", "2.2"]
+CURRENT_VERSION = CRD_VERSIONS[-1]
 #: hook -> the context field that carries its orders
 HOOKS = {"order-select": "draftOrders", "order-sign": "draftOrders",
          "order-dispatch": "dispatchedOrders", "appointment-book": "appointments"}
 #: hooks CRD calls "supporting": their coverage information asks for no clinical/admin documents
 SUPPORTING_HOOKS = {"order-select"}
 
+#: Prefetch templates use only tokens CDS Hooks 2.0 EHRs can fill: root-level context fields and
+#: the user's ids. What only FHIRPath (CDS Hooks 3.0) tokens could name (the orders' requesters,
+#: Medications, Locations, an Appointment's basedOn order, dispatched orders) covreq queries from
+#: the EHR's FHIR server when the call grants access (service/crd/gather.py).
 _COMMON_PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "coverage": "Coverage?patient={{context.patientId}}&status=active",
     "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
 }
-_ENCOUNTER_PREFETCH = {
-    "encounter": "Encounter/{{context.encounterId}}",
-    "locations": "Location?_id={{%encounter.location.location.resolve().id}}",
-}
+_USER_PREFETCH = {"practitioner": "Practitioner/{{userPractitionerId}}"}
+_ENCOUNTER_PREFETCH = {"encounter": "Encounter?_id={{context.encounterId}}&_include=Encounter:location"}
 _PREFETCH = {
-    "order-select": {**_COMMON_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "order-sign": {**_COMMON_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "appointment-book": {
-        **_COMMON_PREFETCH, **_ENCOUNTER_PREFETCH,
-        "serviceRequests": "ServiceRequest?_id={{context.appointments.entry.resource.basedOn"
-                           ".resolve().ofType(ServiceRequest).id}}",
-    },
-    "order-dispatch": {
-        **_COMMON_PREFETCH,
-        "serviceRequests": "ServiceRequest?_id={{context.dispatchedOrders.resolve()"
-                           ".ofType(ServiceRequest).id}}",
-        "deviceRequests": "DeviceRequest?_id={{context.dispatchedOrders.resolve()"
-                          ".ofType(DeviceRequest).id}}",
-        "medicationRequests": "MedicationRequest?_id={{context.dispatchedOrders.resolve()"
-                              ".ofType(MedicationRequest).id}}",
-    },
+    "order-select": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
+    "order-sign": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
+    "appointment-book": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
+    "order-dispatch": _COMMON_PREFETCH,
 }
 CONFIGURATION_OPTIONS = [
     {"code": "coverage-info", "type": "boolean", "name": "Coverage Information",
@@ -81,10 +73,12 @@ class Configuration:
 
     coverage_info: bool = True
     max_cards: int = 10
+    version: str = CURRENT_VERSION
 
     @classmethod
     def from_request(cls, extension: Any) -> "Configuration":
-        """Read the request ``extension``: check the version asked for and the option types."""
+        """Read the request ``extension``: check the version asked for (absent: the current one,
+        as a client of CRD 2.0, which had no requestedVersion, sends) and the option types."""
         if extension is None:
             return cls()
         if not isinstance(extension, dict):
@@ -106,4 +100,4 @@ class Configuration:
         if isinstance(max_cards, bool) or not isinstance(max_cards, int) or max_cards < 0:
             raise CrdError(400, "max-cards must be a whole number, 0 or more",
                            "extension.davinci-crd.configuration.max-cards")
-        return cls(coverage_info, max_cards)
+        return cls(coverage_info, max_cards, version or CURRENT_VERSION)

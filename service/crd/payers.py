@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from service.crd.fhir import ResourceIndex, as_list, codings
+from service.fhir.index import ResourceIndex
+from service.fhir.values import as_list, codings
 
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
 
@@ -30,13 +31,14 @@ class CoveragePayer:
     label: str
     payer: str | None = None
     plan: str | None = None
+    identifiers: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
 
 class PayerMap:
-    """Payer identifiers and names -> covreq payer ids, loaded from a YAML file."""
+    """Payer identifiers (and, when the operator opts in, names) -> covreq payer ids, from YAML."""
 
-    def __init__(self, entries: list[PayerEntry]) -> None:
-        self.entries = entries
+    def __init__(self, entries: list[PayerEntry], match_by_name: bool = False) -> None:
+        self.entries, self.match_by_name = entries, match_by_name
 
     @classmethod
     def load(cls, path: Path) -> "PayerMap":
@@ -44,7 +46,10 @@ class PayerMap:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict) or not isinstance(data.get("payers"), list):
             raise ValueError(f"{path}: expected a mapping with a list under 'payers'")
-        return cls([cls._entry(path, i, item) for i, item in enumerate(data["payers"])])
+        match_by_name = data.get("match_by_name", False)
+        if not isinstance(match_by_name, bool):
+            raise ValueError(f"{path}: 'match_by_name' must be true or false")
+        return cls([cls._entry(path, i, item) for i, item in enumerate(data["payers"])], match_by_name)
 
     @staticmethod
     def _entry(path: Path, index: int, item: Any) -> PayerEntry:
@@ -64,7 +69,8 @@ class PayerMap:
             plans={str(k).casefold(): str(v) for k, v in plans.items()})
 
     def identify(self, coverage: dict[str, Any], index: ResourceIndex) -> CoveragePayer:
-        """The covreq payer and plan of a Coverage, or only its label when nothing matches."""
+        """The covreq payer and plan of a Coverage, or only what it says of its payer when nothing
+        matches. Identifiers decide; names only when the file sets ``match_by_name: true``."""
         names: list[str] = []
         identifiers: set[tuple[str, str]] = set()
         for payor in as_list(coverage.get("payor")):
@@ -75,11 +81,12 @@ class PayerMap:
             for ident in [payor.get("identifier"), *as_list(organization.get("identifier"))]:
                 if isinstance(ident, dict) and isinstance(ident.get("value"), str):
                     identifiers.add((str(ident.get("system", "")), ident["value"]))
+        folded = {n.casefold() for n in names} if self.match_by_name else set()
         for entry in self.entries:
-            if entry.identifiers & identifiers or entry.names & {n.casefold() for n in names}:
+            if entry.identifiers & identifiers or entry.names & folded:
                 return CoveragePayer(names[0] if names else entry.label, entry.payer,
-                                     self._plan(entry, coverage))
-        return CoveragePayer(names[0] if names else "the payer")
+                                     self._plan(entry, coverage), frozenset(identifiers))
+        return CoveragePayer(names[0] if names else "the payer", identifiers=frozenset(identifiers))
 
     @staticmethod
     def _plan(entry: PayerEntry, coverage: dict[str, Any]) -> str | None:

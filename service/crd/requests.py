@@ -1,4 +1,4 @@
-"""FHIR -> v1: read a CRD hook call into its orders, the coverages to answer for and the facts.
+"""FHIR -> v1: read a CRD hook call into its orders, the Coverage to answer for and the facts.
 
 Only translation happens here: which resource says what. Whether a service needs prior
 authorization is the engine's business alone.
@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from service.crd.coverage import CoverageContext, primary_coverage
 from service.crd.discovery import HOOKS, Configuration
-from service.crd.fhir import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
-                              ResourceIndex, as_list, billing_codings, codings, date_part,
-                              member, reference_key)
+from service.crd.envelope import Envelope, require
+from service.fhir.index import ResourceIndex
+from service.fhir.systems import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
+                                  billing_codings)
+from service.fhir.values import as_list, codings, date_part, member, reference_key
 from service.crd.outcome import CrdError
-from service.crd.payers import CoveragePayer, PayerMap
+from service.crd.payers import PayerMap
 
 #: request resource type -> the elements holding the ordered service's codes
 CODE_ELEMENTS = {
@@ -51,15 +54,6 @@ class Order:
 
 
 @dataclass(frozen=True)
-class CoverageContext:
-    """A Coverage to answer for; ``problem`` is a CRD reason (code, text) when none can be given."""
-
-    reference: str
-    payer: CoveragePayer
-    problem: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
 class HookCall:
     """Everything covreq reads from one CDS Hooks call."""
 
@@ -67,46 +61,36 @@ class HookCall:
     hook_instance: str
     configuration: Configuration
     orders: tuple[Order, ...]
-    coverages: tuple[CoverageContext, ...]
+    coverage: CoverageContext
     facts: dict[str, Any]
 
 
-def _require(value: Any, kind: type, expression: str, what: str) -> Any:
-    if not isinstance(value, kind) or value in ("", [], {}):
-        raise CrdError(400, f"{expression} is required and must be {what}", expression)
-    return value
-
-
-def read_call(body: Any, hook: str, payers: PayerMap, today: date) -> HookCall:
-    """Read a hook request; raises CrdError (400 malformed, 412 orders not in the request)."""
-    _require(body, dict, "request", "a JSON object")
-    if body.get("hook") != hook:
-        raise CrdError(400, f"hook must be {hook!r} for this service, got {body.get('hook')!r}", "hook")
-    hook_instance = _require(body.get("hookInstance"), str, "hookInstance", "a string")
-    context = _require(body.get("context"), dict, "context", "a JSON object")
-    _require(context.get("patientId"), str, "context.patientId", "a string")
-    configuration = Configuration.from_request(body.get("extension"))
-    if not configuration.coverage_info:  # nothing to answer, so nothing more to read
-        return HookCall(hook, hook_instance, configuration, (), (), {})
-    prefetch = body.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, dict):
-        raise CrdError(400, "prefetch must be a JSON object", "prefetch")
-    index = ResourceIndex((prefetch or {}).values())
+def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served: set[str],
+              today: date, coverage_known: bool) -> HookCall:
+    """Read the orders, the primary Coverage and the facts of a hook call from its context and
+    every resource at hand (prefetch and queries); raises CrdError (400, 412) saying why not.
+    ``coverage_known``: the patient's Coverages were searched (prefetch ``coverage`` or a query),
+    so finding none is the EHR's answer (400), not data covreq could not get (412)."""
+    hook, context = envelope.hook, envelope.context
     orders = tuple(_order(resource, start, index)
                    for resource, start in _order_resources(hook, context, index))
-    coverages = tuple(_coverage(c, payers, index, today) for c in index.of_type("Coverage"))
-    if not coverages and not any(order.insurance for order in orders):
-        raise CrdError(400, "no Coverage: the prefetch carries none and no order references one, "
-                            "and covreq does not query the EHR", "prefetch.coverage")
-    return HookCall(hook, hook_instance, configuration, orders, coverages,
+    insurance = {ref for order in orders for ref in order.insurance}
+    expression = "prefetch.coverage" if "coverage" in envelope.prefetch else "Coverage"
+    if not coverage_known and not index.of_type("Coverage"):
+        raise CrdError(412, "no Coverage: the prefetch carries none and covreq could not query the "
+                            "EHR for it", expression)
+    coverage = primary_coverage(index.of_type("Coverage"), payers, served, index, insurance, today,
+                                expression)
+    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage,
                     _call_facts(context, index))
 
 
-def v1_request(call: HookCall, order: Order, coverage: CoverageContext) -> dict[str, Any]:
-    """The v1 request for one order under one coverage (only facts the FHIR actually states)."""
-    request: dict[str, Any] = {"payer": coverage.payer.payer, **call.facts, **order.facts}
-    if coverage.payer.plan:
-        request["plan"] = coverage.payer.plan
+def v1_request(call: HookCall, order: Order) -> dict[str, Any]:
+    """The v1 request for one order under the call's Coverage (only facts the FHIR actually states)."""
+    payer = call.coverage.payer
+    request: dict[str, Any] = {"payer": payer.payer, **call.facts, **order.facts}
+    if payer.plan:
+        request["plan"] = payer.plan
     diagnoses = [*call.facts.get("diagnoses", []), *order.facts.get("diagnoses", [])]
     if diagnoses:
         request["diagnoses"] = list(dict.fromkeys(diagnoses))
@@ -119,14 +103,14 @@ def _order_resources(hook: str, context: dict[str, Any],
     """The request resources to answer for, each with its appointment's start when booked."""
     name = HOOKS[hook]
     if hook == "order-dispatch":
-        refs = _require(context.get(name), list, f"context.{name}", "a list of references")
+        refs = require(context.get(name), list, f"context.{name}", "a list of references")
         found = [index.resolve(ref, *ORDER_TYPES) for ref in refs]
         missing = [str(ref) for ref, res in zip(refs, found) if res is None]
         if missing:
             raise CrdError(412, f"dispatched orders not in the prefetch: {', '.join(missing)}",
                            f"context.{name}")
         return [(res, None) for res in found if res is not None]
-    bundle = _require(context.get(name), dict, f"context.{name}", "a FHIR Bundle")
+    bundle = require(context.get(name), dict, f"context.{name}", "a FHIR Bundle")
     if bundle.get("resourceType") != "Bundle":
         raise CrdError(400, f"context.{name} must be a FHIR Bundle", f"context.{name}")
     resources = [res for res in ResourceIndex.flatten(bundle) if res["resourceType"] in ORDER_TYPES]
@@ -179,22 +163,6 @@ def _order(resource: dict[str, Any], appointment_start: str | None, index: Resou
                       if key and key.startswith("Coverage/"))
     return Order(resource, f"{resource['resourceType']}/{resource['id']}", tuple(lines.values()),
                  facts, insurance)
-
-
-def _coverage(coverage: dict[str, Any], payers: PayerMap, index: ResourceIndex,
-              today: date) -> CoverageContext:
-    if not isinstance(coverage.get("id"), str):
-        raise CrdError(400, "a Coverage without an id cannot be referenced", "prefetch.coverage")
-    reference = f"Coverage/{coverage['id']}"
-    payer = payers.identify(coverage, index)
-    ended = date_part(member(coverage.get("period"), "end"))
-    if coverage.get("status", "active") != "active" or (ended and ended < today.isoformat()):
-        return CoverageContext(reference, payer, (
-            "no-active-coverage", f"The coverage with {payer.label} is not active."))
-    if payer.payer is None:
-        return CoverageContext(reference, payer, (
-            "no-member-found", f"This service holds no coverage rules for {payer.label}."))
-    return CoverageContext(reference, payer)
 
 
 def _call_facts(context: dict[str, Any], index: ResourceIndex) -> dict[str, Any]:

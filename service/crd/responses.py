@@ -1,90 +1,35 @@
 """CRD assertions -> the CDS Hooks response: coverage-information systemActions and cards."""
 from __future__ import annotations
 
-import copy
-import hashlib
 import uuid
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from service.crd.assertions import Assertion
-from service.crd.fhir import as_list
-from service.crd.requests import Order
+from service.crd.coverage_information import Answered, assertion_ids, coverage_information, is_about
+from service.fhir.values import as_list
 
-COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
-CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
 CARD_TYPE = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
-REASON_DISPLAY = {"no-member-found": "Member not found", "no-active-coverage": "Coverage not active",
-                  "coverage-not-found": "Coverage not found"}
 SUMMARY_LIMIT = 139
 
 
-@dataclass(frozen=True)
-class Answered:
-    """One assertion made for an order under one coverage, with its trace id."""
-
-    order: Order
-    coverage: str
-    payer_label: str
-    assertion: Assertion
-    assertion_id: str
-
-
-def assertion_id(hook_instance: str, order: str, coverage: str, code: str, digest: str) -> str:
-    """A coverage-assertion-id that is stable for the same call, order, coverage, code and rules."""
-    return hashlib.sha256("|".join((hook_instance, order, coverage, code, digest)).encode()).hexdigest()[:32]
-
-
-def coverage_information(answer: Answered, today: date) -> dict[str, Any]:
-    """One ``ext-coverage-information`` repetition, sub-extensions in the profile's order."""
-    a = answer.assertion
-    subs: list[dict[str, Any]] = [
-        {"url": "coverage", "valueReference": {"reference": answer.coverage}},
-        {"url": "covered", "valueCode": a.covered},
-    ]
-    if a.pa_needed:
-        subs.append({"url": "pa-needed", "valueCode": a.pa_needed})
-    subs += [{"url": "doc-needed", "valueCode": c} for c in a.doc_needed]
-    subs += [{"url": "doc-purpose", "valueCode": c} for c in a.doc_purpose]
-    subs += [{"url": "info-needed", "valueCode": c} for c in a.info_needed]
-    if a.line:
-        subs.append({"url": "billingCode", "valueCoding": {"system": a.line.uri, "code": a.line.code}})
-    subs += [{"url": "reason", "valueCodeableConcept": _reason(a, text)} for text in a.reasons]
-    subs += [_policy_link(url) for url in dict.fromkeys(p["url"] for p in a.policies if p.get("url"))]
-    subs += [{"url": "questionnaire", "valueCanonical": q} for q in a.questionnaires]
-    subs += [{"url": "date", "valueDate": today.isoformat()},
-             {"url": "coverage-assertion-id", "valueString": answer.assertion_id}]
-    if a.satisfied_pa_id:
-        subs.append({"url": "satisfied-pa-id", "valueString": a.satisfied_pa_id})
-    return {"url": COVERAGE_INFORMATION, "extension": subs}
-
-
-def _reason(a: Assertion, text: str) -> dict[str, Any]:
-    if a.reason_code:
-        return {"coding": [{"system": CRD_TEMP, "code": a.reason_code,
-                            "display": REASON_DISPLAY.get(a.reason_code, a.reason_code)}], "text": text}
-    return {"text": text}
-
-
-def _policy_link(url: str) -> dict[str, Any]:
-    return {"url": "detail", "extension": [
-        {"url": "category", "valueCode": "cat-other"},
-        {"url": "code", "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": "policy-link"}]}},
-        {"url": "value", "valueUrl": url}]}
-
-
-def system_actions(answers: list[Answered], today: date) -> list[dict[str, Any]]:
-    """One ``update`` per order: the order as sent, its coverage-information replaced by ours."""
+def system_actions(answers: list[Answered], today: date, version: str) -> list[dict[str, Any]]:
+    """One ``update`` per order whose coverage-information is new: the order as sent, with covreq's
+    repetitions for the call's Coverage replaced and every other extension kept (resp-37, resp-46).
+    An order that already carries this very answer gets no action (resp-29, resp-35)."""
+    by_order: dict[str, list[Answered]] = {}
+    for answer in answers:
+        by_order.setdefault(answer.order.reference, []).append(answer)
     actions = []
-    for order in dict.fromkeys(a.order.reference for a in answers):
-        mine = [a for a in answers if a.order.reference == order]
-        resource = copy.deepcopy(mine[0].order.resource)
-        kept = [e for e in as_list(resource.get("extension")) if not
-                (isinstance(e, dict) and e.get("url") == COVERAGE_INFORMATION)]
-        resource["extension"] = kept + [coverage_information(a, today) for a in mine]
-        actions.append({"type": "update", "description": f"Coverage information for {order}",
-                        "resource": resource})
+    for reference, mine in by_order.items():
+        resource, coverage = mine[0].order.resource, mine[0].coverage
+        extensions = as_list(resource.get("extension"))
+        previous = [e for e in extensions if is_about(e, coverage)]
+        if len(previous) == len(mine) and set(assertion_ids(previous)) == {a.assertion_id for a in mine}:
+            continue
+        kept = [e for e in extensions if not is_about(e, coverage)]
+        updated = {**resource, "extension": kept + [coverage_information(a, today, version) for a in mine]}
+        actions.append({"type": "update", "description": f"Coverage information for {reference}",
+                        "resource": updated})
     return actions
 
 

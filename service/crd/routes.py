@@ -10,8 +10,11 @@ from fastapi.responses import JSONResponse
 from service.crd.assess import assess
 from service.crd.discovery import SERVICES, discovery
 from service.crd.outcome import CrdError, operation_outcome
+from service.crd.envelope import read_envelope
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
+from service.fhir.index import ResourceIndex
+from service.logs import caller_text
 from service.responses import json_response
 from service.v1 import BodyError, parse_json
 
@@ -49,20 +52,29 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest, err.location)
     today = date.today()
     try:
-        hook_call = read_call(body, hook, request.app.state.payers, today)
-        answers = assess(hook_call, ruleset) if hook_call.configuration.coverage_info else []
+        envelope = read_envelope(body, hook)
+        if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
+            audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)
+            return json_response({"cards": [], "extension": {RULESET_EXTENSION: ruleset.digest}},
+                                 ruleset.digest)
+        index = ResourceIndex(envelope.prefetch.values())
+        hook_call = read_call(envelope, index, request.app.state.payers, set(ruleset.payers()), today,
+                              coverage_known="coverage" in envelope.prefetch)
+        answers = assess(hook_call, ruleset)
     except CrdError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
                   expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
     response: dict[str, object] = {"cards": cards(answers, hook_call.configuration.max_cards)}
-    if answers:
-        response["systemActions"] = system_actions(answers, today)
+    actions = system_actions(answers, today, hook_call.configuration.version)
+    if actions:
+        response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
     audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
     request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
-        "event": "crd", "hook": hook, "hookInstance": hook_call.hook_instance,
-        "ruleset": ruleset.digest, "coverage_assertion_ids": [a.assertion_id for a in answers]})
+        "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
+        "ruleset": ruleset.digest,
+        "coverage_assertion_ids": list(dict.fromkeys(a.assertion_id for a in answers))})
     return json_response(response, ruleset.digest)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from crd_calls import PAYER_IDS
 from service import Settings, create_app
 
 HERE = Path(__file__).resolve().parent
@@ -17,7 +18,7 @@ FIXTURE_RULES = HERE / "fixtures" / "rules"
 FIXTURE_PAYERS = HERE / "fixtures" / "payers.yaml"
 REPO = HERE.parents[1]
 BUNDLED_RULES = REPO / "rules"
-ANCHORS = REPO / ".." / "shared" / "anchors" / "crd"
+ANCHORS = REPO / "tests" / "fixtures" / "crd"  # public HL7 examples, see SOURCES.md there
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 REASON_CODES = {"gold-card", "no-member-found", "no-active-coverage", "coverage-not-found",
                 "auth-out-network", "technical", "detail-code"}
@@ -48,13 +49,34 @@ def make_client(tmp_path: Path) -> Callable[..., TestClient]:
 
 @pytest.fixture()
 def anchor() -> Callable[[str], dict[str, Any]]:
-    """Load a CRD anchor example by file name (a fresh copy each time); skip if the folder is gone."""
-    if not ANCHORS.is_dir():
-        pytest.skip(f"CRD anchors not found at {ANCHORS}")
-
+    """Load a CRD example request kept in tests/fixtures/crd by file name (a fresh copy each time)."""
     def load(name: str) -> dict[str, Any]:
         return copy.deepcopy(json.loads((ANCHORS / name).read_text(encoding="utf-8")))
     return load
+
+
+
+
+def identified(request: dict[str, Any]) -> dict[str, Any]:
+    """An IG example request whose payor Organization (Acme Health Plan) carries Acme's payer
+    identifier in the prefetch, as an EHR that knows its payers sends it; the IG's own example
+    names the payer by display only, which CRD hook-13 answers with a 400."""
+    request["prefetch"]["organizations"]["entry"].append({"resource": {
+        "resourceType": "Organization", "id": "acme-payer", "name": "Acme Health Plan",
+        "identifier": [{"system": PAYER_IDS, "value": "ACME-01"}]}})
+    return request
+
+
+@pytest.fixture()
+def identify() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``identified``, for tests that identify the payer of other IG examples."""
+    return identified
+
+
+@pytest.fixture()
+def ig_order_sign(anchor: Callable[[str], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The IG's order-sign example (CRDServiceRequest.json) with its payer identified, fresh each call."""
+    return lambda: identified(anchor("CRDServiceRequest.json"))
 
 
 @pytest.fixture()

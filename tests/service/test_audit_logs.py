@@ -43,9 +43,9 @@ def every_log() -> Iterator[io.StringIO]:
     covreq.propagate = saved[2]
 
 
-def _cds_request(anchor: Any) -> dict[str, Any]:
+def _cds_request(ig_order_sign: Any) -> dict[str, Any]:
     """The CRD anchor request with a distinctive patient id, birth date and diagnoses."""
-    request = anchor("CRDServiceRequest.json")
+    request = ig_order_sign()
     request["context"]["patientId"] = PATIENT_ID
     patient = request["prefetch"]["patient"]
     patient.update({"id": PATIENT_ID, "birthDate": BIRTH_DATE})
@@ -60,12 +60,12 @@ def _audit(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
 
 
-def test_no_patient_identifier_reaches_the_logs_or_the_audit_file(client, anchor, every_log, tmp_path) -> None:
+def test_no_patient_identifier_reaches_the_logs_or_the_audit_file(client, ig_order_sign, every_log, tmp_path) -> None:
     assert client.post("/v1/requirements", json=V1_REQUEST).status_code == 200
-    assert client.post(CDS_PATH, json=_cds_request(anchor)).status_code == 200
+    assert client.post(CDS_PATH, json=_cds_request(ig_order_sign)).status_code == 200
     refused = {**V1_REQUEST, "patient": {"id": PATIENT_ID, "birth_date": BIRTH_DATE + "x"}}
     assert client.post("/v1/requirements", json=refused).status_code == 422
-    broken = _cds_request(anchor)
+    broken = _cds_request(ig_order_sign)
     broken["context"]["draftOrders"]["entry"][0]["resource"]["occurrenceDateTime"] = "not-a-date " + BIRTH_DATE
     assert client.post(CDS_PATH, json=broken).status_code < 500
     logs = every_log.getvalue()
@@ -87,8 +87,8 @@ def test_a_v1_decision_is_audited_with_caller_codes_answers_and_rule_set(client,
     assert record["ts"].endswith("+00:00")
 
 
-def test_a_cds_call_is_audited_with_hook_instance_and_coverage_assertion_ids(client, anchor, tmp_path) -> None:
-    request = _cds_request(anchor)
+def test_a_cds_call_is_audited_with_hook_instance_and_coverage_assertion_ids(client, ig_order_sign, tmp_path) -> None:
+    request = _cds_request(ig_order_sign)
     body = client.post(CDS_PATH, json=request).json()
     (record,) = _audit(tmp_path)
     assert (record["api"], record["hook"], record["service"]) == ("cds-hooks", "order-sign", "order-sign-crd")
@@ -100,10 +100,10 @@ def test_a_cds_call_is_audited_with_hook_instance_and_coverage_assertion_ids(cli
     assert all(d["code"] and d["covered"] for d in record["decisions"])
 
 
-def test_refused_calls_are_audited_with_status_and_place_only(client, anchor, tmp_path) -> None:
+def test_refused_calls_are_audited_with_status_and_place_only(client, ig_order_sign, tmp_path) -> None:
     client.post("/v1/requirements", json={**V1_REQUEST, "date_of_service": "3024-01-01"})
     client.post("/v1/requirements", content=b"{not json")
-    request = _cds_request(anchor)
+    request = _cds_request(ig_order_sign)
     del request["context"]["patientId"]
     client.post(CDS_PATH, json=request)
     records = _audit(tmp_path)

@@ -73,21 +73,21 @@ def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-def test_the_quick_start_needs_no_credentials(client, anchor) -> None:
+def test_the_quick_start_needs_no_credentials(client, ig_order_sign) -> None:
     assert client.post("/v1/requirements", json=V1_REQUEST).status_code == 200
-    assert client.post(CDS_PATH, json=anchor("CRDServiceRequest.json")).status_code == 200
+    assert client.post(CDS_PATH, json=ig_order_sign()).status_code == 200
 
 
-def test_a_signed_jwt_from_a_trusted_issuer_is_accepted(secured, keys, anchor) -> None:
+def test_a_signed_jwt_from_a_trusted_issuer_is_accepted(secured, keys, ig_order_sign) -> None:
     client = secured()
-    response = client.post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(token(keys)))
+    response = client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys)))
     assert response.status_code == 200, response.text
     ec_token = token(keys, "ec", "ES256", aud=SERVICE_URL)  # PEM key, no kid, audience = the base URL
-    assert client.post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(ec_token)).status_code == 200
+    assert client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(ec_token)).status_code == 200
 
 
-def test_a_call_without_a_token_gets_401_with_a_challenge(secured, anchor) -> None:
-    response = secured().post(CDS_PATH, json=anchor("CRDServiceRequest.json"))
+def test_a_call_without_a_token_gets_401_with_a_challenge(secured, ig_order_sign) -> None:
+    response = secured().post(CDS_PATH, json=ig_order_sign())
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="covreq"'
     assert response.headers["content-type"].startswith("application/fhir+json")
@@ -113,9 +113,9 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=list(REFUSED))
-def test_a_bad_token_is_refused_with_401_and_a_clear_reason(secured, keys, anchor, case: str) -> None:
+def test_a_bad_token_is_refused_with_401_and_a_clear_reason(secured, keys, ig_order_sign, case: str) -> None:
     arguments, reason = REFUSED[case]
-    response = secured().post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(token(keys, **arguments)))
+    response = secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, **arguments)))
     assert response.status_code == 401
     assert reason in response.json()["issue"][0]["diagnostics"]
     assert response.headers["www-authenticate"] == 'Bearer realm="covreq", error="invalid_token"'
@@ -127,16 +127,16 @@ def test_a_bad_token_is_refused_with_401_and_a_clear_reason(secured, keys, ancho
     jwt.encode({"iss": EHR, "aud": SERVICE_URL, "iat": 1, "exp": 2, "jti": "x"}, None, algorithm="none"),
     "not-a-jwt", "a.b.c", "Zm9v.YmFy.YmF6",
 ])
-def test_unsigned_symmetric_or_malformed_tokens_are_refused(secured, anchor, forged: str) -> None:
-    response = secured().post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(forged))
+def test_unsigned_symmetric_or_malformed_tokens_are_refused(secured, ig_order_sign, forged: str) -> None:
+    response = secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(forged))
     assert response.status_code == 401
     assert response.json()["issue"][0]["diagnostics"]
 
 
-def test_a_replayed_jti_is_refused(secured, keys, anchor) -> None:
+def test_a_replayed_jti_is_refused(secured, keys, ig_order_sign) -> None:
     client, signed = secured(), token(keys)
-    assert client.post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(signed)).status_code == 200
-    again = client.post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(signed))
+    assert client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(signed)).status_code == 200
+    again = client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(signed))
     assert again.status_code == 401 and "replay" in again.json()["issue"][0]["diagnostics"]
 
 
@@ -167,8 +167,8 @@ def test_v1_refuses_a_jwt_unless_configured_to_take_one(secured, keys) -> None:
     assert accepted.status_code == 200
 
 
-def test_the_caller_of_a_cds_call_is_audited(secured, keys, anchor, tmp_path: Path) -> None:
-    secured().post(CDS_PATH, json=anchor("CRDServiceRequest.json"), headers=bearer(token(keys, tenant="north")))
+def test_the_caller_of_a_cds_call_is_audited(secured, keys, ig_order_sign, tmp_path: Path) -> None:
+    secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, tenant="north")))
     (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert record["caller"] == {"kind": "jwt", "name": EHR, "subject": "ehr-client", "tenant": "north"}
 

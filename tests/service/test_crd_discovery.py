@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.crd.fhir import ResourceIndex
+from service.fhir.index import ResourceIndex
 from service.crd.payers import PayerMap
 
 HOOKS = {"order-select", "order-sign", "order-dispatch", "appointment-book"}
@@ -24,7 +24,7 @@ def test_discovery_lists_the_crd_services_like_the_ig(client, anchor) -> None:
         assert set(service) == set(ig[service["hook"]])  # hook, title, description, id, prefetch, extension
         assert service["id"] == f"{service['hook']}-crd" and service["description"]
         versions = service["extension"]["davinci-crd.version"]
-        assert versions and all(re.fullmatch(r"[1-9]\d*\.[1-9]\d*", v) for v in versions)
+        assert versions == ["2.0", "2.2"]  # major.minor only (CRD deviations.md: "i.e. 2.0")
         options = {o["code"]: o for o in service["extension"]["davinci-crd.configuration-options"]}
         assert options["coverage-info"]["type"] == "boolean" and options["coverage-info"]["default"] is True
         assert options["max-cards"]["type"] == "integer" and options["max-cards"]["default"] == 10
@@ -42,28 +42,40 @@ def _coverage(**fields) -> dict:
     return {"resourceType": "Coverage", "id": "c", "status": "active", **fields}
 
 
+MAPPING = Path(__file__).resolve().parent / "fixtures" / "payers.yaml"
+
+
 @pytest.fixture()
 def mapping() -> PayerMap:
-    return PayerMap.load(Path(__file__).resolve().parent / "fixtures" / "payers.yaml")
+    return PayerMap.load(MAPPING)
 
 
-def test_payer_by_identifier_name_and_organization(mapping: PayerMap) -> None:
+def test_payer_by_identifier_on_the_reference_or_the_organization(mapping: PayerMap) -> None:
     by_identifier = _coverage(payor=[{"identifier": {"system": "http://example.org/payer-ids", "value": "ACME-01"}}])
     assert mapping.identify(by_identifier, ResourceIndex([])).payer == "acme"
-    by_name = _coverage(payor=[{"display": "ACME health plan"}])
-    assert mapping.identify(by_name, ResourceIndex([])).payer == "acme"
-    organization = {"resourceType": "Organization", "id": "o1", "name": "Orphan Health"}
+    organization = {"resourceType": "Organization", "id": "o1", "name": "Orphan Health",
+                    "identifier": [{"system": "http://example.org/payer-ids", "value": "ORPHAN-01"}]}
     by_org = _coverage(payor=[{"reference": "https://ehr.example/fhir/Organization/o1"}])
     found = mapping.identify(by_org, ResourceIndex([organization]))
     assert (found.payer, found.label) == ("orphan", "Orphan Health")
-    stranger = mapping.identify(_coverage(payor=[{"display": "Someone Else"}]), ResourceIndex([]))
-    assert (stranger.payer, stranger.label) == (None, "Someone Else")
+    other_system = _coverage(payor=[{"identifier": {"system": "http://other.example/ids", "value": "ACME-01"}}])
+    assert mapping.identify(other_system, ResourceIndex([])).payer is None
+
+
+def test_payer_names_match_only_when_the_operator_opts_in(mapping: PayerMap, tmp_path: Path) -> None:
+    by_name = _coverage(payor=[{"display": "ACME health plan"}])
+    stranger = mapping.identify(by_name, ResourceIndex([]))
+    assert (stranger.payer, stranger.label, stranger.identifiers) == (None, "ACME health plan", frozenset())
+    opted_in = tmp_path / "payers.yaml"
+    opted_in.write_text("match_by_name: true\n" + MAPPING.read_text(encoding="utf-8"), encoding="utf-8")
+    assert PayerMap.load(opted_in).identify(by_name, ResourceIndex([])).payer == "acme"
 
 
 def test_plan_from_the_coverage_class(mapping: PayerMap) -> None:
     plan_class = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class",
                                        "code": "plan"}]}, "value": "GOLD"}
-    coverage = _coverage(payor=[{"display": "Acme Health Plan"}], **{"class": [plan_class]})
+    coverage = _coverage(payor=[{"identifier": {"system": "http://example.org/payer-ids", "value": "ACME-01"}}],
+                         **{"class": [plan_class]})
     assert mapping.identify(coverage, ResourceIndex([])).plan == "acme-gold"
     plan_class["value"] = "silver"
     assert mapping.identify(coverage, ResourceIndex([])).plan is None
@@ -74,9 +86,24 @@ def test_plan_from_the_coverage_class(mapping: PayerMap) -> None:
     ("payers: [{label: x}]", "payers[0]: needs a string 'payer'"),
     ("payers: [{payer: x, identifiers: [{system: s}]}]", "needs 'system' and 'value'"),
     ("payers: [{payer: x, plans: [a]}]", "'plans' must map"),
+    ("match_by_name: yes please\npayers: []", "'match_by_name' must be true or false"),
 ])
 def test_a_bad_mapping_file_is_refused_with_its_place(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "payers.yaml"
     path.write_text(text)
     with pytest.raises(ValueError, match=re.escape(message)):
         PayerMap.load(path)
+
+
+#: CDS Hooks 2.0 prefetch tokens: root-level primitive context fields of the CRD hooks, and the user's ids
+CDS_HOOKS_2_TOKENS = {"context.patientId", "context.encounterId", "context.userId", "userPractitionerId",
+                      "userPractitionerRoleId", "userPatientId", "userRelatedPersonId"}
+
+
+def test_prefetch_templates_use_only_tokens_a_cds_hooks_2_ehr_can_fill(client) -> None:
+    for service in client.get("/cds-services").json()["services"]:
+        for key, template in service["prefetch"].items():
+            tokens = set(re.findall(r"\{\{(.*?)\}\}", template))
+            assert tokens and tokens <= CDS_HOOKS_2_TOKENS, (service["hook"], key, template)
+            if "context.encounterId" in tokens:
+                assert service["hook"] != "order-dispatch"  # its context has no encounterId

@@ -1,94 +1,21 @@
 """The CRD anchor examples and their variants, checked field by field against CRD 2.2."""
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import pytest
 
-CPT = "http://www.ama-assn.org/go/cpt"
-HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
-HCPCS_BLUEBUTTON = "https://bluebutton.cms.gov/resources/codesystem/hcpcs"
-POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
-CARD_TYPE = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
-TODAY = dt.date.today().isoformat()
-
-
-def acme_coverage(cov_id: str = "COV1", payer: str = "Acme Health Plan", status: str = "active") -> dict:
-    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
-        "resourceType": "Coverage", "id": cov_id, "status": status,
-        "payor": [{"reference": "Organization/payer", "display": payer}],
-        "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class",
-                                         "code": "plan"}]}, "value": "gold"}]}}]}
-
-
-def service_request(sr_id: str, code: str, system: str = CPT, pos: str | None = None) -> dict:
-    resource: dict[str, Any] = {"resourceType": "ServiceRequest", "id": sr_id, "status": "draft",
-                                "intent": "order", "subject": {"reference": "Patient/p1"},
-                                "code": {"coding": [{"system": system, "code": code}]}}
-    if pos:
-        resource["locationCode"] = [{"coding": [{"system": POS, "code": pos}]}]
-    return resource
-
-
-def order_sign(*orders: dict, prefetch: dict | None = None, **extra: Any) -> dict:
-    return {"hook": "order-sign", "hookInstance": "c5a6a3c2-8a1b-4c53-9d5e-000000000001",
-            "context": {"userId": "Practitioner/u1", "patientId": "p1",
-                        "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                                        "entry": [{"resource": o} for o in orders]}},
-            "prefetch": {"coverage": acme_coverage()} if prefetch is None else prefetch, **extra}
-
-
-def post(client, body: dict, service: str | None = None):
-    return client.post(f"/cds-services/{service or body['hook'] + '-crd'}", json=body)
-
-
-def repetitions(response: dict, reference: str, crd) -> list[dict]:
-    action = next(a for a in response["systemActions"] if
-                  f"{a['resource']['resourceType']}/{a['resource']['id']}" == reference)
-    assert action["type"] == "update" and action["description"]
-    return crd.coverage_information(action)
-
-
-def by_code(extensions: list[dict], crd) -> dict[str, dict[str, list]]:
-    return {crd.subs(e)["billingCode"][0]["valueCoding"]["code"]: crd.subs(e) for e in extensions}
-
-
-def value(subs: dict[str, list], url: str) -> list:
-    return [next(v for k, v in s.items() if k.startswith("value")) for s in subs.get(url, [])]
-
-
-def assert_ok(response, crd) -> dict:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    crd.no_empty_values({k: v for k, v in body.items() if k != "cards"} | {"cards": body["cards"] or [0]})
-    assert body["extension"]["covreq.ruleset"] == response.headers["x-covreq-ruleset"]
-    ids = [value(crd.subs(e), "coverage-assertion-id")[0]
-           for a in body.get("systemActions", []) for e in crd.coverage_information(a)]
-    assert len(ids) == len(set(ids)), "coverage-assertion-ids are distinct"
-    for card in body["cards"]:
-        assert len(card["summary"]) < 140 and card["indicator"] == "info" and card["uuid"]
-        assert card["source"]["topic"] == {"system": CARD_TYPE, "code": "coverage-info",
-                                           "display": "Coverage Information"}
-    return body
-
-
-def assert_outcome(response, status: int, expression: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    outcome = response.json()
-    assert outcome["resourceType"] == "OperationOutcome"
-    assert outcome["meta"]["tag"][0]["code"] == response.headers["x-covreq-ruleset"]
-    issue = outcome["issue"][0]
-    assert issue["severity"] == "error" and issue["diagnostics"]
-    if expression:
-        assert issue["expression"] == [expression]
-    return issue
+from crd_calls import (CPT, HCPCS, HCPCS_BLUEBUTTON, POS, TODAY, acme_coverage, assert_ok, assert_outcome,
+                       by_code, order_sign, post, repetitions, service_request, value)
 
 
 # --- the anchor examples -------------------------------------------------------------------
 
-def test_ig_order_sign_two_service_requests(client, anchor, crd) -> None:
-    request = anchor("CRDServiceRequest.json")
+def test_ig_order_sign_is_refused_for_a_payer_named_by_display_only(client, anchor) -> None:
+    issue = assert_outcome(post(client, anchor("CRDServiceRequest.json")), 400, "prefetch.coverage")
+    assert "Coverage/COV1: the payor carries no identifier" in issue["diagnostics"]
+
+
+def test_ig_order_sign_two_service_requests(client, ig_order_sign, crd) -> None:
+    request = ig_order_sign()
     body = assert_ok(post(client, request), crd)
     sent = {e["resource"]["id"]: e["resource"] for e in request["context"]["draftOrders"]["entry"]}
     assert [a["resource"]["id"] for a in body["systemActions"]] == ["1357", "2468"]
@@ -111,7 +38,8 @@ def test_ig_order_sign_two_service_requests(client, anchor, crd) -> None:
     link = tomo["detail"][0]["extension"]
     assert link == [{"url": "category", "valueCode": "cat-other"},
                     {"url": "code", "valueCodeableConcept": {"coding": [
-                        {"system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp", "code": "policy-link"}]}},
+                        {"system": "http://terminology.hl7.org/CodeSystem/crd-coverage-detail",
+                         "code": "policy-link", "display": "Policy Link"}]}},
                     {"url": "value", "valueUrl": "https://example.org/acme/policies/breast-imaging"}]
     assert value(tomo, "date") == [TODAY]
 
@@ -152,8 +80,8 @@ def test_ig_order_dispatch_needs_the_dispatched_orders(client, anchor) -> None:
     assert "MedicationRequest/1111" in issue["diagnostics"]
 
 
-def test_ig_order_dispatch_resolved_from_prefetch(client, anchor, crd) -> None:
-    request = anchor("CRDServiceRequest2.json")
+def test_ig_order_dispatch_resolved_from_prefetch(client, anchor, identify, crd) -> None:
+    request = identify(anchor("CRDServiceRequest2.json"))
     del request["extension"]["davinci-crd.configuration"]["coverage-info"]
     request["prefetch"]["medicationRequests"] = {"resourceType": "Bundle", "entry": [
         {"resource": {"resourceType": "MedicationRequest", "id": i, "status": "draft", "intent": "order",
@@ -167,8 +95,9 @@ def test_ig_order_dispatch_resolved_from_prefetch(client, anchor, crd) -> None:
     assert "billingCode" not in subs
 
 
-def test_ig_appointment_book_without_prefetch_is_a_400(client, anchor) -> None:
-    assert_outcome(post(client, anchor("CRDServiceRequest4.json")), 400, "prefetch.coverage")
+def test_ig_appointment_book_without_prefetch_or_a_queryable_server_is_a_412(client, anchor) -> None:
+    issue = assert_outcome(post(client, anchor("CRDServiceRequest4.json")), 412, "Coverage")
+    assert "no Coverage" in issue["diagnostics"]
 
 
 def test_ig_appointment_book_with_coverage(client, anchor, crd) -> None:
@@ -193,8 +122,8 @@ def test_appointment_based_on_a_service_request_updates_the_order(client, anchor
     assert value(subs, "pa-needed") == ["auth-needed"]
 
 
-def test_inferno_order_sign_without_coverage_is_a_400(client, anchor) -> None:
-    assert_outcome(post(client, anchor("order_sign_hook_request.json")), 400, "prefetch.coverage")
+def test_inferno_order_sign_without_coverage_or_a_queryable_server_is_a_412(client, anchor) -> None:
+    assert_outcome(post(client, anchor("order_sign_hook_request.json")), 412, "Coverage")
 
 
 def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
@@ -209,19 +138,10 @@ def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
         assert value(crd.subs(only), "info-needed") == ["detail-code"]
 
 
-def test_ri_device_request_with_an_unseen_coverage(client, anchor, crd) -> None:
-    body = assert_ok(post(client, anchor("requestWithHydratedPrefetchBundle.json")), crd)
-    (only,) = repetitions(body, "DeviceRequest/24439", crd)
-    subs = crd.subs(only)
-    assert value(subs, "coverage") == [{"reference": "Coverage/1234"}]
-    assert value(subs, "covered") == ["not-covered"] and "pa-needed" not in subs
-    (reason,) = value(subs, "reason")
-    assert reason["coding"][0]["code"] == "coverage-not-found" and reason["text"]
-    assert body["cards"] == []
-
-
 def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) -> None:
     request = anchor("requestWithHydratedPrefetchBundle.json")
+    device = request["context"]["draftOrders"]["entry"][0]["resource"]
+    device["insurance"] = [device["insurance"]]  # R4 has a list here; the RI sends one object
     request["prefetch"]["coverage"] = acme_coverage("1234")
     request["prefetch"]["encounter"] = {"resourceType": "Encounter", "id": "89284", "status": "planned",
                                         "location": [{"location": {"reference": "Location/home"}}]}
@@ -235,23 +155,22 @@ def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) ->
 
 # --- variants ------------------------------------------------------------------------------
 
-def test_missing_prefetch_is_a_400_operation_outcome(client, anchor) -> None:
+def test_missing_prefetch_without_a_fhir_server_is_a_412_operation_outcome(client, anchor) -> None:
     request = anchor("CRDServiceRequest.json")
     del request["prefetch"]
-    assert_outcome(post(client, request), 400, "prefetch.coverage")
+    assert_outcome(post(client, request), 412, "Coverage")
 
 
-@pytest.mark.parametrize("payer", ["Unknown Health", "Orphan Health"])
-def test_unknown_payer_is_not_covered_no_member_found(client, anchor, crd, payer: str) -> None:
-    request = anchor("CRDServiceRequest.json")
-    request["prefetch"]["coverage"]["entry"][0]["resource"]["payor"][0]["display"] = payer
-    body = assert_ok(post(client, request), crd)
-    for action in body["systemActions"]:
-        (only,) = crd.coverage_information(action)
-        subs = crd.subs(only)
-        assert value(subs, "covered") == ["not-covered"] and "pa-needed" not in subs
-        assert value(subs, "reason")[0]["coding"][0]["code"] == "no-member-found"
-    assert body["cards"] == []
+@pytest.mark.parametrize(("payer", "payer_id", "says"), [
+    ("Unknown Health", "UNKNOWN-9", "payer 'Unknown Health' (http://example.org/payer-ids|UNKNOWN-9) "
+                                    "is not served by this service"),
+    ("Orphan Health", "ORPHAN-01", "maps to covreq payer 'orphan', for which the rule set holds no rules"),
+])
+def test_a_payer_this_service_does_not_serve_is_a_400_not_a_denial(client, crd, payer, payer_id, says) -> None:
+    request = order_sign(service_request("s1", "15823"),
+                         prefetch={"coverage": acme_coverage(payer=payer, payer_id=payer_id)})
+    issue = assert_outcome(post(client, request), 400, "prefetch.coverage")
+    assert says in issue["diagnostics"]
 
 
 def test_inactive_coverage_is_not_covered_no_active_coverage(client, crd) -> None:
@@ -306,8 +225,8 @@ def test_order_select_answers_selected_orders_without_clinical_documents(client,
     assert value(subs, "doc-needed") == ["patient"]  # a supporting hook asks no clinical/admin documents
 
 
-def test_max_cards_is_honoured(client, anchor, crd) -> None:
-    request = anchor("CRDServiceRequest.json")
+def test_max_cards_is_honoured(client, ig_order_sign, crd) -> None:
+    request = ig_order_sign()
     request["extension"]["davinci-crd.configuration"]["max-cards"] = 1
     body = assert_ok(post(client, request), crd)
     assert len(body["cards"]) == 1 and "prior authorization needed" in body["cards"][0]["summary"]

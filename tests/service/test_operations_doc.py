@@ -91,10 +91,10 @@ def test_the_failure_examples_are_what_a_broken_reload_shows(tmp_path: Path, mak
     assert ready["last_reload_error"]["problems"] == [record.problem]
 
 
-def test_the_audit_examples_have_the_fields_of_real_records(client, anchor, tmp_path: Path) -> None:
+def test_the_audit_examples_have_the_fields_of_real_records(client, ig_order_sign, tmp_path: Path) -> None:
     client.post("/v1/requirements", json={"payer": "acme", "services": [{"code": "15823"}]},
                 headers={"X-Request-Id": "visit-42"})
-    client.post("/cds-services/order-sign-crd", json=anchor("CRDServiceRequest.json"))
+    client.post("/cds-services/order-sign-crd", json=ig_order_sign())
     v1, cds = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     v1_doc, cds_doc = json.loads(EXAMPLES["audit-v1"]), json.loads(EXAMPLES["audit-cds"])
     assert set(v1) == set(v1_doc) and _shape(v1["decisions"]) == _shape(v1_doc["decisions"])

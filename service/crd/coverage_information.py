@@ -1,0 +1,116 @@
+"""The ``ext-coverage-information`` extension: written from assertions, in the CRD version asked for.
+
+``coverage_information`` is the one place its sub-extensions are built. CRD 2.2 is written as the
+profile says; for CRD 2.0 clients the codes 2.0.1 lacks are said in 2.0.1's terms (see
+``_for_2_0``).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any, Iterable
+
+from service.crd.assertions import Assertion
+from service.crd.requests import Order
+from service.fhir.values import as_list, member, reference_key
+
+COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+#: reason codes (coverageAssertionReasons) still live in CRD's temp code system
+CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
+#: detail codes moved to THO (CRD 2.2 value set coverageDetailNew)
+COVERAGE_DETAIL = "http://terminology.hl7.org/CodeSystem/crd-coverage-detail"
+REASON_DISPLAY = {"no-member-found": "Member not found", "no-active-coverage": "Coverage not active",
+                  "coverage-not-found": "Coverage not found", "technical": "Technical issues",
+                  "detail-code": "Detail code"}
+_DOC_2_0 = {"clinical": "clinical", "admin": "admin", "patient": "admin"}
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One assertion made for an order under the call's Coverage, with its trace id."""
+
+    order: Order
+    coverage: str
+    payer_label: str
+    assertion: Assertion
+    assertion_id: str
+
+
+def assertion_id(order: str, coverage: str, digest: str, assertions: Iterable[Assertion]) -> str:
+    """The coverage-assertion-id of an order's answer under one Coverage: the same for every
+    repetition (CRD 2.0.1), and stable across calls for the same order, Coverage, rule set and answer."""
+    answer = repr(tuple(assertions))
+    return hashlib.sha256("|".join((order, coverage, digest, answer)).encode()).hexdigest()[:32]
+
+
+def coverage_information(answer: Answered, today: date, version: str) -> dict[str, Any]:
+    """One ``ext-coverage-information`` repetition, sub-extensions in the profile's order."""
+    a = answer.assertion if version != "2.0" else _for_2_0(answer.assertion)
+    subs: list[dict[str, Any]] = [
+        {"url": "coverage", "valueReference": {"reference": answer.coverage}},
+        {"url": "covered", "valueCode": a.covered},
+    ]
+    if a.pa_needed:
+        subs.append({"url": "pa-needed", "valueCode": a.pa_needed})
+    subs += [{"url": "doc-needed", "valueCode": c} for c in a.doc_needed]
+    subs += [{"url": "doc-purpose", "valueCode": c} for c in a.doc_purpose]
+    subs += [{"url": "info-needed", "valueCode": c} for c in a.info_needed]
+    if a.line:
+        subs.append({"url": "billingCode", "valueCoding": {"system": a.line.uri, "code": a.line.code}})
+    subs += [{"url": "reason", "valueCodeableConcept": _reason(a.reason_code, text)} for text in a.reasons]
+    subs += [_policy_link(url, version)
+             for url in dict.fromkeys(p["url"] for p in a.policies if p.get("url"))]
+    subs += [{"url": "questionnaire", "valueCanonical": q} for q in a.questionnaires]
+    subs += [{"url": "date", "valueDate": today.isoformat()},
+             {"url": "coverage-assertion-id", "valueString": answer.assertion_id}]
+    if a.satisfied_pa_id:
+        subs.append({"url": "satisfied-pa-id", "valueString": a.satisfied_pa_id})
+    return {"url": COVERAGE_INFORMATION, "extension": subs}
+
+
+def is_about(extension: Any, coverage: str) -> bool:
+    """Whether an extension is a coverage-information repetition about ``coverage``."""
+    if member(extension, "url") != COVERAGE_INFORMATION:
+        return False
+    return any(member(sub, "url") == "coverage" and reference_key(member(sub, "valueReference")) == coverage
+               for sub in as_list(member(extension, "extension")))
+
+
+def assertion_ids(extensions: Iterable[Any]) -> list[Any]:
+    """The coverage-assertion-id of each coverage-information repetition given."""
+    return [next((member(sub, "valueString") for sub in as_list(member(e, "extension"))
+                  if member(sub, "url") == "coverage-assertion-id"), None) for e in extensions]
+
+
+def _reason(code: str | None, text: str) -> dict[str, Any]:
+    if code:
+        return {"coding": [{"system": CRD_TEMP, "code": code,
+                            "display": REASON_DISPLAY.get(code, code)}], "text": text}
+    return {"text": text}
+
+
+def _policy_link(url: str, version: str) -> dict[str, Any]:
+    """A ``detail`` naming a policy: 2.2 has a category and url values; 2.0 had neither."""
+    code = {"url": "code", "valueCodeableConcept": {"coding": [{"system": COVERAGE_DETAIL, "code": "policy-link",
+                                                                "display": "Policy Link"}]}}
+    if version == "2.0":
+        return {"url": "detail", "extension": [code, {"url": "value", "valueString": url}]}
+    return {"url": "detail", "extension": [{"url": "category", "valueCode": "cat-other"}, code,
+                                           {"url": "value", "valueUrl": url}]}
+
+
+def _for_2_0(a: Assertion) -> Assertion:
+    """The assertion in CRD 2.0.1's codes: no ``indeterminate`` (-> conditional), ``detail-code``
+    a reason rather than an info-needed code, one doc-needed (``both`` for clinical and admin;
+    forms the patient fills are gathered by staff, so ``admin``)."""
+    kinds = sorted({_DOC_2_0.get(kind, "conditional") for kind in a.doc_needed})
+    doc_needed = ("both",) if {"clinical", "admin"} <= set(kinds) else tuple(kinds[:1])
+    info = tuple(code for code in a.info_needed if code != "detail-code")
+    reason_code = a.reason_code or ("detail-code" if "detail-code" in a.info_needed else None)
+    return replace(a, covered=_settle(a.covered), pa_needed=_settle(a.pa_needed), doc_needed=doc_needed,
+                   info_needed=info, reason_code=reason_code)
+
+
+def _settle(code: str | None) -> str | None:
+    return "conditional" if code == "indeterminate" else code

@@ -1,0 +1,70 @@
+"""The coverage-information updates an EHR applies: none when nothing is new (resp-29, resp-35),
+stable ids, and never a lost extension that covreq did not write (resp-37, resp-46)."""
+from __future__ import annotations
+
+import copy
+
+from crd_calls import acme_coverage, assert_ok, order_sign, post, service_request, value
+
+COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+
+
+def ids(body: dict, crd) -> dict[str, str]:
+    """The coverage-assertion-id of each updated order."""
+    return {a["resource"]["id"]: value(crd.subs(crd.coverage_information(a)[0]), "coverage-assertion-id")[0]
+            for a in body.get("systemActions", [])}
+
+
+def test_resending_an_order_that_carries_covreqs_answer_yields_no_new_action(client, crd) -> None:
+    orders = [service_request("s1", "15823", pos="22"), service_request("s2", "77061")]
+    first = assert_ok(post(client, order_sign(*orders)), crd)
+    assert [a["resource"]["id"] for a in first["systemActions"]] == ["s1", "s2"]
+    applied = [action["resource"] for action in first["systemActions"]]  # what the EHR now holds
+    again = assert_ok(post(client, order_sign(*applied)), crd)
+    assert "systemActions" not in again
+
+
+def test_only_the_order_whose_answer_changed_gets_an_action(client, crd) -> None:
+    first = assert_ok(post(client, order_sign(service_request("s1", "15823", pos="22"),
+                                              service_request("s2", "15823", pos="22"))), crd)
+    applied = [copy.deepcopy(action["resource"]) for action in first["systemActions"]]
+    applied[1]["locationCode"][0]["coding"][0]["code"] = "11"  # s2 moved to the office
+    again = assert_ok(post(client, order_sign(*applied)), crd)
+    (action,) = again["systemActions"]
+    assert action["resource"]["id"] == "s2"
+    (extension,) = crd.coverage_information(action)  # the stale answer replaced, not added to
+    assert value(crd.subs(extension), "pa-needed") == ["no-auth"]
+
+
+def test_the_assertion_id_is_stable_across_calls_and_shared_by_an_orders_repetitions(client, crd) -> None:
+    order = service_request("s1", "77061")
+    order["code"]["coding"].append({"system": "http://www.ama-assn.org/go/cpt", "code": "77062"})
+    first = assert_ok(post(client, order_sign(order)), crd)
+    other_call = order_sign(order)
+    other_call["hookInstance"] = "another-invocation"
+    second = assert_ok(post(client, other_call), crd)
+    assert ids(first, crd) == ids(second, crd)
+    (action,) = first["systemActions"]
+    assert len({value(crd.subs(e), "coverage-assertion-id")[0] for e in crd.coverage_information(action)}) == 1
+    changed = assert_ok(post(client, order_sign(order, prefetch={"coverage": acme_coverage("COV2")})), crd)
+    assert ids(changed, crd) != ids(first, crd)  # another Coverage, another assertion
+
+
+def test_an_update_keeps_other_payers_coverage_information_and_every_other_extension(client, crd) -> None:
+    theirs = {"url": COVERAGE_INFORMATION, "extension": [
+        {"url": "coverage", "valueReference": {"reference": "Coverage/other-payer"}},
+        {"url": "covered", "valueCode": "covered"}, {"url": "date", "valueDate": "2026-01-02"},
+        {"url": "coverage-assertion-id", "valueString": "theirs-1"}]}
+    note = {"url": "http://example.org/ehr/order-note", "valueString": "bring films"}
+    stale_ours = {"url": COVERAGE_INFORMATION, "extension": [
+        {"url": "coverage", "valueReference": {"reference": "http://ehr.example/fhir/Coverage/COV1"}},
+        {"url": "covered", "valueCode": "covered"}, {"url": "date", "valueDate": "2025-01-02"},
+        {"url": "coverage-assertion-id", "valueString": "old"}]}
+    order = service_request("s1", "15823", pos="22")
+    order["extension"] = [theirs, note, stale_ours]
+    (action,) = assert_ok(post(client, order_sign(order)), crd)["systemActions"]
+    extensions = action["resource"]["extension"]
+    assert extensions[:2] == [theirs, note]
+    assert [value(crd.subs(e), "coverage") for e in extensions[2:]] == [[{"reference": "Coverage/COV1"}]]
+    assert {k: v for k, v in action["resource"].items() if k != "extension"} == \
+        {k: v for k, v in order.items() if k != "extension"}
