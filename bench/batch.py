@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, backend in backends.items():
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
             results["runs"][name] = measure(rules, worklist, Path(tmp) / "out.csv", backend, args.rounds)
+            print(json.dumps({name: results["runs"][name]}), file=sys.stderr, flush=True)
     one, two = (results["runs"].get(f"Dask, {n} worker(s)", {}) for n in (1, 2))
     results["scaling"] = two["median_lps"] / one["median_lps"] if one and two else 0.0
     results["answer_scaling"] = two["answer_median_lps"] / one["answer_median_lps"] if one and two else 0.0
