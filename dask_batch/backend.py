@@ -85,15 +85,20 @@ class DaskBackend:
     thread each) or on the scheduler at ``scheduler`` (``tcp://host:8786``)."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
-                 partition_lines: int = PARTITION_LINES) -> None:
+                 partition_lines: int = PARTITION_LINES, connect_seconds: float = 30.0) -> None:
         if (workers is None) == (scheduler is None):
             raise ValueError("give either a number of local workers or a scheduler address")
         self.workers, self.scheduler, self.partition_lines = workers, scheduler, partition_lines
+        self.connect_seconds = connect_seconds
 
     @contextmanager
     def _client(self) -> Iterator[Client]:
         if self.scheduler:
-            with Client(self.scheduler) as client:
+            try:
+                client = Client(self.scheduler, timeout=self.connect_seconds)
+            except OSError as err:
+                raise WorklistError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from None
+            with client:
                 yield client
             return
         with LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,

@@ -18,7 +18,7 @@ import engine
 from bench.worklist import BAD_ROW_EVERY, write_worklist
 from engine.batch import run
 from engine.cli import build_parser, main
-from engine.worklist import Order
+from engine.worklist import Order, WorklistError
 
 distributed = pytest.importorskip("distributed")
 dask_batch = pytest.importorskip("dask_batch")
@@ -87,6 +87,13 @@ def test_the_cli_starts_a_local_cluster_of_the_workers_asked_for(tmp_path: Path,
     assert "11 service line(s) in 9 order(s) answered" in capsys.readouterr().err
     strip = [{k: v for k, v in r.items() if k != "ruleset"} for r in rows(tmp_path / "out.csv")]
     assert strip == [{k: v for k, v in r.items() if k != "ruleset"} for r in rows(EXAMPLES / "orders.out.csv")]
+
+
+def test_an_unreachable_scheduler_is_a_worklist_error_naming_it(rules: engine.RuleSet, tmp_path: Path) -> None:
+    backend = dask_batch.DaskBackend(scheduler="tcp://127.0.0.1:9", connect_seconds=1)
+    with pytest.raises(WorklistError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        run(rules, EXAMPLES / "orders.csv", tmp_path / "out.csv", io.StringIO(), backend)
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_without_dask_the_cli_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
