@@ -1,7 +1,7 @@
 """Run the covreq benchmarks and print the results table: ``.venv/bin/python -m bench``.
 
 Sizes, rounds and durations are capped so the full run stays within a few minutes on two cores;
-``--quick`` is a smoke run. All HTTP traffic goes to 127.0.0.1.
+``--quick`` is a smoke run whose figures mean nothing. All HTTP traffic goes to 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import http
+from . import condition, http
 from .generate import Tree, generate, request_mix
 from .report import render
 
-ANCHOR = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors" / "crd" / "CRDServiceRequest.json"
+ANCHOR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "crd" / "CRDServiceRequest.json"
 _CPT = "http://www.ama-assn.org/go/cpt"
 _CHILD_TIMEOUT_S = 400
 
@@ -56,19 +56,19 @@ def crd_request(tree: Tree, anchor: Path) -> dict[str, Any]:
 def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, anchor: Path) -> dict[str, Any]:
     """Throughput, paced latency and CRD order-sign latency against ``covreq serve --workers 2``."""
     payers = work / "payers.yaml"
-    payers.write_text(f"payers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
-                      "    names: [Acme Health Plan]\n")
+    payers.write_text(f"match_by_name: true\npayers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
+                      "    names: [Acme Health Plan]\n")  # the IG example names its payer by display only
     bodies = [m["body"] for m in mix]
     result: dict[str, Any] = {"rules": tree.rules}
     with http.serve(tree.root, 2, {"COVREQ_PAYERS": str(payers), "COVREQ_AUDIT": str(work / "audit.jsonl")}) as base:
         http.warm(base, "/v1/requirements", bodies)
-        result["max"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=32)
-        result["paced"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=8, rate=300)
+        result["max"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=32, distinct="max")
+        result["paced"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=8, rate=300, distinct="paced")
         if anchor.exists():
             crd = [crd_request(tree, anchor)]
             path = "/cds-services/" + _order_sign_id()
             http.warm(base, path, crd)
-            result["crd"] = http.wrk(base, path, crd, seconds, connections=2, rate=50)
+            result["crd"] = http.wrk(base, path, crd, seconds, connections=2, rate=100)
     return result
 
 
@@ -77,20 +77,36 @@ def _order_sign_id() -> str:
     return next(sid for sid, hook in SERVICES.items() if hook == "order-sign")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Generate the trees, measure, print the table (and write it as Markdown when asked)."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000, 100_000])
+#: What ``--quick`` sets: the smallest tree everywhere, few rounds, short HTTP runs.
+QUICK = {"sizes": [100], "rounds": 2, "mix": 40, "peers_size": 100, "http_size": 100, "http_seconds": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options; ``--quick`` replaces the sizes, counts and durations by :data:`QUICK`."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000, 100_000],
+                        help="rule counts of the generated trees")
     parser.add_argument("--rounds", type=int, default=20, help="passes over the request mix per figure")
     parser.add_argument("--mix", type=int, default=200, help="requests in the fixed mix")
     parser.add_argument("--peers-size", type=int, default=10_000, help="tree size for the peer comparison")
     parser.add_argument("--http-size", type=int, default=10_000, help="tree size served for the HTTP runs")
-    parser.add_argument("--http-seconds", type=int, default=10)
-    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--http-seconds", type=int, default=10, help="duration of each HTTP run")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     parser.add_argument("--anchor", type=Path, default=ANCHOR, help="CRD order-sign request to replay")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate the trees, measure, print the table (and write it as Markdown when asked)."""
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="covreq-bench-") as tmp:
         work = Path(tmp)
         results: dict[str, Any] = {"sizes": []}
@@ -102,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
             print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
             results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
+        results["condition"] = condition.measure()
         if not args.no_http and http.available() and args.http_size in trees:
             print("measuring HTTP ...", file=sys.stderr, flush=True)
             tree, mix = trees[args.http_size]

@@ -1,7 +1,7 @@
 """HTTP measurements: ``covreq serve --workers 2`` on 127.0.0.1 driven by wrk.
 
-wrk runs a generated Lua script that rotates over the request bodies and prints its own summary as
-JSON. Two modes: flat out (throughput), and paced (each connection waits between requests, so the
+wrk runs a generated Lua script that rotates over the request bodies (each made distinct by its own
+``request_id`` when asked) and prints its own summary as JSON. Two modes: flat out (throughput), and paced (each connection waits between requests, so the
 offered rate is about the one asked for) for latency at a given rate.
 """
 from __future__ import annotations
@@ -25,9 +25,15 @@ local bodies = {%(bodies)s}
 local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local n = 0
 function request()
   i = i %% #bodies + 1
-  return wrk.format(nil, "%(path)s", nil, bodies[i])
+  n = n + 1
+  local body = bodies[i]
+  if %(distinct)s then  -- each request its own: the body's last brace gives way to a fresh request_id
+    body = string.sub(body, 1, -2) .. ', "request_id": "%(tag)s-' .. n .. '"}'
+  end
+  return wrk.format(nil, "%(path)s", nil, body)
 end
 %(delay)s
 function done(summary, latency, requests)
@@ -93,12 +99,16 @@ def warm(base: str, path: str, bodies: list[dict[str, Any]]) -> None:
 
 
 def wrk(base: str, path: str, bodies: list[dict[str, Any]], seconds: int, connections: int,
-        rate: float | None = None) -> dict[str, Any]:
-    """Run wrk against ``base + path``; with ``rate``, pace connections to about that many requests/s."""
+        rate: float | None = None, distinct: str = "") -> dict[str, Any]:
+    """Run wrk against ``base + path``; with ``rate``, pace connections to about that many requests/s.
+    With ``distinct`` (a tag unique to the run), every request gets its own ``request_id``, so no two
+    bodies are equal and no answer comes from the answer cache."""
     delay = ""
     if rate:
         delay = f"function delay() return {max(0, round(connections / rate * 1000))} end"
-    lua = _LUA % {"bodies": ", ".join(_lua_string(json.dumps(b)) for b in bodies), "path": path, "delay": delay}
+    tag = f"{distinct}-{time.time_ns()}"
+    lua = _LUA % {"bodies": ", ".join(_lua_string(json.dumps(b)) for b in bodies), "path": path, "delay": delay,
+                  "distinct": "true" if distinct else "false", "tag": tag}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
     try:

@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 import engine
 from engine import loader
-from engine.evaluate import apply_authorizations, combine, run_policy
-from engine.policy import NO_AUTH
 from engine.request import parse_request
 
 from .peers import PeerScanner, full_fact_bodies
@@ -78,6 +76,12 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
     result["select_cache"] = rules.select_cache_info()  # warm-up + plain runs, before any clearing
     result["answer_cache"] = rules.answer_cache_info()
     result["plain_cold"] = summary(line_latencies(rules.evaluate, bodies, max(1, rounds // 4), forget))
+    single = [b for b in bodies if len(b["services"]) == 1]
+    result["one_line_cold"] = summary(line_latencies(rules.evaluate, single, max(1, rounds // 2), forget))
+    orders = long_orders(mix)
+    for order in orders:  # first sight of each policy compiles its program: not part of the figure
+        rules.evaluate(order)
+    result["order_cold"] = summary(line_latencies(rules.evaluate, orders, max(1, rounds // 4), forget))
     result["explain"] = summary(line_latencies(rules.evaluate, explained, max(1, rounds // 4)))
     if peers:
         full = full_fact_bodies(mix)
@@ -88,23 +92,24 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
     return result
 
 
+def long_orders(mix: list[dict[str, Any]], lines: int = 200, count: int = 5) -> list[dict[str, Any]]:
+    """Orders of ``lines`` service lines: a full-fact request of the mix whose lines are the codes its
+    payer's requests in the mix ask about, in turn (hits, misses and plan overrides alike)."""
+    full = [m["body"] for m in mix if m["kind"] in ("hit", "multi", "plan")]
+    orders = []
+    for body in full[:count]:
+        services = [s for b in full if b["payer"] == body["payer"] for s in b["services"]]
+        orders.append({**body, "services": [services[i % len(services)] for i in range(lines)]})
+    return orders
+
+
 def _rules_only(rules: engine.RuleSet, bodies: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
     """covreq doing what the peers do: requests parsed beforehand, then per line the selection of
-    policies and their rules (with combination and authorizations), no rendering of the answer."""
+    policies, their rules, combination and authorizations, written as the v1 decision."""
     parsed = {id(body): parse_request(body) for body in bodies}
 
-    def decide(body: dict[str, Any]) -> list[str]:
-        request = parsed[id(body)]
-        answers = []
-        for line in request.lines:
-            chosen = rules.select(request.payer, request.plan, line, request.as_of)
-            if chosen:
-                answer = combine([run_policy(p, line.facts) for p in chosen])
-                apply_authorizations(answer, line, request.as_of, request.authorizations)
-                answers.append(answer.pa_needed)
-            else:
-                answers.append(NO_AUTH)
-        return answers
+    def decide(body: dict[str, Any]) -> list[dict[str, Any]]:
+        return rules.decide(parsed[id(body)])
     return decide
 
 

@@ -218,5 +218,6 @@ class PeerScanner:
 
 
 def full_fact_bodies(mix: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The request bodies of the mix that give every fact (the peers' two-valued ground)."""
-    return [m["body"] for m in mix if m["kind"] != "unknown"]
+    """The request bodies of the mix that give every fact (the peers' two-valued ground), each said
+    to be a complete order, so that the other lines' codes are known too."""
+    return [{**m["body"], "order_complete": True} for m in mix if m["kind"] != "unknown"]

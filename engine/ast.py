@@ -161,6 +161,18 @@ def value_sets_of(node: object) -> tuple[str, ...]:
     return tuple(sorted({name for child in _children(node) for name in value_sets_of(child)}))
 
 
+def too_deep(node: object, limit: int) -> object | None:
+    """The first node lying deeper than ``limit`` levels below ``node`` (the root is level 1), or
+    None; walked without recursion, so any depth can be measured."""
+    pending = [(node, 1)]
+    while pending:
+        current, level = pending.pop()
+        if level > limit:
+            return current
+        pending.extend((child, level + 1) for child in _children(current))
+    return None
+
+
 def _children(node: object) -> Iterator[object]:
     for value in vars(node).values() if hasattr(node, "__dict__") else ():
         for child in value if isinstance(value, tuple) else (value,):

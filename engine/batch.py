@@ -28,7 +28,7 @@ OUTPUT_COLUMNS = ("row", "order_id", "line", "payer", "code", "system", "pa_need
 LIST_SEPARATOR = "; "
 #: Joins several reasons (sentences that may hold ";") in one CSV cell.
 REASON_SEPARATOR = " | "
-#: What reading a worklist gives: its orders, the rows rejected on the way, the columns ignored.
+#: What reading a worklist gives: its orders, the rows rejected on the way, notes on how it was read.
 Read = tuple[list[Order], list[Rejection], list[str]]
 #: One answered line, rendered for the output format, with its input row and line number.
 Rendered = tuple[int, int, Any]
@@ -198,9 +198,9 @@ def run(rules: RuleSet, source: Path, target: Path, report: TextIO, backend: Bac
     Raises :class:`WorklistError` when a file cannot be used at all (nothing is written then).
     """
     reading, writing = format_of(source), format_of(target)
-    orders, rejected, ignored = reading.read(source)
-    if ignored:
-        report.write(f"covreq batch: ignoring unknown column(s) {', '.join(ignored)}\n")
+    orders, rejected, notes = reading.read(source)
+    for note in notes:
+        report.write(f"covreq batch: {note}\n")
     summary = Summary(rejected=rejected)
     with Progress(sum(len(order.rows) for order in orders), report) as progress:
         answered = backend(rules, orders, writing.render, summary, progress)

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from . import ast
 from .codes import CPT, HCPCS, ICD10, CodeError, CodeSet, check_code, parse_code_set
-from .errors import ConditionError
+from .errors import ConditionError, did_you_mean
 from .facts import BOOL, CODE, DATE, FACTS, ICD, NUMBER, STRING, FactSpec
 from .render import render
 
 _ORDERED = {NUMBER, DATE}
+#: Longest duration a date may be shifted by, in years (or as many months, weeks or days).
+MAX_DURATION_YEARS = 300
+_PER_YEAR = {"day": 366, "week": 53, "month": 12, "year": 1}
 _CODE_SYSTEMS = {CODE: (CPT, HCPCS), ICD: (ICD10,)}
 #: How a quoted literal must look to be meant as a number or a date.
 _LITERAL_SHAPES = {NUMBER: re.compile(r"\d+(\.\d+)?"), DATE: re.compile(r"\d{4}-\d{2}-\d{2}")}
@@ -126,6 +128,9 @@ class Checker:
                 base = self._literal(node.base, DATE, out)  # type: ignore[arg-type]
             if base != DATE:
                 raise _error(node, "E-type", f"only dates can be shifted by a duration, not a {base}")
+            if node.amount > MAX_DURATION_YEARS * _PER_YEAR[node.unit]:
+                raise _error(node, "E-duration-too-long", f"{node.amount} {node.unit}s is longer than "
+                                                          f"the limit of {MAX_DURATION_YEARS} years")
             return DATE
         if isinstance(node, ast.Compare):
             return self._compare(node, out)
@@ -150,9 +155,7 @@ class Checker:
     def _fact(self, node: ast.Fact) -> FactSpec:
         spec = FACTS.get(node.name)
         if spec is None:
-            close = difflib.get_close_matches(node.name, FACTS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise _error(node, "E-unknown-fact", f"unknown fact '{node.name}'{hint}")
+            raise _error(node, "E-unknown-fact", f"unknown fact '{node.name}'{did_you_mean(node.name, FACTS)}")
         return spec
 
     def _expect_bool(self, node: ast.Expr, out: Checked) -> None:
@@ -222,9 +225,8 @@ class Checker:
     def _set(self, ref: ast.SetRef, type_: str) -> object:
         if isinstance(ref, ast.ValueSetRef):
             if ref.name not in self.value_sets:
-                close = difflib.get_close_matches(ref.name, self.value_sets, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise _error(ref, "E-unknown-value-set", f"value set '{ref.name}' is not defined{hint}")
+                raise _error(ref, "E-unknown-value-set",
+                             f"value set '{ref.name}' is not defined{did_you_mean(ref.name, self.value_sets)}")
             self.used_value_sets.add(ref.name)
             try:
                 return resolve_set(self.value_sets[ref.name], type_)

@@ -2,8 +2,9 @@
 
 Each command's logic lives in its own module; this one only wires arguments.
 Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
-for ``diff``, unformatted files for ``fmt --check``, rejected batch rows); 2 bad usage or input (for
-``diff``: the comparison could not be made). See docs/authoring.md, "Output formats and exit codes".
+for ``diff``, unformatted files for ``fmt --check``, rejected batch rows, a service that cannot
+start); 2 bad usage or input (for ``diff``: the comparison could not be made). :data:`EXIT_CODES`
+words them per command; docs/authoring.md, "Output formats and exit codes", lists them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from .batch import Backend, answer_orders, run as run_batch
@@ -30,6 +32,10 @@ from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+try:
+    __version__ = version("covreq")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "unknown"
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -156,7 +162,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server import run  # imported lazily: the library works without the web stack
+    from service.server import StartupError, run  # imported lazily: the library works without the web stack
 
     for variable, value in (("COVREQ_BUNDLE_URL", args.bundle), ("COVREQ_BUNDLE_PUBLIC_KEY", args.bundle_key),
                             ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll)):
@@ -164,91 +170,132 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[variable] = str(value)
     try:
         run(args.rules, args.host, args.port, args.workers)
-    except LoadError as exc:
-        write_problems(exc.problems, "text", sys.stderr)
-        return EXIT_PROBLEMS
-    except BundleError as exc:
-        print(f"covreq serve: bundle refused: {exc}", file=sys.stderr)
+    except StartupError as exc:
+        print(f"covreq serve: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     return EXIT_OK
 
 
+#: What each command's exit codes mean (shown under ``covreq COMMAND --help``; docs/authoring.md).
+EXIT_CODES: dict[str, tuple[str, str, str]] = {
+    "validate": ("no problem", "a problem in a rule tree", "bad usage"),
+    "eval": ("answered", "the rule tree does not load", "bad usage, or the request is not readable JSON or breaks the v1 contract"),
+    "test": ("every case passed and coverage reached --min-coverage",
+             "a case failed, a tests file is malformed, no case was found, coverage is below the minimum, or the tree does not load",
+             "bad usage"),
+    "batch": ("every row answered", "rows were rejected, or the tree does not load", "bad usage, or the worklist cannot be read"),
+    "bundle": ("bundle written", "the tree does not load", "bad usage, or the bundle cannot be written or signed"),
+    "lint": ("no finding at or above --fail-on", "such a finding", "bad usage"),
+    "diff": ("no answer changes", "some answers change", "the comparison could not be made"),
+    "fmt": ("every file in normal form (or rewritten)", "--check: a file is not in normal form", "a file cannot be parsed"),
+    "schema": ("schema printed", "(not used)", "bad usage"),
+    "serve": ("stopped", "cannot start: the rule tree, the settings or the address are unusable", "bad usage"),
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default (when it has one worth showing) and keeps the epilog's lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str,
+             summary: str) -> argparse.ArgumentParser:
+    ok, problems, usage = EXIT_CODES[name]
+    return commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                               formatter_class=_HelpFormatter,
+                               epilog=f"exit codes:\n  0  {ok}\n  1  {problems}\n  2  {usage}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``covreq`` command."""
-    parser = argparse.ArgumentParser(prog="covreq", description="Rules-as-code coverage requirements.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="covreq", description="Rules-as-code coverage requirements.",
+                                     formatter_class=_HelpFormatter,
+                                     epilog="`covreq COMMAND --help` describes a command and its exit codes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rules_help = "the rule tree (a folder of policy files, or one file)"
 
-    validate = commands.add_parser("validate", help="check rule trees; exit 1 on any problem")
-    validate.add_argument("paths", nargs="+", metavar="PATH")
-    validate.add_argument("--format", choices=FORMATS, default="text")
+    validate = _command(commands, "validate", "check rule trees: schema, conditions, codes and dates")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help=rules_help)
+    validate.add_argument("--format", choices=FORMATS, default="text", help="output format")
     validate.set_defaults(run=_validate)
 
-    evaluate = commands.add_parser("eval", help="answer a v1 request (JSON file or - for stdin)")
-    evaluate.add_argument("--rules", required=True, metavar="PATH")
-    evaluate.add_argument("request", nargs="?", default="-", metavar="REQUEST.json")
+    evaluate = _command(commands, "eval", "answer a v1 request and print the v1 response")
+    evaluate.add_argument("--rules", required=True, metavar="PATH", help=rules_help)
+    evaluate.add_argument("request", nargs="?", default="-", metavar="REQUEST.json",
+                          help="the request, a JSON file; - or nothing reads standard input")
     evaluate.add_argument("--explain", action="store_true", help="include the rule trace")
     evaluate.set_defaults(run=_eval)
 
-    test = commands.add_parser("test", help="run the *.tests.yaml cases under PATH")
-    test.add_argument("path", metavar="PATH")
-    test.add_argument("--rules", metavar="RULES", help="rule tree to test against (default: PATH)")
-    test.add_argument("--format", choices=FORMATS, default="text")
+    test = _command(commands, "test", "run the *.tests.yaml cases of a folder, a tests file or a policy file")
+    test.add_argument("path", metavar="PATH", help="a folder, a tests file, or a policy file (its x.tests.yaml runs)")
+    test.add_argument("--rules", metavar="RULES",
+                      help="rule tree to test against (default: the tree PATH belongs to, found from its payer folder)")
+    test.add_argument("--format", choices=FORMATS, default="text", help="output format")
     test.add_argument("--coverage", action="store_true", help="list the rules and branches no case exercised")
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail when coverage is below N percent")
     test.set_defaults(run=_test)
 
-    batch = commands.add_parser("batch", help="answer a worklist of orders (CSV, JSONL or Parquet); exit 1 if rows were rejected")
-    batch.add_argument("--rules", required=True, metavar="PATH")
-    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet")
-    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet")
+    batch = _command(commands, "batch", "answer a worklist of orders (CSV, JSONL or Parquet), one row per service line")
+    batch.add_argument("--rules", required=True, metavar="PATH", help=rules_help)
+    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet",
+                       help="the worklist; its suffix gives its format (docs/lookup.md)")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet",
+                       help="the answers; its suffix gives its format")
     cluster = batch.add_mutually_exclusive_group()
     cluster.add_argument("--dask-workers", type=int, metavar="N", help="answer on a local Dask cluster of N workers")
     cluster.add_argument("--dask-scheduler", metavar="ADDRESS", help="answer on the Dask cluster at ADDRESS (tcp://host:8786)")
     batch.set_defaults(run=_batch)
 
-    bundle = commands.add_parser("bundle", help="pack a valid rule tree as a bundle for `covreq serve --bundle`")
-    bundle.add_argument("path", metavar="PATH")
-    bundle.add_argument("-o", "--output", required=True, metavar="BUNDLE.tar.gz")
+    bundle = _command(commands, "bundle", "pack a valid rule tree as a bundle for `covreq serve --bundle`")
+    bundle.add_argument("path", metavar="PATH", help=rules_help)
+    bundle.add_argument("-o", "--output", required=True, metavar="BUNDLE.tar.gz", help="the bundle to write")
     bundle.add_argument("--signing-key", metavar="KEY.pem", help="sign with this PEM private key (RSA, EC or Ed25519)")
     bundle.add_argument("--key-id", metavar="KID", help="the key id written into the signature's header")
     bundle.set_defaults(run=_bundle)
 
-    lint = commands.add_parser("lint", help="static analysis of rule trees (conflicts, dead rules, gaps ...)")
-    lint.add_argument("paths", nargs="+", metavar="PATH")
-    lint.add_argument("--format", choices=FORMATS, default="text")
+    lint = _command(commands, "lint", "static analysis of rule trees (conflicts, dead rules, gaps ...)")
+    lint.add_argument("paths", nargs="+", metavar="PATH", help=rules_help)
+    lint.add_argument("--format", choices=FORMATS, default="text", help="output format")
     lint.add_argument("--today", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
                       help="the date expiry is judged against (default: today)")
     lint.add_argument("--fail-on", choices=("error", "warning", "notice"), default="warning",
-                      help="exit 1 when a finding is at least this severe (default: warning)")
+                      help="exit 1 when a finding is at least this severe")
     lint.set_defaults(run=_lint)
 
-    diff = commands.add_parser("diff", help="answers that change between two rule trees (exit 1 if any)")
-    diff.add_argument("old", nargs="?", metavar="OLD")
-    diff.add_argument("new", nargs="?", metavar="NEW")
+    diff = _command(commands, "diff", "answers that change between two rule trees or two git revisions")
+    diff.add_argument("old", nargs="?", metavar="OLD", help="the rule tree before the change")
+    diff.add_argument("new", nargs="?", metavar="NEW", help="the rule tree after the change")
     diff.add_argument("--requests", required=True, metavar="FILE.jsonl", help="v1 requests, one JSON per line")
     diff.add_argument("--git", metavar="REV1..REV2", help="compare two git revisions instead of OLD and NEW")
     diff.add_argument("--path", default="rules", help="the rule tree inside the repository (with --git)")
-    diff.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    diff.add_argument("--format", choices=("text", "json", "markdown"), default="text", help="output format")
     diff.set_defaults(run=_diff)
 
-    fmt = commands.add_parser("fmt", help="rewrite policy files in normal form (comments kept)")
-    fmt.add_argument("paths", nargs="+", metavar="PATH")
+    fmt = _command(commands, "fmt", "rewrite policy files in normal form (comments kept)")
+    fmt.add_argument("paths", nargs="+", metavar="PATH", help="policy files or folders of them")
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not in normal form")
     fmt.set_defaults(run=_fmt)
 
-    schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
-    schema.add_argument("kind", nargs="?", choices=("policy", "payer", "tests"), default="policy")
+    schema = _command(commands, "schema", "print the JSON Schema of policy, payer or tests files")
+    schema.add_argument("kind", nargs="?", choices=("policy", "payer", "tests"), default="policy",
+                        help="which files (default: policy)")
     schema.set_defaults(run=_schema)
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve = _command(commands, "serve", "run the HTTP service (settings: COVREQ_* variables, docs/operations.md)")
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--rules", metavar="PATH", help="serve this rule tree")
     source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for changes")
     serve.add_argument("--bundle-key", metavar="PUBLIC.pem", help="require bundles signed by this key's private half")
-    serve.add_argument("--bundle-poll", type=float, metavar="SECONDS", help="how often the bundle URL is checked (30)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--bundle-poll", type=float, metavar="SECONDS", help="how often the bundle URL is checked (default: 30)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy of the rules")
     serve.set_defaults(run=_serve)
     return parser
 

@@ -1,8 +1,10 @@
 """Code literals: CPT, HCPCS Level II and ICD-10-CM codes, ranges, wildcards and code sets."""
 from __future__ import annotations
 
+import bisect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterable
 
 CPT = "CPT"
 HCPCS = "HCPCS"
@@ -97,33 +99,94 @@ def parse_range(text: str, systems: tuple[str, ...]) -> CodeRange:
     return rng
 
 
+Shape = tuple[str, str, int]
+#: Per shape, the sorted starts and the ends of disjoint ranges: what membership bisects.
+_Bounds = dict[Shape, tuple[list[int], list[int]]]
+
+
 @dataclass(frozen=True, slots=True)
 class CodeSet:
-    """A set of codes given as exact codes, ranges and prefix wildcards; membership is fast."""
+    """A set of codes given as exact codes, ranges and prefix wildcards; membership is fast
+    (a hash lookup, one ``startswith`` and a binary search, however many ranges there are)."""
 
     exact: frozenset[str]
     ranges: tuple[CodeRange, ...] = ()
     prefixes: tuple[str, ...] = ()
+    _bounds: _Bounds = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        bounds: _Bounds = {}
+        for r in merge_ranges(self.ranges):
+            lows, highs = bounds.setdefault(r.shape(), ([], []))
+            lows.append(r.low)
+            highs.append(r.high)
+        object.__setattr__(self, "_bounds", bounds)
 
     def __contains__(self, code: object) -> bool:
         if not isinstance(code, str):
             return False
         return (code in self.exact or code.startswith(self.prefixes)
-                or bool(self.ranges) and any(code in r for r in self.ranges))
+                or bool(self._bounds) and self._in_ranges(code))
 
-    def union(self, other: "CodeSet") -> "CodeSet":
-        """The union of two code sets (``other`` itself when this one is empty)."""
-        if not (self.exact or self.ranges or self.prefixes):
-            return other
-        return CodeSet(self.exact | other.exact, self.ranges + other.ranges,
-                       self.prefixes + other.prefixes)
+    def _in_ranges(self, code: str) -> bool:
+        parts = code_parts(code)
+        if parts is None:
+            return False
+        prefix, number, suffix, width = parts
+        found = self._bounds.get((prefix, suffix, width))
+        if found is None:
+            return False
+        lows, highs = found
+        at = bisect.bisect_right(lows, number) - 1
+        return at >= 0 and number <= highs[at]
+
+
+def merge_ranges(ranges: Iterable[CodeRange]) -> list[CodeRange]:
+    """The same codes as few ranges as possible: overlapping and touching ranges of one shape are
+    joined; the result is sorted by shape and start."""
+    merged: list[CodeRange] = []
+    for r in sorted(ranges, key=lambda r: (r.shape(), r.low)):
+        last = merged[-1] if merged else None
+        if last is not None and last.shape() == r.shape() and r.low <= last.high + 1:
+            if r.high > last.high:
+                merged[-1] = CodeRange(last.prefix, last.low, r.high, last.suffix, last.width)
+        else:
+            merged.append(r)
+    return merged
 
 
 EMPTY = CodeSet(frozenset())
 
 
-def parse_code_item(text: str, systems: tuple[str, ...]) -> CodeSet:
-    """Parse one code-set member: a code, a range ``A-B`` or (ICD-10 only) a wildcard ``H02.83*``."""
+def join(parts: Iterable[CodeSet], budget: int = RANGE_LIMIT) -> CodeSet:
+    """One code set holding every code of ``parts``, built in time linear in their size: a part
+    met twice is read once, ranges are merged first and then expanded into exact codes when the
+    merged range holds at most :data:`EXPAND_LIMIT` codes, as long as no more than ``budget``
+    codes come from ranges in all (the others stay ranges: the same codes, tested as fast)."""
+    exact: set[str] = set()
+    ranges: list[CodeRange] = []
+    prefixes: dict[str, None] = {}
+    seen: set[int] = set()
+    for part in parts:
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        exact.update(part.exact)
+        ranges.extend(part.ranges)
+        prefixes.update(dict.fromkeys(part.prefixes))
+    wide = []
+    for r in merge_ranges(ranges):
+        if len(r) <= min(EXPAND_LIMIT, budget):
+            exact.update(r.codes())
+            budget -= len(r)
+        else:
+            wide.append(r)
+    return CodeSet(frozenset(exact), tuple(wide), tuple(prefixes))
+
+
+def parse_member(text: str, systems: tuple[str, ...]) -> CodeSet:
+    """One code-set member as written: a code, a range ``A-B`` (not expanded) or (ICD-10 only) a
+    wildcard ``H02.83*``. :func:`join` members into a set."""
     text = text.strip()
     if text.endswith("*"):
         if ICD10 not in systems:
@@ -133,19 +196,18 @@ def parse_code_item(text: str, systems: tuple[str, ...]) -> CodeSet:
             raise CodeError(f"wildcard '{text}' must start with a valid ICD-10-CM category")
         return CodeSet(frozenset(), (), (stem,))
     if "-" in text:
-        rng = parse_range(text, systems)
-        if len(rng) <= EXPAND_LIMIT:
-            return CodeSet(frozenset(rng.codes()))
-        return CodeSet(frozenset(), (rng,))
+        return CodeSet(frozenset(), (parse_range(text, systems),))
     return CodeSet(frozenset({check_code(text, systems)}))
+
+
+def parse_code_item(text: str, systems: tuple[str, ...]) -> CodeSet:
+    """One code-set member as a set: a range of up to :data:`EXPAND_LIMIT` codes is expanded."""
+    return join([parse_member(text, systems)])
 
 
 def parse_code_set(items: list[str], systems: tuple[str, ...]) -> CodeSet:
     """Parse a list of code-set members into one CodeSet."""
-    result = EMPTY
-    for item in items:
-        result = result.union(parse_code_item(item, systems))
-    return result
+    return join([parse_member(item, systems) for item in items])
 
 
 def _code_key(code: str) -> tuple[str, str, int, int]:
@@ -153,6 +215,11 @@ def _code_key(code: str) -> tuple[str, str, int, int]:
     if not m:
         return (code, "", 0, 0)
     return (m.group(1), m.group(3), len(m.group(2)), int(m.group(2)))
+
+
+def item_order(item: str) -> tuple[str, str, int, int]:
+    """Sort key of a code list item, a code or a range ``A-B``: its first code, in code order."""
+    return _code_key(item.partition("-")[0])
 
 
 def compress(codes: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from . import ast
 from .checker import Checked
+from .facts import OpenSet
 from .render import render
 
 Ctx = Mapping[str, Any]
@@ -28,11 +29,17 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def shift_date(day: dt.date, sign: int, amount: int, unit: str) -> dt.date:
-    """Add or subtract a duration; months and years clamp to the last day of the month."""
+    """Add or subtract a duration; months and years clamp to the last day of the month, and a
+    result past the calendar's ends (years 1 and 9999) is that end: date arithmetic never raises."""
     if unit in ("day", "week"):
-        return day + sign * dt.timedelta(days=amount * (7 if unit == "week" else 1))
+        try:
+            return day + sign * dt.timedelta(days=amount * (7 if unit == "week" else 1))
+        except OverflowError:
+            return dt.date.max if sign > 0 else dt.date.min
     months = day.year * 12 + day.month - 1 + sign * amount * (12 if unit == "year" else 1)
     year, month = divmod(months, 12)
+    if not dt.MINYEAR <= year <= dt.MAXYEAR:
+        return dt.date.max if year > dt.MAXYEAR else dt.date.min
     last = calendar.monthrange(year, month + 1)[1]
     return dt.date(year, month + 1, min(day.day, last))
 
@@ -78,10 +85,11 @@ class Compiler:
             return lambda ctx: None if (v := item(ctx)) is None else (v in members) != negated  # type: ignore[operator]
         if isinstance(node, ast.Overlaps):
             many, members = self.value(node.many), self.checked.sets[node.set]
-            return lambda ctx: None if (v := many(ctx)) is None else any(x in members for x in v)  # type: ignore[operator]
+            return lambda ctx: None if (v := many(ctx)) is None else found(
+                any(x in members for x in v), v)  # type: ignore[operator]
         if isinstance(node, ast.Contains):
             many, element = self.value(node.many), self.value(node.value)
-            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else e in v
+            return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else found(e in v, v)
         if isinstance(node, ast.Fact):
             name = node.name
             return lambda ctx: ctx.get(name)
@@ -108,6 +116,11 @@ class Compiler:
             return lambda ctx: None if (v := ctx.get(name)) is None else op(v, constant)
         lhs, rhs = self.value(left), self.value(right)
         return lambda ctx: None if (a := lhs(ctx)) is None or (b := rhs(ctx)) is None else op(a, b)
+
+
+def found(hit: bool, values: object) -> bool | None:
+    """A membership test's value: a miss in a set known only in part (:class:`OpenSet`) is unknown."""
+    return True if hit else (None if type(values) is OpenSet else False)
 
 
 def _kleene(parts: tuple[Test, ...], dominant: bool) -> Test:

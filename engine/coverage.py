@@ -32,7 +32,7 @@ class Item:
     """One thing a test suite should exercise."""
 
     rule: str  # str(rule.location): the key shared by every compiled copy of the rule
-    kind: str  # fired | true | false | decided
+    kind: str  # fired | true | false | decides-and | decides-or
     pos: ast.Pos
     text: str
 
@@ -77,10 +77,19 @@ class Summary:
                               for u in self.uncovered]}
 
 
+_DECIDES = {"decides-and": "was never the operand that made its `and` false",
+            "decides-or": "was never the operand that made its `or` true"}
+
+
+def _decides(node: ast.And | ast.Or) -> str:
+    """The item kind of an operand that decides ``node``: false for an ``and``, true for an ``or``."""
+    return "decides-and" if isinstance(node, ast.And) else "decides-or"
+
+
 def _leaves_and_items(key: str, expr: ast.Expr, info: _RuleInfo, items: list[Item]) -> None:
     if isinstance(expr, (ast.And, ast.Or)):
         for operand in expr.operands:
-            items.append(Item(key, "decided", operand.pos, render(operand)))
+            items.append(Item(key, _decides(expr), operand.pos, render(operand)))
             _leaves_and_items(key, operand, info, items)
     elif isinstance(expr, ast.Not):
         _leaves_and_items(key, expr.operand, info, items)
@@ -135,7 +144,7 @@ class Coverage:
             for operand in node.operands:
                 value = self._walk(key, operand, values)
                 if value is stop:
-                    self.seen.add(Item(key, "decided", operand.pos, render(operand)))
+                    self.seen.add(Item(key, _decides(node), operand.pos, render(operand)))
                     return stop
                 unknown = unknown or value is None
             return None if unknown else not stop
@@ -158,5 +167,5 @@ class Coverage:
         if item.kind == "fired":
             return Uncovered(rule.location, "C-rule", f"rule '{rule.id}' never fired")
         where = condition_location(rule, item.pos.line, item.pos.column)
-        what = "never decided its and/or" if item.kind == "decided" else f"never {item.kind}"
+        what = _DECIDES.get(item.kind, f"never {item.kind}")
         return Uncovered(where, "C-branch", f"rule '{rule.id}': `{item.text}` {what}")

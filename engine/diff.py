@@ -55,6 +55,9 @@ class Result:
     requests: int
     lines: int
     changes: tuple[Change, ...]
+    #: requests both trees refused, and the first of them as ``file:line: message``
+    refused: int = 0
+    first_refusal: str = ""
 
     def grouped(self) -> dict[str, dict[str, list[Change]]]:
         """Changes by policy ids (joined) and then by code, both sorted."""
@@ -97,10 +100,14 @@ def _answer(rules: RuleSet, body: Any) -> list[dict[str, Any]]:
 def compare(old: RuleSet, new: RuleSet, requests: Iterator[tuple[str, Any]]) -> Result:
     """Evaluate every request in both rule sets and collect the lines whose answers differ."""
     changes: list[Change] = []
-    count = lines = 0
+    count = lines = refused = 0
+    first_refusal = ""
     for source, body in requests:
         count += 1
         before, after = _answer(old, body), _answer(new, body)
+        if "error" in before[0] and "error" in after[0]:
+            refused += 1
+            first_refusal = first_refusal or f"{source}: {after[0]['error']}"
         services = body.get("services") if isinstance(body, dict) and isinstance(body.get("services"), list) else []
         lines += max(len(before), len(after))
         for index in range(max(len(before), len(after))):
@@ -112,7 +119,7 @@ def compare(old: RuleSet, new: RuleSet, requests: Iterator[tuple[str, Any]]) -> 
             service = services[index] if index < len(services) and isinstance(services[index], dict) else {}
             ids = sorted({*(was.get("policies") or []), *(now.get("policies") or [])})
             changes.append(Change(source, index + 1, str(service.get("code", "*")), tuple(ids), fields))
-    return Result(count, lines, tuple(changes))
+    return Result(count, lines, tuple(changes), refused, first_refusal)
 
 
 def _show(value: Any) -> str:
@@ -123,8 +130,9 @@ def _show(value: Any) -> str:
 
 def _headline(result: Result) -> str:
     changed = len(result.changes)
-    return (f"{changed} of {result.lines} service line(s) in {result.requests} request(s) answer differently"
-            if changed else f"no answer changes ({result.lines} service line(s) in {result.requests} request(s))")
+    refused = f"; {result.refused} request(s) refused by both trees" if result.refused else ""
+    return (f"{changed} of {result.lines} service line(s) in {result.requests} request(s) answer differently{refused}"
+            if changed else f"no answer changes ({result.lines} service line(s) in {result.requests} request(s){refused})")
 
 
 def write(result: Result, fmt: str, out: TextIO) -> None:
@@ -200,6 +208,11 @@ def run(old: str | None, new: str | None, requests: str, fmt: str, out: TextIO, 
             else:
                 raise DiffError("give OLD and NEW rule trees, or --git REV1..REV2")
             result = compare(_load(old_tree), _load(new_tree), read_requests(requests))
+            if not result.requests:
+                raise DiffError(f"{requests} holds no request")
+            if result.refused == result.requests:
+                raise DiffError(f"both trees refused every request, so nothing was compared; the first: "
+                                f"{result.first_refusal}")
     except DiffError as exc:
         print(f"covreq diff: {exc}", file=err)
         return EXIT_ERROR

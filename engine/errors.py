@@ -1,7 +1,15 @@
 """The project's own error types: every problem carries a location and a stable code."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from typing import Iterable
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the name in ``known`` closest to a misspelt ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 @dataclass(frozen=True, order=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from .compiler import shift_date
+from .facts import unsettled
 from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
                      Outcome, Policy, Rule)
 from .request import Authorization, Line
@@ -37,19 +38,17 @@ def _agree(values: set[str]) -> str:
 
 def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None = None) -> Answer:
     """Apply the policy's rules under hit policy ``first`` with Kleene unknowns (docs/authoring.md)."""
-    pending: list[Rule] = []
-    unknown: set[str] = set()
-    decisive: Rule | None = None
-    for rule in policy.rules:
-        result = rule.test(facts)
-        if sink is not None:
-            sink(policy, rule, result)
-        if result is True:
-            decisive = rule
-            break
-        if result is None:
-            pending.append(rule)
-            unknown.update(f for f in rule.facts if facts.get(f) is None)
+    pause = policy.pause_on(facts["date_of_service"]) if policy.pauses else None
+    if pause is not None:
+        return Answer(NO_AUTH, COVERED, reasons=[pause.reason], possible={NO_AUTH}, policies=[policy])
+    index, unknown_at = policy.program.run(facts)
+    rules = policy.rules
+    decisive = rules[index] if index < len(rules) else None
+    if sink is not None:  # every rule up to the deciding one was tried
+        for at, rule in enumerate(rules[:index + 1]):
+            sink(policy, rule, True if at == index else None if at in unknown_at else False)
+    pending = [rules[i] for i in unknown_at]
+    unknown = {f for rule in pending for f in rule.facts if unsettled(facts.get(f))}
     if not pending:  # the usual case: the first rule that holds decides, nothing is unknown
         outcome = decisive.outcome if decisive else policy.default
         return Answer(outcome.pa_needed, outcome.covered, _documents(policy, outcome, facts, None),
@@ -76,7 +75,7 @@ def _documents(policy: Policy, outcome: Outcome, facts: Mapping[str, Any],
     on which it depends: the undecided rule's own, and the item's own when that is unknown."""
     found = []
     for ref in outcome.documentation:
-        state = True if ref.test is None else ref.test(facts)
+        state = True if ref.test is None else ref.test.run(facts)
         if state is False:
             continue
         conditions = [c for c in (undecided, ref.when if state is None else None) if c]

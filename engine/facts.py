@@ -7,6 +7,20 @@ from dataclasses import dataclass
 BOOL, NUMBER, STRING, DATE, CODE, ICD = "bool", "number", "string", "date", "code", "icd"
 
 
+class OpenSet(frozenset):  # type: ignore[type-arg]
+    """A multi-valued fact known only in part: it holds its members and maybe others.
+
+    ``other_codes`` is open unless the request says its order is complete: a code on another line
+    is known to be on the order, a code on no line may still be on a part of the order not sent."""
+
+    __slots__ = ()
+
+
+def unsettled(value: object) -> bool:
+    """True for a fact the request does not carry (``None``) or carries only in part (open set)."""
+    return value is None or type(value) is OpenSet
+
+
 @dataclass(frozen=True)
 class FactSpec:
     """One fact: its type and, for multi-valued facts, ``many=True`` (a set of ``type``)."""
@@ -43,5 +57,15 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("units", NUMBER),
     FactSpec("stage", STRING, doc="trial, permanent, initial, replacement ..."),
     FactSpec("trial_place_of_service", STRING, doc="for a permanent implant: the place of service of its trial"),
-    FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the same request"),
+    FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the order: known in part (an "
+                                                 "open set) unless the request says the order is complete"),
+    FactSpec("request_codes", CODE, many=True, doc="codes of the other lines of this request, a code not sent "
+                                                   "being absent"),
 )}
+
+#: Facts every request carries on every line (required, defaulted or inferred by engine/request.py):
+#: never unknown, so ``known(x)`` of these is always true.
+ALWAYS = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
+                    "request_codes", "provider.exemptions"})
+#: Multi-valued facts a request may carry only in part (as an :class:`OpenSet`).
+OPEN = frozenset({"other_codes"})

@@ -1,9 +1,10 @@
 """``covreq fmt``: normalise policy files without losing their comments.
 
 Normal form: top-level keys in the schema's order, rule keys as ``id, when, pa_needed, covered,
-reason, documentation``, and every list of ``codes`` sorted with runs of two or more consecutive
-codes merged into ranges (``15820, 15821, 15822`` -> ``15820-15822``; overlapping and adjacent ranges merge
-too). Codes made only of digits are double-quoted so YAML never reads them as numbers.
+reason, documentation``, and every list of ``codes`` sorted by first code, each item once. Codes are
+never merged into ranges nor ranges split: authors search policy files for a code, so a code listed
+on its own stays findable. Codes made only of digits are double-quoted so YAML never reads them as
+numbers.
 
 ruamel.yaml's round-trip mode reads and writes the file; it keeps comments, quoting, flow or block
 style and folded text, so a file already in normal form is written back byte for byte. A comment
@@ -26,9 +27,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from .codes import CPT, EXPAND_LIMIT, HCPCS, CodeError, compress, parse_code_item
-from .loader import PAYER_FILE, iter_rule_files
+from .codes import CPT, HCPCS, CodeError, item_order, parse_code_item
+from .loader import PAYER_FILE, iter_rule_files, leaves_tree
 from .resources import schema_path
+from .yamlsource import YamlError, load_yaml
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 RULE_ORDER = ("id", "when", "pa_needed", "covered", "reason", "documentation")
@@ -70,13 +72,13 @@ def _reorder(mapping: CommentedMap, order: tuple[str, ...]) -> None:
         mapping.move_to_end(key)
 
 
-def _expand(item: str) -> list[str] | None:
-    """Codes of one list item, or None when it is not a small code list (kept as written)."""
+def _is_code_item(item: str) -> bool:
+    """True when ``item`` is a CPT/HCPCS code or range the loader accepts."""
     try:
-        codes = parse_code_item(item, (CPT, HCPCS))
+        parse_code_item(item, (CPT, HCPCS))
     except CodeError:
-        return None
-    return sorted(codes.exact) if not codes.ranges and len(codes.exact) <= EXPAND_LIMIT else None
+        return False
+    return True
 
 
 def _scalar(code: str) -> str:
@@ -84,7 +86,8 @@ def _scalar(code: str) -> str:
 
 
 def _codes(seq: CommentedSeq, where: str, notes: list[str]) -> None:
-    """Sort and merge the plain codes of ``seq`` in place; code groups keep their place after them."""
+    """Sort the plain codes and ranges of ``seq`` in place, each written once; code groups keep their
+    place after them."""
     groups = [item for item in seq if isinstance(item, dict)]
     for group in groups:
         if isinstance(group.get("codes"), CommentedSeq):
@@ -92,18 +95,17 @@ def _codes(seq: CommentedSeq, where: str, notes: list[str]) -> None:
     plain = [item for item in seq if not isinstance(item, dict)]
     if any(isinstance(item, int) and len(str(item)) != 5 for item in plain):
         return  # a bare number YAML has re-read (e.g. 01234): only its spelling in the file is right
-    expanded = [_expand(str(item)) for item in plain]
-    if any(e is None for e in expanded):
-        return  # an item the loader will reject (or a huge range): leave the list to validate
-    merged = [_scalar(c) for c in compress([c for e in expanded if e for c in e])]
-    if [*map(str, merged), *groups] == [item if isinstance(item, dict) else str(item) for item in seq]:
+    if not all(_is_code_item(str(item)) for item in plain):
+        return  # an item the loader will reject: leave the list to validate
+    ordered = [_scalar(c) for c in sorted(dict.fromkeys(map(str, plain)), key=item_order)]
+    if [*map(str, ordered), *groups] == [item if isinstance(item, dict) else str(item) for item in seq]:
         return
     last = len(seq) - 1
     if any(index != last for index in seq.ca.items):
         notes.append(f"{where}: codes kept in their order because a comment is attached to one of them")
         return
     tail = seq.ca.items.pop(last, None)
-    seq[:] = [*merged, *groups]
+    seq[:] = [*ordered, *groups]
     if tail is not None:
         seq.ca.items[len(seq) - 1] = tail
 
@@ -126,7 +128,20 @@ def format_text(text: str, path: str = "<policy>") -> Formatted:
 
 
 def _policy_files(paths: Iterable[str]) -> list[Path]:
-    return [p for root in paths for p in iter_rule_files(Path(root)) if p.name != PAYER_FILE]
+    """Policy files under ``paths``; never a link that leads out of its tree (it is not ours to rewrite)."""
+    return [p for root in map(Path, paths) for p in iter_rule_files(root)
+            if p.name != PAYER_FILE and not (root.is_dir() and leaves_tree(p, root.resolve()))]
+
+
+def _yaml_problem(text: str, exc: YAMLError) -> str:
+    """``line:column: code: message`` of a file ruamel.yaml cannot read, worded as ``validate`` words it."""
+    try:
+        load_yaml(text)
+    except YamlError as problem:
+        return f"{problem.line}:{problem.column}: {problem.code}: {problem.message}"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+    return f"{where}: E-yaml: {' '.join(str(getattr(exc, 'problem', None) or exc).split())}"
 
 
 def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO) -> int:
@@ -134,9 +149,14 @@ def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO) -> int:
     status = EXIT_OK
     for path in _policy_files(paths):
         try:
-            result = format_text(path.read_text(encoding="utf-8"), str(path))
-        except (OSError, UnicodeDecodeError, YAMLError) as exc:
-            print(f"{path}: cannot format: {exc}", file=err)
+            text = path.read_text(encoding="utf-8")
+            result = format_text(text, str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{path}:1:1: E-io: cannot format: {exc}", file=err)
+            status = EXIT_ERROR
+            continue
+        except YAMLError as exc:
+            print(f"{path}:{_yaml_problem(text, exc)} (cannot format)", file=err)
             status = EXIT_ERROR
             continue
         for note in result.notes:

@@ -20,7 +20,7 @@ from .errors import Problem
 from .loader import Tree, read_tree
 from .locate import condition_location, key_location, read_located
 from .logic import Analysed, Scope, analyse, fold, implies
-from .policy import Location, Policy, Rule
+from .policy import NO_AUTH, Location, Policy, Rule
 from .render import render
 from .report import Finding, checks_by_file, write_findings
 
@@ -37,6 +37,8 @@ CHECKS: dict[str, CheckInfo] = {
     "W-conflict": CheckInfo("warning", "two policies of one payer govern a code on overlapping dates and plans, "
                                        "and their rules can answer differently"),
     "W-shadowed": CheckInfo("warning", "a rule can never fire: an earlier rule is always true, or true whenever it is"),
+    "W-shadowed-exemption": CheckInfo("warning", "a rule a plan override puts before its base's rules is true "
+                                                 "whenever an exemption (a no-auth rule) of the base is"),
     "W-constant": CheckInfo("warning", "a condition, or part of one, is always true or always false for the policy"),
     "W-code-format": CheckInfo("warning", "a place of service, type of bill, state, modifier or sex literal can never "
                                           "match a request"),
@@ -45,6 +47,8 @@ CHECKS: dict[str, CheckInfo] = {
     "W-source-url": CheckInfo("warning", "the source URL is a placeholder or not https"),
     "W-expired": CheckInfo("notice", "the latest version of a policy ended before today (kept to answer past dates "
                                      "of service, or forgotten?)"),
+    "W-pause": CheckInfo("warning", "a pause never applies: it lies outside the policy's period or inside another "
+                                    "pause"),
     "W-gap": CheckInfo("notice", "codes for which no rule is always true and there is no default: a request in a "
                                  "setting no rule names gets the implicit no-auth"),
 }
@@ -129,6 +133,30 @@ def _shadowed(rules: list[tuple[Rule, Analysed]], scope: Scope) -> Iterator[Find
             break
 
 
+def _shadowed_exemptions(versions: list[Policy]) -> Iterator[Finding]:
+    """Rules of a plan override, tried before its base's, that hide an exemption of the base."""
+    policy = versions[0]
+    if not policy.extends:
+        return
+    scope = _scope(versions)
+    own = policy.location.path
+    rules = [(rule, analyse(rule.when, policy.value_sets)) for rule in policy.rules]
+    for index, (exemption, exempt_info) in enumerate(rules):
+        if exemption.location.path == own or exemption.outcome.pa_needed != NO_AUTH:
+            continue
+        for rule, info in rules[:index]:
+            if rule.location.path != own or rule.outcome.pa_needed == NO_AUTH:
+                continue
+            if (folded := fold(info.expr, info, scope)) and folded[0] or implies(exempt_info, info):
+                plans = ", ".join(sorted(policy.plans or ()))
+                yield _finding("W-shadowed-exemption", rule.location,
+                               f"rule '{rule.id}' of plan override '{policy.id}' is tried before the base's rules and "
+                               f"is true whenever the base's exemption '{exemption.id}' ({exemption.location}) is, so "
+                               f"for plans {plans} that exemption never applies; put the rule under `rules_after`, "
+                               f"or add documentation with `add_documentation`")
+                break
+
+
 def _setting_literals(rule: Rule, info: Analysed) -> Iterator[Finding]:
     for node, fact, text in info.setting_literals():
         shape = _SETTING_SHAPES.get(fact)
@@ -184,6 +212,24 @@ def _expired(tree: Tree, today: dt.date) -> Iterator[Finding]:
         if policy.end is not None and policy.end < today:
             yield _finding("W-expired", key_location(policy.location.path, "end"),
                            f"policy '{policy.id}' ended on {policy.end} and no later version follows it")
+
+
+def _idle_pauses(policy: Policy) -> Iterator[Finding]:
+    """Pauses of one version that no date of service reaches."""
+    if policy.extends:  # an override's period is its base's, narrowed: the base's file is checked
+        return
+    for i, pause in enumerate(policy.pauses):
+        where = key_location(policy.location.path, "pauses", i, "start")
+        period = f"{policy.effective} to {policy.end or 'open'}"
+        if (pause.end is not None and pause.end < policy.effective) or (policy.end and pause.start > policy.end):
+            yield _finding("W-pause", where, f"policy '{policy.id}': the pause from {pause.start} never applies: "
+                                             f"the policy is in force from {period}")
+            continue
+        outer = next((o for j, o in enumerate(policy.pauses) if j != i and o.covers(pause.start)
+                      and (o.end is None or (pause.end is not None and pause.end <= o.end))), None)
+        if outer is not None:
+            yield _finding("W-pause", where, f"policy '{policy.id}': the pause from {pause.start} lies inside the "
+                                             f"pause from {outer.start}")
 
 
 def _gaps(versions: list[Policy], rules: list[tuple[Rule, Analysed]]) -> Iterator[Finding]:
@@ -269,10 +315,13 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
         scope = _scope(versions)
         findings += _constants(rules, scope)
         findings += _shadowed(rules, scope)
+        findings += _shadowed_exemptions(versions)
         for rule, info in rules:
             findings += _setting_literals(rule, info)
         findings += _gaps(versions, rules)
         findings += _source(versions[0])
+        for policy in versions:
+            findings += _idle_pauses(policy)
     findings += _unused(tree)
     findings += _expired(tree, today)
     findings += _conflicts(tree)

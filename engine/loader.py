@@ -5,6 +5,7 @@ with its file, line, column and a stable code (see docs/authoring.md, "Error cod
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import gc
@@ -13,7 +14,7 @@ import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
@@ -23,11 +24,11 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from . import ast
 from .checker import Checker
-from .codes import CPT, HCPCS, CodeError, CodeSet, parse_code_item
-from .compiler import Compiler, Test
-from .errors import ConditionError, Problem
+from .codes import CPT, HCPCS, RANGE_LIMIT, CodeError, CodeSet, join, parse_member
+from .codegen import Lazy, compile_condition, compile_rules
+from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
-from .policy import (COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, PayerInfo,
+from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
                      Policy, Rule)
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
@@ -71,13 +72,20 @@ def _inline_refs(node: Any, defs: dict[str, Any], stack: tuple[str, ...]) -> Any
 
 
 @lru_cache(maxsize=65536)
-def _parse(text: str) -> ast.Expr:
-    return parse_condition(text)
+def _parse(text: str) -> tuple[ast.Expr, tuple[str, ...]]:
+    """The condition's syntax tree and the names of the value sets it refers to."""
+    expr = parse_condition(text)
+    return expr, ast.value_sets_of(expr)
 
 
-#: A compiled condition: its test and the facts whose absence can make it unknown.
-Compiled = tuple[Test, frozenset[str]]
+#: A checked condition: its program (compiled on first use) and the facts whose absence can make it unknown.
+Compiled = tuple[Lazy, frozenset[str]]
 V = TypeVar("V")
+
+
+#: Most code groups of one policy with different dates (``effective``/``end``); entries with the
+#: same dates form one group.
+MAX_CODE_GROUPS = 1000
 
 
 class _Shared:
@@ -87,6 +95,7 @@ class _Shared:
 
     def __init__(self) -> None:
         self.conditions: dict[tuple[object, ...], Compiled] = {}
+        self.programs: dict[tuple[object, ...], Lazy] = {}
         self.code_items: dict[str, CodeSet] = {}
         self.values: dict[object, Any] = {}
 
@@ -98,28 +107,36 @@ class _Shared:
         """``mapping``, or the equal mapping met first in this load (shared, so never to be changed)."""
         return self.values.setdefault((dict, *mapping.items()), mapping)  # type: ignore[no-any-return]
 
+    def program(self, conditions: tuple[str, ...], value_sets: dict[str, tuple[str, ...]]) -> Lazy:
+        """The rules ``conditions`` as one program; versions with the same rules and value sets share it."""
+        key = (conditions, id(value_sets))  # value sets are shared mappings: equal ones are one object
+        if key not in self.programs:
+            self.programs[key] = Lazy(partial(compile_rules, conditions, value_sets))
+        return self.programs[key]
+
     def code_item(self, text: str) -> CodeSet:
-        """The CPT/HCPCS code, range or group member ``text``; raise :class:`CodeError`."""
+        """The CPT/HCPCS code, range or group member ``text`` as written; raise :class:`CodeError`."""
         if text not in self.code_items:
-            self.code_items[text] = parse_code_item(text, (CPT, HCPCS))
+            self.code_items[text] = parse_member(text, (CPT, HCPCS))
         return self.code_items[text]
 
 
 class _Conditions:
-    """Compiles the conditions of one policy version. A condition whose text and referenced value
-    sets another version has compiled gets the same closure and facts."""
+    """Checks the conditions of one policy version. A condition whose text and referenced value
+    sets another version has checked gets the same program and facts."""
 
     def __init__(self, value_sets: dict[str, tuple[str, ...]], shared: _Shared) -> None:
         self.checker = Checker(value_sets)
         self.shared = shared
 
     def compile(self, text: str) -> Compiled:
-        """Parse, check and compile ``text``; raise :class:`ConditionError`."""
-        expr = _parse(text)
-        key = (text, *((name, self.checker.value_sets.get(name)) for name in ast.value_sets_of(expr)))
+        """Parse and check ``text`` (raise :class:`ConditionError`); its program compiles on first use."""
+        expr, named = _parse(text)
+        key = (text, *((name, self.checker.value_sets.get(name)) for name in named))
         compiled = self.shared.conditions
         if key not in compiled:
-            compiled[key] = Compiler(self.checker.check(expr)).test(expr), ast.facts_of(expr)
+            self.checker.check(expr)
+            compiled[key] = Lazy(partial(compile_condition, text, self.checker.value_sets)), ast.facts_of(expr)
         return compiled[key]
 
 
@@ -168,6 +185,8 @@ class Draft:
     documentation: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     value_sets: dict[str, tuple[Source, tuple[object, ...]]] = field(default_factory=dict)
     codes: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
+    #: a plan override's rules tried after its base's
+    rules_after: list[tuple[Source, tuple[object, ...]]] = field(default_factory=list)
     #: the source of each top-level key a plan override takes from its base
     inherited: dict[str, Source] = field(default_factory=dict)
     #: problem codes not to report: a file's own catalogue was left out for a schema problem, so its
@@ -192,14 +211,15 @@ class Draft:
         return cls(source, data, [(source, key) for key in keys("rules")],
                    {str(key[1]): (source, key) for key in keys("documentation")},
                    {str(key[1]): (source, key) for key in keys("value_sets")},
-                   [(source, key) for key in keys("codes")])
+                   [(source, key) for key in keys("codes")], [(source, key) for key in keys("rules_after")])
 
     def plain(self) -> dict[str, Any]:
         """The draft's own data as the schema sees it (left-out entries removed)."""
         src = self.source
         return {**self.data,
                 **{name: [src.value_at(key) for _, key in entries]
-                   for name, entries in (("rules", self.rules), ("codes", self.codes)) if name in self.data},
+                   for name, entries in (("rules", self.rules), ("codes", self.codes), ("rules_after", self.rules_after))
+                   if name in self.data},
                 **{name: {k: src.value_at(key) for k, (_, key) in entries.items()}
                    for name, entries in (("documentation", self.documentation), ("value_sets", self.value_sets))
                    if name in self.data}}
@@ -236,6 +256,12 @@ def paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def leaves_tree(path: Path, real_root: Path) -> bool:
+    """Whether ``path`` is a symbolic link whose target lies outside ``real_root`` (resolved).
+    Links to folders are never followed, so only a file can lead out of the tree."""
+    return path.is_symlink() and not path.resolve().is_relative_to(real_root)
 
 
 def iter_rule_files(root: Path) -> Iterator[Path]:
@@ -275,9 +301,13 @@ def read_tree(root: str | Path) -> Tree:
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
     by_id: dict[str, list[Draft | _Kept]] = {}
     overrides: list[tuple[list[Policy], Draft]] = []
+    inside = root.resolve() if root.is_dir() else None
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
     for path in iter_rule_files(root):
         shown = str(path)
+        if inside is not None and leaves_tree(path, inside):
+            problems.add(Location(shown, 1, 1), "E-link", "a symbolic link to a file outside the rule tree; not read")
+            continue
         files.append(shown)
         try:
             with path.open("rb") as handle:  # no more than it takes to see that a file is too large
@@ -370,7 +400,7 @@ def check_schema(source: Source, schema: str, problems: Problems) -> list[Valida
     return errors
 
 
-_ENTRIES = ("rules", "codes", "documentation", "value_sets")
+_ENTRIES = ("rules", "rules_after", "codes", "documentation", "value_sets")
 
 
 def _policy_draft(source: Source, problems: Problems) -> tuple[Draft | None, bool]:
@@ -404,8 +434,7 @@ def _unknown_keys(source: Source, error: ValidationError, problems: Problems) ->
     known = list(error.schema.get("properties", {}))
     for key in error.instance:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(known)}"
+            hint = did_you_mean(str(key), known) or f"; expected one of {', '.join(known)}"
             problems.add(source.at(*error.absolute_path, key, KEY), "E-schema", f"unknown key '{key}'{hint}")
 
 
@@ -430,7 +459,8 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
     default = data.get("default")
     return PayerInfo(data["payer"], data.get("title", ""),
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
-                             default.get("reason", "")) if default else None)
+                             default.get("reason", "")) if default else None,
+                     dict(data.get("plans", {})))
 
 
 class _Kept:
@@ -475,7 +505,7 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
     data = {**base.data, **child.data, "effective": start, "end": end}
     version = f"{child.data.get('version', '')}+{base.data.get('version', '')}".strip("+")
     data["version"] = version
-    rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else [])
+    rules = child.rules + (base.rules if child.data.get("inherit_rules", True) else []) + child.rules_after
     inherited = {key: base.source for key in base.data if key not in child.data}
     if start != child.data.get("effective"):
         inherited["effective"] = base.source
@@ -483,7 +513,7 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
         inherited["end"] = base.source
     return Draft(child.source, data, rules, {**base.documentation, **child.documentation},
                  {**base.value_sets, **child.value_sets}, child.codes if "codes" in child.data else base.codes,
-                 inherited, child.follow_ons | base.follow_ons)
+                 [], inherited, child.follow_ons | base.follow_ons)
 
 
 def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
@@ -507,7 +537,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     conditions = _Conditions(value_sets, shared)
     catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s.value_at(key)["text"], s.value_at(key).get("kind", "clinical")))
                                 for doc_id, (s, key) in draft.documentation.items()})
-    groups = shared.value(tuple(g for s, key in draft.codes if (g := _code_group(s, key, shared, problems))))
+    groups = shared.value(_code_groups(draft.codes, shared, problems))
     rules: list[Rule] = []
     seen_ids: dict[str, Location] = {}
     for index, (s, key) in enumerate(draft.rules):
@@ -520,6 +550,11 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         rules.append(rule)
     default = _outcome(draft.inherited.get("default", src), ("default",), data.get("default", {}), conditions,
                        catalogue, problems)
+    if "add_documentation" in data:
+        added = _doc_refs(src, ("add_documentation",), conditions, catalogue, problems)
+        rules = [dataclasses.replace(r, outcome=_with_documentation(r.outcome, added, conditions.shared)) for r in rules]
+        default = _with_documentation(default, added, conditions.shared)
+    pauses = _pauses(draft.inherited.get("pauses", src), data.get("pauses", []), problems)
     problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
@@ -533,8 +568,32 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         documentation=catalogue, value_sets=value_sets,
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
+        program=shared.program(tuple(r.when for r in rules), value_sets),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
+        pauses=shared.value(pauses),
     )
+
+
+def _with_documentation(outcome: Outcome, added: tuple[DocRef, ...], shared: _Shared) -> Outcome:
+    """``outcome`` with the items ``added`` when it needs prior authorization (each item once)."""
+    if outcome.pa_needed != AUTH_NEEDED:
+        return outcome
+    ids = {ref.id for ref in outcome.documentation}
+    extra = tuple(ref for ref in added if ref.id not in ids)
+    return shared.value(dataclasses.replace(outcome, documentation=outcome.documentation + extra)) if extra else outcome
+
+
+def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> tuple[Pause, ...]:
+    """The policy's pauses; an end before its start is an ``E-date`` problem."""
+    pauses = []
+    for i, entry in enumerate(entries):
+        start = _date(entry["start"], src.at("pauses", i, "start"), problems)
+        end = _date(entry["end"], src.at("pauses", i, "end"), problems) if "end" in entry else None
+        if start and end and end < start:
+            problems.add(src.at("pauses", i, "end"), "E-date", f"pause end {end} is before its start {start}")
+        elif start:
+            pauses.append(Pause(start, end, entry["reason"], entry.get("url", "")))
+    return tuple(pauses)
 
 
 def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
@@ -545,26 +604,40 @@ def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
     return None
 
 
-def _code_group(src: Source, key: tuple[object, ...], shared: _Shared, problems: Problems) -> CodeGroup | None:
-    entry = src.value_at(key)
-    if isinstance(entry, dict):
-        items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
-        effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
-        end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
-    else:
-        items, effective, end = [key], None, None
-    codes = CodeSet(frozenset())
-    for item_key in items:
-        try:
-            codes = codes.union(shared.code_item(src.raw(*item_key)))
-        except CodeError as exc:
-            problems.add(src.at(*item_key), "E-code", str(exc))
-    return shared.value(CodeGroup(codes, effective, end))
+def _code_groups(entries: list[tuple[Source, tuple[object, ...]]], shared: _Shared,
+                 problems: Problems) -> tuple[CodeGroup, ...]:
+    """The policy's code groups. Entries in force over the same dates (every plain code, range or
+    list) are joined into one group, so that many entries cost no more than their codes."""
+    members: dict[tuple[dt.date | None, dt.date | None], list[CodeSet]] = {}
+    for src, key in entries:
+        entry = src.value_at(key)
+        if isinstance(entry, dict):
+            items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
+            effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
+            end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
+        else:
+            items, effective, end = [key], None, None
+        if (effective, end) not in members and len(members) == MAX_CODE_GROUPS:
+            problems.add(src.at(*key), "E-code-groups", f"codes are listed under more than {MAX_CODE_GROUPS} "
+                                                        "different pairs of dates; join the groups")
+            break
+        found = members.setdefault((effective, end), [])
+        for item_key in items:
+            try:
+                found.append(shared.code_item(src.raw(*item_key)))
+            except CodeError as exc:
+                problems.add(src.at(*item_key), "E-code", str(exc))
+    groups, budget = [], RANGE_LIMIT  # exact codes the policy's groups may hold, ranges expanded
+    for (effective, end), sets in members.items():
+        codes = join(sets, budget)
+        budget = max(0, budget - len(codes.exact))
+        groups.append(shared.value(CodeGroup(codes, effective, end)))
+    return tuple(groups)
 
 
 def _condition(src: Source, key: tuple[object, ...], conditions: _Conditions,
-               problems: Problems) -> tuple[str, Test, frozenset[str]] | None:
-    """Parse, check and compile the condition at ``key``; returns (text, test, facts)."""
+               problems: Problems) -> tuple[str, Lazy, frozenset[str]] | None:
+    """Parse and check the condition at ``key``; returns (text, program, facts)."""
     value = src.value_at(key)
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
@@ -609,8 +682,8 @@ def _rule(src: Source, key: tuple[object, ...], index: int, conditions: _Conditi
     outcome = _outcome(src, key, data, conditions, catalogue, problems)
     if compiled is None:
         return None
-    text, test, facts = compiled
-    return Rule(conditions.shared.value(data.get("id", f"rule-{index + 1}")), index, text, test, facts, outcome,
+    text, _, facts = compiled
+    return Rule(conditions.shared.value(data.get("id", f"rule-{index + 1}")), index, text, facts, outcome,
                 src.at(*key))
 
 

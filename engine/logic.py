@@ -15,12 +15,10 @@ from typing import Any, Iterator, Mapping
 from . import ast
 from .checker import Checked, Checker
 from .codes import CodeSet
+from .facts import ALWAYS
 from .parser import parse_condition
 from .render import render
 
-#: Facts every request carries (required, defaulted or inferred): ``known(x)`` of these is always true.
-ALWAYS_KNOWN = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
-                          "provider.exemptions"})
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 #: Ranges longer than this are not expanded when comparing sets.
 _EXPAND = 5000
@@ -47,11 +45,11 @@ class Analysed:
     @property
     def used_value_sets(self) -> frozenset[str]:
         """Names of the value sets the condition reads."""
-        return frozenset(n.name for n in _walk(self.expr) if isinstance(n, ast.ValueSetRef))
+        return frozenset(n.name for n in walk(self.expr) if isinstance(n, ast.ValueSetRef))
 
     def setting_literals(self) -> Iterator[tuple[ast.Expr, str, str]]:
         """(node, fact, literal text) for every string compared with, or tested against, a fact."""
-        for node in _walk(self.expr):
+        for node in walk(self.expr):
             if isinstance(node, ast.Compare):
                 fact, lit = _fact_literal(node)
                 if fact and lit is not None and lit.kind == "string":
@@ -71,12 +69,13 @@ class Analysed:
         return tuple(item.text for item in ref.items)
 
 
-def _walk(node: object) -> Iterator[Any]:
+def walk(node: object) -> Iterator[Any]:
+    """The node and every node under it, depth first in source order."""
     yield node
     for value in vars(node).values() if hasattr(node, "__dict__") else ():
         for child in value if isinstance(value, tuple) else (value,):
             if hasattr(child, "pos"):
-                yield from _walk(child)
+                yield from walk(child)
 
 
 @lru_cache(maxsize=8192)
@@ -153,7 +152,7 @@ def fold(node: ast.Expr, info: Analysed, scope: Scope) -> tuple[bool, str] | Non
     if isinstance(node, ast.Literal) and node.kind == "bool":
         return node.text == "true", ""
     if isinstance(node, ast.Known):
-        return (True, f" (every request carries {node.fact.name})") if node.fact.name in ALWAYS_KNOWN else None
+        return (True, f" (every request carries {node.fact.name})") if node.fact.name in ALWAYS else None
     if isinstance(node, ast.Not):
         inner = fold(node.operand, info, scope)
         return None if inner is None else (not inner[0], inner[1])

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import marshal
 import threading
+from collections import OrderedDict
 from typing import Any
 
-from cachetools import LRUCache
 
 #: Format 2 writes no back-references, whose use depends on reference counts: equal values
 #: always give equal bytes.
@@ -19,7 +19,8 @@ _VERSION = 2
 #: Requests whose fingerprint is longer than this are answered afresh every time, not kept.
 MAX_KEY_BYTES = 65536
 #: Bytes one entry costs beside its key and answer (two bytes objects, a tuple and the LRU's
-#: bookkeeping), as tracemalloc measures it on CPython 3.11.
+#: bookkeeping), as tracemalloc measures it on CPython 3.11 (an upper bound since the LRU is an
+#: OrderedDict).
 ENTRY_OVERHEAD = 256
 
 
@@ -32,47 +33,56 @@ def fingerprint(value: Any) -> bytes | None:
     return key if len(key) <= MAX_KEY_BYTES else None
 
 
-def _cost(entry: tuple[bytes, int]) -> int:
-    return entry[1]
-
-
 class AnswerCache:
     """A thread-safe LRU map from request fingerprints to answers, counting hits and misses.
 
     It holds at most ``max_bytes``, counting each entry's key, marshalled answer and overhead:
-    keys are caller-chosen, so they are paid for like answers."""
+    keys are caller-chosen, so they are paid for like answers. Recency is kept by an
+    :class:`OrderedDict` (C), so a lookup costs a dict probe under a lock."""
 
     def __init__(self, max_bytes: int) -> None:
-        self._cache: LRUCache[bytes, tuple[bytes, int]] = LRUCache(max_bytes, getsizeof=_cost)
+        self._entries: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def get(self, key: bytes) -> Any | None:
         """A fresh copy of the answer kept for ``key``, or None."""
         with self._lock:
-            kept = self._cache.get(key)
+            kept = self._entries.get(key)
             if kept is None:
                 self.misses += 1
                 return None
+            self._entries.move_to_end(key)
             self.hits += 1
         return marshal.loads(kept[0])
 
     def put(self, key: bytes, answer: Any) -> None:
-        """Keep ``answer`` (plain JSON data) for ``key`` (a fingerprint)."""
+        """Keep ``answer`` (plain JSON data) for ``key`` (a fingerprint), forgetting the least
+        recently used answers as the budget needs."""
         kept = marshal.dumps(answer)
         cost = len(key) + len(kept) + ENTRY_OVERHEAD
-        if cost > self._cache.maxsize:
+        if cost > self.max_bytes:
             return
         with self._lock:
-            self._cache[key] = (kept, cost)
+            entries = self._entries
+            old = entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            while self._bytes + cost > self.max_bytes:
+                self._bytes -= entries.popitem(last=False)[1][1]
+            entries[key] = (kept, cost)
+            self._bytes += cost
 
     def clear(self) -> None:
         """Forget every answer (the counts stay)."""
         with self._lock:
-            self._cache.clear()
+            self._entries.clear()
+            self._bytes = 0
 
     def info(self) -> dict[str, int]:
         """Hits, misses, entries kept, and bytes used (keys, answers and overhead) out of the capacity."""
         with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "entries": len(self._cache),
-                    "bytes": int(self._cache.currsize), "max_bytes": int(self._cache.maxsize)}
+            return {"hits": self.hits, "misses": self.misses, "entries": len(self._entries),
+                    "bytes": self._bytes, "max_bytes": self.max_bytes}

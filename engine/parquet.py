@@ -43,7 +43,7 @@ def cell(value: Any) -> str:
 
 
 def read_parquet(path: Path) -> tuple[list[Order], list[Rejection], list[str]]:
-    """Orders of a Parquet worklist (rows numbered from 1), the rows rejected, the columns ignored."""
+    """Orders of a Parquet worklist (rows numbered from 1), the rows rejected, notes on how it was read."""
     pa = _pyarrow()
     try:
         table = pa.parquet.ParquetFile(path)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.visitors import Transformer_NonRecursive
 
 from . import ast
 from .errors import ConditionError
@@ -14,6 +15,9 @@ from .resources import grammar_path
 MAX_CONDITION_LENGTH = 4000
 #: Deepest parenthesis nesting accepted.
 MAX_NESTING = 32
+#: Most levels of the syntax tree (each ``not``, ``and``, ``or``, comparison and operand is one):
+#: every later stage walks the tree recursively, so ``not not ... x`` chains are bounded too.
+MAX_DEPTH = 256
 
 _TOKEN_NAMES = {
     "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','",
@@ -42,8 +46,8 @@ def _meta_pos(meta: object) -> ast.Pos:
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):  # type: ignore[type-arg]
-    """Turn Lark's parse tree into :mod:`engine.ast` nodes."""
+class _ToAst(Transformer_NonRecursive):  # type: ignore[misc]
+    """Turn Lark's parse tree into :mod:`engine.ast` nodes (without recursion, whatever the depth)."""
 
     def or_(self, meta: object, children: list[ast.Expr]) -> ast.Or:
         return ast.Or(_meta_pos(meta), _flatten(ast.Or, children))
@@ -161,8 +165,7 @@ def parse_condition(text: str) -> ast.Expr:
     """Parse a condition; raise :class:`ConditionError` with a position on any syntax error."""
     _check_limits(text)
     try:
-        tree = _lark().parse(text)
-        return _ToAst().transform(tree)  # type: ignore[no-any-return]
+        expr: ast.Expr = _ToAst().transform(_lark().parse(text))
     except UnexpectedCharacters as exc:
         raise ConditionError("E-syntax", f"unexpected character {text[exc.pos_in_stream]!r}",
                              exc.line, exc.column) from None
@@ -180,5 +183,9 @@ def parse_condition(text: str) -> ast.Expr:
     except UnexpectedInput as exc:  # any other Lark input error
         raise ConditionError("E-syntax", str(exc).splitlines()[0], getattr(exc, "line", 1) or 1,
                              getattr(exc, "column", 1) or 1) from None
-    except RecursionError:
-        raise ConditionError("E-condition-too-deep", "condition nests too deeply") from None
+    deep = ast.too_deep(expr, MAX_DEPTH)
+    if deep is not None:
+        pos: ast.Pos = deep.pos  # type: ignore[attr-defined]
+        raise ConditionError("E-condition-too-deep", f"condition nests deeper than {MAX_DEPTH} levels "
+                             "(not, and, or, comparisons)", pos.line, pos.column)
+    return expr

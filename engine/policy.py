@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .codes import CodeSet
-from .compiler import Test
+from .codegen import Lazy
 
 AUTH_NEEDED, NO_AUTH, CONDITIONAL, SATISFIED = "auth-needed", "no-auth", "conditional", "satisfied"
 COVERED, NOT_COVERED = "covered", "not-covered"
@@ -35,10 +35,11 @@ class DocItem:
 
 @dataclass(frozen=True, slots=True)
 class DocRef:
-    """A rule's reference to a documentation item, optionally required only when ``test`` holds."""
+    """A rule's reference to a documentation item, optionally required only when ``test`` holds
+    (a generated :data:`engine.codegen.ConditionProgram`, compiled on first use)."""
 
     id: str
-    test: Test | None = None
+    test: Lazy | None = None
     when: str | None = None
 
 
@@ -50,16 +51,20 @@ class Outcome:
     covered: str = COVERED
     documentation: tuple[DocRef, ...] = ()
     reason: str = ""
+    #: The programs of the documentation conditions, in order (most outcomes have none).
+    conditions: tuple[Lazy, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", tuple(ref.test for ref in self.documentation if ref.test is not None))
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One ordered rule: a compiled condition and its outcome."""
+    """One ordered rule: its condition (run by its policy's program) and its outcome."""
 
     id: str
     index: int
     when: str
-    test: Test
     facts: frozenset[str]
     outcome: Outcome
     location: Location
@@ -76,6 +81,20 @@ class CodeGroup:
     def in_force(self, day: dt.date) -> bool:
         """True when the group applies on ``day``."""
         return (self.effective is None or self.effective <= day) and (self.end is None or day <= self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A period (dates of service, inclusive; open when ``end`` is None) when a program was paused."""
+
+    start: dt.date
+    end: dt.date | None
+    reason: str
+    url: str = ""
+
+    def covers(self, day: dt.date) -> bool:
+        """True when ``day`` falls inside the pause."""
+        return self.start <= day and (self.end is None or day <= self.end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +120,18 @@ class Policy:
     auth_validity: tuple[int, str] | None  # (amount, "day" | "month"), start date counting as day 1
     questionnaire: str | None
     location: Location
+    #: The rules as one generated :data:`engine.codegen.RuleProgram`, compiled on first use.
+    program: Lazy
     files: tuple[str, ...] = field(default=())
+    pauses: tuple[Pause, ...] = field(default=())
 
     def in_force(self, day: dt.date) -> bool:
         """True when this version applies to a date of service ``day``."""
         return self.effective <= day and (self.end is None or day <= self.end)
+
+    def pause_on(self, day: dt.date) -> Pause | None:
+        """The pause that covers ``day``, if any: the program needs no prior authorization then."""
+        return next((p for p in self.pauses if p.covers(day)), None)
 
     def governs(self, code: str, day: dt.date) -> bool:
         """True when a code group lists ``code`` and is in force on ``day``."""
@@ -123,3 +149,5 @@ class PayerInfo:
     id: str
     title: str = ""
     default: Outcome | None = None
+    #: Plan id -> display title.
+    plans: Mapping[str, str] = field(default_factory=dict)

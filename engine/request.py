@@ -3,22 +3,28 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
+from collections import Counter
+from functools import lru_cache
+
+from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
-from .errors import RequestError
+from .errors import RequestError, did_you_mean
+from .facts import OpenSet
 
 #: Most service lines one request may carry.
-MAX_LINES = 1000
+MAX_LINES = contract.MAX_LINES
 #: Dates of service outside these years are refused as implausible.
 MIN_YEAR, MAX_YEAR = 1900, 2200
 #: Longest string accepted in any field (codes, ids, names); longer ones are refused, not echoed.
-MAX_TEXT = 256
+MAX_TEXT = contract.MAX_TEXT
 #: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
-MAX_ITEMS = 1000
+MAX_ITEMS = contract.MAX_ITEMS
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
-                       "diagnoses", "provider", "authorizations", "services", "explain", "request_id"})
+                       "diagnoses", "provider", "authorizations", "services", "order_complete", "explain",
+                        "request_id"})
 _SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "id"})
 _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
@@ -36,8 +42,7 @@ class Authorization:
     end: dt.date | None
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One service line and the facts conditions read for it."""
 
     code: str
@@ -45,8 +50,7 @@ class Line:
     facts: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """A validated v1 request."""
 
     payer: str
@@ -119,7 +123,8 @@ def _object(value: Any, where: Where, keys: frozenset[str]) -> Mapping[str, Any]
         unknown = sorted(str(k) for k in value if k not in keys)[0]
         if len(unknown) > MAX_TEXT:
             raise _too_long(unknown, where or ("(top level)",))
-        raise _fail((*where, unknown), f"unknown field; expected one of {', '.join(sorted(keys))}")
+        raise _fail((*where, unknown),
+                    "unknown field" + (did_you_mean(unknown, keys) or f"; expected one of {', '.join(sorted(keys))}"))
     return value
 
 
@@ -205,15 +210,39 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
     return code, system, facts
 
 
-def _other_codes(codes: list[str]) -> list[frozenset[str]]:
-    """For each line, the codes of the other lines (a code repeated on two lines sees itself)."""
-    every = frozenset(codes)
-    repeated = {c for c in every if codes.count(c) > 1} if len(every) < len(codes) else set()
-    return [every if code in repeated else every - {code} for code in codes]
+def _other_codes(codes: list[str], complete: bool) -> list[tuple[frozenset[str], frozenset[str]]]:
+    """For each line, (``request_codes``, ``other_codes``): the codes of the other lines (a code
+    repeated on two lines sees itself), and the same as an :class:`OpenSet` unless the order is
+    complete (a split order may carry more codes than this request). Lines of one code share them."""
+    order = frozenset if complete else OpenSet
+    if len(codes) == 1:
+        return [(_EMPTY, order(_EMPTY))]
+    counts = Counter(codes)
+    every = frozenset(counts)
+    views = {}
+    for code, count in counts.items():
+        other = every if count > 1 else every - {code}
+        views[code] = (other, order(other))
+    return [views[code] for code in codes]
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    """A top-level true/false field; absent or null is false."""
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(name, "must be true or false")
+    return value
 
 
 def parse_request(body: Any, today: dt.date | None = None) -> Request:
     """Validate a v1 request body (a parsed JSON object) and derive every line's facts."""
+    return _decoded(body, today) or _checked(body, today)
+
+
+def _checked(body: Any, today: dt.date | None) -> Request:
+    """The request read field by field: slower than :func:`_decoded`, and names what is wrong."""
     body = _object(body, (), _TOP_KEYS)
     payer = _text(body.get("payer"), ("payer",))
     services = body.get("services")
@@ -221,17 +250,129 @@ def parse_request(body: Any, today: dt.date | None = None) -> Request:
         raise RequestError("services", "must be a non-empty list of service lines")
     if len(services) > MAX_LINES:
         raise RequestError("services", f"has {len(services)} lines; the limit is {MAX_LINES}")
-    explain = body.get("explain", False)
-    if not isinstance(explain, bool):
-        raise RequestError("explain", "must be true or false")
+    explain = _flag(body, "explain")
     if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
         _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
         else (today or dt.date.today())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
-    others = _other_codes([code for code, _, _ in parsed])
-    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other})
-                  for (code, system, facts), other in zip(parsed, others))
+    others = _other_codes([code for code, _, _ in parsed], _flag(body, "order_complete"))
+    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other, "request_codes": request})
+                  for (code, system, facts), (request, other) in zip(parsed, others))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)
+
+
+class _Unsure(Exception):
+    """The decoded request needs reading field by field (it may be wrong, or unusual but right)."""
+
+
+def _blank() -> str:
+    """A decoded text field is blank: for the field-by-field reading to word (``value.strip() or _blank()``)."""
+    raise _Unsure
+
+
+def _day(text: str) -> dt.date:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise _Unsure from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise _Unsure
+    return day
+
+
+@lru_cache(maxsize=65536)
+def _service_code(raw: str | int) -> tuple[str, str]:
+    """A line's code normalized, with its system (codes repeat, so this is remembered)."""
+    code = normalize(str(raw))
+    system = system_of(code)
+    if system not in (CPT, HCPCS):
+        raise _Unsure
+    return code, system  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=65536)
+def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
+    """A line's modifiers, upper case (the same few repeat, so they are remembered)."""
+    return frozenset([(m.strip() or _blank()).upper() for m in texts])
+
+
+@lru_cache(maxsize=65536)
+def _diagnosis(text: str) -> str:
+    """A diagnosis code normalized (codes repeat, so this is remembered)."""
+    return normalize(text.strip() or _blank())
+
+
+def _decoded(body: Any, today: dt.date | None) -> Request | None:
+    """The request decoded in one step (engine/contract.py), then its facts derived; None when
+    anything is unusual, for :func:`_checked` to decide. Both give equal requests."""
+    decoded = contract.decode(body)
+    if decoded is None:
+        return None
+    try:
+        return _request(decoded, today)
+    except _Unsure:
+        return None
+
+
+def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
+    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
+    common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
+    if body.plan is not None:
+        common["plan"] = (body.plan.strip() or _blank())
+    if body.place_of_service is not None:
+        common["place_of_service"] = (body.place_of_service.strip() or _blank())
+    if body.type_of_bill is not None:
+        common["type_of_bill"] = (body.type_of_bill.strip() or _blank()).upper().lstrip("0")
+    if body.state is not None:
+        common["state"] = (body.state.strip() or _blank()).upper()
+    patient = body.patient
+    if patient is not None:
+        if patient.birth_date is not None:
+            birth = _day(patient.birth_date)
+            if birth > as_of:
+                raise _Unsure
+            common["patient.birth_date"] = birth
+            common["patient.age"] = age_on(birth, as_of)
+        if patient.sex is not None:
+            common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
+    if body.diagnoses is not None:
+        common["diagnoses"] = frozenset([_diagnosis(d) for d in body.diagnoses])
+    provider = body.provider
+    exemptions = _EMPTY
+    if provider is not None:
+        if provider.npi is not None:
+            common["provider.npi"] = (provider.npi.strip() or _blank())
+        if provider.specialty is not None:
+            common["provider.specialty"] = (provider.specialty.strip() or _blank())
+        if provider.network is not None:
+            common["provider.network"] = (provider.network.strip() or _blank())
+        if provider.exemptions:
+            exemptions = frozenset([(e.strip() or _blank()) for e in provider.exemptions])
+    common["provider.exemptions"] = exemptions
+    parsed = []
+    for service in body.services:
+        code, system = _service_code(service.code)
+        if service.system is not None and (service.system.strip() or _blank()).upper() != system:
+            raise _Unsure
+        facts = {**common, "code": code, "system": system,
+                 "modifiers": _modifiers(tuple(service.modifiers)) if service.modifiers else _EMPTY,
+                 "units": service.units}
+        if service.stage is not None:
+            facts["stage"] = (service.stage.strip() or _blank()).lower()
+        if service.trial_place_of_service is not None:
+            facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
+        parsed.append(facts)
+    codes = [facts["code"] for facts in parsed]
+    lines = []
+    for facts, (request, other) in zip(parsed, _other_codes(codes, body.order_complete is True)):
+        facts["other_codes"] = other
+        facts["request_codes"] = request
+        lines.append(Line(facts["code"], facts["system"], facts))
+    if body.request_id is not None and not body.request_id.strip():
+        raise _Unsure
+    auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
+    return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths,
+                   body.explain is True)

@@ -4,17 +4,18 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 
+from .codegen import compile_builder
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .loader import paused_gc, read_tree
 from .memo import AnswerCache, fingerprint
-from .policy import COVERED, NO_AUTH, CONDITIONAL, CodeGroup, PayerInfo, Policy, Rule
+from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
-from .trace import rule_trace
+from .trace import pause_trace, rule_trace
 
 #: Width of one bucket of the wide-range index, in code numbers.
 _BUCKET = 1000
@@ -22,20 +23,6 @@ _BUCKET = 1000
 SELECT_CACHE_SIZE = 65536
 #: Bytes of answers to whole requests a rule set remembers (see engine/memo.py).
 ANSWER_CACHE_BYTES = 64 * 1024 * 1024
-
-
-def _listings(policy: Policy) -> dict[str, tuple[Policy, tuple[CodeGroup, ...]]]:
-    """Each code the policy lists exactly, with the policy and the groups that list the code. Codes
-    listed by the same groups share one entry (a policy of one group has a single entry)."""
-    groups = policy.code_groups
-    entries: dict[tuple[CodeGroup, ...], tuple[Policy, tuple[CodeGroup, ...]]] = {}
-    result = {}
-    for group in groups:
-        for code in group.codes.exact:
-            if code not in result:
-                listing = groups if len(groups) == 1 else tuple(g for g in groups if code in g.codes)
-                result[code] = entries.setdefault(listing, (policy, listing))
-    return result
 
 
 class RuleSet:
@@ -51,15 +38,15 @@ class RuleSet:
         #: Ranges too long to expand, by (payer, prefix, suffix, digits, number // _BUCKET) of the codes
         #: they hold: a lookup reads one bucket, however many ranges the payer has.
         self._wide: dict[tuple[str, str, str, int, int], list[tuple[CodeRange, Policy]]] = defaultdict(list)
-        listed: dict[tuple[str, str], list[tuple[Policy, tuple[CodeGroup, ...]]]] = defaultdict(list)
+        listed: dict[tuple[str, str], list[Policy]] = defaultdict(list)
         for policy in self._policies:
-            for code, entry in _listings(policy).items():
-                listed[(policy.payer, code)].append(entry)
+            for code in dict.fromkeys(code for group in policy.code_groups for code in group.codes.exact):
+                listed[(policy.payer, code)].append(policy)
             for group in policy.code_groups:
                 for r in group.codes.ranges:
                     for bucket in range(r.low // _BUCKET, r.high // _BUCKET + 1):
                         self._wide[(policy.payer, *r.shape(), bucket)].append((r, policy))
-        #: For each exactly listed (payer, code), its policies with the groups of each that list it.
+        #: For each exactly listed (payer, code), the policies listing it.
         self._listed = {key: tuple(entries) for key, entries in listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
         grouped: dict[str, list[Policy]] = defaultdict(list)
@@ -73,6 +60,10 @@ class RuleSet:
         self._selections: dict[tuple[str, str | None, str, dt.date], tuple[Policy, ...]] = {}
         self._select_hits = self._select_misses = 0
         self._answers = AnswerCache(ANSWER_CACHE_BYTES)
+        #: Decisions of one policy with nothing unknown, by :func:`_template_key`, as generated
+        #: builders taking the line's code and system, with their pa_needed: later lines with the
+        #: same key are built by them.
+        self._templates: dict[tuple[int, int, tuple[bool | None, ...]], tuple[Callable[..., dict[str, Any]], str]] = {}
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -85,6 +76,16 @@ class RuleSet:
         """The payer's display title from ``_payer.yaml``, or its id when none is given."""
         info = self._payer_info.get(payer)
         return info.title if info and info.title else payer
+
+    def plan_title(self, payer: str, plan: str) -> str:
+        """The plan's display title from the payer's ``_payer.yaml``, or the plan id when none is given."""
+        info = self._payer_info.get(payer)
+        return info.plans.get(plan, plan) if info else plan
+
+    def plan_titles(self, payer: str) -> dict[str, str]:
+        """Every plan title the payer's ``_payer.yaml`` gives, by plan id."""
+        info = self._payer_info.get(payer)
+        return dict(info.plans) if info else {}
 
     def rule_count(self) -> int:
         """Number of rules over all policy versions."""
@@ -142,9 +143,8 @@ class RuleSet:
 
     def _select(self, payer: str, plan: str | None, code: str, day: dt.date) -> tuple[Policy, ...]:
         listed = self._listed.get((payer, code), ())
-        in_force = [p for p, groups in listed if p.in_force(day) and any(g.in_force(day) for g in groups)]
-        in_force += [p for p in self._in_wide_ranges(payer, code, (p for p, _ in listed))
-                     if p.in_force(day) and p.governs(code, day)]
+        in_force = [p for p in (*listed, *self._in_wide_ranges(payer, code, listed))
+                    if p.in_force(day) and p.governs(code, day)]
         if plan is None:
             return tuple(p for p in in_force if p.extends is None)
         chosen = [p for p in in_force if p.plans is None or plan in p.plans]
@@ -181,16 +181,28 @@ class RuleSet:
         if request.payer not in self._payers:
             raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
                                         f"{', '.join(self.payers()) or 'no payers'}")
-        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(),
-                "decisions": [self._decide(request, line) for line in request.lines]}
+        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
+
+    def decide(self, request: Request) -> list[dict[str, Any]]:
+        """The v1 decision of each line of a parsed request (its payer known to this rule set)."""
+        return [self._decide(request, line) for line in request.lines]
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
+        policies = self.select(request.payer, request.plan, line, request.as_of)
+        if len(policies) == 1 and not request.explain:
+            key = _template_key(policies[0], line.facts)
+            template = self._templates.get(key) if key is not None else None
+            if template is not None and (not request.authorizations or template[1] != AUTH_NEEDED):
+                return template[0](line.code, line.system)
+        return self._decide_in_full(request, line, policies)
+
+    def _decide_in_full(self, request: Request, line: Line, policies: list[Policy]) -> dict[str, Any]:
         trace: list[dict[str, Any]] = []
         sink = None
         if request.explain:
             def sink(policy: Policy, rule: Rule, result: bool | None) -> None:
                 trace.append(rule_trace(policy, rule, result, line.facts))
-        policies = self.select(request.payer, request.plan, line, request.as_of)
+            trace += [pause_trace(p, z) for p in policies if (z := p.pause_on(request.as_of)) is not None]
         if policies:
             answer = combine([run_policy(p, line.facts, sink) for p in policies])
             apply_authorizations(answer, line, request.as_of, request.authorizations)
@@ -199,7 +211,17 @@ class RuleSet:
         decision = _render(line, answer)
         if request.explain:
             decision["trace"] = trace
+        elif len(policies) == 1 and answer.authorization is None:
+            self._remember_template(policies[0], line, decision)
         return decision
+
+    def _remember_template(self, policy: Policy, line: Line, decision: dict[str, Any]) -> None:
+        """Keep a decision of one policy as the template of its outcome (see :func:`_template_key`)."""
+        key = _template_key(policy, line.facts)
+        if key is not None:
+            pa_needed = decision["pa_needed"]
+            tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
+            self._templates[key] = (compile_builder(("code", "system"), tail), pa_needed)
 
     def _unlisted(self, request: Request, line: Line) -> Answer:
         info = self._payer_info.get(request.payer)
@@ -210,6 +232,22 @@ class RuleSet:
         return Answer(NO_AUTH, COVERED, reasons=[f"No {request.payer} policy in force on "
                                                  f"{request.as_of.isoformat()} lists {line.code}."],
                       possible={NO_AUTH})
+
+
+def _template_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[int, int, tuple[bool | None, ...]] | None:
+    """What a line's decision by ``policy`` alone depends on, besides its code and system, when no rule
+    was unknown: the deciding rule and the values of its outcome's documentation conditions. None
+    when a rule was unknown (the decision then also depends on which facts are missing) or the
+    policy is paused on the date of service."""
+    if policy.pauses and policy.pause_on(facts["date_of_service"]) is not None:
+        return None
+    index, unknown_at = policy.program.run(facts)
+    if unknown_at:
+        return None
+    rules = policy.rules
+    outcome = rules[index].outcome if index < len(rules) else policy.default
+    conditions = outcome.conditions
+    return id(policy), index, tuple([test.run(facts) for test in conditions]) if conditions else ()
 
 
 def _render(line: Line, answer: Answer) -> dict[str, Any]:
@@ -245,7 +283,9 @@ def _describe(versions: tuple[Policy, ...]) -> dict[str, Any]:
         "plans": sorted(latest.plans) if latest.plans else None, "extends": latest.extends,
         "versions": [{"version": p.version, "effective": p.effective.isoformat(),
                       "end": p.end.isoformat() if p.end else None, "url": p.url, "citation": p.citation,
-                      "file": p.location.path, "rules": len(p.rules)}
+                      "file": p.location.path, "rules": len(p.rules),
+                      "pauses": [{"start": z.start.isoformat(), "end": z.end.isoformat() if z.end else None,
+                                  "reason": z.reason, "url": z.url or None} for z in p.pauses]}
                      for p in sorted(versions, key=lambda p: p.effective)],
     }
 

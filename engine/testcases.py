@@ -57,16 +57,18 @@ def policy_file_of(tests: Path) -> Path:
 
 
 def rule_tree_of(path: str | Path) -> Path:
-    """The rule tree that ``path`` (a file or folder inside it) belongs to: the folder holding the
-    nearest payer folder (a folder with ``_payer.yaml``) on the way up, stopping at a git
-    repository's top; ``path`` itself (or its folder) when there is none."""
+    """The rule tree that ``path`` (a file or folder inside it) belongs to: ``path``'s folder when it
+    holds payer folders (folders with ``_payer.yaml``), else the folder holding the nearest payer
+    folder on the way up, stopping at a git repository's top; ``path``'s folder when there is none.
+    Only the way up is searched, never a sibling's subfolders, so an unrelated tree beside it is
+    never taken for its own."""
     start = Path(path).resolve()
     start = start if start.is_dir() else start.parent
+    if any(start.glob(f"*/{PAYER_FILE}")):
+        return _shown(start, path)
     for folder in (start, *start.parents):
         if (folder / PAYER_FILE).is_file():
             return _shown(folder.parent, path)
-        if any(folder.glob(f"*/{PAYER_FILE}")):
-            return _shown(folder, path)
         if (folder / ".git").exists():
             break
     return _shown(start, path)

@@ -50,6 +50,8 @@ def _coverage_scope(path: Path) -> Path:
 
 def coverage_line(summary: Summary) -> str:
     """One line of coverage totals."""
+    if not summary.rules:
+        return "coverage: no rules under the tested path"
     return (f"coverage {summary.percent:.1f}%: {summary.rules_fired}/{summary.rules} rules fired, "
             f"{summary.branches_covered}/{summary.branches} branches")
 
@@ -60,6 +62,9 @@ def run(rules: RuleSet, path: str, fmt: str, out: TextIO, err: TextIO, min_cover
     scope = _coverage_scope(Path(path))
     coverage = Coverage(rules.policy_versions(), scope)
     results, problems = run_tests(rules, path, coverage)
+    if not results and not problems:
+        print(f"covreq test: no test cases found in {path}", file=err)
+        return EXIT_PROBLEMS
     summary = coverage.summary()
     below = min_coverage is not None and summary.percent < min_coverage
     failures = [Finding(p) for p in problems] + [_case_finding(r) for r in results if not r.passed]
@@ -80,7 +85,4 @@ def run(rules: RuleSet, path: str, fmt: str, out: TextIO, err: TextIO, min_cover
     if fmt in ("text", "github"):
         print(f"{passed} passed, {len(results) - passed} failed", file=out if fmt == "text" else err)
         print(coverage_line(summary), file=out if fmt == "text" else err)
-    if not results and not problems:
-        print("covreq test: no test cases found", file=err)
-        return EXIT_PROBLEMS
     return EXIT_PROBLEMS if failures or below else EXIT_OK

@@ -8,7 +8,7 @@ from . import ast
 from .checker import Checker
 from .compiler import Compiler, Test
 from .parser import parse_condition
-from .policy import Policy, Rule
+from .policy import Pause, Policy, Rule
 
 _WORDS = {True: "true", False: "false", None: "unknown"}
 
@@ -30,3 +30,10 @@ def rule_trace(policy: Policy, rule: Rule, result: bool | None, facts: Mapping[s
     test(facts)
     return {"policy": policy.id, "version": policy.version, "rule": rule.id, "when": rule.when,
             "location": str(rule.location), "result": _WORDS[result], "predicates": list(log)}
+
+
+def pause_trace(policy: Policy, pause: Pause) -> dict[str, Any]:
+    """The trace entry of a policy that answered from a pause instead of trying its rules."""
+    return {"policy": policy.id, "version": policy.version, "location": str(policy.location),
+            "paused": {"start": pause.start.isoformat(), "end": pause.end.isoformat() if pause.end else None,
+                       "reason": pause.reason}}

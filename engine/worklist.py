@@ -13,11 +13,11 @@ from typing import Any, Iterable, TextIO
 
 from .errors import CovreqError, RequestError
 
-#: Columns a CSV worklist must have.
-REQUIRED = ("order_id", "payer", "code")
+#: Columns a CSV worklist must have; without ``order_id`` each row is an order of its own.
+REQUIRED = ("payer", "code")
 #: Columns about the whole order: its rows repeat the same value or leave the cell blank.
 ORDER_COLUMNS = ("payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state",
-                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions")
+                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions", "order_complete")
 #: Columns about one service line.
 LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "auth_id", "auth_start",
                 "auth_end")
@@ -30,6 +30,8 @@ _V1_COLUMN = {"patient.birth_date": "birth_date", "patient.sex": "sex", "provide
               "provider.specialty": "specialty", "provider.network": "network",
               "provider.exemptions": "exemptions"}
 _AUTH_COLUMN = {"id": "auth_id", "start": "auth_start", "end": "auth_end", "code": "code"}
+#: Spellings of ``order_complete``; any other value is passed on for the v1 contract to refuse.
+_FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _INDEXED = re.compile(r"(services|authorizations)\[(\d+)\]\.?([\w.]*)")
 
 
@@ -139,6 +141,8 @@ class _Draft:
             provider["exemptions"] = [e.lower() for e in sorted(_values("exemptions", facts["exemptions"]))]
         if provider:
             body["provider"] = provider
+        if "order_complete" in facts:
+            body["order_complete"] = _FLAGS.get(facts["order_complete"].lower(), facts["order_complete"])
         body["services"], authorizations, auth_rows = [], [], []
         for row, cells in self.lines:
             service: dict[str, Any] = {"code": cells["code"]}
@@ -158,7 +162,7 @@ class _Draft:
 
 
 def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
-    """Orders of a CSV worklist, the rows rejected while reading, and the columns ignored."""
+    """Orders of a CSV worklist, the rows rejected while reading, and notes on how it was read."""
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None:
@@ -168,11 +172,17 @@ def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
 
 def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple[list[Order], list[Rejection], list[str]]:
     """Orders of a table of text cells (one row per service line, numbered), the rows rejected while
-    reading, and the columns ignored: the CSV layout, whatever file the table came from."""
+    reading, and notes for the user (columns ignored, rows taken as orders of their own): the CSV
+    layout, whatever file the table came from."""
     names = [name.strip().lower() for name in header]
     missing = [column for column in REQUIRED if column not in names]
     if missing:
         raise WorklistError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(names)}")
+    ignored = [name for name in names if name not in _KNOWN]
+    notes = [f"ignoring unknown column(s) {', '.join(ignored)}"] if ignored else []
+    grouped = "order_id" in names
+    if not grouped:
+        notes.append("no order_id column: each row is an order of its own (named 'row N')")
     drafts: dict[str, _Draft] = {}
     rejected: list[Rejection] = []
     for row, values in rows:
@@ -182,6 +192,8 @@ def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple
             rejected.append(Rejection(row, f"has {len(values)} cells; the header names {len(names)} columns"))
             continue
         cells = {name: value.strip() for name, value in zip(names, values) if name in _KNOWN and value.strip()}
+        if not grouped:
+            cells["order_id"] = f"row {row}"
         if "order_id" not in cells:
             rejected.append(Rejection(row, "order_id: is required"))
             continue
@@ -193,7 +205,7 @@ def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple
             orders.append(built)
         else:
             rejected += built
-    return orders, rejected, [name for name in names if name not in _KNOWN]
+    return orders, rejected, notes
 
 
 def read_jsonl(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:

@@ -65,7 +65,11 @@ def _compose(text: str) -> yaml.Node | None:
     problems are worded and located exactly as before."""
     try:
         return yaml.compose(text, Loader=_FAST_LOADER)
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if getattr(exc, "problem", None) == "exceeded maximum nesting depth" and mark:
+            # libyaml's own limit; Python's parser would recurse for seconds to the same end
+            raise YamlError("YAML nests too deeply", mark.line + 1, mark.column + 1, "E-yaml-too-deep") from None
         return yaml.compose(text, Loader=yaml.SafeLoader)
 
 

@@ -18,7 +18,11 @@ from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
 from service.crd.outcome import operation_outcome
+from service.crd.envelope import Limits
+from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
+from service.dtr import routes as dtr_routes
+from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
 from service.metrics import Metrics, worker_exited
@@ -61,7 +65,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
     """An error in the shape of the API family the path belongs to."""
     digest = app.state.holder.current.digest
-    if crd_routes.owns(path):
+    if crd_routes.owns(path) or dtr_routes.owns(path):
         return operation_outcome(status, message, digest)
     return v1_error(status, message, digest)
 
@@ -83,10 +87,15 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
     app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
+    app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
+                                  settings.crd_max_billing_codes)
+    app.state.ehr_policy = EhrPolicy(settings.fhir_servers, EhrLimits(settings.ehr_timeout_seconds,
+                                                                      settings.ehr_max_bytes))
     app.state.audit = AuditLog(settings.audit_path)
     guard = Guard.from_settings(settings)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
+    app.include_router(dtr_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
     app.include_router(metrics.router)

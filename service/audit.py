@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
 from fastapi import Request
 
 from service.auth import ANONYMOUS, Caller
@@ -52,13 +53,12 @@ class AuditLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record, stamped with the current UTC time."""
-        line = json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record},
-                          separators=(",", ":"), default=str) + "\n"
+        line = _line({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
         with self._lock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
-                    os.write(fd, line.encode("utf-8"))
+                    os.write(fd, line)
                 finally:
                     os.close(fd)
             except OSError as exc:  # the answer still goes out; the operator is told loudly
@@ -73,8 +73,7 @@ class AuditLog:
         record: dict[str, Any] = {"api": "v1", "caller": caller_of(request).as_dict(),
                                   "request_id": request_id(request), "ruleset": digest, "status": status}
         if answer is not None:
-            record["decisions"] = [{k: d[k] for k in ("code", "system", "pa_needed", "covered")}
-                                   for d in answer["decisions"]]
+            record["decisions"] = [_decision(d) for d in answer["decisions"]]
         else:
             record["error_location"] = location[:MAX_FIELD]
         self.write(record)
@@ -92,6 +91,30 @@ class AuditLog:
         else:
             record["error_location"] = expression[:MAX_FIELD]
         self.write(record)
+
+    def dtr(self, request: Request, digest: str, status: int, operation: str,
+            decisions: Iterable[dict[str, Any]] = (), expression: str = "") -> None:
+        """Record a DTR operation (``questionnaire-package``, ``next-question``): the decisions it
+        made, or the refusal's status and place."""
+        record: dict[str, Any] = {"api": "dtr", "caller": caller_of(request).as_dict(), "operation": operation,
+                                  "request_id": request_id(request), "ruleset": digest, "status": status}
+        if status == 200:
+            record["decisions"] = [_decision(d) for d in decisions]
+        else:
+            record["error_location"] = expression[:MAX_FIELD]
+        self.write(record)
+
+
+def _decision(decision: dict[str, Any]) -> dict[str, Any]:
+    return {k: decision[k] for k in ("code", "system", "pa_needed", "covered")}
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    """One JSON line, written by orjson; text orjson refuses (a lone surrogate) by the standard library."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
 
 
 def _assertion(answered: Any) -> dict[str, Any]:

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jwt
-import yaml
 from cachetools import TTLCache
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.crd import routes as crd_routes
-from service.settings import Settings
+from service.dtr import routes as dtr_routes
+from service.settings import Settings, read_config
 
 log = logging.getLogger("covreq.auth")
 
@@ -40,6 +41,12 @@ MAX_LIFETIME = 300
 REPLAY_CACHE_SIZE = 100_000
 #: Shortest API key accepted in the key file.
 MIN_KEY_LENGTH = 16
+#: Longest bearer token read, in characters; a longer one is refused before it is decoded.
+MAX_TOKEN_LENGTH = 8192
+#: Longest ``sub`` or ``tenant`` claim accepted, in characters (both go into the audit trail).
+MAX_CLAIM_LENGTH = 256
+#: Characters of a caller-sent value quoted in a refusal.
+_QUOTED = 64
 API_KEY_HEADER = "x-api-key"
 
 
@@ -72,30 +79,74 @@ class Caller:
 ANONYMOUS = Caller("anonymous", "anonymous")
 
 
+def _quoted(value: Any) -> str:
+    """A caller-sent value as it may appear in a refusal: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= _QUOTED else text[:_QUOTED] + "..."
+
+
+def algorithms_of(key: Any) -> tuple[str, ...]:
+    """The signature algorithms a public key can check: RS*/PS* for RSA, the ES* of an EC key's
+    curve, EdDSA for Ed25519/Ed448; none for any other key."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return tuple(alg for alg, curve in _CURVES.items() if isinstance(key.curve, curve))
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        return ("EdDSA",)
+    return ()
+
+
+_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key and the algorithms a token signed with it may name (pinned by the JWKS
+    ``alg`` or the issuer entry's ``alg`` when given, else every algorithm of the key's type)."""
+
+    key: Any
+    algorithms: tuple[str, ...]
+
+    @classmethod
+    def of(cls, key: Any, alg: Any, where: str) -> "TrustedKey":
+        """Pin ``key`` to ``alg`` (None: every algorithm its type takes); raises AuthConfigError."""
+        fitting = algorithms_of(key)
+        if alg is not None and alg not in fitting:
+            raise AuthConfigError(f"{where}: alg {alg!r} does not fit the key (it takes {', '.join(fitting) or 'none'})")
+        if not fitting:
+            raise AuthConfigError(f"{where}: the key's type signs with none of {', '.join(ALGORITHMS)}")
+        return cls(key, (alg,) if alg is not None else fitting)
+
+
 @dataclass(frozen=True)
 class Issuer:
     """A trusted EHR: its ``iss``, public keys by ``kid`` and the ``jku`` URLs it may name."""
 
     iss: str
-    keys: Mapping[str | None, Any]
+    keys: Mapping[str | None, TrustedKey]
     jku: frozenset[str] = frozenset()
 
-    def key(self, kid: str | None) -> Any:
+    def key(self, kid: str | None) -> TrustedKey:
         """The public key a token with this ``kid`` must verify against."""
         if kid in self.keys:
             return self.keys[kid]
         if kid is None and len(self.keys) == 1:
             return next(iter(self.keys.values()))
-        raise AuthError(f"issuer {self.iss!r} has no key with kid {kid!r}", True)
+        raise AuthError(f"issuer {self.iss!r} has no key with kid {_quoted(kid)}", True)
 
 
-def _read_keys(entry: Mapping[str, Any], folder: Path) -> dict[str | None, Any]:
+def _read_keys(entry: Mapping[str, Any], folder: Path) -> dict[str | None, TrustedKey]:
     if "jwks" in entry:
-        jwks = jwt.PyJWKSet.from_dict(json.loads((folder / entry["jwks"]).read_text(encoding="utf-8")))
-        return {k.key_id: k.key for k in jwks.keys}
+        jwks = json.loads((folder / entry["jwks"]).read_text(encoding="utf-8"))
+        found = {}
+        for number, data in enumerate(jwks.get("keys") or []):
+            where = f"{entry['jwks']} key {data.get('kid') or number}"
+            found[data.get("kid")] = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), where)
+        return found
     if "public_key" in entry:
         key = load_pem_public_key((folder / entry["public_key"]).read_bytes())
-        return {entry.get("kid"): key}
+        return {entry.get("kid"): TrustedKey.of(key, entry.get("alg"), str(entry["public_key"]))}
     raise AuthConfigError(f"issuer {entry.get('iss')!r} needs 'jwks' or 'public_key'")
 
 
@@ -104,8 +155,10 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
 
     Key file paths are relative to the configuration file.
     """
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_config(path) or {}
     issuers: dict[str, Issuer] = {}
+    if not isinstance(data, dict) or not isinstance(data.get("issuers") or [], list):
+        raise AuthConfigError(f"{path}: expected a mapping with a list under 'issuers'")
     for entry in data.get("issuers") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str):
             raise AuthConfigError(f"{path}: every issuer needs an 'iss' string")
@@ -121,7 +174,7 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
 
 def load_api_keys(path: Path) -> dict[str, bytes]:
     """API keys from a YAML mapping ``name: key``; returns each key's SHA-256 by name."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_config(path) or {}
     if not isinstance(data, dict) or not data:
         raise AuthConfigError(f"{path}: expected a mapping of key names to keys")
     for name, key in data.items():
@@ -140,31 +193,50 @@ class JwtVerifier:
 
     def verify(self, token: str, path: str) -> Caller:
         """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise AuthError(f"the bearer token is {len(token)} characters long; the limit is {MAX_TOKEN_LENGTH}", True)
         try:
             header = jwt.get_unverified_header(token)
             iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
-        except jwt.PyJWTError as err:
-            raise AuthError(f"the bearer token is not a JWT: {err}", True) from None
+        except (jwt.PyJWTError, ValueError) as err:
+            raise AuthError(f"the bearer token is not a JWT: {str(err)[:200]}", True) from None
         alg = header.get("alg")
-        if alg not in ALGORITHMS:
-            raise AuthError(f"JWT alg {alg!r} is not accepted; use one of {', '.join(ALGORITHMS)}", True)
-        if str(header.get("typ", "JWT")).upper() != "JWT":
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise AuthError(f"JWT alg {_quoted(alg)} is not accepted; use one of {', '.join(ALGORITHMS)}", True)
+        typ = header.get("typ", "JWT")
+        if not isinstance(typ, str) or typ.upper() != "JWT":
             raise AuthError("JWT header typ must be JWT", True)
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise AuthError(f"JWT issuer {iss!r} is not trusted", True)
-        if "jku" in header and header["jku"] not in issuer.jku:
-            raise AuthError(f"JWT jku {header['jku']!r} is not a key set trusted for {iss!r}", True)
+            raise AuthError(f"JWT issuer {_quoted(iss)} is not trusted", True)
+        jku = header.get("jku")
+        if "jku" in header and (not isinstance(jku, str) or jku not in issuer.jku):
+            raise AuthError(f"JWT jku {_quoted(jku)} is not a key set trusted for {iss!r}", True)
+        trusted = issuer.key(header.get("kid"))
+        if alg not in trusted.algorithms:
+            raise AuthError(f"JWT alg {alg} is not accepted for this key of {iss!r}; it takes "
+                            f"{', '.join(trusted.algorithms)}", True)
         try:
-            claims = jwt.decode(token, issuer.key(header.get("kid")), algorithms=[alg], issuer=iss,
+            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss,
                                 audience=[self.service_url, self.service_url + path], leeway=LEEWAY,
                                 options={"require": ["iss", "aud", "exp", "iat", "jti"]})
         except jwt.InvalidAudienceError:
             raise AuthError(f"JWT aud must be {self.service_url!r} or {self.service_url + path!r}", True) from None
-        except jwt.PyJWTError as err:
-            raise AuthError(f"JWT refused: {err}", True) from None
+        except (jwt.PyJWTError, ValueError, OverflowError) as err:
+            raise AuthError(f"JWT refused: {str(err)[:200]}", True) from None
+        return self._caller(iss, claims)
+
+    def _caller(self, iss: str, claims: Mapping[str, Any]) -> Caller:
+        """Check the claims' types, lifetime and replay; the caller they name."""
+        for name in ("exp", "iat"):
+            if type(claims[name]) not in (int, float):
+                raise AuthError(f"JWT {name} must be a number of seconds (NumericDate)", True)
         if claims["exp"] - claims["iat"] > MAX_LIFETIME:
             raise AuthError(f"JWT is valid for more than {MAX_LIFETIME} seconds (exp - iat)", True)
+        for name in ("sub", "tenant"):
+            value = claims.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_CLAIM_LENGTH):
+                raise AuthError(f"JWT {name} must be a string of at most {MAX_CLAIM_LENGTH} characters", True)
         self._remember(iss, str(claims["jti"]))
         return Caller("jwt", iss, claims.get("sub"), claims.get("tenant"))
 
@@ -197,7 +269,7 @@ class Guard:
     def challenges(self, path: str) -> list[str]:
         """The ``WWW-Authenticate`` challenges of ``path``; none when it is open."""
         bearer = ['Bearer realm="covreq"']
-        if crd_routes.owns(path) and path != crd_routes.PREFIX:
+        if crd_routes.owns(path) and path != crd_routes.PREFIX or dtr_routes.owns(path) and path != dtr_routes.METADATA:
             return bearer if self.verifier else []
         if not path.startswith("/v1/"):
             return []

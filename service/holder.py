@@ -16,14 +16,18 @@ log = logging.getLogger("covreq.reload")
 
 @dataclass(frozen=True)
 class ReloadFailure:
-    """A reload that was refused: when it happened and every problem the loader found."""
+    """A reload that was refused: when it happened and every problem the loader found, in full
+    (``problems``) and as places and codes only (``places``: ``file:line:col: code``)."""
 
     at: datetime
     problems: list[str] = field(default_factory=list)
+    places: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form, as shown by ``/v1/ruleset`` and ``/readyz``."""
-        return {"at": self.at.isoformat(timespec="seconds"), "problems": self.problems}
+    def as_dict(self, messages: bool = True) -> dict[str, object]:
+        """JSON-ready form, as shown by ``/v1/ruleset``; without ``messages`` (which may quote the
+        rule files) as shown by the unauthenticated ``/readyz``."""
+        return {"at": self.at.isoformat(timespec="seconds"),
+                "problems": self.problems if messages else self.places}
 
 
 class RuleSetHolder:
@@ -66,10 +70,16 @@ class RuleSetHolder:
         with self._reload_lock:
             try:
                 fresh, seconds = self._load(path)
-            except (engine.LoadError, OSError) as err:
-                problems = ([str(p) for p in err.problems] if isinstance(err, engine.LoadError)
-                            else [f"{path}: {err}"])
-                return self.refuse(problems, source)
+            except engine.LoadError as err:
+                return self.refuse([str(p) for p in err.problems], source,
+                                   [f"{p.path}:{p.line}:{p.column}: {p.code}" for p in err.problems])
+            except OSError as err:
+                return self.refuse([f"{path}: E-io: {err}"], source, [f"{path}: E-io"])
+            except Exception as err:  # noqa: BLE001 - a loader bug must not pass for a good reload
+                log.exception("reload crashed", extra={"event": "reload-crashed", "ruleset": self._current.digest,
+                                                       "source": source})
+                return self.refuse([f"{path}: E-internal: the loader failed ({type(err).__name__}); "
+                                    "the log has the traceback"], source, [f"{path}: E-internal"])
             previous, self._current, self.path = self._current.digest, fresh, path
             self.last_error = None
             self._metrics.loaded(fresh, seconds)
@@ -81,9 +91,10 @@ class RuleSetHolder:
         """The rules in service are the latest after all (a bundle URL says so): forget the last refusal."""
         self.last_error = None
 
-    def refuse(self, problems: list[str], source: str = "tree") -> ReloadFailure:
-        """Record a refused reload: log each problem, keep it for ``/readyz``, count it."""
-        failure = ReloadFailure(datetime.now(timezone.utc), problems)
+    def refuse(self, problems: list[str], source: str = "tree", places: list[str] | None = None) -> ReloadFailure:
+        """Record a refused reload: log each problem, keep it for ``/readyz``, count it. ``places``
+        (what ``/readyz`` shows) default to the problems, for problems that quote no rule file."""
+        failure = ReloadFailure(datetime.now(timezone.utc), problems, problems if places is None else places)
         for problem in problems:
             log.error("reload refused: %s", problem, extra={
                 "event": "reload-failed", "problem": problem, "ruleset": self._current.digest,

@@ -1,11 +1,13 @@
-"""The front-office lookup page: its static files and the payer and plan choices it offers."""
+"""The front-office lookup page: its static files and the payer and plan choices it offers.
+
+``place-of-service.json`` is the CMS Place of Service code set; the file names its source."""
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
 from service.responses import json_response
 
@@ -13,7 +15,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 #: Everything the page loads comes from this service: no other origin, no inline code.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; base-uri 'none'; form-action 'self'; "
                            "frame-ancestors 'none'; object-src 'none'")
-_ASSETS = {"lookup.js": "text/javascript", "lookup.css": "text/css"}
+_ASSETS = {"lookup.js": "text/javascript", "lookup.css": "text/css", "favicon.svg": "image/svg+xml",
+           "place-of-service.json": "application/json"}
 
 router = APIRouter(tags=["lookup"])
 
@@ -25,17 +28,28 @@ def page() -> FileResponse:
                         headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
-@router.get("/lookup/payers", summary="Payers of the loaded rule set and the plans its policies name")
+@router.get("/lookup/payers", summary="Payers of the loaded rule set with their plans, by title")
 def payers(request: Request) -> JSONResponse:
-    """``{"ruleset", "payers": [{"id", "title", "plans"}]}``, sorted, for the page's payer and plan choices."""
+    """``{"ruleset", "payers": [{"id", "title", "plans": [{"id", "title"}]}]}`` for the page's choices,
+    payers by title, each with the plans its policies name or its ``_payer.yaml`` titles, by title."""
     ruleset = request.app.state.holder.current
     plans: dict[str, set[str]] = defaultdict(set)
     for policy in ruleset.policies():
         plans[policy["payer"]].update(policy["plans"] or ())
-    return json_response({"ruleset": ruleset.digest,
-                          "payers": [{"id": p, "title": ruleset.payer_title(p), "plans": sorted(plans[p])}
-                                     for p in ruleset.payers()]},
-                         ruleset.digest)
+    choices = []
+    for payer in ruleset.payers():
+        ids = plans[payer] | set(ruleset.plan_titles(payer))
+        named = sorted(({"id": plan, "title": ruleset.plan_title(payer, plan)} for plan in ids),
+                       key=lambda p: (p["title"].casefold(), p["id"]))
+        choices.append({"id": payer, "title": ruleset.payer_title(payer), "plans": named})
+    choices.sort(key=lambda p: (p["title"].casefold(), p["id"]))
+    return json_response({"ruleset": ruleset.digest, "payers": choices}, ruleset.digest)
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> RedirectResponse:
+    """Browsers ask every site for ``/favicon.ico``: the page's icon."""
+    return RedirectResponse("/lookup/favicon.svg", status_code=308)
 
 
 @router.get("/lookup/{name}", include_in_schema=False)

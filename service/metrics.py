@@ -62,8 +62,19 @@ class Metrics:
             self.reload_failures.labels(source)
         self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
                                      ("cache", "result"), registry=r)
+        #: Labelled children already made: prometheus-client checks the values and takes a lock on every
+        #: ``labels`` call, several times per request. As many as prometheus-client keeps itself.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._digest: str | None = None
         self._cache_seen: tuple[int, dict[tuple[str, str], int]] = (0, {})
+
+    def _labels(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, made once."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def loaded(self, ruleset: engine.RuleSet, seconds: float) -> None:
         """A rule set went into service after ``seconds`` of loading."""
@@ -82,14 +93,14 @@ class Metrics:
     def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
         """Count the answers of one decision request."""
         for value in pa_needed:
-            self.answers.labels(api, value or "none").inc()
+            self._labels(self.answers, api, value or "none").inc()
 
     def observe_request(self, scope: Scope, status: int, seconds: float, ruleset: engine.RuleSet) -> None:
         """Count one finished request; for decisions, time it and bring the cache counts up to date."""
         route = getattr(scope.get("route"), "path", UNMATCHED)
-        self.requests.labels(route, scope["method"], str(status)).inc()
+        self._labels(self.requests, route, scope["method"], str(status)).inc()
         if route in DECISION_ROUTES:
-            self.decision_seconds.labels(route).observe(seconds)
+            self._labels(self.decision_seconds, route).observe(seconds)
             self._count_cache_lookups(ruleset)
 
     def _count_cache_lookups(self, ruleset: engine.RuleSet) -> None:
@@ -102,7 +113,7 @@ class Metrics:
             before = {}
         for key, count in now.items():
             if count > before.get(key, 0):
-                self.cache_lookups.labels(*key).inc(count - before.get(key, 0))
+                self._labels(self.cache_lookups, *key).inc(count - before.get(key, 0))
         self._cache_seen = (id(ruleset), now)
 
     def exposition(self) -> bytes:

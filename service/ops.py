@@ -21,8 +21,9 @@ def healthz(request: Request) -> JSONResponse:
 
 @router.get("/readyz", summary="Readiness: a rule set is loaded; reports a refused reload")
 def readyz(request: Request) -> JSONResponse:
-    """200 ``ready``, or 200 ``degraded`` with the error when the last reload was refused; served
-    from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check.
+    """200 ``ready``, or 200 ``degraded`` with the places and codes of the problems when the last
+    reload was refused (never their messages: this endpoint is open, and messages quote rule files);
+    served from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check.
 
     A refused reload does not make the service unready: it keeps answering with the last good
     rule set, and taking every replica out of rotation for a bad file would be an outage.
@@ -30,7 +31,7 @@ def readyz(request: Request) -> JSONResponse:
     holder, bundles = request.app.state.holder, request.app.state.bundles
     digest, failure = holder.current.digest, holder.last_error
     body = {"status": "degraded" if failure else "ready", "ruleset": digest,
-            "last_reload_error": failure.as_dict() if failure else None}
+            "last_reload_error": failure.as_dict(messages=False) if failure else None}
     if bundles:
         body["bundle"] = bundles.status()
     return json_response(body, digest)

@@ -3,15 +3,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi.responses import JSONResponse
 
 RULESET_HEADER = "X-Covreq-Ruleset"
 
 
+class FastJSONResponse(JSONResponse):
+    """JSON written by orjson: the same bytes as :class:`JSONResponse` (compact UTF-8; a float in
+    its shortest spelling, ``1e-7`` for ``1e-07``), several times faster; a body orjson refuses
+    (e.g. non-string keys) is written by the standard library."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            return super().render(content)
+
+
 def json_response(body: Any, digest: str, status: int = 200,
                   headers: dict[str, str] | None = None) -> JSONResponse:
     """``body`` as JSON with the ``X-Covreq-Ruleset`` header set to ``digest``."""
-    return JSONResponse(body, status_code=status, headers={RULESET_HEADER: digest, **(headers or {})})
+    return FastJSONResponse(body, status_code=status, headers={RULESET_HEADER: digest, **(headers or {})})
 
 
 def v1_error(status: int, message: str, digest: str, location: str = "") -> JSONResponse:

@@ -11,6 +11,8 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
+from engine import LoadError
+from engine.bundle import BundleError
 from service import logs
 from service.app import create_app
 from service.metrics import MULTIPROCESS_ENV
@@ -19,11 +21,27 @@ from service.settings import Settings
 RULES_ENV = "COVREQ_RULES"
 
 
+class StartupError(Exception):
+    """The service cannot start; the message is one line for the operator."""
+
+
 def app_from_env() -> FastAPI:
-    """App factory for worker processes: the rule tree comes from ``COVREQ_RULES``."""
-    settings = Settings.from_env()
-    logs.configure(settings.json_logs, settings.log_level)
-    return create_app(os.environ.get(RULES_ENV), settings)
+    """App factory (also of worker processes): the rule tree comes from ``COVREQ_RULES`` (or the bundle
+    at ``COVREQ_BUNDLE_URL``), the settings from the environment; raises :class:`StartupError` when
+    either is unusable."""
+    rules = os.environ.get(RULES_ENV)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.json_logs, settings.log_level)
+        return create_app(rules, settings)
+    except LoadError as exc:
+        first, more = exc.problems[0], len(exc.problems) - 1
+        raise StartupError(f"cannot load the rule tree {rules}: {first}"
+                           + (f" (and {more} more: covreq validate {rules} lists them)" if more else "")) from None
+    except BundleError as exc:
+        raise StartupError(f"bundle refused: {exc}") from None
+    except (ValueError, OSError) as exc:  # settings, payer mapping, credentials files
+        raise StartupError(f"cannot start: {' '.join(str(exc).split())}") from None
 
 
 class ReloadingSupervisor(Multiprocess):
@@ -52,10 +70,17 @@ def _metrics_folder() -> None:
 
 def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve the rule tree at ``rules`` (or, when None, the bundle at ``COVREQ_BUNDLE_URL``); with
-    ``workers > 1`` each worker loads it itself."""
+    ``workers > 1`` each worker loads it itself. Raises :class:`StartupError` before anything
+    listens when the tree or the configuration is unusable."""
+    try:  # fail before loading anything when the address is taken
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     if rules is not None:
         os.environ[RULES_ENV] = rules
+    app = app_from_env()
     if workers > 1:
+        del app  # only a check: each worker builds its own
         _metrics_folder()
         config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
                                 workers=workers, log_config=None)
@@ -66,4 +91,4 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ReloadingSupervisor(config, sockets=[listener]).run()
     else:
-        uvicorn.run(app_from_env(), host=host, port=port, log_config=None)
+        uvicorn.run(app, host=host, port=port, log_config=None)

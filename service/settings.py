@@ -4,8 +4,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
+
+from engine.yamlsource import YamlError, load_yaml
 
 DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
+
+
+def read_config(path: Path) -> Any:
+    """The data of a YAML configuration file (payer mapping, issuers, API keys); raises ValueError
+    naming the file, and the line and column of a YAML mistake."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))[0]
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except YamlError as exc:
+        raise ValueError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from None
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number in environment variable ``name``; raises ValueError naming the variable."""
+    text = env.get(name)
+    try:
+        return default if text is None else int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -22,6 +47,10 @@ class Settings:
     ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
     with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
     temporary folder).
+    ``fhir_servers`` are the EHR FHIR base URLs a CDS Hooks call may have covreq query (``*``: any
+    https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``;
+    ``crd_max_orders``, ``crd_max_coverages`` and ``crd_max_billing_codes`` (per order) bound the
+    work of one CDS Hooks call (413 above them).
     """
 
     max_body_bytes: int = 1_048_576
@@ -34,24 +63,33 @@ class Settings:
     api_keys: Path | None = None
     v1_jwt: bool = False
     audit_path: Path = Path("covreq-audit.jsonl")
+    fhir_base: str | None = None
     bundle_url: str | None = None
     bundle_public_key: Path | None = None
     bundle_poll_seconds: float = 30.0
     bundle_timeout_seconds: float = 30.0
     bundle_dir: Path | None = None
+    fhir_servers: tuple[str, ...] = ()
+    ehr_timeout_seconds: float = 3.0
+    ehr_max_bytes: int = 2_000_000
+    crd_max_orders: int = 100
+    crd_max_coverages: int = 20
+    crd_max_billing_codes: int = 50
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Settings from ``COVREQ_MAX_BODY_BYTES``, ``COVREQ_PAYERS``, ``COVREQ_ADMIN_TOKEN``,
         ``COVREQ_JSON_LOGS`` (``0`` for plain text), ``COVREQ_LOG_LEVEL``, ``COVREQ_AUTH_ISSUERS``,
         ``COVREQ_SERVICE_URL``, ``COVREQ_API_KEYS``, ``COVREQ_V1_JWT`` (``1`` for on),
-        ``COVREQ_AUDIT``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
-        ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``;
-        absent variables keep the defaults."""
+        ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
+        ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``,
+        ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
+        ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
+        ``COVREQ_CRD_MAX_BILLING_CODES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
-            max_body_bytes=int(env.get("COVREQ_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            max_body_bytes=_whole(env, "COVREQ_MAX_BODY_BYTES", defaults.max_body_bytes),
             payers=Path(env.get("COVREQ_PAYERS", str(defaults.payers))),
             admin_token=env.get("COVREQ_ADMIN_TOKEN") or None,
             json_logs=env.get("COVREQ_JSON_LOGS", "1") != "0",
@@ -61,9 +99,16 @@ class Settings:
             api_keys=Path(env["COVREQ_API_KEYS"]) if env.get("COVREQ_API_KEYS") else None,
             v1_jwt=env.get("COVREQ_V1_JWT", "0") == "1",
             audit_path=Path(env.get("COVREQ_AUDIT") or defaults.audit_path),
+            fhir_base=env.get("COVREQ_FHIR_BASE") or None,
             bundle_url=env.get("COVREQ_BUNDLE_URL") or None,
             bundle_public_key=Path(env["COVREQ_BUNDLE_PUBLIC_KEY"]) if env.get("COVREQ_BUNDLE_PUBLIC_KEY") else None,
             bundle_poll_seconds=float(env.get("COVREQ_BUNDLE_POLL_SECONDS", defaults.bundle_poll_seconds)),
             bundle_timeout_seconds=float(env.get("COVREQ_BUNDLE_TIMEOUT_SECONDS", defaults.bundle_timeout_seconds)),
             bundle_dir=Path(env["COVREQ_BUNDLE_DIR"]) if env.get("COVREQ_BUNDLE_DIR") else None,
+            fhir_servers=tuple(env.get("COVREQ_FHIR_SERVERS", "").replace(",", " ").split()),
+            ehr_timeout_seconds=float(env.get("COVREQ_EHR_TIMEOUT_SECONDS", defaults.ehr_timeout_seconds)),
+            ehr_max_bytes=int(env.get("COVREQ_EHR_MAX_BYTES", defaults.ehr_max_bytes)),
+            crd_max_orders=int(env.get("COVREQ_CRD_MAX_ORDERS", defaults.crd_max_orders)),
+            crd_max_coverages=int(env.get("COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages)),
+            crd_max_billing_codes=int(env.get("COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes)),
         )

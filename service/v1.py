@@ -1,14 +1,17 @@
-"""The v1 JSON API: requirements, policies and the loaded rule set (DESIGN.md section 6)."""
+"""The v1 JSON API: requirements, policies and the loaded rule set (docs/api.md)."""
 from __future__ import annotations
 
 import json
 import re
+
+import orjson
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 import engine
+from service.dtr.catalogue import forms_of
 from service.responses import json_response, v1_error
 
 router = APIRouter(tags=["v1"])
@@ -20,13 +23,24 @@ _EXAMPLE_REQUEST = {
 }
 _REQUEST_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "object", "required": ["payer", "services"],
-               "description": "The v1 request of DESIGN.md section 6; every fact but payer and "
-                              "services may be absent (unknown)."},
+               "description": "The v1 request (docs/api.md, POST /v1/requirements); every fact but payer and "
+                              "services may be absent (unknown).",
+               "properties": {
+                   "order_complete": {
+                       "type": "boolean", "default": False,
+                       "description": "true when services is the whole order; otherwise a line whose paired "
+                                      "partner code is not sent may answer conditional on other_codes"},
+                   "explain": {"type": "boolean", "default": False,
+                               "description": "add a trace of the rules tried"}}},
     "example": _EXAMPLE_REQUEST}}}}
 
 #: A JSON escape of a UTF-16 surrogate: only these can put a lone surrogate into a parsed string.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Bytes with every digit written 9 and everything else a blank: a body holding nineteen 9s in a row
+#: may hold an integer orjson would read as a float (beyond 64 bits), and is read by the standard library.
+_DIGITS_ONLY = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"9" * 19
 #: Characters of a field name quoted in an error.
 _NAME_QUOTED = 64
 
@@ -76,13 +90,14 @@ def _lone_surrogate_at(value: Any) -> tuple[str, str] | None:
 
 def parse_json(raw: bytes) -> Any:
     """Strict JSON (no NaN/Infinity) of Unicode text; raises ``BodyError`` (a ValueError) with the
-    position of the problem, or the field whose text holds a lone surrogate such as ``"\\ud800"``."""
+    position of the problem, or the field whose text holds a lone surrogate such as ``"\\ud800"``.
+
+    orjson reads the body; a body it refuses, or one with integers longer than it keeps exactly,
+    is read again by the standard library, whose messages locate the problem."""
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except RecursionError:  # e.g. a body of a million '[': a 400, not a crash
-        raise BodyError("the JSON nests too deeply") from None
-    except ValueError as err:
-        raise BodyError(str(err)) from None
+        body = _standard_json(raw) if _LONG_DIGITS in raw.translate(_DIGITS_ONLY) else orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = _standard_json(raw)
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then walk the body
         found = _lone_surrogate_at(body)
         if found is not None:
@@ -90,6 +105,15 @@ def parse_json(raw: bytes) -> Any:
             raise BodyError(f"the {part} of {field} holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
                             "which is not Unicode text", field)
     return body
+
+
+def _standard_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:  # e.g. a body of a million '[': a 400, not a crash
+        raise BodyError("the JSON nests too deeply") from None
+    except ValueError as err:
+        raise BodyError(str(err)) from None
 
 
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,
@@ -108,7 +132,7 @@ async def requirements(request: Request) -> JSONResponse:
         audit.v1(request, ruleset.digest, 422)
         return v1_error(422, "the request must be a JSON object", ruleset.digest)
     try:
-        answer = ruleset.evaluate(body)
+        answer = forms_of(request).link(ruleset.evaluate(body))
     except engine.RequestError as err:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)

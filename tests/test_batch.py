@@ -84,7 +84,16 @@ def test_lines_of_one_order_are_evaluated_together(tmp_path: Path, capsys: pytes
     _, rows, _ = batch(tmp_path, together, capsys)
     assert [r["pa_needed"] for r in rows] == ["auth-needed", "auth-needed"]
     _, rows, _ = batch(tmp_path, apart, capsys)
+    assert [(r["pa_needed"], r["info_needed"]) for r in rows] == [("conditional", "other_codes")] * 2
+
+
+def test_order_complete_column_closes_the_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header = "order_id,payer,date_of_service,place_of_service,code,order_complete\n"
+    complete = header + "A,medicare,2024-03-14,22,64612,yes\nB,medicare,2024-03-14,22,J0585,true\n"
+    _, rows, _ = batch(tmp_path, complete, capsys)
     assert [r["pa_needed"] for r in rows] == ["no-auth", "no-auth"]
+    code, rows, err = batch(tmp_path, header + "A,medicare,2024-03-14,22,64612,maybe\n", capsys)
+    assert rows == [] and "order_complete: must be true or false" in err
 
 
 def test_rows_of_an_order_need_not_be_adjacent_and_output_keeps_input_order(
@@ -107,6 +116,19 @@ def test_a_bad_row_rejects_its_order_with_row_numbers_and_the_rest_is_answered(
     assert "row 3: code: 'J058' is not a CPT or HCPCS Level II code; skipped" in err
     assert "row 2: its order was rejected with row 3; skipped" in err
     assert "2 input row(s) rejected" in err
+
+
+def test_a_worklist_without_order_id_answers_each_row_as_its_own_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 14): a worklist without an order_id column was refused."""
+    text = ("payer,date_of_service,place_of_service,code\nmedicare,2024-03-14,22,15823\n"
+            "medicare,2024-03-14,11,15823\n\nmedicare,2024-03-14,22,15823\n")
+    code, rows, err = batch(tmp_path, text, capsys)
+    assert code == 0
+    assert [(r["row"], r["order_id"], r["line"], r["pa_needed"]) for r in rows] == \
+           [("2", "row 2", "1", "auth-needed"), ("3", "row 3", "1", "no-auth"), ("5", "row 5", "1", "auth-needed")]
+    assert err.count("no order_id column: each row is an order of its own") == 1
+    assert "3 service line(s) in 3 order(s) answered" in err
 
 
 @pytest.mark.parametrize("row, reason", [

@@ -5,13 +5,14 @@ It checks that results are well formed, never how fast anything is.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 import engine
 from bench import library
-from bench.__main__ import crd_request, library_run
+from bench.__main__ import crd_request, library_run, parse_args
 from bench.generate import UNLISTED, generate, request_mix
 from bench.report import render
 
@@ -37,7 +38,8 @@ def test_the_library_harness_reports_every_figure_and_the_peers_agree(tree, tmp_
     pytest.importorskip("rule_engine")
     result = library_run(tree, request_mix(tree, 20), 1, ["zen-engine", "rule-engine"], tmp_path)
     assert result["load_s"] > 0 and result["rss_mb"] > 0
-    for key in ("plain", "plain_cold", "explain", "full_fact_covreq"):
+    for key in ("plain", "plain_cold", "one_line_cold", "order_cold", "explain", "full_fact_covreq",
+                "full_fact_covreq_rules"):
         assert result[key]["lines"] > 0 and 0 < result[key]["median_us"] <= result[key]["p99_us"]
     assert {name: p["disagreements"] for name, p in result["peers"].items()} == {"zen-engine": 0, "rule-engine": 0}
     table = render({"sizes": [result]})
@@ -53,6 +55,47 @@ def test_the_crd_request_keeps_the_anchor_shape_with_listed_codes(tree, tmp_path
     assert code in {x.code for x in tree.listings} and "prefetch" in body
 
 
+def test_long_orders_have_200_lines_of_one_payer_with_every_fact(tree) -> None:  # type: ignore[no-untyped-def]
+    orders = library.long_orders(request_mix(tree, 40))
+    assert orders and all(len(o["services"]) == 200 and "place_of_service" in o for o in orders)
+
+
+def test_the_condition_micro_benchmark_times_two_versions_that_agree() -> None:
+    from bench import condition
+    result = condition.measure(rounds=3)
+    assert result["compiled_ns"] > 0 and result["hand_ns"] > 0
+    assert [condition.by_hand(c) for c in condition.contexts()] == [True, False, None, False, None]
+
+
+def test_the_report_shows_the_answer_cache_apart_from_the_targets() -> None:
+    from bench.report import FIGURES, TARGETS
+    assert all("answer cache" not in label for label, *_ in TARGETS)
+    assert all(label.startswith("with the answer cache") for label, _ in FIGURES)
+
+
 def test_percentiles_use_the_nearest_rank() -> None:
     assert library.percentile([float(n) for n in range(1, 101)], 0.99) == 100.0
     assert library.summary([1.0, 2.0, 3.0])["median_us"] == 2.0
+
+
+def test_the_crd_scale_harness_reports_a_refusal_and_an_answer_per_size() -> None:
+    from bench import crd_scale
+    (result,) = crd_scale.run([25], rounds=1)  # 25 Coverages: over the default limit of 20
+    assert result["default_limits"]["status"] == [413] and result["raised_limits"]["status"] == [200]
+    assert result["ms_per_order"] > 0
+
+
+def test_quick_is_an_option_and_every_option_the_help_mentions_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 10): `python -m bench --help` mentioned a `--quick` that did not exist."""
+    args = parse_args(["--quick", "--no-http"])
+    assert (args.sizes, args.rounds, args.http_seconds, args.no_http) == ([100], 2, 2, True)
+    assert parse_args([]).sizes == [100, 1000, 10_000, 100_000]
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    options = set(re.findall(r"--[a-z][a-z-]+", help_text))
+    assert "--quick" in options
+    for option in options - {"--help"}:
+        parse_args([option, "1"] if option in ("--sizes", "--rounds", "--mix", "--peers-size", "--http-size",
+                                                "--http-seconds", "--anchor", "--json", "--markdown")
+                   else [option])

@@ -1,6 +1,8 @@
 """The covreq command line: exit codes, output formats and the v1 JSON on stdout."""
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import io
 import json
 import subprocess
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from engine.cli import EXIT_CODES, build_parser, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOOD, BAD = str(FIXTURES / "good"), str(FIXTURES / "ten_mistakes")
@@ -93,3 +95,24 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("covreq")
     result = subprocess.run([str(script), "validate", GOOD], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 10): there was no `covreq --version`."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"covreq {importlib.metadata.version('covreq')}\n"
+
+
+def test_every_argument_has_help_and_every_command_its_exit_codes() -> None:
+    """Regression (issue 15, item 10): arguments without help, exit codes of eval, schema, serve undocumented."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == set(EXIT_CODES)
+    for name, parser in commands.choices.items():
+        undocumented = [a.dest for a in parser._actions if not a.help]
+        assert undocumented == [], name
+        text = parser.format_help()
+        assert "exit codes:\n  0  " in text and "\n  1  " in text and "\n  2  " in text, name
+    assert "(default: 8000)" in commands.choices["serve"].format_help()
+    assert "(default: warning)" in commands.choices["lint"].format_help()

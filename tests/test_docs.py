@@ -46,3 +46,23 @@ def test_authoring_guide_example_is_conditional_without_place_of_service(tmp_pat
                                        for line in block.splitlines() if line.strip()])
 def test_condition_reference_examples_parse_and_type_check(condition: str) -> None:
     Checker().check(parse_condition(condition))
+
+
+def test_the_guide_lists_the_exit_codes_of_every_command() -> None:
+    """Regression (issue 15, item 10): the exit codes of eval, schema and serve were not documented."""
+    from engine.cli import EXIT_CODES
+    guide = (DOCS / "authoring.md").read_text(encoding="utf-8")
+    for name, (ok, problems, usage) in EXIT_CODES.items():
+        assert f"| `{name}` | {ok} | {problems} | {usage} |" in guide
+
+
+def test_the_docs_are_self_contained() -> None:
+    """Regression (issue 15, item 12): the docs cited a design document and folders outside the repository."""
+    root = DOCS.parent
+    for doc in [*DOCS.glob("*.md"), root / "README.md"]:
+        text = doc.read_text(encoding="utf-8")
+        assert "DESIGN.md" not in text and "shared/anchors" not in text, doc
+        links = [t for t in re.findall(r"\]\(([^)#\s]+)", text) if not t.startswith(("http://", "https://"))]
+        paths = [t for t in re.findall(r"`((?:\.ci|docs|engine|service|tests|rules|bench|grammar)/[\w./-]*)`", text)]
+        missing = [t for t in links if not (doc.parent / t).exists()] + [t for t in paths if not (root / t).exists()]
+        assert missing == [], doc

@@ -1,4 +1,4 @@
-"""Decisions: the DESIGN example, hit policy, unknowns, authorizations, plans, versions, requests."""
+"""Decisions: the blepharoplasty example, hit policy, unknowns, authorizations, plans, versions, requests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +20,7 @@ def decide(rules: engine.RuleSet, **changes: Any) -> dict[str, Any]:
     return rules.evaluate(body)["decisions"][0]
 
 
-def test_design_example_is_conditional_without_place_of_service(good_rules: engine.RuleSet) -> None:
+def test_blepharoplasty_example_is_conditional_without_place_of_service(good_rules: engine.RuleSet) -> None:
     decision = decide(good_rules)
     assert decision["pa_needed"] == "conditional"
     assert decision["info_needed"] == ["place_of_service"]
@@ -30,7 +30,7 @@ def test_design_example_is_conditional_without_place_of_service(good_rules: engi
 
 @pytest.mark.parametrize("pos, expected", [("22", "auth-needed"), ("19", "auth-needed"), ("11", "no-auth"),
                                            ("24", "no-auth")])
-def test_design_example_answers_by_setting(good_rules: engine.RuleSet, pos: str, expected: str) -> None:
+def test_blepharoplasty_example_answers_by_setting(good_rules: engine.RuleSet, pos: str, expected: str) -> None:
     decision = decide(good_rules, place_of_service=pos)
     assert decision["pa_needed"] == expected
     assert decision["info_needed"] == []

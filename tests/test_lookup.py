@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+import engine
 from service import create_app
 from service.lookup import STATIC
 from service.settings import Settings
@@ -37,12 +38,56 @@ def test_nothing_else_is_served_from_the_folder(client: TestClient, name: str) -
     assert response.json()["error"]["status"] == 404
 
 
-def test_payer_choices_come_from_the_loaded_rule_set(client: TestClient) -> None:
+def test_payer_and_plan_choices_come_from_the_loaded_rule_set_with_their_titles(client: TestClient) -> None:
+    """Regression (issue 15, item 13): plans showed raw ids such as original-medicare-ffs."""
     body = client.get("/lookup/payers").json()
-    assert [(p["id"], p["plans"]) for p in body["payers"]] == [("alabama-medicaid", ["medicare-medicaid-dual"]),
-                                                               ("medicare", ["original-medicare-ffs"])]
-    assert all(p["title"] and p["title"] != p["id"] for p in body["payers"])
+    rules = engine.load(ROOT / "rules")
+    assert [p["id"] for p in body["payers"]] == sorted(rules.payers(), key=lambda p: rules.payer_title(p).casefold())
+    for payer in body["payers"]:
+        assert payer["title"] == rules.payer_title(payer["id"]) != payer["id"]
+        named = {plan for policy in rules.policies() if policy["payer"] == payer["id"] for plan in policy["plans"] or ()}
+        assert {p["id"] for p in payer["plans"]} == named | set(rules.plan_titles(payer["id"]))
+        assert all(p["title"] == rules.plan_title(payer["id"], p["id"]) != p["id"] for p in payer["plans"])
+    medicare = next(p for p in body["payers"] if p["id"] == "medicare")
+    assert {"id": "original-medicare-ffs", "title": "Original Medicare (Parts A and B, fee-for-service)"} in \
+        medicare["plans"]
     assert body["ruleset"] == client.get("/v1/ruleset").json()["ruleset"]
+
+
+def test_a_new_payer_appears_with_its_title_and_plan_titles(tmp_path: Path) -> None:
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "_payer.yaml").write_text(
+        "payer: acme\ntitle: Acme Health Plan of the Northern Territories\nplans: {gold: Acme Gold PPO}\n")
+    (tmp_path / "acme" / "mri.yaml").write_text(
+        "id: acme-mri\ntitle: MRI\npayer: acme\nplans: [gold, silver]\neffective: 2024-01-01\n"
+        "source: {url: 'https://policies.acme.test/mri'}\ncodes: ['70551']\n")
+    client = TestClient(create_app(str(tmp_path), Settings(audit_path=tmp_path / "audit.jsonl")))
+    assert client.get("/lookup/payers").json()["payers"] == [{
+        "id": "acme", "title": "Acme Health Plan of the Northern Territories",
+        "plans": [{"id": "gold", "title": "Acme Gold PPO"}, {"id": "silver", "title": "silver"}]}]
+
+
+def test_the_whole_cms_place_of_service_code_set_is_served_with_its_source(client: TestClient) -> None:
+    """Regression (issue 15, item 13): place of service was a short fixed list (49 and others missing)."""
+    response = client.get("/lookup/place-of-service.json")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["source"] == "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+    codes = {entry["code"]: entry["name"] for entry in body["codes"]}
+    assert len(codes) == len(body["codes"]) == 52
+    assert all(re.fullmatch(r"\d{2}", code) and name for code, name in codes.items())
+    assert (codes["11"], codes["22"], codes["49"], codes["66"]) == (
+        "Office", "On Campus-Outpatient Hospital", "Independent Clinic",
+        "Programs of All-Inclusive Care for the Elderly (PACE) Center")
+    assert not set(codes) & {"28", "30", "40", "59", "98"}  # unassigned in the code set
+
+
+def test_favicon_is_served(client: TestClient) -> None:
+    """Regression (issue 15, item 13): the page's favicon was a 404."""
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.url.path == "/lookup/favicon.svg" and b"<svg" in icon.content
+    assert '<link rel="icon" href="/lookup/favicon.svg"' in client.get("/lookup").text
 
 
 def test_static_files_load_nothing_from_another_origin() -> None:

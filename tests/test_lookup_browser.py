@@ -74,7 +74,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 def open_page(browser: WebDriver, base_url: str) -> None:
     browser.get(f"{base_url}/lookup")
-    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#payer option[value=medicare]"))
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#payer option[value=medicare]")
+                                     and d.find_elements(By.CSS_SELECTOR, "#place_of_service option[value='49']"))
 
 
 def fill(browser: WebDriver, codes: str, day: str = "2024-03-14", pos: str = "22", payer: str = "medicare") -> None:
@@ -190,3 +191,85 @@ def test_screenshot(browser: WebDriver, base_url: str, tmp_path: Path) -> None:
         assert browser.save_screenshot(str(target))
     finally:
         browser.set_window_size(1366, 768)
+
+
+def test_the_payer_is_asked_for_and_names_and_plans_show_in_full(browser: WebDriver, base_url: str) -> None:
+    """Regression (issue 15, item 13): the payer defaulted to the first one, long names were cut, plans
+    showed raw ids."""
+    open_page(browser, base_url)
+    payer, plan = Select(browser.find_element(By.ID, "payer")), browser.find_element(By.ID, "plan")
+    assert payer.first_selected_option.get_attribute("value") == "" and not plan.is_enabled()
+    browser.find_element(By.ID, "codes").send_keys("15823", Keys.ENTER)  # no payer yet: nothing is sent
+    assert browser.execute_script("return document.getElementById('payer').matches(':invalid')")
+    assert browser.find_elements(By.CSS_SELECTOR, "#answers .placeholder")
+    payer.select_by_value("alabama-medicaid")
+    assert browser.find_element(By.ID, "payer-name").text == "Alabama Medicaid Agency"
+    Select(plan).select_by_value("medicare-medicaid-dual")
+    title = "Alabama Medicaid for Medicare/Medicaid dual-eligible recipients"
+    assert Select(plan).first_selected_option.text == title
+    name = browser.find_element(By.ID, "plan-name")
+    assert name.text == title and name.size["width"] <= plan.size["width"]  # wraps under the select, whole
+
+
+def test_every_cms_place_of_service_can_be_found_by_code_or_words(browser: WebDriver, base_url: str) -> None:
+    """Regression (issue 15, item 13): place of service was a short fixed list (49 and others missing)."""
+    open_page(browser, base_url)
+    select = Select(browser.find_element(By.ID, "place_of_service"))
+    assert len(select.options) == 53 and select.options[0].text == "Not known yet"
+    assert browser.find_element(By.ID, "pos-count").text == "All 52 CMS places of service."
+    search = browser.find_element(By.ID, "pos-search")
+    search.send_keys("ambulance")
+    assert [o.get_attribute("value") for o in select.options] == ["", "41", "42"]
+    assert browser.find_element(By.ID, "pos-count").text == "2 of 52 places of service match."
+    search.clear()
+    search.send_keys("49")
+    assert select.first_selected_option.text == "49 Independent Clinic"  # one match: chosen
+    search.clear()
+    search.send_keys("hotel")  # words of the definitions count: temporary lodging
+    assert select.first_selected_option.get_attribute("value") == "16"
+
+
+def test_the_submit_button_is_in_view_on_a_laptop_screen(browser: WebDriver, base_url: str) -> None:
+    """Regression (issue 15, item 13): the submit button was below the fold at 1366x768."""
+    open_page(browser, base_url)
+    top, bottom, height = browser.execute_script(
+        "const r = document.getElementById('submit').getBoundingClientRect(); return [r.top, r.bottom, innerHeight]")
+    assert 0 <= top and bottom <= height
+
+
+def test_a_conditional_checklist_says_it_applies_only_if_pa_is_needed_and_the_answer_prints(
+        browser: WebDriver, base_url: str) -> None:
+    """Regression (issue 15, item 13): a conditional answer showed its checklist unqualified, and an answer
+    could not be printed for the chart."""
+    open_page(browser, base_url)
+    assert not browser.find_element(By.ID, "print").is_displayed()
+    fill(browser, "15823 L1832", day="2022-05-01")
+    browser.find_element(By.ID, "submit").click()
+    cards = answers(browser)
+    assert "Documentation checklist, if prior authorization turns out to be needed" in cards[1]["text"]
+    assert "apply only if the facts above make prior authorization needed" in cards[1]["text"]
+    assert "Documentation checklist\n" in cards[0]["text"]  # a definite answer: a plain checklist
+    assert browser.find_element(By.ID, "print").is_displayed()
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        shown = browser.execute_script(
+            "return ['lookup', 'order', 'answers'].map(id => getComputedStyle(document.getElementById(id)).display)")
+        assert shown[0] == "none" and shown[1] != "none" and shown[2] != "none"
+        order = browser.find_element(By.ID, "order").text
+        assert "Medicare fee-for-service (Original Medicare)" in order and "22 On Campus-Outpatient Hospital" in order
+        link = browser.execute_script(
+            "return getComputedStyle(document.querySelector('#answers article a'), '::after').content")
+        assert "https://www.cms.gov/" in link  # the policy's address is printed
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+
+
+def test_the_page_loads_without_a_404(browser: WebDriver, base_url: str) -> None:
+    """Regression (issue 15, item 13): the favicon was a 404."""
+    browser.get_log("browser")  # what earlier tests logged
+    open_page(browser, base_url)
+    status = browser.execute_async_script(
+        "const done = arguments[0]; fetch('/favicon.ico').then(r => done([r.status, r.url]))")
+    assert status == [200, f"{base_url}/lookup/favicon.svg"]
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

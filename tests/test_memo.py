@@ -77,3 +77,21 @@ def test_the_cache_holds_at_most_its_byte_budget() -> None:
     assert cache.get(b"k19") == {"answer": 19, "pad": "x" * 40}
     cache.put(b"huge", {"pad": "x" * 5000})
     assert cache.get(b"huge") is None
+
+
+def test_the_least_recently_used_answers_go_first_when_the_budget_is_spent() -> None:
+    cache = AnswerCache(max_bytes=3 * (300 + 10))
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, "x" * 10)
+    assert cache.get(b"a") == "x" * 10  # now the most recent
+    cache.put(b"d", "x" * 10)
+    assert cache.get(b"b") is None and cache.get(b"a") and cache.get(b"c") and cache.get(b"d")
+    assert cache.info()["entries"] == 3 and cache.info()["bytes"] <= cache.info()["max_bytes"]
+
+
+def test_replacing_an_answer_charges_it_once() -> None:
+    cache = AnswerCache(max_bytes=10_000)
+    cache.put(b"k", {"answer": 1})
+    once = cache.info()["bytes"]
+    cache.put(b"k", {"answer": 1})
+    assert cache.info()["bytes"] == once and cache.info()["entries"] == 1

@@ -53,6 +53,24 @@ def test_errors_exit_two(args: list[str], message: str, capsys: pytest.CaptureFi
     assert message in capsys.readouterr().err
 
 
+def test_requests_both_trees_refuse_are_not_reported_as_no_change(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 10): diff said "no answer changes" (exit 0) when both trees refused
+    every request."""
+    requests = tmp_path / "r.jsonl"
+    requests.write_text('{"payer": "acme"}\n{"payer": "acme", "services": []}\n')
+    assert main(["diff", OLD, NEW, "--requests", str(requests)]) == 2
+    assert capsys.readouterr().err == (f"covreq diff: both trees refused every request, so nothing was compared; "
+                                       f"the first: {requests}:1: services: must be a non-empty list of service lines\n")
+    requests.write_text("\n")
+    assert main(["diff", OLD, NEW, "--requests", str(requests)]) == 2
+    assert capsys.readouterr().err == f"covreq diff: {requests} holds no request\n"
+    requests.write_text('{"payer": "acme"}\n' + (DIFF / "requests.jsonl").read_text())
+    assert main(["diff", OLD, OLD, "--requests", str(requests)]) == 0
+    assert capsys.readouterr().out == ("no answer changes (6 service line(s) in 4 request(s); "
+                                       "1 request(s) refused by both trees)\n")
+
+
 def test_bad_request_line_is_located(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     requests = tmp_path / "r.jsonl"
     requests.write_text('{"payer": "acme", "services": [{"code": "70551"}]}\n\n{oops\n')

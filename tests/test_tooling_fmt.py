@@ -27,7 +27,7 @@ def test_messy_file_gets_the_normal_form_and_keeps_every_comment() -> None:
     result = format_text(messy)
     assert result.after == (FMT / "formatted.yaml").read_text()
     assert sorted(comments(result.after)) == sorted(comments(messy))
-    assert 'codes: [29870-29874, "29877", 29880-29881, G0289]' in result.after
+    assert 'codes: ["29870", "29871", 29872-29874, "29877", "29880", "29881", G0289]' in result.after
     assert result.after.index("\nid:") < result.after.index("\ntitle:") < result.after.index("\nrules:")
     assert "  - id: children\n    when: patient.age < 18\n    pa_needed: no-auth\n" in result.after
 
@@ -57,9 +57,12 @@ def test_a_comment_inside_a_code_list_keeps_the_list_as_written(capsys: pytest.C
 
 
 def test_unparsable_file_exits_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "broken.yaml").write_text("id: [unclosed\n")
+    """Regression (issue 15, item 10): fmt printed ruamel's multi-line text instead of file:line:column."""
+    (tmp_path / "broken.yaml").write_text("id: x\ncodes: [\"1\", \"2\"\ntitle: y\n")
     assert main(["fmt", "--check", str(tmp_path)]) == 2
-    assert "broken.yaml: cannot format" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"{tmp_path / 'broken.yaml'}:3:1: E-yaml: a [ ... ] list is not closed, or misses "
+                                       "a comma; close the list that starts at line 2, column 8 with ']' and separate "
+                                       "its items with ', ' (cannot format)\n")
 
 
 def codes(policy: Policy) -> dict[tuple[object, object], frozenset[str]]:
@@ -93,3 +96,17 @@ def test_bundled_policies_keep_their_meaning_and_comments(tmp_path: Path) -> Non
     key = lambda p: (p.id, p.effective, p.extends or "")  # noqa: E731
     assert [shape(p) for p in sorted(before.policy_versions(), key=key)] == \
            [shape(p) for p in sorted(formatted.policy_versions(), key=key)]
+
+
+def test_listed_codes_are_sorted_and_deduplicated_but_never_merged_into_ranges() -> None:
+    """Regression (issue 15, item 5): fmt rewrote [72148, 72149] as 72148-72149, and authors grep for codes."""
+    text = ("id: x\ntitle: X\npayer: acme\neffective: 2024-01-01\nsource: {url: 'https://p.test/x'}\n"
+            "codes: [\"72149\", \"72148\", E0748, E0747, 15820-15823, \"72148\"]\n")
+    assert "codes: [15820-15823, \"72148\", \"72149\", E0747, E0748]\n" in format_text(text).after
+
+
+def test_the_bundled_rules_and_the_guide_examples_are_in_normal_form(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 5): four bundled files failed `covreq fmt --check rules/`, so the shipped
+    pre-commit hook failed on the project's own tree."""
+    assert main(["fmt", "--check", str(ROOT / "rules"), str(ROOT / "docs/examples/walkthrough")]) == 0, \
+        capsys.readouterr().out

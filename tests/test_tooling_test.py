@@ -43,7 +43,8 @@ def test_coverage_counts_fired_rules_predicate_outcomes_and_deciding_operands() 
     policy = str(COVERAGE / "policy.yaml")
     assert (f"{policy}:11:5", "rule 'children' never fired") in messages
     assert (f"{policy}:9:39", "rule 'emergency': `modifiers contains \"ER\"` never true") in messages
-    assert (f"{policy}:12:32", "rule 'children': `known(patient.birth_date)` never decided its and/or") in messages
+    assert (f"{policy}:12:32", "rule 'children': `known(patient.birth_date)` was never the operand that made its "
+                               "`and` false") in messages
     # exercised: the emergency rule's first operand decided (POS 23) and was false once (POS 22)
     assert not any("place_of_service == \"23\"" in m for _, m in messages)
 
@@ -139,3 +140,26 @@ def test_rule_tree_of_a_tree_without_payer_files_is_the_given_folder(tmp_path: P
     assert rule_tree_of(tmp_path / "acme") == tmp_path / "acme"
     (tmp_path / "acme" / "_payer.yaml").write_text("payer: acme\n", encoding="utf-8")
     assert rule_tree_of(tmp_path / "acme" / "x.tests.yaml") == tmp_path
+
+
+def test_rule_tree_of_never_takes_a_sibling_tree_for_its_own(tmp_path: Path) -> None:
+    """Regression: a tests file outside any payer folder climbed to a parent folder and took a
+    sibling folder's payer tree (another project, another test's temporary folder) for its own."""
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "_payer.yaml").write_text("payer: acme\n", encoding="utf-8")
+    (tmp_path / "mine").mkdir()
+    assert rule_tree_of(tmp_path / "mine" / "policy.tests.yaml") == tmp_path / "mine"
+    assert rule_tree_of(tmp_path) == tmp_path
+
+
+def test_an_empty_folder_says_no_cases_were_found_without_a_coverage_figure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 15, item 10): an empty folder printed "coverage 100.0%: 0/0"."""
+    assert main(["test", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.endswith(f"covreq test: no test cases found in {tmp_path}\n")
+
+
+def test_tests_without_rules_in_scope_report_no_coverage_percentage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(FAILING / "policy.tests.yaml"), "--rules", str(COVERAGE)]) == 1
+    assert "coverage: no rules under the tested path" in capsys.readouterr().out

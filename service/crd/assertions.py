@@ -6,7 +6,7 @@ lives here, and only here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from service.crd.requests import Line
@@ -21,6 +21,7 @@ INFO_CODES = {
 _PERFORMER_PREFIX = "provider."
 _PA_NEEDS_PA_DOCS = {"auth-needed", "conditional"}
 _SUPPORTING_HOOK_DOC_KINDS = {"patient"}  # supporting hooks ask for no clinical/admin documents
+_FAILURES_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Assertion:
     info_needed: tuple[str, ...] = ()
     line: Line | None = None
     reasons: tuple[str, ...] = ()
-    reason_code: str | None = None
+    reason_code: str | None = None  # codes the first reason (CRD coverageAssertionReasons)
     documentation: tuple[dict[str, Any], ...] = ()
     policies: tuple[dict[str, Any], ...] = ()
     questionnaires: tuple[str, ...] = ()
@@ -84,6 +85,25 @@ def no_billing_code(reference: str) -> Assertion:
     return Assertion(covered="conditional", pa_needed="conditional", info_needed=("detail-code",),
                      reasons=(f"{reference} carries no CPT or HCPCS code; coverage requirements "
                               "are decided per billing code.",), facts_needed=("code",))
+
+
+def unreadable(line: Line | None, why: str) -> Assertion:
+    """An answer that cannot be given because what the order says is malformed (CRD found-34:
+    the order's other codes, and the call's other orders, are still answered)."""
+    return Assertion(covered="indeterminate", pa_needed="indeterminate", line=line, reasons=(why,))
+
+
+def technical(assertion: Assertion, failures: tuple[str, ...]) -> Assertion:
+    """CRD resp-43: an answer that turned on data the EHR failed to give is ``indeterminate``,
+    reason ``technical``, the failed queries in its text; a settled answer stands as it is."""
+    if not failures or "conditional" not in (assertion.covered, assertion.pa_needed):
+        return assertion
+    text = ("covreq could not read what decides this from the EHR's FHIR server: "
+            + "; ".join(failures[:_FAILURES_SHOWN]) + (" ..." if len(failures) > _FAILURES_SHOWN else ""))
+    def settle(code: str | None) -> str | None:
+        return "indeterminate" if code == "conditional" else code
+    return replace(assertion, covered=settle(assertion.covered), pa_needed=settle(assertion.pa_needed),
+                   info_needed=(), reasons=(text, *assertion.reasons), reason_code="technical")
 
 
 def _needs_sentence(facts: tuple[str, ...]) -> str:

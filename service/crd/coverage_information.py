@@ -58,7 +58,8 @@ def coverage_information(answer: Answered, today: date, version: str) -> dict[st
     subs += [{"url": "info-needed", "valueCode": c} for c in a.info_needed]
     if a.line:
         subs.append({"url": "billingCode", "valueCoding": {"system": a.line.uri, "code": a.line.code}})
-    subs += [{"url": "reason", "valueCodeableConcept": _reason(a.reason_code, text)} for text in a.reasons]
+    subs += [{"url": "reason", "valueCodeableConcept": _reason(a.reason_code if number == 0 else None, text)}
+             for number, text in enumerate(a.reasons)]
     subs += [_policy_link(url, version)
              for url in dict.fromkeys(p["url"] for p in a.policies if p.get("url"))]
     subs += [{"url": "questionnaire", "valueCanonical": q} for q in a.questionnaires]

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.crd.discovery import Configuration
+from service.crd.discovery import HOOKS, Configuration
 from service.crd.outcome import CrdError
+from service.fhir import r4
+from service.fhir.index import ResourceIndex
+from service.fhir.values import as_list, member
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,15 @@ class EhrAccess:
 
     fhir_server: str
     access_token: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most one call may ask of covreq (413 above): orders, Coverages, billing codes per order."""
+
+    orders: int = 100
+    coverages: int = 20
+    billing_codes: int = 50
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,7 @@ class Envelope:
     configuration: Configuration
     prefetch: dict[str, Any]
     ehr: EhrAccess | None
+    limits: Limits = Limits()
 
 
 def require(value: Any, kind: type, expression: str, what: str) -> Any:
@@ -40,8 +53,9 @@ def require(value: Any, kind: type, expression: str, what: str) -> Any:
     return value
 
 
-def read_envelope(body: Any, hook: str) -> Envelope:
-    """Check a hook request's envelope; raises CrdError 400 with the offending field."""
+def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
+    """Check a hook request's envelope and that its resources are FHIR R4; raises CrdError 400
+    with the offending field, 413 when it asks for more work than ``limits`` allow."""
     require(body, dict, "request", "a JSON object")
     if body.get("hook") != hook:
         raise CrdError(400, f"hook must be {hook!r} for this service, got {body.get('hook')!r}", "hook")
@@ -52,7 +66,42 @@ def read_envelope(body: Any, hook: str) -> Envelope:
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
         raise CrdError(400, "prefetch must be a JSON object", "prefetch")
-    return Envelope(hook, hook_instance, context, configuration, prefetch or {}, _ehr_access(body))
+    ehr = _ehr_access(body)
+    if not configuration.coverage_info:  # nothing will be answered, so nothing more is read
+        return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits)
+    orders = context.get(HOOKS[hook])
+    _check_size(orders, prefetch or {}, limits, f"context.{HOOKS[hook]}")
+    if isinstance(orders, dict):
+        _check_r4(orders, f"context.{HOOKS[hook]}")
+    filled = {}
+    for key, value in (prefetch or {}).items():
+        if value is None or member(value, "resourceType") == "OperationOutcome":
+            continue  # the EHR could not fill this template: as if absent
+        if not isinstance(value, dict):
+            raise CrdError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")
+        _check_r4(value, f"prefetch.{key}")
+        filled[key] = value
+    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits)
+
+
+def _check_size(orders: Any, prefetch: dict[str, Any], limits: Limits, where: str) -> None:
+    """413 before any FHIR is parsed when the call names more orders or Coverages than allowed."""
+    count = len(as_list(member(orders, "entry"))) if isinstance(orders, dict) else len(as_list(orders))
+    if count > limits.orders:
+        raise CrdError(413, f"{where} carries {count} orders; this service answers at most "
+                            f"{limits.orders} per call (COVREQ_CRD_MAX_ORDERS)", where)
+    coverages = sum(1 for value in prefetch.values() for resource in ResourceIndex.flatten(value)
+                    if resource["resourceType"] == "Coverage")
+    if coverages > limits.coverages:
+        raise CrdError(413, f"the prefetch carries {coverages} Coverages; this service reads at most "
+                            f"{limits.coverages} per call (COVREQ_CRD_MAX_COVERAGES)", "prefetch")
+
+
+def _check_r4(resource: dict[str, Any], where: str) -> None:
+    """400 naming the first offending path when ``resource`` is not FHIR R4 (CRD hook-13)."""
+    found = r4.problems(resource, where)
+    if found:
+        raise CrdError(400, f"{where} is {r4.describe(found)}", found[0].path)
 
 
 def _ehr_access(body: dict[str, Any]) -> EhrAccess | None:

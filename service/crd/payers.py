@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from service.fhir.index import ResourceIndex
 from service.fhir.values import as_list, codings
+from service.settings import read_config
 
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
 
@@ -43,7 +42,7 @@ class PayerMap:
     @classmethod
     def load(cls, path: Path) -> "PayerMap":
         """Read and check a mapping file; raises ValueError naming the file and the bad entry."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = read_config(Path(path)) or {}
         if not isinstance(data, dict) or not isinstance(data.get("payers"), list):
             raise ValueError(f"{path}: expected a mapping with a list under 'payers'")
         match_by_name = data.get("match_by_name", False)

@@ -5,12 +5,13 @@ authorization is the engine's business alone.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from service.crd.coverage import CoverageContext, primary_coverage
-from service.crd.discovery import HOOKS, Configuration
+from service.crd.discovery import HOOKS, SUPPORTING_HOOKS, Configuration
 from service.crd.envelope import Envelope, require
 from service.fhir.index import ResourceIndex
 from service.fhir.systems import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
@@ -51,6 +52,7 @@ class Order:
     lines: tuple[Line, ...]
     facts: dict[str, Any] = field(default_factory=dict)
     insurance: tuple[str, ...] = ()
+    display: str = ""  # what the order is called on a card: its own text, not its id
 
 
 @dataclass(frozen=True)
@@ -63,26 +65,32 @@ class HookCall:
     orders: tuple[Order, ...]
     coverage: CoverageContext
     facts: dict[str, Any]
+    failures: tuple[str, ...] = ()  # EHR queries that failed, in words (CRD resp-43)
 
 
 def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served: set[str],
-              today: date, coverage_known: bool) -> HookCall:
+              today: date, coverage_known: bool, unqueried: str = "") -> HookCall:
     """Read the orders, the primary Coverage and the facts of a hook call from its context and
     every resource at hand (prefetch and queries); raises CrdError (400, 412) saying why not.
     ``coverage_known``: the patient's Coverages were searched (prefetch ``coverage`` or a query),
-    so finding none is the EHR's answer (400), not data covreq could not get (412)."""
+    so finding none is the EHR's answer (400), not data covreq could not get (412, saying why:
+    ``unqueried``)."""
     hook, context = envelope.hook, envelope.context
-    orders = tuple(_order(resource, start, index)
+    facts = _call_facts(context, index)  # first, so one reading notes every reference it misses
+    orders = tuple(_order(resource, start, index, envelope.limits.billing_codes)
                    for resource, start in _order_resources(hook, context, index))
     insurance = {ref for order in orders for ref in order.insurance}
     expression = "prefetch.coverage" if "coverage" in envelope.prefetch else "Coverage"
+    if len(index.of_type("Coverage")) > envelope.limits.coverages:
+        raise CrdError(413, f"the call's Coverages (prefetch and EHR) number {len(index.of_type('Coverage'))}; "
+                            f"this service reads at most {envelope.limits.coverages} (COVREQ_CRD_MAX_COVERAGES)",
+                       expression)
     if not coverage_known and not index.of_type("Coverage"):
-        raise CrdError(412, "no Coverage: the prefetch carries none and covreq could not query the "
-                            "EHR for it", expression)
+        raise CrdError(412, "no Coverage: the prefetch carries no Coverage search and covreq could "
+                            f"not query the EHR for one: {unqueried or 'no query was possible'}", expression)
     coverage = primary_coverage(index.of_type("Coverage"), payers, served, index, insurance, today,
                                 expression)
-    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage,
-                    _call_facts(context, index))
+    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage, facts)
 
 
 def v1_request(call: HookCall, order: Order) -> dict[str, Any]:
@@ -107,16 +115,24 @@ def _order_resources(hook: str, context: dict[str, Any],
         found = [index.resolve(ref, *ORDER_TYPES) for ref in refs]
         missing = [str(ref) for ref, res in zip(refs, found) if res is None]
         if missing:
-            raise CrdError(412, f"dispatched orders not in the prefetch: {', '.join(missing)}",
-                           f"context.{name}")
+            raise CrdError(412, f"dispatched orders neither in the prefetch nor read from the EHR: "
+                                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", f"context.{name}")
         return [(res, None) for res in found if res is not None]
     bundle = require(context.get(name), dict, f"context.{name}", "a FHIR Bundle")
     if bundle.get("resourceType") != "Bundle":
         raise CrdError(400, f"context.{name} must be a FHIR Bundle", f"context.{name}")
-    resources = [res for res in ResourceIndex.flatten(bundle) if res["resourceType"] in ORDER_TYPES]
-    for number, res in enumerate(resources):
+    resources = []
+    for number, entry in enumerate(as_list(bundle.get("entry"))):
+        res, where = member(entry, "resource"), f"context.{name}.entry[{number}].resource"
+        kind = member(res, "resourceType")
+        if kind not in ORDER_TYPES:
+            if hook in SUPPORTING_HOOKS:
+                continue  # a supporting hook's answer is optional (CRD hook-17)
+            raise CrdError(400, f"{kind!r} is not a request resource CRD answers for "
+                                f"({', '.join(sorted(ORDER_TYPES))})", where)
         if not isinstance(res.get("id"), str):
-            raise CrdError(400, "every order needs an id to be updated", f"context.{name}.entry[{number}]")
+            raise CrdError(400, "every order needs an id to be updated", where)
+        resources.append(res)
     if hook == "order-select" and isinstance(context.get("selections"), list):
         chosen = {ref for ref in context["selections"] if isinstance(ref, str)}
         resources = [res for res in resources if f"{res['resourceType']}/{res['id']}" in chosen]
@@ -135,16 +151,21 @@ def _appointment_target(appointment: dict[str, Any],
     return appointment, None
 
 
-def _order(resource: dict[str, Any], appointment_start: str | None, index: ResourceIndex) -> Order:
+def _order(resource: dict[str, Any], appointment_start: str | None, index: ResourceIndex,
+           max_codes: int) -> Order:
     concepts: list[Any] = []
     for element in CODE_ELEMENTS.get(resource["resourceType"], ()):
         concepts += as_list(resource.get(element))
     medication = index.resolve(resource.get("medicationReference"), "Medication")
     if medication is not None:
         concepts.append(medication.get("code"))
-    lines = {(c["code"], BILLING_SYSTEMS[c["system"]]): Line(c["code"], BILLING_SYSTEMS[c["system"]],
-                                                             c["system"])
-             for concept in concepts for c in billing_codings(concept)}
+    codes = [c for concept in concepts for c in billing_codings(concept)]
+    reference = f"{resource['resourceType']}/{resource['id']}"
+    if len(codes) > max_codes:
+        raise CrdError(413, f"{reference} carries {len(codes)} billing codes; this service reads at most "
+                            f"{max_codes} per order (COVREQ_CRD_MAX_BILLING_CODES)", reference)
+    lines = {(c["code"], BILLING_SYSTEMS[c["system"]]): Line(c["code"], BILLING_SYSTEMS[c["system"]], c["system"])
+             for c in codes}
     facts: dict[str, Any] = {}
     when = (appointment_start or date_part(resource.get("occurrenceDateTime"))
             or date_part(member(resource.get("occurrencePeriod"), "start"))
@@ -161,8 +182,23 @@ def _order(resource: dict[str, Any], appointment_start: str | None, index: Resou
         facts["provider"] = {"npi": npi}
     insurance = tuple(key for key in map(reference_key, as_list(resource.get("insurance")))
                       if key and key.startswith("Coverage/"))
-    return Order(resource, f"{resource['resourceType']}/{resource['id']}", tuple(lines.values()),
-                 facts, insurance)
+    return Order(resource, reference, tuple(lines.values()), facts, insurance, _display(resource, concepts))
+
+
+def _display(resource: dict[str, Any], concepts: list[Any]) -> str:
+    """The order's name for people: the text or display of what it orders, else its kind and id."""
+    described = [*concepts, *(as_list(member(resource.get("oralDiet"), "type"))),
+                 *(member(s, "type") for s in as_list(resource.get("supplement"))),
+                 *(member(lens, "product") for lens in as_list(resource.get("lensSpecification")))]
+    for concept in described:
+        text = member(concept, "text") or next((c["display"] for c in codings(concept)
+                                                if isinstance(c.get("display"), str)), None)
+        if isinstance(text, str) and text.strip():
+            return " ".join(text.split())
+    if isinstance(resource.get("description"), str) and resource["description"].strip():
+        return " ".join(resource["description"].split())
+    spoken = re.sub(r"(?<!^)(?=[A-Z])", " ", resource["resourceType"]).lower()
+    return f"{spoken} {resource['id']}"
 
 
 def _call_facts(context: dict[str, Any], index: ResourceIndex) -> dict[str, Any]:
@@ -176,8 +212,9 @@ def _call_facts(context: dict[str, Any], index: ResourceIndex) -> dict[str, Any]
             person.pop("sex", None)
         if person:
             facts["patient"] = person
-    encounter = index.resolve(f"Encounter/{context.get('encounterId')}", "Encounter") or next(
-        iter(index.of_type("Encounter")), None)
+    encounter_id = context.get("encounterId")
+    encounter = (index.resolve(f"Encounter/{encounter_id}", "Encounter") if isinstance(encounter_id, str)
+                 else None) or next(iter(index.of_type("Encounter")), None)
     if encounter:
         locations = [index.resolve(loc.get("location"), "Location")
                      for loc in as_list(encounter.get("location")) if isinstance(loc, dict)]

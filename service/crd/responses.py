@@ -5,6 +5,7 @@ import uuid
 from datetime import date
 from typing import Any
 
+from service.crd.assertions import Assertion
 from service.crd.coverage_information import Answered, assertion_ids, coverage_information, is_about
 from service.fhir.values import as_list
 
@@ -33,45 +34,70 @@ def system_actions(answers: list[Answered], today: date, version: str) -> list[d
     return actions
 
 
-def cards(answers: list[Answered], max_cards: int) -> list[dict[str, Any]]:
-    """One card per order and coverage for the codes needing prior authorization, then one for
-    the codes whose answer is conditional; at most ``max_cards``."""
-    groups: dict[tuple[bool, str, str], list[Answered]] = {}
+def cards(answers: list[Answered], actions: list[dict[str, Any]], max_cards: int,
+          today: date) -> list[dict[str, Any]]:
+    """One card per order whose new answer needs someone to act (request prior authorization, or
+    supply what the answer depends on): instructions a clinician reads once, not a restatement of
+    the systemAction (CRD resp-12, resp-25). Prior-authorization cards first; at most ``max_cards``."""
+    updated = {f"{a['resource']['resourceType']}/{a['resource']['id']}" for a in actions}
+    by_order: dict[str, list[Answered]] = {}
     for answer in answers:
-        a = answer.assertion
-        if a.pa_needed == "auth-needed" or "conditional" in (a.covered, a.pa_needed):
-            key = (a.pa_needed != "auth-needed", answer.order.reference, answer.coverage)
-            groups.setdefault(key, []).append(answer)
-    return [_card(groups[key], conditional=key[0]) for key in sorted(groups, key=lambda k: k[0])][:max_cards]
+        if answer.order.reference in updated and _needs_action(answer.assertion):
+            by_order.setdefault(answer.order.reference, []).append(answer)
+    groups = sorted(by_order.values(), key=lambda g: not any(a.assertion.pa_needed == "auth-needed" for a in g))
+    return [_card(group, today) for group in groups[:max_cards]]
 
 
-def _card(group: list[Answered], conditional: bool) -> dict[str, Any]:
+def _needs_action(a: Assertion) -> bool:
+    return a.pa_needed == "auth-needed" or "conditional" in (a.covered, a.pa_needed)
+
+
+def _card(group: list[Answered], today: date) -> dict[str, Any]:
     first = group[0]
-    what = ", ".join(f"{a.assertion.line.system} {a.assertion.line.code}" if a.assertion.line
-                     else first.order.reference for a in group)
-    if conditional:
-        needs = ", ".join(dict.fromkeys(f.replace("_", " ") for a in group
-                                        for f in a.assertion.facts_needed)) or "more information"
-        summary = f"{first.payer_label}: requirements for {what} depend on {needs}"
+    order, payer = first.order, first.payer_label
+    authorize = [a.assertion for a in group if a.assertion.pa_needed == "auth-needed"]
+    depend = [a.assertion for a in group if a.assertion.pa_needed != "auth-needed"]
+    needs = list(dict.fromkeys(f.replace("_", " ") for a in depend for f in a.facts_needed)) or ["more information"]
+    if authorize:
+        summary = f"{payer}: prior authorization needed for {order.display}"
     else:
-        summary = f"{first.payer_label}: prior authorization needed for {what}"
-    detail: list[str] = []
-    for a in group:
-        label = f"{a.assertion.line.system} {a.assertion.line.code}" if a.assertion.line else "Order"
-        detail += [f"**{label}**"] + [f"- {r}" for r in a.assertion.reasons]
-        detail += [f"- Documentation: {d['text']} ({d['kind']})" for d in a.assertion.documentation]
+        summary = f"{payer}: {', '.join(needs)} needed to decide on {order.display}"
+    when = order.facts.get("date_of_service")
+    paragraphs = [f"**Date of service:** {when} (from the order)" if when
+                  else f"**Date of service assumed:** {today.isoformat()} (the order gives none)"]
+    if authorize:
+        paragraphs.append(f"**Request prior authorization** for {_codes(authorize)}.")
+    if depend:
+        paragraphs.append(f"**Not yet decided** for {_codes(depend)}: it depends on {', '.join(needs)}.")
+    documents = dict.fromkeys((d["text"], d["kind"]) for a in authorize for d in a.documentation)
+    if documents:
+        paragraphs.append("\n".join(["**Documentation to prepare:**", *(f"- {t} ({k})" for t, k in documents)]))
+    reasons = dict.fromkeys(r for a in [*authorize, *depend] for r in a.reasons)
+    paragraphs.append("\n".join(["**Why:**", *(f"- {reason}" for reason in reasons)]))
     policies = {p["url"]: p for a in group for p in a.assertion.policies if p.get("url")}
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
-        "summary": summary if len(summary) <= SUMMARY_LIMIT else summary[:SUMMARY_LIMIT - 1] + "…",
+        "summary": shorten(summary, SUMMARY_LIMIT),
         "indicator": "info",
-        "detail": "\n".join(detail),
-        "source": {"label": first.payer_label,
-                   "topic": {"system": CARD_TYPE, "code": "coverage-info",
-                             "display": "Coverage Information"}},
-        "extension": {"davinci-crd.associated-resource": [{"reference": first.order.reference}]},
+        "detail": "\n\n".join(paragraphs),
+        "source": {"label": payer, "topic": {"system": CARD_TYPE, "code": "coverage-info",
+                                             "display": "Coverage Information"}},
+        "extension": {"davinci-crd.associated-resource": [{"reference": order.reference}]},
     }
     if policies:
         card["links"] = [{"label": f"{p['title']} (version {p['version']})" if p.get("version")
                           else p["title"], "url": url, "type": "absolute"} for url, p in policies.items()]
     return card
+
+
+def _codes(assertions: list[Assertion]) -> str:
+    """``CPT 77061, CPT 77062`` (or "the order" when it carries no billing code)."""
+    return ", ".join(f"{a.line.system} {a.line.code}" if a.line else "the order" for a in assertions)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:-") + "…"

@@ -1,6 +1,7 @@
 """The CDS Hooks endpoints: discovery and one service per CRD hook."""
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import date
 
@@ -11,8 +12,10 @@ from service.crd.assess import assess
 from service.crd.discovery import SERVICES, discovery
 from service.crd.outcome import CrdError, operation_outcome
 from service.crd.envelope import read_envelope
+from service.crd.gather import complete
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
+from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
 from service.responses import json_response
@@ -51,23 +54,24 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         audit.cds(request, ruleset.digest, 400, hook, expression=err.location)
         return operation_outcome(400, f"malformed JSON: {err}", ruleset.digest, err.location)
     today = date.today()
+    state = request.app.state
     try:
-        envelope = read_envelope(body, hook)
+        envelope = read_envelope(body, hook, state.crd_limits)
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
             audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)
             return json_response({"cards": [], "extension": {RULESET_EXTENSION: ruleset.digest}},
                                  ruleset.digest)
         index = ResourceIndex(envelope.prefetch.values())
-        hook_call = read_call(envelope, index, request.app.state.payers, set(ruleset.payers()), today,
-                              coverage_known="coverage" in envelope.prefetch)
-        answers = assess(hook_call, ruleset)
+        read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
+        hook_call = await complete(envelope, index, read, state.ehr_policy)
+        answers = assess(hook_call, ruleset, forms_of(request))
     except CrdError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
                   expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    response: dict[str, object] = {"cards": cards(answers, hook_call.configuration.max_cards)}
     actions = system_actions(answers, today, hook_call.configuration.version)
+    response: dict[str, object] = {"cards": cards(answers, actions, hook_call.configuration.max_cards, today)}
     if actions:
         response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}

@@ -7,16 +7,26 @@ from service.fhir.values import as_list, reference_key
 
 
 class ResourceIndex:
-    """Every resource found in prefetch values (Bundles flattened), by ``Type/id`` and by type."""
+    """Every resource found in prefetch values and query results (Bundles flattened), by
+    ``Type/id`` and by type. It remembers the references it was asked for and did not hold
+    (``misses``: ``Type/id`` -> the reference as written), so what was read tells what to fetch."""
 
-    def __init__(self, sources: Iterable[Any]) -> None:
+    def __init__(self, sources: Iterable[Any] = ()) -> None:
         self.by_key: dict[str, dict[str, Any]] = {}
         self.by_type: dict[str, list[dict[str, Any]]] = {}
+        self.misses: dict[str, str] = {}
+        self.add(sources)
+
+    def add(self, sources: Iterable[Any]) -> None:
+        """Index every resource of ``sources`` (resources or Bundles); the first of a ``Type/id`` wins."""
         for source in sources:
             for resource in self.flatten(source):
+                key = f"{resource['resourceType']}/{resource['id']}" if isinstance(resource.get("id"), str) else None
+                if key in self.by_key:
+                    continue
                 self.by_type.setdefault(resource["resourceType"], []).append(resource)
-                if isinstance(resource.get("id"), str):
-                    self.by_key.setdefault(f"{resource['resourceType']}/{resource['id']}", resource)
+                if key:
+                    self.by_key[key] = resource
 
     @staticmethod
     def flatten(value: Any) -> Iterator[dict[str, Any]]:
@@ -32,9 +42,13 @@ class ResourceIndex:
                 yield resource
 
     def resolve(self, reference: Any, *types: str) -> dict[str, Any] | None:
-        """The resource a reference points to, if present and (when given) of one of ``types``."""
+        """The resource a reference points to, if present and (when given) of one of ``types``;
+        a reference of one of ``types`` not held is remembered in ``misses``."""
         key = reference_key(reference)
         found = self.by_key.get(key) if key else None
+        if key and found is None and (not types or key.split("/")[0] in types):
+            raw = reference.get("reference") if isinstance(reference, dict) else reference
+            self.misses.setdefault(key, raw)
         return found if found and (not types or found["resourceType"] in types) else None
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:

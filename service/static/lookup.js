@@ -1,5 +1,6 @@
-// The lookup page: fills the payer choices, sends the order to POST /v1/requirements and shows
-// one answer per code. Data is placed with textContent only, never parsed as HTML.
+// The lookup page: fills the payer, plan and place-of-service choices, sends the order to
+// POST /v1/requirements, shows one answer per code and prints a summary for the chart.
+// Data is placed with textContent only, never parsed as HTML.
 "use strict";
 
 const PA_TEXT = {
@@ -36,7 +37,10 @@ const LOCATION_FIELDS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-let payerPlans = {};
+// Payers by id: {title, plans: [{id, title}]}, from GET /lookup/payers.
+const payers = {};
+// The CMS place-of-service code set: [{code, name, definition}], from place-of-service.json.
+let places = [];
 
 function element(tag, text, className) {
   const node = document.createElement(tag);
@@ -54,29 +58,66 @@ function todayIso() {
   return new Date(now.getTime() - now.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
 }
 
+function option(value, text, title) {
+  const node = element("option", text);
+  node.value = value;
+  if (title) node.title = title;
+  return node;
+}
+
+// The chosen option's whole text under a select, which a narrow select may cut.
+function showFullName(select, hint) {
+  const chosen = select.selectedOptions[0];
+  $(hint).textContent = chosen && chosen.value ? chosen.textContent : "";
+}
+
 function fillPlans() {
   const plan = $("plan");
-  plan.replaceChildren(element("option", "Not known / any plan"));
-  plan.firstChild.value = "";
-  for (const id of payerPlans[$("payer").value] || []) {
-    const option = element("option", id);
-    option.value = id;
-    plan.append(option);
-  }
+  const entry = payers[$("payer").value];
+  plan.replaceChildren(option("", "Not known / any plan"),
+                       ...(entry ? entry.plans : []).map((p) => option(p.id, p.title)));
+  plan.disabled = !entry;
+  showFullName($("payer"), "payer-name");
+  showFullName(plan, "plan-name");
 }
 
 async function loadPayers() {
   const response = await fetch("/lookup/payers");
   const body = await response.json();
   $("ruleset").textContent = body.ruleset;
-  const payer = $("payer");
   for (const entry of body.payers) {
-    payerPlans[entry.id] = entry.plans;
-    const option = element("option", entry.title === entry.id ? entry.id : `${entry.title} (${entry.id})`);
-    option.value = entry.id;
-    payer.append(option);
+    payers[entry.id] = entry;
+    $("payer").append(option(entry.id, entry.title));
   }
   fillPlans();
+}
+
+// Places whose code starts with the query, or whose name and definition hold every word of it.
+function matchingPlaces(query) {
+  const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  if (!words.length) return places;
+  if (/^\d{1,2}$/.test(query.trim())) return places.filter((p) => p.code.startsWith(query.trim()));
+  return places.filter((p) => {
+    const text = `${p.code} ${p.name} ${p.definition}`.toLowerCase();
+    return words.every((word) => text.includes(word));
+  });
+}
+
+function fillPlaces() {
+  const select = $("place_of_service");
+  const current = select.value;
+  const found = matchingPlaces($("pos-search").value);
+  select.replaceChildren(option("", "Not known yet"),
+                         ...found.map((p) => option(p.code, `${p.code} ${p.name}`, p.definition)));
+  select.value = found.length === 1 ? found[0].code : found.some((p) => p.code === current) ? current : "";
+  $("pos-count").textContent = found.length === places.length ? `All ${places.length} CMS places of service.`
+    : `${found.length} of ${places.length} places of service match.`;
+}
+
+async function loadPlaces() {
+  const response = await fetch("/lookup/place-of-service.json");
+  places = (await response.json()).codes;
+  fillPlaces();
 }
 
 function requestBody() {
@@ -164,7 +205,12 @@ function card(decision, index) {
   article.append(coverage);
   if (decision.authorization) article.append(element("p", `Authorization on file: ${decision.authorization}`));
   if (decision.info_needed.length) section(article, "What would settle it", settles(decision));
-  if (decision.documentation.length) {
+  if (decision.documentation.length && decision.pa_needed === "conditional") {
+    const wrapper = element("div");
+    wrapper.append(element("p", "Gather these in case: they apply only if the facts above make prior "
+                                + "authorization needed.", "hint"), checklist(decision, index));
+    section(article, "Documentation checklist, if prior authorization turns out to be needed", wrapper);
+  } else if (decision.documentation.length) {
     section(article, "Documentation checklist", checklist(decision, index));
   }
   section(article, "Why", bulletList(decision.reasons, (reason) => element("li", reason)));
@@ -178,6 +224,22 @@ function summary(body, response) {
   const parts = Object.entries(counts).map(([value, n]) => `${n} ${(PA_TEXT[value] || value).toLowerCase()}`);
   const codes = response.decisions.length === 1 ? "1 code" : `${response.decisions.length} codes`;
   return element("p", `${codes} for ${body.payer} on ${response.as_of}: ${parts.join(", ")}.`, "summary");
+}
+
+// What was asked, in words: the head of the printed summary.
+function orderFacts(body, response) {
+  const chosen = (id) => $(id).selectedOptions[0] ? $(id).selectedOptions[0].textContent : "";
+  const facts = [
+    ["Payer", chosen("payer")], ["Plan", body.plan ? chosen("plan") : "not given"],
+    ["Codes", body.services.map((s) => s.code).join(", ")], ["Date of service", response.as_of],
+    ["Place of service", body.place_of_service ? chosen("place_of_service") : "not given"],
+    ["Diagnoses", (body.diagnoses || []).join(", ") || "not given"],
+    ["Patient's state", body.state || "not given"], ["Type of bill", body.type_of_bill || "not given"],
+    ["Rule set", response.ruleset], ["Checked", new Date().toLocaleString()],
+  ];
+  const list = element("dl");
+  for (const [name, value] of facts) list.append(element("dt", name), element("dd", value));
+  return list;
 }
 
 function showError(message, location) {
@@ -210,6 +272,9 @@ async function submit(event) {
       return;
     }
     answers.replaceChildren(summary(body, answer), ...answer.decisions.map(card));
+    $("order").replaceChildren(element("h3", "Order"), orderFacts(body, answer));
+    $("order").hidden = false;
+    $("print").hidden = false;
     $("ruleset").textContent = answer.ruleset;
   } catch (error) {
     showError(`the service did not answer (${error.message})`);
@@ -222,6 +287,10 @@ async function submit(event) {
 document.addEventListener("DOMContentLoaded", () => {
   $("date_of_service").value = todayIso();
   $("payer").addEventListener("change", fillPlans);
+  $("plan").addEventListener("change", () => showFullName($("plan"), "plan-name"));
+  $("pos-search").addEventListener("input", fillPlaces);
   $("lookup").addEventListener("submit", submit);
+  $("print").addEventListener("click", () => window.print());
   loadPayers().catch((error) => showError(`could not load the payers (${error.message})`));
+  loadPlaces().catch((error) => showError(`could not load the places of service (${error.message})`));
 });

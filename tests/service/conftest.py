@@ -5,12 +5,13 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from crd_calls import PAYER_IDS
+from ehr_stub import StubEhr, serve
 from service import Settings, create_app
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +46,16 @@ def make_client(tmp_path: Path) -> Callable[..., TestClient]:
         defaults = {"payers": FIXTURE_PAYERS, "audit_path": tmp_path / "audit.jsonl"}
         return TestClient(create_app(str(rules), Settings(**{**defaults, **overrides})))
     return build
+
+
+@pytest.fixture()
+def ehr() -> Iterator[StubEhr]:
+    """A stub EHR FHIR server on loopback (``ehr.url``), recording requests and bearer tokens."""
+    stub = StubEhr()
+    server = serve(stub)
+    yield stub
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture()

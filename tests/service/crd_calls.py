@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
+
 CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 HCPCS_BLUEBUTTON = "https://bluebutton.cms.gov/resources/codesystem/hcpcs"
@@ -81,6 +83,8 @@ def assert_ok(response, crd) -> dict:
             ids.setdefault(key, set()).add(value(subs, "coverage-assertion-id")[0])
     assert all(len(shared) == 1 for shared in ids.values()), "one coverage-assertion-id per order and coverage"
     assert len(set().union(*ids.values())) == len(ids), "distinct ids for distinct orders and coverages"
+    for action in body.get("systemActions", []):  # only valid R4 goes out
+        get_fhir_model_class(action["resource"]["resourceType"]).model_validate(action["resource"])
     for card in body["cards"]:
         assert len(card["summary"]) < 140 and card["indicator"] == "info" and card["uuid"]
         assert card["source"]["topic"] == {"system": CARD_TYPE, "code": "coverage-info",
@@ -99,3 +103,14 @@ def assert_outcome(response, status: int, expression: str | None = None) -> dict
     if expression:
         assert issue["expression"] == [expression]
     return issue
+
+
+def repaired_inferno_order_sign(request: dict) -> dict:
+    """Inferno's order-sign fixture made valid R4: it has no Bundle.type, no NutritionOrder.intent
+    and an object for dosageInstruction.doseAndRate, which R4 makes a list."""
+    request["context"]["draftOrders"]["type"] = "collection"
+    nutrition, medication = (e["resource"] for e in request["context"]["draftOrders"]["entry"])
+    nutrition["intent"] = "order"
+    dosage = medication["dosageInstruction"][0]
+    dosage["doseAndRate"] = [dosage["doseAndRate"]]
+    return request

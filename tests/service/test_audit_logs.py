@@ -138,3 +138,9 @@ def test_an_unwritable_audit_file_is_logged_and_the_answer_still_goes_out(make_c
     failed = [e for e in events if e.get("event") == "audit_write_failed"]
     assert len(failed) == 1 and failed[0]["failures"] == 1 and failed[0]["level"] == "error"
     assert not any(secret in every_log.getvalue() for secret in _secrets())
+
+
+def test_an_audit_line_is_one_json_object_even_for_text_orjson_refuses() -> None:
+    from service.audit import _line
+    assert json.loads(_line({"a": "é", "n": 1})) == {"a": "é", "n": 1} and _line({"a": 1}).endswith(b"\n")
+    assert json.loads(_line({"hook": "\ud800"})) == {"hook": "\ud800"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from crd_calls import (CPT, HCPCS, HCPCS_BLUEBUTTON, POS, TODAY, acme_coverage, assert_ok, assert_outcome,
-                       by_code, order_sign, post, repetitions, service_request, value)
+                       by_code, order_sign, post, repaired_inferno_order_sign, repetitions, service_request,
+                       value)
 
 
 # --- the anchor examples -------------------------------------------------------------------
@@ -33,7 +34,8 @@ def test_ig_order_sign_two_service_requests(client, ig_order_sign, crd) -> None:
     assert value(tomo, "doc-purpose") == ["withpa"]
     assert "info-needed" not in tomo
     assert value(tomo, "billingCode") == [{"system": CPT, "code": "77061"}]
-    assert value(tomo, "questionnaire") == ["http://example.org/acme/Questionnaire/breast-imaging|1.0"]
+    assert value(tomo, "questionnaire") == ["http://example.org/acme/Questionnaire/breast-imaging|1.0",  # authored
+                                            "http://testserver/fhir/Questionnaire/acme-breast-imaging|1"]  # generated
     assert value(tomo, "reason") == [{"text": "Acme reviews diagnostic breast tomosynthesis before it is done."}]
     link = tomo["detail"][0]["extension"]
     assert link == [{"url": "category", "valueCode": "cat-other"},
@@ -56,13 +58,17 @@ def test_ig_order_sign_two_service_requests(client, ig_order_sign, crd) -> None:
     cards = body["cards"]
     assert len(cards) <= 5  # davinci-crd.configuration max-cards
     first = cards[0]
-    assert first["summary"] == "Acme Health Plan: prior authorization needed for CPT 77061, CPT 77062"
+    assert first["summary"] == ("Acme Health Plan: prior authorization needed for "
+                                "Contrast enhanced spectral mammography (Procedure)")  # the order's own text
     assert first["source"]["label"] == "Acme Health Plan"
     assert first["extension"] == {"davinci-crd.associated-resource": [{"reference": "ServiceRequest/1357"}]}
     assert first["links"] == [{"label": "Diagnostic breast imaging (test fixture) (version 1)",
-                               "url": "https://example.org/acme/policies/breast-imaging", "type": "absolute"}]
-    assert {c["extension"]["davinci-crd.associated-resource"][0]["reference"] for c in cards[1:]} == {
-        "ServiceRequest/1357", "ServiceRequest/2468"}
+                               "url": "https://example.org/acme/policies/breast-imaging", "type": "absolute"},
+                              {"label": "Screening and diagnostic mammography (test fixture) (version 2)",
+                               "url": "https://example.org/acme/policies/mammography", "type": "absolute"}]
+    (second,) = cards[1:]  # one card per order: 1357's open codes are on its first card
+    assert second["extension"]["davinci-crd.associated-resource"] == [{"reference": "ServiceRequest/2468"}]
+    assert second["summary"].startswith("Acme Health Plan: place of service needed to decide on Portable gaseous")
 
 
 def test_ig_order_dispatch_with_coverage_info_off_returns_nothing(client, anchor, crd) -> None:
@@ -83,8 +89,9 @@ def test_ig_order_dispatch_needs_the_dispatched_orders(client, anchor) -> None:
 def test_ig_order_dispatch_resolved_from_prefetch(client, anchor, identify, crd) -> None:
     request = identify(anchor("CRDServiceRequest2.json"))
     del request["extension"]["davinci-crd.configuration"]["coverage-info"]
-    request["prefetch"]["medicationRequests"] = {"resourceType": "Bundle", "entry": [
+    request["prefetch"]["medicationRequests"] = {"resourceType": "Bundle", "type": "searchset", "entry": [
         {"resource": {"resourceType": "MedicationRequest", "id": i, "status": "draft", "intent": "order",
+                      "subject": {"reference": "Patient/pat1234"},
                       "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                                                 "code": "617993"}]}}} for i in ("1111", "2222")]}
     body = assert_ok(post(client, request), crd)
@@ -114,7 +121,7 @@ def test_appointment_based_on_a_service_request_updates_the_order(client, anchor
     appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
     appointment["start"] = "2024-05-02T09:00:00Z"
     request["prefetch"] = {"coverage": acme_coverage(), "serviceRequests": {
-        "resourceType": "Bundle", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
+        "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
     body = assert_ok(post(client, request), crd)
     (action,) = body["systemActions"]
     assert action["resource"]["resourceType"] == "ServiceRequest"
@@ -122,12 +129,20 @@ def test_appointment_based_on_a_service_request_updates_the_order(client, anchor
     assert value(subs, "pa-needed") == ["auth-needed"]
 
 
+def test_inferno_order_sign_as_published_is_not_r4_and_gets_400(client, anchor) -> None:
+    issue = assert_outcome(post(client, anchor("order_sign_hook_request.json")), 400,
+                           "context.draftOrders.entry[0].resource.intent")
+    for path in ("context.draftOrders.entry[0].resource.intent: is required in R4",
+                 "context.draftOrders.entry[1].resource.dosageInstruction[0].doseAndRate: must be a list"):
+        assert path in issue["diagnostics"]
+
+
 def test_inferno_order_sign_without_coverage_or_a_queryable_server_is_a_412(client, anchor) -> None:
-    assert_outcome(post(client, anchor("order_sign_hook_request.json")), 412, "Coverage")
+    assert_outcome(post(client, repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))), 412, "Coverage")
 
 
 def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
-    request = anchor("order_sign_hook_request.json")
+    request = repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))
     request["prefetch"] = {"coverage": acme_coverage()}
     body = assert_ok(post(client, request), crd)
     nutrition = next(a for a in body["systemActions"] if a["resource"]["resourceType"] == "NutritionOrder")
@@ -142,15 +157,19 @@ def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) ->
     request = anchor("requestWithHydratedPrefetchBundle.json")
     device = request["context"]["draftOrders"]["entry"][0]["resource"]
     device["insurance"] = [device["insurance"]]  # R4 has a list here; the RI sends one object
+    request["context"]["draftOrders"]["type"] = "collection"  # required in R4; the RI leaves it out
     request["prefetch"]["coverage"] = acme_coverage("1234")
     request["prefetch"]["encounter"] = {"resourceType": "Encounter", "id": "89284", "status": "planned",
+                                        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                                  "code": "HH"},
                                         "location": [{"location": {"reference": "Location/home"}}]}
-    request["prefetch"]["locations"] = {"resourceType": "Bundle", "entry": [{"resource": {
+    request["prefetch"]["locations"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
         "resourceType": "Location", "id": "home", "type": [{"coding": [{"system": POS, "code": "12"}]}]}}]}
     body = assert_ok(post(client, request), crd)
     subs = by_code(repetitions(body, "DeviceRequest/24439", crd), crd)["E0424"]
     assert value(subs, "pa-needed") == ["auth-needed"] and value(subs, "doc-needed") == ["clinical"]
-    assert body["cards"][0]["summary"] == "Acme Health Plan: prior authorization needed for HCPCS E0424"
+    assert body["cards"][0]["summary"] == ("Acme Health Plan: prior authorization needed for "
+                                           "Stationary Compressed Gaseous Oxygen System, Rental")
 
 
 # --- variants ------------------------------------------------------------------------------
@@ -206,8 +225,8 @@ def test_hcpcs_on_a_device_request_with_the_bluebutton_uri(client, crd) -> None:
 
 
 def test_diagnoses_from_conditions_decide(client, crd) -> None:
-    conditions = {"resourceType": "Bundle", "entry": [{"resource": {
-        "resourceType": "Condition", "id": "c1", "code": {"coding": [
+    conditions = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+        "resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}, "code": {"coding": [
             {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"}]}}}]}
     body = assert_ok(post(client, order_sign(service_request("s1", "77065"), prefetch={
         "coverage": acme_coverage(), "conditions": conditions})), crd)

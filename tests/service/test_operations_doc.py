@@ -27,6 +27,9 @@ def _constant(dotted: str) -> Any:
     module, _, name = dotted.rpartition(".")
     if module.endswith("Settings"):
         return getattr(Settings(), name)
+    if module.rpartition(".")[2][:1].isupper():  # a class attribute, e.g. a dataclass default
+        module, _, owner = module.rpartition(".")
+        return getattr(getattr(importlib.import_module(module), owner), name)
     return getattr(importlib.import_module(module), name)
 
 
@@ -40,7 +43,7 @@ def test_every_limit_in_the_table_is_the_code_constant() -> None:
         documented = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", cells[2])]
         assert [_constant(name) for name in names] == documented, row
         checked += 1
-    assert checked == 19
+    assert checked == 30
 
 
 def test_every_setting_from_the_environment_is_documented() -> None:
@@ -88,7 +91,7 @@ def test_the_failure_examples_are_what_a_broken_reload_shows(tmp_path: Path, mak
     ready = client.get("/readyz").json()
     documented = json.loads(EXAMPLES["readyz-degraded"])
     assert _shape(ready) == _shape(documented) and ready["status"] == documented["status"]
-    assert ready["last_reload_error"]["problems"] == [record.problem]
+    assert ready["last_reload_error"]["problems"] == [": ".join(record.problem.split(": ")[:2])]
 
 
 def test_the_audit_examples_have_the_fields_of_real_records(client, ig_order_sign, tmp_path: Path) -> None:

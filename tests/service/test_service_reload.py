@@ -107,7 +107,8 @@ def test_a_broken_file_leaves_the_last_good_rule_set_serving(rules_dir: Path, ma
     assert info["ruleset"] == good and info["last_reload_error"]["problems"] == body["error"]["problems"]
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
-    assert ready.json()["last_reload_error"] == info["last_reload_error"]
+    places = [": ".join(problem.split(": ")[:2]) for problem in info["last_reload_error"]["problems"]]
+    assert ready.json()["last_reload_error"]["problems"] == places  # where and which code, never the message
 
     path.write_text(path.read_text().replace('place_of_sevice == "11"', 'place_of_service == "12"'))
     fixed = client.post("/admin/reload").json()
@@ -213,3 +214,18 @@ def test_sighup_reloads_every_worker_in_place_and_a_broken_tree_keeps_them_servi
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_broken_base_counts_once_in_reload_and_readiness_however_many_overrides_extend_it(
+        rules_dir: Path, make_client) -> None:
+    """Regression (issue 15, item 4): /admin/reload and /readyz repeated a base's problem per plan override."""
+    for plan in ("gold", "silver", "bronze"):
+        (rules_dir / "acme" / f"eyelid-{plan}.yaml").write_text(
+            f"id: acme-eyelid-{plan}\nplans: [{plan}]\nextends: acme-eyelid-surgery\n")
+    client = make_client(rules_dir)
+    path = rules_dir / EYELID
+    path.write_text(path.read_text().replace('place_of_service == "11"', 'place_of_sevice == "11"'))
+    problems = client.post("/admin/reload").json()["error"]["problems"]
+    assert len(problems) == 1 and LOCATED.search(problems[0]) and "E-unknown-fact" in problems[0]
+    shown = client.get("/readyz").json()["last_reload_error"]["problems"]  # places and codes only
+    assert len(shown) == 1 and problems[0].startswith(shown[0])

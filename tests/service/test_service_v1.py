@@ -161,3 +161,14 @@ def test_a_crd_request_with_any_one_field_replaced_never_makes_a_5xx(client, anc
     container, key = data.draw(st.sampled_from(places))
     container[key] = data.draw(JSON)
     assert client.post("/cds-services/order-sign-crd", json=request).status_code < 500
+
+
+def test_a_misspelt_field_gets_a_did_you_mean(client) -> None:
+    """Regression (issue 15, item 11): an unknown field such as `plase_of_service` got no suggestion."""
+    body = {key if key != "place_of_service" else "plase_of_service": value for key, value in EYELID.items()}
+    message = _error(client.post("/v1/requirements", json=body), 422, "plase_of_service")
+    assert message.endswith("unknown field; did you mean 'place_of_service'?")
+    line = {**EYELID, "services": [{"code": "15823", "unitz": 2}]}
+    assert _error(client.post("/v1/requirements", json=line), 422, "services[0].unitz").endswith(
+        "did you mean 'units'?")
+    assert "expected one of" in _error(client.post("/v1/requirements", json={**EYELID, "zzz": 1}), 422, "zzz")

@@ -1,0 +1,256 @@
+"""SDC adaptive forms: the QuestionnaireResponse of one service line, and ``$next-question``.
+
+The QuestionnaireResponse carries everything the engine needs, so the server keeps no state: a
+contained Questionnaire derived from the policy's form, the facts the order told (read-only items
+of the ``order`` group, answered by the server), the facts a user answered (group ``facts``) and
+the documentation given (group ``documentation``). Each call turns the answers into a v1 request,
+runs the rules again, and asks what the new decision still depends on, then for the documentation
+it owes; when nothing is left the response is ``completed`` and states the decision.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import engine
+from engine.facts import FACTS
+from service.crd.assertions import from_decision
+from service.crd.coverage_information import Answered, assertion_id
+from service.crd.coverage_information import coverage_information as crd_coverage_information
+from service.crd.discovery import CURRENT_VERSION
+from service.crd.requests import Line, Order
+from service.fhir.systems import BILLING_SYSTEMS
+from service.dtr import facts as f
+from service.dtr.catalogue import Catalogue
+from service.dtr.errors import OperationError
+from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_FACTS, SDC, Form, doc_item,
+                                       fact_item, known_item)
+
+RESPONSE_PROFILE = f"{DTR}/dtr-questionnaireresponse-adapt"
+ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
+ORIGIN = f"{DTR}/information-origin"
+QR_COVERAGE = f"{DTR}/qr-coverage"
+QR_CONTEXT = f"{DTR}/qr-context"
+FORM_ID = "form"
+#: v1 system -> the FHIR system URI written for it (the first one covreq reads)
+BILLING_URIS = {system: uri for uri, system in reversed(BILLING_SYSTEMS.items())}
+#: Fields of the QuestionnaireResponse a call rewrites; every other one is carried through.
+_REWRITTEN = ("contained", "questionnaire", "status", "authored", "item", "meta")
+#: Answers that give a documentation item: an attachment, an attestation, or a note.
+_DOC_ANSWERS = ("valueAttachment", "valueBoolean", "valueString", "valueReference")
+
+
+@dataclass
+class Answers:
+    """What a QuestionnaireResponse says: facts the server filled, facts a user gave, documents."""
+
+    known: dict[str, Any] = field(default_factory=dict)
+    given: dict[str, Any] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)  # linkId -> the response item as sent
+
+    def facts(self) -> dict[str, Any]:
+        """Every fact, the user's answers over the server's."""
+        return {**self.known, **self.given}
+
+
+def _server_answers(spec_name: str, value: Any) -> list[dict[str, Any]]:
+    origin = {"url": ORIGIN, "extension": [{"url": "source", "valueCode": "auto-server"}]}
+    return [{**a, "extension": [origin]} for a in f.answer_values(f.ITEM_SPECS[spec_name], value)]
+
+
+def _question(form: Form, name: str) -> dict[str, Any]:
+    """The form's question about a fact (one its own rules do not read is asked plainly), required."""
+    question = {**(form.item(name) or fact_item(name, None)), "required": True}
+    question.pop("readOnly", None)
+    return question
+
+
+def _decision_text(decision: Mapping[str, Any]) -> str:
+    owed = "; ".join(d["text"] for d in decision.get("documentation", []))
+    needs = ", ".join(decision.get("info_needed", []))
+    parts = [f"Prior authorization: {decision['pa_needed']}.", *decision.get("reasons", [])]
+    if needs:
+        parts.append(f"Still depends on: {needs}.")
+    if owed:
+        parts.append(f"Documentation owed: {owed}.")
+    return " ".join(parts)
+
+
+def _references(envelope: Mapping[str, Any], url: str) -> list[str]:
+    return [e["valueReference"]["reference"] for e in envelope.get("extension") or []
+            if isinstance(e, dict) and e.get("url") == url and isinstance(e.get("valueReference"), dict)
+            and isinstance(e["valueReference"].get("reference"), str)]
+
+
+def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any], form: Form,
+                         digest: str) -> dict[str, Any] | None:
+    """CRD ``coverage-information`` stating the decision, for the response's coverage and order;
+    None when the response names no coverage."""
+    coverages, orders = _references(envelope, QR_COVERAGE), _references(envelope, QR_CONTEXT)
+    if not coverages:
+        return None
+    line = Line(decision["code"], decision["system"], BILLING_URIS[decision["system"]])
+    order = Order({}, orders[0] if orders else "", (line,))
+    assertion = from_decision(dict(decision), line, False)
+    key = assertion_id(order.reference, coverages[0], digest, [assertion])
+    answered = Answered(order, coverages[0], form.policy.payer, assertion, key)
+    return crd_coverage_information(answered, dt.date.today(), CURRENT_VERSION)
+
+
+def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Mapping[str, Any],
+         base: str, digest: str) -> dict[str, Any]:
+    """The QuestionnaireResponse that asks what ``decision`` still depends on, then the documentation
+    it owes; ``completed`` with the decision (as text and as CRD coverage-information) when neither
+    is left."""
+    known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS, f.ORDER_COMPLETE.name)) if n in answers.known]
+    conditional = "conditional" in (decision["pa_needed"], decision["covered"])
+    asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
+              if n not in answers.known and n in FACTS]
+    fact_names = list(dict.fromkeys([*[n for n in answers.given if n not in answers.known], *asking]))
+    fact_items = [_question(form, n) for n in fact_names]
+    docs = decision.get("documentation", [])
+    doc_items = []
+    for doc in docs:
+        item = dict(form.item(DOC_PREFIX + doc["id"]) or doc_item(doc["id"], doc["text"], doc["kind"], None))
+        if doc.get("required_when"):
+            item["required"] = False
+            item["text"] += f" (needed when {doc['required_when']})"
+        doc_items.append(item)
+    pending = [n for n in asking if n not in answers.given]
+    pending += [i["linkId"] for i in doc_items if i["required"] and i["linkId"] not in answers.items]
+    groups: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+        ({"linkId": "order", "text": "The order", "type": "group"}, [known_item(n) for n in known])]
+    if fact_items:
+        groups.append(({"linkId": "facts", "text": "About this order", "type": "group"}, fact_items))
+    if doc_items:
+        groups.append(({"linkId": "documentation", "text": "Documentation", "type": "group"}, doc_items))
+    if not pending:
+        groups.append(({"linkId": "decision", "text": _decision_text(decision), "type": "display"}, []))
+    contained = {
+        "resourceType": "Questionnaire", "id": FORM_ID, "meta": {"profile": [ADAPTIVE_PROFILE]},
+        "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables], "derivedFrom": [form.canonical],
+        "name": form.questionnaire["name"], "status": "active", "subjectType": ["Patient"], "title": form.questionnaire["title"],
+        "item": [{**g, "item": items} if items else g for g, items in groups],
+    }
+    response_items = []
+    for group, items in groups:
+        answered = []
+        for item in items:
+            if item["linkId"] in answers.known:
+                answered.append({"linkId": item["linkId"], "text": item["text"],
+                                 "answer": _server_answers(item["linkId"], answers.known[item["linkId"]])})
+            elif item["linkId"] in answers.items:
+                answered.append({**answers.items[item["linkId"]], "text": item["text"]})
+        if answered:
+            response_items.append({"linkId": group["linkId"], "text": group["text"], "item": answered})
+    response = {key: value for key, value in envelope.items() if key not in _REWRITTEN}
+    response.update({
+        "resourceType": "QuestionnaireResponse", "meta": {"profile": [RESPONSE_PROFILE]},
+        "contained": [contained], "questionnaire": f"#{FORM_ID}",
+        "status": "in-progress" if pending else "completed",
+        "authored": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    if response_items:
+        response["item"] = response_items
+    stated = coverage_information(decision, envelope, form, digest) if not pending else None
+    if stated is not None:
+        kept = [e for e in response.get("extension") or [] if e.get("url") != stated["url"]]
+        response["extension"] = [*kept, stated]
+    return response
+
+
+def decide(ruleset: engine.RuleSet, form: Form, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision for the one service line ``facts`` describe, under the form's payer."""
+    body = f.v1_body({"payer": form.policy.payer, **facts})
+    try:
+        return ruleset.evaluate(body)["decisions"][0]  # type: ignore[no-any-return]
+    except engine.RequestError as err:
+        raise OperationError(400, f"the answers give an invalid {err.location}: {err.message}",
+                             f"QuestionnaireResponse.item.where(linkId='{_link_of(err.location)}')") from err
+
+
+def _link_of(location: str) -> str:
+    """The form's linkId for a v1 request location (``services[0].stage`` -> ``stage``)."""
+    return location.split("].", 1)[1] if location.startswith("services[") else location
+
+
+def _walk(items: Any, path: str) -> Iterable[tuple[str, dict[str, Any], str]]:
+    """(group linkId, item, FHIRPath-like location) of every answered item."""
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict) or not isinstance(item.get("linkId"), str):
+            raise OperationError(400, "every item needs a linkId", f"{path}.item[{index}]")
+        where = f"{path}.item[{index}]"
+        if item.get("answer") is not None:
+            yield path, item, where
+        yield from _walk(item.get("item"), where)
+
+
+def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) -> Answers:
+    """The facts and documents a QuestionnaireResponse gives; raises OperationError (400) when an
+    answer does not fit the contained Questionnaire."""
+    defined = {}
+    for group in questionnaire.get("item") or []:
+        for item in group.get("item") or [] if isinstance(group, dict) else []:
+            if isinstance(item, dict) and isinstance(item.get("linkId"), str):
+                defined[item["linkId"]] = (group.get("linkId"), item)
+    found = Answers()
+    for _path, item, where in _walk(response.get("item"), "QuestionnaireResponse"):
+        link_id = item["linkId"]
+        if link_id not in defined:
+            raise OperationError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
+        group, definition = defined[link_id]
+        answers = item["answer"] if isinstance(item["answer"], list) else [item["answer"]]
+        if link_id.startswith(DOC_PREFIX):
+            if any(isinstance(a, dict) and any(k in a for k in _DOC_ANSWERS) and a.get("valueBoolean") is not False
+                   for a in answers):
+                found.items[link_id] = item
+            continue
+        spec = f.ITEM_SPECS.get(link_id)
+        if spec is None or not answers:
+            continue
+        try:
+            values = [f.answer_value(spec, a) for a in answers]
+        except f.AnswerError as err:
+            raise OperationError(400, str(err), f"{where}.answer") from err
+        if not (spec.many or definition.get("repeats")) and len(values) > 1:
+            raise OperationError(400, f"'{link_id}' takes one answer, not {len(values)}", f"{where}.answer")
+        value = values if spec.many else values[0]
+        if group == "order":
+            found.known[link_id] = value
+        else:
+            found.given[link_id] = value
+            found.items[link_id] = item
+    return found
+
+
+def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:
+    reference = response.get("questionnaire")
+    if not isinstance(reference, str) or not reference.startswith("#"):
+        raise OperationError(400, "questionnaire must reference the contained Questionnaire ('#id')",
+                             "QuestionnaireResponse.questionnaire")
+    for resource in response.get("contained") or []:
+        if isinstance(resource, dict) and resource.get("resourceType") == "Questionnaire" \
+                and resource.get("id") == reference[1:]:
+            return resource
+    raise OperationError(400, f"no contained Questionnaire with id '{reference[1:]}'", "QuestionnaireResponse.contained")
+
+
+def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet,
+                  decided: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``$next-question``: the response with the next questions, or completed with the decision
+    (also appended to ``decided``)."""
+    if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
+        raise OperationError(400, "expected a QuestionnaireResponse", "questionnaire-response")
+    contained = _contained_form(response)
+    derived = [c for c in contained.get("derivedFrom") or [] if isinstance(c, str)]
+    form = next((found for found in map(forms.by_canonical, derived) if found), None)
+    if form is None:
+        raise OperationError(404 if derived else 400, f"the contained Questionnaire derives from no form of this "
+                             f"rule set ({', '.join(derived) or 'no derivedFrom'})",
+                             "QuestionnaireResponse.contained.derivedFrom")
+    answers = read_answers(response, contained)
+    decision = decide(ruleset, form, answers.facts())
+    if decided is not None:
+        decided.append(decision)
+    return page(form, answers, decision, response, forms.base, ruleset.digest)

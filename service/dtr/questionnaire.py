@@ -1,0 +1,197 @@
+"""One FHIR R4 Questionnaire per policy version, generated from its rules, with its ValueSets.
+
+The canonical is ``{base}/Questionnaire/{policy id}`` with the policy's version, so it is the same
+for every load of the same rules. Items (linkIds are stable too):
+
+- group ``order``: the billing code, the date of service and the plan (unless the rules ask it), and
+  the order's other codes when the rules read them, filled by the server;
+- group ``facts``: one question per fact the policy's conditions read (answer options from the
+  values they test it against, an SDC ``initialExpression`` where the EHR's data can tell);
+- group ``documentation``: one item per documentation item (``documentation.<id>``), enabled by
+  an SDC ``enableWhenExpression`` only while one of the rules that list it may still decide.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from engine.facts import FACTS
+from engine.needs import Needs, needs_of
+from engine.policy import Policy
+from service.dtr import facts as f
+from service.dtr.fhirpath import may_hold
+from service.dtr.fhirpath import variables as fhirpath_variables
+
+SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
+DTR = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition"
+EXT = "http://hl7.org/fhir/StructureDefinition"
+STANDARD_PROFILE = f"{DTR}/dtr-std-questionnaire"
+ADAPTIVE_PROFILE = f"{DTR}/dtr-questionnaire-adapt"
+LAUNCH_CONTEXT = "http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext"
+ORDER_TYPES = ["ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
+               "Appointment", "Encounter"]
+#: Facts every form carries in its ``order`` group (and the plan, unless the rules ask it).
+ORDER_FACTS = ("code", "date_of_service")
+DOC_PREFIX = "documentation."
+#: Item types per documentation kind: records and images are attached, administrative items attested.
+DOC_TYPES = {"clinical": "attachment", "patient": "attachment", "admin": "boolean"}
+_ID = re.compile(r"[^A-Za-z0-9\-.]")
+
+
+@dataclass(frozen=True)
+class Form:
+    """The generated Questionnaire of one policy version, with the ValueSets its items use."""
+
+    policy: Policy
+    questionnaire: dict[str, Any]
+    value_sets: tuple[dict[str, Any], ...]
+
+    @property
+    def canonical(self) -> str:
+        """``url|version``."""
+        return f"{self.questionnaire['url']}|{self.questionnaire['version']}"
+
+    @property
+    def variables(self) -> list[dict[str, Any]]:
+        """The form's FHIRPath variables (one per fact its conditions read)."""
+        return [e for e in self.questionnaire["extension"] if e["url"] == f"{EXT}/variable"]
+
+    def item(self, link_id: str) -> dict[str, Any] | None:
+        """The item with ``link_id`` (groups searched), or None."""
+        for group in self.questionnaire["item"]:
+            for item in group.get("item", []):
+                if item["linkId"] == link_id:
+                    return item
+        return None
+
+
+def resource_id(policy_id: str, version: str) -> str:
+    """A FHIR id for one version of a policy (``[A-Za-z0-9-.]{1,64}``)."""
+    text = _ID.sub("-", f"{policy_id}.{version}")
+    return text if len(text) <= 64 else text[:55] + "." + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def questionnaire_url(base: str, policy_id: str) -> str:
+    """The canonical url of a policy's Questionnaire (without the version)."""
+    return f"{base}/Questionnaire/{policy_id}"
+
+
+def _name(policy_id: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", policy_id) if part) or "Form"
+
+
+def _extension(url: str, **value: Any) -> dict[str, Any]:
+    return {"url": url, **value}
+
+
+def _expression(expr: str) -> dict[str, Any]:
+    return {"language": "text/fhirpath", "expression": expr}
+
+
+def _value_set(base: str, policy: Policy, fact: str, values: tuple[str, ...], sets: tuple[str, ...]) -> dict[str, Any]:
+    system = f.SYSTEMS.get(fact, f"{base}/CodeSystem/{fact}")
+    vs_id = resource_id(f"{policy.id}.{fact}", policy.version)
+    named = f" (value sets {', '.join(sets)})" if sets else ""
+    return {
+        "resourceType": "ValueSet", "id": vs_id, "url": f"{base}/ValueSet/{policy.id}.{fact}",
+        "version": policy.version, "name": _name(f"{policy.id}-{fact}"), "status": "active",
+        "title": f"{f.QUESTIONS.get(fact, fact)}: values {policy.title} tests",
+        "description": f"The values of {fact} that the rules of policy {policy.id} version {policy.version} "
+                       f"test{named}. Other values are accepted as answers.",
+        "compose": {"include": [{"system": system, "concept": [{"code": v} for v in values]}]},
+        "expansion": {"timestamp": f"{policy.effective.isoformat()}T00:00:00Z", "total": len(values),
+                      "contains": [{"system": system, "code": v} for v in values]},
+    }
+
+
+def fact_item(name: str, answer_value_set: str | None) -> dict[str, Any]:
+    """The question that asks a fact, its answer options from ``answer_value_set`` (``url|version``)."""
+    spec = FACTS[name]
+    asked = f.item_type(spec, answer_value_set is not None or name == "patient.sex")
+    item: dict[str, Any] = {"linkId": name, "text": f.QUESTIONS.get(name, spec.doc or name), "type": asked.type}
+    if name in f.INITIAL_EXPRESSIONS:
+        item["extension"] = [_extension(f"{SDC}/sdc-questionnaire-initialExpression",
+                                        valueExpression=_expression(f.INITIAL_EXPRESSIONS[name]))]
+    if asked.repeats:
+        item["repeats"] = True
+    if answer_value_set is not None:
+        item["answerValueSet"] = answer_value_set
+    elif name == "patient.sex":
+        item["answerOption"] = [{"valueCoding": {"system": f.GENDER, "code": c}} for c in ("female", "male")]
+    return item
+
+
+def known_item(name: str) -> dict[str, Any]:
+    """The read-only item of a fact (or of ``order_complete``) the server fills from the order."""
+    spec = f.ITEM_SPECS[name]
+    asked = f.item_type(spec, False)
+    item: dict[str, Any] = {"linkId": name, "text": f.QUESTIONS.get(name, spec.doc or name), "type": asked.type,
+                            "readOnly": True}
+    if asked.repeats:
+        item["repeats"] = True
+    return item
+
+
+def doc_item(item_id: str, text: str, kind: str, enable: str | None) -> dict[str, Any]:
+    """The item that asks for a documentation item, enabled while the FHIRPath ``enable`` holds."""
+    kind_type = DOC_TYPES.get(kind, "attachment")
+    prompt = f"Attach: {text}" if kind_type == "attachment" else f"Attest that this is on file: {text}"
+    item: dict[str, Any] = {"linkId": DOC_PREFIX + item_id, "text": prompt, "type": kind_type, "required": True}
+    if enable is not None:
+        item["extension"] = [_extension(f"{SDC}/sdc-questionnaire-enableWhenExpression",
+                                        valueExpression=_expression(enable))]
+    return item
+
+
+def build_form(base: str, policy: Policy) -> Form:
+    """The Questionnaire and ValueSets of one policy version, under the canonical ``base``."""
+    needs: Needs = needs_of(policy)
+    value_sets: list[dict[str, Any]] = []
+    reads = {read.spec.name: read for read in needs.facts}
+    fact_items = []
+    for name in f.askable(reads):
+        if name in ORDER_FACTS:
+            continue
+        read = reads.get(name)
+        answer_value_set = None
+        if read is not None and read.values:
+            vs = _value_set(base, policy, name, read.values, read.value_sets)
+            value_sets.append(vs)
+            answer_value_set = f"{vs['url']}|{vs['version']}"
+        fact_items.append(fact_item(name, answer_value_set))
+    pairing = ("other_codes", f.ORDER_COMPLETE.name) if reads.keys() & {"other_codes", "request_codes"} else ()
+    plan = () if "plan" in reads else ("plan",)
+    order_items = [known_item(name) for name in (*ORDER_FACTS, *plan, *pairing)]
+    doc_items = [doc_item(doc.id, doc.text, doc.kind, may_hold(routes)) for doc, routes in needs.documentation]
+    groups = [{"linkId": "order", "text": "The order", "type": "group", "item": order_items}]
+    if fact_items:
+        groups.append({"linkId": "facts", "text": "About this order", "type": "group", "item": fact_items})
+    if doc_items:
+        groups.append({"linkId": "documentation", "text": "Documentation", "type": "group", "item": doc_items})
+    variables = [_extension(f"{EXT}/variable", valueExpression={**_expression(expr), "name": name})
+                 for name, expr in fhirpath_variables(reads)]
+    questionnaire = {
+        "resourceType": "Questionnaire", "id": resource_id(policy.id, policy.version),
+        "meta": {"profile": [STANDARD_PROFILE]},
+        "extension": [
+            _extension(f"{SDC}/sdc-questionnaire-launchContext", extension=[
+                _extension("name", valueCoding={"system": LAUNCH_CONTEXT, "code": "patient"}),
+                _extension("type", valueCode="Patient")]),
+            _extension(f"{SDC}/sdc-questionnaire-launchContext", extension=[
+                _extension("name", valueCoding={"system": LAUNCH_CONTEXT, "code": "clinical"}),
+                *[_extension("type", valueCode=t) for t in ORDER_TYPES],
+                _extension("description", valueString="The order the documentation is for")]),
+            *variables,
+        ],
+        "url": questionnaire_url(base, policy.id), "version": policy.version, "name": _name(policy.id),
+        "title": policy.title, "status": "active", "subjectType": ["Patient"],
+        "date": policy.effective.isoformat(), "publisher": policy.payer,
+        "description": f"Documentation requirements and deciding facts of {policy.title}, generated from "
+                       f"policy {policy.id} version {policy.version} ({policy.url}).",
+        "effectivePeriod": {"start": policy.effective.isoformat(),
+                            **({"end": policy.end.isoformat()} if policy.end else {})},
+        "item": groups,
+    }
+    return Form(policy, questionnaire, tuple(value_sets))

@@ -1,0 +1,125 @@
+"""The FHIR R4 endpoints under ``/fhir``: capabilities, Questionnaire resolution and the DTR / SDC
+operations. Errors are OperationOutcome resources with a 4xx status."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.crd.outcome import operation_outcome
+from service.dtr.adaptive import next_question
+from service.dtr.catalogue import PREFIX, fhir_base, forms_of
+from service.dtr.errors import OperationError
+from service.dtr.package import package
+from service.responses import json_response
+from service.v1 import parse_json
+
+METADATA = PREFIX + "/metadata"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+OPERATIONS = {
+    "questionnaire-package": "http://hl7.org/fhir/us/davinci-dtr/OperationDefinition/questionnaire-package",
+    "next-question": "http://hl7.org/fhir/uv/sdc/OperationDefinition/Questionnaire-next-question",
+}
+router = APIRouter(tags=["FHIR: Da Vinci DTR"])
+
+
+def owns(path: str) -> bool:
+    """Whether a path belongs to the FHIR endpoints (errors there are OperationOutcomes)."""
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def _fhir(body: Any, digest: str, status: int = 200) -> JSONResponse:
+    return json_response(body, digest, status, headers=FHIR_JSON)
+
+
+def capability_statement(base: str, digest: str, loaded_at: dt.datetime) -> dict[str, Any]:
+    """What the FHIR endpoints offer."""
+    return {
+        "resourceType": "CapabilityStatement", "status": "active", "date": loaded_at.isoformat(timespec="seconds"),
+        "publisher": "covreq", "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
+        "software": {"name": "covreq", "version": digest},
+        "implementation": {"description": "covreq: documentation requirements generated from the rules", "url": base},
+        "implementationGuide": ["http://hl7.org/fhir/us/davinci-dtr/ImplementationGuide/hl7.fhir.us.davinci-dtr",
+                                "http://hl7.org/fhir/uv/sdc/ImplementationGuide/hl7.fhir.uv.sdc"],
+        "rest": [{"mode": "server", "resource": [{
+            "type": "Questionnaire", "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "url", "type": "uri"}, {"name": "version", "type": "token"}],
+            "operation": [{"name": name, "definition": url} for name, url in OPERATIONS.items()],
+        }]}],
+    }
+
+
+@router.get(METADATA, summary="FHIR CapabilityStatement of the /fhir endpoints")
+def metadata(request: Request) -> JSONResponse:
+    """The CapabilityStatement."""
+    ruleset = request.app.state.holder.current
+    return _fhir(capability_statement(fhir_base(request), ruleset.digest, ruleset.loaded_at), ruleset.digest)
+
+
+@router.get(PREFIX + "/Questionnaire", summary="Search the generated Questionnaires by canonical url")
+def search(request: Request, url: str | None = None, version: str | None = None) -> JSONResponse:
+    """A searchset Bundle of the forms whose url (and version) match; every policy's current form
+    without a url."""
+    forms = forms_of(request)
+    found = forms.search(url, version)
+    return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                  "entry": [{"fullUrl": f"{forms.base}/Questionnaire/{form.questionnaire['id']}",
+                             "resource": form.questionnaire, "search": {"mode": "match"}} for form in found]},
+                 request.app.state.holder.current.digest)
+
+
+@router.get(PREFIX + "/Questionnaire/{resource_id}", summary="Read a generated Questionnaire")
+def read(resource_id: str, request: Request) -> JSONResponse:
+    """One form by id (``<policy id>.<version>``, or a policy id for its current version)."""
+    digest = request.app.state.holder.current.digest
+    form = forms_of(request).by_id(resource_id)
+    if form is None:
+        return operation_outcome(404, f"no Questionnaire {resource_id!r}", digest, "id")
+    return _fhir(form.questionnaire, digest)
+
+
+async def _body(request: Request) -> Any:
+    try:
+        return parse_json(await request.body())
+    except ValueError as err:
+        raise OperationError(400, f"malformed JSON: {err}") from err
+
+
+@router.post(PREFIX + "/Questionnaire/$questionnaire-package", summary="DTR: the forms an order needs")
+async def questionnaire_package(request: Request) -> JSONResponse:
+    """Parameters with coverage and order(s) in; Parameters with one packagebundle per form out."""
+    ruleset, audit = request.app.state.holder.current, request.app.state.audit
+    decided: list[dict[str, Any]] = []
+    try:
+        result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided)
+    except OperationError as err:
+        audit.dtr(request, ruleset.digest, err.status, "questionnaire-package", expression=err.expression)
+        return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
+    audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)
+    return _fhir(result, ruleset.digest)
+
+
+@router.post(PREFIX + "/Questionnaire/$next-question", summary="SDC adaptive form: the next questions")
+async def next_question_operation(request: Request) -> JSONResponse:
+    """Parameters with ``questionnaire-response`` (or the QuestionnaireResponse itself) in; Parameters
+    with ``return``: the response with the next questions, or completed with the decision."""
+    ruleset, audit = request.app.state.holder.current, request.app.state.audit
+    decided: list[dict[str, Any]] = []
+    try:
+        body = await _body(request)
+        response = body
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+            given = [p.get("resource") for p in body.get("parameter") or []
+                     if isinstance(p, dict) and p.get("name") == "questionnaire-response"]
+            if len(given) != 1:
+                raise OperationError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
+            response = given[0]
+        result = next_question(response, forms_of(request), ruleset, decided)
+    except OperationError as err:
+        audit.dtr(request, ruleset.digest, err.status, "next-question", expression=err.expression)
+        return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
+    audit.dtr(request, ruleset.digest, 200, "next-question", decided)
+    return _fhir({"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]},
+                 ruleset.digest)

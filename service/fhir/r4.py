@@ -1,0 +1,94 @@
+"""Is this FHIR R4? Incoming resources checked with ``fhir.resources``' R4B models.
+
+R4B changed no element of the resources covreq reads (the request resources, Coverage, Patient,
+Encounter, Location, Practitioner(Role), Organization, Condition, Medication, Device), so its
+models read R4 as it is; tests/service/test_crd_r4.py holds R4 examples of each to keep that so.
+The models check structure, cardinality and primitive formats; the few required code bindings
+covreq decides by, which the models leave unchecked, are checked here (``REQUIRED_CODES``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+#: R4 required bindings of elements covreq decides by: (resource type, element) -> codes
+REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
+    ("Coverage", "status"): frozenset({"active", "cancelled", "draft", "entered-in-error"}),
+    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
+}
+_SHOWN = 3  # problems named in one message; the rest are counted
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Where a resource breaks R4 (a FHIRPath-like path from the request's root) and how."""
+
+    path: str
+    message: str
+
+
+def problems(resource: dict[str, Any], where: str) -> list[Problem]:
+    """Every way ``resource`` (found at ``where``) breaks FHIR R4; empty when it is valid R4."""
+    kind = resource.get("resourceType")
+    try:
+        model = get_fhir_model_class(kind) if isinstance(kind, str) else None
+    except (KeyError, ValueError):
+        model = None
+    if model is None:
+        return [Problem(f"{where}.resourceType", f"{kind!r} is not a FHIR R4 resource type")]
+    try:
+        model.model_validate(resource)
+    except ValidationError as err:
+        return [Problem(_path(where, e["loc"]), _message(e)) for e in err.errors()]
+    except (KeyError, TypeError, ValueError, AttributeError):  # the models trip on hostile resourceTypes
+        if kind == "Bundle":  # find the entry
+            for number, entry in enumerate(resource.get("entry") if isinstance(resource.get("entry"), list) else []):
+                inner = entry.get("resource") if isinstance(entry, dict) else None
+                found = problems(inner, f"{where}.entry[{number}].resource") if isinstance(inner, dict) else []
+                if found:
+                    return found
+        return [Problem(where, "holds a resource whose resourceType is not an R4 resource type")]
+    return _codes(resource, where)
+
+
+def describe(found: list[Problem]) -> str:
+    """One message naming the first problems and counting the rest."""
+    shown = "; ".join(f"{p.path}: {p.message}" for p in found[:_SHOWN])
+    more = f" (and {len(found) - _SHOWN} more)" if len(found) > _SHOWN else ""
+    return f"not valid FHIR R4: {shown}{more}"
+
+
+def _codes(resource: dict[str, Any], where: str) -> list[Problem]:
+    """Required bindings of ``resource`` and, for a Bundle, of its entries' resources."""
+    found = [Problem(f"{where}.{element}", f"{resource[element]!r} is not one of {', '.join(sorted(codes))}")
+             for (kind, element), codes in REQUIRED_CODES.items()
+             if resource.get("resourceType") == kind and element in resource and resource[element] not in codes]
+    if resource.get("resourceType") == "Bundle":
+        for number, entry in enumerate(resource.get("entry") or []):
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                found += _codes(entry["resource"], f"{where}.entry[{number}].resource")
+    return found
+
+
+def _path(where: str, loc: tuple[Any, ...]) -> str:
+    path = where
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            path += f".{part}"
+    return path
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "is not an element of this R4 resource (another FHIR version?)"
+    if kind == "list_type":
+        return "must be a list (a JSON array) in R4"
+    if kind.endswith("missing") or kind == "missing":
+        return "is required in R4"
+    return str(error.get("msg", "is invalid")).removeprefix("Value error, ")

@@ -1,0 +1,191 @@
+"""Helpers of the DTR tests: orders and coverages as an EHR sends them, reading package Bundles and
+adaptive responses, and FHIR checks (fhir.resources models, FHIRPath constraints and expressions
+evaluated with fhirpathpy)."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+from fhir.resources.R4B import get_fhir_model_class
+from hypothesis import strategies as st
+from fhirpathpy import compile as compile_fhirpath
+from fhirpathpy.models import models
+
+from engine.facts import DATE, FACTS, ICD, NUMBER
+
+REPO = Path(__file__).resolve().parents[3]
+BUNDLED_RULES = REPO / "rules"
+FIXTURES = REPO / "tests" / "fixtures" / "dtr"
+#: The constraints, ``trace()`` (an identity that only logs) taken out.
+CONSTRAINTS = {path: {key: re.sub(r"\.trace\('\w+'\)", "", expression) for key, expression in found.items()}
+               for path, found in json.loads((FIXTURES / "constraints.json").read_text(encoding="utf-8")).items()}
+R4 = models["r4"]
+PAYER_ID = {"system": "http://example.org/fhir/sid/payer-id", "value": "CMS-MEDICARE"}
+CPT = "http://www.ama-assn.org/go/cpt"
+POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+VARIABLE = "http://hl7.org/fhir/StructureDefinition/variable"
+
+
+def coverage(plan: str = "Medicare Part B") -> dict[str, Any]:
+    """A Medicare Coverage for Patient/pat-1, its payer named by identifier, its plan by class."""
+    return {"resourceType": "Coverage", "id": "cov-1", "status": "active",
+            "beneficiary": {"reference": "Patient/pat-1"},
+            "payor": [{"identifier": PAYER_ID, "display": "Medicare"}],
+            "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class",
+                                            "code": "plan"}]}, "value": plan}]}
+
+
+def service_request(code: str = "15823", day: str = "2024-03-14", pos: str | None = None,
+                    diagnoses: tuple[str, ...] = (), order_id: str = "sr-1") -> dict[str, Any]:
+    """A draft ServiceRequest for one CPT code on a day, optionally at a place of service."""
+    order: dict[str, Any] = {
+        "resourceType": "ServiceRequest", "id": order_id, "status": "draft", "intent": "order",
+        "subject": {"reference": "Patient/pat-1"}, "code": {"coding": [{"system": CPT, "code": code}]},
+        "occurrenceDateTime": day, "insurance": [{"reference": "Coverage/cov-1"}]}
+    if pos:
+        order["locationCode"] = [{"coding": [{"system": POS, "code": pos}]}]
+    if diagnoses:
+        order["reasonCode"] = [{"coding": [{"system": ICD10CM, "code": d}]} for d in diagnoses]
+    return order
+
+
+def package_request(*orders: dict[str, Any], cov: dict[str, Any] | None = None,
+                    questionnaires: tuple[str, ...] = ()) -> dict[str, Any]:
+    """$questionnaire-package input Parameters."""
+    parameters: list[dict[str, Any]] = [{"name": "coverage", "resource": cov or coverage()}]
+    parameters += [{"name": "order", "resource": o} for o in orders]
+    parameters += [{"name": "questionnaire", "valueCanonical": q} for q in questionnaires]
+    return {"resourceType": "Parameters", "parameter": parameters}
+
+
+def bundles(parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The package Bundles of $questionnaire-package output Parameters."""
+    return [p["resource"] for p in parameters["parameter"] if p["name"] == "packagebundle"]
+
+
+def response_of(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The QuestionnaireResponse of a package Bundle."""
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "QuestionnaireResponse")
+
+
+def form_of(response: dict[str, Any]) -> dict[str, Any]:
+    """The contained Questionnaire of an adaptive QuestionnaireResponse."""
+    return response["contained"][0]
+
+
+def items(questionnaire: dict[str, Any], group: str | None = None) -> list[dict[str, Any]]:
+    """The items of one group of a (generated) Questionnaire, or of every group."""
+    return [i for g in questionnaire.get("item", []) if group in (None, g["linkId"]) for i in g.get("item", [])]
+
+
+def asked(response: dict[str, Any]) -> list[str]:
+    """linkIds of the questions a response's form asks: items neither read-only nor display that
+    the response has not answered yet."""
+    answered = {i["linkId"] for g in response.get("item", []) for i in g.get("item", []) if i.get("answer")}
+    return [i["linkId"] for i in items(form_of(response))
+            if not i.get("readOnly") and i["type"] != "display" and i["linkId"] not in answered]
+
+
+def answer(response: dict[str, Any], link_id: str, *answers: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``response`` with ``answers`` given to ``link_id`` (in the item's group)."""
+    result = copy.deepcopy(response)
+    group = next(g["linkId"] for g in form_of(result)["item"] if any(i["linkId"] == link_id for i in g.get("item", [])))
+    groups = result.setdefault("item", [])
+    target = next((g for g in groups if g["linkId"] == group), None)
+    if target is None:
+        target = {"linkId": group, "item": []}
+        groups.append(target)
+    target["item"] = [i for i in target["item"] if i["linkId"] != link_id] + [{"linkId": link_id, "answer": list(answers)}]
+    return result
+
+
+def coverage_information(response: dict[str, Any]) -> dict[str, list[Any]]:
+    """The sub-extensions of a response's coverage-information, by url."""
+    (info,) = [e for e in response.get("extension", []) if e["url"].endswith("ext-coverage-information")]
+    subs: dict[str, list[Any]] = {}
+    for sub in info["extension"]:
+        value = next(v for k, v in sub.items() if k.startswith("value")) if "extension" not in sub else sub
+        subs.setdefault(sub["url"], []).append(value)
+    return subs
+
+
+def parses_as_r4(resource: dict[str, Any]) -> None:
+    """The resource (and everything in it) parses with fhir.resources' R4B model of its type."""
+    model = get_fhir_model_class(resource["resourceType"])
+    parsed = model.model_validate(resource)
+    assert parsed.model_dump(mode="json", exclude_none=True)["resourceType"] == resource["resourceType"]
+
+
+@lru_cache(maxsize=4096)
+def _compiled(expression: str) -> Callable[[Any, dict[str, Any]], list[Any]]:
+    return compile_fhirpath(expression, R4)  # type: ignore[no-any-return]
+
+
+def fhirpath(resource: Any, expression: str, variables: dict[str, Any] | None = None) -> list[Any]:
+    """``expression`` evaluated with fhirpathpy (R4 model) on ``resource``."""
+    return _compiled(expression)(resource, {"resource": resource, **(variables or {})})
+
+
+def _contexts(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
+    if path == resource["resourceType"]:
+        yield path, resource
+    elif not path.startswith(resource["resourceType"] + "."):
+        return
+    elif path == "Questionnaire.item":
+        for index, node in enumerate(fhirpath(resource, "repeat(item)")):
+            yield f"item #{index} ({node.get('linkId')})", node
+    elif path == "QuestionnaireResponse.item.answer":
+        for index, node in enumerate(fhirpath(resource, "repeat(item).answer")):
+            yield f"answer #{index}", node
+
+
+def assert_constraints(resource: dict[str, Any]) -> None:
+    """Every constraint of ``constraints.json`` that applies to the resource (and to its contained
+    and bundled resources) holds."""
+    for path, constraints in CONSTRAINTS.items():
+        for where, node in _contexts(resource, path):
+            for key, expression in constraints.items():
+                # an invariant that evaluates to nothing (e.g. about an absent element) holds, as validators read it
+                assert fhirpath(node, expression) in ([True], []), f"{key} fails on {resource['resourceType']} {where}"
+    for inner in [*resource.get("contained", []), *(e["resource"] for e in resource.get("entry", []))]:
+        assert_constraints(inner)
+
+
+def variables_of(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The Questionnaire's root FHIRPath variables, evaluated on ``response``."""
+    return {e["valueExpression"]["name"]: fhirpath(response, e["valueExpression"]["expression"])
+            for e in questionnaire.get("extension", []) if e["url"] == VARIABLE}
+
+
+def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    """Values of a fact for property tests: one the rules test, or another one."""
+    spec = FACTS[name]
+    if spec.type == NUMBER:
+        one: st.SearchStrategy[Any] = st.integers(0, 120).map(float)
+    elif spec.type == DATE:
+        one = st.dates(dt.date(1930, 1, 1), dt.date(2023, 12, 31)).map(dt.date.isoformat)
+    elif spec.type == ICD:
+        one = st.sampled_from([*tested, "Z00.00", "M54.50"])
+    else:
+        one = st.sampled_from([*tested, "other", "131", "22"])
+    return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one
+
+
+@st.composite
+def order_lines(draw: st.DrawFn, reads: dict[str, Any]) -> dict[str, Any]:
+    """The order's other codes (some the rules test, some not) and maybe ``order_complete``, when
+    the rules read them."""
+    tested = [v for name in ("other_codes", "request_codes") if name in reads for v in reads[name].values]
+    if not tested or not draw(st.booleans()):
+        return {}
+    found: dict[str, Any] = {"other_codes": draw(st.lists(st.sampled_from([*tested, "99213"]), min_size=1,
+                                                          max_size=3, unique=True))}
+    if draw(st.booleans()):
+        found["order_complete"] = draw(st.booleans())
+    return found

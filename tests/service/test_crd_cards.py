@@ -1,0 +1,70 @@
+"""Cards a clinician reads once: one per order that needs someone to act, instructions rather than
+a restatement of the systemAction (CRD resp-12, resp-25), named by the order's own text."""
+from __future__ import annotations
+
+from crd_calls import CPT, TODAY, assert_ok, order_sign, post, service_request
+
+from service.crd.responses import shorten
+
+
+def eyelid_order(order_id: str = "s1", *codes: str, pos: str = "22", text: str | None = None) -> dict:
+    """A ServiceRequest for eyelid surgery codes, in a facility unless ``pos`` says otherwise."""
+    order = service_request(order_id, codes[0] if codes else "15823", pos=pos)
+    order["code"]["coding"] += [{"system": CPT, "code": code} for code in codes[1:]]
+    if text:
+        order["code"]["text"] = text
+    return order
+
+
+def test_an_answer_that_needs_no_action_gets_no_card(client, crd) -> None:
+    body = assert_ok(post(client, order_sign(eyelid_order(pos="11"))), crd)
+    assert body["cards"] == [] and body["systemActions"]
+
+
+def test_one_card_per_order_with_each_documentation_item_once(client, crd) -> None:
+    order = eyelid_order("s1", "15822", "15823", "77065", text="Upper eyelid blepharoplasty, both sides")
+    (card,) = assert_ok(post(client, order_sign(order)), crd)["cards"]
+    assert card["summary"] == "Acme Health Plan: prior authorization needed for Upper eyelid blepharoplasty, both sides"
+    detail = card["detail"]
+    assert "**Request prior authorization** for CPT 15822, CPT 15823." in detail
+    assert "**Not yet decided** for CPT 77065: it depends on diagnoses." in detail
+    assert detail.count("Photographs showing the eyelid position") == 1
+    assert detail.count("Patient statement of visual complaints") == 1
+
+
+def test_the_card_says_which_date_of_service_it_assumed(client, crd) -> None:
+    (assumed,) = assert_ok(post(client, order_sign(eyelid_order())), crd)["cards"]
+    assert f"**Date of service assumed:** {TODAY} (the order gives none)" in assumed["detail"]
+    dated = eyelid_order()
+    dated["occurrenceDateTime"] = "2026-05-04T09:30:00Z"
+    (given,) = assert_ok(post(client, order_sign(dated)), crd)["cards"]
+    assert "**Date of service:** 2026-05-04 (from the order)" in given["detail"]
+
+
+def test_an_order_without_text_is_named_by_its_kind_and_never_by_a_bare_reference(client, crd) -> None:
+    cards = assert_ok(post(client, order_sign(eyelid_order("eyelid-7"))), crd)["cards"]
+    assert cards[0]["summary"] == "Acme Health Plan: prior authorization needed for service request eyelid-7"
+    assert "ServiceRequest/" not in cards[0]["summary"]
+
+
+def test_a_long_summary_is_cut_at_a_word_boundary(client, crd) -> None:
+    text = "Bilateral upper eyelid blepharoplasty with excision of excessive skin weighting down the lid, " \
+           "including the removal of herniated fat pads"
+    (card,) = assert_ok(post(client, order_sign(eyelid_order(text=text))), crd)["cards"]
+    full = f"Acme Health Plan: prior authorization needed for {text}"
+    assert len(card["summary"]) < 140 and card["summary"].endswith("…")
+    kept = card["summary"].removesuffix("…")
+    assert full.startswith(kept) and full[len(kept)] == " "
+
+
+def test_shorten_keeps_whole_words() -> None:
+    assert shorten("short enough", 20) == "short enough"
+    assert shorten("one two three four", 12) == "one two…"
+    assert shorten("unbreakableword", 8) == "unbreak…"
+
+
+def test_a_re_sent_order_with_nothing_new_gets_no_card_again(client, crd) -> None:
+    first = assert_ok(post(client, order_sign(eyelid_order())), crd)
+    assert len(first["cards"]) == 1
+    again = assert_ok(post(client, order_sign(first["systemActions"][0]["resource"])), crd)
+    assert again["cards"] == [] and "systemActions" not in again

@@ -1,0 +1,141 @@
+"""Calls without (full) prefetch: covreq reads what it misses from the EHR's FHIR server, here a
+stub EHR on loopback over real HTTP, with the hook's bearer token, and only from that server."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from crd_calls import (acme_coverage, assert_ok, assert_outcome, by_code, post, repaired_inferno_order_sign,
+                       repetitions, service_request, value)
+
+ACME_PAYER = {"resourceType": "Organization", "id": "acme-payer", "name": "Acme Health Plan",
+              "identifier": [{"system": "http://example.org/payer-ids", "value": "ACME-01"}]}
+
+
+@pytest.fixture()
+def queried(make_client, ehr):
+    """A client allowed to query the stub EHR."""
+    return make_client(fhir_servers=(ehr.url,))
+
+
+def granted(request: dict, ehr, token: str = "hook-token") -> dict:
+    """``request`` pointing at the stub EHR with a bearer token."""
+    request["fhirServer"] = ehr.url
+    request["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300,
+                                    "scope": "user/Patient.read user/Coverage.read", "subject": "covreq"}
+    return request
+
+
+def coverage_of(patient: str) -> dict:
+    """Acme's Coverage of ``patient``, as the EHR holds it."""
+    bundle = acme_coverage()
+    bundle["entry"][0]["resource"]["beneficiary"] = {"reference": f"Patient/{patient}"}
+    return bundle
+
+
+def test_the_ig_appointment_book_example_is_answered_after_querying_the_ehr(queried, ehr, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest4.json")
+    request["fhirServer"] = ehr.url
+    ehr.hold(coverage_of("123"), {"resourceType": "Patient", "id": "123", "birthDate": "1950-04-02"})
+    body = assert_ok(post(queried, request), crd)
+    (only,) = repetitions(body, "Appointment/example", crd)
+    assert value(crd.subs(only), "coverage") == [{"reference": "Coverage/COV1"}]
+    assert ehr.tokens() == {"Bearer some-opaque-fhir-access-token"}
+    assert "Coverage" in ehr.paths() and "Patient/123" in ehr.paths()
+    search = next(s for s in ehr.seen if s.path.endswith("/Coverage"))
+    assert search.query["patient"] == ["123"] and search.query["status"] == ["active"]
+
+
+def test_the_inferno_order_sign_fixture_is_answered_after_querying_the_ehr(queried, ehr, anchor, crd) -> None:
+    request = repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))  # not R4 as published
+    request["fhirServer"] = ehr.url
+    ehr.hold(coverage_of("example"), {"resourceType": "Patient", "id": "example"})
+    body = assert_ok(post(queried, request), crd)
+    assert {a["resource"]["id"] for a in body["systemActions"]} == {"pureeddiet-simple", "smart-MedicationRequest-103"}
+    assert ehr.tokens() == {"Bearer SAMPLE_TOKEN"}
+
+
+def test_an_order_gets_the_same_answer_by_prefetch_and_by_query(client, queried, ehr, ig_order_sign, crd) -> None:
+    with_prefetch = ig_order_sign()
+    by_prefetch = assert_ok(post(client, with_prefetch), crd)
+    without = granted(copy.deepcopy(with_prefetch), ehr)
+    ehr.hold(*(v for v in without.pop("prefetch").values() if v))
+    by_query = assert_ok(post(queried, without), crd)
+    assert by_query["systemActions"] == by_prefetch["systemActions"]
+    assert {"Coverage", "Patient/123", "PractitionerRole/ABC", "Organization/acme-payer"} <= set(ehr.paths())
+
+
+def test_dispatched_orders_their_medication_and_requester_npi_are_read(queried, ehr, anchor, identify, crd) -> None:
+    request = granted(identify(anchor("CRDServiceRequest2.json")), ehr)
+    del request["extension"]["davinci-crd.configuration"]["coverage-info"]
+    for number in ("1111", "2222"):
+        ehr.hold({"resourceType": "MedicationRequest", "id": number, "status": "draft", "intent": "order",
+                  "subject": {"reference": "Patient/pat1234"}, "requester": {"reference": "PractitionerRole/r1"},
+                  "medicationReference": {"reference": f"Medication/m{number}"}})
+        ehr.hold({"resourceType": "Medication", "id": f"m{number}", "code": {"coding": [
+            {"system": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", "code": "E0431"}]}})
+    ehr.hold({"resourceType": "PractitionerRole", "id": "r1", "practitioner": {"reference": "Practitioner/p1"}},
+             {"resourceType": "Practitioner", "id": "p1",
+              "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}]})
+    body = assert_ok(post(queried, request), crd)
+    assert [a["resource"]["id"] for a in body["systemActions"]] == ["1111", "2222"]
+    assert "E0431" in by_code(repetitions(body, "MedicationRequest/1111", crd), crd)
+    assert {"MedicationRequest/1111", "Medication/m1111", "PractitionerRole/r1", "Practitioner/p1"} <= set(ehr.paths())
+
+
+def test_a_fhir_server_the_operator_has_not_listed_is_never_queried(client, ehr, anchor) -> None:
+    request = anchor("CRDServiceRequest4.json")
+    request["fhirServer"] = ehr.url
+    issue = assert_outcome(post(client, request), 412, "Coverage")
+    assert f"covreq is not configured to query {ehr.url} (COVREQ_FHIR_SERVERS)" in issue["diagnostics"]
+    assert ehr.seen == []
+
+
+def test_a_failed_coverage_search_is_a_412_saying_why(queried, ehr, anchor) -> None:
+    ehr.broken["Coverage"] = 503
+    request = granted(anchor("CRDServiceRequest4.json"), ehr)
+    issue = assert_outcome(post(queried, request), 412, "Coverage")
+    assert "GET Coverage: HTTP 503" in issue["diagnostics"]
+
+
+def test_an_empty_coverage_search_is_a_400(queried, ehr, anchor) -> None:
+    request = granted(anchor("CRDServiceRequest4.json"), ehr)
+    issue = assert_outcome(post(queried, request), 400, "Coverage")
+    assert "no Coverage" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("trouble", ["broken", "slow", "huge"])
+def test_data_the_ehr_fails_to_give_makes_an_open_answer_indeterminate_technical(make_client, ehr, crd,
+                                                                                  trouble: str) -> None:
+    client = make_client(fhir_servers=(ehr.url,), ehr_timeout_seconds=0.5, ehr_max_bytes=20_000)
+    {"broken": ehr.broken, "slow": ehr.slow, "huge": ehr.huge}[trouble]["Patient/p1"] = \
+        {"broken": 500, "slow": 2.0, "huge": 50_000}[trouble]
+    ehr.hold(coverage_of("p1"))
+    request = granted({"hook": "order-sign", "hookInstance": "h1", "context": {
+        "userId": "Practitioner/u1", "patientId": "p1", "draftOrders": {
+            "resourceType": "Bundle", "type": "collection", "entry": [
+                {"resource": service_request("open", "15823")},            # turns on place of service
+                {"resource": service_request("settled", "99213")}]}}}, ehr)  # no policy lists it
+    body = assert_ok(post(client, request), crd)
+    opened = by_code(repetitions(body, "ServiceRequest/open", crd), crd)["15823"]
+    assert value(opened, "pa-needed") == ["indeterminate"]  # the element the failure left open (resp-43)
+    technical = value(opened, "reason")[0]
+    assert technical["coding"][0]["code"] == "technical" and "GET Patient/p1" in technical["text"]
+    assert "info-needed" not in opened
+    settled = by_code(repetitions(body, "ServiceRequest/settled", crd), crd)["99213"]
+    assert value(settled, "pa-needed") == ["no-auth"]
+
+
+def test_independent_queries_run_concurrently(queried, ehr, crd) -> None:
+    ehr.hold(coverage_of("p1"), {"resourceType": "Patient", "id": "p1"})
+    ehr.slow.update({"Patient/p1": 0.4, "Coverage": 0.4, "Condition": 0.4})
+    request = granted({"hook": "order-sign", "hookInstance": "h2", "context": {
+        "userId": "Practitioner/u1", "patientId": "p1", "draftOrders": {
+            "resourceType": "Bundle", "type": "collection", "entry": [{"resource": service_request("s1", "15823")}]}}},
+        ehr)
+    assert_ok(post(queried, request), crd)
+    first = {s.path.rsplit("/fhir/", 1)[1]: s for s in ehr.seen}
+    started = [first[p].started for p in ("Patient/p1", "Coverage", "Condition")]
+    finished = [first[p].finished for p in ("Patient/p1", "Coverage", "Condition")]
+    assert max(started) < min(finished), "each query began before any had been answered"

@@ -1,0 +1,114 @@
+"""Incoming FHIR is checked as R4 (fhir.resources' R4B models, which read R4 for every resource
+covreq reads): other versions and broken shapes are a 400 naming the path; a primary hook never
+passes over a resource it cannot answer for; one malformed code leaves the rest answered."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from crd_calls import (CPT, acme_coverage, assert_ok, assert_outcome, by_code, order_sign, post,
+                       repaired_inferno_order_sign, repetitions, service_request, value)
+from service.fhir import r4
+
+SUBJECT = {"reference": "Patient/p1"}
+CONCEPT = {"coding": [{"system": CPT, "code": "92015"}]}
+#: an R4 example of each request type CRD answers for that the CRD examples do not carry
+MORE_R4 = [
+    {"resourceType": "VisionPrescription", "id": "v1", "status": "draft", "created": "2026-01-02",
+     "patient": SUBJECT, "dateWritten": "2026-01-02", "prescriber": {"reference": "Practitioner/p1"},
+     "lensSpecification": [{"product": CONCEPT, "eye": "right"}]},
+    {"resourceType": "CommunicationRequest", "id": "c1", "status": "draft", "subject": SUBJECT},
+    {"resourceType": "Condition", "id": "k1", "subject": SUBJECT, "code": CONCEPT},
+    {"resourceType": "Medication", "id": "m1", "code": CONCEPT},
+    {"resourceType": "Device", "id": "d1", "type": CONCEPT},
+]
+
+
+def every_resource(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The orders and prefetch resources of a hook call, Bundles opened."""
+    found = []
+    for value_ in [*request["context"].values(), *(request.get("prefetch") or {}).values()]:
+        if isinstance(value_, dict) and "resourceType" in value_:
+            found += [e["resource"] for e in value_.get("entry", [])] if value_["resourceType"] == "Bundle" else [value_]
+    return found
+
+
+def test_the_r4b_models_read_every_r4_resource_covreq_reads(anchor) -> None:
+    resources = [*every_resource(anchor("CRDServiceRequest.json")), *every_resource(anchor("CRDServiceRequest2.json")),
+                 *every_resource(anchor("CRDServiceRequest4.json")),
+                 *every_resource(repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))), *MORE_R4]
+    kinds = {r["resourceType"] for r in resources}
+    assert {"ServiceRequest", "MedicationRequest", "NutritionOrder", "Appointment", "VisionPrescription",
+            "CommunicationRequest", "Coverage", "Patient", "Encounter", "Location", "Practitioner",
+            "PractitionerRole", "Organization", "Condition", "Medication", "Device"} <= kinds
+    for resource in resources:
+        assert r4.problems(resource, resource["resourceType"]) == [], resource["resourceType"]
+
+
+def test_the_ri_request_with_device_request_insurance_as_an_object_is_a_400(client, anchor) -> None:
+    issue = assert_outcome(post(client, anchor("requestWithHydratedPrefetchBundle.json")), 400,
+                           "context.draftOrders.entry[0].resource.insurance")
+    assert "must be a list" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize(("change", "path", "says"), [
+    (lambda c: c.update(kind="insurance", insurer={"reference": "Organization/o"}),  # an R5 Coverage
+     "prefetch.coverage.entry[0].resource", "not an element of this R4 resource"),
+    (lambda c: c.update(status="enforced"), "prefetch.coverage.entry[0].resource.status",
+     "'enforced' is not one of active, cancelled, draft, entered-in-error"),
+    (lambda c: c.update(period={"start": "2026-13-40"}), "prefetch.coverage.entry[0].resource.period.start", ""),
+])
+def test_a_coverage_that_is_not_r4_is_a_400_naming_the_path(client, change, path: str, says: str) -> None:
+    prefetch = {"coverage": acme_coverage()}
+    change(prefetch["coverage"]["entry"][0]["resource"])
+    issue = assert_outcome(post(client, order_sign(service_request("s1", "15823"), prefetch=prefetch)), 400)
+    assert issue["expression"][0].startswith(path) and says in issue["diagnostics"]
+
+
+def test_an_stu3_medication_request_is_a_400_naming_its_stu3_element(client) -> None:
+    order = {"resourceType": "MedicationRequest", "id": "m1", "status": "draft", "intent": "order", "subject": SUBJECT,
+             "medicationCodeableConcept": CONCEPT, "context": {"reference": "Encounter/e1"}}  # STU3's context
+    assert_outcome(post(client, order_sign(order)), 400, "context.draftOrders.entry[0].resource.context")
+
+
+def test_a_resource_type_crd_does_not_answer_for_is_a_400_in_a_primary_hook(client, crd) -> None:
+    procedure = {"resourceType": "Procedure", "id": "x", "status": "preparation", "subject": SUBJECT}
+    issue = assert_outcome(post(client, order_sign(service_request("s1", "15823"), procedure)), 400,
+                           "context.draftOrders.entry[1].resource")
+    assert "'Procedure' is not a request resource CRD answers for" in issue["diagnostics"]
+    selecting = order_sign(service_request("s1", "15823"), procedure)
+    selecting["hook"], selecting["context"]["selections"] = "order-select", ["ServiceRequest/s1"]
+    assert [a["resource"]["id"] for a in assert_ok(post(client, selecting), crd)["systemActions"]] == ["s1"]
+
+
+def test_one_malformed_billing_code_is_answered_alone_and_the_other_orders_still_are(client, crd) -> None:
+    broken = service_request("broken", "7706X", pos="22")
+    broken["code"]["coding"].append({"system": CPT, "code": "15823"})
+    body = assert_ok(post(client, order_sign(broken, service_request("fine", "15823", pos="22"))), crd)
+    codes = by_code(repetitions(body, "ServiceRequest/broken", crd), crd)
+    assert value(codes["7706X"], "covered") == ["indeterminate"]
+    assert "CPT code '7706X' on ServiceRequest/broken is not a well-formed CPT code" in \
+        value(codes["7706X"], "reason")[0]["text"]
+    assert value(codes["15823"], "pa-needed") == ["auth-needed"]
+    fine = by_code(repetitions(body, "ServiceRequest/fine", crd), crd)["15823"]
+    assert value(fine, "pa-needed") == ["auth-needed"]
+
+
+def test_an_order_stating_a_fact_the_engine_refuses_is_answered_indeterminate_alone(client, crd) -> None:
+    ancient = service_request("ancient", "15823", pos="22")
+    ancient["occurrenceDateTime"] = "1850-01-01"  # valid FHIR, refused by the engine as implausible
+    body = assert_ok(post(client, order_sign(ancient, service_request("fine", "15823", pos="22"))), crd)
+    (only,) = repetitions(body, "ServiceRequest/ancient", crd)
+    assert value(crd.subs(only), "covered") == ["indeterminate"]
+    assert "ServiceRequest/ancient states a fact covreq cannot use" in value(crd.subs(only), "reason")[0]["text"]
+    assert value(by_code(repetitions(body, "ServiceRequest/fine", crd), crd)["15823"], "pa-needed") == ["auth-needed"]
+
+
+def test_a_prefetch_the_ehr_could_not_fill_counts_as_absent(client, crd) -> None:
+    prefetch = {"coverage": acme_coverage(), "patient": None,
+                "conditions": {"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "error", "code": "not-found"}]}}
+    body = assert_ok(post(client, order_sign(service_request("s1", "77065"), prefetch=copy.deepcopy(prefetch))), crd)
+    assert value(by_code(repetitions(body, "ServiceRequest/s1", crd), crd)["77065"], "pa-needed") == ["conditional"]

@@ -1,0 +1,97 @@
+"""The one-step request decoder (engine/contract.py) agrees with the field-by-field reading on every
+body: the same Request with the same facts in the same order, or the same error naming the same field."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import RequestError
+from engine.request import _checked, _decoded, parse_request
+
+TODAY = dt.date(2025, 6, 1)
+BASE: dict[str, Any] = {
+    "payer": "medicare", "plan": "ma", "date_of_service": "2024-03-14", "place_of_service": "22",
+    "type_of_bill": "0131", "state": "ny", "patient": {"birth_date": "1950-02-01", "sex": "Female", "id": "p1"},
+    "diagnoses": ["h02.831", "M54.50"], "provider": {"npi": "1234567893", "specialty": "x", "network": "in",
+                                                      "state": "NY", "exemptions": ["gold-card"]},
+    "services": [{"code": "15823", "system": "CPT", "modifiers": ["rt"], "units": 2, "stage": "Trial",
+                  "trial_place_of_service": "11", "id": "l1"}, {"code": "15823"}, {"code": 64490}],
+    "authorizations": [{"id": "A1", "code": "15823", "start": "2024-03-01", "end": "2024-04-01"}],
+    "order_complete": True, "explain": False, "request_id": "r-1",
+}
+#: Values every field is tried with: right ones, wrong types, blanks, padding, limits, odd dates.
+ODD = st.sampled_from([
+    None, "", " ", " x ", "x" * 256, "x" * 257, 0, 1, 2.5, -1, 1_000_001, True, False, [], {}, ["a"], [" "], [1],
+    {"code": "15823"}, "2024-02-30", "20240314", "1899-12-31", "2024-03-15", "2099-01-01", "15823", " j0541 ",
+    "G0000", "HCPCS", "cpt", "0999T", ["x" * 257], ["a"] * 1001, [{"code": "15823"}] * 2,
+])
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+PATHS = _paths(BASE)
+
+
+def _set(body: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(body, dict):
+        return {**body, head: _set(body.get(head), rest, value)}
+    if isinstance(body, list) and isinstance(head, int) and head < len(body):
+        return [_set(v, rest, value) if i == head else v for i, v in enumerate(body)]
+    return body
+
+
+def _outcome(read: Any, body: Any) -> Any:
+    try:
+        request = read(body, TODAY)
+    except RequestError as exc:
+        return ("error", str(exc))
+    return request, [list(line.facts) for line in request.lines]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), ODD), max_size=3),
+       st.lists(st.sampled_from(["extra", "payer", "services", "plan", "patient", "provider"]), max_size=2))
+def test_the_decoder_and_the_field_by_field_reading_agree(changes: list[tuple[Any, Any]], dropped: list[str]) -> None:
+    body: Any = dict(BASE)
+    for key in dropped:
+        if key == "extra":
+            body["extra"] = 1
+        else:
+            body.pop(key, None)
+    for path, value in changes:
+        body = _set(body, path, value)
+    assert _outcome(parse_request, body) == _outcome(_checked, body)
+
+
+def test_an_ordinary_request_is_decoded_in_one_step() -> None:
+    request = _decoded(BASE, TODAY)
+    assert request is not None and request == _checked(BASE, TODAY)
+    assert request.lines[0].facts["type_of_bill"] == "131" and request.lines[2].facts["code"] == "64490"
+
+
+def test_a_padded_payer_is_stripped_for_selection_but_kept_as_the_payer_fact() -> None:
+    body = {**BASE, "payer": " medicare "}
+    request = parse_request(body, TODAY)
+    assert request.payer == "medicare" and request.lines[0].facts["payer"] == " medicare "
+    assert request == _checked(body, TODAY)
+
+
+def test_an_empty_patient_list_means_no_patient_facts_in_both_readings() -> None:
+    body = {**BASE, "patient": []}
+    assert _decoded(body, TODAY) is None
+    assert "patient.age" not in parse_request(body, TODAY).lines[0].facts
