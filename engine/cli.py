@@ -165,7 +165,12 @@ def _serve(args: argparse.Namespace) -> int:
     from service.server import StartupError, run  # imported lazily: the library works without the web stack
 
     for variable, value in (("COVREQ_BUNDLE_URL", args.bundle), ("COVREQ_BUNDLE_PUBLIC_KEY", args.bundle_key),
-                            ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll)):
+                            ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll),
+                            ("COVREQ_MAX_CONNECTIONS", args.max_connections),
+                            ("COVREQ_REQUEST_TIMEOUT", args.request_timeout),
+                            ("COVREQ_KEEP_ALIVE_TIMEOUT", args.keep_alive_timeout),
+                            ("COVREQ_MAX_HEADER_BYTES", args.max_header_bytes),
+                            ("COVREQ_STRICT_AUDIT", "1" if args.strict_audit else None)):
         if value is not None:
             os.environ[variable] = str(value)
     try:
@@ -296,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy of the rules")
+    serve.add_argument("--max-connections", type=int, metavar="N",
+                       help="open connections per process; more are closed, requests past it get 503 (default: 1000)")
+    serve.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                       help="time a connection has to send a whole request, headers and body (default: 30)")
+    serve.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
+                       help="time an idle connection is kept open (default: 5)")
+    serve.add_argument("--max-header-bytes", type=int, metavar="BYTES",
+                       help="largest request line and headers; larger is a 400 (default: 16384)")
+    serve.add_argument("--strict-audit", action="store_true",
+                       help="refuse (503) a decision whose audit record cannot be written")
     serve.set_defaults(run=_serve)
     return parser
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
@@ -19,6 +20,7 @@ MAX_LINES = contract.MAX_LINES
 MIN_YEAR, MAX_YEAR = 1900, 2200
 #: Longest string accepted in any field (codes, ids, names); longer ones are refused, not echoed.
 MAX_TEXT = contract.MAX_TEXT
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
 MAX_ITEMS = contract.MAX_ITEMS
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
@@ -96,6 +98,8 @@ def _date(value: Any, where: Where) -> dt.date:
     if len(value) > MAX_TEXT:
         raise _too_long(value, where)
     try:
+        if not _ISO_DATE.fullmatch(value):  # fromisoformat also takes 20240314 and 2024-W11-4
+            raise ValueError
         day = dt.date.fromisoformat(value)
     except ValueError:
         raise _fail(where, f"'{value}' is not a date written YYYY-MM-DD") from None
@@ -274,6 +278,8 @@ def _blank() -> str:
 
 
 def _day(text: str) -> dt.date:
+    if not _ISO_DATE.fullmatch(text):
+        raise _Unsure
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
@@ -318,6 +324,7 @@ def _decoded(body: Any, today: dt.date | None) -> Request | None:
 
 
 def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
+    payer = body.payer.strip() or _blank()  # first, as _checked words a blank payer before the rest
     as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
@@ -374,5 +381,5 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
-    return Request((body.payer.strip() or _blank()), common.get("plan"), as_of, tuple(lines), auths,
+    return Request(payer, common.get("plan"), as_of, tuple(lines), auths,
                    body.explain is True)

@@ -46,13 +46,22 @@ class AuditLog:
     so lines from several threads or worker processes never interleave, and the file is opened per
     record so that it can be rotated by moving it away."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, strict: bool = False) -> None:
+        self.path, self.strict = path, strict
         self.failures = 0
+        #: Whether the last record could not be written (shown by ``/readyz``).
+        self.failing = False
         self._lock = threading.Lock()
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record, stamped with the current UTC time."""
+    def check(self) -> None:
+        """Raise ValueError when the file cannot be opened for appending (the service does not start)."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise ValueError(f"the audit file {self.path} cannot be written: {exc.strerror or exc}") from None
+
+    def write(self, record: dict[str, Any]) -> bool:
+        """Append one record, stamped with the current UTC time; False when it could not be written."""
         line = _line({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
         with self._lock:
             try:
@@ -61,26 +70,36 @@ class AuditLog:
                     os.write(fd, line)
                 finally:
                     os.close(fd)
-            except OSError as exc:  # the answer still goes out; the operator is told loudly
+            except OSError as exc:  # the operator is told loudly; strict, the answer is withheld
                 self.failures += 1
+                self.failing = True
                 log.error("audit record not written", extra={"event": "audit_write_failed", "path": str(self.path),
                                                              "error": exc.strerror or type(exc).__name__,
-                                                             "failures": self.failures})
+                                                             "failures": self.failures, "strict": self.strict})
+                return False
+            self.failing = False
+            return True
+
+    def withheld(self, written: bool) -> bool:
+        """Whether an answer must be withheld (503) because its record was not written under strict audit."""
+        return self.strict and not written
 
     def v1(self, request: Request, digest: str, status: int, answer: dict[str, Any] | None = None,
-           location: str = "") -> None:
-        """Record a ``POST /v1/requirements`` call: the decisions, or the refusal's status and field."""
+           location: str = "") -> bool:
+        """Record a ``POST /v1/requirements`` call: the decisions, or the refusal's status and field.
+        False when the record could not be written."""
         record: dict[str, Any] = {"api": "v1", "caller": caller_of(request).as_dict(),
                                   "request_id": request_id(request), "ruleset": digest, "status": status}
         if answer is not None:
             record["decisions"] = [_decision(d) for d in answer["decisions"]]
         else:
             record["error_location"] = location[:MAX_FIELD]
-        self.write(record)
+        return self.write(record)
 
     def cds(self, request: Request, digest: str, status: int, hook: str | None = None,
-            hook_instance: str | None = None, answers: Iterable[Any] = (), expression: str = "") -> None:
-        """Record a CDS Hooks call: each coverage assertion, or the refusal's status and place."""
+            hook_instance: str | None = None, answers: Iterable[Any] = (), expression: str = "") -> bool:
+        """Record a CDS Hooks call: each coverage assertion, or the refusal's status and place.
+        False when the record could not be written."""
         record: dict[str, Any] = {"api": "cds-hooks", "caller": caller_of(request).as_dict(),
                                   "service": request.url.path.rsplit("/", 1)[-1], "hook": hook,
                                   "hookInstance": hook_instance and hook_instance[:MAX_FIELD], "request_id": request_id(request),
@@ -90,7 +109,7 @@ class AuditLog:
             record["decisions"] = decisions
         else:
             record["error_location"] = expression[:MAX_FIELD]
-        self.write(record)
+        return self.write(record)
 
     def dtr(self, request: Request, digest: str, status: int, operation: str,
             decisions: Iterable[dict[str, Any]] = (), expression: str = "") -> None:

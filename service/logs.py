@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import datetime, timezone
+from typing import Callable
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 #: Longest caller-chosen text (a hookInstance, an order reference) written to a log line.
 MAX_CALLER_TEXT = 128
+#: Identical warnings or errors written per window; more are counted, not written.
+REPEAT_LIMIT = 10
+#: The window of :data:`REPEAT_LIMIT`, in seconds.
+REPEAT_WINDOW = 60.0
+_REPEAT_KEYS = 10_000  # distinct lines tracked at once; past it the counts start again
 
 
 def caller_text(value: str) -> str:
@@ -35,12 +43,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RepeatFilter(logging.Filter):
+    """Lets through at most ``limit`` identical warnings or errors (same logger, level and text) per
+    ``window`` seconds: a flood (accept errors when descriptors run out, one refusal sent a million
+    times) costs a few lines, not the disk. The first line past the limit says so; the first line
+    of the next window carries the count of lines dropped (``suppressed``)."""
+
+    def __init__(self, limit: int = REPEAT_LIMIT, window: float = REPEAT_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.limit, self.window, self._clock = limit, window, clock
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [window start, lines seen]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is written (records below WARNING always are)."""
+        if record.levelno < logging.WARNING:
+            return True
+        key, now = (record.name, record.levelno, record.getMessage()), self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or now - seen[0] >= self.window:
+                if len(self._seen) >= _REPEAT_KEYS:
+                    self._seen.clear()
+                self._seen[key] = [now, 1]
+                if seen is not None and seen[1] > self.limit + 1:
+                    record.suppressed = int(seen[1] - self.limit - 1)
+                return True
+            seen[1] += 1
+            if seen[1] == self.limit + 1:
+                record.repeats = f"more lines like this one in the next {self.window:g} seconds are dropped"
+            return seen[1] <= self.limit + 1
+
+
 def configure(json_logs: bool = True, level: int | str = logging.INFO) -> None:
-    """Send the ``covreq`` loggers to stderr, as JSON lines or plain text."""
+    """Send the ``covreq`` loggers (at ``level``) and every other logger's warnings and errors
+    (uvicorn's, asyncio's: unhandled exceptions and accept errors) to stderr, as JSON lines or
+    plain text, with floods of repeated warnings cut short (:class:`RepeatFilter`)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if json_logs
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("covreq")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    handler.addFilter(RepeatFilter())
+    ours = logging.getLogger("covreq")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    everyone = logging.getLogger()
+    everyone.handlers[:] = [handler]
+    everyone.setLevel(logging.WARNING)

@@ -5,10 +5,15 @@ import logging
 import time
 from typing import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.logs import caller_text
+
 log = logging.getLogger("covreq.access")
+#: The status logged for a request whose client went away before it was answered (nginx's 499).
+CLIENT_CLOSED = 499
 
 
 class _TooLarge(Exception):
@@ -81,10 +86,13 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, observing_send)
+        except ClientDisconnect:  # the caller hung up before its body was read: nothing to answer
+            status = CLIENT_CLOSED
         finally:
             seconds = time.perf_counter() - began
-            log.info("%s %s %s", scope["method"], scope["path"], status, extra={
-                "event": "request", "method": scope["method"], "path": scope["path"],
+            path = caller_text(scope["path"])
+            log.info("%s %s %s", scope["method"], path, status, extra={
+                "event": "request", "method": scope["method"], "path": path,
                 "status": status, "ms": round(seconds * 1000, 2), "ruleset": ruleset})
             if self.observe:
                 self.observe(scope, status, seconds)

@@ -26,15 +26,20 @@ def readyz(request: Request) -> JSONResponse:
     served from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check.
 
     A refused reload does not make the service unready: it keeps answering with the last good
-    rule set, and taking every replica out of rotation for a bad file would be an outage.
+    rule set, and taking every replica out of rotation for a bad file would be an outage. When the
+    last audit record could not be written the status is ``degraded`` too, or, under strict audit
+    (which withholds answers then), 503 ``unready``.
     """
-    holder, bundles = request.app.state.holder, request.app.state.bundles
+    holder, bundles, audit = request.app.state.holder, request.app.state.bundles, request.app.state.audit
     digest, failure = holder.current.digest, holder.last_error
-    body = {"status": "degraded" if failure else "ready", "ruleset": digest,
-            "last_reload_error": failure.as_dict(messages=False) if failure else None}
+    status = "unready" if audit.failing and audit.strict else "degraded" if failure or audit.failing else "ready"
+    body: dict[str, object] = {"status": status, "ruleset": digest,
+                               "last_reload_error": failure.as_dict(messages=False) if failure else None}
+    if audit.failing:
+        body["audit"] = {"failing": True, "failures": audit.failures}
     if bundles:
         body["bundle"] = bundles.status()
-    return json_response(body, digest)
+    return json_response(body, digest, 503 if status == "unready" else 200)
 
 
 @router.post("/admin/reload", summary="Reload the rule tree; a broken tree is refused (422)")

@@ -7,6 +7,8 @@ import orjson
 from fastapi.responses import JSONResponse
 
 RULESET_HEADER = "X-Covreq-Ruleset"
+#: The message of a decision withheld (503) because its audit record could not be written.
+UNAUDITED = "the audit record of this call could not be written, so no answer is given (strict audit)"
 
 
 class FastJSONResponse(JSONResponse):

@@ -6,6 +6,7 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from engine.bundle import BundleError
 from service import logs
 from service.app import create_app
 from service.metrics import MULTIPROCESS_ENV
+from service.protocol import guarded
 from service.settings import Settings
 
 RULES_ENV = "COVREQ_RULES"
@@ -79,11 +81,12 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
     if rules is not None:
         os.environ[RULES_ENV] = rules
     app = app_from_env()
+    limits = _connection_limits(app.state.settings)
     if workers > 1:
         del app  # only a check: each worker builds its own
         _metrics_folder()
         config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
-                                workers=workers, log_config=None)
+                                workers=workers, log_config=None, **limits)
         listener = config.bind_socket()
         # uvicorn binds the shared listener without IPPROTO_TCP, so asyncio leaves Nagle on for the
         # connections it accepts and each keep-alive response waits ~40 ms for a delayed ACK
@@ -91,4 +94,12 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ReloadingSupervisor(config, sockets=[listener]).run()
     else:
-        uvicorn.run(app, host=host, port=port, log_config=None)
+        uvicorn.run(app, host=host, port=port, log_config=None, **limits)
+
+
+def _connection_limits(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the connection limits of ``settings`` (docs/operations.md, "Limits")."""
+    return {"http": guarded(settings.request_timeout, settings.max_connections, settings.max_header_bytes),
+            "limit_concurrency": settings.max_connections,
+            "timeout_keep_alive": settings.keep_alive_timeout,
+            "h11_max_incomplete_event_size": settings.max_header_bytes}

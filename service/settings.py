@@ -51,6 +51,11 @@ class Settings:
     https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``;
     ``crd_max_orders``, ``crd_max_coverages`` and ``crd_max_billing_codes`` (per order) bound the
     work of one CDS Hooks call (413 above them).
+    ``strict_audit`` refuses (503) a decision whose audit record cannot be written.
+    ``max_connections`` caps the open connections of a process (more are closed at once, and
+    requests past it get 503), ``request_timeout`` the seconds a connection has to deliver a whole
+    request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
+    ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
     """
 
     max_body_bytes: int = 1_048_576
@@ -75,6 +80,11 @@ class Settings:
     crd_max_orders: int = 100
     crd_max_coverages: int = 20
     crd_max_billing_codes: int = 50
+    strict_audit: bool = False
+    max_connections: int = 1000
+    request_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 16_384
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -85,7 +95,9 @@ class Settings:
         ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``,
         ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
-        ``COVREQ_CRD_MAX_BILLING_CODES``; absent variables keep the defaults."""
+        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
+        ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
+        ``COVREQ_MAX_HEADER_BYTES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -111,4 +123,9 @@ class Settings:
             crd_max_orders=int(env.get("COVREQ_CRD_MAX_ORDERS", defaults.crd_max_orders)),
             crd_max_coverages=int(env.get("COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages)),
             crd_max_billing_codes=int(env.get("COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes)),
+            strict_audit=env.get("COVREQ_STRICT_AUDIT", "0") == "1",
+            max_connections=_whole(env, "COVREQ_MAX_CONNECTIONS", defaults.max_connections),
+            request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
+            keep_alive_timeout=float(env.get("COVREQ_KEEP_ALIVE_TIMEOUT", defaults.keep_alive_timeout)),
+            max_header_bytes=_whole(env, "COVREQ_MAX_HEADER_BYTES", defaults.max_header_bytes),
         )

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 import engine
 from service.dtr.catalogue import forms_of
-from service.responses import json_response, v1_error
+from service.logs import caller_text
+from service.responses import UNAUDITED, json_response, v1_error
 
 router = APIRouter(tags=["v1"])
 
@@ -136,7 +137,8 @@ async def requirements(request: Request) -> JSONResponse:
     except engine.RequestError as err:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)
-    audit.v1(request, ruleset.digest, 200, answer)
+    if audit.withheld(audit.v1(request, ruleset.digest, 200, answer)):
+        return v1_error(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("v1", (d["pa_needed"] for d in answer["decisions"]))
     return json_response(answer, ruleset.digest)
 
@@ -154,7 +156,7 @@ def policy(policy_id: str, request: Request) -> JSONResponse:
     ruleset = request.app.state.holder.current
     found = ruleset.policy(policy_id)
     if found is None:
-        return v1_error(404, f"no policy with id {policy_id!r}", ruleset.digest, "id")
+        return v1_error(404, f"no policy with id {caller_text(policy_id)!r}", ruleset.digest, "id")
     return json_response({"ruleset": ruleset.digest, "policy": found}, ruleset.digest)
 
 

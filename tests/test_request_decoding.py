@@ -78,6 +78,13 @@ def test_the_decoder_and_the_field_by_field_reading_agree(changes: list[tuple[An
     assert _outcome(parse_request, body) == _outcome(_checked, body)
 
 
+def test_a_blank_payer_is_named_before_a_wrong_authorizations_field_in_both_readings() -> None:
+    """Regression: the decoder named `authorizations` where the field-by-field reading named the
+    blank `payer`, so the same body got two different 400s depending on which reading ran."""
+    body = {**BASE, "payer": " ", "authorizations": {}}
+    assert _outcome(parse_request, body) == _outcome(_checked, body) == ("error", "payer: must be a non-empty string")
+
+
 def test_an_ordinary_request_is_decoded_in_one_step() -> None:
     request = _decoded(BASE, TODAY)
     assert request is not None and request == _checked(BASE, TODAY)

@@ -18,7 +18,7 @@ from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
-from service.responses import json_response
+from service.responses import UNAUDITED, json_response
 from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
@@ -58,7 +58,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     try:
         envelope = read_envelope(body, hook, state.crd_limits)
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
-            audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)
+            if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)):
+                return operation_outcome(503, UNAUDITED, ruleset.digest)
             return json_response({"cards": [], "extension": {RULESET_EXTENSION: ruleset.digest}},
                                  ruleset.digest)
         index = ResourceIndex(envelope.prefetch.values())
@@ -75,7 +76,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     if actions:
         response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
-    audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)
+    if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)):
+        return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),

@@ -214,3 +214,29 @@ def test_any_text_in_any_field_is_answered_or_refused_never_a_5xx(client, text: 
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code != 200:
         assert response.json()["error"]["location"] == field[1]
+
+
+# 9. Smaller reports -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("day", ["2024-W11-4", "20240314", "2024-074", "2024-3-14", "２０２４-03-14", "2024-03-14T00:00"])
+@pytest.mark.parametrize("field", ["date_of_service", "patient.birth_date", "authorizations[0].start"])
+def test_regression_dates_such_as_2024_w11_4_accepted_as_yyyy_mm_dd(client, day: str, field: str) -> None:
+    path = {"date_of_service": ("date_of_service",), "patient.birth_date": ("patient", "birth_date"),
+            "authorizations[0].start": ("authorizations", 0, "start")}[field]
+    error = v1_error(client.post(V1, json=with_value(path, day)), 422)
+    assert error["location"] == field and "is not a date written YYYY-MM-DD" in error["message"]
+
+
+def test_regression_policy_ids_of_60_kb_are_echoed(client) -> None:
+    response = client.get("/v1/policies/" + "x" * 60_000)
+    assert response.status_code == 404 and len(response.content) < 600
+
+
+def test_regression_unknown_json_key_names_copied_into_the_audit_file_at_any_size(client, tmp_path: Path) -> None:
+    client.post(V1, json={**REQUEST, "k" * MAX_TEXT: 1})
+    client.post(V1, json={**REQUEST, "k" * 100_000: 1})
+    client.post(CDS, json={"hook": "order-sign", "hookInstance": "h" * 100_000, "context": {"nope": "k" * 100_000}})
+    for line in (tmp_path / "audit.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert all(len(str(value)) <= 256 for value in record.values() if not isinstance(value, (dict, list)))
+        assert len(line) < 1000

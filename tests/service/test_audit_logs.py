@@ -131,7 +131,11 @@ def test_a_request_id_that_is_not_a_plain_token_is_replaced(client, tmp_path) ->
 
 
 def test_an_unwritable_audit_file_is_logged_and_the_answer_still_goes_out(make_client, tmp_path, every_log) -> None:
-    client = make_client(audit_path=tmp_path / "missing-folder" / "audit.jsonl")
+    folder = tmp_path / "audit-folder"
+    folder.mkdir()
+    client = make_client(audit_path=folder / "audit.jsonl")
+    (folder / "audit.jsonl").unlink()
+    folder.rmdir()  # the folder goes away while the service runs
     response = client.post("/v1/requirements", json=V1_REQUEST)
     assert response.status_code == 200
     events = [json.loads(line) for line in every_log.getvalue().splitlines()]
