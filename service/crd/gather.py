@@ -56,42 +56,42 @@ async def complete(envelope: Envelope, index: ResourceIndex, read: Reader, polic
         return read(coverage_known, f"covreq is not configured to query {access.fhir_server} "
                                     "(COVREQ_FHIR_SERVERS)")
     patient = envelope.context["patientId"]
-    searches: dict[str, tuple[str, dict[str, str]]] = {}
+    searches: dict[str, dict[str, str]] = {}  # resource type -> search parameters
     if not coverage_known and not index.of_type("Coverage"):
-        searches["Coverage"] = ("Coverage", {"patient": patient, "status": "active"})
+        searches["Coverage"] = {"patient": patient, "status": "active"}
     if "conditions" not in envelope.prefetch:
-        searches["Condition"] = ("Condition", {"patient": patient, "clinical-status": "active"})
+        searches["Condition"] = {"patient": patient, "clinical-status": "active"}
     failures: dict[str, str] = {}  # query -> why it failed
     attempted: set[str] = set()
     ends = time.monotonic() + policy.deadline
     async with EhrClient(access.fhir_server, access.access_token, policy.limits) as client:
         for round_number in range(MAX_ROUNDS + 1):
             index.misses.clear()
+            result: HookCall | CrdError
             try:
-                call, error = read(coverage_known, failures.get(_COVERAGE_SEARCH, "")), None
+                result = read(coverage_known, failures.get(_COVERAGE_SEARCH, ""))
             except CrdError as err:  # read again once the EHR has answered
-                call, error = None, err
+                result = err
             keys = [key for key in dict.fromkeys(filter(None, map(client.key_of, index.misses.values())))
                     if key not in attempted][:max(policy.limits.max_queries - len(attempted), 0)]
             if (not keys and not searches) or round_number == MAX_ROUNDS:
                 break
             attempted.update(keys)
-            found, failed = await _query(client, keys, list(searches.values()), ends - time.monotonic())
+            found, failed = await _query(client, keys, searches, ends - time.monotonic())
             coverage_known = coverage_known or ("Coverage" in searches and _COVERAGE_SEARCH not in failed)
             failures.update(failed)
             index.add(found)
             searches = {}
-    if error is not None:
-        raise error
-    assert call is not None
-    return replace(call, failures=tuple(failures.values()))
+    if isinstance(result, CrdError):
+        raise result
+    return replace(result, failures=tuple(failures.values()))
 
 
-async def _query(client: EhrClient, keys: list[str], searches: list[tuple[str, dict[str, str]]],
+async def _query(client: EhrClient, keys: list[str], searches: dict[str, dict[str, str]],
                  seconds: float) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every read and search at once: the valid R4 resources found, and why each failed query failed."""
-    tasks = [client.read(key) for key in keys] + [client.search(kind, params) for kind, params in searches]
-    asked = [f"GET {key}" for key in keys] + [f"GET {kind}" for kind, _ in searches]
+    tasks = [client.read(key) for key in keys] + [client.search(kind, params) for kind, params in searches.items()]
+    asked = [f"GET {key}" for key in [*keys, *searches]]
     try:
         results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), max(seconds, 0.001))
     except asyncio.TimeoutError:

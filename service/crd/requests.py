@@ -13,12 +13,12 @@ from typing import Any
 from service.crd.coverage import CoverageContext, primary_coverage
 from service.crd.discovery import HOOKS, SUPPORTING_HOOKS, Configuration
 from service.crd.envelope import Envelope, require
+from service.crd.outcome import CrdError
+from service.crd.payers import PayerMap
 from service.fhir.index import ResourceIndex
 from service.fhir.systems import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
                                   billing_codings)
 from service.fhir.values import as_list, codings, date_part, member, reference_key
-from service.crd.outcome import CrdError
-from service.crd.payers import PayerMap
 
 #: request resource type -> the elements holding the ordered service's codes
 CODE_ELEMENTS = {

@@ -7,12 +7,13 @@ from datetime import date
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.crd.assess import assess
 from service.crd.discovery import SERVICES, discovery
-from service.crd.outcome import CrdError, operation_outcome
 from service.crd.envelope import read_envelope
 from service.crd.gather import complete
+from service.crd.outcome import CrdError, operation_outcome
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
@@ -56,7 +57,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     today = date.today()
     state = request.app.state
     try:
-        envelope = read_envelope(body, hook, state.crd_limits)
+        # FHIR validation and evaluation run off the event loop, so a large call never stalls others
+        envelope = await run_in_threadpool(read_envelope, body, hook, state.crd_limits)
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
             if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)):
                 return operation_outcome(503, UNAUDITED, ruleset.digest)
@@ -65,7 +67,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         index = ResourceIndex(envelope.prefetch.values())
         read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
         hook_call = await complete(envelope, index, read, state.ehr_policy)
-        answers = assess(hook_call, ruleset, forms_of(request))
+        answers = await run_in_threadpool(assess, hook_call, ruleset, forms_of(request))
     except CrdError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,

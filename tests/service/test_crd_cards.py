@@ -2,6 +2,9 @@
 a restatement of the systemAction (CRD resp-12, resp-25), named by the order's own text."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from crd_calls import CPT, TODAY, assert_ok, order_sign, post, service_request
 
 from service.crd.responses import shorten
@@ -61,6 +64,17 @@ def test_shorten_keeps_whole_words() -> None:
     assert shorten("short enough", 20) == "short enough"
     assert shorten("one two three four", 12) == "one two…"
     assert shorten("unbreakableword", 8) == "unbreak…"
+
+
+@settings(max_examples=200)
+@given(text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=300), limit=st.integers(2, 200))
+def test_a_shortened_summary_fits_and_is_the_start_of_the_text(text: str, limit: int) -> None:
+    short = shorten(text, limit)
+    assert len(short) <= limit
+    if len(text) <= limit:
+        assert short == text
+    else:
+        assert short.endswith("…") and text.startswith(short[:-1])
 
 
 def test_a_re_sent_order_with_nothing_new_gets_no_card_again(client, crd) -> None:

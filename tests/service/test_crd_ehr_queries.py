@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from crd_calls import (acme_coverage, assert_ok, assert_outcome, by_code, post, repaired_inferno_order_sign,
-                       repetitions, service_request, value)
+from crd_calls import (acme_coverage, assert_ok, assert_outcome, by_code, order_sign, post,
+                       repaired_inferno_order_sign, repetitions, service_request, value)
+from service.crd.gather import EhrPolicy
 
 ACME_PAYER = {"resourceType": "Organization", "id": "acme-payer", "name": "Acme Health Plan",
               "identifier": [{"system": "http://example.org/payer-ids", "value": "ACME-01"}]}
@@ -54,6 +55,22 @@ def test_the_inferno_order_sign_fixture_is_answered_after_querying_the_ehr(queri
     body = assert_ok(post(queried, request), crd)
     assert {a["resource"]["id"] for a in body["systemActions"]} == {"pureeddiet-simple", "smart-MedicationRequest-103"}
     assert ehr.tokens() == {"Bearer SAMPLE_TOKEN"}
+
+
+def test_an_appointments_based_on_order_is_read_from_the_ehr_and_answered(queried, ehr, anchor, crd) -> None:
+    request = anchor("CRDServiceRequest4.json")
+    request["fhirServer"] = ehr.url
+    appointment = request["context"]["appointments"]["entry"][0]["resource"]
+    appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
+    appointment["start"] = "2026-05-02T09:00:00Z"
+    eyelid = service_request("sr-eyelid", "15823", pos="22")
+    eyelid["subject"] = {"reference": "Patient/123"}
+    ehr.hold(coverage_of("123"), {"resourceType": "Patient", "id": "123"}, eyelid)
+    body = assert_ok(post(queried, request), crd)
+    (action,) = body["systemActions"]
+    assert action["resource"]["id"] == "sr-eyelid"  # CRD: the update goes to the order, not the Appointment
+    assert value(by_code(crd.coverage_information(action), crd)["15823"], "pa-needed") == ["auth-needed"]
+    assert "2026-05-02 (from the order)" in body["cards"][0]["detail"]
 
 
 def test_an_order_gets_the_same_answer_by_prefetch_and_by_query(client, queried, ehr, ig_order_sign, crd) -> None:
@@ -105,12 +122,12 @@ def test_an_empty_coverage_search_is_a_400(queried, ehr, anchor) -> None:
     assert "no Coverage" in issue["diagnostics"]
 
 
-@pytest.mark.parametrize("trouble", ["broken", "slow", "huge"])
+@pytest.mark.parametrize("trouble", ["broken", "redirect", "slow", "huge"])
 def test_data_the_ehr_fails_to_give_makes_an_open_answer_indeterminate_technical(make_client, ehr, crd,
                                                                                   trouble: str) -> None:
     client = make_client(fhir_servers=(ehr.url,), ehr_timeout_seconds=0.5, ehr_max_bytes=20_000)
-    {"broken": ehr.broken, "slow": ehr.slow, "huge": ehr.huge}[trouble]["Patient/p1"] = \
-        {"broken": 500, "slow": 2.0, "huge": 50_000}[trouble]
+    {"broken": ehr.broken, "redirect": ehr.broken, "slow": ehr.slow, "huge": ehr.huge}[trouble]["Patient/p1"] = \
+        {"broken": 500, "redirect": 302, "slow": 2.0, "huge": 50_000}[trouble]  # redirects are not followed
     ehr.hold(coverage_of("p1"))
     request = granted({"hook": "order-sign", "hookInstance": "h1", "context": {
         "userId": "Practitioner/u1", "patientId": "p1", "draftOrders": {
@@ -139,3 +156,19 @@ def test_independent_queries_run_concurrently(queried, ehr, crd) -> None:
     started = [first[p].started for p in ("Patient/p1", "Coverage", "Condition")]
     finished = [first[p].finished for p in ("Patient/p1", "Coverage", "Condition")]
     assert max(started) < min(finished), "each query began before any had been answered"
+
+
+def test_the_operator_lists_the_servers_covreq_may_query() -> None:
+    policy = EhrPolicy(servers=("https://ehr.example.org/fhir/",))
+    assert policy.allows("https://ehr.example.org/fhir") and policy.allows("https://ehr.example.org/fhir/")
+    assert not policy.allows("https://ehr.example.org/fhir/../admin")
+    assert not policy.allows("https://ehr.example.org.evil.test/fhir")
+    anywhere = EhrPolicy(servers=("*",))
+    assert anywhere.allows("https://any.example/r4") and not anywhere.allows("http://169.254.169.254/latest")
+    assert not EhrPolicy().allows("https://ehr.example.org/fhir")
+
+
+def test_a_token_without_a_fhir_server_is_a_400(client, ehr) -> None:
+    request = granted(order_sign(service_request("s1", "15823")), ehr)
+    del request["fhirServer"]
+    assert_outcome(post(client, request), 400, "fhirServer")

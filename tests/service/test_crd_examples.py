@@ -1,6 +1,9 @@
 """The CRD anchor examples and their variants, checked field by field against CRD 2.2."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from crd_calls import (CPT, HCPCS, HCPCS_BLUEBUTTON, POS, TODAY, acme_coverage, assert_ok, assert_outcome,
@@ -278,3 +281,13 @@ def test_malformed_json_unknown_service_and_oversized_bodies(client) -> None:
     assert_outcome(client.post("/cds-services/order-sign-crd", content=b'[1, 2]'), 400, "request")
     assert_outcome(client.post("/cds-services/no-such-crd", json={}), 404)
     assert_outcome(client.post("/cds-services/order-sign-crd", content=b" " * 2_000_000), 413)
+
+
+def test_every_crd_example_the_tests_read_is_in_the_repository_with_its_source(anchor) -> None:
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "crd"
+    sources = (folder / "SOURCES.md").read_text(encoding="utf-8")
+    examples = sorted(folder.glob("*.json"))
+    assert len(examples) == 6
+    for path in examples:
+        assert f"| `{path.name}` |" in sources, path.name
+        assert anchor(path.name) == json.loads(path.read_text(encoding="utf-8"))  # the tests read these

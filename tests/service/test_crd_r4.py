@@ -7,6 +7,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crd_calls import (CPT, acme_coverage, assert_ok, assert_outcome, by_code, order_sign, post,
                        repaired_inferno_order_sign, repetitions, service_request, value)
@@ -112,3 +114,17 @@ def test_a_prefetch_the_ehr_could_not_fill_counts_as_absent(client, crd) -> None
                     {"severity": "error", "code": "not-found"}]}}
     body = assert_ok(post(client, order_sign(service_request("s1", "77065"), prefetch=copy.deepcopy(prefetch))), crd)
     assert value(by_code(repetitions(body, "ServiceRequest/s1", crd), crd)["77065"], "pa-needed") == ["conditional"]
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(["Coverage", "Bundle", "ServiceRequest", "Patient", "Nope", ""]),
+       fields=st.dictionaries(st.sampled_from(["id", "status", "entry", "payor", "subject", "resourceType",
+                                               "code", "extension", "contained"]), json_values, max_size=4))
+def test_checking_any_json_as_r4_names_problems_and_never_raises(kind: str, fields: dict) -> None:
+    found = r4.problems({"resourceType": kind, **fields}, "x")
+    assert all(p.path.startswith("x") and p.message for p in found)
