@@ -247,9 +247,10 @@ def compile_condition(text: str, value_sets: Mapping[str, Sequence[str]]) -> Con
     return module.build(source)["condition"]  # type: ignore[no-any-return]
 
 
-def compile_builder(fields: Sequence[str], value: dict[str, Any]) -> Callable[..., dict[str, Any]]:
-    """A function taking one argument per name of ``fields`` and returning a new object with them
-    first, then a copy of the JSON object ``value`` (new lists and objects each call, strings shared)."""
+def compile_builder(fields: Sequence[str], value: dict[str, Any], holes: Sequence[str] = ()) -> Callable[..., dict[str, Any]]:
+    """A function taking one argument per name of ``fields``, then one per name of ``holes``, and
+    returning a new object: the ``fields`` first, then a copy of the JSON object ``value`` (new
+    lists and objects each call, strings shared) whose ``holes`` keys take the values given."""
     module = _Module()
 
     def build(item: Any) -> str:
@@ -260,9 +261,10 @@ def compile_builder(fields: Sequence[str], value: dict[str, Any]) -> Callable[..
         if isinstance(item, str):
             return module.constant(item)
         return "None" if item is None else literal(item)
-    names = [f"_a{i}" for i in range(len(fields))]
-    given = "".join(f"{literal(str(f))}: {n}, " for f, n in zip(fields, names))
-    source = f"def build({', '.join(names)}):\n    return {{{given}{build(value)[1:]}\n"
+    names = {name: f"_a{i}" for i, name in enumerate([*fields, *holes])}
+    given = [f"{literal(str(f))}: {names[f]}" for f in fields]
+    rest = [f"{literal(str(k))}: {names[k] if k in holes else build(v)}" for k, v in value.items()]
+    source = f"def build({', '.join(names.values())}):\n    return {{{', '.join(given + rest)}}}\n"
     return module.build(source)["build"]  # type: ignore[no-any-return]
 
 

@@ -32,6 +32,8 @@ _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
 _AUTH_KEYS = frozenset({"id", "code", "start", "end"})
 _EMPTY: frozenset[str] = frozenset()
+#: The (request_codes, other_codes) of a one-line request, as the order is complete or not.
+_ALONE = {True: (_EMPTY, _EMPTY), False: (_EMPTY, OpenSet())}
 
 
 @dataclass(frozen=True)
@@ -218,9 +220,9 @@ def _other_codes(codes: list[str], complete: bool) -> list[tuple[frozenset[str],
     """For each line, (``request_codes``, ``other_codes``): the codes of the other lines (a code
     repeated on two lines sees itself), and the same as an :class:`OpenSet` unless the order is
     complete (a split order may carry more codes than this request). Lines of one code share them."""
-    order = frozenset if complete else OpenSet
     if len(codes) == 1:
-        return [(_EMPTY, order(_EMPTY))]
+        return [_ALONE[complete]]
+    order = frozenset if complete else OpenSet
     counts = Counter(codes)
     every = frozenset(counts)
     views = {}
@@ -306,6 +308,12 @@ def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
 
 
 @lru_cache(maxsize=65536)
+def _stripped(text: str) -> str:
+    """A listed text stripped (lists repeat the same few values, so this is remembered)."""
+    return text.strip() or _blank()
+
+
+@lru_cache(maxsize=65536)
 def _diagnosis(text: str) -> str:
     """A diagnosis code normalized (codes repeat, so this is remembered)."""
     return normalize(text.strip() or _blank())
@@ -346,7 +354,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if patient.sex is not None:
             common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
     if body.diagnoses is not None:
-        common["diagnoses"] = frozenset([_diagnosis(d) for d in body.diagnoses])
+        common["diagnoses"] = frozenset(map(_diagnosis, body.diagnoses))
     provider = body.provider
     exemptions = _EMPTY
     if provider is not None:
@@ -357,7 +365,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if provider.network is not None:
             common["provider.network"] = (provider.network.strip() or _blank())
         if provider.exemptions:
-            exemptions = frozenset([(e.strip() or _blank()) for e in provider.exemptions])
+            exemptions = frozenset(map(_stripped, provider.exemptions))
     common["provider.exemptions"] = exemptions
     parsed = []
     for service in body.services:

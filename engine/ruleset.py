@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping
 
 
 from .codegen import compile_builder
@@ -21,6 +21,8 @@ from .trace import pause_trace, rule_trace
 _BUCKET = 1000
 #: Most (payer, plan, code, date) selections a rule set remembers.
 SELECT_CACHE_SIZE = 65536
+#: Most decision builders a rule set keeps (one per policy outcome and documentation-condition values met).
+TEMPLATE_CACHE_SIZE = 65536
 #: Bytes of answers to whole requests a rule set remembers (see engine/memo.py).
 ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -60,10 +62,10 @@ class RuleSet:
         self._selections: dict[tuple[str, str | None, str, dt.date], tuple[Policy, ...]] = {}
         self._select_hits = self._select_misses = 0
         self._answers = AnswerCache(ANSWER_CACHE_BYTES)
-        #: Decisions of one policy with nothing unknown, by :func:`_template_key`, as generated
-        #: builders taking the line's code and system, with their pa_needed: later lines with the
-        #: same key are built by them.
-        self._templates: dict[tuple[int, int, tuple[bool | None, ...]], tuple[Callable[..., dict[str, Any]], str]] = {}
+        #: Decisions as generated builders taking the line's code and system, with their pa_needed:
+        #: of one policy with nothing unknown, by :func:`_template_key`; of a line no policy lists, by
+        #: payer (the builder also takes the reason). Later lines with the same key are built by them.
+        self._templates: dict[Hashable, tuple[Callable[..., dict[str, Any]], str]] = {}
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -189,11 +191,16 @@ class RuleSet:
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
         policies = self.select(request.payer, request.plan, line, request.as_of)
-        if len(policies) == 1 and not request.explain:
-            key = _template_key(policies[0], line.facts)
-            template = self._templates.get(key) if key is not None else None
-            if template is not None and (not request.authorizations or template[1] != AUTH_NEEDED):
-                return template[0](line.code, line.system)
+        if not request.explain:
+            if not policies:  # unlisted: the payer's answer, its reason naming the code and date
+                template = self._templates.get(request.payer)
+                if template is not None:
+                    return template[0](line.code, line.system, [self._unlisted_reason(request, line)])
+            elif len(policies) == 1:
+                key = _template_key(policies[0], line.facts)
+                template = self._templates.get(key) if key is not None else None
+                if template is not None and (not request.authorizations or template[1] != AUTH_NEEDED):
+                    return template[0](line.code, line.system)
         return self._decide_in_full(request, line, policies)
 
     def _decide_in_full(self, request: Request, line: Line, policies: list[Policy]) -> dict[str, Any]:
@@ -211,27 +218,33 @@ class RuleSet:
         decision = _render(line, answer)
         if request.explain:
             decision["trace"] = trace
+        elif not policies:
+            self._remember(request.payer, decision, ("reasons",))
         elif len(policies) == 1 and answer.authorization is None:
-            self._remember_template(policies[0], line, decision)
+            key = _template_key(policies[0], line.facts)
+            if key is not None:
+                self._remember(key, decision)
         return decision
 
-    def _remember_template(self, policy: Policy, line: Line, decision: dict[str, Any]) -> None:
-        """Keep a decision of one policy as the template of its outcome (see :func:`_template_key`)."""
-        key = _template_key(policy, line.facts)
-        if key is not None:
-            pa_needed = decision["pa_needed"]
-            tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
-            self._templates[key] = (compile_builder(("code", "system"), tail), pa_needed)
+    def _remember(self, key: Hashable, decision: dict[str, Any], holes: tuple[str, ...] = ()) -> None:
+        """Keep ``decision`` as the template of the lines with ``key``: a builder taking code, system
+        and the ``holes``, with its pa_needed. A full memo starts again, as the selection memo does."""
+        if len(self._templates) >= TEMPLATE_CACHE_SIZE:
+            self._templates.clear()
+        tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
+        self._templates[key] = (compile_builder(("code", "system"), tail, holes), decision["pa_needed"])
 
     def _unlisted(self, request: Request, line: Line) -> Answer:
         info = self._payer_info.get(request.payer)
+        pa_needed, covered = (info.default.pa_needed, info.default.covered) if info and info.default else (NO_AUTH, COVERED)
+        return Answer(pa_needed, covered, reasons=[self._unlisted_reason(request, line)], possible={pa_needed})
+
+    def _unlisted_reason(self, request: Request, line: Line) -> str:
+        """Why a line no policy lists answers as it does: the payer's default, or nothing is needed."""
+        info = self._payer_info.get(request.payer)
         if info and info.default:
-            reason = info.default.reason or f"No {request.payer} policy lists {line.code}; the payer default applies."
-            return Answer(info.default.pa_needed, info.default.covered, reasons=[reason],
-                          possible={info.default.pa_needed})
-        return Answer(NO_AUTH, COVERED, reasons=[f"No {request.payer} policy in force on "
-                                                 f"{request.as_of.isoformat()} lists {line.code}."],
-                      possible={NO_AUTH})
+            return info.default.reason or f"No {request.payer} policy lists {line.code}; the payer default applies."
+        return f"No {request.payer} policy in force on {request.as_of.isoformat()} lists {line.code}."
 
 
 def _template_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[int, int, tuple[bool | None, ...]] | None:

@@ -190,3 +190,14 @@ def test_a_policy_program_finds_the_first_rule_that_holds_and_the_unknown_ones_b
     decisive = next((i for i, r in enumerate(results) if r is True), len(texts))
     unknown = tuple(i for i, r in enumerate(results[:decisive]) if r is None)
     assert codegen.compile_rules(texts, value_sets)(ctx) == (decisive, unknown)
+
+
+def test_a_decision_builder_gives_fresh_containers_its_fields_first_and_its_holes_filled() -> None:
+    template = {"pa_needed": "auth-needed", "documentation": [{"id": "x", "text": "it's \"quoted\""}],
+                "reasons": ["kept"], "info_needed": [], "n": 1.5, "none": None, "flag": True}
+    build = codegen.compile_builder(("code", "system"), template, ("reasons",))
+    first, second = build("15823", "CPT", ["one"]), build("J0541", "HCPCS", ["two"])
+    assert list(first) == ["code", "system", *template] and first["reasons"] == ["one"]
+    assert {**first, "code": None, "system": None, "reasons": ["kept"]} == {"code": None, "system": None, **template}
+    first["documentation"][0]["id"] = "changed"
+    assert second["documentation"][0]["id"] == "x" and second["code"] == "J0541"

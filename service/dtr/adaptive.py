@@ -20,12 +20,13 @@ from service.crd.coverage_information import Answered, assertion_id
 from service.crd.coverage_information import coverage_information as crd_coverage_information
 from service.crd.discovery import CURRENT_VERSION
 from service.crd.requests import Line, Order
-from service.fhir.systems import BILLING_SYSTEMS
 from service.dtr import facts as f
 from service.dtr.catalogue import Catalogue
 from service.dtr.errors import OperationError
 from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_FACTS, SDC, Form, doc_item,
                                        fact_item, known_item)
+from service.fhir.systems import BILLING_SYSTEMS
+from service.fhir.values import as_list, member
 
 RESPONSE_PROFILE = f"{DTR}/dtr-questionnaireresponse-adapt"
 ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
@@ -78,7 +79,7 @@ def _decision_text(decision: Mapping[str, Any]) -> str:
 
 
 def _references(envelope: Mapping[str, Any], url: str) -> list[str]:
-    return [e["valueReference"]["reference"] for e in envelope.get("extension") or []
+    return [e["valueReference"]["reference"] for e in as_list(envelope.get("extension"))
             if isinstance(e, dict) and e.get("url") == url and isinstance(e.get("valueReference"), dict)
             and isinstance(e["valueReference"].get("reference"), str)]
 
@@ -130,7 +131,8 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     contained = {
         "resourceType": "Questionnaire", "id": FORM_ID, "meta": {"profile": [ADAPTIVE_PROFILE]},
         "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables], "derivedFrom": [form.canonical],
-        "name": form.questionnaire["name"], "status": "active", "subjectType": ["Patient"], "title": form.questionnaire["title"],
+        "name": form.questionnaire["name"], "status": "active", "subjectType": ["Patient"],
+        "title": form.questionnaire["title"],
         "item": [{**g, "item": items} if items else g for g, items in groups],
     }
     response_items = []
@@ -155,7 +157,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
         response["item"] = response_items
     stated = coverage_information(decision, envelope, form, digest) if not pending else None
     if stated is not None:
-        kept = [e for e in response.get("extension") or [] if e.get("url") != stated["url"]]
+        kept = [e for e in as_list(response.get("extension")) if member(e, "url") != stated["url"]]
         response["extension"] = [*kept, stated]
     return response
 
@@ -175,14 +177,14 @@ def _link_of(location: str) -> str:
     return location.split("].", 1)[1] if location.startswith("services[") else location
 
 
-def _walk(items: Any, path: str) -> Iterable[tuple[str, dict[str, Any], str]]:
-    """(group linkId, item, FHIRPath-like location) of every answered item."""
+def _walk(items: Any, path: str) -> Iterable[tuple[dict[str, Any], str]]:
+    """(item, FHIRPath-like location) of every answered item."""
     for index, item in enumerate(items if isinstance(items, list) else []):
-        if not isinstance(item, dict) or not isinstance(item.get("linkId"), str):
-            raise OperationError(400, "every item needs a linkId", f"{path}.item[{index}]")
         where = f"{path}.item[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("linkId"), str):
+            raise OperationError(400, "every item needs a linkId", where)
         if item.get("answer") is not None:
-            yield path, item, where
+            yield item, where
         yield from _walk(item.get("item"), where)
 
 
@@ -190,12 +192,12 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) 
     """The facts and documents a QuestionnaireResponse gives; raises OperationError (400) when an
     answer does not fit the contained Questionnaire."""
     defined = {}
-    for group in questionnaire.get("item") or []:
-        for item in group.get("item") or [] if isinstance(group, dict) else []:
+    for group in as_list(questionnaire.get("item")):
+        for item in as_list(member(group, "item")):
             if isinstance(item, dict) and isinstance(item.get("linkId"), str):
                 defined[item["linkId"]] = (group.get("linkId"), item)
     found = Answers()
-    for _path, item, where in _walk(response.get("item"), "QuestionnaireResponse"):
+    for item, where in _walk(response.get("item"), "QuestionnaireResponse"):
         link_id = item["linkId"]
         if link_id not in defined:
             raise OperationError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
@@ -229,7 +231,7 @@ def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(reference, str) or not reference.startswith("#"):
         raise OperationError(400, "questionnaire must reference the contained Questionnaire ('#id')",
                              "QuestionnaireResponse.questionnaire")
-    for resource in response.get("contained") or []:
+    for resource in as_list(response.get("contained")):
         if isinstance(resource, dict) and resource.get("resourceType") == "Questionnaire" \
                 and resource.get("id") == reference[1:]:
             return resource
@@ -243,7 +245,7 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet,
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
         raise OperationError(400, "expected a QuestionnaireResponse", "questionnaire-response")
     contained = _contained_form(response)
-    derived = [c for c in contained.get("derivedFrom") or [] if isinstance(c, str)]
+    derived = [c for c in as_list(contained.get("derivedFrom")) if isinstance(c, str)]
     form = next((found for found in map(forms.by_canonical, derived) if found), None)
     if form is None:
         raise OperationError(404 if derived else 400, f"the contained Questionnaire derives from no form of this "

@@ -22,11 +22,11 @@ class Catalogue:
     def __init__(self, ruleset: engine.RuleSet, base: str) -> None:
         self.base = base
         self._versions: dict[str, list[Policy]] = {}
-        self._ids: dict[str, Policy] = {}
         for policy in ruleset.policy_versions():
             self._versions.setdefault(policy.id, []).append(policy)
-            self._ids[resource_id(policy.id, policy.version)] = policy
+        self._ids: dict[str, Policy] | None = None  # by resource id, built on the first read by id
         self._forms: dict[int, Form] = {}
+        self._canonicals: dict[tuple[str, str | None], str | None] = {}
         self._lock = threading.Lock()
 
     def form(self, policy: Policy) -> Form:
@@ -58,6 +58,8 @@ class Catalogue:
 
     def by_id(self, resource: str) -> Form | None:
         """The form with a resource id (``policy.version``), or the current version of a policy id."""
+        if self._ids is None:
+            self._ids = {resource_id(p.id, p.version): p for versions in self._versions.values() for p in versions}
         policy = self._ids.get(resource) or self.version(resource)
         return self.form(policy) if policy else None
 
@@ -77,12 +79,20 @@ class Catalogue:
         policy = self.version(policy_summary["id"], policy_summary.get("version"))
         return self.form(policy) if policy else None
 
+    def canonical(self, policy_summary: dict[str, Any]) -> str | None:
+        """``url|version`` of the form of the policy version a decision cites, without building it."""
+        key = (policy_summary["id"], policy_summary.get("version"))
+        if key not in self._canonicals:
+            policy = self.version(*key)
+            self._canonicals[key] = f"{questionnaire_url(self.base, policy.id)}|{policy.version}" if policy else None
+        return self._canonicals[key]
+
     def link(self, answer: dict[str, Any]) -> dict[str, Any]:
         """A v1 answer whose decisions that need a form name it in ``questionnaire`` (beside any
         questionnaire a policy names itself)."""
         for decision in answer["decisions"]:
             if needs_form(decision):
-                found = [form.canonical for form in map(self.find, decision["policies"]) if form]
+                found = [c for c in map(self.canonical, decision["policies"]) if c]
                 if found:
                     decision["questionnaire"] = sorted({*decision.get("questionnaire", []), *found})
         return answer
@@ -111,6 +121,9 @@ _lock = threading.Lock()
 
 def catalogue(ruleset: engine.RuleSet, base: str) -> Catalogue:
     """The catalogue of ``ruleset`` under ``base``, kept as long as the rule set lives."""
+    found = _catalogues.get(ruleset, {}).get(base)  # the usual case, without taking the lock
+    if found is not None:
+        return found
     with _lock:
         per_base = _catalogues.setdefault(ruleset, {})
         found = per_base.get(base)

@@ -9,9 +9,9 @@ from engine.facts import BOOL, DATE, FACTS, NUMBER, FactSpec
 from service.fhir.systems import ICD10CM, POS
 
 GENDER = "http://hl7.org/fhir/administrative-gender"
-#: Facts a single-line form cannot ask: the payer is the form's own, the code and the date come
-#: with the order, the other lines are not on the form.
-NOT_ASKED = frozenset({"payer", "code", "system", "other_codes"})
+#: Facts a single-line form cannot ask: the payer is the form's own, the code comes with the
+#: order, the other lines are the order's (carried, read-only, not asked).
+NOT_ASKED = frozenset({"payer", "code", "system", "other_codes", "request_codes"})
 #: Facts the engine derives from another one: the form asks the one it is derived from.
 DERIVED = {"patient.age": "patient.birth_date"}
 #: The v1 request's ``order_complete``: not a fact, but it settles ``other_codes``, so forms carry it.

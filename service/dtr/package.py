@@ -19,12 +19,12 @@ from service.crd.envelope import read_envelope
 from service.crd.outcome import CrdError
 from service.crd.payers import PayerMap
 from service.crd.requests import HookCall, Line, Order, read_call, v1_request
-from service.fhir.index import ResourceIndex
 from service.dtr import facts as f
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.errors import OperationError
 from service.dtr.questionnaire import DTR, Form
+from service.fhir.index import ResourceIndex
 
 BUNDLE_PROFILE = f"{DTR}/DTR-QPackageBundle"
 _ORDER_TYPES = {"ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
@@ -64,7 +64,7 @@ def read_inputs(body: Any) -> Inputs:
                 raise OperationError(400, "the Coverage needs an id (the forms refer to it)", _where(index, ".resource.id"))
             coverages.append(resource)
         elif name == "order":
-            if not isinstance(resource, dict) or resource.get("resourceType") not in _ORDER_TYPES:
+            if not isinstance(resource, dict) or str(resource.get("resourceType")) not in _ORDER_TYPES:
                 raise OperationError(400, f"order must carry one of {', '.join(sorted(_ORDER_TYPES))}",
                                      _where(index, ".resource"))
             if not isinstance(resource.get("id"), str):

@@ -30,7 +30,7 @@ EXT = "http://hl7.org/fhir/StructureDefinition"
 STANDARD_PROFILE = f"{DTR}/dtr-std-questionnaire"
 ADAPTIVE_PROFILE = f"{DTR}/dtr-questionnaire-adapt"
 LAUNCH_CONTEXT = "http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext"
-ORDER_TYPES = ["ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
+LAUNCH_ORDER_TYPES = ["ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
                "Appointment", "Encounter"]
 #: Facts every form carries in its ``order`` group (and the plan, unless the rules ask it).
 ORDER_FACTS = ("code", "date_of_service")
@@ -181,7 +181,7 @@ def build_form(base: str, policy: Policy) -> Form:
                 _extension("type", valueCode="Patient")]),
             _extension(f"{SDC}/sdc-questionnaire-launchContext", extension=[
                 _extension("name", valueCoding={"system": LAUNCH_CONTEXT, "code": "clinical"}),
-                *[_extension("type", valueCode=t) for t in ORDER_TYPES],
+                *[_extension("type", valueCode=t) for t in LAUNCH_ORDER_TYPES],
                 _extension("description", valueString="The order the documentation is for")]),
             *variables,
         ],
