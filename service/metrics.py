@@ -20,7 +20,8 @@ import engine
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Routes whose requests are decisions: their latency goes into the decision histogram.
-DECISION_ROUTES = frozenset({"/v1/requirements", "/cds-services/{service_id}"})
+DECISION_ROUTES = frozenset({"/v1/requirements", "/cds-services/{service_id}",
+                             "/fhir/Questionnaire/$questionnaire-package", "/fhir/Questionnaire/$next-question"})
 #: Decision latency buckets, seconds: a cached answer takes tens of microseconds, a CRD call milliseconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The route label of requests that matched no route (kept apart so unknown paths cannot add series).

@@ -168,11 +168,25 @@ def _issue(severity: str, code: str, text: str, expression: str = "") -> dict[st
     return issue
 
 
+@dataclass
+class _Packages:
+    """What the operation gathers: the package Bundles, the canonicals they hold, and the issues
+    for its outcome."""
+
+    bundles: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    packaged: set[str] = field(default_factory=set)
+
+    def add(self, form: Form, response: dict[str, Any]) -> None:
+        """One package: the form, its ValueSets and ``response``."""
+        self.packaged.add(form.canonical)
+        self.bundles.append(_bundle(form, response))
+
+
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
             today: dt.date | None = None) -> dict[str, Any]:
     """The output Parameters of ``$questionnaire-package``, the decisions made appended to
     ``decided``; raises OperationError for a 4xx."""
-    today = today or dt.date.today()
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
         return {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": {
@@ -180,52 +194,54 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
                 "information", "informational",
                 f"the rules have not changed since {inputs.changed_since.isoformat()}")]}}]}
     patient = _patient(inputs.coverage)
-    issues: list[dict[str, Any]] = []
-    bundles: list[dict[str, Any]] = []
-    packaged: set[str] = set()
+    found = _Packages()
     if inputs.orders:
-        call = _hook_call(inputs, patient, payers, set(ruleset.payers()), today)
-        coverage = call.coverage
-        if coverage.problem:
-            raise OperationError(422, coverage.problem[1], "Coverage")
-        read = {o.reference for o in call.orders}
-        issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
-                   for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
-        for order in call.orders:
-            if not order.lines:
-                issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
-                continue
-            request = v1_request(call, order)
-            try:
-                decisions = ruleset.evaluate(request)["decisions"]
-            except engine.RequestError as err:
-                raise OperationError(422, f"{order.reference} gives an invalid {err.location}: {err.message}",
-                                     order.reference) from err
-            decided += decisions
-            for index, (decision, line) in enumerate(zip(decisions, order.lines)):
-                for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
-                                                 patient, today, ruleset.digest):
-                    packaged.add(form.canonical)
-                    bundles.append(_bundle(form, response))
-                if not needs_form(decision):
-                    issues.append(_issue("information", "informational",
-                                         f"{line.system} {line.code} of {order.reference}: prior authorization "
-                                         f"{decision['pa_needed']}, no documentation or information needed"))
+        _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided)
     for canonical in inputs.questionnaires:
-        form = forms.by_canonical(canonical)
-        if form is None:
-            issues.append(_issue("warning", "not-found", f"no Questionnaire {canonical} in this rule set"))
-        elif form.canonical not in packaged:
-            packaged.add(form.canonical)
-            bundles.append(_bundle(form, _blank_response(form, inputs, patient)))
-    if inputs.context and not bundles:
-        issues.append(_issue("warning", "not-supported", "covreq keeps no CRD context: send the orders (order "
-                                                          "parameters) to get their questionnaires"))
-    parameters = [{"name": "packagebundle", "resource": b} for b in bundles]
-    if issues or not parameters:
-        parameters.append({"name": "outcome", "resource": {"resourceType": "OperationOutcome", "issue": issues or [
+        asked = forms.by_canonical(canonical)
+        if asked is None:
+            found.issues.append(_issue("warning", "not-found", f"no Questionnaire {canonical} in this rule set"))
+        elif asked.canonical not in found.packaged:
+            found.add(asked, _blank_response(asked, inputs, patient))
+    if inputs.context and not found.bundles:
+        found.issues.append(_issue("warning", "not-supported", "covreq keeps no CRD context: send the orders "
+                                                                "(order parameters) to get their questionnaires"))
+    parameters = [{"name": "packagebundle", "resource": b} for b in found.bundles]
+    if found.issues or not parameters:
+        parameters.append({"name": "outcome", "resource": {"resourceType": "OperationOutcome", "issue": found.issues or [
             _issue("information", "informational", "no documentation or information is needed")]}})
     return {"resourceType": "Parameters", "parameter": parameters}
+
+
+def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap,
+                    today: dt.date, found: _Packages, decided: list[dict[str, Any]]) -> None:
+    """Decide every line of the orders; package the forms of the decisions that need one."""
+    call = _hook_call(inputs, patient, payers, set(ruleset.payers()), today)
+    coverage = call.coverage
+    if coverage.problem:
+        raise OperationError(422, coverage.problem[1], "Coverage")
+    read = {o.reference for o in call.orders}
+    found.issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
+                     for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
+    for order in call.orders:
+        if not order.lines:
+            found.issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
+            continue
+        request = v1_request(call, order)
+        try:
+            decisions = ruleset.evaluate(request)["decisions"]
+        except engine.RequestError as err:
+            raise OperationError(422, f"{order.reference} gives an invalid {err.location}: {err.message}",
+                                 order.reference) from err
+        decided += decisions
+        for index, (decision, line) in enumerate(zip(decisions, order.lines)):
+            for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
+                                             patient, today, ruleset.digest):
+                found.add(form, response)
+            if not needs_form(decision):
+                found.issues.append(_issue("information", "informational",
+                                           f"{line.system} {line.code} of {order.reference}: prior authorization "
+                                           f"{decision['pa_needed']}, no documentation or information needed"))
 
 
 def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict[str, Any], index: int,

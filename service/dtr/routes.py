@@ -98,6 +98,7 @@ async def questionnaire_package(request: Request) -> JSONResponse:
         audit.dtr(request, ruleset.digest, err.status, "questionnaire-package", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
     audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)
+    request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
     return _fhir(result, ruleset.digest)
 
 
@@ -121,5 +122,6 @@ async def next_question_operation(request: Request) -> JSONResponse:
         audit.dtr(request, ruleset.digest, err.status, "next-question", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
     audit.dtr(request, ruleset.digest, 200, "next-question", decided)
+    request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
     return _fhir({"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]},
                  ruleset.digest)

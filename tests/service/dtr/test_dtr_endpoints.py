@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dtr_helpers import (BUNDLED_RULES, answer, bundles, coverage, form_of, package_request, parses_as_r4,
                          response_of, service_request)
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 import engine
 from service.dtr.catalogue import Catalogue
@@ -263,3 +264,17 @@ def test_package_with_an_order_that_is_not_valid_r4_is_a_400_naming_the_order(dt
     issue = outcome(dtr_client.post(PACKAGE, json=package_request(broken)), 400)
     assert "R4" in issue["diagnostics"]
     assert issue["expression"] == ["Parameters.parameter.where(name = 'order')"]
+
+
+def test_dtr_operations_are_timed_and_their_answers_counted(dtr_client: TestClient, start: dict[str, Any]) -> None:
+    dtr_client.post(NEXT, json=answer(start, "place_of_service", {"valueString": "11"}))
+    text = dtr_client.get("/metrics").text
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def count(name: str, **labels: str) -> float:
+        return sum(v for (n, found), v in samples.items() if n == name and labels.items() <= dict(found).items())
+    assert count("covreq_answers_total", api="dtr", pa_needed="conditional") == 1  # the package
+    assert count("covreq_answers_total", api="dtr", pa_needed="no-auth") == 1  # the answer 11
+    assert count("covreq_decision_duration_seconds_count", route=NEXT) == 1
+    assert count("covreq_decision_duration_seconds_count", route=PACKAGE) == 1

@@ -129,3 +129,22 @@ def test_crd_answer_for_the_same_order_points_at_the_form_and_its_canonical_reso
     assert [e["resource"]["version"] for e in found["entry"]] == ["2022-01-07"]
     package = dtr_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(service_request()))
     assert bundles(package.json())[0]["entry"][0]["resource"] == found["entry"][0]["resource"]
+
+
+def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_when(dtr_client: TestClient,
+                                                                                  next_question: NextQuestion) -> None:
+    reply = dtr_client.post("/fhir/Questionnaire/$questionnaire-package",
+                            json=package_request(service_request(code="63650", pos="22")))
+    (bundle,) = bundles(reply.json())
+    response = response_of(bundle)
+    documents = {i["linkId"]: i for i in items(form_of(response), "documentation")}
+    trial = documents["documentation.trial-results"]
+    assert trial["required"] is False and trial["text"].endswith('(needed when stage == "permanent")')
+    assert all(i["required"] for k, i in documents.items() if k != "documentation.trial-results")
+    for link_id in documents:
+        if link_id != "documentation.trial-results":
+            response = answer(response, link_id, {"valueAttachment": {"title": "record.pdf"}}
+                              if documents[link_id]["type"] == "attachment" else {"valueBoolean": True})
+    done = next_question(response)
+    assert done["status"] == "completed"
+    assert coverage_information(done)["pa-needed"] == ["auth-needed"]
