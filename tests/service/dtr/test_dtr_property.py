@@ -1,11 +1,14 @@
-"""Property over the bundled rules: for random orders, every question a form asks is a fact the
-decision waits for or a documentation item of a policy in force, and completing the form with
-any answers gives the decision the library gives for those facts."""
+"""Property over the bundled rules: for random orders (as facts, and as FHIR ServiceRequests through
+$questionnaire-package), every question a form asks is a fact the decision waits for or a
+documentation item of a policy in force, and completing the form with any answers gives the
+decision the library gives for those facts."""
 from __future__ import annotations
 
 from typing import Any
 
-from dtr_helpers import BUNDLED_RULES, asked, coverage_information, fact_values, form_of, items, order_lines
+from dtr_helpers import (BUNDLED_RULES, answer_all, bundles, coverage_information, fact_values, form_of, items,
+                         order_lines, package_request, questions_are_owed, response_of, service_request)
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +18,7 @@ from engine.needs import needs_of
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.errors import OperationError
-from service.dtr.facts import NOT_ASKED, answer_values, askable, v1_body
+from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
 from service.dtr.questionnaire import DOC_PREFIX
 
 RULES = engine.load(BUNDLED_RULES)
@@ -52,30 +55,6 @@ def library_decision(facts: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def questions_are_owed(response: dict[str, Any], decision: dict[str, Any]) -> None:
-    waiting = askable(decision["info_needed"]) if "conditional" in (decision["pa_needed"], decision["covered"]) else []
-    documents = {DOC_PREFIX + d["id"] for d in decision["documentation"]}
-    for link_id in asked(response):
-        assert link_id in waiting or link_id in documents, (link_id, decision)
-
-
-def answer_all(response: dict[str, Any], draw: st.DrawFn, given: dict[str, Any]) -> dict[str, Any]:
-    """The response with every question of its form answered (facts at random, documents attached)."""
-    groups: dict[str, list[dict[str, Any]]] = {g["linkId"]: list(g.get("item", [])) for g in response.get("item", [])}
-    for group in form_of(response)["item"]:
-        for item in group.get("item", []):
-            if item.get("readOnly") or any(i["linkId"] == item["linkId"] for i in groups.get(group["linkId"], [])):
-                continue
-            if item["linkId"].startswith(DOC_PREFIX):
-                value = [{"valueAttachment": {"title": "record.pdf"}} if item["type"] == "attachment"
-                         else {"valueBoolean": True}]
-            else:
-                given[item["linkId"]] = draw(fact_values(item["linkId"], ()))
-                value = answer_values(FACTS[item["linkId"]], given[item["linkId"]])
-            groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": value})
-    return {**response, "item": [{"linkId": k, "item": v} for k, v in groups.items() if v]}
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(orders(), st.data())
 def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(known: dict[str, Any],
@@ -109,3 +88,66 @@ def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(know
         assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered" else expected["pa_needed"]]
         owed = [i["linkId"] for i in items(form_of(response), "documentation")]
         assert owed == [DOC_PREFIX + d["id"] for d in expected["documentation"]]
+
+
+MEDICARE = [p for p in POLICIES if p.payer == "medicare"]
+
+
+@st.composite
+def fhir_orders(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Medicare Part B ServiceRequest for a code a bundled policy governs, on a day it is in force,
+    maybe with a place of service and diagnoses; and the v1 request saying the same."""
+    policy = draw(st.sampled_from(MEDICARE))
+    code = draw(st.sampled_from(sorted(policy.code_groups[0].codes.exact)))
+    v1: dict[str, Any] = {"payer": "medicare", "plan": "original-medicare-ffs",
+                          "date_of_service": policy.effective.isoformat(), "services": [{"code": code}]}
+    pos = draw(st.sampled_from([None, "11", "19", "22", "24"]))
+    diagnoses = draw(st.lists(st.sampled_from(["H02.831", "G43.709", "M54.50", "Z00.00"]), max_size=2, unique=True))
+    if pos:
+        v1["place_of_service"] = pos
+    if diagnoses:
+        v1["diagnoses"] = diagnoses
+    return service_request(code=code, day=v1["date_of_service"], pos=pos, diagnoses=tuple(diagnoses)), v1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fhir_orders(), st.data())
+def test_packages_for_fhir_orders_ask_only_what_is_owed_and_complete_with_the_library_decision(
+        module_client: TestClient, case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject) -> None:
+    order, v1 = case
+    facts = flat_facts(v1)
+    expected_first = library_decision(facts)
+    reply = module_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(order))
+    assert reply.status_code == 200, reply.text
+    found = bundles(reply.json())
+    assert expected_first is not None and bool(found) == needs_form(expected_first)
+    for bundle in found:
+        response, given = response_of(bundle), {}
+        for _step in range(MOST_STEPS):
+            current = library_decision({**facts, **given})
+            assert current is not None
+            questions_are_owed(response, current)
+            if response["status"] == "completed":
+                break
+            response = next_question_over_http(module_client, answer_all(response, data.draw, given))
+            if response is None:  # answers no request can state: refused, as the library refuses them
+                assert library_decision({**facts, **given}) is None
+                break
+        else:
+            raise AssertionError("the form did not complete")
+        if response is not None:
+            expected = library_decision({**facts, **given})
+            assert expected is not None
+            info = coverage_information(response)
+            assert info["covered"] == [expected["covered"]]
+            assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered"
+                                                     else expected["pa_needed"]]
+
+
+def next_question_over_http(client: TestClient, response: dict[str, Any]) -> dict[str, Any] | None:
+    """The next page, or None when the answers are refused with a 400."""
+    reply = client.post("/fhir/Questionnaire/$next-question", json=response)
+    if reply.status_code == 400:
+        return None
+    assert reply.status_code == 200, reply.text
+    return reply.json()["parameter"][0]["resource"]  # type: ignore[no-any-return]
