@@ -20,6 +20,9 @@ _PARTS = re.compile(r"^([A-Z]*)(\d+)([A-Z]*)$")
 EXPAND_LIMIT = 2000
 #: No range may span more codes than this (a guard against typos such as 10000-99999).
 RANGE_LIMIT = 100_000
+#: Most exact codes one policy's groups hold with their short ranges expanded; past it, ranges
+#: stay intervals (the same codes, found by binary search), so expansion costs no more than this.
+EXPAND_BUDGET = 100_000
 
 
 class CodeError(ValueError):
@@ -158,7 +161,7 @@ def merge_ranges(ranges: Iterable[CodeRange]) -> list[CodeRange]:
 EMPTY = CodeSet(frozenset())
 
 
-def join(parts: Iterable[CodeSet], budget: int = RANGE_LIMIT) -> CodeSet:
+def join(parts: Iterable[CodeSet], budget: int = EXPAND_BUDGET) -> CodeSet:
     """One code set holding every code of ``parts``, built in time linear in their size: a part
     met twice is read once, ranges are merged first and then expanded into exact codes when the
     merged range holds at most :data:`EXPAND_LIMIT` codes, as long as no more than ``budget``

@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from . import ast
 from .checker import Checker
-from .codes import CPT, HCPCS, RANGE_LIMIT, CodeError, CodeSet, join, parse_member
+from .codes import CPT, EXPAND_BUDGET, HCPCS, CodeError, CodeSet, join, parse_member
 from .codegen import Lazy, compile_condition, compile_rules
 from .errors import ConditionError, Problem, did_you_mean
 from .parser import parse_condition
@@ -627,7 +627,7 @@ def _code_groups(entries: list[tuple[Source, tuple[object, ...]]], shared: _Shar
                 found.append(shared.code_item(src.raw(*item_key)))
             except CodeError as exc:
                 problems.add(src.at(*item_key), "E-code", str(exc))
-    groups, budget = [], RANGE_LIMIT  # exact codes the policy's groups may hold, ranges expanded
+    groups, budget = [], EXPAND_BUDGET  # exact codes the policy's groups may hold, ranges expanded
     for (effective, end), sets in members.items():
         codes = join(sets, budget)
         budget = max(0, budget - len(codes.exact))

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import engine
 from engine.checker import MAX_DURATION_YEARS
-from engine.codes import EXPAND_LIMIT, RANGE_LIMIT, CodeRange, CodeSet, join, merge_ranges, parse_code_set, parse_member
+from engine.codes import EXPAND_BUDGET, EXPAND_LIMIT, CodeRange, CodeSet, join, merge_ranges, parse_code_set, parse_member
 from engine.compiler import shift_date
 from engine.loader import MAX_CODE_GROUPS, read_tree
 from engine.parser import MAX_DEPTH, parse_condition
@@ -192,7 +192,7 @@ ranges = st.builds(lambda low, width: CodeRange("", low, low + width, "", 5),
 @given(parts=st.lists(st.lists(ranges, max_size=6), max_size=6), probes=st.lists(st.integers(9990, 99999), max_size=30))
 def test_joining_keeps_exactly_the_codes_of_its_parts(parts: list[list[CodeRange]], probes: list[int]) -> None:
     sets = [CodeSet(frozenset(), tuple(rs)) for rs in parts]
-    for budget in (3000, RANGE_LIMIT):  # a small budget leaves short ranges unexpanded: the same codes
+    for budget in (3000, EXPAND_BUDGET):  # a small budget leaves short ranges unexpanded: the same codes
         joined = join(sets, budget)
         for number in probes:
             assert (f"{number:05d}" in joined) == any(r.low <= number <= r.high for rs in parts for r in rs)

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
+from serving import Served, free_port, served, wait_until
 
 from service.logs import REPEAT_LIMIT, RepeatFilter, configure
 
@@ -27,58 +28,30 @@ REQUEST = {"payer": "acme", "place_of_service": "22", "services": [{"code": "158
 MAX_CONNECTIONS, REQUEST_TIMEOUT = 20, 1.5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(check: Callable[[], Any], seconds: float = 20.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 class Server:
-    """``covreq serve`` in a subprocess with small connection limits and a strict audit."""
+    """The service with small connection limits and a strict audit, its audit file in a folder a
+    test may take away."""
 
-    def __init__(self, folder: Path) -> None:
-        self.port, self.log = _free_port(), folder / "server.log"
-        self.audit_folder = folder / "audit"
-        self.audit_folder.mkdir()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "COVREQ_AUDIT": str(self.audit_folder / "audit.jsonl"), "COVREQ_JSON_LOGS": "1"}
-        command = [sys.executable, "-m", "engine.cli", "serve", "--rules", str(FIXTURE_RULES), "--port", str(self.port),
-                   "--max-connections", str(MAX_CONNECTIONS), "--request-timeout", str(REQUEST_TIMEOUT),
-                   "--keep-alive-timeout", "1", "--max-header-bytes", "4096", "--strict-audit"]
-        with open(self.log, "w") as log_file:
-            self.process = subprocess.Popen(command, stdout=log_file, stderr=log_file, env=env)
-        _wait(lambda: httpx.get(f"{self.base}/healthz").status_code == 200)
+    def __init__(self, running: Served, audit_folder: Path) -> None:
+        self.running, self.audit_folder = running, audit_folder
+        self.base, self.log = running.base, running.log
 
     def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        return sock
+        return socket.create_connection(("127.0.0.1", self.running.port), timeout=5)
 
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
+        return self.running.events()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("server"))
-    yield running
-    running.stop()
+    folder = tmp_path_factory.mktemp("server")
+    (folder / "audit").mkdir()
+    with served(folder, "--rules", str(FIXTURE_RULES), "--max-connections", str(MAX_CONNECTIONS),
+                "--request-timeout", str(REQUEST_TIMEOUT), "--keep-alive-timeout", "1",
+                "--max-header-bytes", "4096", "--strict-audit",
+                env={"COVREQ_AUDIT": str(folder / "audit" / "audit.jsonl")}) as running:
+        yield Server(running, folder / "audit")
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -126,7 +99,7 @@ def test_connections_past_the_limit_are_closed_at_once_and_service_resumes(serve
     extra = [server.connect() for _ in range(3 * MAX_CONNECTIONS)]
     try:
         assert all(_closed_within(sock, 1.0) for sock in extra), "connections past the cap are closed at once"
-        _wait(lambda: httpx.post(f"{server.base}/v1/requirements", json=REQUEST).status_code == 200,
+        wait_until(lambda: httpx.post(f"{server.base}/v1/requirements", json=REQUEST).status_code == 200,
               REQUEST_TIMEOUT + 5)  # the held ones time out, and the service answers again
     finally:
         for sock in held + extra:
@@ -161,7 +134,7 @@ def test_regression_client_disconnects_logged_as_500_with_tracebacks(server: Ser
                  b"Content-Length: 1000\r\n\r\n{\"payer\": ")
     time.sleep(0.2)
     sock.close()
-    hung_up = _wait(lambda: [e for e in server.events() if e.get("event") == "request" and e.get("status") == 499])
+    hung_up = wait_until(lambda: [e for e in server.events() if e.get("event") == "request" and e.get("status") == 499])
     assert hung_up[0]["path"] == "/v1/requirements"
     assert "Traceback" not in server.log.read_text()
     assert not [e for e in server.events() if e.get("status") == 500]
@@ -194,7 +167,7 @@ def test_regression_keep_alive_answers_with_no_audit_record(server: Server) -> N
 def test_regression_service_starts_with_an_unusable_audit_path(tmp_path: Path) -> None:
     env = {**os.environ, "COVREQ_AUDIT": str(tmp_path / "no-such-folder" / "audit.jsonl")}
     result = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--rules", str(FIXTURE_RULES),
-                             "--port", str(_free_port())], capture_output=True, text=True, env=env, timeout=60)
+                             "--port", str(free_port())], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 1
     assert "the audit file" in result.stderr and "cannot be written: No such file or directory" in result.stderr
     assert "Traceback" not in result.stderr

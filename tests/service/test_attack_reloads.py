@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from serving import served, wait_until
 
 import engine
 from service.holder import RuleSetHolder
@@ -151,43 +146,13 @@ def test_any_sequence_of_reloads_keeps_the_last_good_rule_set(tmp_path_factory, 
         assert holder.current.evaluate(REQUEST)["ruleset"] == expected
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(check: Callable[[], Any], seconds: float = 20.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_regression_sighup_with_a_deep_tree_fails_silently(rules_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "server.log"
-    code = f"from service.server import run; run({str(rules_dir)!r}, '127.0.0.1', {port}, 1)"
-    env = {**os.environ, "COVREQ_JSON_LOGS": "1", "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}
-    with open(log_path, "w") as log_file:
-        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
-    try:
-        good = _wait(lambda: httpx.get(f"{base}/readyz").json()["ruleset"])
+    with served(tmp_path, "--rules", str(rules_dir)) as running:
+        good = httpx.get(f"{running.base}/readyz").json()["ruleset"]
         _break(rules_dir, DEEP)
-        server.send_signal(signal.SIGHUP)
-        ready = _wait(lambda: (r := httpx.get(f"{base}/readyz").json())["status"] == "degraded" and r)
+        running.process.send_signal(signal.SIGHUP)
+        ready = wait_until(lambda: (r := httpx.get(f"{running.base}/readyz").json())["status"] == "degraded" and r)
         assert ready["ruleset"] == good and ready["last_reload_error"]["problems"][0].endswith(": E-condition-too-deep")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    failed = [e for e in events if e.get("event") == "reload-failed"]
+    failed = [e for e in running.events() if e.get("event") == "reload-failed"]
     assert len(failed) == 1 and "E-condition-too-deep" in failed[0]["problem"]
-    assert "Traceback" not in log_path.read_text()
+    assert "Traceback" not in running.log.read_text()

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.test_service_reload import EYELID, REQUEST, _free_port, _wait
+from serving import free_port, wait_until
+from tests.service.test_service_reload import EYELID, REQUEST
 
 FIXTURE_RULES = Path(__file__).parent / "fixtures" / "rules"
 
@@ -88,7 +89,7 @@ def test_the_rule_set_in_service_and_refused_reloads_are_reported(rules_dir: Pat
 
 
 def test_several_workers_report_one_sum_and_each_worker_its_rule_set(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     code = f"from service.server import run; run({str(FIXTURE_RULES)!r}, '127.0.0.1', {port}, 2)"
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -96,11 +97,11 @@ def test_several_workers_report_one_sum_and_each_worker_its_rule_set(tmp_path: P
     with open(tmp_path / "server.log", "w") as log_file:
         server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
     try:
-        digest = _wait(lambda: httpx.get(f"{base}/readyz").json()["ruleset"])
+        digest = wait_until(lambda: httpx.get(f"{base}/readyz").json()["ruleset"])
         for _ in range(20):  # new connections spread over both workers
             answer = httpx.post(f"{base}/v1/requirements", json=REQUEST, headers={"Connection": "close"})
             assert answer.status_code == 200
-        text = _wait(lambda: (t := httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text)
+        text = wait_until(lambda: (t := httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text)
                      and len({dict(labels)["pid"] for n, labels in samples(t) if n == "covreq_ruleset_info"}) == 2
                      and t)
         assert value(text, "covreq_http_requests_total", route="/v1/requirements", status="200") == 20

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from serving import free_port, wait_until
 
 import engine
 
@@ -124,27 +124,8 @@ def test_admin_reload_needs_the_token_when_one_is_set(make_client) -> None:
     assert client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(check, seconds: float = 20.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_served_process_reloads_on_sighup_and_logs_json(rules_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     code = f"from service.server import run; run({str(rules_dir)!r}, '127.0.0.1', {port}, 1)"
@@ -152,13 +133,13 @@ def test_served_process_reloads_on_sighup_and_logs_json(rules_dir: Path, tmp_pat
     with open(log_path, "w") as log_file:
         server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
     try:
-        first = _wait(lambda: httpx.get(f"{base}/v1/ruleset").json()["ruleset"])
+        first = wait_until(lambda: httpx.get(f"{base}/v1/ruleset").json()["ruleset"])
         _edit(rules_dir, "vc")
         server.send_signal(signal.SIGHUP)
-        second = _wait(lambda: (d := httpx.get(f"{base}/v1/ruleset").json()["ruleset"]) != first and d)
+        second = wait_until(lambda: (d := httpx.get(f"{base}/v1/ruleset").json()["ruleset"]) != first and d)
         (rules_dir / EYELID).write_text("id: [broken\n")
         server.send_signal(signal.SIGHUP)
-        error = _wait(lambda: httpx.get(f"{base}/v1/ruleset").json()["last_reload_error"])
+        error = wait_until(lambda: httpx.get(f"{base}/v1/ruleset").json()["last_reload_error"])
         assert error["problems"] and httpx.get(f"{base}/v1/ruleset").json()["ruleset"] == second
         assert httpx.post(f"{base}/v1/requirements", json=REQUEST).status_code == 200
     finally:
@@ -172,13 +153,13 @@ def test_served_process_reloads_on_sighup_and_logs_json(rules_dir: Path, tmp_pat
 
 
 def test_several_workers_start_from_the_environment(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     code = f"from service.server import run; run({str(Path(__file__).parent / 'fixtures' / 'rules')!r}, '127.0.0.1', {port}, 2)"
     env = {**os.environ, "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}
     with open(tmp_path / "server.log", "w") as log_file:
         server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
     try:
-        info = _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/ruleset").json())
+        info = wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/ruleset").json())
         assert info["payers"] == ["acme"]
     finally:
         server.terminate()
@@ -187,7 +168,7 @@ def test_several_workers_start_from_the_environment(tmp_path: Path) -> None:
 
 def test_sighup_reloads_every_worker_in_place_and_a_broken_tree_keeps_them_serving(
         rules_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     code = f"from service.server import run; run({str(rules_dir)!r}, '127.0.0.1', {port}, 2)"
     env = {**os.environ, "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}
@@ -198,13 +179,13 @@ def test_sighup_reloads_every_worker_in_place_and_a_broken_tree_keeps_them_servi
         return {httpx.get(f"{base}/v1/ruleset", headers={"Connection": "close"}).json()["ruleset"]
                 for _ in range(12)}
     try:
-        first = _wait(lambda: len(d := digests()) == 1 and d.pop())
+        first = wait_until(lambda: len(d := digests()) == 1 and d.pop())
         _edit(rules_dir, "vw")
         server.send_signal(signal.SIGHUP)
-        second = _wait(lambda: (d := digests()) == {d2 for d2 in d if d2 != first} and len(d) == 1 and d.pop())
+        second = wait_until(lambda: (d := digests()) == {d2 for d2 in d if d2 != first} and len(d) == 1 and d.pop())
         (rules_dir / EYELID).write_text("id: [broken\n")
         server.send_signal(signal.SIGHUP)
-        _wait(lambda: all(httpx.get(f"{base}/v1/ruleset", headers={"Connection": "close"}).json()["last_reload_error"]
+        wait_until(lambda: all(httpx.get(f"{base}/v1/ruleset", headers={"Connection": "close"}).json()["last_reload_error"]
                           for _ in range(12)))
         assert digests() == {second}
         answers = [httpx.post(f"{base}/v1/requirements", json=REQUEST, headers={"Connection": "close"})

@@ -1,0 +1,70 @@
+"""The service as a real process on loopback, for the tests that need signals, sockets and logs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], seconds: float = 20.0) -> Any:
+    """The first true value ``check()`` returns within ``seconds`` (HTTP and socket errors count as
+    not yet); fails the test when there is none."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+@dataclass
+class Served:
+    """A running ``covreq serve``: its base URL, its process and the file its logs go to."""
+
+    base: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far."""
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+
+@contextmanager
+def served(folder: Path, *arguments: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``covreq serve ARGUMENTS`` on a free port with JSON logs and the audit file in ``folder``,
+    answering ``/healthz`` before the block runs; stopped after it."""
+    port = free_port()
+    log = folder / "server.log"
+    environment = {**os.environ, "COVREQ_JSON_LOGS": "1", "COVREQ_AUDIT": str(folder / "audit.jsonl"), **(env or {})}
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port), *arguments],
+                                   stdout=log_file, stderr=log_file, env=environment)
+    running = Served(f"http://127.0.0.1:{port}", port, process, log)
+    try:
+        wait_until(lambda: httpx.get(f"{running.base}/healthz").status_code == 200)
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
