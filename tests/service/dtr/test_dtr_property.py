@@ -4,7 +4,7 @@ documentation item of a policy in force, and completing the form with any answer
 decision the library gives for those facts."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from dtr_helpers import (BUNDLED_RULES, answer_all, bundles, coverage_information, fact_values, form_of, items,
                          order_lines, package_request, questions_are_owed, response_of, service_request)
@@ -55,6 +55,46 @@ def library_decision(facts: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def complete(response: dict[str, Any], ask: Callable[[dict[str, Any]], dict[str, Any] | None], draw: st.DrawFn,
+             facts: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Answer every question and ask for the next page until the form completes, checking at each step
+    that it asks only what is owed; the last response (None when the answers were refused, as the
+    library refuses them) and the answers given."""
+    given: dict[str, Any] = {}
+    for _step in range(MOST_STEPS):
+        current = library_decision({**facts, **given})
+        assert current is not None
+        questions_are_owed(response, current)
+        if response["status"] == "completed":
+            return response, given
+        asked = ask(answer_all(response, draw, given))
+        if asked is None:
+            assert library_decision({**facts, **given}) is None
+            return None, given
+        response = asked
+    raise AssertionError("the form did not complete")
+
+
+def states_the_library_decision(response: dict[str, Any], facts: dict[str, Any]) -> None:
+    """The completed response's coverage-information and documentation are the library's decision."""
+    expected = library_decision(facts)
+    assert expected is not None
+    info = coverage_information(response)
+    assert info["covered"] == [expected["covered"]]
+    assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered" else expected["pa_needed"]]
+    owed = [i["linkId"] for i in items(form_of(response), "documentation")]
+    assert owed == [DOC_PREFIX + d["id"] for d in expected["documentation"]]
+
+
+def next_in_library(response: dict[str, Any]) -> dict[str, Any] | None:
+    """$next-question called as a library; None when the answers are refused with a 400."""
+    try:
+        return next_question(response, FORMS, RULES)
+    except OperationError as err:
+        assert err.status == 400
+        return None
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(orders(), st.data())
 def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(known: dict[str, Any],
@@ -66,28 +106,10 @@ def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(know
         form = FORMS.find(summary)
         assert form is not None
         facts = {k: v for k, v in known.items() if k != "payer"}
-        response = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest)
-        given: dict[str, Any] = {}
-        for _step in range(MOST_STEPS):
-            current = library_decision({**known, **given})
-            assert current is not None
-            questions_are_owed(response, current)
-            if response["status"] == "completed":
-                break
-            response = answer_all(response, data.draw, given)
-            try:
-                response = next_question(response, FORMS, RULES)
-            except OperationError as err:
-                assert err.status == 400 and library_decision({**known, **given}) is None
-                return
-        assert response["status"] == "completed"
-        expected = library_decision({**known, **given})
-        assert expected is not None
-        info = coverage_information(response)
-        assert info["covered"] == [expected["covered"]]
-        assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered" else expected["pa_needed"]]
-        owed = [i["linkId"] for i in items(form_of(response), "documentation")]
-        assert owed == [DOC_PREFIX + d["id"] for d in expected["documentation"]]
+        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest)
+        done, given = complete(start, next_in_library, data.draw, known)
+        if done is not None:
+            states_the_library_decision(done, {**known, **given})
 
 
 MEDICARE = [p for p in POLICIES if p.payer == "medicare"]
@@ -116,38 +138,20 @@ def test_packages_for_fhir_orders_ask_only_what_is_owed_and_complete_with_the_li
         module_client: TestClient, case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject) -> None:
     order, v1 = case
     facts = flat_facts(v1)
-    expected_first = library_decision(facts)
+    decision = library_decision(facts)
     reply = module_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(order))
     assert reply.status_code == 200, reply.text
     found = bundles(reply.json())
-    assert expected_first is not None and bool(found) == needs_form(expected_first)
+    assert decision is not None and bool(found) == needs_form(decision)
+
+    def next_over_http(response: dict[str, Any]) -> dict[str, Any] | None:
+        reply = module_client.post("/fhir/Questionnaire/$next-question", json=response)
+        if reply.status_code == 400:
+            return None
+        assert reply.status_code == 200, reply.text
+        return reply.json()["parameter"][0]["resource"]  # type: ignore[no-any-return]
+
     for bundle in found:
-        response, given = response_of(bundle), {}
-        for _step in range(MOST_STEPS):
-            current = library_decision({**facts, **given})
-            assert current is not None
-            questions_are_owed(response, current)
-            if response["status"] == "completed":
-                break
-            response = next_question_over_http(module_client, answer_all(response, data.draw, given))
-            if response is None:  # answers no request can state: refused, as the library refuses them
-                assert library_decision({**facts, **given}) is None
-                break
-        else:
-            raise AssertionError("the form did not complete")
-        if response is not None:
-            expected = library_decision({**facts, **given})
-            assert expected is not None
-            info = coverage_information(response)
-            assert info["covered"] == [expected["covered"]]
-            assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered"
-                                                     else expected["pa_needed"]]
-
-
-def next_question_over_http(client: TestClient, response: dict[str, Any]) -> dict[str, Any] | None:
-    """The next page, or None when the answers are refused with a 400."""
-    reply = client.post("/fhir/Questionnaire/$next-question", json=response)
-    if reply.status_code == 400:
-        return None
-    assert reply.status_code == 200, reply.text
-    return reply.json()["parameter"][0]["resource"]  # type: ignore[no-any-return]
+        done, given = complete(response_of(bundle), next_over_http, data.draw, facts)
+        if done is not None:
+            states_the_library_decision(done, {**facts, **given})
