@@ -17,7 +17,7 @@ from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
-from .batch import run as run_batch
+from .batch import Backend, answer_orders, run as run_batch
 from .bundle import BundleError, build as build_bundle
 from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
@@ -103,13 +103,25 @@ def _test(args: argparse.Namespace) -> int:
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
 
+def _batch_backend(args: argparse.Namespace) -> Backend:
+    """This process, or a Dask cluster (imported only then: Dask is an optional extra)."""
+    if args.dask_workers is None and args.dask_scheduler is None:
+        return answer_orders
+    try:
+        from dask_batch import DaskBackend
+    except ImportError as exc:
+        raise WorklistError(f"--dask-workers and --dask-scheduler need Dask ({exc.name} is missing): "
+                            "pip install 'covreq[dask]'") from None
+    return DaskBackend(args.dask_workers, args.dask_scheduler)
+
+
 def _batch(args: argparse.Namespace) -> int:
     rules = _load_or_report(args.rules)
     if rules is None:
         return EXIT_PROBLEMS
     try:
-        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr)
-    except WorklistError as exc:
+        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr, _batch_backend(args))
+    except (WorklistError, BundleError) as exc:
         print(f"covreq batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_PROBLEMS if summary.rejected else EXIT_OK
@@ -240,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the worklist; its suffix gives its format (docs/lookup.md)")
     batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet",
                        help="the answers; its suffix gives its format")
+    cluster = batch.add_mutually_exclusive_group()
+    cluster.add_argument("--dask-workers", type=int, metavar="N", help="answer on a local Dask cluster of N workers")
+    cluster.add_argument("--dask-scheduler", metavar="ADDRESS", help="answer on the Dask cluster at ADDRESS (tcp://host:8786)")
     batch.set_defaults(run=_batch)
 
     bundle = _command(commands, "bundle", "pack a valid rule tree as a bundle for `covreq serve --bundle`")

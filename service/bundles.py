@@ -24,6 +24,7 @@ import httpx
 
 from engine.bundle import BundleError, Opened, unpack
 from service.holder import RuleSetHolder
+from service.settings import Settings
 
 log = logging.getLogger("covreq.bundle")
 
@@ -55,8 +56,12 @@ class BundleSource:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BundleSource:
+    def from_settings(cls, settings: Settings) -> BundleSource:
         """The source ``settings.bundle_url`` names, with its key, timings and folder."""
+        if not str(settings.bundle_url).startswith(("http://", "https://")):
+            raise BundleError(f"the bundle URL must start with http:// or https://, not {settings.bundle_url!r}")
+        if min(settings.bundle_poll_seconds, settings.bundle_timeout_seconds) <= 0:
+            raise BundleError("the bundle poll interval and download timeout must be positive numbers of seconds")
         try:
             public_pem = settings.bundle_public_key.read_bytes() if settings.bundle_public_key else None
         except OSError as err:
@@ -68,7 +73,8 @@ class BundleSource:
     def first(self) -> Path:
         """Fetch the bundle to serve at start; raises :class:`BundleError` when that fails."""
         fetched = self._fetch(etag=None)
-        assert fetched is not None  # no If-None-Match was sent, so no 304
+        if fetched is None:
+            raise BundleError(f"{self.url}: HTTP 304 to a request that named no ETag")
         self.serving = fetched
         return fetched.folder
 

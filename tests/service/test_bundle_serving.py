@@ -201,3 +201,16 @@ def test_a_service_whose_first_bundle_is_refused_does_not_start(server: BundleSe
     server.offer = Offer(build(one)[0], '"v1"')
     with pytest.raises(BundleError, match="not signed"):
         service(server, tmp_path, keys[1])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"bundle_url": "file:///srv/rules.tar.gz"}, "must start with http:// or https://"),
+    ({"bundle_poll_seconds": 0}, "must be positive"),
+    ({"bundle_public_key": Path("/nonexistent/key.pem")}, "cannot read the bundle public key"),
+])
+def test_an_unusable_bundle_configuration_stops_the_service_with_a_message(
+        tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    settings = {"payers": FIXTURES / "payers.yaml", "audit_path": tmp_path / "audit.jsonl",
+                "bundle_url": "http://127.0.0.1:9/rules.tar.gz", **overrides}
+    with pytest.raises(BundleError, match=message):
+        create_app(None, Settings(**settings))

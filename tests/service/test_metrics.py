@@ -2,6 +2,7 @@
 reload failures and cache lookups, for one process and summed over several workers."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,15 @@ def test_several_workers_report_one_sum_and_each_worker_its_rule_set(tmp_path: P
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_cds_hooks_answers_are_counted_and_timed(client, ig_order_sign) -> None:
+    response = client.post("/cds-services/order-sign-crd", json=ig_order_sign())
+    assert response.status_code == 200
+    audit_decisions = [d for line in client.app.state.audit.path.read_text().splitlines()  # type: ignore[attr-defined]
+                       for d in json.loads(line).get("decisions", [])]
+    text = client.get("/metrics").text
+    assert value(text, "covreq_decision_duration_seconds_count", route="/cds-services/{service_id}") == 1
+    counted = sum(v for (n, labels), v in samples(text).items() if n == "covreq_answers_total"
+                  and dict(labels)["api"] == "cds-hooks")
+    assert counted == len(audit_decisions) > 0

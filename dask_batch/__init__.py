@@ -1,0 +1,4 @@
+"""``covreq batch`` on a Dask cluster: a back-end of :func:`engine.batch.run` (``pip install 'covreq[dask]'``)."""
+from .backend import DaskBackend, partitions
+
+__all__ = ["DaskBackend", "partitions"]
