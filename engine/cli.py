@@ -103,6 +103,13 @@ def _test(args: argparse.Namespace) -> int:
     return run_test_command(rules, args.path, args.format, sys.stdout, sys.stderr, args.min_coverage, args.coverage)
 
 
+def _workers(text: str) -> int:
+    """A number of Dask workers: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a number of workers is a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def _batch_backend(args: argparse.Namespace) -> Backend:
     """This process, or a Dask cluster (imported only then: Dask is an optional extra)."""
     if args.dask_workers is None and args.dask_scheduler is None:
@@ -253,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet",
                        help="the answers; its suffix gives its format")
     cluster = batch.add_mutually_exclusive_group()
-    cluster.add_argument("--dask-workers", type=int, metavar="N", help="answer on a local Dask cluster of N workers")
+    cluster.add_argument("--dask-workers", type=_workers, metavar="N", help="answer on a local Dask cluster of N workers")
     cluster.add_argument("--dask-scheduler", metavar="ADDRESS", help="answer on the Dask cluster at ADDRESS (tcp://host:8786)")
     batch.set_defaults(run=_batch)
 

@@ -117,6 +117,13 @@ def test_partitions_keep_orders_whole_in_input_order(sizes: list[int], lines: in
         assert group and sum(len(o.rows) for o in group[:-1]) < lines  # only its last order may overflow it
 
 
+@pytest.mark.parametrize("workers", ["0", "-1", "two"])
+def test_a_number_of_workers_below_one_is_refused_as_usage(workers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["batch", "--rules", "rules/", "o.csv", "-o", "a.csv", "--dask-workers", workers])
+    assert stop.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
 def test_the_engine_and_the_cli_import_no_dask() -> None:
     code = ("import sys, engine, engine.batch, engine.cli, engine.parquet; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'dask_batch')))")

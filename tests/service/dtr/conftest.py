@@ -18,6 +18,13 @@ def dtr_client(tmp_path: Path) -> TestClient:
                                                               audit_path=tmp_path / "audit.jsonl")))
 
 
+@pytest.fixture(scope="module")
+def module_client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    """One service on the bundled rules for a whole module (hypothesis runs its examples in one test)."""
+    audit = tmp_path_factory.mktemp("dtr") / "audit.jsonl"
+    return TestClient(create_app(str(BUNDLED_RULES), Settings(payers=FIXTURES / "payers.yaml", audit_path=audit)))
+
+
 @pytest.fixture()
 def make_dtr_client(tmp_path: Path) -> Callable[..., TestClient]:
     """Build a service on the bundled rules with settings overrides."""

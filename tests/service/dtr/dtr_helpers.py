@@ -17,6 +17,8 @@ from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
 from engine.facts import DATE, FACTS, ICD, NUMBER
+from service.dtr.facts import answer_values, askable
+from service.dtr.questionnaire import DOC_PREFIX
 
 REPO = Path(__file__).resolve().parents[3]
 BUNDLED_RULES = REPO / "rules"
@@ -27,6 +29,7 @@ CONSTRAINTS = {path: {key: re.sub(r"\.trace\('\w+'\)", "", expression) for key, 
 R4 = models["r4"]
 PAYER_ID = {"system": "http://example.org/fhir/sid/payer-id", "value": "CMS-MEDICARE"}
 CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 VARIABLE = "http://hl7.org/fhir/StructureDefinition/variable"
@@ -43,10 +46,11 @@ def coverage(plan: str = "Medicare Part B") -> dict[str, Any]:
 
 def service_request(code: str = "15823", day: str = "2024-03-14", pos: str | None = None,
                     diagnoses: tuple[str, ...] = (), order_id: str = "sr-1") -> dict[str, Any]:
-    """A draft ServiceRequest for one CPT code on a day, optionally at a place of service."""
+    """A draft ServiceRequest for one CPT or HCPCS code on a day, optionally at a place of service."""
     order: dict[str, Any] = {
         "resourceType": "ServiceRequest", "id": order_id, "status": "draft", "intent": "order",
-        "subject": {"reference": "Patient/pat-1"}, "code": {"coding": [{"system": CPT, "code": code}]},
+        "subject": {"reference": "Patient/pat-1"},
+        "code": {"coding": [{"system": CPT if code[0].isdigit() else HCPCS, "code": code}]},
         "occurrenceDateTime": day, "insurance": [{"reference": "Coverage/cov-1"}]}
     if pos:
         order["locationCode"] = [{"coding": [{"system": POS, "code": pos}]}]
@@ -189,3 +193,28 @@ def order_lines(draw: st.DrawFn, reads: dict[str, Any]) -> dict[str, Any]:
     if draw(st.booleans()):
         found["order_complete"] = draw(st.booleans())
     return found
+
+
+def questions_are_owed(response: dict[str, Any], decision: dict[str, Any]) -> None:
+    """Every question the response's form asks is a fact the decision waits for or a document it owes."""
+    waiting = askable(decision["info_needed"]) if "conditional" in (decision["pa_needed"], decision["covered"]) else []
+    documents = {DOC_PREFIX + d["id"] for d in decision["documentation"]}
+    for link_id in asked(response):
+        assert link_id in waiting or link_id in documents, (link_id, decision)
+
+
+def answer_all(response: dict[str, Any], draw: st.DrawFn, given: dict[str, Any]) -> dict[str, Any]:
+    """The response with every question of its form answered (facts at random, documents attached)."""
+    groups: dict[str, list[dict[str, Any]]] = {g["linkId"]: list(g.get("item", [])) for g in response.get("item", [])}
+    for group in form_of(response)["item"]:
+        for item in group.get("item", []):
+            if item.get("readOnly") or any(i["linkId"] == item["linkId"] for i in groups.get(group["linkId"], [])):
+                continue
+            if item["linkId"].startswith(DOC_PREFIX):
+                value = [{"valueAttachment": {"title": "record.pdf"}} if item["type"] == "attachment"
+                         else {"valueBoolean": True}]
+            else:
+                given[item["linkId"]] = draw(fact_values(item["linkId"], ()))
+                value = answer_values(FACTS[item["linkId"]], given[item["linkId"]])
+            groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": value})
+    return {**response, "item": [{"linkId": k, "item": v} for k, v in groups.items() if v]}

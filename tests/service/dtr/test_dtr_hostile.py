@@ -6,12 +6,10 @@ import copy
 from typing import Any
 
 import pytest
-from dtr_helpers import BUNDLED_RULES, FIXTURES, bundles, package_request, response_of, service_request
+from dtr_helpers import bundles, package_request, response_of, service_request
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from service import Settings, create_app
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -41,16 +39,9 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    """One service for every example (hypothesis runs them in one test)."""
-    audit = tmp_path_factory.mktemp("dtr-hostile") / "audit.jsonl"
-    return TestClient(create_app(str(BUNDLED_RULES), Settings(payers=FIXTURES / "payers.yaml", audit_path=audit)))
-
-
-@pytest.fixture(scope="module")
-def start(client: TestClient) -> dict[str, Any]:
+def start(module_client: TestClient) -> dict[str, Any]:
     """A valid adaptive response to mutate."""
-    return response_of(bundles(client.post("/fhir/Questionnaire/$questionnaire-package",
+    return response_of(bundles(module_client.post("/fhir/Questionnaire/$questionnaire-package",
                                            json=package_request(service_request())).json())[0])
 
 
@@ -63,16 +54,16 @@ def _checked(reply: Any) -> None:
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data(), JSON)
-def test_any_part_of_a_next_question_request_replaced_is_never_a_500(client: TestClient, start: dict[str, Any],
+def test_any_part_of_a_next_question_request_replaced_is_never_a_500(module_client: TestClient, start: dict[str, Any],
                                                                      data: st.DataObject, new: Any) -> None:
     path = data.draw(st.sampled_from(_paths(start)))
-    _checked(client.post("/fhir/Questionnaire/$next-question", json=_replace(start, path, new)))
+    _checked(module_client.post("/fhir/Questionnaire/$next-question", json=_replace(start, path, new)))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data(), JSON)
-def test_any_part_of_a_package_request_replaced_is_never_a_500(client: TestClient, data: st.DataObject,
+def test_any_part_of_a_package_request_replaced_is_never_a_500(module_client: TestClient, data: st.DataObject,
                                                                new: Any) -> None:
     body = package_request(service_request())
     path = data.draw(st.sampled_from(_paths(body)))
-    _checked(client.post("/fhir/Questionnaire/$questionnaire-package", json=_replace(body, path, new)))
+    _checked(module_client.post("/fhir/Questionnaire/$questionnaire-package", json=_replace(body, path, new)))

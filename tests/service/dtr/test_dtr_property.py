@@ -1,11 +1,14 @@
-"""Property over the bundled rules: for random orders, every question a form asks is a fact the
-decision waits for or a documentation item of a policy in force, and completing the form with
-any answers gives the decision the library gives for those facts."""
+"""Property over the bundled rules: for random orders (as facts, and as FHIR ServiceRequests through
+$questionnaire-package), every question a form asks is a fact the decision waits for or a
+documentation item of a policy in force, and completing the form with any answers gives the
+decision the library gives for those facts."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from dtr_helpers import BUNDLED_RULES, asked, coverage_information, fact_values, form_of, items, order_lines
+from dtr_helpers import (BUNDLED_RULES, answer_all, bundles, coverage_information, fact_values, form_of, items,
+                         order_lines, package_request, questions_are_owed, response_of, service_request)
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +18,7 @@ from engine.needs import needs_of
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.errors import OperationError
-from service.dtr.facts import NOT_ASKED, answer_values, askable, v1_body
+from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
 from service.dtr.questionnaire import DOC_PREFIX
 
 RULES = engine.load(BUNDLED_RULES)
@@ -52,28 +55,44 @@ def library_decision(facts: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def questions_are_owed(response: dict[str, Any], decision: dict[str, Any]) -> None:
-    waiting = askable(decision["info_needed"]) if "conditional" in (decision["pa_needed"], decision["covered"]) else []
-    documents = {DOC_PREFIX + d["id"] for d in decision["documentation"]}
-    for link_id in asked(response):
-        assert link_id in waiting or link_id in documents, (link_id, decision)
+def complete(response: dict[str, Any], ask: Callable[[dict[str, Any]], dict[str, Any] | None], draw: st.DrawFn,
+             facts: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Answer every question and ask for the next page until the form completes, checking at each step
+    that it asks only what is owed; the last response (None when the answers were refused, as the
+    library refuses them) and the answers given."""
+    given: dict[str, Any] = {}
+    for _step in range(MOST_STEPS):
+        current = library_decision({**facts, **given})
+        assert current is not None
+        questions_are_owed(response, current)
+        if response["status"] == "completed":
+            return response, given
+        asked = ask(answer_all(response, draw, given))
+        if asked is None:
+            assert library_decision({**facts, **given}) is None
+            return None, given
+        response = asked
+    raise AssertionError("the form did not complete")
 
 
-def answer_all(response: dict[str, Any], draw: st.DrawFn, given: dict[str, Any]) -> dict[str, Any]:
-    """The response with every question of its form answered (facts at random, documents attached)."""
-    groups: dict[str, list[dict[str, Any]]] = {g["linkId"]: list(g.get("item", [])) for g in response.get("item", [])}
-    for group in form_of(response)["item"]:
-        for item in group.get("item", []):
-            if item.get("readOnly") or any(i["linkId"] == item["linkId"] for i in groups.get(group["linkId"], [])):
-                continue
-            if item["linkId"].startswith(DOC_PREFIX):
-                value = [{"valueAttachment": {"title": "record.pdf"}} if item["type"] == "attachment"
-                         else {"valueBoolean": True}]
-            else:
-                given[item["linkId"]] = draw(fact_values(item["linkId"], ()))
-                value = answer_values(FACTS[item["linkId"]], given[item["linkId"]])
-            groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": value})
-    return {**response, "item": [{"linkId": k, "item": v} for k, v in groups.items() if v]}
+def states_the_library_decision(response: dict[str, Any], facts: dict[str, Any]) -> None:
+    """The completed response's coverage-information and documentation are the library's decision."""
+    expected = library_decision(facts)
+    assert expected is not None
+    info = coverage_information(response)
+    assert info["covered"] == [expected["covered"]]
+    assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered" else expected["pa_needed"]]
+    owed = [i["linkId"] for i in items(form_of(response), "documentation")]
+    assert owed == [DOC_PREFIX + d["id"] for d in expected["documentation"]]
+
+
+def next_in_library(response: dict[str, Any]) -> dict[str, Any] | None:
+    """$next-question called as a library; None when the answers are refused with a 400."""
+    try:
+        return next_question(response, FORMS, RULES)
+    except OperationError as err:
+        assert err.status == 400
+        return None
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,25 +106,52 @@ def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(know
         form = FORMS.find(summary)
         assert form is not None
         facts = {k: v for k, v in known.items() if k != "payer"}
-        response = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest)
-        given: dict[str, Any] = {}
-        for _step in range(MOST_STEPS):
-            current = library_decision({**known, **given})
-            assert current is not None
-            questions_are_owed(response, current)
-            if response["status"] == "completed":
-                break
-            response = answer_all(response, data.draw, given)
-            try:
-                response = next_question(response, FORMS, RULES)
-            except OperationError as err:
-                assert err.status == 400 and library_decision({**known, **given}) is None
-                return
-        assert response["status"] == "completed"
-        expected = library_decision({**known, **given})
-        assert expected is not None
-        info = coverage_information(response)
-        assert info["covered"] == [expected["covered"]]
-        assert info.get("pa-needed", [None]) == [None if expected["covered"] == "not-covered" else expected["pa_needed"]]
-        owed = [i["linkId"] for i in items(form_of(response), "documentation")]
-        assert owed == [DOC_PREFIX + d["id"] for d in expected["documentation"]]
+        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest)
+        done, given = complete(start, next_in_library, data.draw, known)
+        if done is not None:
+            states_the_library_decision(done, {**known, **given})
+
+
+MEDICARE = [p for p in POLICIES if p.payer == "medicare"]
+
+
+@st.composite
+def fhir_orders(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Medicare Part B ServiceRequest for a code a bundled policy governs, on a day it is in force,
+    maybe with a place of service and diagnoses; and the v1 request saying the same."""
+    policy = draw(st.sampled_from(MEDICARE))
+    code = draw(st.sampled_from(sorted(policy.code_groups[0].codes.exact)))
+    v1: dict[str, Any] = {"payer": "medicare", "plan": "original-medicare-ffs",
+                          "date_of_service": policy.effective.isoformat(), "services": [{"code": code}]}
+    pos = draw(st.sampled_from([None, "11", "19", "22", "24"]))
+    diagnoses = draw(st.lists(st.sampled_from(["H02.831", "G43.709", "M54.50", "Z00.00"]), max_size=2, unique=True))
+    if pos:
+        v1["place_of_service"] = pos
+    if diagnoses:
+        v1["diagnoses"] = diagnoses
+    return service_request(code=code, day=v1["date_of_service"], pos=pos, diagnoses=tuple(diagnoses)), v1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fhir_orders(), st.data())
+def test_packages_for_fhir_orders_ask_only_what_is_owed_and_complete_with_the_library_decision(
+        module_client: TestClient, case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject) -> None:
+    order, v1 = case
+    facts = flat_facts(v1)
+    decision = library_decision(facts)
+    reply = module_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(order))
+    assert reply.status_code == 200, reply.text
+    found = bundles(reply.json())
+    assert decision is not None and bool(found) == needs_form(decision)
+
+    def next_over_http(response: dict[str, Any]) -> dict[str, Any] | None:
+        reply = module_client.post("/fhir/Questionnaire/$next-question", json=response)
+        if reply.status_code == 400:
+            return None
+        assert reply.status_code == 200, reply.text
+        return reply.json()["parameter"][0]["resource"]  # type: ignore[no-any-return]
+
+    for bundle in found:
+        done, given = complete(response_of(bundle), next_over_http, data.draw, facts)
+        if done is not None:
+            states_the_library_decision(done, {**facts, **given})
