@@ -14,6 +14,9 @@ from service.dtr.questionnaire import Form, build_form, questionnaire_url, resou
 
 #: Where the FHIR endpoints live.
 PREFIX = "/fhir"
+#: Public bases of ``/fhir`` worked out from requests, at most :data:`_BASES_KEPT` of them.
+_bases: dict[tuple[Any, ...], str] = {}
+_BASES_KEPT = 1024
 
 
 class Catalogue:
@@ -105,9 +108,23 @@ def needs_form(decision: Mapping[str, Any]) -> bool:
 
 
 def fhir_base(request: Request) -> str:
-    """The public base of ``/fhir``: ``COVREQ_FHIR_BASE`` when set, else this request's own."""
+    """The public base of ``/fhir``: ``COVREQ_FHIR_BASE`` when set, else this request's own,
+    remembered by what decides it (scheme, server, ``Host`` header, root path): working out a base
+    URL costs starlette more than the rest of linking a v1 answer's forms."""
     configured = request.app.state.settings.fhir_base
-    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/") + PREFIX
+    if configured:
+        return configured.rstrip("/")
+    scope = request.scope
+    server = scope.get("server")
+    key = (scope.get("scheme", "http"), tuple(server) if server else None,
+           next((value for name, value in scope["headers"] if name == b"host"), None),
+           scope.get("app_root_path", scope.get("root_path", "")))
+    found = _bases.get(key)
+    if found is None:
+        if len(_bases) >= _BASES_KEPT:  # many Host headers: start again rather than grow
+            _bases.clear()
+        found = _bases[key] = str(request.base_url).rstrip("/") + PREFIX
+    return found
 
 
 def forms_of(request: Request) -> Catalogue:
