@@ -20,6 +20,8 @@ REPEAT_LIMIT = 10
 #: The window of :data:`REPEAT_LIMIT`, in seconds.
 REPEAT_WINDOW = 60.0
 _REPEAT_KEYS = 10_000  # distinct lines tracked at once; past it the counts start again
+#: ``json.dumps(entry, default=str)`` without building an encoder per line (the same text).
+_encode = json.JSONEncoder(default=str).encode
 
 
 def caller_text(value: str) -> str:
@@ -40,7 +42,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encode(entry)
 
 
 class RepeatFilter(logging.Filter):
