@@ -92,8 +92,10 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         os.environ[RULES_ENV] = rules
     app = app_from_env()
     limits = _connection_limits(app.state.settings)
-    if workers > 1:
-        del app  # only a check: each worker builds its own
+    if workers > 1:  # the app was only a check: each worker builds its own
+        if app.state.bundles:
+            app.state.bundles.stop()  # removes the check's downloaded copy of the bundle
+        del app
         config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
                                 workers=workers, log_config=None, **limits)
         listener = config.bind_socket()
