@@ -17,7 +17,7 @@ from service import lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
-from service.crd.outcome import operation_outcome
+from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap

@@ -49,6 +49,7 @@ class BundleSource:
         self.url, self.public_pem = url, public_pem
         self.poll_seconds, self.timeout_seconds, self.max_bytes = poll_seconds, timeout_seconds, max_bytes
         self.folder = folder
+        self.owns_folder = False  # a temporary folder made for this source is removed by stop()
         self.serving: Fetched | None = None
         self.checked_at: datetime | None = None
         self._seen_etag: str | None = None  # the last bundle downloaded whole, good or refused
@@ -66,9 +67,10 @@ class BundleSource:
             public_pem = settings.bundle_public_key.read_bytes() if settings.bundle_public_key else None
         except OSError as err:
             raise BundleError(f"cannot read the bundle public key {settings.bundle_public_key}: {err}") from None
-        folder = settings.bundle_dir or Path(tempfile.mkdtemp(prefix="covreq-bundles-"))
-        return cls(settings.bundle_url, folder, public_pem, settings.bundle_poll_seconds,
-                   settings.bundle_timeout_seconds)
+        source = cls(settings.bundle_url, settings.bundle_dir or Path(tempfile.mkdtemp(prefix="covreq-bundles-")),
+                     public_pem, settings.bundle_poll_seconds, settings.bundle_timeout_seconds)
+        source.owns_folder = settings.bundle_dir is None
+        return source
 
     def first(self) -> Path:
         """Fetch the bundle to serve at start; raises :class:`BundleError` when that fails."""
@@ -150,10 +152,13 @@ class BundleSource:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop polling (a poll under way gets a second to finish; the thread dies with the process)."""
+        """Stop polling (a poll under way gets a second to finish; the thread dies with the process),
+        and remove the temporary folder made for this source."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=1.0)
+        if self.owns_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def status(self) -> dict[str, Any]:
         """The bundle in service, as ``/readyz`` shows it."""

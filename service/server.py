@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -58,16 +60,24 @@ class ReloadingSupervisor(Multiprocess):
                 os.kill(process.pid, signal.SIGHUP)
 
 
-def _metrics_folder() -> None:
-    """Give the workers a folder for prometheus-client's multiprocess mode (the operator's
-    ``PROMETHEUS_MULTIPROC_DIR``, emptied of an earlier run's files, or a fresh one)."""
+@contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """Give the workers a folder for prometheus-client's multiprocess mode while they run: the
+    operator's ``PROMETHEUS_MULTIPROC_DIR``, emptied of an earlier run's files, or a fresh one that
+    is removed afterwards."""
     folder = os.environ.get(MULTIPROCESS_ENV)
-    if not folder:
-        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="covreq-metrics-")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+        yield
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    for stale in Path(folder).glob("*.db"):
-        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = created = tempfile.mkdtemp(prefix="covreq-metrics-")
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(created, ignore_errors=True)
 
 
 def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
@@ -82,9 +92,10 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         os.environ[RULES_ENV] = rules
     app = app_from_env()
     limits = _connection_limits(app.state.settings)
-    if workers > 1:
-        del app  # only a check: each worker builds its own
-        _metrics_folder()
+    if workers > 1:  # the app was only a check: each worker builds its own
+        if app.state.bundles:
+            app.state.bundles.stop()  # removes the check's downloaded copy of the bundle
+        del app
         config = uvicorn.Config("service.server:app_from_env", factory=True, host=host, port=port,
                                 workers=workers, log_config=None, **limits)
         listener = config.bind_socket()
@@ -92,7 +103,8 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         # connections it accepts and each keep-alive response waits ~40 ms for a delayed ACK
         # (Kludex/uvicorn#3149); accepted sockets inherit TCP_NODELAY from the listener.
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ReloadingSupervisor(config, sockets=[listener]).run()
+        with _metrics_folder():
+            ReloadingSupervisor(config, sockets=[listener]).run()
     else:
         uvicorn.run(app, host=host, port=port, log_config=None, **limits)
 

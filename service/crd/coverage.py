@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Iterable
 
-from service.crd.outcome import CrdError
+from service.fhir.outcome import FhirError
 from service.crd.payers import CoveragePayer, PayerMap
 from service.fhir.index import ResourceIndex
 from service.fhir.values import date_part, member
@@ -32,29 +32,29 @@ def primary_coverage(candidates: Iterable[dict[str, Any]], payers: PayerMap, ser
                      index: ResourceIndex, insurance: set[str], today: date,
                      expression: str) -> CoverageContext:
     """The one Coverage among ``candidates`` whose payer is served, preferring those the orders'
-    ``insurance`` names; raises CrdError 400 saying why when there is not exactly one."""
+    ``insurance`` names; raises FhirError 400 saying why when there is not exactly one."""
     found: dict[str, CoveragePayer] = {}
     resources: dict[str, dict[str, Any]] = {}
     for coverage in candidates:
         if not isinstance(coverage.get("id"), str):
-            raise CrdError(400, "a Coverage without an id cannot be referenced", expression)
+            raise FhirError(400, "a Coverage without an id cannot be referenced", expression)
         reference = f"Coverage/{coverage['id']}"
         resources.setdefault(reference, coverage)
         found.setdefault(reference, payers.identify(coverage, index))
     if not found:
-        raise CrdError(400, "no Coverage: neither the prefetch nor the EHR holds an active Coverage "
+        raise FhirError(400, "no Coverage: neither the prefetch nor the EHR holds an active Coverage "
                             "for this patient", expression)
     ours = [ref for ref, payer in found.items() if payer.payer in served]
     if len(ours) > 1:
         named = [ref for ref in ours if ref in insurance]
         ours = named if len(named) == 1 else ours
     if len(ours) > 1:
-        raise CrdError(400, f"several Coverages belong to payers this service serves "
+        raise FhirError(400, f"several Coverages belong to payers this service serves "
                             f"({', '.join(ours[:_SHOWN])}{', ...' if len(ours) > _SHOWN else ''}) "
                             "and no order's insurance singles one out; send the primary Coverage only",
                        expression)
     if not ours:
-        raise CrdError(400, _not_served(found, payers, served), expression)
+        raise FhirError(400, _not_served(found, payers, served), expression)
     reference = ours[0]
     return CoverageContext(reference, found[reference], _inactive(resources[reference], found[reference], today))
 

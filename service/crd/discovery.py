@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.crd.outcome import CrdError
+from service.fhir.outcome import FhirError
 
 #: the CRD versions covreq answers in (first two parts of the IG version); the last is the default
 CRD_VERSIONS = ["2.0", "2.2"]
@@ -82,22 +82,22 @@ class Configuration:
         if extension is None:
             return cls()
         if not isinstance(extension, dict):
-            raise CrdError(400, "extension must be a JSON object", "extension")
+            raise FhirError(400, "extension must be a JSON object", "extension")
         version = extension.get("davinci-crd.requestedVersion")
         if version is not None and version not in CRD_VERSIONS:
-            raise CrdError(400, f"davinci-crd.requestedVersion {version!r} is not supported; "
+            raise FhirError(400, f"davinci-crd.requestedVersion {version!r} is not supported; "
                                 f"this service implements {', '.join(CRD_VERSIONS)}",
                            "extension.davinci-crd.requestedVersion")
         options = extension.get("davinci-crd.configuration", {})
         if not isinstance(options, dict):
-            raise CrdError(400, "davinci-crd.configuration must be a JSON object",
+            raise FhirError(400, "davinci-crd.configuration must be a JSON object",
                            "extension.davinci-crd.configuration")
         coverage_info = options.get("coverage-info", True)
         if not isinstance(coverage_info, bool):
-            raise CrdError(400, "coverage-info must be true or false",
+            raise FhirError(400, "coverage-info must be true or false",
                            "extension.davinci-crd.configuration.coverage-info")
         max_cards = options.get("max-cards", 10)
         if isinstance(max_cards, bool) or not isinstance(max_cards, int) or max_cards < 0:
-            raise CrdError(400, "max-cards must be a whole number, 0 or more",
+            raise FhirError(400, "max-cards must be a whole number, 0 or more",
                            "extension.davinci-crd.configuration.max-cards")
         return cls(coverage_info, max_cards, version or CURRENT_VERSION)

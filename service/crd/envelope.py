@@ -1,7 +1,7 @@
 """The CDS Hooks envelope of a call: hook, instance, context, prefetch, FHIR server access, options.
 
 Only the shape CDS Hooks 2.0 gives the request is read here; what the FHIR inside says is read by
-service/crd/requests.py. Every problem is a CrdError naming the offending place.
+service/crd/requests.py. Every problem is a FhirError naming the offending place.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from service.crd.discovery import HOOKS, Configuration
-from service.crd.outcome import CrdError
+from service.fhir.outcome import FhirError
 from service.fhir import r4
 from service.fhir.index import ResourceIndex
 from service.fhir.values import as_list, member
@@ -47,25 +47,25 @@ class Envelope:
 
 
 def require(value: Any, kind: type, expression: str, what: str) -> Any:
-    """``value`` when it is a non-empty ``kind``; else CrdError 400 naming ``expression``."""
+    """``value`` when it is a non-empty ``kind``; else FhirError 400 naming ``expression``."""
     if not isinstance(value, kind) or value in ("", [], {}):
-        raise CrdError(400, f"{expression} is required and must be {what}", expression)
+        raise FhirError(400, f"{expression} is required and must be {what}", expression)
     return value
 
 
 def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
-    """Check a hook request's envelope and that its resources are FHIR R4; raises CrdError 400
+    """Check a hook request's envelope and that its resources are FHIR R4; raises FhirError 400
     with the offending field, 413 when it asks for more work than ``limits`` allow."""
     require(body, dict, "request", "a JSON object")
     if body.get("hook") != hook:
-        raise CrdError(400, f"hook must be {hook!r} for this service, got {body.get('hook')!r}", "hook")
+        raise FhirError(400, f"hook must be {hook!r} for this service, got {body.get('hook')!r}", "hook")
     hook_instance = require(body.get("hookInstance"), str, "hookInstance", "a string")
     context = require(body.get("context"), dict, "context", "a JSON object")
     require(context.get("patientId"), str, "context.patientId", "a string")
     configuration = Configuration.from_request(body.get("extension"))
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
-        raise CrdError(400, "prefetch must be a JSON object", "prefetch")
+        raise FhirError(400, "prefetch must be a JSON object", "prefetch")
     ehr = _ehr_access(body)
     if not configuration.coverage_info:  # nothing will be answered, so nothing more is read
         return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits)
@@ -78,7 +78,7 @@ def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
         if value is None or member(value, "resourceType") == "OperationOutcome":
             continue  # the EHR could not fill this template: as if absent
         if not isinstance(value, dict):
-            raise CrdError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")
+            raise FhirError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")
         _check_r4(value, f"prefetch.{key}")
         filled[key] = value
     return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits)
@@ -88,12 +88,12 @@ def _check_size(orders: Any, prefetch: dict[str, Any], limits: Limits, where: st
     """413 before any FHIR is parsed when the call names more orders or Coverages than allowed."""
     count = len(as_list(member(orders, "entry"))) if isinstance(orders, dict) else len(as_list(orders))
     if count > limits.orders:
-        raise CrdError(413, f"{where} carries {count} orders; this service answers at most "
+        raise FhirError(413, f"{where} carries {count} orders; this service answers at most "
                             f"{limits.orders} per call (COVREQ_CRD_MAX_ORDERS)", where)
     coverages = sum(1 for value in prefetch.values() for resource in ResourceIndex.flatten(value)
                     if resource["resourceType"] == "Coverage")
     if coverages > limits.coverages:
-        raise CrdError(413, f"the prefetch carries {coverages} Coverages; this service reads at most "
+        raise FhirError(413, f"the prefetch carries {coverages} Coverages; this service reads at most "
                             f"{limits.coverages} per call (COVREQ_CRD_MAX_COVERAGES)", "prefetch")
 
 
@@ -101,7 +101,7 @@ def _check_r4(resource: dict[str, Any], where: str) -> None:
     """400 naming the first offending path when ``resource`` is not FHIR R4 (CRD hook-13)."""
     found = r4.problems(resource, where)
     if found:
-        raise CrdError(400, f"{where} is {r4.describe(found)}", found[0].path)
+        raise FhirError(400, f"{where} is {r4.describe(found)}", found[0].path)
 
 
 def _ehr_access(body: dict[str, Any]) -> EhrAccess | None:
@@ -110,7 +110,7 @@ def _ehr_access(body: dict[str, Any]) -> EhrAccess | None:
     if server is not None:
         parts = urlsplit(server) if isinstance(server, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise CrdError(400, "fhirServer must be the absolute http(s) base URL of the EHR's FHIR "
+            raise FhirError(400, "fhirServer must be the absolute http(s) base URL of the EHR's FHIR "
                                 "server", "fhirServer")
     if authorization is None:  # CDS Hooks forbids null; read it as absent, as the RI sends it
         return None
@@ -118,7 +118,7 @@ def _ehr_access(body: dict[str, Any]) -> EhrAccess | None:
     token = require(authorization.get("access_token"), str, "fhirAuthorization.access_token", "a string")
     token_type = authorization.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise CrdError(400, "fhirAuthorization.token_type must be 'Bearer'", "fhirAuthorization.token_type")
+        raise FhirError(400, "fhirAuthorization.token_type must be 'Bearer'", "fhirAuthorization.token_type")
     if server is None:
-        raise CrdError(400, "fhirServer is required when fhirAuthorization is given", "fhirServer")
+        raise FhirError(400, "fhirServer is required when fhirAuthorization is given", "fhirServer")
     return EhrAccess(server.rstrip("/"), token)

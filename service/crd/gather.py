@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from service.crd.envelope import Envelope
-from service.crd.outcome import CrdError
+from service.fhir.outcome import FhirError
 from service.crd.requests import HookCall
 from service.ehr_client import EhrClient, EhrError, EhrLimits
 from service.fhir import r4
@@ -67,10 +67,10 @@ async def complete(envelope: Envelope, index: ResourceIndex, read: Reader, polic
     async with EhrClient(access.fhir_server, access.access_token, policy.limits) as client:
         for round_number in range(MAX_ROUNDS + 1):
             index.misses.clear()
-            result: HookCall | CrdError
+            result: HookCall | FhirError
             try:
                 result = read(coverage_known, failures.get(_COVERAGE_SEARCH, ""))
-            except CrdError as err:  # read again once the EHR has answered
+            except FhirError as err:  # read again once the EHR has answered
                 result = err
             keys = [key for key in dict.fromkeys(filter(None, map(client.key_of, index.misses.values())))
                     if key not in attempted][:max(policy.limits.max_queries - len(attempted), 0)]
@@ -82,7 +82,7 @@ async def complete(envelope: Envelope, index: ResourceIndex, read: Reader, polic
             failures.update(failed)
             index.add(found)
             searches = {}
-    if isinstance(result, CrdError):
+    if isinstance(result, FhirError):
         raise result
     return replace(result, failures=tuple(failures.values()))
 

@@ -13,7 +13,7 @@ from typing import Any
 from service.crd.coverage import CoverageContext, primary_coverage
 from service.crd.discovery import HOOKS, SUPPORTING_HOOKS, Configuration
 from service.crd.envelope import Envelope, require
-from service.crd.outcome import CrdError
+from service.fhir.outcome import FhirError
 from service.crd.payers import PayerMap
 from service.fhir.index import ResourceIndex
 from service.fhir.systems import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
@@ -71,7 +71,7 @@ class HookCall:
 def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served: set[str],
               today: date, coverage_known: bool, unqueried: str = "") -> HookCall:
     """Read the orders, the primary Coverage and the facts of a hook call from its context and
-    every resource at hand (prefetch and queries); raises CrdError (400, 412) saying why not.
+    every resource at hand (prefetch and queries); raises FhirError (400, 412) saying why not.
     ``coverage_known``: the patient's Coverages were searched (prefetch ``coverage`` or a query),
     so finding none is the EHR's answer (400), not data covreq could not get (412, saying why:
     ``unqueried``)."""
@@ -82,11 +82,11 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
     insurance = {ref for order in orders for ref in order.insurance}
     expression = "prefetch.coverage" if "coverage" in envelope.prefetch else "Coverage"
     if len(index.of_type("Coverage")) > envelope.limits.coverages:
-        raise CrdError(413, f"the call's Coverages (prefetch and EHR) number {len(index.of_type('Coverage'))}; "
+        raise FhirError(413, f"the call's Coverages (prefetch and EHR) number {len(index.of_type('Coverage'))}; "
                             f"this service reads at most {envelope.limits.coverages} (COVREQ_CRD_MAX_COVERAGES)",
                        expression)
     if not coverage_known and not index.of_type("Coverage"):
-        raise CrdError(412, "no Coverage: the prefetch carries no Coverage search and covreq could "
+        raise FhirError(412, "no Coverage: the prefetch carries no Coverage search and covreq could "
                             f"not query the EHR for one: {unqueried or 'no query was possible'}", expression)
     coverage = primary_coverage(index.of_type("Coverage"), payers, served, index, insurance, today,
                                 expression)
@@ -115,12 +115,12 @@ def _order_resources(hook: str, context: dict[str, Any],
         found = [index.resolve(ref, *ORDER_TYPES) for ref in refs]
         missing = [str(ref) for ref, res in zip(refs, found) if res is None]
         if missing:
-            raise CrdError(412, f"dispatched orders neither in the prefetch nor read from the EHR: "
+            raise FhirError(412, f"dispatched orders neither in the prefetch nor read from the EHR: "
                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", f"context.{name}")
         return [(res, None) for res in found if res is not None]
     bundle = require(context.get(name), dict, f"context.{name}", "a FHIR Bundle")
     if bundle.get("resourceType") != "Bundle":
-        raise CrdError(400, f"context.{name} must be a FHIR Bundle", f"context.{name}")
+        raise FhirError(400, f"context.{name} must be a FHIR Bundle", f"context.{name}")
     resources = []
     for number, entry in enumerate(as_list(bundle.get("entry"))):
         res, where = member(entry, "resource"), f"context.{name}.entry[{number}].resource"
@@ -128,10 +128,10 @@ def _order_resources(hook: str, context: dict[str, Any],
         if kind not in ORDER_TYPES:
             if hook in SUPPORTING_HOOKS:
                 continue  # a supporting hook's answer is optional (CRD hook-17)
-            raise CrdError(400, f"{kind!r} is not a request resource CRD answers for "
+            raise FhirError(400, f"{kind!r} is not a request resource CRD answers for "
                                 f"({', '.join(sorted(ORDER_TYPES))})", where)
         if not isinstance(res.get("id"), str):
-            raise CrdError(400, "every order needs an id to be updated", where)
+            raise FhirError(400, "every order needs an id to be updated", where)
         resources.append(res)
     if hook == "order-select" and isinstance(context.get("selections"), list):
         chosen = {ref for ref in context["selections"] if isinstance(ref, str)}
@@ -162,7 +162,7 @@ def _order(resource: dict[str, Any], appointment_start: str | None, index: Resou
     codes = [c for concept in concepts for c in billing_codings(concept)]
     reference = f"{resource['resourceType']}/{resource['id']}"
     if len(codes) > max_codes:
-        raise CrdError(413, f"{reference} carries {len(codes)} billing codes; this service reads at most "
+        raise FhirError(413, f"{reference} carries {len(codes)} billing codes; this service reads at most "
                             f"{max_codes} per order (COVREQ_CRD_MAX_BILLING_CODES)", reference)
     lines = {(c["code"], BILLING_SYSTEMS[c["system"]]): Line(c["code"], BILLING_SYSTEMS[c["system"]], c["system"])
              for c in codes}

@@ -13,7 +13,7 @@ from service.crd.assess import assess
 from service.crd.discovery import SERVICES, discovery
 from service.crd.envelope import read_envelope
 from service.crd.gather import complete
-from service.crd.outcome import CrdError, operation_outcome
+from service.fhir.outcome import FhirError, operation_outcome
 from service.crd.requests import read_call
 from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
@@ -68,7 +68,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
         hook_call = await complete(envelope, index, read, state.ehr_policy)
         answers = await run_in_threadpool(assess, hook_call, ruleset, forms_of(request))
-    except CrdError as err:
+    except FhirError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
                   expression=err.expression)

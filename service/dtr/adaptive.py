@@ -22,7 +22,7 @@ from service.crd.discovery import CURRENT_VERSION
 from service.crd.requests import Line, Order
 from service.dtr import facts as f
 from service.dtr.catalogue import Catalogue
-from service.dtr.errors import OperationError
+from service.fhir.outcome import FhirError
 from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_FACTS, SDC, Form, doc_item,
                                        fact_item, known_item)
 from service.fhir.systems import BILLING_SYSTEMS
@@ -168,7 +168,7 @@ def decide(ruleset: engine.RuleSet, form: Form, facts: Mapping[str, Any]) -> dic
     try:
         return ruleset.evaluate(body)["decisions"][0]  # type: ignore[no-any-return]
     except engine.RequestError as err:
-        raise OperationError(400, f"the answers give an invalid {err.location}: {err.message}",
+        raise FhirError(400, f"the answers give an invalid {err.location}: {err.message}",
                              f"QuestionnaireResponse.item.where(linkId='{_link_of(err.location)}')") from err
 
 
@@ -182,14 +182,14 @@ def _walk(items: Any, path: str) -> Iterable[tuple[dict[str, Any], str]]:
     for index, item in enumerate(items if isinstance(items, list) else []):
         where = f"{path}.item[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("linkId"), str):
-            raise OperationError(400, "every item needs a linkId", where)
+            raise FhirError(400, "every item needs a linkId", where)
         if item.get("answer") is not None:
             yield item, where
         yield from _walk(item.get("item"), where)
 
 
 def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) -> Answers:
-    """The facts and documents a QuestionnaireResponse gives; raises OperationError (400) when an
+    """The facts and documents a QuestionnaireResponse gives; raises FhirError (400) when an
     answer does not fit the contained Questionnaire."""
     defined = {}
     for group in as_list(questionnaire.get("item")):
@@ -200,7 +200,7 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) 
     for item, where in _walk(response.get("item"), "QuestionnaireResponse"):
         link_id = item["linkId"]
         if link_id not in defined:
-            raise OperationError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
+            raise FhirError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
         group, definition = defined[link_id]
         answers = item["answer"] if isinstance(item["answer"], list) else [item["answer"]]
         if link_id.startswith(DOC_PREFIX):
@@ -214,9 +214,9 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) 
         try:
             values = [f.answer_value(spec, a) for a in answers]
         except f.AnswerError as err:
-            raise OperationError(400, str(err), f"{where}.answer") from err
+            raise FhirError(400, str(err), f"{where}.answer") from err
         if not (spec.many or definition.get("repeats")) and len(values) > 1:
-            raise OperationError(400, f"'{link_id}' takes one answer, not {len(values)}", f"{where}.answer")
+            raise FhirError(400, f"'{link_id}' takes one answer, not {len(values)}", f"{where}.answer")
         value = values if spec.many else values[0]
         if group == "order":
             found.known[link_id] = value
@@ -229,13 +229,13 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) 
 def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:
     reference = response.get("questionnaire")
     if not isinstance(reference, str) or not reference.startswith("#"):
-        raise OperationError(400, "questionnaire must reference the contained Questionnaire ('#id')",
+        raise FhirError(400, "questionnaire must reference the contained Questionnaire ('#id')",
                              "QuestionnaireResponse.questionnaire")
     for resource in as_list(response.get("contained")):
         if isinstance(resource, dict) and resource.get("resourceType") == "Questionnaire" \
                 and resource.get("id") == reference[1:]:
             return resource
-    raise OperationError(400, f"no contained Questionnaire with id '{reference[1:]}'", "QuestionnaireResponse.contained")
+    raise FhirError(400, f"no contained Questionnaire with id '{reference[1:]}'", "QuestionnaireResponse.contained")
 
 
 def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet,
@@ -243,12 +243,12 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet,
     """``$next-question``: the response with the next questions, or completed with the decision
     (also appended to ``decided``)."""
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
-        raise OperationError(400, "expected a QuestionnaireResponse", "questionnaire-response")
+        raise FhirError(400, "expected a QuestionnaireResponse", "questionnaire-response")
     contained = _contained_form(response)
     derived = [c for c in as_list(contained.get("derivedFrom")) if isinstance(c, str)]
     form = next((found for found in map(forms.by_canonical, derived) if found), None)
     if form is None:
-        raise OperationError(404 if derived else 400, f"the contained Questionnaire derives from no form of this "
+        raise FhirError(404 if derived else 400, f"the contained Questionnaire derives from no form of this "
                              f"rule set ({', '.join(derived) or 'no derivedFrom'})",
                              "QuestionnaireResponse.contained.derivedFrom")
     answers = read_answers(response, contained)

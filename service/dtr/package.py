@@ -16,15 +16,14 @@ import engine
 from service.crd.assertions import from_decision
 from service.crd.coverage_information import CRD_TEMP
 from service.crd.envelope import read_envelope
-from service.crd.outcome import CrdError
 from service.crd.payers import PayerMap
 from service.crd.requests import HookCall, Line, Order, read_call, v1_request
 from service.dtr import facts as f
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
-from service.dtr.errors import OperationError
 from service.dtr.questionnaire import DTR, Form
 from service.fhir.index import ResourceIndex
+from service.fhir.outcome import FhirError
 
 BUNDLE_PROFILE = f"{DTR}/DTR-QPackageBundle"
 _ORDER_TYPES = {"ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
@@ -47,48 +46,48 @@ def _where(index: int, rest: str = "") -> str:
 
 
 def read_inputs(body: Any) -> Inputs:
-    """Check and read the input Parameters; raises OperationError (400) naming the bad parameter."""
+    """Check and read the input Parameters; raises FhirError (400) naming the bad parameter."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise OperationError(400, "the body must be a FHIR Parameters resource", "Parameters")
+        raise FhirError(400, "the body must be a FHIR Parameters resource", "Parameters")
     parameters = body.get("parameter")
     if not isinstance(parameters, list):
-        raise OperationError(400, "Parameters.parameter must be a list", "Parameters.parameter")
+        raise FhirError(400, "Parameters.parameter must be a list", "Parameters.parameter")
     coverages, inputs = [], Inputs({})
     for index, parameter in enumerate(parameters):
         name = parameter.get("name") if isinstance(parameter, dict) else None
         resource = parameter.get("resource") if isinstance(parameter, dict) else None
         if name == "coverage":
             if not isinstance(resource, dict) or resource.get("resourceType") != "Coverage":
-                raise OperationError(400, "coverage must carry a Coverage resource", _where(index, ".resource"))
+                raise FhirError(400, "coverage must carry a Coverage resource", _where(index, ".resource"))
             if not isinstance(resource.get("id"), str):
-                raise OperationError(400, "the Coverage needs an id (the forms refer to it)", _where(index, ".resource.id"))
+                raise FhirError(400, "the Coverage needs an id (the forms refer to it)", _where(index, ".resource.id"))
             coverages.append(resource)
         elif name == "order":
             if not isinstance(resource, dict) or str(resource.get("resourceType")) not in _ORDER_TYPES:
-                raise OperationError(400, f"order must carry one of {', '.join(sorted(_ORDER_TYPES))}",
+                raise FhirError(400, f"order must carry one of {', '.join(sorted(_ORDER_TYPES))}",
                                      _where(index, ".resource"))
             if not isinstance(resource.get("id"), str):
-                raise OperationError(400, "every order needs an id (the forms refer to it)", _where(index, ".resource.id"))
+                raise FhirError(400, "every order needs an id (the forms refer to it)", _where(index, ".resource.id"))
             inputs.orders.append(resource)
         elif name == "questionnaire":
             canonical = parameter.get("valueCanonical")
             if not isinstance(canonical, str) or not canonical:
-                raise OperationError(400, "questionnaire must carry a valueCanonical", _where(index, ".valueCanonical"))
+                raise FhirError(400, "questionnaire must carry a valueCanonical", _where(index, ".valueCanonical"))
             inputs.questionnaires.append(canonical)
         elif name == "context":
             if not isinstance(parameter.get("valueString"), str):
-                raise OperationError(400, "context must carry a valueString", _where(index, ".valueString"))
+                raise FhirError(400, "context must carry a valueString", _where(index, ".valueString"))
             inputs.context = parameter["valueString"]
         elif name == "changedsince":
             inputs.changed_since = _instant(parameter.get("valueInstant"), _where(index, ".valueInstant"))
         else:
-            raise OperationError(400, f"unknown parameter {name!r}; expected coverage, order, questionnaire, "
+            raise FhirError(400, f"unknown parameter {name!r}; expected coverage, order, questionnaire, "
                                       "context or changedsince", _where(index, ".name"))
     if len(coverages) != 1:
-        raise OperationError(400, f"exactly one coverage parameter is needed, not {len(coverages)}", "Parameters.parameter")
+        raise FhirError(400, f"exactly one coverage parameter is needed, not {len(coverages)}", "Parameters.parameter")
     inputs.coverage = coverages[0]
     if not (inputs.orders or inputs.questionnaires or inputs.context):  # DTR invariant dtr-1
-        raise OperationError(400, "at least one of order, questionnaire and context is needed", "Parameters.parameter")
+        raise FhirError(400, "at least one of order, questionnaire and context is needed", "Parameters.parameter")
     return inputs
 
 
@@ -98,14 +97,14 @@ def _instant(value: Any, where: str) -> dt.datetime:
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        raise OperationError(400, "changedsince must be a valueInstant with a time zone", where)
+        raise FhirError(400, "changedsince must be a valueInstant with a time zone", where)
     return moment
 
 
 def _patient(coverage: Mapping[str, Any]) -> str:
     reference = coverage.get("beneficiary", {}).get("reference") if isinstance(coverage.get("beneficiary"), dict) else None
     if not isinstance(reference, str) or not reference.startswith("Patient/") or len(reference) <= len("Patient/"):
-        raise OperationError(400, "the Coverage needs a beneficiary reference 'Patient/<id>'",
+        raise FhirError(400, "the Coverage needs a beneficiary reference 'Patient/<id>'",
                              "Coverage.beneficiary.reference")
     return reference
 
@@ -122,8 +121,8 @@ def _hook_call(inputs: Inputs, patient: str, payers: PayerMap, served: set[str],
         envelope = read_envelope(body, "order-sign")
         return read_call(envelope, ResourceIndex(envelope.prefetch.values()), payers, served, today,
                          coverage_known=True)
-    except CrdError as err:
-        raise OperationError(err.status, err.message, _parameter_of(err.expression)) from err
+    except FhirError as err:
+        raise FhirError(err.status, err.message, _parameter_of(err.expression)) from err
 
 
 def _parameter_of(expression: str) -> str:
@@ -186,7 +185,7 @@ class _Packages:
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
             today: dt.date | None = None) -> dict[str, Any]:
     """The output Parameters of ``$questionnaire-package``, the decisions made appended to
-    ``decided``; raises OperationError for a 4xx."""
+    ``decided``; raises FhirError for a 4xx."""
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
         return {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": {
@@ -219,7 +218,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
     call = _hook_call(inputs, patient, payers, set(ruleset.payers()), today)
     coverage = call.coverage
     if coverage.problem:
-        raise OperationError(422, coverage.problem[1], "Coverage")
+        raise FhirError(422, coverage.problem[1], "Coverage")
     read = {o.reference for o in call.orders}
     found.issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
                      for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
@@ -231,7 +230,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         try:
             decisions = ruleset.evaluate(request)["decisions"]
         except engine.RequestError as err:
-            raise OperationError(422, f"{order.reference} gives an invalid {err.location}: {err.message}",
+            raise FhirError(422, f"{order.reference} gives an invalid {err.location}: {err.message}",
                                  order.reference) from err
         decided += decisions
         for index, (decision, line) in enumerate(zip(decisions, order.lines)):

@@ -8,11 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.crd.outcome import operation_outcome
 from service.dtr.adaptive import next_question
 from service.dtr.catalogue import PREFIX, fhir_base, forms_of
-from service.dtr.errors import OperationError
 from service.dtr.package import package
+from service.fhir.outcome import FhirError, operation_outcome
 from service.responses import json_response
 from service.v1 import parse_json
 
@@ -84,7 +83,7 @@ async def _body(request: Request) -> Any:
     try:
         return parse_json(await request.body())
     except ValueError as err:
-        raise OperationError(400, f"malformed JSON: {err}") from err
+        raise FhirError(400, f"malformed JSON: {err}") from err
 
 
 @router.post(PREFIX + "/Questionnaire/$questionnaire-package", summary="DTR: the forms an order needs")
@@ -94,7 +93,7 @@ async def questionnaire_package(request: Request) -> JSONResponse:
     decided: list[dict[str, Any]] = []
     try:
         result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided)
-    except OperationError as err:
+    except FhirError as err:
         audit.dtr(request, ruleset.digest, err.status, "questionnaire-package", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
     audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)
@@ -115,10 +114,10 @@ async def next_question_operation(request: Request) -> JSONResponse:
             given = [p.get("resource") for p in body.get("parameter") or []
                      if isinstance(p, dict) and p.get("name") == "questionnaire-response"]
             if len(given) != 1:
-                raise OperationError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
+                raise FhirError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
             response = given[0]
         result = next_question(response, forms_of(request), ruleset, decided)
-    except OperationError as err:
+    except FhirError as err:
         audit.dtr(request, ruleset.digest, err.status, "next-question", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
     audit.dtr(request, ruleset.digest, 200, "next-question", decided)

@@ -4,6 +4,7 @@ failure keeps the last good rule set answering and shows in /readyz and /metrics
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -193,6 +194,41 @@ def test_the_service_polls_by_itself_and_swaps_in_a_new_bundle(server: BundleSer
         while client.get("/readyz").json()["ruleset"] != manifest_two.ruleset:
             assert time.monotonic() < deadline, "the new bundle was not put in service"
             time.sleep(0.05)
+
+
+def test_a_temporary_bundle_folder_is_removed_when_the_service_stops(
+        server: BundleServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    app = create_app(None, Settings(payers=FIXTURES / "payers.yaml", audit_path=tmp_path / "audit.jsonl",
+                                    bundle_url=server.url))
+    with TestClient(app) as client:
+        assert client.get("/readyz").json()["status"] == "ready"
+        assert list((tmp_path / "tmp").glob("covreq-bundles-*/bundle-*/acme/*.yaml"))
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_multi_worker_start_leaves_no_bundle_folder_of_its_start_up_check(
+        server: BundleServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: with several workers, `covreq serve --bundle` builds one app to check the
+    configuration before the workers start; its downloaded bundle stayed behind in a temporary folder."""
+    from service import server as serving_module
+
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    for name, value in {"COVREQ_BUNDLE_URL": server.url, "COVREQ_PAYERS": str(FIXTURES / "payers.yaml"),
+                        "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(serving_module.RULES_ENV, raising=False)
+    started: list[bool] = []
+    monkeypatch.setattr(serving_module.ReloadingSupervisor, "run", lambda self: started.append(True))
+    serving_module.run(None, port=0, workers=2)
+    assert started == [True] and server.asked == [None]
+    assert not list((tmp_path / "tmp").glob("covreq-bundles-*"))
 
 
 def test_a_service_whose_first_bundle_is_refused_does_not_start(server: BundleServer, tmp_path: Path,

@@ -95,6 +95,8 @@ def test_several_workers_report_one_sum_and_each_worker_its_rule_set(tmp_path: P
     code = f"from service.server import run; run({str(FIXTURE_RULES)!r}, '127.0.0.1', {port}, 2)"
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["COVREQ_AUDIT"] = str(tmp_path / "audit.jsonl")
+    env["TMPDIR"] = str(tmp_path / "tmp")  # where the workers' metrics folder is made
+    (tmp_path / "tmp").mkdir()
     with open(tmp_path / "server.log", "w") as log_file:
         server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
     try:
@@ -110,9 +112,11 @@ def test_several_workers_report_one_sum_and_each_worker_its_rule_set(tmp_path: P
         pids = {dict(labels)["pid"] for (n, labels), v in samples(text).items()
                 if n == "covreq_ruleset_info" and dict(labels)["digest"] == digest and v == 1}
         assert len(pids) == 2
+        assert len(list((tmp_path / "tmp").glob("covreq-metrics-*/*.db"))) >= 2
     finally:
         server.terminate()
         server.wait(timeout=20)
+    assert not list((tmp_path / "tmp").glob("covreq-metrics-*"))  # removed when the service stops
 
 
 def test_cds_hooks_answers_are_counted_and_timed(client, ig_order_sign) -> None:

@@ -17,7 +17,7 @@ from engine.facts import FACTS
 from engine.needs import needs_of
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
-from service.dtr.errors import OperationError
+from service.fhir.outcome import FhirError
 from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
 from service.dtr.questionnaire import DOC_PREFIX
 
@@ -90,7 +90,7 @@ def next_in_library(response: dict[str, Any]) -> dict[str, Any] | None:
     """$next-question called as a library; None when the answers are refused with a 400."""
     try:
         return next_question(response, FORMS, RULES)
-    except OperationError as err:
+    except FhirError as err:
         assert err.status == 400
         return None
 

@@ -1,4 +1,4 @@
-"""Errors of the CDS Hooks endpoints, answered as FHIR OperationOutcome resources."""
+"""Errors of the FHIR-speaking endpoints (CDS Hooks / CRD, DTR), answered as OperationOutcome resources."""
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
@@ -10,8 +10,8 @@ _ISSUE_CODES = {400: "invalid", 401: "login", 404: "not-found", 412: "incomplete
                 422: "processing", 503: "transient"}
 
 
-class CrdError(Exception):
-    """A CDS Hooks request covreq cannot answer: HTTP status, message, FHIRPath-like location."""
+class FhirError(Exception):
+    """A CDS Hooks or FHIR request covreq cannot answer: HTTP status, message, FHIRPath-like location."""
 
     def __init__(self, status: int, message: str, expression: str = "") -> None:
         super().__init__(message)
