@@ -191,6 +191,7 @@ class RuleSet:
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
         policies = self.select(request.payer, request.plan, line, request.as_of)
+        key = None
         if not request.explain:
             if not policies:  # unlisted: the payer's answer, its reason naming the code and date
                 template = self._templates.get(request.payer)
@@ -201,9 +202,12 @@ class RuleSet:
                 template = self._templates.get(key) if key is not None else None
                 if template is not None and (not request.authorizations or template[1] != AUTH_NEEDED):
                     return template[0](line.code, line.system)
-        return self._decide_in_full(request, line, policies)
+        return self._decide_in_full(request, line, policies, key)
 
-    def _decide_in_full(self, request: Request, line: Line, policies: list[Policy]) -> dict[str, Any]:
+    def _decide_in_full(self, request: Request, line: Line, policies: list[Policy],
+                        key: Hashable | None = None) -> dict[str, Any]:
+        """The decision computed from the rules; ``key`` is the line's template key (computed by
+        :meth:`_decide` for one policy without explain), under which the decision is remembered."""
         trace: list[dict[str, Any]] = []
         sink = None
         if request.explain:
@@ -220,10 +224,8 @@ class RuleSet:
             decision["trace"] = trace
         elif not policies:
             self._remember(request.payer, decision, ("reasons",))
-        elif len(policies) == 1 and answer.authorization is None:
-            key = _template_key(policies[0], line.facts)
-            if key is not None:
-                self._remember(key, decision)
+        elif len(policies) == 1 and answer.authorization is None and key is not None:
+            self._remember(key, decision)
         return decision
 
     def _remember(self, key: Hashable, decision: dict[str, Any], holes: tuple[str, ...] = ()) -> None:
