@@ -81,9 +81,18 @@ def covreq_version() -> str:
 
 def tree_digest(root: Path) -> str:
     """The full SHA-256 digest of the rule files under ``root``, as the loader computes it."""
+    return _digest(root, _read(root))
+
+
+def _read(root: Path) -> list[tuple[Path, bytes]]:
+    """Every rule file under ``root`` with its bytes, read once."""
+    return [(path, path.read_bytes()) for path in iter_rule_files(root)]
+
+
+def _digest(root: Path, files: list[tuple[Path, bytes]]) -> str:
     digest = hashlib.sha256()
-    for path in iter_rule_files(root):
-        digest.update(digest_entry(root, path, path.read_bytes()))
+    for path, raw in files:
+        digest.update(digest_entry(root, path, raw))
     return digest.hexdigest()
 
 
@@ -119,16 +128,16 @@ def build(root: Path, private_pem: bytes | None = None, key_id: str | None = Non
     Unsigned, the same tree always gives the same bytes (a signature carries its time)."""
     if not root.is_dir():
         raise BundleError(f"{root}: a bundle is made of a rule folder")
-    files = list(iter_rule_files(root))
-    manifest = Manifest(tree_digest(root), covreq_version(), len(files))
+    files = _read(root)  # read once, so the manifest's digest is of the very bytes packed
+    manifest = Manifest(_digest(root, files), covreq_version(), len(files))
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, \
             tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
         _add(archive, MANIFEST, json.dumps(asdict(manifest), indent=1).encode())
         if private_pem is not None:
             _add(archive, SIGNATURE, _sign(manifest, private_pem, key_id).encode())
-        for path in files:
-            _add(archive, f"{TREE}/{path.relative_to(root).as_posix()}", path.read_bytes())
+        for path, raw in files:
+            _add(archive, f"{TREE}/{path.relative_to(root).as_posix()}", raw)
     return buffer.getvalue(), manifest
 
 
