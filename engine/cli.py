@@ -14,11 +14,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from .batch import Backend, answer_orders, run as run_batch
-from .bundle import BundleError, build as build_bundle
+from .bundle import BundleError, build as build_bundle, covreq_version
 from .diff import run as run_diff
 from .errors import LoadError, Problem, RequestError
 from .fmt import run as run_fmt
@@ -32,10 +31,7 @@ from .testcmd import run as run_test_command
 from .worklist import WorklistError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-try:
-    __version__ = version("covreq")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "unknown"
+__version__ = covreq_version()
 
 
 def _validate(args: argparse.Namespace) -> int:

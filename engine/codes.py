@@ -158,9 +158,6 @@ def merge_ranges(ranges: Iterable[CodeRange]) -> list[CodeRange]:
     return merged
 
 
-EMPTY = CodeSet(frozenset())
-
-
 def join(parts: Iterable[CodeSet], budget: int = EXPAND_BUDGET) -> CodeSet:
     """One code set holding every code of ``parts``, built in time linear in their size: a part
     met twice is read once, ranges are merged first and then expanded into exact codes when the
