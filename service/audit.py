@@ -56,16 +56,20 @@ class AuditLog:
     def check(self) -> None:
         """Raise ValueError when the file cannot be opened for appending (the service does not start)."""
         try:
-            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+            os.close(self._open())
         except OSError as exc:
             raise ValueError(f"the audit file {self.path} cannot be written: {exc.strerror or exc}") from None
+
+    def _open(self) -> int:
+        """The audit file opened for appending (created owner-only), as both the check and writes open it."""
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def write(self, record: dict[str, Any]) -> bool:
         """Append one record, stamped with the current UTC time; False when it could not be written."""
         line = _line({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
         with self._lock:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = self._open()
                 try:
                     os.write(fd, line)
                 finally:
