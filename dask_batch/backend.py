@@ -116,14 +116,14 @@ class DaskBackend:
             bundle = client.scatter(data, broadcast=True)
             # at least four partitions per worker thread, so that a small worklist keeps them all busy
             threads = max(sum(client.nthreads().values()), 1)
-            lines = sum(len(order.rows) for order in orders)
+            lines = progress.total
             sizes = {}
             for group in partitions(orders, max(1, min(self.partition_lines, math.ceil(lines / (4 * threads))))):
                 future = client.submit(answer_partition, bundle, rules.digest, pack(group), render, pure=False)
                 sizes[future] = sum(len(order.rows) for order in group)
             for future in as_completed(list(sizes)):  # one result at a time, released once read
-                lines, part = future.result()
-                answered += marshal.loads(lines)
+                packed, part = future.result()
+                answered += marshal.loads(packed)
                 summary.merge(part)
                 progress.advance(sizes.pop(future))
                 future.release()
