@@ -17,7 +17,7 @@ from service.crd.assertions import from_decision
 from service.crd.coverage_information import CRD_TEMP
 from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
-from service.crd.requests import HookCall, Line, Order, read_call, v1_request
+from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
 from service.dtr import facts as f
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
@@ -26,8 +26,7 @@ from service.fhir.index import ResourceIndex
 from service.fhir.outcome import FhirError
 
 BUNDLE_PROFILE = f"{DTR}/DTR-QPackageBundle"
-_ORDER_TYPES = {"ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
-                "CommunicationRequest", "Appointment", "Encounter", "SupplyRequest"}
+_ORDER_TYPES = ORDER_TYPES | {"Encounter", "SupplyRequest"}  # DTR's order parameter also takes these
 
 
 @dataclass
