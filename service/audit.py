@@ -116,16 +116,16 @@ class AuditLog:
         return self.write(record)
 
     def dtr(self, request: Request, digest: str, status: int, operation: str,
-            decisions: Iterable[dict[str, Any]] = (), expression: str = "") -> None:
+            decisions: Iterable[dict[str, Any]] = (), expression: str = "") -> bool:
         """Record a DTR operation (``questionnaire-package``, ``next-question``): the decisions it
-        made, or the refusal's status and place."""
+        made, or the refusal's status and place. False when the record could not be written."""
         record: dict[str, Any] = {"api": "dtr", "caller": caller_of(request).as_dict(), "operation": operation,
                                   "request_id": request_id(request), "ruleset": digest, "status": status}
         if status == 200:
             record["decisions"] = [_decision(d) for d in decisions]
         else:
             record["error_location"] = expression[:MAX_FIELD]
-        self.write(record)
+        return self.write(record)
 
 
 def _decision(decision: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from service.dtr.adaptive import next_question
 from service.dtr.catalogue import PREFIX, fhir_base, forms_of
 from service.dtr.package import package
 from service.fhir.outcome import FhirError, operation_outcome
-from service.responses import json_response
+from service.responses import UNAUDITED, json_response
 from service.v1 import parse_json
 
 METADATA = PREFIX + "/metadata"
@@ -96,7 +96,8 @@ async def questionnaire_package(request: Request) -> JSONResponse:
     except FhirError as err:
         audit.dtr(request, ruleset.digest, err.status, "questionnaire-package", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)
+    if audit.withheld(audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)):
+        return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
     return _fhir(result, ruleset.digest)
 
@@ -120,7 +121,8 @@ async def next_question_operation(request: Request) -> JSONResponse:
     except FhirError as err:
         audit.dtr(request, ruleset.digest, err.status, "next-question", expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    audit.dtr(request, ruleset.digest, 200, "next-question", decided)
+    if audit.withheld(audit.dtr(request, ruleset.digest, 200, "next-question", decided)):
+        return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
     return _fhir({"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]},
                  ruleset.digest)

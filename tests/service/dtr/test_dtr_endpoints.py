@@ -238,6 +238,18 @@ def test_dtr_operations_leave_an_audit_record_with_their_decisions(dtr_client: T
                                         "covered": "covered"}]
 
 
+def test_under_strict_audit_a_dtr_answer_whose_record_cannot_be_written_is_withheld(make_dtr_client: Any,
+                                                                                  tmp_path: Path) -> None:
+    """Regression: strict audit withheld v1 and CRD answers it could not record, but DTR answered
+    anyway, although its decisions are as much a payer's answer."""
+    (tmp_path / "audit").mkdir()
+    client = make_dtr_client(audit_path=tmp_path / "audit" / "audit.jsonl", strict_audit=True)
+    assert client.post(PACKAGE, json=package_request(service_request())).status_code == 200
+    shutil.rmtree(tmp_path / "audit")  # records can no longer be written
+    withheld = outcome(client.post(PACKAGE, json=package_request(service_request())), 503)
+    assert withheld["diagnostics"].startswith("the audit record of this call could not be written")
+
+
 def test_with_trusted_issuers_the_operations_need_a_jwt_and_metadata_stays_open(make_dtr_client: Any,
                                                                                  tmp_path: Path) -> None:
     private = ec.generate_private_key(ec.SECP256R1())
