@@ -161,9 +161,8 @@ class Source:
 
     def raw(self, *keys: object) -> str:
         """The value at ``keys`` as text, spelled as written (so ``01234`` keeps its zero)."""
-        spot = self.locations.get(tuple(keys))
         value = self.value_at(keys)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and spot and spot.raw:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (spot := self.locations.get(keys)) and spot.raw:
             return spot.raw
         return str(value)
 
