@@ -299,7 +299,7 @@ def read_tree(root: str | Path) -> Tree:
     # are alive at a time; plan overrides wait for the whole tree, since their base may come later.
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
     by_id: dict[str, list[Draft | _Kept]] = {}
-    overrides: list[tuple[list[Policy], Draft]] = []
+    overrides: dict[str, list[tuple[list[Policy], Draft | _Kept]]] = {}  # by the id they extend, in file order
     inside = root.resolve() if root.is_dir() else None
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
     for path in iter_rule_files(root):
@@ -328,21 +328,20 @@ def read_tree(root: str | Path) -> Tree:
         slot: list[Policy] = []
         if valid:  # an invalid file is compiled for its other problems, and gives no policy
             slots.append(slot)
+        kept = _Kept(draft.source) if valid else draft  # a valid file's draft is read again when needed
         if draft.data.get("extends") is None:
             if (policy := _compile(draft, problems, shared)) and valid:
                 slot.append(policy)
-            by_id.setdefault(draft.data["id"], []).append(_Kept(source) if valid else draft)
         else:
-            overrides.append((slot, draft))
-            by_id.setdefault(draft.data["id"], []).append(draft)
-    bases: dict[str, list[Draft]] = {}
-    for slot, child in overrides:
-        base_id = child.data["extends"]
-        if base_id not in bases:
-            bases[base_id] = [b if isinstance(b, Draft) else b.draft() for b in by_id.get(base_id, [])]
-        if not bases[base_id] and unread & {base_id, None}:
+            overrides.setdefault(draft.data["extends"], []).append((slot, kept))
+        by_id.setdefault(draft.data["id"], []).append(kept)
+    for base_id, children in overrides.items():  # one base's drafts alive at a time
+        bases = [_Kept.drafted(b) for b in by_id.get(base_id, [])]
+        if not bases and unread & {base_id, None}:
             continue  # the base may be the file that could not be read: its own problem says why
-        slot.extend(p for d in _extend(child, bases[base_id], problems) if (p := _compile(d, problems, shared)))
+        for slot, child in children:
+            merged = _extend(_Kept.drafted(child), bases, problems)
+            slot.extend(p for d in merged if (p := _compile(d, problems, shared)))
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
     # A base's problem is found again in every plan override merged with it: report it once.
@@ -463,7 +462,8 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
 
 
 class _Kept:
-    """A policy file compiled on its own, kept as text for plan overrides that may extend it."""
+    """A valid policy file kept as its text until the plan overrides are merged, and read again only
+    when one extends it or is it."""
 
     def __init__(self, source: Source) -> None:
         self.path = source.path
@@ -473,6 +473,11 @@ class _Kept:
         """The file's draft, read again (it was read without problems before)."""
         data, locations = load_yaml(self.text)
         return Draft.of(Source(self.path, data, locations, self.text))
+
+    @staticmethod
+    def drafted(kept: "Draft | _Kept") -> Draft:
+        """The draft of a file kept either way."""
+        return kept if isinstance(kept, Draft) else kept.draft()
 
 
 def _extend(child: Draft, bases: list[Draft], problems: Problems) -> list[Draft]:
