@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
-
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Mapping
+
+import msgspec
 
 from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
 from .errors import RequestError, did_you_mean
-from .facts import OpenSet
+from .facts import DERIVED, OpenSet
 
 #: Most service lines one request may carry.
 MAX_LINES = contract.MAX_LINES
@@ -46,15 +47,15 @@ class Authorization:
     end: dt.date | None
 
 
-class Line(NamedTuple):
-    """One service line and the facts conditions read for it."""
+class Line(msgspec.Struct, frozen=True, gc=False):
+    """One service line and the facts conditions read for it (a C struct: built once per line)."""
 
     code: str
     system: str
     facts: Mapping[str, Any]
 
 
-class Request(NamedTuple):
+class Request(msgspec.Struct, frozen=True):
     """A validated v1 request."""
 
     payer: str
@@ -216,20 +217,54 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
     return code, system, facts
 
 
-def _other_codes(codes: list[str], complete: bool) -> list[tuple[frozenset[str], frozenset[str]]]:
-    """For each line, (``request_codes``, ``other_codes``): the codes of the other lines (a code
-    repeated on two lines sees itself), and the same as an :class:`OpenSet` unless the order is
-    complete (a split order may carry more codes than this request). Lines of one code share them."""
-    if len(codes) == 1:
-        return [_ALONE[complete]]
-    order = frozenset if complete else OpenSet
-    counts = Counter(codes)
-    every = frozenset(counts)
-    views = {}
-    for code, count in counts.items():
-        other = every if count > 1 else every - {code}
-        views[code] = (other, order(other))
-    return [views[code] for code in codes]
+class _Order:
+    """The codes of a request's lines, from which each line derives its ``request_codes`` (the
+    codes of the other lines; a code repeated on two lines sees itself) and ``other_codes`` (the
+    same as an :class:`OpenSet` unless the order is complete: a split order may carry more codes
+    than this request). Lines of one code share them."""
+
+    __slots__ = ("_every", "_repeated", "_complete", "_views")
+
+    def __init__(self, codes: list[str], complete: bool) -> None:
+        counts = Counter(codes)
+        self._every = frozenset(counts)
+        self._repeated = frozenset(code for code, count in counts.items() if count > 1)
+        self._complete = complete
+        self._views: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def views(self, code: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(``request_codes``, ``other_codes``) of a line of ``code``."""
+        found = self._views.get(code)
+        if found is None:
+            others = self._every if code in self._repeated else self._every - {code}
+            found = self._views[code] = (others, others if self._complete else OpenSet(others))
+        return found
+
+
+class LineFacts(dict):  # type: ignore[type-arg]
+    """The facts of one service line of a request of several lines. ``request_codes`` and
+    ``other_codes`` are derived on first read with ``facts[name]`` (as :func:`engine.facts.fact_of`
+    reads every fact a line always carries): building them for every line would cost the square of
+    the order's length, and most policies never read them."""
+
+    __slots__ = ("order",)
+
+    def __missing__(self, name: str) -> frozenset[str]:
+        if name not in DERIVED:
+            raise KeyError(name)
+        self["request_codes"], self["other_codes"] = self.order.views(self["code"])
+        return self[name]  # type: ignore[no-any-return]
+
+
+def _line_facts(facts: dict[str, Any], order: _Order | None, complete: bool) -> Mapping[str, Any]:
+    """A line's ``facts`` with its ``request_codes`` and ``other_codes``: fixed for the one line
+    of a request (``order`` None), else derived from ``order`` when read."""
+    if order is None:
+        facts["request_codes"], facts["other_codes"] = _ALONE[complete]
+        return facts
+    line = LineFacts(facts)
+    line.order = order
+    return line
 
 
 def _flag(body: Mapping[str, Any], name: str) -> bool:
@@ -263,9 +298,10 @@ def _checked(body: Any, today: dt.date | None) -> Request:
         else (today or dt.date.today())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
-    others = _other_codes([code for code, _, _ in parsed], _flag(body, "order_complete"))
-    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other, "request_codes": request})
-                  for (code, system, facts), (request, other) in zip(parsed, others))
+    complete = _flag(body, "order_complete")
+    order = _Order([code for code, _, _ in parsed], complete) if len(parsed) > 1 else None
+    lines = tuple(Line(code, system, _line_facts({**common, **facts}, order, complete))
+                  for code, system, facts in parsed)
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)
 
@@ -279,7 +315,9 @@ def _blank() -> str:
     raise _Unsure
 
 
+@lru_cache(maxsize=65536)
 def _day(text: str) -> dt.date:
+    """A date written YYYY-MM-DD within the accepted years (dates repeat, so this is remembered)."""
     if not _ISO_DATE.fullmatch(text):
         raise _Unsure
     try:
@@ -289,6 +327,15 @@ def _day(text: str) -> dt.date:
     if not MIN_YEAR <= day.year <= MAX_YEAR:
         raise _Unsure
     return day
+
+
+@lru_cache(maxsize=65536)
+def _birth(text: str, as_of: dt.date) -> tuple[dt.date, int]:
+    """A birth date on or before the date of service, with the age then (both repeat, so remembered)."""
+    birth = _day(text)
+    if birth > as_of:
+        raise _Unsure
+    return birth, age_on(birth, as_of)
 
 
 @lru_cache(maxsize=65536)
@@ -346,11 +393,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
     patient = body.patient
     if patient is not None:
         if patient.birth_date is not None:
-            birth = _day(patient.birth_date)
-            if birth > as_of:
-                raise _Unsure
-            common["patient.birth_date"] = birth
-            common["patient.age"] = age_on(birth, as_of)
+            common["patient.birth_date"], common["patient.age"] = _birth(patient.birth_date, as_of)
         if patient.sex is not None:
             common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
     if body.diagnoses is not None:
@@ -380,12 +423,9 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if service.trial_place_of_service is not None:
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
         parsed.append(facts)
-    codes = [facts["code"] for facts in parsed]
-    lines = []
-    for facts, (request, other) in zip(parsed, _other_codes(codes, body.order_complete is True)):
-        facts["other_codes"] = other
-        facts["request_codes"] = request
-        lines.append(Line(facts["code"], facts["system"], facts))
+    complete = body.order_complete is True
+    order = _Order([facts["code"] for facts in parsed], complete) if len(parsed) > 1 else None
+    lines = [Line(facts["code"], facts["system"], _line_facts(facts, order, complete)) for facts in parsed]
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()

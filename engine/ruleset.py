@@ -11,7 +11,7 @@ from .codegen import compile_builder
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
-from .facts import unsettled
+from .facts import fact_of, unsettled
 from .loader import paused_gc, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
 from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
@@ -278,7 +278,7 @@ def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> Hashable:
     states = tuple([test.run(facts) for test in conditions]) if conditions else ()
     if not unknown_at:
         return id(policy), index, states
-    unsettled_facts = tuple([unsettled(facts.get(f)) for i in unknown_at for f in rules[i].facts])
+    unsettled_facts = tuple([unsettled(fact_of(facts, f)) for i in unknown_at for f in rules[i].facts])
     pending = tuple([test.run(facts) for i in unknown_at for test in rules[i].outcome.conditions])
     return id(policy), index, states, unknown_at, unsettled_facts, pending
 
