@@ -50,7 +50,7 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
     pending = [rules[i] for i in unknown_at]
     unknown = {f for rule in pending for f in rule.facts if unsettled(fact_of(facts, f))}
     if not pending:  # the usual case: the first rule that holds decides, nothing is unknown
-        outcome = decisive.outcome if decisive else policy.default
+        outcome = policy.outcomes[index]
         return Answer(outcome.pa_needed, outcome.covered, _documents(policy, outcome, facts, None),
                       reasons=[outcome.reason or _fallback_reason(policy, decisive, outcome)],
                       possible={outcome.pa_needed}, policies=[policy])

@@ -14,6 +14,7 @@ from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
 from .errors import RequestError, did_you_mean
 from .facts import DERIVED, OpenSet
+from .clock import current_day
 
 #: Most service lines one request may carry.
 MAX_LINES = contract.MAX_LINES
@@ -295,7 +296,7 @@ def _checked(body: Any, today: dt.date | None) -> Request:
     if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
         _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
-        else (today or dt.date.today())
+        else (today or current_day())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
     complete = _flag(body, "order_complete")
@@ -380,7 +381,7 @@ def _decoded(body: Any, today: dt.date | None) -> Request | None:
 
 def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
     payer = body.payer.strip() or _blank()  # first, as _checked words a blank payer before the rest
-    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
+    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or current_day())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
         common["plan"] = (body.plan.strip() or _blank())

@@ -16,6 +16,7 @@ from .loader import paused_gc, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
 from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
+from .clock import current_day
 from .trace import pause_trace, rule_trace
 
 #: Width of one bucket of the wide-range index, in code numbers.
@@ -125,7 +126,7 @@ class RuleSet:
                 found.append(p)
         return found
 
-    def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
+    def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> tuple[Policy, ...]:
         """The policies that decide ``line`` on ``day`` for ``plan`` (see docs/authoring.md)."""
         key = (payer, plan, line.code, day)
         chosen = self._selections.get(key)
@@ -137,7 +138,7 @@ class RuleSet:
             self._selections[key] = chosen
         else:
             self._select_hits += 1
-        return list(chosen)
+        return chosen
 
     def select_cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the selection cache."""
@@ -161,7 +162,7 @@ class RuleSet:
         received (its exact JSON bytes, or :func:`engine.memo.fingerprint` of ``body``). The answer is
         then kept under those bytes and the day, and the same bytes again get a copy of it from a
         per-rule-set cache (see engine/memo.py)."""
-        day = today or dt.date.today()
+        day = today or current_day()
         if remember is None or len(remember) > MAX_KEY_BYTES:
             return self._evaluate(body, day)
         key = day.toordinal().to_bytes(3, "big") + remember
@@ -203,13 +204,13 @@ class RuleSet:
                 if template is not None:
                     return template[0](line.code, line.system, [self._unlisted_reason(request, line)])
             else:
-                key = _template_key(policies, line.facts)
+                key = _policy_key(policies[0], line.facts) if len(policies) == 1 else _template_key(policies, line.facts)
                 template = self._templates.get(key)
                 if template is not None and not (request.authorizations and template[1]):
                     return template[0](line.code, line.system)
         return self._decide_in_full(request, line, policies, key)
 
-    def _decide_in_full(self, request: Request, line: Line, policies: list[Policy],
+    def _decide_in_full(self, request: Request, line: Line, policies: tuple[Policy, ...],
                         key: Hashable | None = None) -> dict[str, Any]:
         """The decision computed from the rules; ``key`` is the line's template key (computed by
         :meth:`_decide` without explain), under which the decision is remembered."""
@@ -257,13 +258,14 @@ class RuleSet:
         return f"No {request.payer} policy in force on {request.as_of.isoformat()} lists {line.code}."
 
 
-def _template_key(policies: list[Policy], facts: Mapping[str, Any]) -> tuple[Hashable, ...]:
-    """What the decision of a line by ``policies`` depends on besides its code and system (and the
-    authorizations on file): for each policy, what :func:`_policy_key` says."""
+def _template_key(policies: tuple[Policy, ...], facts: Mapping[str, Any]) -> tuple[Hashable, ...]:
+    """What the decision of a line by several ``policies`` depends on besides its code and system
+    (and the authorizations on file): for each policy, what :func:`_policy_key` says. (A line one
+    policy decides takes that policy's key itself: an int leads it, never a tuple as here.)"""
     return tuple([_policy_key(policy, facts) for policy in policies])
 
 
-def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> Hashable:
+def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[Hashable, ...]:
     """What ``policy``'s answer for a line depends on: the pause in force on the date of service;
     else the deciding rule, the rules unknown before it, which of their facts the line leaves
     unsettled, and the values of the documentation conditions of every outcome it may answer."""
@@ -272,12 +274,11 @@ def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> Hashable:
         if pause is not None:
             return id(policy), id(pause)
     index, unknown_at = policy.program.run(facts)
-    rules = policy.rules
-    outcome = rules[index].outcome if index < len(rules) else policy.default
-    conditions = outcome.conditions
+    conditions = policy.outcomes[index].conditions
     states = tuple([test.run(facts) for test in conditions]) if conditions else ()
     if not unknown_at:
         return id(policy), index, states
+    rules = policy.rules
     unsettled_facts = tuple([unsettled(fact_of(facts, f)) for i in unknown_at for f in rules[i].facts])
     pending = tuple([test.run(facts) for i in unknown_at for test in rules[i].outcome.conditions])
     return id(policy), index, states, unknown_at, unsettled_facts, pending
