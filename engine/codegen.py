@@ -3,7 +3,7 @@
 As template engines compile templates, a policy version's rules become one generated Python
 function, compiled the first time the policy decides a line. The source is generated from the
 *checked* syntax tree only: every literal is written as ``repr`` of a typed value (a float, an
-int, a string, a bool, or a date's three ints), every set is bound to a generated name, every fact
+int, a string or a bool), every date and set is bound to a generated name, every fact
 is read under its name in the fact catalogue, and every local name is generated. Nothing of the
 rule text reaches the source, so no rule text is ever executed.
 
@@ -36,19 +36,17 @@ _COMPARATORS = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">
 _UNITS = {"day": "day", "week": "week", "month": "month", "year": "year"}
 #: Subexpressions nested deeper than this become helper functions (Python limits nesting in source).
 _MAX_DEPTH = 24
-_NAMESPACE = {"_date": dt.date, "_shift": shift_date, "_found": found,
+_NAMESPACE = {"_shift": shift_date, "_found": found,
               "__builtins__": {"any": any, "map": map, "float": float}}
 
 
 def literal(value: object) -> str:
-    """Python source for a typed literal value; anything but a bool, int, float, str or date is refused."""
+    """Python source for a typed literal value; anything but a bool, int, float or str is refused."""
     kind = type(value)
     if kind is float and not math.isfinite(value):  # type: ignore[arg-type]
         return f"float({repr(repr(value))})"
     if kind in (bool, int, float, str):
         return repr(value)
-    if kind is dt.date:
-        return f"_date({literal(value.year)}, {literal(value.month)}, {literal(value.day)})"  # type: ignore[attr-defined]
     raise TypeError(f"no literal of type {kind.__name__}")
 
 
@@ -104,7 +102,10 @@ class _Generator:
 
     def _expr(self, node: ast.Expr) -> _Code:  # noqa: C901 - one branch per node kind
         if isinstance(node, ast.Literal):
-            return _Code(literal(self.checked.values[node]), False)
+            value = self.checked.values[node]
+            if type(value) is dt.date:  # built once, not on every run
+                return _Code(self.module.constant(value), False)
+            return _Code(literal(value), False)
         if isinstance(node, ast.Fact):
             name = FACTS[node.name].name
             return _Code(f"ctx[{literal(name)}]", False) if name in ALWAYS else _Code(f"get({literal(name)})", True)

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import msgspec
 
@@ -34,6 +34,9 @@ _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
 _AUTH_KEYS = frozenset({"id", "code", "start", "end"})
 _EMPTY: frozenset[str] = frozenset()
+#: Lists of modifiers or diagnoses of at most this many texts are remembered once normalized, at
+#: most this many lists of each: a bound on their memory whatever callers send.
+_SHORT_LIST, _REMEMBERED_LISTS = 8, 4096
 #: The (request_codes, other_codes) of a one-line request, as the order is complete or not.
 _ALONE = {True: (_EMPTY, _EMPTY), False: (_EMPTY, OpenSet())}
 
@@ -224,19 +227,30 @@ class _Order:
     same as an :class:`OpenSet` unless the order is complete: a split order may carry more codes
     than this request). Lines of one code share them."""
 
-    __slots__ = ("_every", "_repeated", "_complete", "_views")
+    __slots__ = ("_codes", "_complete", "_every", "_repeated", "_views")
 
-    def __init__(self, codes: list[str], complete: bool) -> None:
-        counts = Counter(codes)
-        self._every = frozenset(counts)
-        self._repeated = frozenset(code for code, count in counts.items() if count > 1)
+    def __init__(self, complete: bool) -> None:
+        self._codes: list[str] = []
         self._complete = complete
+        self._every: frozenset[str] | None = None
+        self._repeated: frozenset[str] = _EMPTY
         self._views: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
+    def line(self, facts: dict[str, Any]) -> LineFacts:
+        """The facts of the order's next line, as read (``facts`` holds its code)."""
+        self._codes.append(facts["code"])
+        line = LineFacts(facts)
+        line.order = self
+        return line
+
     def views(self, code: str) -> tuple[frozenset[str], frozenset[str]]:
-        """(``request_codes``, ``other_codes``) of a line of ``code``."""
+        """(``request_codes``, ``other_codes``) of a line of ``code``, once every line is read."""
         found = self._views.get(code)
         if found is None:
+            if self._every is None:
+                counts = Counter(self._codes)
+                self._every = frozenset(counts)
+                self._repeated = frozenset(code for code, count in counts.items() if count > 1)
             others = self._every if code in self._repeated else self._every - {code}
             found = self._views[code] = (others, others if self._complete else OpenSet(others))
         return found
@@ -257,15 +271,13 @@ class LineFacts(dict):  # type: ignore[type-arg]
         return self[name]  # type: ignore[no-any-return]
 
 
-def _line_facts(facts: dict[str, Any], order: _Order | None, complete: bool) -> Mapping[str, Any]:
-    """A line's ``facts`` with its ``request_codes`` and ``other_codes``: fixed for the one line
-    of a request (``order`` None), else derived from ``order`` when read."""
-    if order is None:
-        facts["request_codes"], facts["other_codes"] = _ALONE[complete]
-        return facts
-    line = LineFacts(facts)
-    line.order = order
-    return line
+def _order_of(common: dict[str, Any], lines: int, complete: bool) -> _Order | None:
+    """The order whose lines derive their other codes, or, for a request of one line, None after
+    putting its (empty) ``request_codes`` and ``other_codes`` into ``common``."""
+    if lines > 1:
+        return _Order(complete)
+    common["request_codes"], common["other_codes"] = _ALONE[complete]
+    return None
 
 
 def _flag(body: Mapping[str, Any], name: str) -> bool:
@@ -299,9 +311,8 @@ def _checked(body: Any, today: dt.date | None) -> Request:
         else (today or current_day())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
-    complete = _flag(body, "order_complete")
-    order = _Order([code for code, _, _ in parsed], complete) if len(parsed) > 1 else None
-    lines = tuple(Line(code, system, _line_facts({**common, **facts}, order, complete))
+    order = _order_of(common, len(parsed), _flag(body, "order_complete"))
+    lines = tuple(Line(code, system, {**common, **facts} if order is None else order.line({**common, **facts}))
                   for code, system, facts in parsed)
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
     return Request(payer, common.get("plan"), as_of, lines, auths, explain)
@@ -349,22 +360,38 @@ def _service_code(raw: str | int) -> tuple[str, str]:
     return code, system  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=65536)
+def _short_lists_remembered(normalized: Callable[[tuple[str, ...]], frozenset[str]]) -> Callable[[list[str]], frozenset[str]]:
+    """``normalized`` taking a list, remembered for lists of at most :data:`_SHORT_LIST` texts (the
+    same few lists repeat); longer lists are normalized afresh, so memory stays bounded."""
+    remembered = lru_cache(maxsize=_REMEMBERED_LISTS)(normalized)
+
+    def read(texts: list[str]) -> frozenset[str]:
+        return remembered(tuple(texts)) if len(texts) <= _SHORT_LIST else normalized(tuple(texts))
+    return read
+
+
+@_short_lists_remembered
 def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
-    """A line's modifiers, upper case (the same few repeat, so they are remembered)."""
+    """A line's modifiers, upper case."""
     return frozenset([(m.strip() or _blank()).upper() for m in texts])
+
+
+@_short_lists_remembered
+def _diagnoses(texts: tuple[str, ...]) -> frozenset[str]:
+    """A request's diagnosis codes normalized."""
+    return frozenset([normalize(text.strip() or _blank()) for text in texts])
+
+
+@lru_cache(maxsize=65536)
+def _bill_type(text: str) -> str:
+    """A type of bill as facts hold it: upper case, no leading zeros (the same few repeat)."""
+    return (text.strip() or _blank()).upper().lstrip("0")
 
 
 @lru_cache(maxsize=65536)
 def _stripped(text: str) -> str:
     """A listed text stripped (lists repeat the same few values, so this is remembered)."""
     return text.strip() or _blank()
-
-
-@lru_cache(maxsize=65536)
-def _diagnosis(text: str) -> str:
-    """A diagnosis code normalized (codes repeat, so this is remembered)."""
-    return normalize(text.strip() or _blank())
 
 
 def _decoded(body: Any, today: dt.date | None) -> Request | None:
@@ -388,7 +415,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
     if body.place_of_service is not None:
         common["place_of_service"] = (body.place_of_service.strip() or _blank())
     if body.type_of_bill is not None:
-        common["type_of_bill"] = (body.type_of_bill.strip() or _blank()).upper().lstrip("0")
+        common["type_of_bill"] = _bill_type(body.type_of_bill)
     if body.state is not None:
         common["state"] = (body.state.strip() or _blank()).upper()
     patient = body.patient
@@ -398,7 +425,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if patient.sex is not None:
             common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
     if body.diagnoses is not None:
-        common["diagnoses"] = frozenset(map(_diagnosis, body.diagnoses))
+        common["diagnoses"] = _diagnoses(body.diagnoses)
     provider = body.provider
     exemptions = _EMPTY
     if provider is not None:
@@ -411,22 +438,20 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if provider.exemptions:
             exemptions = frozenset(map(_stripped, provider.exemptions))
     common["provider.exemptions"] = exemptions
-    parsed = []
+    order = _order_of(common, len(body.services), body.order_complete is True)
+    lines = []
     for service in body.services:
         code, system = _service_code(service.code)
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
         facts = {**common, "code": code, "system": system,
-                 "modifiers": _modifiers(tuple(service.modifiers)) if service.modifiers else _EMPTY,
+                 "modifiers": _modifiers(service.modifiers) if service.modifiers else _EMPTY,
                  "units": service.units}
         if service.stage is not None:
             facts["stage"] = (service.stage.strip() or _blank()).lower()
         if service.trial_place_of_service is not None:
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
-        parsed.append(facts)
-    complete = body.order_complete is True
-    order = _Order([facts["code"] for facts in parsed], complete) if len(parsed) > 1 else None
-    lines = [Line(facts["code"], facts["system"], _line_facts(facts, order, complete)) for facts in parsed]
+        lines.append(Line(code, system, facts if order is None else order.line(facts)))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
