@@ -274,14 +274,19 @@ class Lazy:
 
     Loading only checks conditions; a policy pays for compiling its rules the first time it decides
     a line, so a large tree loads fast and only the policies in use take memory for code. Two threads
-    meeting an uncompiled program both compile it and keep either result (they are equal)."""
+    meeting an uncompiled program both compile it and keep either result (they are equal). Until
+    then ``run`` is unset and reading it builds it: a Lazy never refers to itself, so a rule set
+    is freed by reference counting alone, even where workers keep the collector off loaded objects."""
 
     __slots__ = ("run", "_build")
 
     def __init__(self, build: Callable[[], Callable[..., Any]]) -> None:
         self._build = build
-        self.run: Callable[..., Any] = self._first
 
-    def _first(self, *args: Any) -> Any:
+    run: Callable[..., Any]
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name != "run":
+            raise AttributeError(name)
         self.run = function = self._build()
-        return function(*args)
+        return function

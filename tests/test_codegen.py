@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast as pyast
 import datetime as dt
+import gc
 import io
 import keyword
 import re
@@ -207,3 +208,28 @@ def test_a_decision_builder_gives_fresh_containers_its_fields_first_and_its_hole
     assert {**first, "code": None, "system": None, "reasons": ["kept"]} == {"code": None, "system": None, **template}
     first["documentation"][0]["id"] = "changed"
     assert second["documentation"][0]["id"] == "x" and second["code"] == "J0541"
+
+
+def test_regression_an_unused_program_outlived_its_rule_set_outside_the_collector() -> None:
+    """A Lazy referred to itself until first run, so a reloaded rule set's unused programs were
+    freed only by the cycle collector, and never in a worker that froze them out of its scans."""
+    freed: list[bool] = []
+
+    class Build:
+        def __call__(self) -> Any:
+            return lambda: None
+
+        def __del__(self) -> None:
+            freed.append(True)
+
+    gc.disable()
+    try:
+        lazy = codegen.Lazy(Build())
+        del lazy
+        assert freed == [True]
+        used = codegen.Lazy(Build())
+        used.run()
+        del used
+        assert freed == [True, True]
+    finally:
+        gc.enable()
