@@ -82,11 +82,13 @@ class _Module:
         self.helpers.append(f"def {name}(ctx, get):\n    return {code.src}\n")
         return _Code(f"{name}(ctx, get)", code.nullable)
 
-    def build(self, source: str) -> dict[str, Any]:
-        """Compile the module; returns its namespace."""
+    def build(self, source: str, name: str) -> Callable[..., Any]:
+        """Compile the module; returns its function ``name``, which its namespace then no longer
+        holds: the function refers to its namespace, so a generated function is no reference cycle
+        (a helper, for a condition nested too deeply, is one) and is freed with its rule set."""
         namespace = {**_NAMESPACE, **self.constants}
         exec(compile("\n".join([*self.helpers, source]), "<covreq policy>", "exec"), namespace)  # noqa: S102 - generated
-        return namespace
+        return namespace.pop(name)  # type: ignore[no-any-return]
 
 
 class _Generator:
@@ -238,14 +240,14 @@ def rules_source(conditions: Sequence[str], value_sets: Mapping[str, Sequence[st
 def compile_rules(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]]) -> RuleProgram:
     """One function deciding which of the rules ``conditions`` answers (see :data:`RuleProgram`)."""
     source, module = rules_source(conditions, value_sets)
-    return module.build(source)["rules"]  # type: ignore[no-any-return]
+    return module.build(source, "rules")
 
 
 def compile_condition(text: str, value_sets: Mapping[str, Sequence[str]]) -> ConditionProgram:
     """One function computing condition ``text`` with Kleene logic."""
     module = _Module()
     source = f"def condition(ctx):\n    get = ctx.get\n    return {condition_code(text, value_sets, module).src}\n"
-    return module.build(source)["condition"]  # type: ignore[no-any-return]
+    return module.build(source, "condition")
 
 
 def compile_builder(fields: Sequence[str], value: dict[str, Any], holes: Sequence[str] = ()) -> Callable[..., dict[str, Any]]:
@@ -253,20 +255,22 @@ def compile_builder(fields: Sequence[str], value: dict[str, Any], holes: Sequenc
     returning a new object: the ``fields`` first, then a copy of the JSON object ``value`` (new
     lists and objects each call, strings shared) whose ``holes`` keys take the values given."""
     module = _Module()
-
-    def build(item: Any) -> str:
-        if isinstance(item, dict):
-            return "{" + ", ".join(f"{literal(str(k))}: {build(v)}" for k, v in item.items()) + "}"
-        if isinstance(item, list):
-            return "[" + ", ".join(build(v) for v in item) + "]"
-        if isinstance(item, str):
-            return module.constant(item)
-        return "None" if item is None else literal(item)
     names = {name: f"_a{i}" for i, name in enumerate([*fields, *holes])}
     given = [f"{literal(str(f))}: {names[f]}" for f in fields]
-    rest = [f"{literal(str(k))}: {names[k] if k in holes else build(v)}" for k, v in value.items()]
+    rest = [f"{literal(str(k))}: {names[k] if k in holes else _json_source(v, module)}" for k, v in value.items()]
     source = f"def build({', '.join(names.values())}):\n    return {{{', '.join(given + rest)}}}\n"
-    return module.build(source)["build"]  # type: ignore[no-any-return]
+    return module.build(source, "build")
+
+
+def _json_source(item: Any, module: _Module) -> str:
+    """Source building a fresh copy of the JSON value ``item``, its strings bound as constants."""
+    if isinstance(item, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {_json_source(v, module)}" for k, v in item.items()) + "}"
+    if isinstance(item, list):
+        return "[" + ", ".join(_json_source(v, module) for v in item) + "]"
+    if isinstance(item, str):
+        return module.constant(item)
+    return "None" if item is None else literal(item)
 
 
 class Lazy:

@@ -233,3 +233,23 @@ def test_regression_an_unused_program_outlived_its_rule_set_outside_the_collecto
         assert freed == [True, True]
     finally:
         gc.enable()
+
+
+def test_a_rule_set_that_has_answered_is_freed_by_reference_counting_alone() -> None:
+    """Generated programs and decision builders hold no reference cycle, so a replaced rule set goes
+    at once, also in a worker that keeps the collector off what it loaded (gc.freeze)."""
+    rules = engine.load(Path(__file__).resolve().parent.parent / "rules")
+    requests = [{"payer": "medicare", "place_of_service": "22", "services": [{"code": "15823"}]},
+                {"payer": "medicare", "services": [{"code": "J0585"}, {"code": "64612"}]},
+                {"payer": "medicare", "services": [{"code": "99213"}]}]
+    for body in requests:  # compile the programs and builders these need, and first-use library state
+        rules.evaluate(body)
+    gc.collect()
+    gc.disable()
+    try:
+        for body in requests:
+            rules.evaluate({**body, "date_of_service": "2024-02-01"})  # more builders, compiled now
+        del rules
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
