@@ -236,10 +236,10 @@ class _Order:
         self._repeated: frozenset[str] = _EMPTY
         self._views: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
-    def line(self, facts: dict[str, Any]) -> LineFacts:
-        """The facts of the order's next line, as read (``facts`` holds its code)."""
-        self._codes.append(facts["code"])
-        line = LineFacts(facts)
+    def line(self, common: Mapping[str, Any], code: str) -> LineFacts:
+        """The facts of the order's next line, of ``code``: for now a copy of the ``common`` facts."""
+        self._codes.append(code)
+        line = LineFacts(common)
         line.order = self
         return line
 
@@ -312,10 +312,13 @@ def _checked(body: Any, today: dt.date | None) -> Request:
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
     order = _order_of(common, len(parsed), _flag(body, "order_complete"))
-    lines = tuple(Line(code, system, {**common, **facts} if order is None else order.line({**common, **facts}))
-                  for code, system, facts in parsed)
+    lines = []
+    for code, system, facts in parsed:
+        line = dict(common) if order is None else order.line(common, code)
+        line.update(facts)
+        lines.append(Line(code, system, line))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
-    return Request(payer, common.get("plan"), as_of, lines, auths, explain)
+    return Request(payer, common.get("plan"), as_of, tuple(lines), auths, explain)
 
 
 class _Unsure(Exception):
@@ -444,14 +447,15 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         code, system = _service_code(service.code)
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
-        facts = {**common, "code": code, "system": system,
-                 "modifiers": _modifiers(service.modifiers) if service.modifiers else _EMPTY,
-                 "units": service.units}
+        facts = dict(common) if order is None else order.line(common, code)
+        facts["code"], facts["system"] = code, system
+        facts["modifiers"] = _modifiers(service.modifiers) if service.modifiers else _EMPTY
+        facts["units"] = service.units
         if service.stage is not None:
             facts["stage"] = (service.stage.strip() or _blank()).lower()
         if service.trial_place_of_service is not None:
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
-        lines.append(Line(code, system, facts if order is None else order.line(facts)))
+        lines.append(Line(code, system, facts))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
