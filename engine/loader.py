@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import jsonschema
 import jsonschema_rs
@@ -537,11 +537,12 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
                  [], inherited, child.follow_ons | base.follow_ons)
 
 
-def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
+def _date(value: Any, where: Callable[[], Location], problems: Problems) -> dt.date | None:
+    """The date ``value``, or None with an ``E-date`` problem at ``where()`` (located only then)."""
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
-        problems.add(where, "E-date", f"'{value}' is not a real calendar date")
+        problems.add(where(), "E-date", f"'{value}' is not a real calendar date")
         return None
 
 
@@ -549,8 +550,8 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     """Compile one draft; record problems and return None when it cannot be used."""
     before = len(problems)
     src, data = draft.source, draft.data
-    effective = _date(data["effective"], draft.at("effective"), problems)
-    end = _date(data["end"], draft.at("end"), problems) if data.get("end") else None
+    effective = _date(data["effective"], partial(draft.at, "effective"), problems)
+    end = _date(data["end"], partial(draft.at, "end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
     value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s.value_at(key)))))
@@ -608,8 +609,8 @@ def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> t
     """The policy's pauses; an end before its start is an ``E-date`` problem."""
     pauses = []
     for i, entry in enumerate(entries):
-        start = _date(entry["start"], src.at("pauses", i, "start"), problems)
-        end = _date(entry["end"], src.at("pauses", i, "end"), problems) if "end" in entry else None
+        start = _date(entry["start"], partial(src.at, "pauses", i, "start"), problems)
+        end = _date(entry["end"], partial(src.at, "pauses", i, "end"), problems) if "end" in entry else None
         if start and end and end < start:
             problems.add(src.at("pauses", i, "end"), "E-date", f"pause end {end} is before its start {start}")
         elif start:
@@ -634,8 +635,8 @@ def _code_groups(entries: list[tuple[Source, tuple[object, ...]]], shared: _Shar
         entry = src.value_at(key)
         if isinstance(entry, dict):
             items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
-            effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
-            end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
+            effective = _date(entry["effective"], partial(src.at, *key, "effective"), problems) if "effective" in entry else None
+            end = _date(entry["end"], partial(src.at, *key, "end"), problems) if "end" in entry else None
         else:
             items, effective, end = [key], None, None
         if (effective, end) not in members and len(members) == MAX_CODE_GROUPS:

@@ -69,7 +69,6 @@ class Locations:
         node = self._root
         if node is None:
             return None, not path
-        spot, depth = _spot(node), 0
         for depth, key in enumerate(path):
             if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
                 node = node.value[key]
@@ -79,9 +78,8 @@ class Locations:
                     return Spot(start.line + 1, start.column + 1), depth + 2 == len(path)
                 node = pair[1]
             else:
-                return spot, False
-            spot = _spot(node)
-        return spot, True
+                return _spot(node), False
+        return _spot(node), True
 
     def _entries(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if id(node) not in self._pairs:
