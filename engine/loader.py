@@ -161,7 +161,14 @@ class Source:
 
     def raw(self, *keys: object) -> str:
         """The value at ``keys`` as text, spelled as written (so ``01234`` keeps its zero)."""
-        value = self.value_at(keys)
+        return self._spelled(self.value_at(keys), keys)
+
+    def texts(self, *keys: object) -> tuple[str, ...]:
+        """The items of the list at ``keys``, each as :meth:`raw` gives it."""
+        return tuple(item if item.__class__ is str else self._spelled(item, (*keys, i))
+                     for i, item in enumerate(self.value_at(keys)))
+
+    def _spelled(self, value: Any, keys: tuple[object, ...]) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and (spot := self.locations.get(keys)) and spot.raw:
             return spot.raw
         return str(value)
@@ -554,8 +561,7 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     end = _date(data["end"], partial(draft.at, "end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
-    value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s.value_at(key)))))
-                                 for name, (s, key) in draft.value_sets.items()})
+    value_sets = shared.mapping({name: shared.value(s.texts(*key)) for name, (s, key) in draft.value_sets.items()})
     conditions = _Conditions(value_sets, shared)
     catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s.value_at(key)["text"], s.value_at(key).get("kind", "clinical")))
                                 for doc_id, (s, key) in draft.documentation.items()})
@@ -634,21 +640,21 @@ def _code_groups(entries: list[tuple[Source, tuple[object, ...]]], shared: _Shar
     for src, key in entries:
         entry = src.value_at(key)
         if isinstance(entry, dict):
-            items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
+            listed, texts = key + ("codes",), src.texts(*key, "codes")
             effective = _date(entry["effective"], partial(src.at, *key, "effective"), problems) if "effective" in entry else None
             end = _date(entry["end"], partial(src.at, *key, "end"), problems) if "end" in entry else None
         else:
-            items, effective, end = [key], None, None
+            listed, texts, effective, end = None, (src.raw(*key),), None, None
         if (effective, end) not in members and len(members) == MAX_CODE_GROUPS:
             problems.add(src.at(*key), "E-code-groups", f"codes are listed under more than {MAX_CODE_GROUPS} "
                                                         "different pairs of dates; join the groups")
             break
         found = members.setdefault((effective, end), [])
-        for item_key in items:
+        for i, text in enumerate(texts):
             try:
-                found.append(shared.code_item(src.raw(*item_key)))
+                found.append(shared.code_item(text))
             except CodeError as exc:
-                problems.add(src.at(*item_key), "E-code", str(exc))
+                problems.add(src.at(*key) if listed is None else src.at(*listed, i), "E-code", str(exc))
     groups, budget = [], EXPAND_BUDGET  # exact codes the policy's groups may hold, ranges expanded
     for (effective, end), sets in members.items():
         codes = join(sets, budget)
