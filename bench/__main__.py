@@ -93,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-size", type=int, default=10_000, help="tree size served for the HTTP runs")
     parser.add_argument("--http-seconds", type=int, default=10, help="duration of each HTTP run")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP runs")
+    parser.add_argument("--http-only", action="store_true",
+                        help="only the HTTP runs: generate the --http-size tree alone, no library figures")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     parser.add_argument("--anchor", type=Path, default=ANCHOR, help="CRD order-sign request to replay")
@@ -111,14 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         results: dict[str, Any] = {"sizes": []}
         trees: dict[int, tuple[Tree, list[dict[str, Any]]]] = {}
-        for size in args.sizes:
+        for size in [args.http_size] if args.http_only else args.sizes:
             tree = generate(size, work / f"tree-{size}")
             mix = request_mix(tree, args.mix)
             trees[size] = (tree, mix)
+            if args.http_only:
+                continue
             peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
             print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
             results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
-        results["condition"] = condition.measure()
+        if not args.http_only:
+            results["condition"] = condition.measure()
         if not args.no_http and http.available() and args.http_size in trees:
             print("measuring HTTP ...", file=sys.stderr, flush=True)
             tree, mix = trees[args.http_size]

@@ -12,7 +12,7 @@ import pytest
 
 import engine
 from bench import library
-from bench.__main__ import crd_request, library_run, parse_args
+from bench.__main__ import crd_request, library_run, main, parse_args
 from bench.generate import UNLISTED, generate, request_mix
 from bench.report import render
 
@@ -99,3 +99,10 @@ def test_quick_is_an_option_and_every_option_the_help_mentions_exists(capsys: py
         parse_args([option, "1"] if option in ("--sizes", "--rounds", "--mix", "--peers-size", "--http-size",
                                                 "--http-seconds", "--anchor", "--json", "--markdown")
                    else [option])
+
+
+def test_http_only_generates_the_served_tree_alone_and_measures_no_library_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    assert main(["--http-only", "--no-http", "--http-size", "100", "--sizes", "1000", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["sizes"] == [] and "condition" not in results and "http" not in results
