@@ -17,6 +17,7 @@ from service import lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
+from service.fhir import r4
 from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
 from service.crd.gather import EhrPolicy
@@ -93,6 +94,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
                                                                       settings.ehr_max_bytes))
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
+    r4.prepare()  # each worker imports the FHIR models now, not on its first call
     guard = Guard.from_settings(settings)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)

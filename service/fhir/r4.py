@@ -8,17 +8,24 @@ covreq decides by, which the models leave unchecked, are checked here (``REQUIRE
 """
 from __future__ import annotations
 
+import functools
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from fhir_core.types import FhirBase
+from pydantic import BaseModel, ValidationError
 
 #: R4 required bindings of elements covreq decides by: (resource type, element) -> codes
 REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ("Coverage", "status"): frozenset({"active", "cancelled", "draft", "entered-in-error"}),
     ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
 }
+#: the resource types covreq reads (orders, their Bundles, and what an answer is decided by)
+READ_TYPES = ("Bundle", "ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder",
+              "VisionPrescription", "CommunicationRequest", "Appointment", "Coverage", "Patient", "Encounter",
+              "Location", "Practitioner", "PractitionerRole", "Organization", "Condition", "Medication", "Device")
 _SHOWN = 3  # problems named in one message; the rest are counted
 
 
@@ -52,6 +59,27 @@ def problems(resource: dict[str, Any], where: str) -> list[Problem]:
                     return found
         return [Problem(where, "holds a resource whose resourceType is not an R4 resource type")]
     return _codes(resource, where)
+
+
+@functools.cache
+def prepare() -> int:
+    """Import the models of :data:`READ_TYPES` and of every element they are built from, once per
+    process, and return how many there are. The models import an element's model on first use, so
+    without this the first call of each worker pays ~200 ms for them."""
+    seen: set[type[BaseModel]] = set()
+    pending: list[type[BaseModel]] = [get_fhir_model_class(kind) for kind in READ_TYPES]
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        annotations = [field.annotation for field in model.model_fields.values()]
+        while annotations:  # element types sit inside Optional[...] and List[...]
+            annotation = annotations.pop()
+            annotations += typing.get_args(annotation)
+            if isinstance(annotation, type) and issubclass(annotation, FhirBase):
+                pending.append(annotation.get_model_klass())
+    return len(seen)
 
 
 def describe(found: list[Problem]) -> str:

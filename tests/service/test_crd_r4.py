@@ -4,6 +4,9 @@ passes over a resource it cannot answer for; one malformed code leaves the rest 
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -47,6 +50,17 @@ def test_the_r4b_models_read_every_r4_resource_covreq_reads(anchor) -> None:
             "PractitionerRole", "Organization", "Condition", "Medication", "Device"} <= kinds
     for resource in resources:
         assert r4.problems(resource, resource["resourceType"]) == [], resource["resourceType"]
+
+
+def test_after_prepare_checking_the_anchors_imports_no_further_model(anchor) -> None:
+    resources = [*every_resource(anchor("CRDServiceRequest.json")), *every_resource(anchor("CRDServiceRequest2.json")),
+                 *every_resource(anchor("CRDServiceRequest4.json")), *MORE_R4]
+    script = ("import json, sys\nfrom service.fhir import r4\nr4.prepare()\nbefore = set(sys.modules)\n"
+              "for resource in json.loads(sys.stdin.read()):\n    assert r4.problems(resource, 'x') == []\n"
+              "print(sorted(m for m in set(sys.modules) - before if m.startswith('fhir')))")
+    fresh = subprocess.run([sys.executable, "-c", script], input=json.dumps(resources), capture_output=True,
+                           text=True, check=True)  # a fresh interpreter: nothing imported by other tests
+    assert json.loads(fresh.stdout.replace("'", '"')) == []
 
 
 def test_the_ri_request_with_device_request_insurance_as_an_object_is_a_400(client, anchor) -> None:
