@@ -53,11 +53,18 @@ def crd_request(tree: Tree, anchor: Path) -> dict[str, Any]:
     return body
 
 
-def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, anchor: Path) -> dict[str, Any]:
-    """Throughput, paced latency and CRD order-sign latency against ``covreq serve --workers 2``."""
+def payer_mapping(tree: Tree, work: Path) -> Path:
+    """A payer mapping file in ``work`` naming the tree's first payer Acme Health Plan, by name:
+    the IG example names its payer by display only."""
     payers = work / "payers.yaml"
     payers.write_text(f"match_by_name: true\npayers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
-                      "    names: [Acme Health Plan]\n")  # the IG example names its payer by display only
+                      "    names: [Acme Health Plan]\n")
+    return payers
+
+
+def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, anchor: Path) -> dict[str, Any]:
+    """Throughput, paced latency and CRD order-sign latency against ``covreq serve --workers 2``."""
+    payers = payer_mapping(tree, work)
     bodies = [m["body"] for m in mix]
     result: dict[str, Any] = {"rules": tree.rules}
     with http.serve(tree.root, 2, {"COVREQ_PAYERS": str(payers), "COVREQ_AUDIT": str(work / "audit.jsonl")}) as base:

@@ -106,3 +106,15 @@ def test_http_only_generates_the_served_tree_alone_and_measures_no_library_figur
     assert main(["--http-only", "--no-http", "--http-size", "100", "--sizes", "1000", "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["sizes"] == [] and "condition" not in results and "http" not in results
+
+
+def test_the_crd_call_harness_times_each_kind_of_traffic_and_renews_what_it_says() -> None:
+    from bench import crd_call
+    body = json.loads(crd_call.ANCHOR.read_text())
+    same, orders, everything = (json.loads(crd_call.variant(body, kind, 7)) for kind in crd_call.KINDS)
+    assert same["prefetch"] == body["prefetch"] and same["context"] == body["context"]
+    assert orders["prefetch"] == body["prefetch"] and orders["context"] != body["context"]
+    assert everything["prefetch"]["patient"]["meta"]["versionId"] == "v7"
+    results = crd_call.run(calls=3, size=100)
+    assert list(results) == list(crd_call.KINDS)
+    assert all(0 < r["median_ms"] <= r["p99_ms"] for r in results.values())
