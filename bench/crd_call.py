@@ -1,4 +1,5 @@
-"""One CRD order-sign call in process: ``.venv/bin/python -m bench.crd_call``.
+"""The CRD order-sign calls the benchmarks send, and one timed in process:
+``.venv/bin/python -m bench.crd_call``.
 
 The IG's order-sign example with its prefetch (``tests/fixtures/crd/CRDServiceRequest.json``, its
 CPT codes swapped for codes the generated tree lists, as the HTTP run sends it) is posted through
@@ -26,11 +27,48 @@ from typing import Any, Iterator
 import httpx
 
 from service import Settings, create_app, logs
+from service.crd.discovery import SERVICES
 
-from .__main__ import ANCHOR, _order_sign_id, crd_request, payer_mapping
-from .generate import generate
+from .generate import Tree, generate
 
+ANCHOR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "crd" / "CRDServiceRequest.json"
 KINDS = ("same", "new orders", "all new")
+#: A tag the HTTP run's wrk script replaces in every request by a value of its own (no Lua pattern
+#: characters in it).
+RENEW = "RENEWEDBYWRK"
+_CPT = "http://www.ama-assn.org/go/cpt"
+
+
+def crd_request(tree: Tree, anchor: Path) -> dict[str, Any]:
+    """The CRD order-sign anchor (with its prefetch), its CPT billing options swapped for listed codes."""
+    body = json.loads(anchor.read_text())
+    codes = iter([x.code for x in tree.listings if x.payer == tree.payers[0] and x.code.isdigit()])
+
+    def swap(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("system") == _CPT and "code" in node:
+                node["code"] = next(codes)
+            for value in node.values():
+                swap(value)
+        elif isinstance(node, list):
+            for value in node:
+                swap(value)
+    swap(body["context"]["draftOrders"])
+    return body
+
+
+def payer_mapping(tree: Tree, work: Path) -> Path:
+    """A payer mapping file in ``work`` naming the tree's first payer Acme Health Plan, by name:
+    the IG example names its payer by display only."""
+    payers = work / "payers.yaml"
+    payers.write_text(f"match_by_name: true\npayers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
+                      "    names: [Acme Health Plan]\n")
+    return payers
+
+
+def order_sign_id() -> str:
+    """The id under which covreq offers its order-sign service."""
+    return next(sid for sid, hook in SERVICES.items() if hook == "order-sign")
 
 
 def _resources(value: Any) -> Iterator[dict[str, Any]]:
@@ -41,16 +79,16 @@ def _resources(value: Any) -> Iterator[dict[str, Any]]:
             yield from _resources(entry.get("resource"))
 
 
-def variant(body: dict[str, Any], kind: str, number: int) -> bytes:
-    """Call ``number`` of the given kind of traffic, as JSON."""
+def variant(body: dict[str, Any], kind: str, tag: str) -> bytes:
+    """The call tagged ``tag`` (a FHIR id) of the given kind of traffic, as JSON."""
     call = copy.deepcopy(body)
-    call["hookInstance"] = f"bench-{number}"
+    call["hookInstance"] = f"bench-{tag}"
     renewed = [call["context"]["draftOrders"]] if kind == "new orders" else \
         [call["context"]["draftOrders"], *call["prefetch"].values()] if kind == "all new" else []
     for value in renewed:
         for resource in _resources(value):
             if resource["resourceType"] != "Bundle":
-                resource["meta"] = {**resource.get("meta", {}), "versionId": f"v{number}"}
+                resource["meta"] = {**resource.get("meta", {}), "versionId": tag}
     return json.dumps(call).encode()
 
 
@@ -74,11 +112,11 @@ def run(calls: int, size: int) -> dict[str, dict[str, float]]:
         work = Path(tmp)
         tree = generate(size, work / "tree")
         app = create_app(str(tree.root), Settings(payers=payer_mapping(tree, work), audit_path=work / "audit.jsonl"))
-        body, path = crd_request(tree, ANCHOR), "/cds-services/" + _order_sign_id()
+        body, path = crd_request(tree, ANCHOR), "/cds-services/" + order_sign_id()
         results = {}
         for kind in KINDS:
-            asyncio.run(_post_all(app, path, [variant(body, kind, -n) for n in range(1, 21)]))
-            seconds = sorted(asyncio.run(_post_all(app, path, [variant(body, kind, n) for n in range(calls)])))
+            asyncio.run(_post_all(app, path, [variant(body, kind, f"w{n}") for n in range(20)]))
+            seconds = sorted(asyncio.run(_post_all(app, path, [variant(body, kind, f"c{n}") for n in range(calls)])))
             results[kind] = {"median_ms": round(statistics.median(seconds) * 1000, 3),
                              "p99_ms": round(seconds[int(len(seconds) * 0.99)] * 1000, 3)}
     return results
