@@ -61,25 +61,32 @@ def _generated_requests(tree_root: Path) -> Iterator[dict[str, Any]]:
                                            "start": body["date_of_service"]}]}
 
 
-def _answered(name: str, root: Path, requests: Iterator[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], str]]:
+def _answered(name: str, root: Path, requests: list[dict[str, Any]],
+              warm: bool) -> Iterator[tuple[str, dict[str, Any], str]]:
     """Answers of the tree at ``root``, its path written ``<tree>`` (explain traces name rule files)."""
     rules = engine.load(root)
-    for body in requests:
-        for request in (body, {**body, "explain": True}):
-            try:
-                answer: Any = rules.evaluate(request, TODAY)
-            except engine.RequestError as exc:
-                answer = {"error": str(exc)}
-            yield name, request, json.dumps(answer, ensure_ascii=False).replace(str(root), "<tree>")
+    for _ in range(2 if warm else 1):
+        answered = [(request, _answer(rules, request)) for body in requests for request in (body, {**body, "explain": True})]
+    for request, answer in answered:
+        yield name, request, json.dumps(answer, ensure_ascii=False).replace(str(root), "<tree>")
 
 
-def answers() -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(corpus name, request, the engine's answer as JSON text) for every corpus request."""
+def _answer(rules: engine.RuleSet, request: dict[str, Any]) -> Any:
+    try:
+        return rules.evaluate(request, TODAY)
+    except engine.RequestError as exc:
+        return {"error": str(exc)}
+
+
+def answers(warm: bool = False) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(corpus name, request, the engine's answer as JSON text) for every corpus request; when
+    ``warm``, each rule set answers its whole corpus once before (so remembered decision templates
+    answer every line they can)."""
     bundled = FIXTURE / "bundled-rules"
-    yield from _answered("bundled", bundled, _bundled_requests(bundled))
+    yield from _answered("bundled", bundled, list(_bundled_requests(bundled)), warm)
     with tempfile.TemporaryDirectory(prefix="covreq-corpus-") as tmp:
         requests = list(_generated_requests(Path(tmp)))
-        yield from _answered("generated", Path(tmp), iter(requests))
+        yield from _answered("generated", Path(tmp), requests, warm)
 
 
 def record(path: Path = RECORDED) -> int:

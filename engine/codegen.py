@@ -3,7 +3,7 @@
 As template engines compile templates, a policy version's rules become one generated Python
 function, compiled the first time the policy decides a line. The source is generated from the
 *checked* syntax tree only: every literal is written as ``repr`` of a typed value (a float, an
-int, a string, a bool, or a date's three ints), every set is bound to a generated name, every fact
+int, a string or a bool), every date and set is bound to a generated name, every fact
 is read under its name in the fact catalogue, and every local name is generated. Nothing of the
 rule text reaches the source, so no rule text is ever executed.
 
@@ -36,19 +36,17 @@ _COMPARATORS = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">
 _UNITS = {"day": "day", "week": "week", "month": "month", "year": "year"}
 #: Subexpressions nested deeper than this become helper functions (Python limits nesting in source).
 _MAX_DEPTH = 24
-_NAMESPACE = {"_date": dt.date, "_shift": shift_date, "_found": found,
+_NAMESPACE = {"_shift": shift_date, "_found": found,
               "__builtins__": {"any": any, "map": map, "float": float}}
 
 
 def literal(value: object) -> str:
-    """Python source for a typed literal value; anything but a bool, int, float, str or date is refused."""
+    """Python source for a typed literal value; anything but a bool, int, float or str is refused."""
     kind = type(value)
     if kind is float and not math.isfinite(value):  # type: ignore[arg-type]
         return f"float({repr(repr(value))})"
     if kind in (bool, int, float, str):
         return repr(value)
-    if kind is dt.date:
-        return f"_date({literal(value.year)}, {literal(value.month)}, {literal(value.day)})"  # type: ignore[attr-defined]
     raise TypeError(f"no literal of type {kind.__name__}")
 
 
@@ -84,11 +82,13 @@ class _Module:
         self.helpers.append(f"def {name}(ctx, get):\n    return {code.src}\n")
         return _Code(f"{name}(ctx, get)", code.nullable)
 
-    def build(self, source: str) -> dict[str, Any]:
-        """Compile the module; returns its namespace."""
+    def build(self, source: str, name: str) -> Callable[..., Any]:
+        """Compile the module; returns its function ``name``, which its namespace then no longer
+        holds: the function refers to its namespace, so a generated function is no reference cycle
+        (a helper, for a condition nested too deeply, is one) and is freed with its rule set."""
         namespace = {**_NAMESPACE, **self.constants}
         exec(compile("\n".join([*self.helpers, source]), "<covreq policy>", "exec"), namespace)  # noqa: S102 - generated
-        return namespace
+        return namespace.pop(name)  # type: ignore[no-any-return]
 
 
 class _Generator:
@@ -104,7 +104,10 @@ class _Generator:
 
     def _expr(self, node: ast.Expr) -> _Code:  # noqa: C901 - one branch per node kind
         if isinstance(node, ast.Literal):
-            return _Code(literal(self.checked.values[node]), False)
+            value = self.checked.values[node]
+            if type(value) is dt.date:  # built once, not on every run
+                return _Code(self.module.constant(value), False)
+            return _Code(literal(value), False)
         if isinstance(node, ast.Fact):
             name = FACTS[node.name].name
             return _Code(f"ctx[{literal(name)}]", False) if name in ALWAYS else _Code(f"get({literal(name)})", True)
@@ -237,14 +240,14 @@ def rules_source(conditions: Sequence[str], value_sets: Mapping[str, Sequence[st
 def compile_rules(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]]) -> RuleProgram:
     """One function deciding which of the rules ``conditions`` answers (see :data:`RuleProgram`)."""
     source, module = rules_source(conditions, value_sets)
-    return module.build(source)["rules"]  # type: ignore[no-any-return]
+    return module.build(source, "rules")
 
 
 def compile_condition(text: str, value_sets: Mapping[str, Sequence[str]]) -> ConditionProgram:
     """One function computing condition ``text`` with Kleene logic."""
     module = _Module()
     source = f"def condition(ctx):\n    get = ctx.get\n    return {condition_code(text, value_sets, module).src}\n"
-    return module.build(source)["condition"]  # type: ignore[no-any-return]
+    return module.build(source, "condition")
 
 
 def compile_builder(fields: Sequence[str], value: dict[str, Any], holes: Sequence[str] = ()) -> Callable[..., dict[str, Any]]:
@@ -252,20 +255,22 @@ def compile_builder(fields: Sequence[str], value: dict[str, Any], holes: Sequenc
     returning a new object: the ``fields`` first, then a copy of the JSON object ``value`` (new
     lists and objects each call, strings shared) whose ``holes`` keys take the values given."""
     module = _Module()
-
-    def build(item: Any) -> str:
-        if isinstance(item, dict):
-            return "{" + ", ".join(f"{literal(str(k))}: {build(v)}" for k, v in item.items()) + "}"
-        if isinstance(item, list):
-            return "[" + ", ".join(build(v) for v in item) + "]"
-        if isinstance(item, str):
-            return module.constant(item)
-        return "None" if item is None else literal(item)
     names = {name: f"_a{i}" for i, name in enumerate([*fields, *holes])}
     given = [f"{literal(str(f))}: {names[f]}" for f in fields]
-    rest = [f"{literal(str(k))}: {names[k] if k in holes else build(v)}" for k, v in value.items()]
+    rest = [f"{literal(str(k))}: {names[k] if k in holes else _json_source(v, module)}" for k, v in value.items()]
     source = f"def build({', '.join(names.values())}):\n    return {{{', '.join(given + rest)}}}\n"
-    return module.build(source)["build"]  # type: ignore[no-any-return]
+    return module.build(source, "build")
+
+
+def _json_source(item: Any, module: _Module) -> str:
+    """Source building a fresh copy of the JSON value ``item``, its strings bound as constants."""
+    if isinstance(item, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {_json_source(v, module)}" for k, v in item.items()) + "}"
+    if isinstance(item, list):
+        return "[" + ", ".join(_json_source(v, module) for v in item) + "]"
+    if isinstance(item, str):
+        return module.constant(item)
+    return "None" if item is None else literal(item)
 
 
 class Lazy:
@@ -273,14 +278,19 @@ class Lazy:
 
     Loading only checks conditions; a policy pays for compiling its rules the first time it decides
     a line, so a large tree loads fast and only the policies in use take memory for code. Two threads
-    meeting an uncompiled program both compile it and keep either result (they are equal)."""
+    meeting an uncompiled program both compile it and keep either result (they are equal). Until
+    then ``run`` is unset and reading it builds it: a Lazy never refers to itself, so a rule set
+    is freed by reference counting alone, even where workers keep the collector off loaded objects."""
 
     __slots__ = ("run", "_build")
 
     def __init__(self, build: Callable[[], Callable[..., Any]]) -> None:
         self._build = build
-        self.run: Callable[..., Any] = self._first
 
-    def _first(self, *args: Any) -> Any:
+    run: Callable[..., Any]
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name != "run":
+            raise AttributeError(name)
         self.run = function = self._build()
-        return function(*args)
+        return function

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from . import ast
 from .checker import Checked
-from .facts import OpenSet
+from .facts import OpenSet, fact_of
 from .render import render
 
 Ctx = Mapping[str, Any]
@@ -70,7 +70,7 @@ class Compiler:
             return lambda ctx: constant
         if isinstance(node, ast.Known):
             name = node.fact.name
-            return lambda ctx: ctx.get(name) is not None
+            return lambda ctx: fact_of(ctx, name) is not None
         if isinstance(node, ast.And):
             return _kleene(tuple(self.test(o) for o in node.operands), False)
         if isinstance(node, ast.Or):
@@ -91,15 +91,14 @@ class Compiler:
             many, element = self.value(node.many), self.value(node.value)
             return lambda ctx: None if (v := many(ctx)) is None or (e := element(ctx)) is None else found(e in v, v)
         if isinstance(node, ast.Fact):
-            name = node.name
-            return lambda ctx: ctx.get(name)
+            return self.value(node)
         raise TypeError(f"not a condition: {node!r}")
 
     def value(self, node: ast.Expr) -> Value:
         """Compile an expression that yields a value (a fact, a literal or a shifted date)."""
         if isinstance(node, ast.Fact):
             name = node.name
-            return lambda ctx: ctx.get(name)
+            return lambda ctx: fact_of(ctx, name)
         if isinstance(node, ast.Literal):
             constant = self.checked.values[node]
             return lambda ctx: constant
@@ -113,7 +112,7 @@ class Compiler:
         left, right = node.left, node.right
         if isinstance(right, ast.Literal) and isinstance(left, ast.Fact):
             name, constant = left.name, self.checked.values[right]
-            return lambda ctx: None if (v := ctx.get(name)) is None else op(v, constant)
+            return lambda ctx: None if (v := fact_of(ctx, name)) is None else op(v, constant)
         lhs, rhs = self.value(left), self.value(right)
         return lambda ctx: None if (a := lhs(ctx)) is None or (b := rhs(ctx)) is None else op(a, b)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from .compiler import shift_date
-from .facts import unsettled
+from .facts import fact_of, unsettled
 from .policy import (AUTH_NEEDED, CONDITIONAL, COVERED, NO_AUTH, NOT_COVERED, SATISFIED, DocRef,
                      Outcome, Policy, Rule)
 from .request import Authorization, Line
@@ -48,9 +48,9 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
         for at, rule in enumerate(rules[:index + 1]):
             sink(policy, rule, True if at == index else None if at in unknown_at else False)
     pending = [rules[i] for i in unknown_at]
-    unknown = {f for rule in pending for f in rule.facts if unsettled(facts.get(f))}
+    unknown = {f for rule in pending for f in rule.facts if unsettled(fact_of(facts, f))}
     if not pending:  # the usual case: the first rule that holds decides, nothing is unknown
-        outcome = decisive.outcome if decisive else policy.default
+        outcome = policy.outcomes[index]
         return Answer(outcome.pa_needed, outcome.covered, _documents(policy, outcome, facts, None),
                       reasons=[outcome.reason or _fallback_reason(policy, decisive, outcome)],
                       possible={outcome.pa_needed}, policies=[policy])

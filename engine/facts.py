@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 # Scalar types.
 BOOL, NUMBER, STRING, DATE, CODE, ICD = "bool", "number", "string", "date", "code", "icd"
@@ -19,6 +20,18 @@ class OpenSet(frozenset):  # type: ignore[type-arg]
 def unsettled(value: object) -> bool:
     """True for a fact the request does not carry (``None``) or carries only in part (open set)."""
     return value is None or type(value) is OpenSet
+
+
+def fact_of(facts: Mapping[str, Any], name: str) -> Any:
+    """The value of fact ``name`` in a line's ``facts``, None when they do not carry it. The facts a
+    line derives only when read (:data:`DERIVED`, see :class:`engine.request.LineFacts`) are read
+    with ``[]``, which derives them; ``get`` would not."""
+    if name in DERIVED:
+        try:
+            return facts[name]
+        except KeyError:
+            return None
+    return facts.get(name)
 
 
 @dataclass(frozen=True)
@@ -67,5 +80,7 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
 #: never unknown, so ``known(x)`` of these is always true.
 ALWAYS = frozenset({"payer", "date_of_service", "code", "system", "modifiers", "units", "other_codes",
                     "request_codes", "provider.exemptions"})
+#: Facts a line of several derives on their first read with ``facts[name]`` (see :func:`fact_of`).
+DERIVED = frozenset({"other_codes", "request_codes"})
 #: Multi-valued facts a request may carry only in part (as an :class:`OpenSet`).
 OPEN = frozenset({"other_codes"})

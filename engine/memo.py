@@ -1,9 +1,10 @@
 """Remembering answers to repeated requests.
 
 A rule set answers the same request the same way (its rules never change), so an answer can be
-kept and handed out again. Requests are fingerprinted with :mod:`marshal` (C speed; key order and
-the JSON types 1, 1.0 and true stay distinct), and answers are kept marshalled, so every caller
-gets a fresh copy that no other caller can change.
+kept and handed out again. The cache is opt-in per call (``RuleSet.evaluate(..., remember=key)``):
+the service keys an answer by the request's exact JSON bytes, other callers by :func:`fingerprint`
+of the parsed request (:mod:`marshal`, C speed; key order and the JSON types 1, 1.0 and true stay
+distinct). Answers are kept marshalled, so every caller gets a fresh copy no other caller can change.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 #: Format 2 writes no back-references, whose use depends on reference counts: equal values
 #: always give equal bytes.
 _VERSION = 2
-#: Requests whose fingerprint is longer than this are answered afresh every time, not kept.
+#: Requests whose key is longer than this are answered afresh every time, not kept.
 MAX_KEY_BYTES = 65536
 #: Bytes one entry costs beside its key and answer (two bytes objects, a tuple and the LRU's
 #: bookkeeping), as tracemalloc measures it on CPython 3.11 (an upper bound since the LRU is an

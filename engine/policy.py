@@ -124,6 +124,11 @@ class Policy:
     program: Lazy
     files: tuple[str, ...] = field(default=())
     pauses: tuple[Pause, ...] = field(default=())
+    #: The outcome of each rule, then the default: indexed by what the program answers.
+    outcomes: tuple[Outcome, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcomes", (*(rule.outcome for rule in self.rules), self.default))
 
     def in_force(self, day: dt.date) -> bool:
         """True when this version applies to a date of service ``day``."""

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
-
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import msgspec
 
 from . import contract
 from .codes import CPT, HCPCS, normalize, system_of
 from .errors import RequestError, did_you_mean
-from .facts import OpenSet
+from .facts import DERIVED, OpenSet
+from .clock import current_day
 
 #: Most service lines one request may carry.
 MAX_LINES = contract.MAX_LINES
@@ -32,6 +34,9 @@ _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
 _AUTH_KEYS = frozenset({"id", "code", "start", "end"})
 _EMPTY: frozenset[str] = frozenset()
+#: Lists of modifiers or diagnoses of at most this many texts are remembered once normalized, at
+#: most this many lists of each: a bound on their memory whatever callers send.
+_SHORT_LIST, _REMEMBERED_LISTS = 8, 4096
 #: The (request_codes, other_codes) of a one-line request, as the order is complete or not.
 _ALONE = {True: (_EMPTY, _EMPTY), False: (_EMPTY, OpenSet())}
 
@@ -46,15 +51,15 @@ class Authorization:
     end: dt.date | None
 
 
-class Line(NamedTuple):
-    """One service line and the facts conditions read for it."""
+class Line(msgspec.Struct, frozen=True, gc=False):
+    """One service line and the facts conditions read for it (a C struct: built once per line)."""
 
     code: str
     system: str
     facts: Mapping[str, Any]
 
 
-class Request(NamedTuple):
+class Request(msgspec.Struct, frozen=True):
     """A validated v1 request."""
 
     payer: str
@@ -216,20 +221,63 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
     return code, system, facts
 
 
-def _other_codes(codes: list[str], complete: bool) -> list[tuple[frozenset[str], frozenset[str]]]:
-    """For each line, (``request_codes``, ``other_codes``): the codes of the other lines (a code
-    repeated on two lines sees itself), and the same as an :class:`OpenSet` unless the order is
-    complete (a split order may carry more codes than this request). Lines of one code share them."""
-    if len(codes) == 1:
-        return [_ALONE[complete]]
-    order = frozenset if complete else OpenSet
-    counts = Counter(codes)
-    every = frozenset(counts)
-    views = {}
-    for code, count in counts.items():
-        other = every if count > 1 else every - {code}
-        views[code] = (other, order(other))
-    return [views[code] for code in codes]
+class _Order:
+    """The codes of a request's lines, from which each line derives its ``request_codes`` (the
+    codes of the other lines; a code repeated on two lines sees itself) and ``other_codes`` (the
+    same as an :class:`OpenSet` unless the order is complete: a split order may carry more codes
+    than this request). Lines of one code share them."""
+
+    __slots__ = ("_codes", "_complete", "_every", "_repeated", "_views")
+
+    def __init__(self, complete: bool) -> None:
+        self._codes: list[str] = []
+        self._complete = complete
+        self._every: frozenset[str] | None = None
+        self._repeated: frozenset[str] = _EMPTY
+        self._views: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def line(self, common: Mapping[str, Any], code: str) -> LineFacts:
+        """The facts of the order's next line, of ``code``: for now a copy of the ``common`` facts."""
+        self._codes.append(code)
+        line = LineFacts(common)
+        line.order = self
+        return line
+
+    def views(self, code: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(``request_codes``, ``other_codes``) of a line of ``code``, once every line is read."""
+        found = self._views.get(code)
+        if found is None:
+            if self._every is None:
+                counts = Counter(self._codes)
+                self._every = frozenset(counts)
+                self._repeated = frozenset(code for code, count in counts.items() if count > 1)
+            others = self._every if code in self._repeated else self._every - {code}
+            found = self._views[code] = (others, others if self._complete else OpenSet(others))
+        return found
+
+
+class LineFacts(dict):  # type: ignore[type-arg]
+    """The facts of one service line of a request of several lines. ``request_codes`` and
+    ``other_codes`` are derived on first read with ``facts[name]`` (as :func:`engine.facts.fact_of`
+    reads every fact a line always carries): building them for every line would cost the square of
+    the order's length, and most policies never read them."""
+
+    __slots__ = ("order",)
+
+    def __missing__(self, name: str) -> frozenset[str]:
+        if name not in DERIVED:
+            raise KeyError(name)
+        self["request_codes"], self["other_codes"] = self.order.views(self["code"])
+        return self[name]  # type: ignore[no-any-return]
+
+
+def _order_of(common: dict[str, Any], lines: int, complete: bool) -> _Order | None:
+    """The order whose lines derive their other codes, or, for a request of one line, None after
+    putting its (empty) ``request_codes`` and ``other_codes`` into ``common``."""
+    if lines > 1:
+        return _Order(complete)
+    common["request_codes"], common["other_codes"] = _ALONE[complete]
+    return None
 
 
 def _flag(body: Mapping[str, Any], name: str) -> bool:
@@ -260,14 +308,17 @@ def _checked(body: Any, today: dt.date | None) -> Request:
     if body.get("request_id") is not None:  # the caller's own label: not a fact, but bounded like one
         _text(body["request_id"], ("request_id",))
     as_of = _date(body["date_of_service"], ("date_of_service",)) if body.get("date_of_service") is not None \
-        else (today or dt.date.today())
+        else (today or current_day())
     common = _common_facts(body, as_of)
     parsed = [_service(item, i) for i, item in enumerate(services)]
-    others = _other_codes([code for code, _, _ in parsed], _flag(body, "order_complete"))
-    lines = tuple(Line(code, system, {**common, **facts, "other_codes": other, "request_codes": request})
-                  for (code, system, facts), (request, other) in zip(parsed, others))
+    order = _order_of(common, len(parsed), _flag(body, "order_complete"))
+    lines = []
+    for code, system, facts in parsed:
+        line = dict(common) if order is None else order.line(common, code)
+        line.update(facts)
+        lines.append(Line(code, system, line))
     auths = _authorizations(body["authorizations"]) if body.get("authorizations") is not None else ()
-    return Request(payer, common.get("plan"), as_of, lines, auths, explain)
+    return Request(payer, common.get("plan"), as_of, tuple(lines), auths, explain)
 
 
 class _Unsure(Exception):
@@ -279,7 +330,9 @@ def _blank() -> str:
     raise _Unsure
 
 
+@lru_cache(maxsize=65536)
 def _day(text: str) -> dt.date:
+    """A date written YYYY-MM-DD within the accepted years (dates repeat, so this is remembered)."""
     if not _ISO_DATE.fullmatch(text):
         raise _Unsure
     try:
@@ -292,6 +345,15 @@ def _day(text: str) -> dt.date:
 
 
 @lru_cache(maxsize=65536)
+def _birth(text: str, as_of: dt.date) -> tuple[dt.date, int]:
+    """A birth date on or before the date of service, with the age then (both repeat, so remembered)."""
+    birth = _day(text)
+    if birth > as_of:
+        raise _Unsure
+    return birth, age_on(birth, as_of)
+
+
+@lru_cache(maxsize=65536)
 def _service_code(raw: str | int) -> tuple[str, str]:
     """A line's code normalized, with its system (codes repeat, so this is remembered)."""
     code = normalize(str(raw))
@@ -301,22 +363,38 @@ def _service_code(raw: str | int) -> tuple[str, str]:
     return code, system  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=65536)
+def _short_lists_remembered(normalized: Callable[[tuple[str, ...]], frozenset[str]]) -> Callable[[list[str]], frozenset[str]]:
+    """``normalized`` taking a list, remembered for lists of at most :data:`_SHORT_LIST` texts (the
+    same few lists repeat); longer lists are normalized afresh, so memory stays bounded."""
+    remembered = lru_cache(maxsize=_REMEMBERED_LISTS)(normalized)
+
+    def read(texts: list[str]) -> frozenset[str]:
+        return remembered(tuple(texts)) if len(texts) <= _SHORT_LIST else normalized(tuple(texts))
+    return read
+
+
+@_short_lists_remembered
 def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
-    """A line's modifiers, upper case (the same few repeat, so they are remembered)."""
+    """A line's modifiers, upper case."""
     return frozenset([(m.strip() or _blank()).upper() for m in texts])
+
+
+@_short_lists_remembered
+def _diagnoses(texts: tuple[str, ...]) -> frozenset[str]:
+    """A request's diagnosis codes normalized."""
+    return frozenset([normalize(text.strip() or _blank()) for text in texts])
+
+
+@lru_cache(maxsize=65536)
+def _bill_type(text: str) -> str:
+    """A type of bill as facts hold it: upper case, no leading zeros (the same few repeat)."""
+    return (text.strip() or _blank()).upper().lstrip("0")
 
 
 @lru_cache(maxsize=65536)
 def _stripped(text: str) -> str:
     """A listed text stripped (lists repeat the same few values, so this is remembered)."""
     return text.strip() or _blank()
-
-
-@lru_cache(maxsize=65536)
-def _diagnosis(text: str) -> str:
-    """A diagnosis code normalized (codes repeat, so this is remembered)."""
-    return normalize(text.strip() or _blank())
 
 
 def _decoded(body: Any, today: dt.date | None) -> Request | None:
@@ -333,28 +411,24 @@ def _decoded(body: Any, today: dt.date | None) -> Request | None:
 
 def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
     payer = body.payer.strip() or _blank()  # first, as _checked words a blank payer before the rest
-    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or dt.date.today())
+    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or current_day())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
         common["plan"] = (body.plan.strip() or _blank())
     if body.place_of_service is not None:
         common["place_of_service"] = (body.place_of_service.strip() or _blank())
     if body.type_of_bill is not None:
-        common["type_of_bill"] = (body.type_of_bill.strip() or _blank()).upper().lstrip("0")
+        common["type_of_bill"] = _bill_type(body.type_of_bill)
     if body.state is not None:
         common["state"] = (body.state.strip() or _blank()).upper()
     patient = body.patient
     if patient is not None:
         if patient.birth_date is not None:
-            birth = _day(patient.birth_date)
-            if birth > as_of:
-                raise _Unsure
-            common["patient.birth_date"] = birth
-            common["patient.age"] = age_on(birth, as_of)
+            common["patient.birth_date"], common["patient.age"] = _birth(patient.birth_date, as_of)
         if patient.sex is not None:
             common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
     if body.diagnoses is not None:
-        common["diagnoses"] = frozenset(map(_diagnosis, body.diagnoses))
+        common["diagnoses"] = _diagnoses(body.diagnoses)
     provider = body.provider
     exemptions = _EMPTY
     if provider is not None:
@@ -367,25 +441,21 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if provider.exemptions:
             exemptions = frozenset(map(_stripped, provider.exemptions))
     common["provider.exemptions"] = exemptions
-    parsed = []
+    order = _order_of(common, len(body.services), body.order_complete is True)
+    lines = []
     for service in body.services:
         code, system = _service_code(service.code)
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
-        facts = {**common, "code": code, "system": system,
-                 "modifiers": _modifiers(tuple(service.modifiers)) if service.modifiers else _EMPTY,
-                 "units": service.units}
+        facts = dict(common) if order is None else order.line(common, code)
+        facts["code"], facts["system"] = code, system
+        facts["modifiers"] = _modifiers(service.modifiers) if service.modifiers else _EMPTY
+        facts["units"] = service.units
         if service.stage is not None:
             facts["stage"] = (service.stage.strip() or _blank()).lower()
         if service.trial_place_of_service is not None:
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
-        parsed.append(facts)
-    codes = [facts["code"] for facts in parsed]
-    lines = []
-    for facts, (request, other) in zip(parsed, _other_codes(codes, body.order_complete is True)):
-        facts["other_codes"] = other
-        facts["request_codes"] = request
-        lines.append(Line(facts["code"], facts["system"], facts))
+        lines.append(Line(code, system, facts))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()

@@ -11,10 +11,12 @@ from .codegen import compile_builder
 from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
+from .facts import fact_of, unsettled
 from .loader import paused_gc, read_tree
-from .memo import AnswerCache, fingerprint
+from .memo import MAX_KEY_BYTES, AnswerCache
 from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
+from .clock import current_day
 from .trace import pause_trace, rule_trace
 
 #: Width of one bucket of the wide-range index, in code numbers.
@@ -124,7 +126,7 @@ class RuleSet:
                 found.append(p)
         return found
 
-    def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> list[Policy]:
+    def select(self, payer: str, plan: str | None, line: Line, day: dt.date) -> tuple[Policy, ...]:
         """The policies that decide ``line`` on ``day`` for ``plan`` (see docs/authoring.md)."""
         key = (payer, plan, line.code, day)
         chosen = self._selections.get(key)
@@ -136,7 +138,7 @@ class RuleSet:
             self._selections[key] = chosen
         else:
             self._select_hits += 1
-        return list(chosen)
+        return chosen
 
     def select_cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the selection cache."""
@@ -153,18 +155,22 @@ class RuleSet:
         overridden = {p.extends for p in chosen if p.extends}
         return tuple(p for p in chosen if p.id not in overridden)
 
-    def evaluate(self, body: Any, today: dt.date | None = None) -> dict[str, Any]:
+    def evaluate(self, body: Any, today: dt.date | None = None, *, remember: bytes | None = None) -> dict[str, Any]:
         """Answer a v1 request (a parsed JSON object) with the v1 response; see docs/api.md.
 
-        Answers to repeated requests (same body, same day) come from a per-rule-set cache."""
-        day = today or dt.date.today()
-        key = fingerprint((day.toordinal(), body))
-        if key is not None:
-            kept = self._answers.get(key)
-            if kept is not None:
-                return kept  # type: ignore[no-any-return]
+        Every answer is computed, unless the caller passes ``remember``: the request as it was
+        received (its exact JSON bytes, or :func:`engine.memo.fingerprint` of ``body``). The answer is
+        then kept under those bytes and the day, and the same bytes again get a copy of it from a
+        per-rule-set cache (see engine/memo.py)."""
+        day = today or current_day()
+        if remember is None or len(remember) > MAX_KEY_BYTES:
+            return self._evaluate(body, day)
+        key = day.toordinal().to_bytes(3, "big") + remember
+        kept = self._answers.get(key)
+        if kept is not None:
+            return kept  # type: ignore[no-any-return]
         response = self._evaluate(body, day)
-        if key is not None and body.get("explain") is not True:  # traces are too big to keep
+        if body.get("explain") is not True:  # traces are too big to keep
             self._answers.put(key, response)
         return response
 
@@ -197,17 +203,17 @@ class RuleSet:
                 template = self._templates.get(request.payer)
                 if template is not None:
                     return template[0](line.code, line.system, [self._unlisted_reason(request, line)])
-            elif len(policies) == 1:
-                key = _template_key(policies[0], line.facts)
-                template = self._templates.get(key) if key is not None else None
-                if template is not None and (not request.authorizations or template[1] != AUTH_NEEDED):
+            else:
+                key = _policy_key(policies[0], line.facts) if len(policies) == 1 else _template_key(policies, line.facts)
+                template = self._templates.get(key)
+                if template is not None and not (request.authorizations and template[1]):
                     return template[0](line.code, line.system)
         return self._decide_in_full(request, line, policies, key)
 
-    def _decide_in_full(self, request: Request, line: Line, policies: list[Policy],
+    def _decide_in_full(self, request: Request, line: Line, policies: tuple[Policy, ...],
                         key: Hashable | None = None) -> dict[str, Any]:
         """The decision computed from the rules; ``key`` is the line's template key (computed by
-        :meth:`_decide` for one policy without explain), under which the decision is remembered."""
+        :meth:`_decide` without explain), under which the decision is remembered."""
         trace: list[dict[str, Any]] = []
         sink = None
         if request.explain:
@@ -216,6 +222,7 @@ class RuleSet:
             trace += [pause_trace(p, z) for p in policies if (z := p.pause_on(request.as_of)) is not None]
         if policies:
             answer = combine([run_policy(p, line.facts, sink) for p in policies])
+            may_be_authorized = answer.pa_needed in (AUTH_NEEDED, CONDITIONAL) and AUTH_NEEDED in answer.possible
             apply_authorizations(answer, line, request.as_of, request.authorizations)
         else:
             answer = self._unlisted(request, line)
@@ -223,18 +230,20 @@ class RuleSet:
         if request.explain:
             decision["trace"] = trace
         elif not policies:
-            self._remember(request.payer, decision, ("reasons",))
-        elif len(policies) == 1 and answer.authorization is None and key is not None:
-            self._remember(key, decision)
+            self._remember(request.payer, decision, False, ("reasons",))
+        elif answer.authorization is None and key is not None:
+            self._remember(key, decision, may_be_authorized)
         return decision
 
-    def _remember(self, key: Hashable, decision: dict[str, Any], holes: tuple[str, ...] = ()) -> None:
+    def _remember(self, key: Hashable, decision: dict[str, Any], may_be_authorized: bool,
+                  holes: tuple[str, ...] = ()) -> None:
         """Keep ``decision`` as the template of the lines with ``key``: a builder taking code, system
-        and the ``holes``, with its pa_needed. A full memo starts again, as the selection memo does."""
+        and the ``holes``, with whether an authorization on file could change it. A full memo starts
+        again, as the selection memo does."""
         if len(self._templates) >= TEMPLATE_CACHE_SIZE:
             self._templates.clear()
         tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
-        self._templates[key] = (compile_builder(("code", "system"), tail, holes), decision["pa_needed"])
+        self._templates[key] = (compile_builder(("code", "system"), tail, holes), may_be_authorized)
 
     def _unlisted(self, request: Request, line: Line) -> Answer:
         info = self._payer_info.get(request.payer)
@@ -249,20 +258,30 @@ class RuleSet:
         return f"No {request.payer} policy in force on {request.as_of.isoformat()} lists {line.code}."
 
 
-def _template_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[int, int, tuple[bool | None, ...]] | None:
-    """What a line's decision by ``policy`` alone depends on, besides its code and system, when no rule
-    was unknown: the deciding rule and the values of its outcome's documentation conditions. None
-    when a rule was unknown (the decision then also depends on which facts are missing) or the
-    policy is paused on the date of service."""
-    if policy.pauses and policy.pause_on(facts["date_of_service"]) is not None:
-        return None
+def _template_key(policies: tuple[Policy, ...], facts: Mapping[str, Any]) -> tuple[Hashable, ...]:
+    """What the decision of a line by several ``policies`` depends on besides its code and system
+    (and the authorizations on file): for each policy, what :func:`_policy_key` says. (A line one
+    policy decides takes that policy's key itself: an int leads it, never a tuple as here.)"""
+    return tuple([_policy_key(policy, facts) for policy in policies])
+
+
+def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[Hashable, ...]:
+    """What ``policy``'s answer for a line depends on: the pause in force on the date of service;
+    else the deciding rule, the rules unknown before it, which of their facts the line leaves
+    unsettled, and the values of the documentation conditions of every outcome it may answer."""
+    if policy.pauses:
+        pause = policy.pause_on(facts["date_of_service"])
+        if pause is not None:
+            return id(policy), id(pause)
     index, unknown_at = policy.program.run(facts)
-    if unknown_at:
-        return None
+    conditions = policy.outcomes[index].conditions
+    states = tuple([test.run(facts) for test in conditions]) if conditions else ()
+    if not unknown_at:
+        return id(policy), index, states
     rules = policy.rules
-    outcome = rules[index].outcome if index < len(rules) else policy.default
-    conditions = outcome.conditions
-    return id(policy), index, tuple([test.run(facts) for test in conditions]) if conditions else ()
+    unsettled_facts = tuple([unsettled(fact_of(facts, f)) for i in unknown_at for f in rules[i].facts])
+    pending = tuple([test.run(facts) for i in unknown_at for test in rules[i].outcome.conditions])
+    return id(policy), index, states, unknown_at, unsettled_facts, pending
 
 
 def _render(line: Line, answer: Answer) -> dict[str, Any]:

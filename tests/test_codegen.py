@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast as pyast
 import datetime as dt
+import gc
 import io
 import keyword
 import re
@@ -24,7 +25,7 @@ from engine.parser import parse_condition
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Names the generator may write: its own temporaries, constants, helpers, and the few it binds.
-GENERATED_NAME = re.compile(r"^(_t\d+|_k\d+|_h\d+|ctx|get|pending|r|rules|condition|_date|_shift|_found|any|map|float"
+GENERATED_NAME = re.compile(r"^(_t\d+|_k\d+|_h\d+|ctx|get|pending|r|rules|condition|_shift|_found|any|map|float"
                             r"|isdisjoint|__contains__)$")
 HOSTILE = [
     "__import__('os').system('touch /tmp/pwned')", "\"); import os; os._exit(3); (\"", "'''", '\\x00\\n',
@@ -85,14 +86,20 @@ def test_generated_code_has_no_builtins_beyond_the_ones_it_names() -> None:
     assert set(rules.__globals__["__builtins__"]) == {"any", "map", "float"}
 
 
-@pytest.mark.parametrize("value", [float("inf"), -float("inf"), 1.5, 0, True, "a'b\"c", dt.date(2024, 2, 29)])
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), 1.5, 0, True, "a'b\"c"])
 def test_literals_are_written_as_the_repr_of_their_typed_value(value: object) -> None:
-    assert eval(codegen.literal(value), {"_date": dt.date, "__builtins__": {"float": float}}) == value  # noqa: S307
+    assert eval(codegen.literal(value), {"__builtins__": {"float": float}}) == value  # noqa: S307
 
 
-def test_values_of_other_types_are_never_written_as_literals() -> None:
+@pytest.mark.parametrize("value", [frozenset({"a"}), dt.date(2024, 2, 29)])
+def test_values_of_other_types_are_never_written_as_literals(value: object) -> None:
     with pytest.raises(TypeError):
-        codegen.literal(frozenset({"a"}))
+        codegen.literal(value)
+
+
+def test_a_date_is_bound_to_a_generated_name_built_once() -> None:
+    source, module = codegen.rules_source(["date_of_service >= 2024-01-01"], {})
+    assert "2024" not in source and list(module.constants.values()) == [dt.date(2024, 1, 1)]
 
 
 def test_a_condition_nested_deeper_than_python_source_allows_still_compiles_and_agrees() -> None:
@@ -201,3 +208,48 @@ def test_a_decision_builder_gives_fresh_containers_its_fields_first_and_its_hole
     assert {**first, "code": None, "system": None, "reasons": ["kept"]} == {"code": None, "system": None, **template}
     first["documentation"][0]["id"] = "changed"
     assert second["documentation"][0]["id"] == "x" and second["code"] == "J0541"
+
+
+def test_regression_an_unused_program_outlived_its_rule_set_outside_the_collector() -> None:
+    """A Lazy referred to itself until first run, so a reloaded rule set's unused programs were
+    freed only by the cycle collector, and never in a worker that froze them out of its scans."""
+    freed: list[bool] = []
+
+    class Build:
+        def __call__(self) -> Any:
+            return lambda: None
+
+        def __del__(self) -> None:
+            freed.append(True)
+
+    gc.disable()
+    try:
+        lazy = codegen.Lazy(Build())
+        del lazy
+        assert freed == [True]
+        used = codegen.Lazy(Build())
+        used.run()
+        del used
+        assert freed == [True, True]
+    finally:
+        gc.enable()
+
+
+def test_a_rule_set_that_has_answered_is_freed_by_reference_counting_alone() -> None:
+    """Generated programs and decision builders hold no reference cycle, so a replaced rule set goes
+    at once, also in a worker that keeps the collector off what it loaded (gc.freeze)."""
+    rules = engine.load(Path(__file__).resolve().parent.parent / "rules")
+    requests = [{"payer": "medicare", "place_of_service": "22", "services": [{"code": "15823"}]},
+                {"payer": "medicare", "services": [{"code": "J0585"}, {"code": "64612"}]},
+                {"payer": "medicare", "services": [{"code": "99213"}]}]
+    for body in requests:  # compile the programs and builders these need, and first-use library state
+        rules.evaluate(body)
+    gc.collect()
+    gc.disable()
+    try:
+        for body in requests:
+            rules.evaluate({**body, "date_of_service": "2024-02-01"})  # more builders, compiled now
+        del rules
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

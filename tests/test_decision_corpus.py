@@ -6,13 +6,16 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from bench.corpus import RECORDED, answers
 
 
-def test_every_corpus_answer_is_byte_identical_to_the_recorded_one() -> None:
+@pytest.mark.parametrize("warm", [False, True], ids=["first-sight", "templates-warm"])
+def test_every_corpus_answer_is_byte_identical_to_the_recorded_one(warm: bool) -> None:
     with gzip.open(RECORDED, "rt", encoding="utf-8") as recorded:
         expected = [json.loads(line) for line in recorded]
-    actual = list(answers())
+    actual = list(answers(warm))
     assert len(actual) == len(expected) > 2000
     for want, (name, request, answer) in zip(expected, actual):
         assert (name, request) == (want["corpus"], want["request"])

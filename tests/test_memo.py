@@ -20,16 +20,31 @@ def rules() -> engine.RuleSet:
     return engine.load(GOOD)
 
 
+def remembered(rules: engine.RuleSet, body: dict[str, Any], **options: Any) -> dict[str, Any]:
+    return rules.evaluate(body, remember=fingerprint(body), **options)
+
+
 def test_a_repeated_request_is_answered_from_the_cache_with_the_same_answer(rules: engine.RuleSet) -> None:
-    first, second = rules.evaluate(BODY), rules.evaluate(dict(BODY))
+    first, second = remembered(rules, BODY), remembered(rules, dict(BODY))
     assert first == second
     assert rules.answer_cache_info()["hits"] == 1 and rules.answer_cache_info()["misses"] == 1
 
 
+def test_without_a_key_every_answer_is_computed_and_nothing_is_kept(rules: engine.RuleSet) -> None:
+    assert rules.evaluate(BODY) == rules.evaluate(BODY)
+    info = rules.answer_cache_info()
+    assert (info["hits"], info["misses"], info["entries"]) == (0, 0, 0)
+
+
+def test_a_key_too_long_to_keep_is_answered_afresh(rules: engine.RuleSet) -> None:
+    assert rules.evaluate(BODY, remember=b"k" * (MAX_KEY_BYTES + 1)) == rules.evaluate(BODY)
+    assert rules.answer_cache_info()["misses"] == 0 and rules.answer_cache_info()["entries"] == 0
+
+
 def test_callers_cannot_change_each_others_answers(rules: engine.RuleSet) -> None:
-    first = rules.evaluate(BODY)
+    first = remembered(rules, BODY)
     first["decisions"][0]["documentation"].clear()
-    assert rules.evaluate(BODY)["decisions"][0]["documentation"]
+    assert remembered(rules, BODY)["decisions"][0]["documentation"]
 
 
 def test_json_types_that_python_equates_are_kept_apart() -> None:
@@ -50,21 +65,21 @@ def test_values_that_cannot_be_fingerprinted_are_simply_not_cached(value: Any) -
 
 def test_an_undated_request_is_remembered_per_day(rules: engine.RuleSet) -> None:
     undated = {k: v for k, v in BODY.items() if k != "date_of_service"}
-    one = rules.evaluate(undated, today=dt.date(2023, 3, 14))
-    two = rules.evaluate(undated, today=dt.date(2019, 1, 1))
+    one = remembered(rules, undated, today=dt.date(2023, 3, 14))
+    two = remembered(rules, undated, today=dt.date(2019, 1, 1))
     assert one["as_of"] == "2023-03-14" and two["as_of"] == "2019-01-01"
     assert one["decisions"][0]["pa_needed"] == "auth-needed" and two["decisions"][0]["pa_needed"] == "no-auth"
 
 
 def test_explain_answers_are_not_kept(rules: engine.RuleSet) -> None:
-    rules.evaluate({**BODY, "explain": True})
+    remembered(rules, {**BODY, "explain": True})
     assert rules.answer_cache_info()["entries"] == 0
 
 
 def test_refused_requests_are_refused_every_time(rules: engine.RuleSet) -> None:
     for _ in range(2):
         with pytest.raises(engine.RequestError):
-            rules.evaluate({"payer": "medicare", "services": [{"code": "nope"}]})
+            remembered(rules, {"payer": "medicare", "services": [{"code": "nope"}]})
     assert rules.answer_cache_info()["entries"] == 0
 
 

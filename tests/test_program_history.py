@@ -1,6 +1,7 @@
 """Program history and split orders: pauses, open other_codes, order_complete, payer and plan titles."""
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import engine
 from engine import RequestError
 from engine.compiler import Compiler
 from engine.checker import Checker
-from engine.facts import OpenSet, unsettled
+from engine.facts import OpenSet, fact_of, unsettled
 from engine.parser import parse_condition
+from engine.request import parse_request
 
 HEAD = "title: Power chairs\npayer: acme\neffective: 2019-01-01\nsource: {url: 'https://example.org/pmd'}\n"
 PAUSED = HEAD + """codes: [K0856]
@@ -115,6 +117,25 @@ def test_an_order_said_to_be_complete_settles_a_missing_partner(tmp_path: Path) 
 def test_request_codes_is_the_closed_view_of_the_same_lines(tmp_path: Path) -> None:
     text = PAIRED.replace("other_codes overlaps", "request_codes overlaps")
     assert pair_answers(load(tmp_path, text), ["J0585"]) == [("no-auth", [])]
+
+
+def test_an_explain_trace_reads_other_codes_a_line_derives_on_demand(tmp_path: Path) -> None:
+    body = {"payer": "acme", "date_of_service": "2024-05-01", "services": [{"code": "J0585"}, {"code": "64612"}],
+            "explain": True}
+    trace = load(tmp_path, PAIRED).evaluate(body)["decisions"][0]["trace"]
+    predicates = {p["expr"]: p["result"] for p in trace[0]["predicates"]}
+    assert predicates["other_codes overlaps {64612}"] == "true" and trace[0]["result"] == "false"
+
+
+@given(st.lists(st.sampled_from(["J0585", "64612", "E0100", "97110"]), min_size=2, max_size=8), st.booleans())
+def test_each_line_derives_the_codes_of_the_other_lines_when_read(codes: list[str], complete: bool) -> None:
+    body = {"payer": "acme", "services": [{"code": c} for c in codes], "order_complete": complete}
+    for at, line in enumerate(parse_request(body, dt.date(2024, 5, 1)).lines):
+        assert "other_codes" not in line.facts  # nothing is built until a condition reads it
+        others = frozenset(codes[:at] + codes[at + 1:])
+        assert line.facts["request_codes"] == others and type(line.facts["request_codes"]) is frozenset
+        assert line.facts["other_codes"] == others and (type(line.facts["other_codes"]) is OpenSet) != complete
+        assert fact_of(line.facts, "other_codes") is line.facts["other_codes"]
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None, [True]])

@@ -3,6 +3,7 @@ body: the same Request with the same facts in the same order, or the same error 
 from __future__ import annotations
 
 import datetime as dt
+import tracemalloc
 from typing import Any
 
 from hypothesis import given, settings
@@ -102,3 +103,21 @@ def test_an_empty_patient_list_means_no_patient_facts_in_both_readings() -> None
     body = {**BASE, "patient": []}
     assert _decoded(body, TODAY) is None
     assert "patient.age" not in parse_request(body, TODAY).lines[0].facts
+
+
+def test_regression_long_distinct_modifier_lists_were_remembered_without_bound() -> None:
+    """Normalized modifier and diagnosis lists are remembered only when short: callers choose them,
+    so a stream of long distinct lists (here about 25 MB of them) must not be kept."""
+    def body(n: int) -> dict[str, Any]:
+        return {"payer": "medicare", "diagnoses": [f"Z{n:04d}.{i:03d}" + "9" * 240 for i in range(50)],
+                "services": [{"code": "15823", "modifiers": [f"M{n}-{i}" + "9" * 240 for i in range(50)]}]}
+    parse_request(body(0), TODAY)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1, 1001):
+            parse_request(body(n), TODAY)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1_000_000, f"{grown} bytes kept after parsing"

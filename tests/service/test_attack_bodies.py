@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import engine
-from engine.memo import ENTRY_OVERHEAD, AnswerCache
+from engine.memo import ENTRY_OVERHEAD, AnswerCache, fingerprint
 from engine.request import MAX_TEXT
 
 FIXTURE_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
@@ -79,10 +79,12 @@ def test_regression_answer_cache_grows_without_bound(monkeypatch: pytest.MonkeyP
     filler = ["Z" + "9" * (MAX_TEXT - 1)] * 120  # about 31 KB of fingerprint per request
     tracemalloc.start()
     try:
-        rules.evaluate({**REQUEST, "diagnoses": filler})
+        first = {**REQUEST, "diagnoses": filler}
+        rules.evaluate(first, remember=fingerprint(first))
         before = tracemalloc.get_traced_memory()[0]
         for n in range(400):  # 12 MB of distinct keys: six times the budget
-            rules.evaluate({**REQUEST, "request_id": f"visit-{n}", "diagnoses": filler})
+            body = {**REQUEST, "request_id": f"visit-{n}", "diagnoses": filler}
+            rules.evaluate(body, remember=fingerprint(body))
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
