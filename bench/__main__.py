@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from . import condition, http
+from .crd_call import ANCHOR, RENEW, crd_request, order_sign_id, payer_mapping, variant
 from .generate import Tree, generate, request_mix
 from .report import render
 
-ANCHOR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "crd" / "CRDServiceRequest.json"
-_CPT = "http://www.ama-assn.org/go/cpt"
 _CHILD_TIMEOUT_S = 400
 
 
@@ -35,29 +34,9 @@ def library_run(tree: Tree, mix: list[dict[str, Any]], rounds: int, peers: list[
     return {"rules": tree.rules, "files": tree.files, **json.loads(out)}
 
 
-def crd_request(tree: Tree, anchor: Path) -> dict[str, Any]:
-    """The CRD order-sign anchor (with its prefetch), its CPT billing options swapped for listed codes."""
-    body = json.loads(anchor.read_text())
-    codes = iter([x.code for x in tree.listings if x.payer == tree.payers[0] and x.code.isdigit()])
-
-    def swap(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("system") == _CPT and "code" in node:
-                node["code"] = next(codes)
-            for value in node.values():
-                swap(value)
-        elif isinstance(node, list):
-            for value in node:
-                swap(value)
-    swap(body["context"]["draftOrders"])
-    return body
-
-
 def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, anchor: Path) -> dict[str, Any]:
     """Throughput, paced latency and CRD order-sign latency against ``covreq serve --workers 2``."""
-    payers = work / "payers.yaml"
-    payers.write_text(f"match_by_name: true\npayers:\n  - payer: {tree.payers[0]}\n    label: Acme Health Plan\n"
-                      "    names: [Acme Health Plan]\n")  # the IG example names its payer by display only
+    payers = payer_mapping(tree, work)
     bodies = [m["body"] for m in mix]
     result: dict[str, Any] = {"rules": tree.rules}
     with http.serve(tree.root, 2, {"COVREQ_PAYERS": str(payers), "COVREQ_AUDIT": str(work / "audit.jsonl")}) as base:
@@ -65,16 +44,13 @@ def http_run(tree: Tree, mix: list[dict[str, Any]], seconds: int, work: Path, an
         result["max"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=32, distinct="max")
         result["paced"] = http.wrk(base, "/v1/requirements", bodies, seconds, connections=8, rate=300, distinct="paced")
         if anchor.exists():
-            crd = [crd_request(tree, anchor)]
-            path = "/cds-services/" + _order_sign_id()
-            http.warm(base, path, crd)
-            result["crd"] = http.wrk(base, path, crd, seconds, connections=2, rate=100)
+            crd = crd_request(tree, anchor)
+            path = "/cds-services/" + order_sign_id()
+            http.warm(base, path, [crd])
+            result["crd"] = http.wrk(base, path, [crd], seconds, connections=2, rate=100)
+            renewed = json.loads(variant(crd, "new orders", RENEW))
+            result["crd_new_orders"] = http.wrk(base, path, [renewed], seconds, connections=2, rate=100, renew=RENEW)
     return result
-
-
-def _order_sign_id() -> str:
-    from service.crd.discovery import SERVICES
-    return next(sid for sid, hook in SERVICES.items() if hook == "order-sign")
 
 
 #: What ``--quick`` sets: the smallest tree everywhere, few rounds, short HTTP runs.
@@ -93,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-size", type=int, default=10_000, help="tree size served for the HTTP runs")
     parser.add_argument("--http-seconds", type=int, default=10, help="duration of each HTTP run")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP runs")
+    parser.add_argument("--http-only", action="store_true",
+                        help="only the HTTP runs: generate the --http-size tree alone, no library figures")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     parser.add_argument("--anchor", type=Path, default=ANCHOR, help="CRD order-sign request to replay")
@@ -111,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         results: dict[str, Any] = {"sizes": []}
         trees: dict[int, tuple[Tree, list[dict[str, Any]]]] = {}
-        for size in args.sizes:
+        for size in [args.http_size] if args.http_only else args.sizes:
             tree = generate(size, work / f"tree-{size}")
             mix = request_mix(tree, args.mix)
             trees[size] = (tree, mix)
+            if args.http_only:
+                continue
             peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
             print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
             results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
-        results["condition"] = condition.measure()
+        if not args.http_only:
+            results["condition"] = condition.measure()
         if not args.no_http and http.available() and args.http_size in trees:
             print("measuring HTTP ...", file=sys.stderr, flush=True)
             tree, mix = trees[args.http_size]

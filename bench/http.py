@@ -33,6 +33,9 @@ function request()
   if %(distinct)s then  -- each request its own: the body's last brace gives way to a fresh request_id
     body = string.sub(body, 1, -2) .. ', "request_id": "%(tag)s-' .. n .. '"}'
   end
+  if %(renew)s ~= "" then  -- each request its own: the tag is replaced by a fresh value
+    body = (string.gsub(body, %(renew)s, "%(tag)s-" .. n))
+  end
   return wrk.format(nil, "%(path)s", nil, body)
 end
 %(delay)s
@@ -99,16 +102,18 @@ def warm(base: str, path: str, bodies: list[dict[str, Any]]) -> None:
 
 
 def wrk(base: str, path: str, bodies: list[dict[str, Any]], seconds: int, connections: int,
-        rate: float | None = None, distinct: str = "") -> dict[str, Any]:
+        rate: float | None = None, distinct: str = "", renew: str = "") -> dict[str, Any]:
     """Run wrk against ``base + path``; with ``rate``, pace connections to about that many requests/s.
     With ``distinct`` (a tag unique to the run), every request gets its own ``request_id``, so no two
-    bodies are equal and no answer comes from the answer cache."""
+    bodies are equal and no answer comes from the answer cache. With ``renew`` (a word without Lua
+    pattern characters), every request has that word replaced by a value of its own."""
     delay = ""
     if rate:
         delay = f"function delay() return {max(0, round(connections / rate * 1000))} end"
-    tag = f"{distinct}-{time.time_ns()}"
+    tag = f"{distinct or 'r'}-{time.time_ns()}"
     lua = _LUA % {"bodies": ", ".join(_lua_string(json.dumps(b)) for b in bodies), "path": path, "delay": delay,
-                  "distinct": "true" if distinct else "false", "tag": tag}
+                  "distinct": "true" if distinct else "false", "tag": tag,
+                  "renew": _lua_string(renew)}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
     try:

@@ -13,10 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service import lookup, metrics, ops, v1
+from service import heap, lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
+from service.fhir import r4
 from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
 from service.crd.gather import EhrPolicy
@@ -50,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bundles: BundleSource | None = app.state.bundles
     if bundles:
         bundles.start(app.state.holder)
+    heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
                                "sighup_reload": installed, "bundle": bundles.url if bundles else None})
     try:
@@ -93,6 +95,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
                                                                       settings.ehr_max_bytes))
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
+    r4.prepare()  # each worker imports the FHIR models now, not on its first call
     guard = Guard.from_settings(settings)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import engine
+from service import heap
 from service.metrics import Metrics
 
 log = logging.getLogger("covreq.reload")
@@ -82,6 +83,7 @@ class RuleSetHolder:
                                     "the log has the traceback"], source, [f"{path}: E-internal"])
             previous, self._current, self.path = self._current.digest, fresh, path
             self.last_error = None
+            heap.settle()  # the new rule set lives until the next reload; the old one's garbage goes
             self._metrics.loaded(fresh, seconds)
             log.info("rule set reloaded", extra={"event": "reloaded", "ruleset": fresh.digest,
                                                  "previous": previous, "source": source})

@@ -12,7 +12,7 @@ import pytest
 
 import engine
 from bench import library
-from bench.__main__ import crd_request, library_run, parse_args
+from bench.__main__ import crd_request, library_run, main, parse_args
 from bench.generate import UNLISTED, generate, request_mix
 from bench.report import render
 
@@ -99,3 +99,22 @@ def test_quick_is_an_option_and_every_option_the_help_mentions_exists(capsys: py
         parse_args([option, "1"] if option in ("--sizes", "--rounds", "--mix", "--peers-size", "--http-size",
                                                 "--http-seconds", "--anchor", "--json", "--markdown")
                    else [option])
+
+
+def test_http_only_generates_the_served_tree_alone_and_measures_no_library_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    assert main(["--http-only", "--no-http", "--http-size", "100", "--sizes", "1000", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["sizes"] == [] and "condition" not in results and "http" not in results
+
+
+def test_the_crd_call_harness_times_each_kind_of_traffic_and_renews_what_it_says() -> None:
+    from bench import crd_call
+    body = json.loads(crd_call.ANCHOR.read_text())
+    same, orders, everything = (json.loads(crd_call.variant(body, kind, "v7")) for kind in crd_call.KINDS)
+    assert same["prefetch"] == body["prefetch"] and same["context"] == body["context"]
+    assert orders["prefetch"] == body["prefetch"] and orders["context"] != body["context"]
+    assert everything["prefetch"]["patient"]["meta"]["versionId"] == "v7"
+    results = crd_call.run(calls=3, size=100)
+    assert list(results) == list(crd_call.KINDS)
+    assert all(0 < r["median_ms"] <= r["p99_ms"] for r in results.values())

@@ -5,20 +5,39 @@ Encounter, Location, Practitioner(Role), Organization, Condition, Medication, De
 models read R4 as it is; tests/service/test_crd_r4.py holds R4 examples of each to keep that so.
 The models check structure, cardinality and primitive formats; the few required code bindings
 covreq decides by, which the models leave unchecked, are checked here (``REQUIRED_CODES``).
+
+Checking takes ~100-350 us a resource, most of a CRD call. The hooks of one encounter send the
+same prefetch (Patient, Coverage, Practitioner, Location ...) again and again, so each process
+keeps the digests of the resources it last found valid (``KNOWN_VALID``): a resource sent again,
+byte for byte the same JSON, is not checked again; any change, however small, is checked anew,
+and invalid resources are always checked, so their messages are the models' own.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import threading
+import typing
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from fhir_core.types import FhirBase
+from pydantic import BaseModel, ValidationError
 
 #: R4 required bindings of elements covreq decides by: (resource type, element) -> codes
 REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ("Coverage", "status"): frozenset({"active", "cancelled", "draft", "entered-in-error"}),
     ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
 }
+#: the resource types covreq reads (orders, their Bundles, and what an answer is decided by)
+READ_TYPES = ("Bundle", "ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder",
+              "VisionPrescription", "CommunicationRequest", "Appointment", "Coverage", "Patient", "Encounter",
+              "Location", "Practitioner", "PractitionerRole", "Organization", "Condition", "Medication", "Device")
+#: how many digests of valid resources each process keeps (32 bytes each)
+KNOWN_VALID = 4096
 _SHOWN = 3  # problems named in one message; the rest are counted
 
 
@@ -30,8 +49,53 @@ class Problem:
     message: str
 
 
+class _Digests:
+    """The digests of the last ``size`` resources found valid, the least recently seen forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()  # large CRD calls are checked in the threadpool
+
+    def __contains__(self, digest: bytes) -> bool:
+        with self._lock:
+            if digest in self._seen:
+                self._seen.move_to_end(digest)
+                return True
+            return False
+
+    def add(self, digest: bytes) -> None:
+        with self._lock:
+            self._seen[digest] = None
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+
+
+_known_valid = _Digests(KNOWN_VALID)
+
+
 def problems(resource: dict[str, Any], where: str) -> list[Problem]:
     """Every way ``resource`` (found at ``where``) breaks FHIR R4; empty when it is valid R4."""
+    digest = _digest(resource)
+    if digest is not None and digest in _known_valid:
+        return []
+    found = _check(resource, where)
+    if digest is not None and not found:
+        _known_valid.add(digest)
+    return found
+
+
+def _digest(resource: dict[str, Any]) -> bytes | None:
+    """A digest of the resource's exact JSON (``1``, ``1.0`` and ``true`` differ); None for what
+    orjson cannot write (an integer beyond 64 bits, a lone surrogate), which is always checked."""
+    try:
+        return hashlib.blake2b(orjson.dumps(resource), digest_size=32).digest()
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _check(resource: dict[str, Any], where: str) -> list[Problem]:
+    """:func:`problems`, computed by the models."""
     kind = resource.get("resourceType")
     try:
         model = get_fhir_model_class(kind) if isinstance(kind, str) else None
@@ -47,11 +111,32 @@ def problems(resource: dict[str, Any], where: str) -> list[Problem]:
         if kind == "Bundle":  # find the entry
             for number, entry in enumerate(resource.get("entry") if isinstance(resource.get("entry"), list) else []):
                 inner = entry.get("resource") if isinstance(entry, dict) else None
-                found = problems(inner, f"{where}.entry[{number}].resource") if isinstance(inner, dict) else []
+                found = _check(inner, f"{where}.entry[{number}].resource") if isinstance(inner, dict) else []
                 if found:
                     return found
         return [Problem(where, "holds a resource whose resourceType is not an R4 resource type")]
     return _codes(resource, where)
+
+
+@functools.cache
+def prepare() -> int:
+    """Import the models of :data:`READ_TYPES` and of every element they are built from, once per
+    process, and return how many there are. The models import an element's model on first use, so
+    without this the first call of each worker pays ~200 ms for them."""
+    seen: set[type[BaseModel]] = set()
+    pending: list[type[BaseModel]] = [get_fhir_model_class(kind) for kind in READ_TYPES]
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        annotations = [field.annotation for field in model.model_fields.values()]
+        while annotations:  # element types sit inside Optional[...] and List[...]
+            annotation = annotations.pop()
+            annotations += typing.get_args(annotation)
+            if isinstance(annotation, type) and issubclass(annotation, FhirBase):
+                pending.append(annotation.get_model_klass())
+    return len(seen)
 
 
 def describe(found: list[Problem]) -> str:

@@ -2,9 +2,15 @@
 says which limit, before any FHIR is parsed; caller strings are cut before they are logged."""
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from typing import Any
 
 from crd_calls import CPT, acme_coverage, assert_ok, assert_outcome, order_sign, post, service_request
+
+from service.crd import routes
+from service.crd.envelope import read_envelope
 
 
 def test_300_orders_and_300_coverages_are_refused_with_413_naming_the_limit(client) -> None:
@@ -44,3 +50,24 @@ def test_a_long_hook_instance_is_cut_before_it_is_logged(client, caplog, crd) ->
         assert_ok(post(client, request), crd)
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "crd"]
     assert record.hookInstance == "x" * 128
+
+
+def test_a_small_call_is_answered_on_the_event_loop_and_a_large_one_in_the_threadpool(
+        client, crd, monkeypatch) -> None:
+    on_loop: list[bool] = []
+
+    def reading(*args: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a threadpool thread runs no event loop
+            on_loop.append(False)
+        else:
+            on_loop.append(True)
+        return read_envelope(*args)
+    monkeypatch.setattr(routes, "read_envelope", reading)
+    small = order_sign(*(service_request(f"s{n}", "15823", pos="22") for n in range(2)))
+    large = order_sign(*(service_request(f"s{n}", "15823", pos="22") for n in range(100)))
+    assert len(json.dumps(small)) <= routes.INLINE_BYTES < len(json.dumps(large))
+    assert len(assert_ok(post(client, small), crd)["systemActions"]) == 2
+    assert len(assert_ok(post(client, large), crd)["systemActions"]) == 100
+    assert on_loop == [True, False]

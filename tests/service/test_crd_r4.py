@@ -4,6 +4,9 @@ passes over a resource it cannot answer for; one malformed code leaves the rest 
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -47,6 +50,17 @@ def test_the_r4b_models_read_every_r4_resource_covreq_reads(anchor) -> None:
             "PractitionerRole", "Organization", "Condition", "Medication", "Device"} <= kinds
     for resource in resources:
         assert r4.problems(resource, resource["resourceType"]) == [], resource["resourceType"]
+
+
+def test_after_prepare_checking_the_anchors_imports_no_further_model(anchor) -> None:
+    resources = [*every_resource(anchor("CRDServiceRequest.json")), *every_resource(anchor("CRDServiceRequest2.json")),
+                 *every_resource(anchor("CRDServiceRequest4.json")), *MORE_R4]
+    script = ("import json, sys\nfrom service.fhir import r4\nr4.prepare()\nbefore = set(sys.modules)\n"
+              "for resource in json.loads(sys.stdin.read()):\n    assert r4.problems(resource, 'x') == []\n"
+              "print(sorted(m for m in set(sys.modules) - before if m.startswith('fhir')))")
+    fresh = subprocess.run([sys.executable, "-c", script], input=json.dumps(resources), capture_output=True,
+                           text=True, check=True)  # a fresh interpreter: nothing imported by other tests
+    assert json.loads(fresh.stdout.replace("'", '"')) == []
 
 
 def test_the_ri_request_with_device_request_insurance_as_an_object_is_a_400(client, anchor) -> None:
@@ -128,3 +142,38 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
 def test_checking_any_json_as_r4_names_problems_and_never_raises(kind: str, fields: dict) -> None:
     found = r4.problems({"resourceType": kind, **fields}, "x")
     assert all(p.path.startswith("x") and p.message for p in found)
+
+
+def test_a_coverage_found_valid_and_then_sent_changed_in_one_element_is_checked_again(client, crd) -> None:
+    """Regression for remembering valid resources: the same Coverage, once valid, then with one bad element."""
+    prefetch = {"coverage": acme_coverage()}
+    assert_ok(post(client, order_sign(service_request("s1", "15823"), prefetch=copy.deepcopy(prefetch))), crd)
+    assert_ok(post(client, order_sign(service_request("s1", "15823"), prefetch=copy.deepcopy(prefetch))), crd)
+    prefetch["coverage"]["entry"][0]["resource"]["period"] = {"start": "2026-13-40"}
+    issue = assert_outcome(post(client, order_sign(service_request("s1", "15823"), prefetch=prefetch)), 400)
+    assert issue["expression"][0].startswith("prefetch.coverage.entry[0].resource.period.start")
+
+
+def test_an_invalid_resource_sent_again_gets_the_same_400(client) -> None:
+    prefetch = {"coverage": acme_coverage(status="enforced")}
+    first, again = (assert_outcome(post(client, order_sign(service_request("s1", "15823"), prefetch=prefetch)), 400)
+                    for _ in range(2))
+    assert first == again and first["expression"] == ["prefetch.coverage.entry[0].resource.status"]
+
+
+def test_a_number_that_differs_only_in_its_fraction_is_checked_anew() -> None:
+    valid = {"resourceType": "Patient", "id": "p1", "multipleBirthInteger": 1}
+    assert r4.problems(valid, "prefetch.patient") == [] == r4.problems(valid, "prefetch.patient")
+    (problem,) = r4.problems({**valid, "multipleBirthInteger": 1.5}, "prefetch.patient")
+    assert problem.path == "prefetch.patient.multipleBirthInteger"
+
+
+@settings(max_examples=100, deadline=None)
+@given(changes=st.lists(st.tuples(st.sampled_from(["status", "period", "payor", "subscriberId", "order",
+                                                   "beneficiary", "class"]), json_values), max_size=3))
+def test_remembering_valid_resources_never_changes_a_verdict(changes: list[tuple[str, Any]]) -> None:
+    coverage = acme_coverage()["entry"][0]["resource"]
+    assert r4.problems(coverage, "c") == []  # remembered as valid
+    changed = {**coverage, **dict(changes)}
+    for _ in range(2):  # checked, then perhaps remembered
+        assert r4.problems(changed, "c") == r4._check(changed, "c")
