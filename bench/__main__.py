@@ -89,20 +89,22 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         results: dict[str, Any] = {"sizes": []}
         trees: dict[int, tuple[Tree, list[dict[str, Any]]]] = {}
-        for size in [args.http_size] if args.http_only else args.sizes:
-            tree = generate(size, work / f"tree-{size}")
-            mix = request_mix(tree, args.mix)
-            trees[size] = (tree, mix)
-            if args.http_only:
-                continue
-            peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
-            print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
-            results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
+
+        def tree_of(size: int) -> tuple[Tree, list[dict[str, Any]]]:
+            if size not in trees:
+                tree = generate(size, work / f"tree-{size}")
+                trees[size] = (tree, request_mix(tree, args.mix))
+            return trees[size]
         if not args.http_only:
+            for size in args.sizes:
+                tree, mix = tree_of(size)
+                peers = ["zen-engine", "rule-engine"] if size == args.peers_size else []
+                print(f"measuring {size} rules ...", file=sys.stderr, flush=True)
+                results["sizes"].append(library_run(tree, mix, args.rounds, peers, work))
             results["condition"] = condition.measure()
-        if not args.no_http and http.available() and args.http_size in trees:
+        if not args.no_http and http.available():
             print("measuring HTTP ...", file=sys.stderr, flush=True)
-            tree, mix = trees[args.http_size]
+            tree, mix = tree_of(args.http_size)
             results["http"] = http_run(tree, copy.deepcopy(mix), args.http_seconds, work, args.anchor)
     table = render(results)
     print(table)

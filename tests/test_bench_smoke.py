@@ -118,3 +118,18 @@ def test_the_crd_call_harness_times_each_kind_of_traffic_and_renews_what_it_says
     results = crd_call.run(calls=3, size=100)
     assert list(results) == list(crd_call.KINDS)
     assert all(0 < r["median_ms"] <= r["p99_ms"] for r in results.values())
+
+
+def test_regression_the_http_rows_ran_only_when_their_tree_was_among_the_sizes(monkeypatch) -> None:
+    """`--sizes 100 --http-size 10000` skipped the HTTP rows without a word; the served tree is now generated."""
+    import bench.__main__ as cli
+    served: list[int] = []
+    monkeypatch.setattr(cli.http, "available", lambda: True)
+    monkeypatch.setattr(cli, "http_run", lambda tree, *rest: served.append(tree.rules) or {"rules": tree.rules})
+    monkeypatch.setattr(cli, "library_run", lambda tree, *rest: pytest.fail("--http-only measured the library"))
+    monkeypatch.setattr(cli, "render", lambda results: "")
+    assert main(["--http-only", "--http-size", "100"]) == 0 and served and served[0] >= 100
+    monkeypatch.setattr(cli, "library_run", lambda tree, *rest: {"rules": tree.rules})
+    monkeypatch.setattr(cli.condition, "measure", lambda: {"compiled_ns": 1, "hand_ns": 1, "ratio": 1.0})
+    served.clear()
+    assert main(["--sizes", "100", "--http-size", "200"]) == 0 and served and served[0] >= 200
