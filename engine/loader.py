@@ -27,6 +27,7 @@ from .checker import Checker
 from .codes import CPT, EXPAND_BUDGET, HCPCS, CodeError, CodeSet, join, parse_member
 from .codegen import Lazy, compile_condition, compile_rules
 from .errors import ConditionError, Problem, did_you_mean
+from .parallel import Read, read_texts
 from .parser import parse_condition
 from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
                      Policy, Rule)
@@ -297,8 +298,10 @@ def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
 
 
 @paused_gc()
-def read_tree(root: str | Path) -> Tree:
-    """Read, validate and compile every file under ``root``; problems are returned, not raised."""
+def read_tree(root: str | Path, workers: int | None = None) -> Tree:
+    """Read, validate and compile every file under ``root``; problems are returned, not raised.
+    ``workers`` read YAML besides this process (see :func:`engine.parallel.read_texts`; None: one
+    per spare core for a large tree, 0: none); the result is the same however many there are."""
     root = Path(root)
     problems = Problems()
     if not root.exists():
@@ -313,21 +316,10 @@ def read_tree(root: str | Path) -> Tree:
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
     by_id: dict[str, list[Draft | _Kept]] = {}
     overrides: dict[str, list[tuple[list[Policy], Draft | _Kept]]] = {}  # by the id they extend, in file order
-    inside = root.resolve() if root.is_dir() else None
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
-    for path in iter_rule_files(root):
-        shown = str(path)
-        if inside is not None and leaves_tree(path, inside):
-            problems.add(Location(shown, 1, 1), "E-link", "a symbolic link to a file outside the rule tree; not read")
-            continue
-        files.append(shown)
-        try:
-            raw = _read_bytes(path)
-        except OSError as exc:
-            problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
-            continue
-        digest.update(digest_entry(root, path, raw))
-        source = _read_source(shown, raw, problems)
+    paths = list(iter_rule_files(root))
+    for (path, shown, raw, text), read in read_texts(_texts(root, paths, files, digest, problems), len(paths), workers):
+        source = _read_source(shown, text, read, problems)
         if path.name == PAYER_FILE:
             payer = _payer(source, problems) if source else None
             if payer:
@@ -373,17 +365,45 @@ def _written_id(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _read_source(shown: str, raw: bytes, problems: Problems) -> Source | None:
+def _texts(root: Path, paths: list[Path], files: list[str], digest: Any,
+           problems: Problems) -> Iterator[tuple[tuple[Path, str, bytes, str | None], str | None]]:
+    """Each file of ``paths`` that can be read, with its text (None when it is too large or not
+    UTF-8); records the files read, their digest and the problems of those that cannot be read."""
+    inside = root.resolve() if root.is_dir() else None
+    for path in paths:
+        shown = str(path)
+        if inside is not None and leaves_tree(path, inside):
+            problems.add(Location(shown, 1, 1), "E-link", "a symbolic link to a file outside the rule tree; not read")
+            continue
+        files.append(shown)
+        try:
+            raw = _read_bytes(path)
+        except OSError as exc:
+            problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
+            continue
+        digest.update(digest_entry(root, path, raw))
+        text = _decoded(shown, raw, problems)
+        yield (path, shown, raw, text), text
+
+
+def _decoded(shown: str, raw: bytes, problems: Problems) -> str | None:
     try:
         check_size(len(raw))
-        text = raw.decode("utf-8")
-        data, locations = load_yaml(text)
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         problems.add(Location(shown, 1, exc.start + 1), "E-encoding", "file is not valid UTF-8")
-        return None
     except YamlError as exc:
         problems.add(Location(shown, exc.line, exc.column), exc.code, exc.message)
+    return None
+
+
+def _read_source(shown: str, text: str | None, read: Read, problems: Problems) -> Source | None:
+    if isinstance(read, YamlError):
+        problems.add(Location(shown, read.line, read.column), read.code, read.message)
         return None
+    if read is None or text is None:
+        return None
+    data, locations = read
     if not isinstance(data, dict):
         problems.add(Location(shown, 1, 1), "E-schema", "a rule file must be a YAML mapping")
         return None

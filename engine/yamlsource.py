@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -25,8 +24,7 @@ Path_ = tuple[object, ...]
 KEY = object()
 
 
-@dataclass(frozen=True)
-class Spot:
+class Spot(NamedTuple):
     """Where a scalar or collection starts, and for scalars its raw text and quoting style."""
 
     line: int
@@ -46,26 +44,60 @@ class YamlError(Exception):
 class Locations:
     """Where each value of one document is written, found on demand in its composed nodes: a path
     such as ``("rules", 0, "when")`` gives its :class:`Spot`. Most paths are never asked for (only
-    problems, rule starts and numbers' spellings are), so none is worked out before it is."""
+    problems, rule starts and numbers' spellings are), so none is worked out before it is.
 
-    __slots__ = ("_root", "_pairs")
+    A document read in another process comes with the spots :meth:`common` worked out there, and
+    its text, composed again here only when a path not among them is asked for."""
 
-    def __init__(self, root: yaml.Node | None = None) -> None:
-        self._root = root
+    __slots__ = ("_root", "_pairs", "_known", "_text")
+
+    def __init__(self, root: yaml.Node | None = None, known: dict[Path_, tuple[Any, ...]] | None = None,
+                 text: str | None = None) -> None:
+        self._root, self._known, self._text = root, known or {}, text
         #: per mapping node (by id), its entries by key as the data spells the key
         self._pairs: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
 
     def get(self, path: Path_) -> Spot | None:
         """The spot of exactly ``path``, or None when nothing is written there."""
-        spot, found = self._walk(tuple(path))
+        path = tuple(path)
+        if path in self._known:
+            return Spot._make(self._known[path])
+        spot, found = self._walk(path)
         return spot if found else None
 
     def find(self, path: Path_) -> Spot:
         """The spot of ``path`` or of its nearest located ancestor."""
-        return self._walk(tuple(path))[0] or Spot(1, 1)
+        path = tuple(path)
+        if path in self._known:
+            return Spot._make(self._known[path])
+        return self._walk(path)[0] or Spot(1, 1)
+
+    def common(self) -> dict[Path_, tuple[Any, ...]]:
+        """The spots a policy file asks for whenever it is read, as plain tuples (they pickle
+        cheaply, nodes do not): every mapping and list, every top-level value, every scalar that is
+        not text (a number keeps its spelling)."""
+        found: dict[Path_, tuple[Any, ...]] = {}
+        if self._root is not None:
+            self._gather(self._root, (), found)
+        return found
+
+    def _gather(self, node: yaml.Node, path: Path_, found: dict[Path_, tuple[Any, ...]]) -> None:
+        if node.__class__ is yaml.ScalarNode:
+            if len(path) <= 1 or node.tag != _STR:
+                found[path] = tuple(_spot(node))
+            return
+        found[path] = tuple(_spot(node))
+        if node.__class__ is yaml.SequenceNode:
+            for index, item in enumerate(node.value):
+                self._gather(item, (*path, index), found)
+        else:
+            for key, value in node.value:
+                self._gather(value, (*path, _key(key)), found)
 
     def _walk(self, path: Path_) -> tuple[Spot | None, bool]:
         """The spot of the longest located start of ``path``, and whether that is all of it."""
+        if self._text is not None:  # read in another process: compose here, once
+            self._root, self._text = _compose(self._text), None
         node = self._root
         if node is None:
             return None, not path
