@@ -5,6 +5,7 @@ with its file, line, column and a stable code (see docs/authoring.md, "Error cod
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime as dt
 import difflib
@@ -252,10 +253,12 @@ class Tree:
 
 
 @contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector. Loading makes millions of objects that live on, and each
-    collection on the way walks them all again (a third of the load time); loading makes next to no
-    reference cycles, so reference counting frees its garbage all the same."""
+def loading() -> Iterator[None]:
+    """Around the loading of a tree. The cyclic garbage collector is paused: loading makes millions
+    of objects that live on, and each collection on the way walks them all again (a third of the
+    load time); loading makes next to no reference cycles, so reference counting frees its garbage
+    all the same. Then the memory the load freed is given back to the system (see
+    :func:`release_freed_memory`). Only the outermost of nested loads does either."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -263,6 +266,20 @@ def paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+            release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Give the memory this process has freed back to the system, where the C library allows it
+    (glibc's ``malloc_trim``; elsewhere nothing is done). A load frees about as much as it keeps,
+    interleaved with what it keeps, and the C allocator holds freed blocks for reuse: after loading
+    100,000 rules they were 40 MB of the process's resident memory."""
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no C library to ask (Windows names none by default)
+        return
+    if trim is not None:
+        trim(0)
 
 
 def leaves_tree(path: Path, real_root: Path) -> bool:
@@ -297,7 +314,7 @@ def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
     return str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0"
 
 
-@paused_gc()
+@loading()
 def read_tree(root: str | Path, workers: int | None = None) -> Tree:
     """Read, validate and compile every file under ``root``; problems are returned, not raised.
     ``workers`` read YAML besides this process (see :func:`engine.parallel.read_texts`; None: one

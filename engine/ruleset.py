@@ -12,7 +12,7 @@ from .codes import CodeRange, code_parts
 from .errors import LoadError, RequestError
 from .evaluate import Answer, apply_authorizations, combine, run_policy
 from .facts import fact_of, unsettled
-from .loader import paused_gc, read_tree
+from .loader import loading, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
 from .policy import AUTH_NEEDED, COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
 from .request import Line, Request, parse_request
@@ -328,7 +328,7 @@ def _describe(versions: tuple[Policy, ...]) -> dict[str, Any]:
 
 def load(path: str | Path) -> RuleSet:
     """Load and compile the rule tree at ``path``; raise :class:`LoadError` listing every problem."""
-    with paused_gc():
+    with loading():
         tree = read_tree(path)
         if tree.problems:
             raise LoadError(tree.problems)

@@ -1,6 +1,8 @@
 """Loading rule trees: every mistake is reported with its location; random input never crashes."""
 from __future__ import annotations
 
+import ctypes
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.loader import read_tree
+from engine.loader import read_tree, release_freed_memory
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -238,3 +240,20 @@ def test_a_base_date_problem_is_located_in_the_base_and_reported_once(tmp_path: 
     write(tmp_path, "gold.yaml", PLAN.format("gold"))
     problems = read_tree(tmp_path).problems
     assert [(Path(p.path).name, p.line, p.column, p.code) for p in problems] == [("p.yaml", 4, 12, "E-date")]
+
+
+def _resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or not hasattr(ctypes.CDLL(None), "malloc_trim"),
+                    reason="glibc's malloc_trim, resident memory from /proc")
+def test_memory_a_load_freed_is_given_back_to_the_system() -> None:
+    kept, freed = [], []
+    for i in range(2000):  # 100 MB in blocks the C heap serves, every tenth kept between the freed
+        (kept if i % 10 == 0 else freed).append(b"x" * 50_000)
+    del freed
+    before = _resident_mb()
+    release_freed_memory()
+    assert before - _resident_mb() > 50
+    assert len(kept) == 200
