@@ -44,10 +44,11 @@ def read_texts(items: Iterable[tuple[Item, str | None]], count: int,
                workers: int | None = None) -> Iterator[tuple[Item, Read]]:
     """Each item with its text read (None for a text of None), in order. ``count`` is how many items
     there are; ``workers`` how many processes read besides this one (None: one when a core is
-    spare and there are at least :data:`MIN_FILES` items; 0: every text is read here)."""
+    spare and there are at least :data:`MIN_FILES` items; 0: every text is read here). A daemon
+    process (a worker of a process pool or of Dask) may start none, so it reads every text itself."""
     if workers is None:
         workers = min(1, spare_cores()) if count >= MIN_FILES else 0
-    if workers < 1:
+    if workers < 1 or multiprocessing.current_process().daemon:  # a daemon may start no process
         yield from ((item, _read_here(text)) for item, text in items)
         return
     with ProcessPoolExecutor(workers, mp_context=_start_method()) as pool:

@@ -112,3 +112,19 @@ def test_any_text_read_in_a_worker_reads_and_is_located_as_here(texts: list[str 
 def _paths(value: Any, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     return [path, *(p for key, item in items for p in _paths(item, (*path, key)))]
+
+
+def _read_in_daemon(root: str, answer: Any) -> None:
+    answer.put(_summary(read_tree(root, workers=1)))
+
+
+def test_a_daemon_process_reads_the_tree_itself(tmp_path: Path) -> None:
+    """A daemon (a Dask or multiprocessing pool worker) may start no process of its own."""
+    root = _mixed_tree(tmp_path)
+    context = parallel.multiprocessing.get_context("fork")
+    answer = context.Queue()
+    daemon = context.Process(target=_read_in_daemon, args=(str(root), answer), daemon=True)
+    daemon.start()
+    got = answer.get(timeout=60)
+    daemon.join()
+    assert got == _summary(read_tree(root, workers=0))
