@@ -18,11 +18,11 @@ import functools
 import hashlib
 import threading
 import typing
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.types import FhirBase
 from pydantic import BaseModel, ValidationError
@@ -49,39 +49,21 @@ class Problem:
     message: str
 
 
-class _Digests:
-    """The digests of the last ``size`` resources found valid, the least recently seen forgotten first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()  # large CRD calls are checked in the threadpool
-
-    def __contains__(self, digest: bytes) -> bool:
-        with self._lock:
-            if digest in self._seen:
-                self._seen.move_to_end(digest)
-                return True
-            return False
-
-    def add(self, digest: bytes) -> None:
-        with self._lock:
-            self._seen[digest] = None
-            if len(self._seen) > self.size:
-                self._seen.popitem(last=False)
-
-
-_known_valid = _Digests(KNOWN_VALID)
+_known_valid: LRUCache[bytes, bool] = LRUCache(KNOWN_VALID)  # digest -> True
+_known_valid_lock = threading.Lock()  # large CRD calls are checked in the threadpool
 
 
 def problems(resource: dict[str, Any], where: str) -> list[Problem]:
     """Every way ``resource`` (found at ``where``) breaks FHIR R4; empty when it is valid R4."""
     digest = _digest(resource)
-    if digest is not None and digest in _known_valid:
-        return []
+    if digest is not None:
+        with _known_valid_lock:
+            if _known_valid.get(digest):  # and now the most recently seen
+                return []
     found = _check(resource, where)
     if digest is not None and not found:
-        _known_valid.add(digest)
+        with _known_valid_lock:
+            _known_valid[digest] = True
     return found
 
 

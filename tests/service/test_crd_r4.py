@@ -177,3 +177,9 @@ def test_remembering_valid_resources_never_changes_a_verdict(changes: list[tuple
     changed = {**coverage, **dict(changes)}
     for _ in range(2):  # checked, then perhaps remembered
         assert r4.problems(changed, "c") == r4._check(changed, "c")
+
+
+def test_the_valid_resources_remembered_are_bounded() -> None:
+    for number in range(r4.KNOWN_VALID + 10):
+        assert r4.problems({"resourceType": "Patient", "id": f"p{number}"}, "prefetch.patient") == []
+    assert len(r4._known_valid) == r4.KNOWN_VALID
