@@ -10,7 +10,9 @@ Checking takes ~100-350 us a resource, most of a CRD call. The hooks of one enco
 same prefetch (Patient, Coverage, Practitioner, Location ...) again and again, so each process
 keeps the digests of the resources it last found valid (``KNOWN_VALID``): a resource sent again,
 byte for byte the same JSON, is not checked again; any change, however small, is checked anew,
-and invalid resources are always checked, so their messages are the models' own.
+and invalid resources are always checked, so their messages are the models' own. A Bundle's
+resources are checked and remembered one by one, so a search answered anew (a new Bundle id)
+costs only its Bundle.
 """
 from __future__ import annotations
 
@@ -60,11 +62,29 @@ def problems(resource: dict[str, Any], where: str) -> list[Problem]:
         with _known_valid_lock:
             if _known_valid.get(digest):  # and now the most recently seen
                 return []
-    found = _check(resource, where)
+    parts = _parts(resource)
+    valid = all(not problems(part, where) for part in parts) if parts else False
+    found = [] if valid else _check(resource, where)
     if digest is not None and not found:
         with _known_valid_lock:
             _known_valid[digest] = True
     return found
+
+
+def _parts(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Bundle checked in parts, each remembered alone: the Bundle without its entries' resources,
+    and those resources (the models check an entry's resource as they check it alone, and nothing
+    of the Bundle depends on it), so that the same resources found again by a new search (a new
+    Bundle id) are not checked again. Empty unless every entry is an object whose resource, if
+    any, is one of :data:`READ_TYPES`; such Bundles are checked whole."""
+    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        return []
+    inner = [entry["resource"] for entry in entries if entry.get("resource") is not None]
+    if not inner or not all(isinstance(r, dict) and r.get("resourceType") in READ_TYPES for r in inner):
+        return []
+    shell = [{key: value for key, value in entry.items() if key != "resource"} for entry in entries]
+    return [{**resource, "entry": shell}, *inner]
 
 
 def _digest(resource: dict[str, Any]) -> bytes | None:
