@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import jsonschema
 import jsonschema_rs
@@ -161,9 +161,15 @@ class Source:
 
     def raw(self, *keys: object) -> str:
         """The value at ``keys`` as text, spelled as written (so ``01234`` keeps its zero)."""
-        spot = self.locations.get(tuple(keys))
-        value = self.value_at(keys)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and spot and spot.raw:
+        return self._spelled(self.value_at(keys), keys)
+
+    def texts(self, *keys: object) -> tuple[str, ...]:
+        """The items of the list at ``keys``, each as :meth:`raw` gives it."""
+        return tuple(item if item.__class__ is str else self._spelled(item, (*keys, i))
+                     for i, item in enumerate(self.value_at(keys)))
+
+    def _spelled(self, value: Any, keys: tuple[object, ...]) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (spot := self.locations.get(keys)) and spot.raw:
             return spot.raw
         return str(value)
 
@@ -279,6 +285,12 @@ def iter_rule_files(root: Path) -> Iterator[Path]:
         yield path
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, no more than it takes to see that it is too large; raise OSError."""
+    with path.open("rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1)
+
+
 def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
     """What one file adds to its tree's SHA-256 digest: its path relative to the tree, and its bytes."""
     return str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0"
@@ -300,7 +312,7 @@ def read_tree(root: str | Path) -> Tree:
     # are alive at a time; plan overrides wait for the whole tree, since their base may come later.
     slots: list[list[Policy]] = []  # the compiled versions of each policy file, in file order
     by_id: dict[str, list[Draft | _Kept]] = {}
-    overrides: list[tuple[list[Policy], Draft]] = []
+    overrides: dict[str, list[tuple[list[Policy], Draft | _Kept]]] = {}  # by the id they extend, in file order
     inside = root.resolve() if root.is_dir() else None
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
     for path in iter_rule_files(root):
@@ -310,8 +322,7 @@ def read_tree(root: str | Path) -> Tree:
             continue
         files.append(shown)
         try:
-            with path.open("rb") as handle:  # no more than it takes to see that a file is too large
-                raw = handle.read(MAX_FILE_BYTES + 1)
+            raw = _read_bytes(path)
         except OSError as exc:
             problems.add(Location(shown, 1, 1), "E-io", exc.strerror or str(exc))
             continue
@@ -329,21 +340,21 @@ def read_tree(root: str | Path) -> Tree:
         slot: list[Policy] = []
         if valid:  # an invalid file is compiled for its other problems, and gives no policy
             slots.append(slot)
+        kept = _Kept(shown, raw) if valid else draft  # a valid file's draft is read again when needed
         if draft.data.get("extends") is None:
             if (policy := _compile(draft, problems, shared)) and valid:
                 slot.append(policy)
-            by_id.setdefault(draft.data["id"], []).append(_Kept(source) if valid else draft)
         else:
-            overrides.append((slot, draft))
-            by_id.setdefault(draft.data["id"], []).append(draft)
-    bases: dict[str, list[Draft]] = {}
-    for slot, child in overrides:
-        base_id = child.data["extends"]
-        if base_id not in bases:
-            bases[base_id] = [b if isinstance(b, Draft) else b.draft() for b in by_id.get(base_id, [])]
-        if not bases[base_id] and unread & {base_id, None}:
-            continue  # the base may be the file that could not be read: its own problem says why
-        slot.extend(p for d in _extend(child, bases[base_id], problems) if (p := _compile(d, problems, shared)))
+            overrides.setdefault(draft.data["extends"], []).append((slot, kept))
+        by_id.setdefault(draft.data["id"], []).append(kept)
+    for base_id, children in overrides.items():  # one base's drafts alive at a time
+        found = [_Kept.drafted(b, problems) for b in by_id.get(base_id, [])]
+        bases = [b for b in found if b]
+        if len(bases) < len(found) or not bases and unread & {base_id, None}:
+            continue  # a base could not be read (again): its own problem says why
+        for slot, kept in children:
+            if child := _Kept.drafted(kept, problems):
+                slot.extend(p for d in _extend(child, bases, problems) if (p := _compile(d, problems, shared)))
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
     # A base's problem is found again in every plan override merged with it: report it once.
@@ -464,16 +475,33 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
 
 
 class _Kept:
-    """A policy file compiled on its own, kept as text for plan overrides that may extend it."""
+    """A valid policy file remembered by its path and a hash of its bytes until the plan overrides
+    are merged, and read again only when one extends it or is it: no file's text is held through
+    the whole read (the texts of 100,000 rules are 38 MB)."""
 
-    def __init__(self, source: Source) -> None:
-        self.path = source.path
-        self.text = source.text
+    def __init__(self, shown: str, raw: bytes) -> None:
+        self.shown, self.hash = shown, hashlib.blake2b(raw, digest_size=16).digest()
 
-    def draft(self) -> Draft:
-        """The file's draft, read again (it was read without problems before)."""
-        data, locations = load_yaml(self.text)
-        return Draft.of(Source(self.path, data, locations, self.text))
+    def draft(self, problems: Problems) -> Draft | None:
+        """The file's draft, read again; None, with an ``E-io`` problem, when it cannot be read any
+        more or its bytes are no longer those read first."""
+        try:
+            raw = _read_bytes(Path(self.shown))
+        except OSError as exc:
+            problems.add(Location(self.shown, 1, 1), "E-io", exc.strerror or str(exc))
+            return None
+        if hashlib.blake2b(raw, digest_size=16).digest() != self.hash:
+            problems.add(Location(self.shown, 1, 1), "E-io", "the file changed while the tree was being read; "
+                                                             "load the tree again")
+            return None
+        text = raw.decode("utf-8")
+        data, locations = load_yaml(text)
+        return Draft.of(Source(self.shown, data, locations, text))
+
+    @staticmethod
+    def drafted(kept: "Draft | _Kept", problems: Problems) -> Draft | None:
+        """The draft of a file kept either way (see :meth:`draft`)."""
+        return kept if isinstance(kept, Draft) else kept.draft(problems)
 
 
 def _extend(child: Draft, bases: list[Draft], problems: Problems) -> list[Draft]:
@@ -516,11 +544,12 @@ def _merge(child: Draft, base: Draft) -> Draft | None:
                  [], inherited, child.follow_ons | base.follow_ons)
 
 
-def _date(value: Any, where: Location, problems: Problems) -> dt.date | None:
+def _date(value: Any, where: Callable[[], Location], problems: Problems) -> dt.date | None:
+    """The date ``value``, or None with an ``E-date`` problem at ``where()`` (located only then)."""
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
-        problems.add(where, "E-date", f"'{value}' is not a real calendar date")
+        problems.add(where(), "E-date", f"'{value}' is not a real calendar date")
         return None
 
 
@@ -528,12 +557,11 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     """Compile one draft; record problems and return None when it cannot be used."""
     before = len(problems)
     src, data = draft.source, draft.data
-    effective = _date(data["effective"], draft.at("effective"), problems)
-    end = _date(data["end"], draft.at("end"), problems) if data.get("end") else None
+    effective = _date(data["effective"], partial(draft.at, "effective"), problems)
+    end = _date(data["end"], partial(draft.at, "end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
-    value_sets = shared.mapping({name: shared.value(tuple(s.raw(*key, i) for i in range(len(s.value_at(key)))))
-                                 for name, (s, key) in draft.value_sets.items()})
+    value_sets = shared.mapping({name: shared.value(s.texts(*key)) for name, (s, key) in draft.value_sets.items()})
     conditions = _Conditions(value_sets, shared)
     catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s.value_at(key)["text"], s.value_at(key).get("kind", "clinical")))
                                 for doc_id, (s, key) in draft.documentation.items()})
@@ -587,8 +615,8 @@ def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> t
     """The policy's pauses; an end before its start is an ``E-date`` problem."""
     pauses = []
     for i, entry in enumerate(entries):
-        start = _date(entry["start"], src.at("pauses", i, "start"), problems)
-        end = _date(entry["end"], src.at("pauses", i, "end"), problems) if "end" in entry else None
+        start = _date(entry["start"], partial(src.at, "pauses", i, "start"), problems)
+        end = _date(entry["end"], partial(src.at, "pauses", i, "end"), problems) if "end" in entry else None
         if start and end and end < start:
             problems.add(src.at("pauses", i, "end"), "E-date", f"pause end {end} is before its start {start}")
         elif start:
@@ -612,21 +640,21 @@ def _code_groups(entries: list[tuple[Source, tuple[object, ...]]], shared: _Shar
     for src, key in entries:
         entry = src.value_at(key)
         if isinstance(entry, dict):
-            items = [(key + ("codes", i)) for i in range(len(entry["codes"]))]
-            effective = _date(entry["effective"], src.at(*key, "effective"), problems) if "effective" in entry else None
-            end = _date(entry["end"], src.at(*key, "end"), problems) if "end" in entry else None
+            listed, texts = key + ("codes",), src.texts(*key, "codes")
+            effective = _date(entry["effective"], partial(src.at, *key, "effective"), problems) if "effective" in entry else None
+            end = _date(entry["end"], partial(src.at, *key, "end"), problems) if "end" in entry else None
         else:
-            items, effective, end = [key], None, None
+            listed, texts, effective, end = None, (src.raw(*key),), None, None
         if (effective, end) not in members and len(members) == MAX_CODE_GROUPS:
             problems.add(src.at(*key), "E-code-groups", f"codes are listed under more than {MAX_CODE_GROUPS} "
                                                         "different pairs of dates; join the groups")
             break
         found = members.setdefault((effective, end), [])
-        for item_key in items:
+        for i, text in enumerate(texts):
             try:
-                found.append(shared.code_item(src.raw(*item_key)))
+                found.append(shared.code_item(text))
             except CodeError as exc:
-                problems.add(src.at(*item_key), "E-code", str(exc))
+                problems.add(src.at(*key) if listed is None else src.at(*listed, i), "E-code", str(exc))
     groups, budget = [], EXPAND_BUDGET  # exact codes the policy's groups may hold, ranges expanded
     for (effective, end), sets in members.items():
         codes = join(sets, budget)

@@ -40,18 +40,20 @@ def key_location(path: str, *keys: object) -> Location:
     return Location(path, spot.line, spot.column)
 
 
-def _rule_key(rule: Rule, locations: Locations) -> tuple[object, ...] | None:
-    for path, spot in locations.items():
-        if (len(path) == 2 and path[0] == "rules" and spot.line == rule.location.line
-                and spot.column == rule.location.column):
-            return path
+def _rule_key(rule: Rule, data: Any, locations: Locations) -> tuple[object, ...] | None:
+    """The path of the entry of ``rules`` that starts where ``rule`` does."""
+    rules = data.get("rules") if isinstance(data, dict) else None
+    for index in range(len(rules) if isinstance(rules, list) else 0):
+        spot = locations.get(("rules", index))
+        if spot and (spot.line, spot.column) == (rule.location.line, rule.location.column):
+            return "rules", index
     return None
 
 
 def condition_location(rule: Rule, line: int = 1, column: int = 1) -> Location:
     """File position of ``line``:``column`` inside the rule's ``when`` (the rule itself if unknown)."""
-    _, locations, lines = read_located(rule.location.path)
-    key = _rule_key(rule, locations)
+    data, locations, lines = read_located(rule.location.path)
+    key = _rule_key(rule, data, locations)
     spot: Spot | None = locations.get((*key, "when")) if key else None
     if spot is None:
         return rule.location

@@ -43,28 +43,95 @@ class YamlError(Exception):
         self.message, self.line, self.column, self.code = message, line, column, code
 
 
-class Locations(dict[Path_, Spot]):
-    """Maps a path such as ``("rules", 0, "when")`` to its :class:`Spot`."""
+class Locations:
+    """Where each value of one document is written, found on demand in its composed nodes: a path
+    such as ``("rules", 0, "when")`` gives its :class:`Spot`. Most paths are never asked for (only
+    problems, rule starts and numbers' spellings are), so none is worked out before it is."""
+
+    __slots__ = ("_root", "_pairs")
+
+    def __init__(self, root: yaml.Node | None = None) -> None:
+        self._root = root
+        #: per mapping node (by id), its entries by key as the data spells the key
+        self._pairs: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
+
+    def get(self, path: Path_) -> Spot | None:
+        """The spot of exactly ``path``, or None when nothing is written there."""
+        spot, found = self._walk(tuple(path))
+        return spot if found else None
 
     def find(self, path: Path_) -> Spot:
         """The spot of ``path`` or of its nearest located ancestor."""
-        path = tuple(path)
-        while path not in self and path:
-            path = path[:-1]
-        return self.get(path, Spot(1, 1))
+        return self._walk(tuple(path))[0] or Spot(1, 1)
+
+    def _walk(self, path: Path_) -> tuple[Spot | None, bool]:
+        """The spot of the longest located start of ``path``, and whether that is all of it."""
+        node = self._root
+        if node is None:
+            return None, not path
+        for depth, key in enumerate(path):
+            if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+                node = node.value[key]
+            elif isinstance(node, yaml.MappingNode) and key is not KEY and (pair := self._entries(node).get(key)):
+                if depth + 1 < len(path) and path[depth + 1] is KEY:
+                    start = pair[0].start_mark
+                    return Spot(start.line + 1, start.column + 1), depth + 2 == len(path)
+                node = pair[1]
+            else:
+                return _spot(node), False
+        return _spot(node), True
+
+    def _entries(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if id(node) not in self._pairs:
+            self._pairs[id(node)] = {_key(key): (key, value) for key, value in node.value}
+        return self._pairs[id(node)]
+
+
+def _spot(node: yaml.Node) -> Spot:
+    start = node.start_mark
+    if isinstance(node, yaml.ScalarNode):
+        return Spot(start.line + 1, start.column + 1, node.value, node.style or None)  # libyaml: ''
+    return Spot(start.line + 1, start.column + 1)
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
-#: libyaml's parser when PyYAML was built with it (about ten times faster), else the Python one.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+#: libyaml's parser when PyYAML was built with it (about ten times faster), else the Python one.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: The safe loader's implicit tags of plain scalars, by first character ('' for the empty scalar).
+_IMPLICIT = _SAFE_LOADER.yaml_implicit_resolvers
+_TAGS = {first: tuple(found) + tuple(_IMPLICIT.get(None, ())) for first, found in _IMPLICIT.items() if first is not None}
+_ANY_FIRST = tuple(_IMPLICIT.get(None, ()))
+
+
+class _Composer(_SAFE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, tagging nodes as it does but without the path resolvers PyYAML supports
+    and covreq never registers: their bookkeeping, called for every node, was a fifth of composing."""
+
+    def descend_resolver(self, current_node: yaml.Node | None, current_index: object) -> None:
+        """No path resolvers: nothing to track."""
+
+    def ascend_resolver(self) -> None:
+        """No path resolvers: nothing to track."""
+
+    def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
+        """The tag of a node without an explicit one, as the safe loader's resolver gives it."""
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, pattern in _TAGS.get(value[:1], _ANY_FIRST):  # type: ignore[index]
+                    if pattern.match(value):
+                        return tag  # type: ignore[no-any-return]
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
 
 
 def _compose(text: str) -> yaml.Node | None:
     """Compose with the fast parser; on any error compose again with the Python parser, so that
     problems are worded and located exactly as before."""
     try:
-        return yaml.compose(text, Loader=_FAST_LOADER)
+        return yaml.compose(text, Loader=_Composer)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if getattr(exc, "problem", None) == "exceeded maximum nesting depth" and mark:
@@ -109,15 +176,12 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
         raise YamlError(str(exc)) from None
     except RecursionError:
         raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
-    locations = Locations()
     if node is None:
-        return None, locations
+        return None, Locations()
     try:
-        _check_expansion(node)
-        data = _convert(node, (), locations)
+        return _Plain(node).data(), Locations(node)
     except RecursionError:
         raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
-    return data, locations
 
 
 #: The common YAML mistakes: (pattern of PyYAML's "context problem" text, what happened, how to fix it).
@@ -183,30 +247,57 @@ def _size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def _convert(node: yaml.Node, path: Path_, locations: Locations) -> Any:
-    if len(path) > MAX_DEPTH:
-        raise YamlError(f"YAML nests deeper than {MAX_DEPTH} levels", node.start_mark.line + 1,
-                        node.start_mark.column + 1, "E-yaml-too-deep")
-    start = node.start_mark
-    if isinstance(node, yaml.ScalarNode):
-        locations[path] = Spot(start.line + 1, start.column + 1, node.value, node.style or None)  # libyaml: ''
-        return _scalar(node)
-    locations[path] = Spot(start.line + 1, start.column + 1)
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, path + (i,), locations) for i, item in enumerate(node.value)]
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise YamlError("mapping keys must be plain scalars", key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1)
-        key = _scalar(key_node)
-        key = key if isinstance(key, str) else str(key)
-        if key in result:
-            raise YamlError(f"duplicate key '{key}'", key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1, "E-duplicate-key")
-        locations[path + (key, KEY)] = Spot(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-        result[key] = _convert(value_node, path + (key,), locations)
-    return result
+def _key(node: yaml.ScalarNode) -> str:
+    """A mapping key as the data spells it (a key such as ``1`` or ``true`` becomes text)."""
+    key = _scalar(node)
+    return key if isinstance(key, str) else str(key)
+
+
+class _Plain:
+    """Turns one composed document into dicts, lists and scalars, and refuses what it may not hold:
+    a value nested deeper than :data:`MAX_DEPTH`, a key that is not a scalar, a key written twice,
+    more than :data:`MAX_VALUES` values (each alias counted at every use)."""
+
+    __slots__ = ("root", "count")
+
+    def __init__(self, root: yaml.Node) -> None:
+        self.root = root
+        self.count = 1
+
+    def data(self) -> Any:
+        """The document's data; raise :class:`YamlError` at the first problem met."""
+        try:
+            return self._value(self.root, 0)
+        except YamlError:
+            _check_expansion(self.root)  # a document too large is reported as such, whatever else is wrong
+            raise
+
+    def _value(self, node: yaml.Node, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise YamlError(f"YAML nests deeper than {MAX_DEPTH} levels", node.start_mark.line + 1,
+                            node.start_mark.column + 1, "E-yaml-too-deep")
+        if node.__class__ is yaml.ScalarNode:
+            return _scalar(node)
+        items = node.value
+        self.count += len(items)
+        if self.count > MAX_VALUES:  # stop expanding: the check says where the document grows too large
+            _check_expansion(self.root)
+        deeper, inline = depth + 1, depth < MAX_DEPTH  # a text scalar is its own value (most values)
+        if node.__class__ is yaml.SequenceNode:
+            return [item.value if inline and item.__class__ is yaml.ScalarNode and item.tag == _STR
+                    else self._value(item, deeper) for item in items]
+        result: dict[str, Any] = {}
+        for key_node, value_node in items:
+            if key_node.__class__ is not yaml.ScalarNode:
+                raise YamlError("mapping keys must be plain scalars", key_node.start_mark.line + 1,
+                                key_node.start_mark.column + 1)
+            key = key_node.value if key_node.tag == _STR else _key(key_node)
+            if key in result:
+                raise YamlError(f"duplicate key '{key}'", key_node.start_mark.line + 1,
+                                key_node.start_mark.column + 1, "E-duplicate-key")
+            result[key] = (value_node.value if inline and value_node.__class__ is yaml.ScalarNode
+                           and value_node.tag == _STR else self._value(value_node, deeper))
+        return result
 
 
 def position_in_scalar(spot: Spot, line: int, column: int, lines: list[str]) -> tuple[int, int]:

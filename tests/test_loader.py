@@ -94,6 +94,17 @@ def test_leading_zero_codes_keep_their_spelling(tmp_path: Path) -> None:
     assert answer["decisions"][0]["pa_needed"] == "auth-needed"
 
 
+def test_numbers_in_dated_code_groups_and_value_sets_keep_their_spelling_and_a_bad_one_its_place(tmp_path: Path) -> None:
+    codes = 'codes:\n  - {codes: [01234, 0596T], effective: 2024-03-01}\n  - {codes: ["99213", 1234], end: 2024-12-31}\n'
+    rest = "value_sets: {zeros: [07, 19, '22']}\nrules: [{when: place_of_service in zeros, pa_needed: auth-needed}]\n"
+    write(tmp_path, "p.yaml", POLICY.replace('codes: ["99213"]\n', codes) + rest)
+    assert [(p.line, p.column, p.code) for p in read_tree(tmp_path).problems] == [(8, 23, "E-code")]
+    write(tmp_path, "p.yaml", POLICY.replace('codes: ["99213"]\n', codes.replace(", 1234]", "]")) + rest)
+    (policy,) = engine.load(tmp_path).policy_versions()
+    assert policy.value_sets["zeros"] == ("07", "19", "22")
+    assert [sorted(g.codes.exact) for g in policy.code_groups] == [["01234", "0596T"], ["99213"]]
+
+
 def test_tests_files_and_hidden_or_underscore_files_are_not_policies(tmp_path: Path) -> None:
     write(tmp_path, "p.yaml", POLICY)
     write(tmp_path, "p.tests.yaml", "cases: []\n")

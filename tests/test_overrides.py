@@ -86,3 +86,46 @@ def test_added_documentation_must_be_in_the_catalogue(tmp_path: Path) -> None:
     problems = read_tree(tmp_path).problems
     assert [(Path(p.path).name, p.line, p.column, p.code) for p in problems] == [
         ("mri-gold.yaml", 4, 21, "E-unknown-doc")]
+
+
+def _read_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> list[tuple[str, str, str]]:
+    """Problems of the tree when ``change`` happens to the base file once it has been read."""
+    from engine import loader
+    base = tmp_path / "mri.yaml"
+    base.write_text(BASE, encoding="utf-8")
+    (tmp_path / "mri-gold.yaml").write_text(GOLD, encoding="utf-8")
+    first_read = loader._read_bytes
+
+    def read_and_change(path: Path) -> bytes:
+        raw = first_read(path)
+        if path == base and change == "edited":
+            base.write_text(BASE.replace("Signed order", "Signed and dated order"), encoding="utf-8")
+        elif path == base and change == "removed":
+            base.unlink()
+        return raw
+    monkeypatch.setattr(loader, "_read_bytes", read_and_change)
+    return [(Path(p.path).name, p.code, p.message) for p in read_tree(tmp_path).problems]
+
+
+@pytest.mark.parametrize("change, message", [
+    ("edited", "the file changed while the tree was being read; load the tree again"),
+    ("removed", "No such file or directory"),
+])
+def test_a_base_changed_while_the_tree_is_read_is_reported_not_mixed_into_its_overrides(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, message: str) -> None:
+    assert _read_then(tmp_path, monkeypatch, change) == [("mri.yaml", "E-io", message)]
+
+
+def test_overrides_and_their_bases_merge_the_same_whatever_the_file_order(tmp_path: Path) -> None:
+    """Overrides are merged base by base after the whole tree is read; bases are read again from disk."""
+    silver = GOLD.replace("acme-mri-gold", "acme-mri-silver").replace("[gold]", "[silver]")
+    names = {"a": ["0-gold.yaml", "1-mri.yaml", "2-silver.yaml"], "b": ["0-silver.yaml", "1-gold.yaml", "2-mri.yaml"]}
+    loaded = {}
+    for order, (gold, base, other) in names.items():
+        (tmp_path / order).mkdir()
+        for name, text in ((gold, GOLD), (base, BASE), (other, silver)):
+            (tmp_path / order / name).write_text(text, encoding="utf-8")
+        rules = engine.load(tmp_path / order)
+        loaded[order] = sorted((p.id, p.plans, tuple(r.id for r in p.rules), tuple(p.documentation))
+                               for p in rules.policy_versions())
+    assert loaded["a"] == loaded["b"] and len(loaded["a"]) == 3
