@@ -9,6 +9,8 @@ printed for three kinds of traffic:
 - ``same``: every call the same resources (only the hookInstance differs), as the HTTP run sends;
 - ``new orders``: every call's orders new (a ``meta.versionId`` of their own), the prefetch the
   same, as the hooks of one encounter send it;
+- ``new searches``: as ``new orders``, and every prefetch Bundle under an id of its own (the same
+  resources found again, as a FHIR server answers a search anew);
 - ``all new``: every resource of every call new, so nothing checked before is seen again.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from service.crd.discovery import SERVICES
 from .generate import Tree, generate
 
 ANCHOR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "crd" / "CRDServiceRequest.json"
-KINDS = ("same", "new orders", "all new")
+KINDS = ("same", "new orders", "new searches", "all new")
 #: A tag the HTTP run's wrk script replaces in every request by a value of its own (no Lua pattern
 #: characters in it).
 RENEW = "RENEWEDBYWRK"
@@ -83,12 +85,14 @@ def variant(body: dict[str, Any], kind: str, tag: str) -> bytes:
     """The call tagged ``tag`` (a FHIR id) of the given kind of traffic, as JSON."""
     call = copy.deepcopy(body)
     call["hookInstance"] = f"bench-{tag}"
-    renewed = [call["context"]["draftOrders"]] if kind == "new orders" else \
-        [call["context"]["draftOrders"], *call["prefetch"].values()] if kind == "all new" else []
+    orders, prefetch = call["context"]["draftOrders"], list(call["prefetch"].values())
+    renewed = {"same": [], "new orders": [orders], "new searches": [orders], "all new": [orders, *prefetch]}[kind]
+    for value in prefetch if kind == "new searches" else []:
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            value["id"] = tag
     for value in renewed:
-        for resource in _resources(value):
-            if resource["resourceType"] != "Bundle":
-                resource["meta"] = {**resource.get("meta", {}), "versionId": tag}
+        for resource in _resources(value):  # Bundles too: nothing renewed was seen before
+            resource["meta"] = {**resource.get("meta", {}), "versionId": tag}
     return json.dumps(call).encode()
 
 

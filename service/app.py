@@ -51,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bundles: BundleSource | None = app.state.bundles
     if bundles:
         bundles.start(app.state.holder)
+    r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
                                "sighup_reload": installed, "bundle": bundles.url if bundles else None})
@@ -95,7 +96,6 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
                                                                       settings.ehr_max_bytes))
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
-    r4.prepare()  # each worker imports the FHIR models now, not on its first call
     guard = Guard.from_settings(settings)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)

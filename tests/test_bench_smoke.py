@@ -111,9 +111,11 @@ def test_http_only_generates_the_served_tree_alone_and_measures_no_library_figur
 def test_the_crd_call_harness_times_each_kind_of_traffic_and_renews_what_it_says() -> None:
     from bench import crd_call
     body = json.loads(crd_call.ANCHOR.read_text())
-    same, orders, everything = (json.loads(crd_call.variant(body, kind, "v7")) for kind in crd_call.KINDS)
+    same, orders, searches, everything = (json.loads(crd_call.variant(body, kind, "v7")) for kind in crd_call.KINDS)
     assert same["prefetch"] == body["prefetch"] and same["context"] == body["context"]
     assert orders["prefetch"] == body["prefetch"] and orders["context"] != body["context"]
+    assert searches["context"] == orders["context"] and searches["prefetch"]["coverage"]["id"] == "v7"
+    assert searches["prefetch"]["coverage"]["entry"] == body["prefetch"]["coverage"]["entry"]
     assert everything["prefetch"]["patient"]["meta"]["versionId"] == "v7"
     results = crd_call.run(calls=3, size=100)
     assert list(results) == list(crd_call.KINDS)

@@ -10,7 +10,9 @@ Checking takes ~100-350 us a resource, most of a CRD call. The hooks of one enco
 same prefetch (Patient, Coverage, Practitioner, Location ...) again and again, so each process
 keeps the digests of the resources it last found valid (``KNOWN_VALID``): a resource sent again,
 byte for byte the same JSON, is not checked again; any change, however small, is checked anew,
-and invalid resources are always checked, so their messages are the models' own.
+and invalid resources are always checked, so their messages are the models' own. A Bundle's
+resources are checked and remembered one by one, so a search answered anew (a new Bundle id)
+costs only its Bundle.
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ import functools
 import hashlib
 import threading
 import typing
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.types import FhirBase
 from pydantic import BaseModel, ValidationError
@@ -49,40 +51,40 @@ class Problem:
     message: str
 
 
-class _Digests:
-    """The digests of the last ``size`` resources found valid, the least recently seen forgotten first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()  # large CRD calls are checked in the threadpool
-
-    def __contains__(self, digest: bytes) -> bool:
-        with self._lock:
-            if digest in self._seen:
-                self._seen.move_to_end(digest)
-                return True
-            return False
-
-    def add(self, digest: bytes) -> None:
-        with self._lock:
-            self._seen[digest] = None
-            if len(self._seen) > self.size:
-                self._seen.popitem(last=False)
-
-
-_known_valid = _Digests(KNOWN_VALID)
+_known_valid: LRUCache[bytes, bool] = LRUCache(KNOWN_VALID)  # digest -> True
+_known_valid_lock = threading.Lock()  # large CRD calls are checked in the threadpool
 
 
 def problems(resource: dict[str, Any], where: str) -> list[Problem]:
     """Every way ``resource`` (found at ``where``) breaks FHIR R4; empty when it is valid R4."""
     digest = _digest(resource)
-    if digest is not None and digest in _known_valid:
-        return []
-    found = _check(resource, where)
+    if digest is not None:
+        with _known_valid_lock:
+            if _known_valid.get(digest):  # and now the most recently seen
+                return []
+    parts = _parts(resource)
+    valid = all(not problems(part, where) for part in parts) if parts else False
+    found = [] if valid else _check(resource, where)
     if digest is not None and not found:
-        _known_valid.add(digest)
+        with _known_valid_lock:
+            _known_valid[digest] = True
     return found
+
+
+def _parts(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Bundle checked in parts, each remembered alone: the Bundle without its entries' resources,
+    and those resources (the models check an entry's resource as they check it alone, and nothing
+    of the Bundle depends on it), so that the same resources found again by a new search (a new
+    Bundle id) are not checked again. Empty unless every entry is an object whose resource, if
+    any, is one of :data:`READ_TYPES`; such Bundles are checked whole."""
+    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        return []
+    inner = [entry["resource"] for entry in entries if entry.get("resource") is not None]
+    if not inner or not all(isinstance(r, dict) and r.get("resourceType") in READ_TYPES for r in inner):
+        return []
+    shell = [{key: value for key, value in entry.items() if key != "resource"} for entry in entries]
+    return [{**resource, "entry": shell}, *inner]
 
 
 def _digest(resource: dict[str, Any]) -> bytes | None:

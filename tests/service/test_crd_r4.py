@@ -177,3 +177,52 @@ def test_remembering_valid_resources_never_changes_a_verdict(changes: list[tuple
     changed = {**coverage, **dict(changes)}
     for _ in range(2):  # checked, then perhaps remembered
         assert r4.problems(changed, "c") == r4._check(changed, "c")
+
+
+def test_the_valid_resources_remembered_are_bounded() -> None:
+    for number in range(r4.KNOWN_VALID + 10):
+        assert r4.problems({"resourceType": "Patient", "id": f"p{number}"}, "prefetch.patient") == []
+    assert len(r4._known_valid) == r4.KNOWN_VALID
+
+
+valid_coverage = st.builds(lambda: copy.deepcopy(acme_coverage()["entry"][0]["resource"]))
+entry_resources = st.one_of(
+    valid_coverage, valid_coverage.map(lambda c: {**c, "id": "c2"}),
+    st.sampled_from([{"resourceType": "Extension", "url": "http://example.org/x"},  # valid alone, but
+                     {"resourceType": "Coding", "code": "x"}]).map(copy.deepcopy),  # not a resource
+    st.builds(lambda kind, fields: {"resourceType": kind, "id": "r1", **fields},
+              st.sampled_from(["Patient", "Coverage", "Practitioner", "Bundle", "Resource", "DomainResource", "Nope"]),
+              st.dictionaries(st.sampled_from(["status", "gender", "name", "payor", "entry", "url", "type"]),
+                              json_values, max_size=2)),
+    st.none(), st.text(max_size=4))
+bundle_entries = st.one_of(
+    st.builds(lambda resource, extra: {"resource": resource, **extra}, entry_resources,
+              st.dictionaries(st.sampled_from(["fullUrl", "search"]), st.sampled_from(["urn:x", {"mode": "match"}]),
+                              max_size=1)),
+    st.builds(lambda extra: extra, st.dictionaries(st.sampled_from(["fullUrl", "request"]), json_values, max_size=1)),
+    st.none(), st.integers())
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(bundle_entries, max_size=3), bundle_type=st.sampled_from(["searchset", "collection", "nope"]),
+       bundle_id=st.from_regex(r"[A-Za-z0-9]{1,6}", fullmatch=True) | st.text(max_size=3))
+def test_a_bundle_checked_in_parts_gets_the_verdict_and_problems_of_the_bundle_checked_whole(
+        entries: list[Any], bundle_type: str, bundle_id: str) -> None:
+    bundle = {"resourceType": "Bundle", "id": bundle_id, "type": bundle_type, "entry": entries}
+    for _ in range(2):  # checked, then perhaps remembered (whole or in parts)
+        assert r4.problems(bundle, "prefetch.x") == r4._check(bundle, "prefetch.x")
+
+
+def test_the_same_resources_found_by_a_new_search_are_not_checked_again(monkeypatch) -> None:
+    search = acme_coverage()
+    assert r4.problems(search, "prefetch.coverage") == []
+    checked: list[str] = []
+    check = r4._check
+    monkeypatch.setattr(r4, "_check", lambda resource, where: checked.append(resource["resourceType"])
+                        or check(resource, where))
+    again = {**copy.deepcopy(search), "id": "a-new-search", "meta": {"lastUpdated": "2026-01-02T03:04:05Z"}}
+    assert r4.problems(again, "prefetch.coverage") == []
+    assert checked == ["Bundle"]  # the new Bundle without its entries' resources; the Coverage is remembered
+    again["entry"][0]["resource"]["status"] = "enforced"
+    (problem,) = r4.problems(again, "prefetch.coverage")
+    assert problem.path == "prefetch.coverage.entry[0].resource.status"

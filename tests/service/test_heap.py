@@ -1,5 +1,5 @@
-"""A serving worker freezes what it loaded out of the collector's scans; a reload freezes the new
-rule set and lets the replaced one's garbage go."""
+"""A started worker imports the FHIR models and freezes what it loaded out of the collector's
+scans; a reload freezes the new rule set and lets the replaced one's garbage go."""
 from __future__ import annotations
 
 import gc
@@ -8,6 +8,7 @@ import weakref
 from fastapi.testclient import TestClient
 
 from service import heap
+from service.fhir import r4
 
 
 class _Cycle:
@@ -22,11 +23,13 @@ def _scanned(thing: object) -> bool:
     return any(o is thing for o in gc.get_objects())
 
 
-def test_a_started_worker_has_frozen_what_it_loaded(make_client) -> None:
+def test_a_started_worker_has_imported_the_fhir_models_and_frozen_what_it_loaded(make_client) -> None:
     client = make_client()
     gc.unfreeze()
+    r4.prepare.cache_clear()
     assert _scanned(client.app.state.holder.current)
     with client:  # the lifespan runs: the worker is started
+        assert r4.prepare.cache_info().currsize == 1
         assert not _scanned(client.app.state.holder.current)
         assert client.get("/readyz").status_code == 200
 
