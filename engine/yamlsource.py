@@ -261,7 +261,9 @@ def _explained(exc: yaml.MarkedYAMLError) -> str:
 
 def _check_expansion(root: yaml.Node) -> None:
     """Refuse a document that expands to more than MAX_VALUES values, each alias counted at every
-    use, before expanding it: an alias bomb of a few lines is refused in a few milliseconds."""
+    use, located at the first value whose expansion passes the limit; counted without expanding
+    anything, so an alias bomb's size costs milliseconds to find. Only a document that
+    :class:`_Plain` found too large, or wrong in another way, is counted."""
     _size(root, {})
 
 
