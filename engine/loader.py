@@ -318,7 +318,7 @@ def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
 def read_tree(root: str | Path, workers: int | None = None) -> Tree:
     """Read, validate and compile every file under ``root``; problems are returned, not raised.
     ``workers`` read YAML besides this process (see :func:`engine.parallel.read_texts`; None: one
-    per spare core for a large tree, 0: none); the result is the same however many there are."""
+    for a large tree when a core is spare, 0: none); the result is the same however many there are."""
     root = Path(root)
     problems = Problems()
     if not root.exists():
