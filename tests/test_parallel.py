@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,19 @@ def _mixed_tree(tmp_path: Path) -> Path:
     return root
 
 
-def test_a_tree_read_in_a_worker_is_the_tree_read_here(tmp_path: Path) -> None:
+def _read_here_counted(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The texts this process reads itself from now on (a worker's reads are not counted here)."""
+    read_here, counted = parallel._read_here, []
+    monkeypatch.setattr(parallel, "_read_here", lambda text: counted.append(text) or read_here(text))
+    return counted
+
+
+def test_a_tree_read_in_a_worker_is_the_tree_read_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _mixed_tree(tmp_path)
-    here, there = read_tree(root, workers=0), read_tree(root, workers=1)
+    here = read_tree(root, workers=0)
+    counted = _read_here_counted(monkeypatch)
+    there = read_tree(root, workers=1)
+    assert counted == []  # the worker read every text
     assert {p.code for p in here.problems} >= {"E-encoding", "E-yaml", "E-schema", "E-duplicate-key",
                                               "E-yaml-too-large", "E-file-too-large", "E-link", "E-syntax"}
     assert _summary(there) == _summary(here)
@@ -74,7 +85,9 @@ def test_a_worker_that_dies_leaves_the_reading_to_this_process(tmp_path: Path, m
     here = read_tree(root, workers=0)
     monkeypatch.setattr(parallel, "_start_method", lambda: parallel.multiprocessing.get_context("fork"))
     monkeypatch.setattr(parallel, "read_batch", _die)
+    counted = _read_here_counted(monkeypatch)
     assert _summary(read_tree(root, workers=1)) == _summary(here)
+    assert len(counted) == len(here.files)  # every file the tree reads, read here
 
 
 def test_a_small_tree_starts_no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,3 +141,21 @@ def test_a_daemon_process_reads_the_tree_itself(tmp_path: Path) -> None:
     got = answer.get(timeout=60)
     daemon.join()
     assert got == _summary(read_tree(root, workers=0))
+
+
+def test_with_threads_running_the_worker_starts_afresh_and_reads_the_same(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked copy of a process with threads may wait for a lock another thread held: spawn."""
+    root = _mixed_tree(tmp_path)
+    counted = _read_here_counted(monkeypatch)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert parallel._start_method().get_start_method() == "spawn"
+        there = read_tree(root, workers=1)
+    finally:
+        stop.set()
+        other.join()
+    assert parallel._start_method().get_start_method() == "fork" and counted == []
+    assert _summary(there) == _summary(read_tree(root, workers=0))
