@@ -157,5 +157,5 @@ def test_with_threads_running_the_worker_starts_afresh_and_reads_the_same(tmp_pa
     finally:
         stop.set()
         other.join()
-    assert parallel._start_method().get_start_method() == "fork" and counted == []
+    assert counted == []  # the worker started afresh read every text
     assert _summary(there) == _summary(read_tree(root, workers=0))
