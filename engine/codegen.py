@@ -27,8 +27,9 @@ from .parser import parse_condition
 
 Ctx = Mapping[str, Any]
 #: A policy version's rules as one function: ``facts -> (index of the deciding rule, or the number
-#: of rules for the default; indexes of the rules that were unknown before it)``.
-RuleProgram = Callable[[Ctx], "tuple[int, tuple[int, ...]]"]
+#: of rules for the default; indexes of the rules that were unknown before it; the values of the
+#: deciding outcome's documentation conditions)``.
+RuleProgram = Callable[[Ctx], "tuple[int, tuple[int, ...], tuple[bool | None, ...]]"]
 #: One condition as a function: ``facts -> True | False | None``.
 ConditionProgram = Callable[[Ctx], "bool | None"]
 
@@ -221,25 +222,34 @@ def condition_code(text: str, value_sets: Mapping[str, Sequence[str]], module: _
     return _Generator(checked, module).expr(expr)
 
 
-def rules_source(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]]) -> tuple[str, _Module]:
-    """Source of ``rules(ctx)``: the rules tried in order under hit policy ``first`` (see RuleProgram)."""
+def rules_source(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]],
+                 documentation: Sequence[Sequence[str]] = ()) -> tuple[str, _Module]:
+    """Source of ``rules(ctx)``: the rules tried in order under hit policy ``first`` (see RuleProgram).
+    ``documentation`` gives, for each rule's outcome and then the default's, the conditions of its
+    documentation items (none when not given), whose values the program answers with."""
     module = _Module()
+    outcomes = [*documentation, *[()] * (len(conditions) + 1 - len(documentation))]
+
+    def decided(index: int) -> str:
+        states = [condition_code(text, value_sets, module).src for text in outcomes[index]]
+        return f"return {literal(index)}, pending, ({''.join(f'{state}, ' for state in states)})"
     body = ["def rules(ctx):", "    get = ctx.get", "    pending = ()"]
     for index, text in enumerate(conditions):
         code = condition_code(text, value_sets, module)
         if not code.nullable:
-            body += [f"    if {code.src}:", f"        return {literal(index)}, pending"]
+            body += [f"    if {code.src}:", f"        {decided(index)}"]
             continue
         body += [f"    r = {code.src}",
-                 "    if r is True:", f"        return {literal(index)}, pending",
+                 "    if r is True:", f"        {decided(index)}",
                  "    if r is None:", f"        pending += ({literal(index)},)"]
-    body.append(f"    return {literal(len(conditions))}, pending")
+    body.append(f"    {decided(len(conditions))}")
     return "\n".join(body) + "\n", module
 
 
-def compile_rules(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]]) -> RuleProgram:
+def compile_rules(conditions: Sequence[str], value_sets: Mapping[str, Sequence[str]],
+                  documentation: Sequence[Sequence[str]] = ()) -> RuleProgram:
     """One function deciding which of the rules ``conditions`` answers (see :data:`RuleProgram`)."""
-    source, module = rules_source(conditions, value_sets)
+    source, module = rules_source(conditions, value_sets, documentation)
     return module.build(source, "rules")
 
 

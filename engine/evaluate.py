@@ -41,7 +41,7 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
     pause = policy.pause_on(facts["date_of_service"]) if policy.pauses else None
     if pause is not None:
         return Answer(NO_AUTH, COVERED, reasons=[pause.reason], possible={NO_AUTH}, policies=[policy])
-    index, unknown_at = policy.program.run(facts)
+    index, unknown_at, _ = policy.program.run(facts)
     rules = policy.rules
     decisive = rules[index] if index < len(rules) else None
     if sink is not None:  # every rule up to the deciding one was tried

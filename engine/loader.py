@@ -109,11 +109,14 @@ class _Shared:
         """``mapping``, or the equal mapping met first in this load (shared, so never to be changed)."""
         return self.values.setdefault((dict, *mapping.items()), mapping)  # type: ignore[no-any-return]
 
-    def program(self, conditions: tuple[str, ...], value_sets: dict[str, tuple[str, ...]]) -> Lazy:
-        """The rules ``conditions`` as one program; versions with the same rules and value sets share it."""
-        key = (conditions, id(value_sets))  # value sets are shared mappings: equal ones are one object
+    def program(self, conditions: tuple[str, ...], documentation: tuple[tuple[str, ...], ...],
+                value_sets: dict[str, tuple[str, ...]]) -> Lazy:
+        """The rules ``conditions`` as one program answering also the values of each outcome's
+        documentation conditions (``documentation``: the rules' outcomes', then the default's);
+        versions with the same rules, documentation conditions and value sets share it."""
+        key = (conditions, documentation, id(value_sets))  # equal value sets are one shared mapping
         if key not in self.programs:
-            self.programs[key] = Lazy(partial(compile_rules, conditions, value_sets))
+            self.programs[key] = Lazy(partial(compile_rules, conditions, value_sets, documentation))
         return self.programs[key]
 
     def code_item(self, text: str) -> CodeSet:
@@ -633,7 +636,9 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         documentation=catalogue, value_sets=value_sets,
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
-        program=shared.program(tuple(r.when for r in rules), value_sets),
+        program=shared.program(tuple(r.when for r in rules), tuple(
+            tuple(ref.when for ref in outcome.documentation if ref.test is not None and ref.when)
+            for outcome in (*(r.outcome for r in rules), default)), value_sets),
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
         pauses=shared.value(pauses),
     )

@@ -275,9 +275,7 @@ def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[Hashable, ...
         pause = policy.pause_on(facts["date_of_service"])
         if pause is not None:
             return id(policy), id(pause)
-    index, unknown_at = policy.program.run(facts)
-    conditions = policy.outcomes[index].conditions
-    states = tuple([test.run(facts) for test in conditions]) if conditions else ()
+    index, unknown_at, states = policy.program.run(facts)
     if not unknown_at:
         return id(policy), index, states
     rules = policy.rules

@@ -188,15 +188,18 @@ def test_every_generated_condition_answers_as_the_reference_closure(ctx: dict[st
 
 
 @settings(max_examples=100, deadline=None)
-@given(contexts(), st.lists(st.sampled_from(range(len(FORMS))), min_size=1, max_size=6))
-def test_a_policy_program_finds_the_first_rule_that_holds_and_the_unknown_ones_before_it(
-        ctx: dict[str, Any], picks: list[int]) -> None:
+@given(contexts(), st.lists(st.sampled_from(range(len(FORMS))), min_size=1, max_size=6),
+       st.lists(st.lists(st.sampled_from(range(len(FORMS))), max_size=2), max_size=7))
+def test_a_policy_program_finds_the_first_rule_that_holds_the_unknown_ones_before_it_and_its_documentation_conditions(
+        ctx: dict[str, Any], picks: list[int], documentation: list[list[int]]) -> None:
     texts = [FORMS[i][0] for i in picks]
-    value_sets = {name: items for i in picks for name, items in FORMS[i][1].items()}
+    outcomes = [tuple(FORMS[i][0] for i in doc) for doc in documentation[:len(texts) + 1]]
+    value_sets = {name: items for i in [*picks, *sum(documentation, [])] for name, items in FORMS[i][1].items()}
     results = [_closure(text, value_sets)(ctx) for text in texts]
     decisive = next((i for i, r in enumerate(results) if r is True), len(texts))
     unknown = tuple(i for i, r in enumerate(results[:decisive]) if r is None)
-    assert codegen.compile_rules(texts, value_sets)(ctx) == (decisive, unknown)
+    states = tuple(_closure(text, value_sets)(ctx) for text in (outcomes[decisive] if decisive < len(outcomes) else ()))
+    assert codegen.compile_rules(texts, value_sets, outcomes)(ctx) == (decisive, unknown, states)
 
 
 def test_a_decision_builder_gives_fresh_containers_its_fields_first_and_its_holes_filled() -> None:
