@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+import engine
+
 from service.dtr.adaptive import next_question
 from service.dtr.catalogue import PREFIX, fhir_base, forms_of
 from service.dtr.package import package
@@ -89,24 +91,20 @@ async def _body(request: Request) -> Any:
 @router.post(PREFIX + "/Questionnaire/$questionnaire-package", summary="DTR: the forms an order needs")
 async def questionnaire_package(request: Request) -> JSONResponse:
     """Parameters with coverage and order(s) in; Parameters with one packagebundle per form out."""
-    ruleset, audit = request.app.state.holder.current, request.app.state.audit
+    ruleset = request.app.state.holder.current
     decided: list[dict[str, Any]] = []
     try:
         result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided)
     except FhirError as err:
-        audit.dtr(request, ruleset.digest, err.status, "questionnaire-package", expression=err.expression)
-        return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    if audit.withheld(audit.dtr(request, ruleset.digest, 200, "questionnaire-package", decided)):
-        return operation_outcome(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
-    return _fhir(result, ruleset.digest)
+        return _refused(request, ruleset, "questionnaire-package", err)
+    return _answered(request, ruleset, "questionnaire-package", decided, result)
 
 
 @router.post(PREFIX + "/Questionnaire/$next-question", summary="SDC adaptive form: the next questions")
 async def next_question_operation(request: Request) -> JSONResponse:
     """Parameters with ``questionnaire-response`` (or the QuestionnaireResponse itself) in; Parameters
     with ``return``: the response with the next questions, or completed with the decision."""
-    ruleset, audit = request.app.state.holder.current, request.app.state.audit
+    ruleset = request.app.state.holder.current
     decided: list[dict[str, Any]] = []
     try:
         body = await _body(request)
@@ -119,10 +117,23 @@ async def next_question_operation(request: Request) -> JSONResponse:
             response = given[0]
         result = next_question(response, forms_of(request), ruleset, decided)
     except FhirError as err:
-        audit.dtr(request, ruleset.digest, err.status, "next-question", expression=err.expression)
-        return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    if audit.withheld(audit.dtr(request, ruleset.digest, 200, "next-question", decided)):
+        return _refused(request, ruleset, "next-question", err)
+    return _answered(request, ruleset, "next-question", decided,
+                     {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]})
+
+
+def _refused(request: Request, ruleset: engine.RuleSet, operation: str, err: FhirError) -> JSONResponse:
+    """The OperationOutcome of a refused DTR operation, audited."""
+    request.app.state.audit.dtr(request, ruleset.digest, err.status, operation, expression=err.expression)
+    return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
+
+
+def _answered(request: Request, ruleset: engine.RuleSet, operation: str, decided: list[dict[str, Any]],
+              result: dict[str, Any]) -> JSONResponse:
+    """``result`` of a DTR operation once its audit record is written (503 when it cannot be), its
+    ``decided`` lines counted."""
+    audit = request.app.state.audit
+    if audit.withheld(audit.dtr(request, ruleset.digest, 200, operation, decided)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
-    return _fhir({"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]},
-                 ruleset.digest)
+    return _fhir(result, ruleset.digest)
