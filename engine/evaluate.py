@@ -127,9 +127,15 @@ def authorization_for(line: Line, day: dt.date, auths: Iterable[Authorization],
     return None
 
 
+def may_be_authorized(answer: Answer) -> bool:
+    """True when an authorization on file could turn ``answer`` into ``satisfied``: it needs (or may
+    need) prior authorization."""
+    return answer.pa_needed in (AUTH_NEEDED, CONDITIONAL) and AUTH_NEEDED in answer.possible
+
+
 def apply_authorizations(answer: Answer, line: Line, day: dt.date, auths: tuple[Authorization, ...]) -> None:
     """Turn a needed (or possibly needed) authorization into ``satisfied`` when one is on file."""
-    if not auths or answer.pa_needed not in (AUTH_NEEDED, CONDITIONAL) or AUTH_NEEDED not in answer.possible:
+    if not auths or not may_be_authorized(answer):
         return
     validities = [p.auth_validity for p in answer.policies if p.auth_validity]
     shortest = min(validities, key=lambda v: last_valid_day(day, v), default=None)
