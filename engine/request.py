@@ -11,10 +11,10 @@ from typing import Any, Callable, Mapping
 import msgspec
 
 from . import contract
+from .clock import current_day
 from .codes import CPT, HCPCS, normalize, system_of
 from .errors import RequestError, did_you_mean
 from .facts import DERIVED, OpenSet
-from .clock import current_day
 
 #: Most service lines one request may carry.
 MAX_LINES = contract.MAX_LINES
