@@ -16,11 +16,11 @@ import msgspec
 MAX_LINES, MAX_TEXT, MAX_ITEMS = 1000, 256, 1000
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
-Texts = Annotated[list[Text], msgspec.Meta(max_length=MAX_ITEMS)]
+Texts = Annotated[tuple[Text, ...], msgspec.Meta(max_length=MAX_ITEMS)]  # lists arrive as tuples: hashable
 Units = Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
 
 
-class Patient(msgspec.Struct, forbid_unknown_fields=True):
+class Patient(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """``patient``: birth date and sex; its id is carried, never read."""
 
     birth_date: Text | None = None
@@ -28,7 +28,7 @@ class Patient(msgspec.Struct, forbid_unknown_fields=True):
     id: Any = None
 
 
-class Provider(msgspec.Struct, forbid_unknown_fields=True):
+class Provider(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """``provider``: the facts conditions read about who renders the service."""
 
     npi: Text | None = None
@@ -38,7 +38,7 @@ class Provider(msgspec.Struct, forbid_unknown_fields=True):
     exemptions: Texts | None = None
 
 
-class Service(msgspec.Struct, forbid_unknown_fields=True):
+class Service(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One service line."""
 
     code: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)] | int
@@ -50,7 +50,7 @@ class Service(msgspec.Struct, forbid_unknown_fields=True):
     id: Any = None
 
 
-class Body(msgspec.Struct, forbid_unknown_fields=True):
+class Body(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A v1 request body; authorizations (rare) are read field by field. ``request_id`` is the
     caller's own label: not a fact, but bounded like one."""
 
@@ -68,11 +68,3 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
     order_complete: bool | None = None
     explain: bool | None = None
     request_id: Text | None = None
-
-
-def decode(body: Any) -> Body | None:
-    """``body`` as a :class:`Body`, or None when the types refuse it."""
-    try:
-        return msgspec.convert(body, Body)
-    except msgspec.ValidationError:
-        return None

@@ -363,13 +363,13 @@ def _service_code(raw: str | int) -> tuple[str, str]:
     return code, system  # type: ignore[return-value]
 
 
-def _short_lists_remembered(normalized: Callable[[tuple[str, ...]], frozenset[str]]) -> Callable[[list[str]], frozenset[str]]:
-    """``normalized`` taking a list, remembered for lists of at most :data:`_SHORT_LIST` texts (the
-    same few lists repeat); longer lists are normalized afresh, so memory stays bounded."""
+def _short_lists_remembered(normalized: Callable[[tuple[str, ...]], frozenset[str]]) -> Callable[[tuple[str, ...]], frozenset[str]]:
+    """``normalized``, remembered for tuples of at most :data:`_SHORT_LIST` texts (the same few lists
+    repeat); longer ones are normalized afresh, so memory stays bounded."""
     remembered = lru_cache(maxsize=_REMEMBERED_LISTS)(normalized)
 
-    def read(texts: list[str]) -> frozenset[str]:
-        return remembered(tuple(texts)) if len(texts) <= _SHORT_LIST else normalized(tuple(texts))
+    def read(texts: tuple[str, ...]) -> frozenset[str]:
+        return remembered(texts) if len(texts) <= _SHORT_LIST else normalized(texts)
     return read
 
 
@@ -391,21 +391,18 @@ def _bill_type(text: str) -> str:
     return (text.strip() or _blank()).upper().lstrip("0")
 
 
-@lru_cache(maxsize=65536)
-def _stripped(text: str) -> str:
-    """A listed text stripped (lists repeat the same few values, so this is remembered)."""
-    return text.strip() or _blank()
+@_short_lists_remembered
+def _exemptions(texts: tuple[str, ...]) -> frozenset[str]:
+    """A provider's exemptions stripped."""
+    return frozenset([text.strip() or _blank() for text in texts])
 
 
 def _decoded(body: Any, today: dt.date | None) -> Request | None:
     """The request decoded in one step (engine/contract.py), then its facts derived; None when
     anything is unusual, for :func:`_checked` to decide. Both give equal requests."""
-    decoded = contract.decode(body)
-    if decoded is None:
-        return None
     try:
-        return _request(decoded, today)
-    except _Unsure:
+        return _request(msgspec.convert(body, contract.Body), today)
+    except (msgspec.ValidationError, _Unsure):
         return None
 
 
@@ -439,7 +436,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if provider.network is not None:
             common["provider.network"] = (provider.network.strip() or _blank())
         if provider.exemptions:
-            exemptions = frozenset(map(_stripped, provider.exemptions))
+            exemptions = _exemptions(provider.exemptions)
     common["provider.exemptions"] = exemptions
     order = _order_of(common, len(body.services), body.order_complete is True)
     lines = []
@@ -447,7 +444,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         code, system = _service_code(service.code)
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
-        facts = dict(common) if order is None else order.line(common, code)
+        facts = common if order is None else order.line(common, code)  # one line: its facts are the common ones
         facts["code"], facts["system"] = code, system
         facts["modifiers"] = _modifiers(service.modifiers) if service.modifiers else _EMPTY
         facts["units"] = service.units
