@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import ast
 from .checker import Checked, Checker
 from .codes import CodeSet
-from .compiler import found, shift_date
+from .compiler import found, prefixed, shift_date
 from .facts import ALWAYS, FACTS, OPEN
 from .parser import parse_condition
 
@@ -37,7 +37,7 @@ _COMPARATORS = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">
 _UNITS = {"day": "day", "week": "week", "month": "month", "year": "year"}
 #: Subexpressions nested deeper than this become helper functions (Python limits nesting in source).
 _MAX_DEPTH = 24
-_NAMESPACE = {"_shift": shift_date, "_found": found,
+_NAMESPACE = {"_shift": shift_date, "_found": found, "_prefixed": prefixed,
               "__builtins__": {"any": any, "map": map, "float": float}}
 
 
@@ -166,8 +166,7 @@ class _Generator:
             return lambda v: f"any(map({exact}.__contains__, {v}))"
         if prefixes is None:
             return lambda v: f"(not {exact}.isdisjoint({v}))"
-        x = self.module.temp()
-        return lambda v: f"(not {exact}.isdisjoint({v}) or any([{x}.startswith({prefixes}) for {x} in {v}]))"
+        return lambda v: f"(not {exact}.isdisjoint({v}) or _prefixed({v}, {prefixes}))"
 
     def _collection(self, many: ast.Expr, others: list[_Code], test: Callable[..., str]) -> _Code:
         """``test`` of a multi-valued fact and ``others``; on a fact the request may carry only in
