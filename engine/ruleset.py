@@ -165,13 +165,21 @@ class RuleSet:
         then kept under those bytes and the day, and the same bytes again get a copy of it from a
         per-rule-set cache (see engine/memo.py)."""
         day = today or current_day()
-        if remember is None or len(remember) > MAX_KEY_BYTES:
-            return self._evaluate(body, day)
+        if remember is not None and len(remember) <= MAX_KEY_BYTES:
+            return self._remembered(body, day, remember)
+        request = parse_request(body, day)
+        if request.payer not in self._payers:
+            raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
+                                        f"{', '.join(self.payers()) or 'no payers'}")
+        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
+
+    def _remembered(self, body: Any, day: dt.date, remember: bytes) -> dict[str, Any]:
+        """The answer kept under ``remember`` and ``day``, else the answer computed and kept."""
         key = day.toordinal().to_bytes(3, "big") + remember
         kept = self._answers.get(key)
         if kept is not None:
             return kept  # type: ignore[no-any-return]
-        response = self._evaluate(body, day)
+        response = self.evaluate(body, day)
         if body.get("explain") is not True:  # traces are too big to keep
             self._answers.put(key, response)
         return response
@@ -186,19 +194,19 @@ class RuleSet:
         """Hits, misses and size of the cache of answers to repeated requests."""
         return self._answers.info()
 
-    def _evaluate(self, body: Any, today: dt.date) -> dict[str, Any]:
-        request = parse_request(body, today)
-        if request.payer not in self._payers:
-            raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
-                                        f"{', '.join(self.payers()) or 'no payers'}")
-        return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
-
     def decide(self, request: Request) -> list[dict[str, Any]]:
         """The v1 decision of each line of a parsed request (its payer known to this rule set)."""
-        return [self._decide(request, line) for line in request.lines]
+        lines = request.lines
+        if len(lines) == 1:  # the usual request: no comprehension to set up
+            return [self._decide(request, lines[0])]
+        return [self._decide(request, line) for line in lines]
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
-        policies = self.select(request.payer, request.plan, line, request.as_of)
+        policies = self._selections.get((request.payer, request.plan, line.code, request.as_of))
+        if policies is None:
+            policies = self.select(request.payer, request.plan, line, request.as_of)
+        else:
+            self._select_hits += 1
         key = None
         if not request.explain:
             if not policies:  # unlisted: the payer's answer, its reason naming the code and date
