@@ -196,10 +196,10 @@ class RuleSet:
 
     def decide(self, request: Request) -> list[dict[str, Any]]:
         """The v1 decision of each line of a parsed request (its payer known to this rule set)."""
-        lines = request.lines
-        if len(lines) == 1:  # the usual request: no comprehension to set up
-            return [self._decide(request, lines[0])]
-        return [self._decide(request, line) for line in lines]
+        decisions = []
+        for line in request.lines:  # a loop, not a comprehension: CPython 3.11 sets one up per call
+            decisions.append(self._decide(request, line))
+        return decisions
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
         policies = self._selections.get((request.payer, request.plan, line.code, request.as_of))
@@ -272,7 +272,10 @@ def _template_key(policies: tuple[Policy, ...], facts: Mapping[str, Any]) -> tup
     """What the decision of a line by several ``policies`` depends on besides its code and system
     (and the authorizations on file): for each policy, what :func:`_policy_key` says. (A line one
     policy decides takes that policy's key itself: an int leads it, never a tuple as here.)"""
-    return tuple([_policy_key(policy, facts) for policy in policies])
+    key = []
+    for policy in policies:  # a loop, not a comprehension: CPython 3.11 sets one up per call
+        key.append(_policy_key(policy, facts))
+    return tuple(key)
 
 
 def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[Hashable, ...]:
