@@ -5,7 +5,6 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 import msgspec
@@ -330,7 +329,39 @@ def _blank() -> str:
     raise _Unsure
 
 
-@lru_cache(maxsize=65536)
+class _Memo(dict):  # type: ignore[type-arg]
+    """A function of one hashable argument, remembered: ``memo[x]`` is ``compute(x)``, kept when
+    ``keep(x)`` holds, at most ``size`` values (a full memo starts again). A hit is one dict lookup
+    in C, with no Python frame: a request reads several of the memos below, each line one or two.
+    Reads and writes are atomic under the GIL, so threads share a memo without a lock."""
+
+    __slots__ = ("_compute", "_size", "_keep")
+
+    def __init__(self, compute: Callable[[Any], Any], size: int, keep: Callable[[Any], bool] | None = None) -> None:
+        super().__init__()
+        self._compute, self._size, self._keep = compute, size, keep
+
+    def __missing__(self, key: Any) -> Any:
+        value = self._compute(key)
+        if self._keep is None or self._keep(key):
+            if len(self) >= self._size:
+                self.clear()
+            self[key] = value
+        return value
+
+
+def _remembered(size: int, keep: Callable[[Any], bool] | None = None) -> Callable[[Callable[[Any], Any]], _Memo]:
+    """Decorator: the function as a :class:`_Memo` (read it as ``function[argument]``)."""
+    return lambda compute: _Memo(compute, size, keep)
+
+
+def _short(texts: tuple[str, ...]) -> bool:
+    """Lists of at most :data:`_SHORT_LIST` texts are remembered (the same few repeat); longer ones
+    are normalized afresh, so the memory callers can make the memos keep stays bounded."""
+    return len(texts) <= _SHORT_LIST
+
+
+@_remembered(65536)
 def _day(text: str) -> dt.date:
     """A date written YYYY-MM-DD within the accepted years (dates repeat, so this is remembered)."""
     if not _ISO_DATE.fullmatch(text):
@@ -344,16 +375,18 @@ def _day(text: str) -> dt.date:
     return day
 
 
-@lru_cache(maxsize=65536)
-def _birth(text: str, as_of: dt.date) -> tuple[dt.date, int]:
-    """A birth date on or before the date of service, with the age then (both repeat, so remembered)."""
-    birth = _day(text)
+@_remembered(65536)
+def _birth(written_as_of: tuple[str, dt.date]) -> tuple[dt.date, int]:
+    """A birth date (as written, with the date of service) on or before the date of service, with
+    the age then (both repeat, so remembered)."""
+    text, as_of = written_as_of
+    birth = _day[text]
     if birth > as_of:
         raise _Unsure
     return birth, age_on(birth, as_of)
 
 
-@lru_cache(maxsize=65536)
+@_remembered(65536)
 def _service_code(raw: str | int) -> tuple[str, str]:
     """A line's code normalized, with its system (codes repeat, so this is remembered)."""
     code = normalize(str(raw))
@@ -363,35 +396,25 @@ def _service_code(raw: str | int) -> tuple[str, str]:
     return code, system  # type: ignore[return-value]
 
 
-def _short_lists_remembered(normalized: Callable[[tuple[str, ...]], frozenset[str]]) -> Callable[[tuple[str, ...]], frozenset[str]]:
-    """``normalized``, remembered for tuples of at most :data:`_SHORT_LIST` texts (the same few lists
-    repeat); longer ones are normalized afresh, so memory stays bounded."""
-    remembered = lru_cache(maxsize=_REMEMBERED_LISTS)(normalized)
-
-    def read(texts: tuple[str, ...]) -> frozenset[str]:
-        return remembered(texts) if len(texts) <= _SHORT_LIST else normalized(texts)
-    return read
-
-
-@_short_lists_remembered
+@_remembered(_REMEMBERED_LISTS, _short)
 def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
     """A line's modifiers, upper case."""
     return frozenset([(m.strip() or _blank()).upper() for m in texts])
 
 
-@_short_lists_remembered
+@_remembered(_REMEMBERED_LISTS, _short)
 def _diagnoses(texts: tuple[str, ...]) -> frozenset[str]:
     """A request's diagnosis codes normalized."""
     return frozenset([normalize(text.strip() or _blank()) for text in texts])
 
 
-@lru_cache(maxsize=65536)
+@_remembered(65536)
 def _bill_type(text: str) -> str:
     """A type of bill as facts hold it: upper case, no leading zeros (the same few repeat)."""
     return (text.strip() or _blank()).upper().lstrip("0")
 
 
-@_short_lists_remembered
+@_remembered(_REMEMBERED_LISTS, _short)
 def _exemptions(texts: tuple[str, ...]) -> frozenset[str]:
     """A provider's exemptions stripped."""
     return frozenset([text.strip() or _blank() for text in texts])
@@ -408,24 +431,24 @@ def _decoded(body: Any, today: dt.date | None) -> Request | None:
 
 def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
     payer = body.payer.strip() or _blank()  # first, as _checked words a blank payer before the rest
-    as_of = _day(body.date_of_service) if body.date_of_service is not None else (today or current_day())
+    as_of = _day[body.date_of_service] if body.date_of_service is not None else (today or current_day())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
         common["plan"] = (body.plan.strip() or _blank())
     if body.place_of_service is not None:
         common["place_of_service"] = (body.place_of_service.strip() or _blank())
     if body.type_of_bill is not None:
-        common["type_of_bill"] = _bill_type(body.type_of_bill)
+        common["type_of_bill"] = _bill_type[body.type_of_bill]
     if body.state is not None:
         common["state"] = (body.state.strip() or _blank()).upper()
     patient = body.patient
     if patient is not None:
         if patient.birth_date is not None:
-            common["patient.birth_date"], common["patient.age"] = _birth(patient.birth_date, as_of)
+            common["patient.birth_date"], common["patient.age"] = _birth[patient.birth_date, as_of]
         if patient.sex is not None:
             common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
     if body.diagnoses is not None:
-        common["diagnoses"] = _diagnoses(body.diagnoses)
+        common["diagnoses"] = _diagnoses[body.diagnoses]
     provider = body.provider
     exemptions = _EMPTY
     if provider is not None:
@@ -436,17 +459,17 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if provider.network is not None:
             common["provider.network"] = (provider.network.strip() or _blank())
         if provider.exemptions:
-            exemptions = _exemptions(provider.exemptions)
+            exemptions = _exemptions[provider.exemptions]
     common["provider.exemptions"] = exemptions
     order = _order_of(common, len(body.services), body.order_complete is True)
     lines = []
     for service in body.services:
-        code, system = _service_code(service.code)
+        code, system = _service_code[service.code]
         if service.system is not None and (service.system.strip() or _blank()).upper() != system:
             raise _Unsure
         facts = common if order is None else order.line(common, code)  # one line: its facts are the common ones
         facts["code"], facts["system"] = code, system
-        facts["modifiers"] = _modifiers(service.modifiers) if service.modifiers else _EMPTY
+        facts["modifiers"] = _modifiers[service.modifiers] if service.modifiers else _EMPTY
         facts["units"] = service.units
         if service.stage is not None:
             facts["stage"] = (service.stage.strip() or _blank()).lower()
