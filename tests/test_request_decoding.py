@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import RequestError
-from engine.request import _checked, _decoded, parse_request
+from engine.request import _checked, _decoded, _Memo, parse_request
 
 TODAY = dt.date(2025, 6, 1)
 BASE: dict[str, Any] = {
@@ -121,3 +121,15 @@ def test_regression_long_distinct_modifier_lists_were_remembered_without_bound()
     finally:
         tracemalloc.stop()
     assert grown < 1_000_000, f"{grown} bytes kept after parsing"
+
+
+def test_a_field_memo_computes_once_keeps_at_most_its_size_and_skips_what_it_must_not_keep() -> None:
+    computed: list[int] = []
+
+    def double(value: int) -> int:
+        computed.append(value)
+        return value * 2
+    memo = _Memo(double, 2, lambda value: value < 100)
+    assert memo[1] == 2 and memo[1] == 2 and computed == [1]
+    assert memo[2] == 4 and memo[3] == 6 and len(memo) <= 2  # full: it started again
+    assert memo[500] == 1000 and 500 not in memo
