@@ -67,8 +67,9 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
                               "parse_cache": _hit_rate(loader._parse.cache_info())}
     bodies = [m["body"] for m in mix]
     explained = [{**b, "explain": True} for b in bodies]
-    for body in bodies:  # one warm-up pass: imports, first-call costs, a warm selection cache
-        rules.evaluate(body)
+    orders = long_orders(mix)
+    full = full_fact_bodies(mix) if peers else []
+    warm_up(rules.evaluate, [*bodies, *explained, *orders, *full])
     # Every figure but "plain" and "full_fact_covreq" is computed: evaluate without ``remember``
     # keeps no answer (selections and compiled policy programs stay warm, as in steady state).
     result["plain"] = summary(line_latencies(remembering(rules, bodies), bodies, rounds))
@@ -77,18 +78,28 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
     result["plain_cold"] = summary(line_latencies(rules.evaluate, bodies, max(1, rounds // 4)))
     single = [b for b in bodies if len(b["services"]) == 1]
     result["one_line_cold"] = summary(line_latencies(rules.evaluate, single, max(1, rounds // 2)))
-    orders = long_orders(mix)
-    for order in orders:  # first sight of each policy compiles its program: not part of the figure
-        rules.evaluate(order)
     result["order_cold"] = summary(line_latencies(rules.evaluate, orders, max(1, rounds // 4)))
     result["explain"] = summary(line_latencies(rules.evaluate, explained, max(1, rounds // 4)))
     if peers:
-        full = full_fact_bodies(mix)
         result["full_fact_covreq"] = summary(line_latencies(remembering(rules, full), full, rounds))
         result["full_fact_covreq_cold"] = summary(line_latencies(rules.evaluate, full, max(1, rounds // 4)))
         result["full_fact_covreq_rules"] = summary(line_latencies(_rules_only(rules, full), full, rounds))
         result["peers"] = {name: _peer(rules, name, full, rounds) for name in peers}
     return result
+
+
+#: Passes over every request before any figure. CPython 3.11 specializes a function's bytecode only
+#: after it has run 8 times, and a policy program or decision builder runs once per line it decides:
+#: in steady state the ones in use have run thousands of times. First sight also compiles programs
+#: and builders; none of it is part of a figure.
+WARM_UP_PASSES = 10
+
+
+def warm_up(evaluate: Callable[[dict[str, Any]], Any], bodies: list[dict[str, Any]]) -> None:
+    """Answer every request :data:`WARM_UP_PASSES` times, untimed."""
+    for _ in range(WARM_UP_PASSES):
+        for body in bodies:
+            evaluate(body)
 
 
 def remembering(rules: engine.RuleSet, bodies: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
@@ -134,6 +145,7 @@ def _peer(rules: engine.RuleSet, name: str, bodies: list[dict[str, Any]], rounds
     compile_s = time.perf_counter() - start
     expected = [[d["pa_needed"] for d in rules.evaluate(b)["decisions"]] for b in bodies]
     disagree = sum(scanner.answer(b) != want for b, want in zip(bodies, expected))
+    warm_up(scanner.answer, bodies)  # as covreq is warmed
     stats = summary(line_latencies(scanner.answer, bodies, max(1, rounds // 2)))
     return {**stats, "compile_s": compile_s, "conditions": scanner.conditions, "disagreements": disagree}
 
