@@ -133,13 +133,18 @@ class RuleSet:
         key = (payer, plan, line.code, day)
         chosen = self._selections.get(key)
         if chosen is None:
-            self._select_misses += 1
-            chosen = self._select(*key)
-            if len(self._selections) >= SELECT_CACHE_SIZE:
-                self._selections.clear()  # a full memo starts again: cheaper than LRU bookkeeping per hit
-            self._selections[key] = chosen
-        else:
-            self._select_hits += 1
+            return self._select_anew(key)
+        self._select_hits += 1
+        return chosen
+
+    def _select_anew(self, key: tuple[str, str | None, str, dt.date]) -> tuple[Policy, ...]:
+        """The selection for ``key`` (payer, plan, code, date) the memo does not hold: computed,
+        counted as a miss and remembered."""
+        self._select_misses += 1
+        chosen = self._select(*key)
+        if len(self._selections) >= SELECT_CACHE_SIZE:
+            self._selections.clear()  # a full memo starts again: cheaper than LRU bookkeeping per hit
+        self._selections[key] = chosen
         return chosen
 
     def select_cache_info(self) -> dict[str, int]:
@@ -202,9 +207,10 @@ class RuleSet:
         return decisions
 
     def _decide(self, request: Request, line: Line) -> dict[str, Any]:
-        policies = self._selections.get((request.payer, request.plan, line.code, request.as_of))
+        selection = (request.payer, request.plan, line.code, request.as_of)
+        policies = self._selections.get(selection)  # select()'s hit path, inline: one frame less per line
         if policies is None:
-            policies = self.select(request.payer, request.plan, line, request.as_of)
+            policies = self._select_anew(selection)
         else:
             self._select_hits += 1
         key = None
