@@ -8,6 +8,7 @@ the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's
 from __future__ import annotations
 
 import os
+from http import HTTPStatus
 from typing import Any, Iterable
 
 from fastapi import APIRouter, Request
@@ -26,6 +27,11 @@ DECISION_ROUTES = frozenset({"/v1/requirements", "/cds-services/{service_id}",
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The route label of requests that matched no route (kept apart so unknown paths cannot add series).
 UNMATCHED = "unmatched"
+#: The ``method`` label's values: HTTP's own methods; any other a caller invents is counted as ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"})
+OTHER = "other"
+#: The ``status`` label's values: the registered HTTP status codes; any other is its class (``5xx``).
+STATUSES = frozenset(int(s) for s in HTTPStatus)
 
 router = APIRouter(tags=["operations"])
 
@@ -99,7 +105,7 @@ class Metrics:
     def observe_request(self, scope: Scope, status: int, seconds: float, ruleset: engine.RuleSet) -> None:
         """Count one finished request; for decisions, time it and bring the cache counts up to date."""
         route = getattr(scope.get("route"), "path", UNMATCHED)
-        self._labels(self.requests, route, scope["method"], str(status)).inc()
+        self._labels(self.requests, route, *request_labels(scope["method"], status)).inc()
         if route in DECISION_ROUTES:
             self._labels(self.decision_seconds, route).observe(seconds)
             self._count_cache_lookups(ruleset)
@@ -124,6 +130,13 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def request_labels(method: str, status: int) -> tuple[str, str]:
+    """The ``method`` and ``status`` labels of a request, each from a closed set of values, so that
+    no caller (authenticated or not) can add series by inventing methods or statuses."""
+    return (method if method in METHODS else OTHER,
+            str(status) if status in STATUSES else f"{status // 100}xx")
 
 
 def worker_exited(pid: int | None = None) -> None:

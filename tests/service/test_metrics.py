@@ -129,3 +129,28 @@ def test_cds_hooks_answers_are_counted_and_timed(client, ig_order_sign) -> None:
     counted = sum(v for (n, labels), v in samples(text).items() if n == "covreq_answers_total"
                   and dict(labels)["api"] == "cds-hooks")
     assert counted == len(audit_decisions) > 0
+
+
+def test_no_request_adds_a_series_with_a_label_value_outside_a_closed_set(make_client, tmp_path: Path) -> None:
+    """Regression (issue 24, item 3): the method was a label as sent, counted before authentication,
+    so 20,000 invented methods made 20,000 series. Methods outside HTTP's own are ``other``, routes
+    are templates, statuses come from a closed set; callers refused by authentication add nothing new."""
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("billing-office: 6f1c0e8a4b7d4c2e9a3f5b8d7e6c1a20\n")
+    client = make_client(api_keys=keys)
+    client.get("/v1/ruleset")  # the series of one refused caller, made before the flood
+    client.request("BREW", "/v1/ruleset")
+
+    def series() -> set[frozenset[tuple[str, str]]]:
+        return {labels for n, labels in samples(client.get("/metrics").text) if n == "covreq_http_requests_total"}
+    before = series()
+    for n in range(300):
+        client.request(f"M{n}{'X' * (n % 7) * 1000}", f"/v1/policies/p{n}")
+        client.request(f"Q{n}", "/v1/ruleset")
+        client.get(f"/no/such/path/{n}")
+        client.get("/v1/ruleset")
+    after = series()
+    assert {dict(labels)["method"] for labels in after} <= {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                                            "PATCH", "TRACE", "CONNECT", "other"}
+    assert len(after) - len(before) <= 4  # the unmatched path and the invented methods, once each
+    assert {dict(labels)["status"] for labels in after} <= {"200", "401", "404", "405"}
