@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 import engine
+from service.ops import token_refusal
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Routes whose requests are decisions: their latency goes into the decision histogram.
@@ -148,6 +149,11 @@ def worker_exited(pid: int | None = None) -> None:
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
 def metrics(request: Request) -> Response:
     """Requests by route and status, decision latency, answers by pa_needed, the rule set in service,
-    reload failures and cache lookups; see docs/operations.md."""
+    reload failures and cache lookups; see docs/operations.md. With ``COVREQ_METRICS_TOKEN`` set, only
+    for ``Authorization: Bearer <token>`` (401 otherwise)."""
+    token = request.app.state.settings.metrics_token
+    refused = token_refusal(request, token, "COVREQ_METRICS_TOKEN") if token else None
+    if refused:
+        return refused
     exposition: Any = request.app.state.metrics.exposition()
     return Response(exposition, media_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from admin import ADMIN
 from serving import free_port, wait_until
 from tests.service.test_service_reload import EYELID, REQUEST
 
@@ -81,9 +82,9 @@ def test_the_rule_set_in_service_and_refused_reloads_are_reported(rules_dir: Pat
     assert value(text, "covreq_ruleset_loaded_timestamp_seconds") > 1.7e9
     assert value(text, "covreq_reload_failures_total", source="tree") == 0
     (rules_dir / EYELID).write_text((rules_dir / EYELID).read_text() + "\n# changed\n")
-    second = client.post("/admin/reload").json()["ruleset"]
+    second = client.post("/admin/reload", headers=ADMIN).json()["ruleset"]
     (rules_dir / EYELID).write_text("id: [broken\n")
-    assert client.post("/admin/reload").status_code == 422
+    assert client.post("/admin/reload", headers=ADMIN).status_code == 422
     text = client.get("/metrics").text
     assert (value(text, "covreq_ruleset_info", digest=first), value(text, "covreq_ruleset_info", digest=second)) == (0, 1)
     assert value(text, "covreq_reload_failures_total", source="tree") == 1
@@ -154,3 +155,15 @@ def test_no_request_adds_a_series_with_a_label_value_outside_a_closed_set(make_c
                                                             "PATCH", "TRACE", "CONNECT", "other"}
     assert len(after) - len(before) <= 4  # the unmatched path and the invented methods, once each
     assert {dict(labels)["status"] for labels in after} <= {"200", "401", "404", "405"}
+
+
+def test_metrics_need_the_metrics_token_once_one_is_set(make_client) -> None:
+    """Issue 22, item 9: /metrics can be closed (COVREQ_METRICS_TOKEN), as Prometheus' bearer credentials expect."""
+    client = make_client(metrics_token="scrape-7c1e4b2a9d")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-7c1e4b2a9d"}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and "covreq_" not in refused.text
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert "COVREQ_METRICS_TOKEN" in refused.json()["error"]["message"]
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer scrape-7c1e4b2a9d"})
+    assert allowed.status_code == 200 and "covreq_http_requests_total" in allowed.text
