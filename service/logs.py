@@ -136,6 +136,6 @@ def log_thread_exception(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
     name = args.thread.name if args.thread is not None else "?"
-    exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
-    logging.getLogger("covreq.thread").error("thread %s ended by an exception", name, exc_info=exc_info,
-                                             extra={"event": "thread-crashed", "thread_name": name})
+    logging.getLogger("covreq.thread").error(
+        "thread %s ended by an exception", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"event": "thread-crashed", "thread_name": name})
