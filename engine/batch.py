@@ -139,6 +139,8 @@ def _text_reader(read: Callable[[TextIO], Read]) -> Callable[[Path], Read]:
                 return read(stream)
         except (OSError, UnicodeDecodeError) as err:
             raise WorklistError(f"cannot read {path}: {err}") from None
+        except WorklistError as err:
+            raise WorklistError(f"{path.name}: {err}") from None
     return reader
 
 

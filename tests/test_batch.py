@@ -310,3 +310,35 @@ def test_a_return_inside_a_cell_is_quoted_so_it_cannot_start_a_row(tmp_path: Pat
     _, rows, _ = batch(tmp_path, lines, capsys, suffix=".jsonl")
     assert [r["order_id"] for r in rows] == ["a\r=1+1", "b\n@x", "c"]
     assert b'"a\r=1+1"' in (tmp_path / "out.csv").read_bytes()
+
+
+# Issue 24, item 15: worklists past a limit are refused with their row, never a traceback -----------
+
+def test_regression_a_200_kb_csv_cell_ended_in_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = csv_text("A,medicare,2024-03-14,22,,,15823,,1", "B,medicare,2024-03-14,22,,," + "9" * 200_000 + ",,1")
+    code, rows, err = batch(tmp_path, text, capsys)
+    assert (code, rows) == (2, []) and not (tmp_path / "out.csv").exists()
+    assert "covreq batch: orders.csv: row 3: a cell is longer than the limit of 131072 characters" in err
+    assert "9999" not in err and "Traceback" not in err
+
+
+def test_a_long_cell_past_the_csv_modules_own_limit_is_named_with_its_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.worklist.MAX_CELL_CHARS", 1_000)
+    code, _, err = batch(tmp_path, csv_text("A,medicare,2024-03-14,22,,," + "9" * 1_001 + ",,1"), capsys)
+    assert code == 2 and "orders.csv: row 2, column code: a cell is longer than the limit of 1000 characters" in err
+
+
+def test_a_jsonl_number_too_long_for_python_rejects_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = '{"payer": "medicare", "services": [{"code": "99213", "units": 1' + "0" * 5_000 + "}]}"
+    code, rows, err = batch(tmp_path, line + "\n", capsys, suffix=".jsonl")
+    assert (code, rows) == (1, []) and "orders.jsonl row 1: invalid JSON: Exceeds the limit" in err
+
+
+def test_regression_a_jsonl_line_nested_100000_deep_ended_in_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fine = json.dumps({"payer": "medicare", "services": [{"code": "99213"}]})
+    code, rows, err = batch(tmp_path, "\n".join([fine, "", "[" * 100_000 + "]" * 100_000, fine]) + "\n", capsys,
+                            suffix=".jsonl")
+    assert (code, rows) == (2, []) and not (tmp_path / "out.csv").exists()
+    assert "covreq batch: orders.jsonl: row 3: JSON nested too deeply" in err
