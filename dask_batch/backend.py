@@ -133,7 +133,7 @@ class Tls:
 
     def security(self) -> Security:
         """The ``distributed`` security of these files, encryption required; the files are read now."""
-        pems = {}
+        pems: dict[str, str] = {}
         for name, path in (("tls_ca_file", self.ca_file), ("tls_client_cert", self.cert), ("tls_client_key", self.key)):
             if path is not None:
                 try:

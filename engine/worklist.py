@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, TextIO
 
@@ -174,8 +175,8 @@ def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
 
 
 def _csv_rows(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
-    """The rows of a CSV reader, numbered from 1; a row the csv module refuses (a cell past
-    :data:`MAX_CELL_CHARS`, a NUL, a stray quote) is a :class:`WorklistError` naming it."""
+    """The rows of a CSV reader, numbered from 1; a row the csv module refuses (a cell past its
+    limit, :data:`MAX_CELL_CHARS` unless changed) is a :class:`WorklistError` naming it."""
     row = 0
     try:
         for row, values in enumerate(reader, start=1):
@@ -245,8 +246,8 @@ def read_jsonl(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]
         except json.JSONDecodeError as err:
             rejected.append(Rejection(row, f"invalid JSON at column {err.colno}: {err.msg}"))
             continue
-        except ValueError as err:  # a number longer than Python converts (4,300 digits)
-            rejected.append(Rejection(row, f"invalid JSON: {err}"))
+        except ValueError:  # the only other ValueError: an integer longer than Python converts
+            rejected.append(Rejection(row, f"invalid JSON: a number of more than {sys.get_int_max_str_digits()} digits"))
             continue
         except RecursionError:
             raise WorklistError(f"row {row}: JSON nested too deeply for Python's JSON reader "
