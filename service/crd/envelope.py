@@ -75,7 +75,10 @@ def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
         _check_r4(orders, f"context.{HOOKS[hook]}")
     filled = {}
     for key, value in (prefetch or {}).items():
-        if value is None or member(value, "resourceType") == "OperationOutcome":
+        if value is None:  # CDS Hooks 2.0: the EHR looked and found nothing, an empty result
+            filled[key] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+            continue
+        if member(value, "resourceType") == "OperationOutcome":
             continue  # the EHR could not fill this template: as if absent
         if not isinstance(value, dict):
             raise FhirError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")

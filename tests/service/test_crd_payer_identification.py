@@ -65,3 +65,12 @@ def test_an_empty_coverage_search_is_a_400_and_no_search_at_all_a_412(client) ->
                            400, "prefetch.coverage")
     assert "no Coverage" in issue["diagnostics"]
     assert_outcome(post(client, order_sign(service_request("s1", "15823"), prefetch={})), 412, "Coverage")
+
+
+def test_a_null_coverage_prefetch_is_the_ehrs_empty_answer_a_400_never_a_412(client) -> None:
+    """Regression (issue 22, item 7): CDS Hooks 2.0 fills a prefetch key the EHR found nothing for
+    with null ("looked, nothing there"); covreq read it as absent and answered 412 (CRD found-32)."""
+    request = order_sign(service_request("s1", "15823"), prefetch={"coverage": None})
+    issue = assert_outcome(post(client, request), 400, "prefetch.coverage")
+    assert issue["diagnostics"].startswith("no Coverage accessible")
+    assert "null" in issue["diagnostics"]
