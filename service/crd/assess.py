@@ -21,7 +21,8 @@ def assess(call: HookCall, ruleset: Any, forms: Catalogue) -> list[Answered]:
     coverage = call.coverage
     for order in call.orders:
         assertions = _assertions(call, order, ruleset, forms)
-        ident = assertion_id(order.reference, coverage.reference, ruleset.digest, assertions)
+        ident = assertion_id(order.reference, coverage.reference, ruleset.digest, assertions,
+                             ehr=call.fhir_server, patient=call.patient)
         answers += [Answered(order, coverage.reference, coverage.payer.label, a, ident) for a in assertions]
     return answers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from crd_calls import acme_coverage, assert_ok, order_sign, post, service_request, value
+from crd_calls import HCPCS, acme_coverage, assert_ok, order_sign, post, service_request, value
 
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 
@@ -68,3 +68,19 @@ def test_an_update_keeps_other_payers_coverage_information_and_every_other_exten
     assert [value(crd.subs(e), "coverage") for e in extensions[2:]] == [[{"reference": "Coverage/COV1"}]]
     assert {k: v for k, v in action["resource"].items() if k != "extension"} == \
         {k: v for k, v in order.items() if k != "extension"}
+
+
+def test_the_assertion_id_is_unique_per_ehr_and_patient_and_the_same_when_a_call_is_repeated(client, crd) -> None:
+    """Regression (issue 22, item 6): the id hashed local ids and the answer only, so another
+    patient, or an order with the same local ids on another EHR, got the same trace number."""
+    def call(server: str, patient: str, hook: str = "order-sign") -> dict:
+        request = order_sign(service_request("s1", "E0250", system=HCPCS), fhirServer=server)
+        request["hook"], request["context"]["patientId"] = hook, patient
+        if hook == "order-select":
+            request["context"]["selections"] = ["ServiceRequest/s1"]
+        return ids(assert_ok(post(client, request), crd), crd)
+    first = call("https://ehr-a.example/fhir", "p1")
+    assert call("https://ehr-a.example/fhir/", "p1") == first  # the same call again: the same id
+    assert call("https://ehr-a.example/fhir", "p1", "order-select") == first  # the order, not the hook
+    assert call("https://ehr-b.example/fhir", "p1") != first  # the same local ids on another EHR
+    assert call("https://ehr-a.example/fhir", "p2") != first  # another patient
