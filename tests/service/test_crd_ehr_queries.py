@@ -75,6 +75,7 @@ def test_an_appointments_based_on_order_is_read_from_the_ehr_and_answered(querie
 
 def test_an_order_gets_the_same_answer_by_prefetch_and_by_query(client, queried, ehr, ig_order_sign, crd) -> None:
     with_prefetch = ig_order_sign()
+    with_prefetch["fhirServer"] = ehr.url  # the same EHR, so the same coverage-assertion-ids
     by_prefetch = assert_ok(post(client, with_prefetch), crd)
     without = granted(copy.deepcopy(with_prefetch), ehr)
     ehr.hold(*(v for v in without.pop("prefetch").values() if v))
