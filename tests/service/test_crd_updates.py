@@ -21,7 +21,7 @@ def test_resending_an_order_that_carries_covreqs_answer_yields_no_new_action(cli
     assert [a["resource"]["id"] for a in first["systemActions"]] == ["s1", "s2"]
     applied = [action["resource"] for action in first["systemActions"]]  # what the EHR now holds
     again = assert_ok(post(client, order_sign(*applied)), crd)
-    assert "systemActions" not in again
+    assert again["systemActions"] == []
 
 
 def test_only_the_order_whose_answer_changed_gets_an_action(client, crd) -> None:
@@ -84,3 +84,40 @@ def test_the_assertion_id_is_unique_per_ehr_and_patient_and_the_same_when_a_call
     assert call("https://ehr-a.example/fhir", "p1", "order-select") == first  # the order, not the hook
     assert call("https://ehr-b.example/fhir", "p1") != first  # the same local ids on another EHR
     assert call("https://ehr-a.example/fhir", "p2") != first  # another patient
+
+
+def order_select(*orders: dict) -> dict:
+    """An order-select call selecting every one of ``orders``."""
+    request = order_sign(*orders)
+    request["hook"], request["context"]["selections"] = "order-select", [f"ServiceRequest/{o['id']}" for o in orders]
+    return request
+
+
+def doc_needed(body: dict, crd) -> list[str]:
+    (action,) = body["systemActions"]
+    return [code for e in crd.coverage_information(action) for code in value(crd.subs(e), "doc-needed")]
+
+
+def test_an_order_select_after_an_order_sign_keeps_the_richer_answer(client, crd) -> None:
+    """Regression (issue 22, item 5): order-select, a supporting hook, asks for no clinical or admin
+    documents (CRD hook-19). Sent after order-sign for an order that carried order-sign's answer, it
+    replaced that answer, and the card, with its poorer one."""
+    signed = assert_ok(post(client, order_sign(service_request("s1", "15823", pos="22"))), crd)
+    assert doc_needed(signed, crd) == ["clinical", "patient"]
+    applied = signed["systemActions"][0]["resource"]
+    selected = assert_ok(post(client, order_select(applied)), crd)
+    assert selected["systemActions"] == []  # the order keeps order-sign's answer
+    (card,) = selected["cards"]
+    assert "Photographs showing the eyelid position" in card["detail"]  # and the card still says so
+
+
+def test_an_order_sign_after_an_order_select_and_a_changed_order_replace_the_answer(client, crd) -> None:
+    selected = assert_ok(post(client, order_select(service_request("s1", "15823", pos="22"))), crd)
+    assert doc_needed(selected, crd) == ["patient"]
+    applied = copy.deepcopy(selected["systemActions"][0]["resource"])
+    assert doc_needed(assert_ok(post(client, order_sign(applied)), crd), crd) == ["clinical", "patient"]
+    signed = assert_ok(post(client, order_sign(service_request("s1", "15823", pos="22"))), crd)
+    stale = copy.deepcopy(signed["systemActions"][0]["resource"])
+    stale["code"]["coding"][0]["code"] = "15822"  # the order changed since order-sign answered it
+    (extension,) = crd.coverage_information(assert_ok(post(client, order_select(stale)), crd)["systemActions"][0])
+    assert value(crd.subs(extension), "doc-needed") == ["patient"]  # the stale richer answer is not kept
