@@ -173,3 +173,16 @@ def test_a_token_without_a_fhir_server_is_a_400(client, ehr) -> None:
     request = granted(order_sign(service_request("s1", "15823")), ehr)
     del request["fhirServer"]
     assert_outcome(post(client, request), 400, "fhirServer")
+
+
+def test_a_null_prefetch_key_is_the_ehrs_empty_answer_and_is_not_searched_again(queried, ehr, crd) -> None:
+    """Regression (issue 22, item 7): null (CDS Hooks 2.0: looked, found nothing) was read as an
+    absent key, so covreq searched the EHR for what it had just said it does not hold."""
+    request = granted(order_sign(service_request("s1", "15823", pos="22"),
+                                 prefetch={"coverage": acme_coverage(), "conditions": None}), ehr)
+    assert_ok(post(queried, request), crd)
+    assert "Condition" not in ehr.paths()
+    request["prefetch"] = {"coverage": None}
+    ehr.hold(coverage_of("p1"))  # what a search would find: the EHR's null stands
+    assert_outcome(post(queried, request), 400, "prefetch.coverage")
+    assert "Coverage" not in ehr.paths()
