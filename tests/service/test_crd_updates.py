@@ -121,3 +121,16 @@ def test_an_order_sign_after_an_order_select_and_a_changed_order_replace_the_ans
     stale["code"]["coding"][0]["code"] = "15822"  # the order changed since order-sign answered it
     (extension,) = crd.coverage_information(assert_ok(post(client, order_select(stale)), crd)["systemActions"][0])
     assert value(crd.subs(extension), "doc-needed") == ["patient"]  # the stale richer answer is not kept
+
+
+def test_an_assertion_id_names_the_patient_however_it_is_referenced() -> None:
+    """DTR names the patient by the QuestionnaireResponse ``subject`` (relative or absolute), CRD by
+    ``Patient/<patientId>``: the same patient is the same id, another one another id."""
+    from service.crd.assertions import Assertion
+    from service.crd.coverage_information import assertion_id
+
+    def of(patient: str | None, ehr: str = "") -> str:
+        return assertion_id("ServiceRequest/s1", "Coverage/c1", "digest", [Assertion("covered", "no-auth")],
+                            ehr=ehr, patient=patient)
+    assert of("Patient/p1") == of("https://ehr.example/fhir/Patient/p1") != of("Patient/p2")
+    assert of(None) != of("Patient/p1") and of("Patient/p1", "https://a.example") != of("Patient/p1")
