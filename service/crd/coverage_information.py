@@ -45,7 +45,7 @@ def assertion_id(order: str, coverage: str, digest: str, assertions: Iterable[As
     ``fhirServer``), patient (a reference or id), order, Coverage, rule set or answer, so that it can
     serve as the trace number PAS and claims carry. The hook is not part of it: the same answer for
     the same order has the same id whichever hook gave it."""
-    patient = reference_key(patient) or patient or ""
+    patient = reference_key(patient) or (patient if isinstance(patient, str) else "")
     fields = [ehr.rstrip("/"), patient, order, coverage, digest, repr(tuple(assertions))]
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
 
