@@ -40,7 +40,8 @@ def healthz(request: Request) -> JSONResponse:
 def readyz(request: Request) -> JSONResponse:
     """200 ``ready``, or 200 ``degraded`` with the places and codes of the problems when the last
     reload was refused (never their messages: this endpoint is open, and messages quote rule files);
-    served from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check.
+    served from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check;
+    when the payer mapping lets names match payers (``match_by_name``), ``payers`` says so.
 
     A refused reload does not make the service unready: it keeps answering with the last good
     rule set, and taking every replica out of rotation for a bad file would be an outage. When the
@@ -56,6 +57,8 @@ def readyz(request: Request) -> JSONResponse:
         body["audit"] = {"failing": True, "failures": audit.failures}
     if bundles:
         body["bundle"] = bundles.status()
+    if request.app.state.payers.match_by_name:  # an operator's opt-in, shown where it is checked
+        body["payers"] = {"match_by_name": True}
     return json_response(body, digest, 503 if status == "unready" else 200)
 
 
