@@ -18,8 +18,10 @@ import httpx
 
 from service.fhir.values import member, reference_key
 
-#: a FHIR resource type and a FHIR id (R4 datatypes: id is [A-Za-z0-9\-\.]{1,64})
-_KEY = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})$")
+#: a FHIR resource type and a FHIR id (R4 datatypes: id is [A-Za-z0-9\-\.]{1,64}), matched whole
+#: (``fullmatch``: ``$`` would let a trailing newline through) and never a dot segment (``.``,
+#: ``..``), which a URL resolves to the type's search or the server's base
+_KEY = re.compile(r"(?P<type>[A-Z][A-Za-z]{1,63})/(?!\.\.?\Z)(?P<id>[A-Za-z0-9\-.]{1,64})")
 _ABSENT = {404, 410}
 
 
@@ -59,11 +61,11 @@ class EhrClient:
         """``Type/id`` of a reference, to be read from this server whatever base it was written
         with (as the prefetch is read), or None when it is no plain ``Type/id``."""
         key = reference_key(reference)
-        return key if key and _KEY.match(key) else None
+        return key if key and _KEY.fullmatch(key) else None
 
     async def read(self, key: str) -> dict[str, Any] | None:
         """The resource ``Type/id``, or None when the server has none."""
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if match is None:
             raise EhrError(f"{key!r} is not a FHIR Type/id")
         resource = await self._get(key, {})

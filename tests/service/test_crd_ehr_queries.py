@@ -172,3 +172,29 @@ def test_a_token_without_a_fhir_server_is_a_400(client, ehr) -> None:
     request = granted(order_sign(service_request("s1", "15823")), ehr)
     del request["fhirServer"]
     assert_outcome(post(client, request), 400, "fhirServer")
+
+
+def _dispatch_based_on(reference: str, ehr) -> dict:
+    """An order-sign call whose order is an Appointment based on ``reference``, read from the EHR."""
+    appointment = {"resourceType": "Appointment", "id": "ap1", "status": "proposed",
+                   "basedOn": [{"reference": reference}],
+                   "participant": [{"actor": {"reference": "Patient/p1"}, "status": "needs-action"}]}
+    ehr.hold(coverage_of("p1"), {"resourceType": "Patient", "id": "p1"})
+    return granted({"hook": "appointment-book", "hookInstance": "h13", "context": {
+        "userId": "Practitioner/u1", "patientId": "p1", "appointments": {
+            "resourceType": "Bundle", "type": "collection", "entry": [{"resource": appointment}]}}}, ehr)
+
+
+def test_regression_a_non_ascii_access_token_is_a_400_not_a_500(queried, ehr) -> None:
+    request = granted(order_sign(service_request("s1", "15823")), ehr, token="t\u00f6ken")
+    issue = assert_outcome(post(queried, request), 400, "fhirAuthorization.access_token")
+    assert "ASCII" in issue["diagnostics"]
+    assert ehr.seen == []
+
+
+@pytest.mark.parametrize("reference", ["ServiceRequest/sr1\n", "ServiceRequest/..", "ServiceRequest/.",
+                                       "ServiceRequest/sr1%0a"])
+def test_regression_a_reference_that_is_no_fhir_id_is_never_fetched(queried, ehr, reference: str) -> None:
+    response = post(queried, _dispatch_based_on(reference, ehr))
+    assert response.status_code < 500, response.text
+    assert not [s for s in ehr.seen if s.path.rstrip("/") in ("/fhir", "") or "ServiceRequest" in s.path]
