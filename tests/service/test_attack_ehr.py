@@ -13,19 +13,22 @@ from __future__ import annotations
 import threading
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from crd_calls import by_code, post, repetitions, service_request, value
 from ehr_stub import Reply
-from hostile_ehr import MIB, HostileEhr, bomb, coded, deep_json, drip, endless, stacked_bomb
+from hostile_ehr import MIB, HostileEhr, bomb, coded, deep_json, drip, endless, served_as_is, stacked_bomb
 from serving import served
 from test_crd_ehr_queries import coverage_of, granted
 
 from service.ehr_client import EhrClient, EhrError, EhrLimits
 from service.fhir import r4
+from service.settings import Settings
 
 FIXTURE_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
 MAX_BYTES = 1_000_000  # COVREQ_EHR_MAX_BYTES in these tests
@@ -149,6 +152,100 @@ def test_data_after_a_gzip_body_is_refused(hostile: HostileEhr) -> None:
     hostile.tricks["Patient/p1"] = coded("gzip", gzip.compress(b'{"resourceType": "Patient", "id": "p1"}') * 2)
     _, error = read_patient(hostile.url, EhrLimits())
     assert error is not None and "data after its compressed body" in str(error)
+
+
+# -- issue 24, item 6: the EHR phase of a call has one deadline and one byte budget ------------------
+
+def within(client: TestClient, deadline: float) -> TestClient:
+    """``client`` with its EHR policy's deadline for the EHR phase of a call set to ``deadline``."""
+    client.app.state.ehr_policy = replace(client.app.state.ehr_policy, deadline=deadline)
+    return client
+
+
+def test_the_settings_bound_the_ehr_phase_of_a_call(make_client) -> None:
+    client = make_client(fhir_servers=("https://ehr.example.org/fhir",), ehr_call_seconds=2.5,
+                         ehr_call_max_bytes=123_456)
+    policy = client.app.state.ehr_policy
+    assert (policy.deadline, policy.limits.call_bytes) == (2.5, 123_456)
+    assert Settings.from_env({"COVREQ_EHR_CALL_SECONDS": "1.5", "COVREQ_EHR_CALL_MAX_BYTES": "1000"}) == \
+        Settings(ehr_call_seconds=1.5, ehr_call_max_bytes=1000)
+
+
+def roles_call(ehr: HostileEhr, count: int, telecoms: int) -> dict[str, Any]:
+    """A call of ``count`` orders, each by its own requester PractitionerRole held only by the EHR,
+    each with ``telecoms`` telecom entries (30,000: 1.8 MB, ~0.4 s of R4 checks)."""
+    orders = []
+    for number in range(count):
+        order = service_request(f"s{number}", "15823", pos="22")
+        order["requester"] = {"reference": f"PractitionerRole/r{number}"}
+        orders.append({"resource": order})
+        ehr.tricks[f"PractitionerRole/r{number}"] = served_as_is({
+            "resourceType": "PractitionerRole", "id": f"r{number}", "telecom": [
+                {"system": "phone", "value": f"555-{i:06d}-{number}", "use": "work"} for i in range(telecoms)]})
+    ehr.hold({"resourceType": "Patient", "id": "p1"})
+    return granted({"hook": "order-sign", "hookInstance": "attack-ehr-6", "context": {
+        "userId": "Practitioner/u1", "patientId": "p1",
+        "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": orders}}}, ehr)
+
+
+@pytest.fixture()
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """Every R4 check of a PractitionerRole from the EHR: (where, seconds it took), in order."""
+    seen: list[tuple[str, float]] = []
+    real = r4.problems
+
+    def problems(resource: dict[str, Any], where: str) -> list[r4.Problem]:
+        began = time.monotonic()
+        found = real(resource, where)
+        if where.startswith("PractitionerRole/"):
+            seen.append((where, time.monotonic() - began))
+        return found
+    monkeypatch.setattr(r4, "problems", problems)
+    return seen
+
+
+def test_regression_ehr_r4_checks_ignore_the_calls_byte_budget(make_client, hostile: HostileEhr, crd,
+                                                               checks: list[tuple[str, float]]) -> None:
+    client = within(make_client(fhir_servers=(hostile.url,)), deadline=60.0)  # the default budget, 4 MB
+    request = roles_call(hostile, 8, 30_000)  # 8 x 1.8 MB, each under COVREQ_EHR_MAX_BYTES
+    response, memory, _ = measured(lambda: post(client, request))
+    assert response.status_code == 200, response.text
+    assert len(checks) <= 2, f"{len(checks)} roles of 1.8 MB checked within a budget of 4 MB"
+    assert memory < 120 * MIB, f"+{memory / MIB:.0f} MiB"
+    assert len(response.json()["systemActions"]) == 8  # every order answered
+
+
+def test_regression_ehr_r4_checks_ignore_the_calls_deadline(make_client, hostile: HostileEhr, crd,
+                                                            checks: list[tuple[str, float]],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real, cpu = r4.problems, threading.Lock()
+
+    def slow(resource: dict[str, Any], where: str) -> list[r4.Problem]:
+        if where.startswith("PractitionerRole/"):
+            with cpu:  # a check of ~1 MB: CPU work, one thread at a time as under the GIL
+                time.sleep(0.25)
+        return real(resource, where)
+    monkeypatch.setattr(r4, "problems", slow)
+    client = within(make_client(fhir_servers=(hostile.url,)), deadline=1.0)
+    request = roles_call(hostile, 20, 1)
+    began = time.monotonic()
+    response = post(client, request)
+    assert response.status_code == 200, response.text
+    assert len(checks) <= 6, f"{len(checks)} checks of 0.25 s each in a deadline of 1 s"
+    assert time.monotonic() - began < 15  # 20 checks would take 5 s, the deadline 1 s
+    assert len(response.json()["systemActions"]) == 20
+
+
+def test_a_late_query_fails_alone(make_client, hostile: HostileEhr, crd) -> None:
+    client = within(make_client(fhir_servers=(hostile.url,), ehr_timeout_seconds=5.0), deadline=1.0)
+    hostile.hold({"resourceType": "Patient", "id": "p1"})
+    hostile.tricks["Condition"] = drip(every=0.05)  # outlives the call's deadline
+    response = post(client, call(hostile))
+    assert response.status_code == 200, response.text
+    opened = by_code(repetitions(response.json(), "ServiceRequest/open", crd), crd)["15823"]
+    why = value(opened, "reason")[0]["text"]
+    assert "GET Condition: unanswered within the call's deadline" in why
+    assert "Patient/p1" not in why and "Coverage" not in why  # they came in time and are kept
 
 
 # -- a real server: /healthz stays responsive and memory bounded during a hostile EHR's call --------
