@@ -10,9 +10,12 @@ does not fail them.
 """
 from __future__ import annotations
 
+import asyncio
+import gzip
 import threading
 import time
 import tracemalloc
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,7 +24,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from crd_calls import by_code, post, repetitions, service_request, value
-from ehr_stub import Reply
+from ehr_stub import Reply, serve
 from hostile_ehr import MIB, HostileEhr, bomb, coded, deep_json, drip, endless, served_as_is, stacked_bomb
 from serving import served
 from test_crd_ehr_queries import coverage_of, granted
@@ -39,7 +42,6 @@ CPU_BOUND = 10.0  # seconds of the process's CPU a call may take; the bombs cost
 @pytest.fixture()
 def hostile() -> Iterator[HostileEhr]:
     """A hostile EHR on loopback holding Acme's Coverage of p1; tricks are set by each test."""
-    from ehr_stub import serve
     stub = HostileEhr()
     stub.hold(coverage_of("p1"))
     server = serve(stub)
@@ -114,8 +116,6 @@ def test_regression_ehr_double_gzip_bomb_and_friends_cost_bounded_memory_and_wor
 
 def read_patient(url: str, limits: EhrLimits) -> tuple[EhrClient, BaseException | None]:
     """Read Patient/p1 with a fresh client; the client (its ``held`` bytes) and what was raised."""
-    import asyncio
-
     async def read() -> tuple[EhrClient, BaseException | None]:
         async with EhrClient(url, "token", limits) as client:
             try:
@@ -135,8 +135,6 @@ def test_a_bomb_is_decoded_no_further_than_the_limit(hostile: HostileEhr) -> Non
 
 
 def test_covreq_asks_for_gzip_and_deflate_only_and_reads_them(hostile: HostileEhr) -> None:
-    import gzip
-    import zlib
     patient = b'{"resourceType": "Patient", "id": "p1", "gender": "female"}'
     for coding, body in [("gzip", gzip.compress(patient)), ("deflate", zlib.compress(patient)),
                          ("identity", patient), ("GZIP", gzip.compress(patient))]:
@@ -148,7 +146,6 @@ def test_covreq_asks_for_gzip_and_deflate_only_and_reads_them(hostile: HostileEh
 
 
 def test_data_after_a_gzip_body_is_refused(hostile: HostileEhr) -> None:
-    import gzip
     hostile.tricks["Patient/p1"] = coded("gzip", gzip.compress(b'{"resourceType": "Patient", "id": "p1"}') * 2)
     _, error = read_patient(hostile.url, EhrLimits())
     assert error is not None and "data after its compressed body" in str(error)
