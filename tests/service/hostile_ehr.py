@@ -95,6 +95,15 @@ def deep_json(depth: int = 200_000) -> Reply:
     return Reply(200, [body], {"Content-Type": "application/fhir+json", "Content-Length": str(len(body))})
 
 
+def nested_extensions(depth: int = 200) -> dict[str, Any]:
+    """Patient/p1 whose name holds extensions nested ``depth`` deep: JSON the parser reads, past
+    the depth the R4 models can check."""
+    extension: dict[str, Any] = {"url": "http://example.org/x", "valueString": "x"}
+    for _ in range(depth):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    return {"resourceType": "Patient", "id": "p1", "name": [{"family": "X", "extension": [extension]}]}
+
+
 @dataclass
 class HostileEhr(StubEhr):
     """The stub EHR, with ``tricks``: ``Type/id`` or ``Type`` (a search) -> the hostile reply."""

@@ -23,9 +23,10 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from crd_calls import by_code, post, repetitions, service_request, value
+from crd_calls import by_code, order_sign, post, repetitions, service_request, value
 from ehr_stub import Reply, serve
-from hostile_ehr import MIB, HostileEhr, bomb, coded, deep_json, drip, endless, served_as_is, stacked_bomb
+from hostile_ehr import (MIB, HostileEhr, bomb, coded, deep_json, drip, endless, nested_extensions, served_as_is,
+                         stacked_bomb)
 from serving import served
 from test_crd_ehr_queries import coverage_of, granted
 
@@ -96,6 +97,7 @@ TRICKS: dict[str, tuple[Callable[[], Reply], str]] = {  # name -> the trick, and
     "endless body": (lambda: endless(), f"larger than {MAX_BYTES} bytes"),
     "slow drip": (lambda: drip(every=0.05), "no answer within 1.0 s"),
     "deep JSON": (lambda: deep_json(), "not JSON"),
+    "deep extensions": (lambda: served_as_is(nested_extensions()), "nests too deeply"),
 }
 
 
@@ -112,6 +114,14 @@ def test_regression_ehr_double_gzip_bomb_and_friends_cost_bounded_memory_and_wor
     assert cpu < CPU_BOUND, f"{trick}: {cpu:.1f} s of CPU"
     assert response.status_code == 200, response.text
     assert_answered_without(response.json(), crd, why)
+
+
+def test_a_resource_nested_past_the_models_depth_is_a_400_not_a_500(client) -> None:
+    request = order_sign(service_request("s1", "15823"))
+    request["prefetch"]["patient"] = nested_extensions()
+    response = post(client, request)
+    assert response.status_code == 400, response.text
+    assert "nests too deeply" in response.json()["issue"][0]["diagnostics"]
 
 
 def read_patient(url: str, limits: EhrLimits) -> tuple[EhrClient, BaseException | None]:
