@@ -152,6 +152,8 @@ class EhrClient:
                     full, chunk = len(piece) == step, decoder.unconsumed_tail  # full: more may be pending
                     if decoder.unused_data:
                         raise EhrError(f"{what}: the response holds data after its compressed body")
+                    if chunk or full:
+                        await asyncio.sleep(0)  # let the event loop serve others between steps
             if decoder is not None and not decoder.eof:
                 raise EhrError(f"{what}: the response's compressed body ends early")
         except zlib.error as err:
