@@ -96,8 +96,10 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
                                   settings.crd_max_billing_codes)
-    app.state.ehr_policy = EhrPolicy(settings.fhir_servers, EhrLimits(settings.ehr_timeout_seconds,
-                                                                      settings.ehr_max_bytes))
+    app.state.ehr_policy = EhrPolicy(
+        settings.fhir_servers,
+        EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
+        deadline=settings.ehr_call_seconds)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
     guard = Guard.from_settings(settings)
