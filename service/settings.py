@@ -56,6 +56,8 @@ class Settings:
     requests past it get 503), ``request_timeout`` the seconds a connection has to deliver a whole
     request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
+    ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
+    unset: a random key per process).
     """
 
     max_body_bytes: int = 1_048_576
@@ -85,6 +87,7 @@ class Settings:
     request_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16_384
+    dtr_keys: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -97,7 +100,7 @@ class Settings:
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
-        ``COVREQ_MAX_HEADER_BYTES``; absent variables keep the defaults."""
+        ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -128,4 +131,5 @@ class Settings:
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
             keep_alive_timeout=float(env.get("COVREQ_KEEP_ALIVE_TIMEOUT", defaults.keep_alive_timeout)),
             max_header_bytes=_whole(env, "COVREQ_MAX_HEADER_BYTES", defaults.max_header_bytes),
+            dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
         )
