@@ -218,3 +218,69 @@ def answer_all(response: dict[str, Any], draw: st.DrawFn, given: dict[str, Any])
                 value = answer_values(FACTS[item["linkId"]], given[item["linkId"]])
             groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": value})
     return {**response, "item": [{"linkId": k, "item": v} for k, v in groups.items() if v]}
+
+
+def key_file(path: Path, active: str, **secrets: str) -> Path:
+    """A COVREQ_DTR_KEYS file at ``path``: ``secrets`` by kid, ``active`` signing."""
+    path.write_text(f"active: {active}\nkeys:\n" + "".join(f"  {kid}: {secret}\n" for kid, secret in secrets.items()),
+                    encoding="utf-8")
+    return path
+
+
+def _group(items_of: dict[str, Any], link_id: str) -> dict[str, Any]:
+    """The group ``link_id`` of a Questionnaire or QuestionnaireResponse, added when missing."""
+    found = next((g for g in items_of.setdefault("item", []) if g["linkId"] == link_id), None)
+    if found is None:
+        found = {"linkId": link_id, "text": link_id, "type": "group", "item": []}
+        items_of["item"].append(found)
+    return found
+
+
+def with_answer(response: dict[str, Any], group: str, link_id: str, *answers: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``response`` with ``answers`` to ``link_id`` in ``group``, the contained form given
+    the item there too when it lacks it: what a client can do to any response it holds."""
+    result = copy.deepcopy(response)
+    defined = _group(form_of(result), group)
+    if not any(i["linkId"] == link_id for g in form_of(result)["item"] for i in g.get("item", [])):
+        defined.setdefault("item", []).append({"linkId": link_id, "text": link_id, "type": "string",
+                                               "repeats": True})
+    answered = _group(result, group)
+    answered["item"] = [i for i in answered.get("item", []) if i["linkId"] != link_id]
+    if answers:
+        answered["item"].append({"linkId": link_id, "answer": list(answers)})
+    return result
+
+
+def with_reference(response: dict[str, Any], url: str, reference: str) -> dict[str, Any]:
+    """A copy of ``response`` whose extension ``url`` (qr-coverage, qr-context) names ``reference``."""
+    result = copy.deepcopy(response)
+    for extension in result["extension"]:
+        if extension["url"] == url:
+            extension["valueReference"] = {"reference": reference}
+    return result
+
+
+def without_extension(response: dict[str, Any], url: str) -> dict[str, Any]:
+    """A copy of ``response`` without its extension ``url``."""
+    return {**response, "extension": [e for e in response.get("extension", []) if e["url"] != url]}
+
+
+def altered_answer(answer_given: dict[str, Any]) -> dict[str, Any]:
+    """An answer that states another value than ``answer_given`` (its extensions kept)."""
+    key, value = next((k, v) for k, v in answer_given.items() if k.startswith("value"))
+    if key == "valueDate":
+        value = (dt.date.fromisoformat(value[:10]) + dt.timedelta(days=1)).isoformat()
+    elif key == "valueBoolean":
+        value = not value
+    elif key in ("valueDecimal", "valueInteger"):
+        value = value + 1
+    elif key == "valueCoding":
+        value = {**value, "code": value["code"] + "9"}
+    else:
+        value = value + "9"
+    return {**answer_given, key: value}
+
+
+def server_answers(response: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The answers the server filled (group ``order``), by linkId."""
+    return {i["linkId"]: i["answer"] for g in response.get("item", []) if g["linkId"] == "order" for i in g["item"]}

@@ -20,9 +20,11 @@ from service.dtr.catalogue import Catalogue, needs_form
 from service.fhir.outcome import FhirError
 from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
 from service.dtr.questionnaire import DOC_PREFIX
+from service.dtr.signing import Keyring
 
 RULES = engine.load(BUNDLED_RULES)
 FORMS = Catalogue(RULES, "http://example.org/fhir")
+KEYS = Keyring.ephemeral()
 POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_groups[0].codes.exact]
 ENVELOPE = {"extension": [{"url": QR_COVERAGE, "valueReference": {"reference": "Coverage/cov-1"}},
                           {"url": QR_CONTEXT, "valueReference": {"reference": "ServiceRequest/sr-1"}}],
@@ -89,7 +91,7 @@ def states_the_library_decision(response: dict[str, Any], facts: dict[str, Any])
 def next_in_library(response: dict[str, Any]) -> dict[str, Any] | None:
     """$next-question called as a library; None when the answers are refused with a 400."""
     try:
-        return next_question(response, FORMS, RULES)
+        return next_question(response, FORMS, RULES, KEYS)
     except FhirError as err:
         assert err.status == 400
         return None
@@ -106,7 +108,7 @@ def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(know
         form = FORMS.find(summary)
         assert form is not None
         facts = {k: v for k, v in known.items() if k != "payer"}
-        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest)
+        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest, KEYS)
         done, given = complete(start, next_in_library, data.draw, known)
         if done is not None:
             states_the_library_decision(done, {**known, **given})
