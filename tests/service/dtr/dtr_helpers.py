@@ -11,7 +11,9 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
+import jwt
 from fhir.resources.R4B import get_fhir_model_class
+from hypothesis import event
 from hypothesis import strategies as st
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
@@ -284,3 +286,60 @@ def altered_answer(answer_given: dict[str, Any]) -> dict[str, Any]:
 def server_answers(response: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """The answers the server filled (group ``order``), by linkId."""
     return {i["linkId"]: i["answer"] for g in response.get("item", []) if g["linkId"] == "order" for i in g["item"]}
+
+
+#: The ways a client can change what the server signed into an adaptive response.
+TAMPERINGS = ("server-answer-changed", "server-answer-removed", "server-answer-restated", "form-swapped",
+              "coverage-swapped", "order-swapped", "patient-swapped", "signature-removed", "signed-elsewhere",
+              "signature-altered")
+
+
+def _other(draw: st.DrawFn, current: str, prefix: str) -> str:
+    return draw(st.sampled_from([f"{prefix}someone-elses", f"{prefix}{current}-2", f"{prefix}1"]).filter(
+        lambda new: new != current))
+
+
+def tamper(response: dict[str, Any], draw: st.DrawFn, canonicals: list[str], kind: str | None = None) -> dict[str, Any]:
+    """``response`` with one thing the server signed changed (``kind``, else drawn among
+    :data:`TAMPERINGS`): a server answer changed, removed or restated with another value as the
+    user's, the form swapped for another of ``canonicals``, the Coverage, order or patient swapped,
+    the signature removed, made with another key or altered."""
+    kind = kind or draw(st.sampled_from(TAMPERINGS))
+    event(f"tampering: {kind}")
+    filled = server_answers(response)
+    link_id = draw(st.sampled_from(sorted(filled)))
+    derived = form_of(response)["derivedFrom"][0]
+    coverage_url, order_url = (f"http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/{n}" for n in ("qr-coverage", "qr-context"))
+    references = {e["url"]: e["valueReference"]["reference"] for e in response["extension"] if "valueReference" in e}
+    (sealed,) = [e for e in response["extension"] if e["url"] == "urn:covreq:dtr-signed-context"]
+    if kind == "server-answer-changed":
+        return with_answer(response, "order", link_id, *map(altered_answer, filled[link_id]))
+    if kind == "server-answer-removed":
+        return with_answer(response, "order", link_id)
+    if kind == "server-answer-restated":
+        return with_answer(response, draw(st.sampled_from(["facts", "documentation"])), link_id,
+                           *map(altered_answer, filled[link_id]))
+    if kind == "form-swapped":
+        result = copy.deepcopy(response)
+        form_of(result)["derivedFrom"] = [draw(st.sampled_from([c for c in canonicals if c != derived]))]
+        return result
+    if kind == "coverage-swapped":
+        return with_reference(response, coverage_url, _other(draw, references[coverage_url], "Coverage/"))
+    if kind == "order-swapped":
+        return with_reference(response, order_url, _other(draw, references[order_url], "ServiceRequest/"))
+    if kind == "patient-swapped":
+        return {**response, "subject": {"reference": _other(draw, response["subject"]["reference"], "Patient/")}}
+    if kind == "signature-removed":
+        return without_extension(response, sealed["url"])
+    header, payload, signature = sealed["valueString"].split(".")
+    if kind == "signed-elsewhere":
+        claims = jwt.decode(sealed["valueString"], options={"verify_signature": False})
+        kid = jwt.get_unverified_header(sealed["valueString"])["kid"]
+        token = jwt.encode(claims, draw(st.text(min_size=32, max_size=40)), algorithm="HS256",
+                           headers={"kid": draw(st.sampled_from([kid, "another-kid"])), "typ": "covreq-dtr-context+jwt"})
+    else:
+        position = draw(st.integers(0, len(signature) - 2))  # the last character may carry unused bits
+        flipped = "A" if signature[position] != "A" else "B"
+        token = ".".join([header, payload, signature[:position] + flipped + signature[position + 1:]])
+    return {**without_extension(response, sealed["url"]),
+            "extension": [*without_extension(response, sealed["url"])["extension"], {**sealed, "valueString": token}]}
