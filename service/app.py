@@ -95,10 +95,10 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
                                   settings.crd_max_billing_codes)
     app.state.ehr_policy = EhrPolicy(settings.fhir_servers, EhrLimits(settings.ehr_timeout_seconds,
                                                                       settings.ehr_max_bytes))
-    app.state.dtr_keys = Keyring.from_settings(settings)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
     guard = Guard.from_settings(settings)
+    app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)

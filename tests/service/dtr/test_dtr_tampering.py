@@ -8,6 +8,7 @@ through a key rotation."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -220,3 +221,12 @@ def test_a_coverage_information_the_client_adds_is_never_returned(dtr_client: Te
     reply = returned(next_question(dtr_client, {**start, "extension": [*start["extension"], forged]}))
     assert reply["status"] == "in-progress"
     assert COVERAGE_INFORMATION not in {e["url"] for e in reply["extension"]}
+
+
+def test_a_refused_tampering_leaves_an_audit_record_naming_the_part(dtr_client: TestClient, start: dict[str, Any],
+                                                                    tmp_path: Path) -> None:
+    refused(next_question(dtr_client, changed("code", {"valueString": "99213"})(start)), "differs")
+    record = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+    assert (record["operation"], record["status"], record["error_location"]) == ("next-question", 422,
+                                                                                  order_item("code"))
+    assert "decisions" not in record
