@@ -2,7 +2,9 @@
 expired and retired keys, rotation, the key file and the random key of an unconfigured replica."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -12,9 +14,11 @@ from typing import Any
 import jwt
 import pytest
 from dtr_helpers import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import server
-from service.dtr.signing import CONTEXT_URL, TOKEN_TYPE, Context, Keyring
+from service.dtr.signing import CONTEXT_URL, LEEWAY, TOKEN_TYPE, Context, Keyring
 from service.fhir.outcome import FhirError
 from service.settings import Settings
 
@@ -156,3 +160,33 @@ def test_a_configured_key_file_is_left_to_the_workers(monkeypatch: pytest.Monkey
     monkeypatch.setenv("COVREQ_DTR_KEYS", str(tmp_path / "keys.yaml"))
     with server._replica_key():
         assert os.environ["COVREQ_DTR_KEYS"] == str(tmp_path / "keys.yaml")
+
+
+def test_a_well_signed_token_that_holds_no_context_is_refused() -> None:
+    keys = keyring("k1")
+    now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+    token = jwt.encode({"iss": "covreq", "iat": now, "exp": now + 60, "form": 5, "known": [], "coverage": [],
+                        "context": [], "subject": None}, SECRET_1 + "k1", algorithm="HS256",
+                       headers={"kid": "k1", "typ": TOKEN_TYPE})
+    assert "does not hold what a DTR context holds" in refusal(keys, response({"url": CONTEXT_URL, "valueString": token}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                       "0123456789-_=", max_size=40), min_size=1, max_size=4).map(".".join),
+                 st.tuples(st.dictionaries(st.sampled_from(["alg", "kid", "typ", "b64", "crit"]),
+                                           st.one_of(st.none(), st.integers(), st.text(max_size=8), st.just(TOKEN_TYPE),
+                                                     st.just("HS256"), st.just("k1"), st.lists(st.integers()))),
+                           st.binary(max_size=40)).map(
+                     lambda parts: ".".join([base64.urlsafe_b64encode(json.dumps(parts[0]).encode()).decode().rstrip("="),
+                                             base64.urlsafe_b64encode(parts[1]).decode().rstrip("="), "c2ln"]))))
+def test_any_token_is_opened_or_refused_with_a_422_never_another_error(token: str) -> None:
+    refusal(keyring("k1"), response({"url": CONTEXT_URL, "valueString": token}))
+
+
+def test_the_clock_skew_the_operations_guide_allows_is_the_leeway() -> None:
+    assert LEEWAY == 60 and "clocks must agree within a minute" in OPERATIONS
+    keys = keyring("k1")
+    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    assert keys.open(response(keys.seal(CONTEXT, now=ahead))).context == CONTEXT
+    assert "not yet valid" in refusal(keys, response(keys.seal(CONTEXT, now=ahead + dt.timedelta(minutes=5))))
