@@ -7,8 +7,8 @@ the documentation given (group ``documentation``). Each call turns the answers i
 runs the rules again, and asks what the new decision still depends on, then for the documentation
 it owes; when nothing is left the response is ``completed`` and states the decision.
 
-What the server filled and decided (the ``order`` answers, the form, the Coverage, the orders and the
-patient) is signed into every response it returns (service/dtr/signing.py) and checked on every call:
+What the server filled and decided (the ``order`` answers, the form, the Coverage, the orders, the
+patient and the intended use) is signed into every response it returns (service/dtr/signing.py) and checked on every call:
 a response that changed any of it, or answers a fact only the server fills, is refused (422).
 """
 from __future__ import annotations
@@ -31,13 +31,14 @@ from service.fhir.outcome import FhirError
 from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_FACTS, SDC, Form, doc_item,
                                        fact_item, known_item)
 from service.fhir.systems import BILLING_SYSTEMS
-from service.fhir.values import as_list, member
+from service.fhir.values import as_list, codings, member
 
 RESPONSE_PROFILE = f"{DTR}/dtr-questionnaireresponse-adapt"
 ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
 ORIGIN = f"{DTR}/information-origin"
 QR_COVERAGE = f"{DTR}/qr-coverage"
 QR_CONTEXT = f"{DTR}/qr-context"
+INTENDED_USE = f"{DTR}/intendedUse"
 FORM_ID = "form"
 #: v1 system -> the FHIR system URI written for it (the first one covreq reads)
 BILLING_URIS = {system: uri for uri, system in reversed(BILLING_SYSTEMS.items())}
@@ -176,9 +177,11 @@ def context_of(response: Mapping[str, Any], questionnaire: Mapping[str, Any], an
     """What a response says the server filled and decided (``answers`` read from it)."""
     subject = response.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None
+    uses = [f"{c.get('system', '')}|{c['code']}" for e in as_list(response.get("extension"))
+            if member(e, "url") == INTENDED_USE for c in codings(e.get("valueCodeableConcept"))]
     return Context(tuple(c for c in as_list(questionnaire.get("derivedFrom")) if isinstance(c, str)),
                    answers.known, tuple(_references(response, QR_COVERAGE)), tuple(_references(response, QR_CONTEXT)),
-                   reference if isinstance(reference, str) else None)
+                   reference if isinstance(reference, str) else None, tuple(uses))
 
 
 def _item_at(link_id: str) -> str:
@@ -189,7 +192,8 @@ def _item_at(link_id: str) -> str:
 _PARTS = (("form", "the contained Questionnaire's derivedFrom", "QuestionnaireResponse.contained.derivedFrom"),
           ("coverage", "the qr-coverage reference", f"QuestionnaireResponse.extension.where(url = '{QR_COVERAGE}')"),
           ("orders", "the qr-context reference", f"QuestionnaireResponse.extension.where(url = '{QR_CONTEXT}')"),
-          ("subject", "the subject", "QuestionnaireResponse.subject"))
+          ("subject", "the subject", "QuestionnaireResponse.subject"),
+          ("uses", "the intendedUse", f"QuestionnaireResponse.extension.where(url = '{INTENDED_USE}')"))
 
 
 def check_context(signed: Context, seen: Context, given: Iterable[str]) -> None:

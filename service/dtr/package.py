@@ -21,7 +21,7 @@ from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
 from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
 from service.dtr import facts as f
-from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
+from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.questionnaire import DTR, Form
 from service.dtr.signing import Keyring
@@ -157,7 +157,7 @@ def _bundle(form: Form, response: dict[str, Any]) -> dict[str, Any]:
 def _envelope(coverage: str, patient: str, orders: list[str], purposes: tuple[str, ...]) -> dict[str, Any]:
     extensions = [{"url": QR_COVERAGE, "valueReference": {"reference": coverage}}]
     extensions += [{"url": QR_CONTEXT, "valueReference": {"reference": o}} for o in orders]
-    extensions += [{"url": f"{DTR}/intendedUse", "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
+    extensions += [{"url": INTENDED_USE, "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
                    for p in purposes or ("withorder",)]
     return {"extension": extensions, "subject": {"reference": patient}}
 

@@ -290,8 +290,8 @@ def server_answers(response: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 #: The ways a client can change what the server signed into an adaptive response.
 TAMPERINGS = ("server-answer-changed", "server-answer-removed", "server-answer-restated", "form-swapped",
-              "coverage-swapped", "order-swapped", "patient-swapped", "signature-removed", "signed-elsewhere",
-              "signature-altered")
+              "coverage-swapped", "order-swapped", "patient-swapped", "intended-use-dropped", "signature-removed",
+              "signed-elsewhere", "signature-altered")
 
 
 def _other(draw: st.DrawFn, current: str, prefix: str) -> str:
@@ -303,7 +303,7 @@ def tamper(response: dict[str, Any], draw: st.DrawFn, canonicals: list[str], kin
     """``response`` with one thing the server signed changed (``kind``, else drawn among
     :data:`TAMPERINGS`): a server answer changed, removed or restated with another value as the
     user's, the form swapped for another of ``canonicals``, the Coverage, order or patient swapped,
-    the signature removed, made with another key or altered."""
+    the intended use dropped, the signature removed, made with another key or altered."""
     kind = kind or draw(st.sampled_from(TAMPERINGS))
     event(f"tampering: {kind}")
     filled = server_answers(response)
@@ -329,6 +329,8 @@ def tamper(response: dict[str, Any], draw: st.DrawFn, canonicals: list[str], kin
         return with_reference(response, order_url, _other(draw, references[order_url], "ServiceRequest/"))
     if kind == "patient-swapped":
         return {**response, "subject": {"reference": _other(draw, response["subject"]["reference"], "Patient/")}}
+    if kind == "intended-use-dropped":
+        return without_extension(response, "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/intendedUse")
     if kind == "signature-removed":
         return without_extension(response, sealed["url"])
     header, payload, signature = sealed["valueString"].split(".")

@@ -86,7 +86,7 @@ def test_the_threat_model_names_what_the_code_signs_and_refuses() -> None:
     assert only_server is not None and set(re.findall(r"`([\w.]+)`", only_server[1])) == SERVER_ONLY
     claims = jwt.decode(Keyring.ephemeral().seal(Context((), {}, (), (), None))["valueString"],
                         options={"verify_signature": False})
-    assert set(claims) - {"iss"} == {"form", "known", "coverage", "context", "subject", "iat", "exp"}
+    assert set(claims) - {"iss"} == {"form", "known", "coverage", "context", "subject", "uses", "iat", "exp"}
     assert all(f"`{claim}`" in THREATS.split("**What is refused.**")[0] for claim in set(claims) - {"iss"})
 
 
@@ -94,6 +94,6 @@ def test_every_refusal_the_threat_model_quotes_is_one_the_tampering_tests_expect
     listed = THREATS.split("**What is refused.**")[1].split("422 rather than 400")[0]
     quoted = [m.removesuffix(" ...") for m in re.findall(r"`((?:the |')[^`]+)`", listed.replace("\n  ", " "))]
     expected = [message for _, _, message, _ in TAMPERINGS]
-    assert len(quoted) == 8
+    assert len(quoted) == 9
     for message in quoted:
         assert any(message in e or e in message for e in expected), message

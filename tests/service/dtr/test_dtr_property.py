@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import engine
 from engine.facts import FACTS
 from engine.needs import needs_of
-from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
+from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.fhir.outcome import FhirError
 from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
@@ -31,7 +31,9 @@ FORMS = Catalogue(RULES, "http://example.org/fhir")
 KEYS = Keyring.ephemeral()
 POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_groups[0].codes.exact]
 ENVELOPE = {"extension": [{"url": QR_COVERAGE, "valueReference": {"reference": "Coverage/cov-1"}},
-                          {"url": QR_CONTEXT, "valueReference": {"reference": "ServiceRequest/sr-1"}}],
+                          {"url": QR_CONTEXT, "valueReference": {"reference": "ServiceRequest/sr-1"}},
+                          {"url": INTENDED_USE, "valueCodeableConcept": {"coding": [
+                              {"system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp", "code": "withpa"}]}}],
             "subject": {"reference": "Patient/pat-1"}}
 MOST_STEPS = len(FACTS) + 2
 CANONICALS = sorted({c for c in (FORMS.canonical({"id": p.id, "version": p.version}) for p in RULES.policy_versions())

@@ -19,7 +19,7 @@ from dtr_helpers import (altered_answer, answer, bundles, coverage_information, 
 from fastapi.testclient import TestClient
 
 from service.crd.coverage_information import COVERAGE_INFORMATION
-from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE
+from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE
 from service.dtr.signing import CONTEXT_URL
 
 PACKAGE, NEXT = "/fhir/Questionnaire/$questionnaire-package", "/fhir/Questionnaire/$next-question"
@@ -120,6 +120,10 @@ TAMPERINGS: list[tuple[str, Change, str, str]] = [
      "the qr-context reference differs", f"QuestionnaireResponse.extension.where(url = '{QR_CONTEXT}')"),
     ("patient-swap", lambda r: {**r, "subject": {"reference": "Patient/someone-else"}}, "the subject differs",
      "QuestionnaireResponse.subject"),
+    ("intended-use-changed", lambda r: {**r, "extension": [
+        {**e, "valueCodeableConcept": {"coding": [{**e["valueCodeableConcept"]["coding"][0], "code": "withorder"}]}}
+        if e["url"] == INTENDED_USE else e for e in r["extension"]]}, "the intendedUse differs",
+     f"QuestionnaireResponse.extension.where(url = '{INTENDED_USE}')"),
     ("signature-removed", lambda r: without_extension(r, CONTEXT_URL), "carries no context signed by this server",
      "QuestionnaireResponse.extension"),
 ]
