@@ -70,6 +70,22 @@ def _server_answers(spec_name: str, value: Any) -> list[dict[str, Any]]:
     return [{**a, "extension": [origin]} for a in f.answer_values(f.ITEM_SPECS[spec_name], value)]
 
 
+def _users_answers(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's answered item as sent, except an ``auto-server`` origin the client stamped on an
+    answer: covreq vouches only for what it filled itself."""
+    def stamped(extension: Any) -> bool:
+        return member(extension, "url") == ORIGIN and any(
+            member(s, "url") == "source" and member(s, "valueCode") == "auto-server"
+            for s in as_list(member(extension, "extension")))
+    answers = []
+    for given in as_list(item.get("answer")):
+        if isinstance(given, dict) and "extension" in given:
+            kept = [e for e in as_list(given["extension"]) if not stamped(e)]
+            given = {k: v for k, v in given.items() if k != "extension"} | ({"extension": kept} if kept else {})
+        answers.append(given)
+    return {**item, "answer": answers}
+
+
 def _question(form: Form, name: str) -> dict[str, Any]:
     """The form's question about a fact (one its own rules do not read is asked plainly), required."""
     question = {**(form.item(name) or fact_item(name, None)), "required": True}
@@ -154,7 +170,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
                 answered.append({"linkId": item["linkId"], "text": item["text"],
                                  "answer": _server_answers(item["linkId"], answers.known[item["linkId"]])})
             elif item["linkId"] in answers.items:
-                answered.append({**answers.items[item["linkId"]], "text": item["text"]})
+                answered.append({**_users_answers(answers.items[item["linkId"]]), "text": item["text"]})
         if answered:
             response_items.append({"linkId": group["linkId"], "text": group["text"], "item": answered})
     response = {key: value for key, value in envelope.items() if key not in _REWRITTEN}

@@ -234,3 +234,19 @@ def test_a_refused_tampering_leaves_an_audit_record_naming_the_part(dtr_client: 
     assert (record["operation"], record["status"], record["error_location"]) == ("next-question", 422,
                                                                                   order_item("code"))
     assert "decisions" not in record
+
+
+def test_a_users_answer_the_client_stamped_auto_server_comes_back_without_the_stamp(dtr_client: TestClient,
+                                                                                    start: dict[str, Any]) -> None:
+    """covreq stamps auto-server on what it filled; a stamp the client put on a user's answer used to
+    come back in covreq's response as if covreq had filled that answer."""
+    server = server_answers(start)["code"][0]["extension"][0]
+    manual = {"url": server["url"], "extension": [{"url": "source", "valueCode": "manual"}]}
+    reply = returned(next_question(dtr_client, answer(start, "place_of_service",
+                                                      {**POS_11, "extension": [server, manual]})))
+    (given,) = [i for g in reply["item"] if g["linkId"] == "facts" for i in g["item"]]
+    assert given["answer"] == [{**POS_11, "extension": [manual]}]
+    reply = returned(next_question(dtr_client, answer(start, "place_of_service", {**POS_11, "extension": [server]})))
+    (given,) = [i for g in reply["item"] if g["linkId"] == "facts" for i in g["item"]]
+    assert given["answer"] == [POS_11]
+    parses_as_r4(reply)
