@@ -24,6 +24,16 @@ def read_config(path: Path) -> Any:
         raise ValueError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from None
 
 
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The ``host`` or ``host:port`` names in environment variable ``name`` (spaces or commas between),
+    lower-cased; raises ValueError naming the variable for anything that is not a bare host."""
+    hosts = tuple(env.get(name, "").replace(",", " ").lower().split())
+    for host in hosts:
+        if any(c in host for c in "/@?#\\") or host.startswith(":") or host.endswith(":"):
+            raise ValueError(f"{name} lists host names (host or host:port, no scheme or path), not {host!r}")
+    return hosts
+
+
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     """The whole number in environment variable ``name``; raises ValueError naming the variable."""
     text = env.get(name)
@@ -38,8 +48,8 @@ class Settings:
     """Knobs of one running service.
 
     ``max_body_bytes`` caps request bodies (413 above it); ``payers`` is the CRD payer mapping
-    file; ``admin_token``, when set, must be sent as ``Authorization: Bearer <token>`` to
-    ``POST /admin/reload``; ``json_logs`` switches the log format to one JSON object per line.
+    file; ``admin_token`` must be sent as ``Authorization: Bearer <token>`` to
+    ``POST /admin/reload`` (refused while it is unset); ``json_logs`` switches the log format to one JSON object per line.
     ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
     the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
     ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
@@ -56,6 +66,12 @@ class Settings:
     requests past it get 503), ``request_timeout`` the seconds a connection has to deliver a whole
     request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
+
+    Trust at the edge (docs/operations.md, "What covreq refuses at the edge"): ``POST /admin/reload``
+    is refused (403) unless ``admin_token`` is set; ``metrics_token``, when set, must be sent as
+    ``Authorization: Bearer <token>`` to ``GET /metrics``; ``public_hosts`` are the ``Host`` header
+    values whose requests may name the service in the URLs it hands out (Questionnaire canonicals,
+    the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
     unset: a random key per process).
     """
@@ -87,6 +103,9 @@ class Settings:
     request_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16_384
+    # trust at the edge (issue 22 items 4 and 9)
+    metrics_token: str | None = None
+    public_hosts: tuple[str, ...] = ()
     dtr_keys: Path | None = None
 
     @classmethod
@@ -100,7 +119,8 @@ class Settings:
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
-        ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
+        ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
+        separated by spaces or commas), ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -131,5 +151,8 @@ class Settings:
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
             keep_alive_timeout=float(env.get("COVREQ_KEEP_ALIVE_TIMEOUT", defaults.keep_alive_timeout)),
             max_header_bytes=_whole(env, "COVREQ_MAX_HEADER_BYTES", defaults.max_header_bytes),
+            # trust at the edge (issue 22 items 4 and 9)
+            metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
+            public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
             dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
         )
