@@ -74,6 +74,8 @@ class Settings:
     ``Authorization: Bearer <token>`` to ``GET /metrics``; ``public_hosts`` are the ``Host`` header
     values whose requests may name the service in the URLs it hands out (Questionnaire canonicals,
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
+    ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
+    unset: a random key per process).
     """
 
     max_body_bytes: int = 1_048_576
@@ -110,6 +112,7 @@ class Settings:
     # trust at the edge (issue 22 items 4 and 9)
     metrics_token: str | None = None
     public_hosts: tuple[str, ...] = ()
+    dtr_keys: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -124,7 +127,7 @@ class Settings:
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
-        separated by spaces or commas); absent variables keep the defaults."""
+        separated by spaces or commas), ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -160,4 +163,5 @@ class Settings:
             # trust at the edge (issue 22 items 4 and 9)
             metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
             public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
+            dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
         )
