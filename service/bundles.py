@@ -2,7 +2,9 @@
 
 ``covreq serve --bundle URL`` fetches the bundle (engine/bundle.py) once before serving, then polls
 the URL every ``poll_seconds`` with ``If-None-Match``. A new bundle is downloaded within a time and
-size limit, verified (its signature when a public key is configured, its digest always), unpacked to
+size limit (on the bytes sent and, for a gzip ``Content-Encoding``, on the bytes decoded as they are
+decoded; stacked or unknown encodings are refused, and redirects are followed without reading their
+bodies), verified (its signature when a public key is configured, its digest always), unpacked to
 a fresh folder and loaded off to the side; only then is it swapped in. Any failure (network, HTTP
 status, a slow server, a damaged, unsigned or badly signed bundle, rules that do not load) keeps the
 last good rule set serving and is reported as a refused reload (``/readyz`` degraded, the
@@ -15,10 +17,12 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 
@@ -28,8 +32,42 @@ from service.settings import Settings
 
 log = logging.getLogger("covreq.bundle")
 
-#: Most bytes of one bundle download.
+#: Most bytes of one bundle download, as sent and once its Content-Encoding is decoded.
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+#: Most redirects followed to reach the bundle.
+MAX_REDIRECTS = 5
+_CHUNK = 64 * 1024
+
+
+class DownloadError(BundleError):
+    """The URL gave no bundle: the network, an HTTP status, the time, the size or the encoding."""
+
+
+def _gunzip(raw: Iterable[bytes]) -> Iterator[bytes]:
+    """A ``Content-Encoding: gzip`` body decoded as it comes, never more than 64 KiB at a time."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        for data in raw:
+            while True:
+                piece = decoder.decompress(data, _CHUNK)
+                data = decoder.unconsumed_tail
+                yield piece
+                if not data and len(piece) < _CHUNK:  # all the output of this input is out
+                    break
+    except zlib.error as err:
+        raise DownloadError(f"the gzip Content-Encoding is damaged: {err}") from None
+    if not decoder.eof or decoder.unused_data:
+        raise DownloadError("the gzip Content-Encoding is damaged: it ends early or has data after its end")
+
+
+def _decoding(value: str) -> Callable[[Iterable[bytes]], Iterator[bytes]]:
+    """The decoder of a ``Content-Encoding`` header: none, or one gzip; anything else is refused."""
+    codings = [c for c in (c.strip().lower() for c in value.split(",")) if c and c != "identity"]
+    if not codings:
+        return iter
+    if codings in (["gzip"], ["x-gzip"]):
+        return _gunzip
+    raise DownloadError(f"Content-Encoding {value[:64]!r} refused: a bundle is sent as it is, or gzip'd once")
 
 
 @dataclass(frozen=True)
@@ -83,29 +121,50 @@ class BundleSource:
     def _download(self, etag: str | None) -> tuple[bytes, str | None] | None:
         """The bundle's bytes and ETag, or None when the server says it has not changed."""
         deadline = time.monotonic() + self.timeout_seconds
-        headers = {"If-None-Match": etag} if etag else {}
+        headers = {"Accept-Encoding": "identity", **({"If-None-Match": etag} if etag else {})}
         try:
-            with httpx.stream("GET", self.url, headers=headers, timeout=self.timeout_seconds,
-                              follow_redirects=True) as response:
-                if response.status_code == 304:
-                    return None
-                if response.status_code != 200:
-                    raise BundleError(f"{self.url}: HTTP {response.status_code}")
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise BundleError(f"{self.url}: the bundle is larger than {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise BundleError(f"{self.url}: the download took longer than {self.timeout_seconds:g} s")
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("etag")
+            with httpx.Client(timeout=self.timeout_seconds, headers=headers) as client:
+                request = client.build_request("GET", self.url)
+                for _ in range(MAX_REDIRECTS + 1):
+                    with closing(client.send(request, stream=True)) as response:  # a redirect's body is never read
+                        if response.next_request is None:
+                            return self._body(response, deadline)
+                        request = response.next_request
+                raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
         except httpx.HTTPError as err:
-            raise BundleError(f"{self.url}: {type(err).__name__}: {err or 'no detail'}") from None
+            raise DownloadError(f"{type(err).__name__}: {err or 'no detail'}") from None
+
+    def _body(self, response: httpx.Response, deadline: float) -> tuple[bytes, str | None] | None:
+        """The body of the final response, decoded as it comes, within the size and time limits."""
+        if response.status_code == 304:
+            return None
+        if response.status_code != 200:
+            raise DownloadError(f"HTTP {response.status_code}")
+        too_large = DownloadError(f"the bundle is larger than {self.max_bytes} bytes")
+
+        def sent() -> Iterator[bytes]:
+            size = 0
+            for chunk in response.iter_raw(_CHUNK):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise DownloadError(f"the download took longer than {self.timeout_seconds:g} s")
+                yield chunk
+
+        body = bytearray()
+        for piece in _decoding(response.headers.get("content-encoding", ""))(sent()):
+            body += piece
+            if len(body) > self.max_bytes:
+                raise too_large
+        return bytes(body), response.headers.get("etag")
 
     def _fetch(self, etag: str | None) -> Fetched | None:
         """Download and unpack a changed bundle into a fresh folder; None when unchanged."""
-        downloaded = self._download(etag)
+        try:
+            downloaded = self._download(etag)
+        except DownloadError as err:
+            raise DownloadError(f"{self.url}: {err}") from None
         self.checked_at = datetime.now(timezone.utc)
         if downloaded is None:
             return None

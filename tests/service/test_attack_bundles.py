@@ -1,0 +1,132 @@
+"""`covreq serve --bundle URL` against a hostile bundle server (tests/service/hostile_bundle_server.py):
+encoding and tar bombs are refused in bounded memory before anything is written, and the service
+recovers when a good bundle appears."""
+from __future__ import annotations
+
+import sys
+import tarfile
+import tracemalloc
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from engine.bundle import build
+from tests.service.hostile_bundle_server import (MIB, BundleServer, Offer, forged, huge_header, huge_member,
+                                                 server, stacked, zeros_gz)  # noqa: F401 (fixture)
+from service import Settings, create_app
+from tests.service.test_bundle_serving import FIXTURES, keys, reasons, trees  # noqa: F401 (fixture)
+
+#: The download limit of the service under attack: the good fixture bundles are a few KB.
+LIMIT = 1 * MIB
+#: What each bomb would decode to (the red team's were 500 MiB to 4 GiB; the mechanism is the same).
+BOMB = 64 * MIB
+#: Most memory one refused bomb may take, Python allocations traced (a good poll takes well under 2 MiB).
+PEAK = 8 * MIB
+#: Files opened for writing under a watched folder (an audit hook sees every open).
+_WRITES: list[str] = []
+_WATCHED: list[str] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and _WATCHED and isinstance(args[0], (str, Path)):
+        mode, flags = args[1], args[2]
+        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & 0o3 or flags & 0o100)
+        if writing and str(args[0]).startswith(_WATCHED[0]):
+            _WRITES.append(str(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@contextmanager
+def watched(folder: Path) -> Iterator[list[str]]:
+    """The files opened for writing under ``folder`` while the block runs."""
+    _WRITES.clear()
+    _WATCHED[:] = [str(folder)]
+    try:
+        yield _WRITES
+    finally:
+        _WATCHED.clear()
+
+
+def peak(action: Callable[[], object]) -> int:
+    """The most memory Python allocated, over what it held before, while ``action`` ran."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def attacked(server: BundleServer, tmp_path: Path, public: Path | None = None, poll_seconds: float = 3600,
+             url: str | None = None) -> TestClient:
+    """A service on the server's first (good) bundle, downloading at most :data:`LIMIT` bytes."""
+    settings = Settings(payers=FIXTURES / "payers.yaml", audit_path=tmp_path / "audit.jsonl",
+                        bundle_url=url or server.url, bundle_public_key=public, bundle_dir=tmp_path / "bundles",
+                        bundle_poll_seconds=poll_seconds, bundle_timeout_seconds=5.0)
+    client = TestClient(create_app(None, settings))
+    client.app.state.bundles.max_bytes = LIMIT  # type: ignore[attr-defined]
+    return client
+
+
+def problems(client: TestClient) -> str:
+    ready = client.get("/readyz").json()
+    return ready["status"] + ": " + " ".join((ready["last_reload_error"] or {}).get("problems", []))
+
+
+BOMBS: dict[str, tuple[Callable[[], Offer], str]] = {
+    "gzip, gzip": (lambda: Offer(stacked(BOMB), '"stacked"', headers={"Content-Encoding": "gzip, gzip"}),
+                   "Content-Encoding"),
+    "gzip bomb": (lambda: Offer(zeros_gz(BOMB), '"bomb"', headers={"Content-Encoding": "gzip"}),
+                  f"larger than {LIMIT} bytes"),
+    "unknown encoding": (lambda: Offer(zeros_gz(BOMB), '"br"', headers={"Content-Encoding": "x-unknown"}),
+                         "Content-Encoding"),
+    "a redirect with a gzip, gzip body": (lambda: Offer(stacked(BOMB), '"302"', status=302, headers={
+        "Location": "/elsewhere", "Content-Encoding": "gzip, gzip"}), "redirects"),
+    "a member of 64 MiB": (lambda: Offer(huge_member(BOMB), '"member"'), "bytes"),
+    "a GNU long name of 256 MiB": (lambda: Offer(huge_header(tarfile.GNUTYPE_LONGNAME, 256 * MIB, BOMB),
+                                                 '"longname"'), "header"),
+    "a pax header of 256 MiB": (lambda: Offer(huge_header(tarfile.XHDTYPE, 256 * MIB, BOMB), '"pax"'), "header"),
+}
+
+
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_a_bomb_is_refused_in_bounded_memory_before_anything_is_written(
+        server: BundleServer, tmp_path: Path, bomb: str) -> None:
+    one, two, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    client = attacked(server, tmp_path)
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+    before = reasons(client)
+    make, message = BOMBS[bomb]
+    server.offer = make()
+    with watched(tmp_path / "bundles") as written:
+        used = peak(lambda: bundles.poll(holder))
+    assert used < PEAK, f"{bomb}: {used / MIB:.1f} MiB"
+    assert written == []
+    assert message in problems(client) and problems(client).startswith("degraded"), problems(client)
+    assert reasons(client) == before
+    server.offer = Offer(build(two)[0], '"v2"')
+    bundles.poll(holder)
+    assert problems(client) == "ready: " and any("(v2)" in r for r in reasons(client))
+
+
+def test_a_bomb_after_the_manifest_is_judged_by_the_signature_first(
+        server: BundleServer, tmp_path: Path, keys: tuple[bytes, Path]) -> None:
+    private, public = keys
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one, private)[0], '"v1"')
+    client = attacked(server, tmp_path, public)
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+    server.offer = Offer(forged([("acme/a.yaml", b"id: a\n")]), '"unsigned"')
+    with watched(tmp_path / "bundles") as written:
+        bundles.poll(holder)
+    assert written == [] and "not signed" in problems(client)
+    server.offer = Offer(huge_member(BOMB), '"member"')
+    with watched(tmp_path / "bundles") as written:
+        used = peak(lambda: bundles.poll(holder))
+    assert used < PEAK and written == [] and problems(client).startswith("degraded")
