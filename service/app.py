@@ -54,7 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
-                               "sighup_reload": installed, "bundle": bundles.url if bundles else None})
+                               "sighup_reload": installed, "bundle": bundles.public_url if bundles else None})
     try:
         yield
     finally:

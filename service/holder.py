@@ -55,6 +55,11 @@ class RuleSetHolder:
         """The rule set in service now."""
         return self._current
 
+    @property
+    def metrics(self) -> Metrics:
+        """The metrics this holder counts its loads and refusals in."""
+        return self._metrics
+
     def _load(self, path: str) -> tuple[engine.RuleSet, float]:
         """The rule set at ``path`` and the seconds its load took."""
         began = time.perf_counter()

@@ -26,6 +26,9 @@ DECISION_ROUTES = frozenset({"/v1/requirements", "/cds-services/{service_id}",
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The route label of requests that matched no route (kept apart so unknown paths cannot add series).
 UNMATCHED = "unmatched"
+#: Why a bundle poll failed (the ``reason`` label): the URL gave no bundle, the bundle was refused,
+#: it could not be written, its rules did not load, a bug.
+BUNDLE_POLL_FAILURES = ("download", "refused", "unpack", "rules", "internal")
 
 router = APIRouter(tags=["operations"])
 
@@ -61,6 +64,10 @@ class Metrics:
                                        ("source",), registry=r)
         for source in ("tree", "bundle"):  # shown at 0 from the start, so an alert rule finds the series
             self.reload_failures.labels(source)
+        self.bundle_poll_failures = Counter("covreq_bundle_poll_failures",
+                                            "Bundle polls and reloads that failed, by reason", ("reason",), registry=r)
+        for reason in BUNDLE_POLL_FAILURES:
+            self.bundle_poll_failures.labels(reason)
         self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
                                      ("cache", "result"), registry=r)
         #: Labelled children already made: prometheus-client checks the values and takes a lock on every
@@ -90,6 +97,10 @@ class Metrics:
     def refused(self, source: str) -> None:
         """A reload from ``source`` (``tree`` or ``bundle``) was refused."""
         self.reload_failures.labels(source).inc()
+
+    def bundle_poll_failed(self, reason: str) -> None:
+        """A bundle poll failed for ``reason`` (one of :data:`BUNDLE_POLL_FAILURES`; else ``internal``)."""
+        self.bundle_poll_failures.labels(reason if reason in BUNDLE_POLL_FAILURES else "internal").inc()
 
     def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
         """Count the answers of one decision request."""

@@ -1,10 +1,12 @@
 """`covreq serve --bundle URL` against a hostile bundle server (tests/service/hostile_bundle_server.py):
-encoding and tar bombs are refused in bounded memory before anything is written, and the service
-recovers when a good bundle appears."""
+encoding and tar bombs are refused in bounded memory before anything is written, the poller survives
+every failure and says so in /readyz and /metrics, backs off, and recovers when a good bundle appears."""
 from __future__ import annotations
 
+import logging
 import sys
 import tarfile
+import time
 import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.service.hostile_bundle_server import (MIB, BundleServer, Offer, forge
                                                  server, stacked, zeros_gz)  # noqa: F401 (fixture)
 from service import Settings, create_app
 from tests.service.test_bundle_serving import FIXTURES, keys, reasons, trees  # noqa: F401 (fixture)
+from tests.service.test_metrics import value
 
 #: The download limit of the service under attack: the good fixture bundles are a few KB.
 LIMIT = 1 * MIB
@@ -130,3 +133,79 @@ def test_a_bomb_after_the_manifest_is_judged_by_the_signature_first(
     with watched(tmp_path / "bundles") as written:
         used = peak(lambda: bundles.poll(holder))
     assert used < PEAK and written == [] and problems(client).startswith("degraded")
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_non_ascii_etag_does_not_stop_the_polling(server: BundleServer, tmp_path: Path) -> None:
+    one, two, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"\u00e9t\u00e9"')  # sent as Latin-1 bytes
+    with attacked(server, tmp_path, poll_seconds=0.05) as client:
+        wait_for(lambda: len(server.asked) >= 3, "the poller stopped")
+        assert client.get("/readyz").json()["status"] == "ready"
+        data, manifest = build(two)
+        server.offer = Offer(data, '"v2"')
+        wait_for(lambda: client.get("/readyz").json()["ruleset"] == manifest.ruleset, "v2 was never fetched")
+
+
+def test_a_bundle_that_cannot_be_unpacked_leaves_the_poller_alive_and_readyz_degraded(
+        server: BundleServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    one, two, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    # a file, then a file inside it as if it were a folder: the digest matches, writing fails (OSError)
+    server_bundle = forged([("acme/a.yaml", b"id: a\n"), ("acme/a.yaml/b.yaml", b"id: b\n")])
+    with caplog.at_level(logging.ERROR, logger="covreq"), attacked(server, tmp_path, poll_seconds=0.05) as client:
+        server.offer = Offer(server_bundle, '"unpackable"')
+        wait_for(lambda: "E-io" in problems(client), "the failure never showed in /readyz")
+        assert problems(client).startswith("degraded")
+        metrics = client.get("/metrics").text
+        assert value(metrics, "covreq_bundle_poll_failures_total", reason="unpack") >= 1
+        assert any(getattr(r, "event", "") == "reload-failed" and "E-io" in r.getMessage() for r in caplog.records)
+        data, manifest = build(two)
+        server.offer = Offer(data, '"v2"')
+        wait_for(lambda: client.get("/readyz").json()["ruleset"] == manifest.ruleset, "v2 was never fetched")
+        assert client.get("/readyz").json()["status"] == "ready"
+
+
+def test_an_unexpected_error_is_reported_without_its_message_and_the_poller_backs_off(
+        server: BundleServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import bundles as module
+
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    client = attacked(server, tmp_path, poll_seconds=2)
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(module, "unpack", crash)
+    server.offer = Offer(build(one)[0], '"v1-again"')
+    waits = []
+    for _ in range(6):
+        bundles.poll(holder)  # never raises
+        waits.append(bundles.next_wait())
+    said = client.get("/readyz").text
+    assert "E-internal" in said and "secret detail" not in said and "degraded" in said
+    assert value(client.get("/metrics").text, "covreq_bundle_poll_failures_total", reason="internal") == 6
+    assert waits == [4, 8, 16, 16, 16, 16]  # doubled from the poll interval, at most 8 of them
+    monkeypatch.undo()
+    bundles.poll(holder)
+    assert bundles.next_wait() == 2 and client.get("/readyz").json()["status"] == "ready"
+
+
+def test_readyz_never_shows_the_credentials_of_the_bundle_url(server: BundleServer, tmp_path: Path) -> None:
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    secret = server.url.replace("http://", "http://ops:hunter2@") + "?X-Amz-Signature=0badc0de"
+    client = attacked(server, tmp_path, url=secret)
+    server.offer = Offer(b"", '"gone"', status=503)
+    client.app.state.bundles.poll(client.app.state.holder)  # type: ignore[attr-defined]
+    said = client.get("/readyz").text
+    assert "HTTP 503" in said and "127.0.0.1" in said
+    assert "hunter2" not in said and "0badc0de" not in said
