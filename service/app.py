@@ -35,11 +35,11 @@ log = logging.getLogger("covreq.service")
 
 
 def _sighup_reload(app: FastAPI) -> bool:
-    """Make SIGHUP reload the rule tree (off the event loop); False where signals are unavailable."""
+    """Make SIGHUP reload the rules (off the event loop, as ``POST /admin/reload`` does); False where
+    signals are unavailable."""
     loop = asyncio.get_running_loop()
-    holder: RuleSetHolder = app.state.holder
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, holder.reload))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, ops.reload_rules, app.state))
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True

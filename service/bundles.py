@@ -10,7 +10,8 @@ Any failure (network, HTTP status, a slow server, a damaged, unsigned or badly s
 that cannot hold it, rules that do not load, a bug) keeps the last good rule set serving, is
 reported as a refused reload (``/readyz`` degraded, the ``reload-failed`` log line,
 ``covreq_reload_failures_total{source="bundle"}``) and counted by kind
-(``covreq_bundle_poll_failures_total{reason}``), and the next poll waits longer.
+(``covreq_bundle_poll_failures_total{reason}``), and the next poll waits longer. A reload
+(``POST /admin/reload``, SIGHUP) fetches the bundle again: an unpacked folder is never trusted.
 What ``/readyz`` and the logs show of the URL has no user, password or query.
 """
 from __future__ import annotations
@@ -112,7 +113,7 @@ class BundleSource:
         self.checked_at: datetime | None = None
         self.failures = 0  # polls failed in a row
         self._seen_etag: str | None = None  # the last bundle judged on what it holds, good or refused
-        self._lock = threading.Lock()  # one poll at a time
+        self._lock = threading.Lock()  # one poll or reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -217,25 +218,28 @@ class BundleSource:
         self._seen_etag = new_etag
         return Fetched(target, opened, new_etag)
 
-    def _update(self, holder: RuleSetHolder, etag: str | None) -> ReloadFailure | None:
-        """Fetch (``If-None-Match: etag``) and put a new bundle in service; the failure, or None."""
+    def _update(self, holder: RuleSetHolder, etag: str | None, force: bool = False) -> ReloadFailure | None:
+        """Fetch (``If-None-Match: etag``) and put a new bundle in service, or the same one again when
+        ``force``; the failure, or None."""
         try:
             fetched = self._fetch(etag)
         except BundleError as err:
             kind = "download" if isinstance(err, DownloadError) else "unpack" if isinstance(err, UnpackError) \
                 else "refused"
             return self._refuse(holder, kind, str(err))
+        if fetched is None and etag is None:
+            return self._refuse(holder, "download", f"{self.public_url}: HTTP 304 to a request that named no ETag")
         if fetched is None:
             if self.serving and self._seen_etag == self.serving.etag:
                 holder.settled()  # what the URL serves is in service: an earlier failure is over
             return None
         serving, manifest = self.serving, fetched.opened.manifest
-        if serving and manifest.digest == serving.opened.manifest.digest:
+        if serving and manifest.digest == serving.opened.manifest.digest and not force:
             shutil.rmtree(fetched.folder, ignore_errors=True)
             self.serving = Fetched(serving.folder, serving.opened, fetched.etag)
             holder.settled()
             return None
-        failure = holder.reload(str(fetched.folder), "bundle")
+        failure = holder.reload(str(fetched.folder), "bundle", expected=manifest.ruleset)
         if failure is not None:
             shutil.rmtree(fetched.folder, ignore_errors=True)
             holder.metrics.bundle_poll_failed("rules")
@@ -251,12 +255,12 @@ class BundleSource:
         holder.metrics.bundle_poll_failed(kind)
         return holder.refuse([problem], "bundle")
 
-    def _guarded(self, holder: RuleSetHolder, etag: str | None) -> ReloadFailure | None:
+    def _guarded(self, holder: RuleSetHolder, etag: str | None, force: bool) -> ReloadFailure | None:
         """:meth:`_update`, one at a time, that never raises: a bug is logged with its traceback and
         reported without its message; failures in a row are counted for the back-off."""
         with self._lock:
             try:
-                failure = self._update(holder, etag)
+                failure = self._update(holder, etag, force)
             except Exception as err:  # noqa: BLE001 - the poller outlives every error
                 log.exception("bundle poll crashed", extra={"event": "bundle-poll-crashed", "url": self.public_url})
                 failure = self._refuse(holder, "internal", f"{self.public_url}: E-internal: the bundle poll failed "
@@ -266,7 +270,12 @@ class BundleSource:
 
     def poll(self, holder: RuleSetHolder) -> None:
         """Check the URL once; put a new, good bundle in service, or report why not. Never raises."""
-        self._guarded(holder, self._seen_etag)
+        self._guarded(holder, self._seen_etag, force=False)
+
+    def reload(self, holder: RuleSetHolder) -> ReloadFailure | None:
+        """Fetch the bundle again, whatever its ETag, verify it, and put it in service in a fresh
+        folder (``POST /admin/reload``, SIGHUP): the folder in service may have been changed."""
+        return self._guarded(holder, None, force=True)
 
     def next_wait(self) -> float:
         """Seconds until the next poll: the interval, doubled for each failed poll in a row up to

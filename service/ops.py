@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.holder import ReloadFailure
 from service.responses import json_response, v1_error
 
 router = APIRouter(tags=["operations"])
@@ -42,7 +44,14 @@ def readyz(request: Request) -> JSONResponse:
     return json_response(body, digest, 503 if status == "unready" else 200)
 
 
-@router.post("/admin/reload", summary="Reload the rule tree; a broken tree is refused (422)")
+def reload_rules(state: Any) -> ReloadFailure | None:
+    """Reload the rules of the application whose ``state`` is given: from a bundle URL, the bundle
+    fetched again and verified (its unpacked folder is never read unchecked), else the rule tree."""
+    bundles = state.bundles
+    return bundles.reload(state.holder) if bundles else state.holder.reload()
+
+
+@router.post("/admin/reload", summary="Reload the rule tree (or fetch the bundle again); a broken one is refused (422)")
 def reload(request: Request) -> JSONResponse:
     """Reload now. 200 with the new digest, or 422 with the problems and the digest kept."""
     holder = request.app.state.holder
@@ -50,7 +59,7 @@ def reload(request: Request) -> JSONResponse:
     offered = request.headers.get("authorization", "")
     if token and not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
         return v1_error(401, "admin token missing or wrong", holder.current.digest, "Authorization")
-    failure = holder.reload()
+    failure = reload_rules(request.app.state)
     digest = holder.current.digest
     if failure:
         return json_response({"reloaded": False, "ruleset": digest, "error": failure.as_dict()},

@@ -1,6 +1,7 @@
 """`covreq serve --bundle URL` against a hostile bundle server (tests/service/hostile_bundle_server.py):
 encoding and tar bombs are refused in bounded memory before anything is written, the poller survives
-every failure and says so in /readyz and /metrics, backs off, and recovers when a good bundle appears."""
+every failure and says so in /readyz and /metrics, backs off, and recovers when a good bundle appears;
+`POST /admin/reload` never serves an unpacked folder that was changed after it was checked."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ from tests.service.hostile_bundle_server import (MIB, BundleServer, Offer, forge
 from service import Settings, create_app
 from tests.service.test_bundle_serving import FIXTURES, keys, reasons, trees  # noqa: F401 (fixture)
 from tests.service.test_metrics import value
+from tests.service.test_service_reload import EYELID
 
 #: The download limit of the service under attack: the good fixture bundles are a few KB.
 LIMIT = 1 * MIB
@@ -209,3 +211,36 @@ def test_readyz_never_shows_the_credentials_of_the_bundle_url(server: BundleServ
     said = client.get("/readyz").text
     assert "HTTP 503" in said and "127.0.0.1" in said
     assert "hunter2" not in said and "0badc0de" not in said
+
+
+def test_admin_reload_in_bundle_mode_never_serves_an_edited_folder(
+        server: BundleServer, tmp_path: Path, keys: tuple[bytes, Path]) -> None:
+    private, public = keys
+    one, _, _ = trees(tmp_path)
+    data, manifest = build(one, private)
+    server.offer = Offer(data, '"v1"')
+    client = attacked(server, tmp_path, public)
+    before = reasons(client)
+    folder = client.app.state.bundles.serving.folder  # type: ignore[attr-defined]
+    (folder / EYELID).write_text((folder / EYELID).read_text().replace("needs prior authorization", "EDITED"))
+    answer = client.post("/admin/reload")
+    assert answer.status_code == 200 and answer.json()["ruleset"] == manifest.ruleset
+    assert reasons(client) == before and not any("EDITED" in r for r in reasons(client))
+    ready = client.get("/readyz").json()
+    assert ready["ruleset"] == manifest.ruleset == ready["bundle"]["digest"][:16] and ready["status"] == "ready"
+
+    server.offer = Offer(b"", '"down"', status=503)  # the URL is down: the reload is refused, nothing changes
+    answer = client.post("/admin/reload")
+    assert answer.status_code == 422 and "HTTP 503" in str(answer.json()["error"])
+    assert reasons(client) == before and client.get("/readyz").json()["ruleset"] == manifest.ruleset
+
+
+def test_the_holder_refuses_a_tree_whose_digest_is_not_the_bundle_s() -> None:
+    from service.holder import RuleSetHolder
+
+    holder = RuleSetHolder(str(FIXTURES / "rules"))
+    before = holder.current
+    failure = holder.reload(str(FIXTURES / "rules"), "bundle", expected="0" * 16)
+    assert failure is not None and failure.places == [f"{FIXTURES / 'rules'}: E-digest"]
+    assert holder.current is before and holder.reload(str(FIXTURES / "rules"), "bundle",
+                                                      expected=before.digest) is None
