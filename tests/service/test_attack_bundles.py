@@ -4,6 +4,7 @@ every failure and says so in /readyz and /metrics, backs off, and recovers when 
 `POST /admin/reload` never serves an unpacked folder that was changed after it was checked."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import tarfile
@@ -244,3 +245,28 @@ def test_the_holder_refuses_a_tree_whose_digest_is_not_the_bundle_s() -> None:
     assert failure is not None and failure.places == [f"{FIXTURES / 'rules'}: E-digest"]
     assert holder.current is before and holder.reload(str(FIXTURES / "rules"), "bundle",
                                                       expected=before.digest) is None
+
+
+def test_the_operations_doc_states_the_limits_and_what_a_failed_poll_shows(server: BundleServer,
+                                                                           tmp_path: Path) -> None:
+    from engine.bundle import MAX_FILES, MAX_HEADER_BYTES, MAX_UNPACKED_BYTES
+    from engine.yamlsource import MAX_FILE_BYTES
+    from service.bundles import MAX_BACKOFF, MAX_DOWNLOAD_BYTES, MAX_REDIRECTS
+    from tests.service.test_operations_doc import DOC, EXAMPLES, _shape
+
+    doc = " ".join(DOC.split())
+    for stated in (f"(at most `service.bundles.MAX_REDIRECTS`, {MAX_REDIRECTS})",
+                   f"at most {MAX_HEADER_BYTES // 1024} KiB (`engine.bundle.MAX_HEADER_BYTES`)",
+                   f"at most {MAX_FILE_BYTES:,} bytes (`engine.yamlsource.MAX_FILE_BYTES`",
+                   f"at most {MAX_FILES:,} files and {MAX_UNPACKED_BYTES // MIB} MiB decompressed",
+                   f"the {MAX_DOWNLOAD_BYTES // MIB} MiB limit applies", f"up to {MAX_BACKOFF} poll intervals"):
+        assert stated in doc
+    one, _, _ = trees(tmp_path)
+    server.offer = Offer(build(one)[0], '"v1"')
+    client = attacked(server, tmp_path)
+    server.offer = BOMBS["gzip, gzip"][0]()
+    client.app.state.bundles.poll(client.app.state.holder)  # type: ignore[attr-defined]
+    ready, documented = client.get("/readyz").json(), json.loads(EXAMPLES["readyz-bundle-failed"])
+    assert _shape(ready) == _shape(documented) and ready["status"] == documented["status"]
+    (problem,), (example,) = ready["last_reload_error"]["problems"], documented["last_reload_error"]["problems"]
+    assert problem.removeprefix(server.url) == example.removeprefix(documented["bundle"]["url"])
