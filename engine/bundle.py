@@ -197,7 +197,8 @@ class _Tar:
         self._taken = 0
         self._unread = 0  # padded bytes of the current file not read by the caller
 
-    def _take(self, size: int) -> bytes:
+    def _take(self, size: int, may_end: bool = False) -> bytes:
+        """The next ``size`` decompressed bytes (or none, when ``may_end`` and the tar ends there)."""
         self._taken += size
         if self._taken > MAX_UNPACKED_BYTES:
             raise BundleError(f"the bundle holds more than {MAX_UNPACKED_BYTES} bytes")
@@ -205,7 +206,7 @@ class _Tar:
             piece = self._stream.read(size)
         except (OSError, EOFError, zlib.error) as err:
             raise _unreadable(err) from None
-        if len(piece) != size:
+        if len(piece) != size and not (may_end and not piece):
             raise _unreadable("it ends inside a member")
         return piece
 
@@ -226,8 +227,8 @@ class _Tar:
         while True:
             if self._unread:
                 self.read()  # a file the caller did not read
-            block = self._take(_BLOCK)
-            if block == bytes(_BLOCK):
+            block = self._take(_BLOCK, may_end=count > 0 and long_name is None and pax is None)
+            if not block or block == bytes(_BLOCK):  # the end (tarfile, too, reads a tar without its end blocks)
                 return
             try:
                 info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")

@@ -211,3 +211,14 @@ def test_the_manifest_and_signature_come_before_the_rules(tmp_path: Path) -> Non
 def _member(data: bytes, name: str) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         return archive.extractfile(name).read()  # type: ignore[union-attr]
+
+
+def test_a_tar_without_its_end_blocks_is_read_as_tarfile_reads_it(tmp_path: Path) -> None:
+    import gzip
+
+    from tests.service.hostile_bundle_server import forged
+
+    files = [("acme/a.yaml", b"id: a\n")]
+    whole = gzip.decompress(forged(files))
+    unpack(gzip.compress(whole.rstrip(b"\0") + bytes(-len(whole.rstrip(b"\0")) % 512)), tmp_path)
+    assert (tmp_path / "acme" / "a.yaml").read_bytes() == b"id: a\n"
