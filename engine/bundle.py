@@ -163,6 +163,11 @@ def _unreadable(detail: object) -> BundleError:
     return BundleError(f"{_UNREADABLE}: {detail}")
 
 
+def _shown(name: str) -> str:
+    """A member's name as an error message may show it: cut, control characters escaped."""
+    return repr(name[:200])[1:-1]
+
+
 def _pax(raw: bytes) -> dict[str, str]:
     """The records of a pax extended header (``"<length> <key>=<value>\\n"`` each)."""
     found: dict[str, str] = {}
@@ -252,22 +257,22 @@ class _Tar:
             size = int(pax["size"]) if pax and "size" in pax else info.size
             long_name = pax = None
             if info.type not in _FILE_TYPES:
-                raise BundleError(f"{name}: only regular files may be in a bundle")
+                raise BundleError(f"{_shown(name)}: only regular files may be in a bundle")
             path = PurePosixPath(name)
             in_tree = len(path.parts) > 1 and path.parts[0] == TREE
             if "\0" in name or path.is_absolute() or ".." in path.parts or name in meta or not (
                     name in (MANIFEST, SIGNATURE) or in_tree):
-                raise BundleError(f"{name}: not a place a bundle may hold a file")
+                raise BundleError(f"{_shown(name)}: not a place a bundle may hold a file")
             most = MAX_FILE_BYTES if in_tree else MAX_HEADER_BYTES
             if not 0 <= size <= most:
-                raise BundleError(f"{name}: {size} bytes, more than such a file may hold ({most} bytes)")
+                raise BundleError(f"{_shown(name)}: {size} bytes, more than such a file may hold ({most} bytes)")
             count += 1
             if count > MAX_FILES:
                 raise BundleError(f"the bundle holds more than {MAX_FILES} files")
             if not in_tree and previous is not None:
-                raise BundleError(f"{name} comes after rule files: covreq bundle writes it before them")
+                raise BundleError(f"{_shown(name)} comes after rule files: covreq bundle writes it before them")
             if in_tree and previous is not None and path.parts <= previous:
-                raise BundleError(f"{name}: the rule files are not in the order covreq bundle writes them "
+                raise BundleError(f"{_shown(name)}: the rule files are not in the order covreq bundle writes them "
                                   "(sorted by path), or one is there twice")
             if in_tree:
                 previous = path.parts

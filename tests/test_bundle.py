@@ -206,6 +206,9 @@ def test_the_manifest_and_signature_come_before_the_rules(tmp_path: Path) -> Non
     for nameless in ("", "rules/", "rules"):
         with pytest.raises(BundleError, match="not a place a bundle may hold a file|only regular files"):
             unpack(rebuilt(data, {nameless: b"x"}), tmp_path / "x")
+    with pytest.raises(BundleError, match="not a place") as refused:  # a pax name: long, with escapes
+        unpack(rebuilt(data, {"evil\n\x1b[31m" + "x" * 5000: b"x"}), tmp_path / "x")
+    assert "\n" not in str(refused.value) and "\x1b" not in str(refused.value) and len(str(refused.value)) < 400
 
 
 def _member(data: bytes, name: str) -> bytes:
