@@ -34,6 +34,7 @@ PEAK = 8 * MIB
 #: Files opened for writing under a watched folder (an audit hook sees every open).
 _WRITES: list[str] = []
 _WATCHED: list[str] = []
+_HOOKED: list[bool] = []
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -44,12 +45,12 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             _WRITES.append(str(args[0]))
 
 
-sys.addaudithook(_audit)
-
-
 @contextmanager
 def watched(folder: Path) -> Iterator[list[str]]:
     """The files opened for writing under ``folder`` while the block runs."""
+    if not _HOOKED:  # an audit hook stays for the life of the process: one, and only once needed
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
     _WRITES.clear()
     _WATCHED[:] = [str(folder)]
     try:
