@@ -187,6 +187,48 @@ def _pax(raw: bytes) -> dict[str, str]:
     return found
 
 
+class _Inflated:
+    """The decompressed bytes of gzip ``data`` (one member or several, as gzip allows), read in
+    pieces. zlib reads the gzip headers, in C: a file name of many MiB in a header costs no Python
+    loop over its bytes (``gzip.GzipFile`` reads it one byte at a time, holding the GIL)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._fed = 0  # bytes of ``data`` given to zlib
+        self._tail = b""  # of those, what zlib has not consumed yet
+        self._zip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _feed(self) -> bytes:
+        piece = self._data[self._fed:self._fed + 64 * 1024].tobytes()
+        self._fed += len(piece)
+        return piece
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one, unless only zero padding follows (as gzip allows)."""
+        rest = self._zip.unused_data.lstrip(b"\0")
+        while not rest and self._fed < len(self._data):
+            rest = self._feed().lstrip(b"\0")
+        if not rest:
+            return False
+        self._zip, self._tail = zlib.decompressobj(16 + zlib.MAX_WBITS), rest
+        return True
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes, or fewer at the end; raises ``zlib.error`` for a damaged stream."""
+        out = bytearray()
+        while len(out) < size:
+            if self._zip.eof and not self._next_member():
+                break
+            if not self._tail and self._fed < len(self._data):
+                self._tail = self._feed()
+            piece = self._zip.decompress(self._tail, size - len(out))
+            self._tail = self._zip.unconsumed_tail
+            out += piece
+            if not piece and not self._tail and self._fed >= len(self._data) and not self._zip.eof:
+                break  # the data ends inside a member
+        return bytes(out)
+
+
 class _Tar:
     """The regular files of a gzip'd tar held in memory, read once in order, in pieces.
 
@@ -198,7 +240,7 @@ class _Tar:
     """
 
     def __init__(self, data: bytes) -> None:
-        self._stream = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+        self._stream = _Inflated(data)
         self._taken = 0
         self._unread = 0  # padded bytes of the current file not read by the caller
 

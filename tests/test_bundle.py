@@ -225,3 +225,24 @@ def test_a_tar_without_its_end_blocks_is_read_as_tarfile_reads_it(tmp_path: Path
     whole = gzip.decompress(forged(files))
     unpack(gzip.compress(whole.rstrip(b"\0") + bytes(-len(whole.rstrip(b"\0")) % 512)), tmp_path)
     assert (tmp_path / "acme" / "a.yaml").read_bytes() == b"id: a\n"
+
+
+def test_gzip_members_and_padding_are_read_as_gzip_has_them_and_a_long_file_name_costs_no_python_loop(
+        tmp_path: Path) -> None:
+    import gzip
+    import struct
+    import time
+    import zlib
+
+    from tests.service.hostile_bundle_server import forged
+
+    whole = gzip.decompress(forged([("acme/a.yaml", b"id: a\n"), ("acme/b.yaml", b"id: b\n")]))
+    halves = gzip.compress(whole[:1536]) + bytes(700) + gzip.compress(whole[1536:]) + bytes(100)
+    unpack(halves, tmp_path / "halves")
+    assert sorted(p.name for p in (tmp_path / "halves" / "acme").iterdir()) == ["a.yaml", "b.yaml"]
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    named = (b"\x1f\x8b\x08\x08\0\0\0\0\0\xff" + b"n" * (32 * 1024 * 1024) + b"\0" + deflate.compress(whole)
+             + deflate.flush() + struct.pack("<II", zlib.crc32(whole), len(whole)))
+    began = time.perf_counter()
+    unpack(named, tmp_path / "named")
+    assert time.perf_counter() - began < 3  # gzip.GzipFile: about 6 s, one read(1) per byte of the name
