@@ -6,11 +6,11 @@ from typing import Any
 
 import engine
 from engine.codes import normalize, system_of
-from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, technical,
-                                    unreadable)
+from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, plan_unknown,
+                                    technical, unreadable)
 from service.crd.coverage_information import Answered, assertion_id
 from service.crd.discovery import SUPPORTING_HOOKS
-from service.crd.requests import HookCall, Line, Order, v1_request
+from service.crd.requests import HookCall, Line, Order, plan_problem, v1_request
 from service.dtr.catalogue import Catalogue
 
 
@@ -30,6 +30,10 @@ def _assertions(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) ->
     """The order's assertions: one per billing code, a malformed one answered alone (found-34)."""
     if call.coverage.problem:
         return [coverage_problem(*call.coverage.problem)]
+    plans = ruleset.plans(call.coverage.payer.payer)
+    unmapped = plan_problem(call.coverage, plans)
+    if unmapped:
+        return [plan_unknown(line, unmapped) for line in order.lines] or [plan_unknown(None, unmapped)]
     if not order.lines:
         return [technical(no_billing_code(order.reference), call.failures)]
     malformed = {line: f"{line.system} code {line.code!r} on {order.reference} is not a well-formed "
@@ -38,7 +42,7 @@ def _assertions(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) ->
     lines = tuple(line for line in order.lines if line not in malformed)
     decided: dict[Line, Assertion] = {}
     try:
-        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines)))) if lines \
+        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines), plans))) if lines \
             else {"decisions": []}
         supporting = call.hook in SUPPORTING_HOOKS
         decided = {line: technical(from_decision(decision, line, supporting), call.failures)

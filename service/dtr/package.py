@@ -17,7 +17,7 @@ from service.crd.assertions import from_decision
 from service.crd.coverage_information import CRD_TEMP
 from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
-from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
+from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, plan_problem, read_call, v1_request
 from service.dtr import facts as f
 from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
@@ -218,6 +218,10 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
     coverage = call.coverage
     if coverage.problem:
         raise FhirError(422, coverage.problem[1], "Coverage")
+    plans = ruleset.plans(coverage.payer.payer)
+    unmapped = plan_problem(coverage, plans)
+    if unmapped:  # a form for another plan's rules would ask the wrong questions
+        raise FhirError(422, unmapped, "Coverage.class")
     read = {o.reference for o in call.orders}
     found.issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
                      for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
@@ -225,7 +229,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         if not order.lines:
             found.issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
             continue
-        request = v1_request(call, order)
+        request = v1_request(call, order, plans)
         try:
             decisions = ruleset.evaluate(request)["decisions"]
         except engine.RequestError as err:
