@@ -240,7 +240,10 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
             for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
                                              patient, today, ruleset.digest):
                 found.add(form, response)
-            if not needs_form(decision):
+            if decision["pa_needed"] == "unknown":  # no form: covreq holds no rule for it (issue 22)
+                found.issues.append(_issue("warning", "not-found", f"{line.system} {line.code} of "
+                                           f"{order.reference}: {' '.join(decision['reasons'])}"))
+            elif not needs_form(decision):
                 found.issues.append(_issue("information", "informational",
                                            f"{line.system} {line.code} of {order.reference}: prior authorization "
                                            f"{decision['pa_needed']}, no documentation or information needed"))

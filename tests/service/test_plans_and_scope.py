@@ -99,3 +99,13 @@ def test_dtr_package_refuses_an_unmapped_plan(make_client) -> None:
     response = client.post("/fhir/Questionnaire/$questionnaire-package",
                            json=package_request(order(pos="22"), cov=medicare("Medicare Part C")))
     assert "'Medicare Part C'" in assert_outcome(response, 422, "Coverage.class")["diagnostics"]
+
+
+def test_dtr_package_says_it_does_not_know_a_code_no_rule_lists(make_client) -> None:
+    client = make_client(RULES, payers=REPO / "tests" / "fixtures" / "dtr" / "payers.yaml")
+    response = client.post("/fhir/Questionnaire/$questionnaire-package",
+                           json=package_request(order(code="99213", pos="22"), cov=medicare()))
+    assert response.status_code == 200
+    (outcome,) = [p["resource"] for p in response.json()["parameter"] if p["name"] == "outcome"]
+    (issue,) = outcome["issue"]
+    assert issue["severity"] == "warning" and "covreq does not know" in issue["diagnostics"]
