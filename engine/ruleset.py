@@ -61,6 +61,11 @@ class RuleSet:
             named[policy.payer].update(policy.plans or ())
         self._plans = {payer: frozenset(info.plans) if (info := self._payer_info.get(payer)) and info.lists_plans
                        else frozenset(named[payer]) for payer in self._payers}
+        #: Payers whose plans declare scopes of their own: their unlisted answers depend on the plan.
+        self._plan_scoped = frozenset(payer for payer, info in self._payer_info.items() if info.plan_scopes)
+        #: The reason of every unlisted line of a payer whose ``_payer.yaml`` words it (``default.reason``).
+        self._fixed_reasons = {payer: info.default.reason for payer, info in self._payer_info.items()
+                               if info.default and info.default.reason}
         grouped: dict[str, list[Policy]] = defaultdict(list)
         for policy in self._policies:
             grouped[policy.id].append(policy)
@@ -244,9 +249,11 @@ class RuleSet:
         key = None
         if not request.explain:
             if not policies:  # unlisted: the answer of the payer's scope, its reason naming the code and date
-                template = self._templates.get((request.payer, request.plan))
+                template = self._templates.get(request.payer if request.payer not in self._plan_scoped
+                                               else (request.payer, request.plan))  # _unlisted_key, inline
                 if template is not None:
-                    return template[0](line.code, line.system, [self._unlisted_reason(request, line)])
+                    reason = self._fixed_reasons.get(request.payer) or self._unlisted_reason(request, line)
+                    return template[0](line.code, line.system, [reason])
             else:
                 key = _policy_key(policies[0], line.facts) if len(policies) == 1 else _template_key(policies, line.facts)
                 template = self._templates.get(key)
@@ -274,7 +281,7 @@ class RuleSet:
         if request.explain:
             decision["trace"] = trace
         elif not policies:
-            self._remember((request.payer, request.plan), decision, False, ("reasons",))
+            self._remember(self._unlisted_key(request), decision, False, ("reasons",))
         elif answer.authorization is None and key is not None:
             self._remember(key, decision, authorizable)
         return decision
@@ -288,6 +295,11 @@ class RuleSet:
             self._templates.clear()
         tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
         self._templates[key] = (compile_builder(("code", "system"), tail, holes), authorizable)
+
+    def _unlisted_key(self, request: Request) -> Hashable:
+        """The template key of the request's unlisted lines: the payer, with the plan when the
+        payer's plans declare scopes of their own (a str never equals a policy's tuple key)."""
+        return request.payer if request.payer not in self._plan_scoped else (request.payer, request.plan)
 
     def _unlisted(self, request: Request, line: Line) -> Answer:
         """The answer for a line no policy lists: from the payer's default when its rules are its
@@ -303,9 +315,8 @@ class RuleSet:
         """Why a line no policy lists answers as it does, in words a front desk can act on: the
         code is not on the payer's list (complete scope), or covreq does not know (programs only).
         The payer's ``default.reason`` replaces either."""
-        info = self._payer_info.get(request.payer)
-        if info and info.default and info.default.reason:
-            return info.default.reason
+        if request.payer in self._fixed_reasons:
+            return self._fixed_reasons[request.payer]
         payer = self.payer_title(request.payer)
         plan = f" for {self.plan_title(request.payer, request.plan)}" if request.plan else ""
         if self.scope(request.payer, request.plan) == COMPLETE:
