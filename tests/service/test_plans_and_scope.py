@@ -109,3 +109,15 @@ def test_dtr_package_says_it_does_not_know_a_code_no_rule_lists(make_client) -> 
     (outcome,) = [p["resource"] for p in response.json()["parameter"] if p["name"] == "outcome"]
     (issue,) = outcome["issue"]
     assert issue["severity"] == "warning" and "covreq does not know" in issue["diagnostics"]
+
+
+def test_plan_problem_names_the_plan_and_leaves_payers_without_plans_alone() -> None:
+    from service.crd.coverage import CoverageContext
+    from service.crd.payers import CoveragePayer
+    from service.crd.requests import plan_problem
+    unmapped = CoverageContext("Coverage/c", CoveragePayer("Acme", "acme", None, plan_class="Platinum"))
+    assert plan_problem(unmapped, frozenset()) is None  # nothing to tell apart: asked without a plan
+    assert "'Platinum'" in (plan_problem(unmapped, {"gold"}) or "")
+    mapped = CoverageContext("Coverage/c", CoveragePayer("Acme", "acme", "gold", plan_class="Gold"))
+    assert plan_problem(mapped, {"gold"}) is None
+    assert plan_problem(CoverageContext("Coverage/c", CoveragePayer("Acme", "acme")), {"gold"}) is None
