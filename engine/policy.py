@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from .codes import CodeSet
 from .codegen import Lazy
@@ -174,3 +175,13 @@ class PayerInfo:
         if plan is not None:
             return self.plan_scopes.get(plan, self.scope)
         return self.scope if all(s == self.scope for s in self.plan_scopes.values()) else PROGRAMS
+
+
+def known_plans(policies: Iterable[Policy], payers: Mapping[str, PayerInfo]) -> dict[str, frozenset[str]]:
+    """The plans a request may name, by payer: those its ``_payer.yaml`` lists, else those its
+    policies name (every payer of ``policies`` or ``payers`` has an entry, maybe empty)."""
+    named: dict[str, set[str]] = defaultdict(set)
+    for policy in policies:
+        named[policy.payer].update(policy.plans or ())
+    return {payer: frozenset(info.plans) if (info := payers.get(payer)) and info.lists_plans else frozenset(named[payer])
+            for payer in {*named, *payers}}

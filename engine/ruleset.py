@@ -15,7 +15,7 @@ from .evaluate import Answer, apply_authorizations, combine, may_be_authorized, 
 from .facts import fact_of, unsettled
 from .loader import loading, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
-from .policy import COMPLETE, CONDITIONAL, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule
+from .policy import COMPLETE, CONDITIONAL, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule, known_plans
 from .request import Line, Request, parse_request
 from .trace import pause_trace, rule_trace
 
@@ -56,11 +56,7 @@ class RuleSet:
         self._listed = {key: same.setdefault(tuple(map(id, entries)), tuple(entries)) for key, entries in listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
         #: The plans each payer knows: those its ``_payer.yaml`` lists, else those its policies name.
-        named: dict[str, set[str]] = defaultdict(set)
-        for policy in self._policies:
-            named[policy.payer].update(policy.plans or ())
-        self._plans = {payer: frozenset(info.plans) if (info := self._payer_info.get(payer)) and info.lists_plans
-                       else frozenset(named[payer]) for payer in self._payers}
+        self._plans = known_plans(self._policies, self._payer_info)
         #: Payers whose plans declare scopes of their own: their unlisted answers depend on the plan.
         self._plan_scoped = frozenset(payer for payer, info in self._payer_info.items() if info.plan_scopes)
         #: The reason of every unlisted line of a payer whose ``_payer.yaml`` words it (``default.reason``).
