@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping, NoReturn
 
 
 from .clock import current_day
@@ -15,7 +15,8 @@ from .evaluate import Answer, apply_authorizations, combine, may_be_authorized, 
 from .facts import fact_of, unsettled
 from .loader import loading, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
-from .policy import COMPLETE, CONDITIONAL, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule, known_plans
+from .policy import (COMPLETE, CONDITIONAL, NO_AUTH, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule,
+                     known_plans)
 from .request import Line, Request, parse_request
 from .trace import pause_trace, rule_trace
 
@@ -198,7 +199,7 @@ class RuleSet:
             self._refuse_plan(request.payer, request.plan)
         return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
 
-    def _refuse_plan(self, payer: str, plan: str) -> None:
+    def _refuse_plan(self, payer: str, plan: str) -> NoReturn:
         """Raise the RequestError for a plan ``payer`` does not know, naming the plans it knows."""
         known = sorted(self._plans[payer])
         if not known:
@@ -316,7 +317,11 @@ class RuleSet:
         payer = self.payer_title(request.payer)
         plan = f" for {self.plan_title(request.payer, request.plan)}" if request.plan else ""
         if self.scope(request.payer, request.plan) == COMPLETE:
-            return f"{line.code} is not on {payer}'s prior-authorization list{plan}: no prior authorization is needed."
+            default = self._payer_info[request.payer].default or _NO_AUTH
+            if default.pa_needed == NO_AUTH:
+                return f"{line.code} is not on {payer}'s prior-authorization list{plan}: no prior authorization is needed."
+            return (f"{line.code} is named by no {payer} policy{plan}; {payer}'s rules answer every code they do "
+                    f"not name {default.pa_needed}.")
         return (f"covreq does not know whether {line.code} needs prior authorization{plan}: the rules it holds "
                 f"for {payer} are some of its prior-authorization programs, not its whole list, and none "
                 f"in force on {request.as_of.isoformat()} lists this code. Ask {payer}.")

@@ -169,3 +169,11 @@ def test_lint_warns_of_a_condition_testing_a_plan_the_payer_does_not_know(tmp_pa
     findings = [f.problem for f in lint_tree(read_tree(tmp_path)) if f.problem.code == "W-unknown-plan"]
     assert [(f.line, f.column) for f in findings] == [(8, 19)]
     assert findings[0].message.endswith("(its plans are gold, silver); did you mean 'gold'?")
+
+
+def test_a_complete_list_whose_default_needs_authorization_says_so(tmp_path: Path) -> None:
+    rules = engine.load(tree(tmp_path, "payer: acme\ntitle: Acme\nscope: complete\ndefault: {pa_needed: auth-needed}\n"))
+    decision = line(rules)
+    assert (decision["pa_needed"], decision["covered"]) == ("auth-needed", "covered")
+    assert decision["reasons"] == ["99213 is named by no Acme policy; Acme's rules answer every code they do not "
+                                   "name auth-needed."]
