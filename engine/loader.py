@@ -518,16 +518,15 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
              for plan, entry in data.get("plans", {}).items()}
     plan_scopes = {plan: entry["scope"] for plan, entry in data.get("plans", {}).items()
                    if isinstance(entry, dict) and "scope" in entry}
-    if default and COMPLETE not in (scope, *plan_scopes.values()):
-        for key in ("pa_needed", "covered"):
-            if key in default:
-                problems.add(source.at("default", key), "E-scope",
-                             f"default.{key} answers every code no policy lists, which is true only when these "
-                             "rules are the payer's whole prior-authorization list: add `scope: complete` if "
-                             f"they are, else remove default.{key} (codes no policy lists are then answered "
-                             "'unknown', with default.reason)")
-        if any(key in default for key in ("pa_needed", "covered")):
-            return None
+    claimed = [key for key in ("pa_needed", "covered") if key in (default or {})]
+    if claimed and COMPLETE not in (scope, *plan_scopes.values()):
+        for key in claimed:
+            problems.add(source.at("default", key), "E-scope",
+                         f"default.{key} answers every code no policy lists, which is true only when these "
+                         "rules are the payer's whole prior-authorization list: add `scope: complete` if "
+                         f"they are, else remove default.{key} (codes no policy lists are then answered "
+                         "'unknown', with default.reason)")
+        return None
     return PayerInfo(data["payer"], data.get("title", ""),
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
                              default.get("reason", "")) if default else None,
