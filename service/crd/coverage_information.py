@@ -115,8 +115,10 @@ def _for_2_0(a: Assertion) -> Assertion:
     doc_needed = ("both",) if {"clinical", "admin"} <= set(kinds) else tuple(kinds[:1])
     info = tuple(code for code in a.info_needed if code != "detail-code")
     reason_code = a.reason_code or ("detail-code" if "detail-code" in a.info_needed else None)
-    return replace(a, covered=_settle(a.covered), pa_needed=_settle(a.pa_needed), doc_needed=doc_needed,
-                   info_needed=info, reason_code=reason_code)
+    settled = replace(a, covered=_settle(a.covered), pa_needed=_settle(a.pa_needed), doc_needed=doc_needed)
+    if "indeterminate" in (a.covered, a.pa_needed) and not info:
+        info = ("OTH",)  # q3: the conditional it becomes needs info-needed; the reason says why (q6)
+    return replace(settled, info_needed=info, reason_code=reason_code)
 
 
 def _settle(code: str | None) -> str | None:

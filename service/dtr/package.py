@@ -19,7 +19,7 @@ from service.crd.assertions import from_decision
 from service.crd.coverage_information import CRD_TEMP
 from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
-from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
+from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, plan_problem, read_call, v1_request
 from service.dtr import facts as f
 from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
@@ -221,6 +221,10 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
     coverage = call.coverage
     if coverage.problem:
         raise FhirError(422, coverage.problem[1], "Coverage")
+    plans = ruleset.plans(coverage.payer.payer)
+    unmapped = plan_problem(coverage, plans)
+    if unmapped:  # a form for another plan's rules would ask the wrong questions
+        raise FhirError(422, unmapped, "Coverage.class")
     read = {o.reference for o in call.orders}
     found.issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
                      for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
@@ -228,7 +232,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         if not order.lines:
             found.issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
             continue
-        request = v1_request(call, order)
+        request = v1_request(call, order, plans)
         try:
             decisions = ruleset.evaluate(request)["decisions"]
         except engine.RequestError as err:
@@ -239,7 +243,10 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
             for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
                                              patient, today, ruleset.digest, keys):
                 found.add(form, response)
-            if not needs_form(decision):
+            if decision["pa_needed"] == "unknown":  # no form: covreq holds no rule for it (issue 22)
+                found.issues.append(_issue("warning", "not-found", f"{line.system} {line.code} of "
+                                           f"{order.reference}: {' '.join(decision['reasons'])}"))
+            elif not needs_form(decision):
                 found.issues.append(_issue("information", "informational",
                                            f"{line.system} {line.code} of {order.reference}: prior authorization "
                                            f"{decision['pa_needed']}, no documentation or information needed"))
