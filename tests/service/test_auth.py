@@ -95,10 +95,16 @@ def test_a_call_without_a_token_gets_401_with_a_challenge(secured, ig_order_sign
     assert "authentication required" in issue["diagnostics"]
 
 
+def _from_now(**seconds: int) -> Callable[[], dict[str, int]]:
+    """Claims ``seconds`` away from the moment the token is made (not from when this module was
+    collected: a long suite run would otherwise bring a too-long-lived token within its limit)."""
+    return lambda: {claim: int(time.time()) + offset for claim, offset in seconds.items()}
+
+
 REFUSED = {
-    "expired": (dict(iat=int(time.time()) - 400, exp=int(time.time()) - 200), "expired"),
-    "issued in the future": (dict(iat=int(time.time()) + 600, exp=int(time.time()) + 700), "not yet valid"),
-    "too long-lived": (dict(exp=int(time.time()) + MAX_LIFETIME + 120), "more than 300 seconds"),
+    "expired": (_from_now(iat=-400, exp=-200), "expired"),
+    "issued in the future": (_from_now(iat=600, exp=700), "not yet valid"),
+    "too long-lived": (_from_now(exp=MAX_LIFETIME + 120), "more than 300 seconds"),
     "another audience": (dict(aud="https://elsewhere.example.org"), f"aud must be '{SERVICE_URL}'"),
     "untrusted issuer": (dict(iss="https://evil.example.org"), "not trusted"),
     "no jti": (dict(drop=("jti",)), "jti"),
@@ -115,7 +121,8 @@ REFUSED = {
 @pytest.mark.parametrize("case", REFUSED, ids=list(REFUSED))
 def test_a_bad_token_is_refused_with_401_and_a_clear_reason(secured, keys, ig_order_sign, case: str) -> None:
     arguments, reason = REFUSED[case]
-    response = secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, **arguments)))
+    claims = arguments() if callable(arguments) else arguments
+    response = secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, **claims)))
     assert response.status_code == 401
     assert reason in response.json()["issue"][0]["diagnostics"]
     assert response.headers["www-authenticate"] == 'Bearer realm="covreq", error="invalid_token"'
