@@ -1,4 +1,4 @@
-"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema and serve.
+"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema, serve and hash-key.
 
 Each command's logic lives in its own module; this one only wires arguments.
 Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -188,6 +190,23 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    from service.api_keys import hash_key  # no web stack needed
+
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        print(f"covreq hash-key: a key name is letters, digits, '.', '_' and '-', not {args.name!r}", file=sys.stderr)
+        return EXIT_USAGE
+    key = getpass.getpass("API key (not shown): ") if sys.stdin.isatty() else sys.stdin.read()
+    key = key.removesuffix("\n").removesuffix("\r")
+    try:
+        hashed = hash_key(key)
+    except ValueError as exc:
+        print(f"covreq hash-key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.name}: {hashed}" if args.name else hashed)
+    return EXIT_OK
+
+
 #: What each command's exit codes mean (shown under ``covreq COMMAND --help``; docs/authoring.md).
 EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "validate": ("no problem", "a problem in a rule tree", "bad usage"),
@@ -202,6 +221,7 @@ EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "fmt": ("every file in normal form (or rewritten)", "--check: a file is not in normal form", "a file cannot be parsed"),
     "schema": ("schema printed", "(not used)", "bad usage"),
     "serve": ("stopped", "cannot start: the rule tree, the settings or the address are unusable", "bad usage"),
+    "hash-key": ("hash printed", "(not used)", "bad usage, or the key is too short or not one word of printable ASCII"),
 }
 
 
@@ -324,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--strict-audit", action="store_true",
                        help="refuse (503) a decision whose audit record cannot be written")
     serve.set_defaults(run=_serve)
+
+    hashing = _command(commands, "hash-key", "print the line of the API key file (COVREQ_API_KEYS) "
+                                             "for a key read from standard input")
+    hashing.add_argument("name", nargs="?", metavar="NAME",
+                         help="the caller's name, recorded in the audit trail; printed as `NAME: sha256:...`")
+    hashing.set_defaults(run=_hash_key)
     return parser
 
 
