@@ -173,6 +173,12 @@ def _schema(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from service.server import StartupError, run  # imported lazily: the library works without the web stack
 
+    if args.rules is None and args.bundle is None and not (os.environ.get("COVREQ_RULES")
+                                                           or os.environ.get("COVREQ_BUNDLE_URL")):
+        print("covreq serve: give --rules PATH or --bundle URL, or set COVREQ_RULES or COVREQ_BUNDLE_URL",
+              file=sys.stderr)
+        return EXIT_USAGE
+
     for variable, value in (("COVREQ_BUNDLE_URL", args.bundle), ("COVREQ_BUNDLE_PUBLIC_KEY", args.bundle_key),
                             ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll),
                             ("COVREQ_MAX_CONNECTIONS", args.max_connections),
@@ -325,9 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(run=_schema)
 
     serve = _command(commands, "serve", "run the HTTP service (settings: COVREQ_* variables, docs/operations.md)")
-    source = serve.add_mutually_exclusive_group(required=True)
-    source.add_argument("--rules", metavar="PATH", help="serve this rule tree")
-    source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for changes")
+    source = serve.add_mutually_exclusive_group()  # or from the environment: a container image sets them
+    source.add_argument("--rules", metavar="PATH", help="serve this rule tree (default: $COVREQ_RULES)")
+    source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for "
+                                                        "changes (default: $COVREQ_BUNDLE_URL, which wins over COVREQ_RULES)")
     serve.add_argument("--bundle-key", metavar="PUBLIC.pem", help="require bundles signed by this key's private half")
     serve.add_argument("--bundle-poll", type=float, metavar="SECONDS", help="how often the bundle URL is checked (default: 30)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
