@@ -134,16 +134,17 @@ def test_a_token_with_the_new_kid_verifies_after_the_ehr_rotates(service, jwks: 
 
 def test_a_flood_of_unknown_kids_makes_at_most_one_fetch_per_interval(service, jwks: JwksServer, keys) -> None:
     jwks.publish(**{"ehr-1": keys["old"]})
-    client = service(jwks_refresh_seconds=1.0)
+    interval = 1.5
+    client = service(jwks_refresh_seconds=interval)
     assert client.get(RULESET, headers=token(keys["old"], "ehr-1")).status_code == 200
-    for interval in range(2):
-        time.sleep(1.05)
+    for flood in range(2):
+        time.sleep(interval + 0.05)
         before, started = jwks.gets, time.monotonic()
         for n in range(100):
-            response = client.get(RULESET, headers=token(keys["stranger"], f"random-{interval}-{n}"))
+            response = client.get(RULESET, headers=token(keys["stranger"], f"random-{flood}-{n}"))
             assert "no key with kid" in diagnosis(response)
-        assert time.monotonic() - started < 1.0, "the flood outlasted the interval: count it again"
-        assert jwks.gets - before == 1
+        intervals = int((time.monotonic() - started) // interval) + 1  # 1 unless the machine is very busy
+        assert 1 <= jwks.gets - before <= intervals
     assert client.get(RULESET, headers=token(keys["old"], "ehr-1")).status_code == 200
 
 
@@ -247,3 +248,15 @@ def test_an_issuer_names_one_source_of_keys(tmp_path: Path) -> None:
     path.write_text(f"issuers:\n  - iss: {EHR}\n    jwks_uri: https://ehr.example.org/jwks.json\n    jwks: ehr.json\n")
     with pytest.raises(AuthConfigError, match="exactly one of jwks, public_key, jwks_uri"):
         load_issuers(path)
+
+
+def test_unusable_keys_in_a_fetched_set_are_left_out_and_the_rest_verify(service, jwks: JwksServer, keys,
+                                                                          caplog) -> None:
+    hostile = [1, "key", {"kty": "RSA", "n": "!!", "e": "AQAB", "kid": "bad-rsa"}, {"kty": "oct", "k": "c2VjcmV0", "kid": "hs"},
+               {**jwk(keys["new"], "pinned-wrong"), "alg": "RS256"}, jwk(keys["old"], "ehr-1")]
+    jwks.body = json.dumps({"keys": hostile}).encode()
+    client = service()
+    with caplog.at_level("WARNING", logger="covreq.auth"):
+        assert client.get(RULESET, headers=token(keys["old"], "ehr-1")).status_code == 200
+        assert "no key with kid 'hs'" in diagnosis(client.get(RULESET, headers=token(keys["old"], "hs")))
+    assert len([r for r in caplog.records if getattr(r, "event", "") == "jwks-key-skipped"]) == 5
