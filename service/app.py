@@ -23,6 +23,7 @@ from service.crd.envelope import Limits
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
 from service.dtr import routes as dtr_routes
+from service.dtr.signing import Keyring
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
@@ -35,11 +36,11 @@ log = logging.getLogger("covreq.service")
 
 
 def _sighup_reload(app: FastAPI) -> bool:
-    """Make SIGHUP reload the rule tree (off the event loop); False where signals are unavailable."""
+    """Make SIGHUP reload the rules (off the event loop, as ``POST /admin/reload`` does); False where
+    signals are unavailable."""
     loop = asyncio.get_running_loop()
-    holder: RuleSetHolder = app.state.holder
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, holder.reload))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, ops.reload_rules, app.state))
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
@@ -54,7 +55,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
-                               "sighup_reload": installed, "bundle": bundles.url if bundles else None})
+                               "sighup_reload": installed, "bundle": bundles.public_url if bundles else None})
+    if app.state.payers.match_by_name:
+        log.warning("the payer mapping matches payers by name too (match_by_name: true): a Coverage that "
+                    "names a payer without its identifier is answered",
+                    extra={"event": "payers-by-name", "file": str(app.state.settings.payers)})
     try:
         yield
     finally:
@@ -92,11 +97,14 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
                                   settings.crd_max_billing_codes)
-    app.state.ehr_policy = EhrPolicy(settings.fhir_servers, EhrLimits(settings.ehr_timeout_seconds,
-                                                                      settings.ehr_max_bytes))
+    app.state.ehr_policy = EhrPolicy(
+        settings.fhir_servers,
+        EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
+        deadline=settings.ehr_call_seconds)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
     guard = Guard.from_settings(settings)
+    app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)

@@ -48,10 +48,18 @@ def info_code(fact: str) -> str:
     return "performer" if fact.startswith(_PERFORMER_PREFIX) else INFO_CODES.get(fact, "OTH")
 
 
+def crd_code(value: str) -> str:
+    """A v1 ``pa_needed`` / ``covered`` value in CRD's codes: covreq's ``unknown`` (a code no rule
+    covreq holds lists, for a payer whose rules are not its whole list) is CRD's ``indeterminate``,
+    the payer "unable to evaluate coverage requirements": never ``covered`` or ``no-auth`` without a
+    rule that says so, and not ``conditional``, which would promise that more information decides."""
+    return "indeterminate" if value == "unknown" else value
+
+
 def from_decision(decision: dict[str, Any], line: Line, supporting_hook: bool) -> Assertion:
     """The assertion for one engine decision about one billing code."""
-    covered = decision["covered"]
-    pa_needed = None if covered == "not-covered" else decision["pa_needed"]  # q2
+    covered = crd_code(decision["covered"])
+    pa_needed = None if covered == "not-covered" else crd_code(decision["pa_needed"])  # q2
     documentation = tuple(decision.get("documentation", []))
     if supporting_hook:
         documentation = tuple(d for d in documentation if d["kind"] in _SUPPORTING_HOOK_DOC_KINDS)
@@ -85,6 +93,13 @@ def no_billing_code(reference: str) -> Assertion:
     return Assertion(covered="conditional", pa_needed="conditional", info_needed=("detail-code",),
                      reasons=(f"{reference} carries no CPT or HCPCS code; coverage requirements "
                               "are decided per billing code.",), facts_needed=("code",))
+
+
+def plan_unknown(line: Line | None, why: str) -> Assertion:
+    """The Coverage names a plan covreq cannot map to one its rules know: the answer is conditional
+    on the plan (info-needed OTH, the plan named in the reason), never the answer of another plan."""
+    return Assertion(covered="conditional", pa_needed="conditional", info_needed=("OTH",), line=line,
+                     reasons=(why, _needs_sentence(("plan",))), facts_needed=("plan",))
 
 
 def unreadable(line: Line | None, why: str) -> Assertion:

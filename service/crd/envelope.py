@@ -5,6 +5,7 @@ service/crd/requests.py. Every problem is a FhirError naming the offending place
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,9 @@ from service.fhir.outcome import FhirError
 from service.fhir import r4
 from service.fhir.index import ResourceIndex
 from service.fhir.values import as_list, member
+
+#: an OAuth 2.0 access token's characters (RFC 6749, appendix A.12)
+_VSCHARS = re.compile(r"[\x20-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Envelope:
     prefetch: dict[str, Any]
     ehr: EhrAccess | None
     limits: Limits = Limits()
+    fhir_server: str = ""  # the EHR's FHIR base as the call names it (``fhirServer``), "" when it does not
 
 
 def require(value: Any, kind: type, expression: str, what: str) -> Any:
@@ -67,21 +72,25 @@ def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
     if prefetch is not None and not isinstance(prefetch, dict):
         raise FhirError(400, "prefetch must be a JSON object", "prefetch")
     ehr = _ehr_access(body)
+    server = body["fhirServer"].rstrip("/") if isinstance(body.get("fhirServer"), str) else ""
     if not configuration.coverage_info:  # nothing will be answered, so nothing more is read
-        return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits)
+        return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits, server)
     orders = context.get(HOOKS[hook])
     _check_size(orders, prefetch or {}, limits, f"context.{HOOKS[hook]}")
     if isinstance(orders, dict):
         _check_r4(orders, f"context.{HOOKS[hook]}")
     filled = {}
     for key, value in (prefetch or {}).items():
-        if value is None or member(value, "resourceType") == "OperationOutcome":
+        if value is None:  # CDS Hooks 2.0: the EHR looked and found nothing, an empty result
+            filled[key] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+            continue
+        if member(value, "resourceType") == "OperationOutcome":
             continue  # the EHR could not fill this template: as if absent
         if not isinstance(value, dict):
             raise FhirError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")
         _check_r4(value, f"prefetch.{key}")
         filled[key] = value
-    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits)
+    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits, server)
 
 
 def _check_size(orders: Any, prefetch: dict[str, Any], limits: Limits, where: str) -> None:
@@ -116,6 +125,9 @@ def _ehr_access(body: dict[str, Any]) -> EhrAccess | None:
         return None
     require(authorization, dict, "fhirAuthorization", "a JSON object")
     token = require(authorization.get("access_token"), str, "fhirAuthorization.access_token", "a string")
+    if not _VSCHARS.fullmatch(token):  # sent as an HTTP header, which holds ASCII only
+        raise FhirError(400, "fhirAuthorization.access_token must be printable ASCII (RFC 6749 access_token: "
+                             "VSCHAR, 0x20-0x7E)", "fhirAuthorization.access_token")
     token_type = authorization.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise FhirError(400, "fhirAuthorization.token_type must be 'Bearer'", "fhirAuthorization.token_type")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from service.fhir.index import ResourceIndex
-from service.fhir.values import as_list, codings
+from service.fhir.values import as_list, codings, contained
 from service.settings import read_config
 
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
@@ -31,6 +31,8 @@ class CoveragePayer:
     payer: str | None = None
     plan: str | None = None
     identifiers: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    #: The plan the Coverage names (its plan class's value or name), mapped or not.
+    plan_class: str | None = None
 
 
 class PayerMap:
@@ -69,13 +71,14 @@ class PayerMap:
 
     def identify(self, coverage: dict[str, Any], index: ResourceIndex) -> CoveragePayer:
         """The covreq payer and plan of a Coverage, or only what it says of its payer when nothing
-        matches. Identifiers decide; names only when the file sets ``match_by_name: true``."""
+        matches. Identifiers (on the payor Reference, or on its Organization: contained, in the
+        prefetch or read from the EHR) decide; names only when the file sets ``match_by_name: true``."""
         names: list[str] = []
         identifiers: set[tuple[str, str]] = set()
         for payor in as_list(coverage.get("payor")):
             if not isinstance(payor, dict):
                 continue
-            organization = index.resolve(payor, "Organization") or {}
+            organization = contained(coverage, payor, "Organization") or index.resolve(payor, "Organization") or {}
             names += [n for n in (payor.get("display"), organization.get("name")) if isinstance(n, str)]
             for ident in [payor.get("identifier"), *as_list(organization.get("identifier"))]:
                 if isinstance(ident, dict) and isinstance(ident.get("value"), str):
@@ -83,12 +86,15 @@ class PayerMap:
         folded = {n.casefold() for n in names} if self.match_by_name else set()
         for entry in self.entries:
             if entry.identifiers & identifiers or entry.names & folded:
-                return CoveragePayer(names[0] if names else entry.label, entry.payer,
-                                     self._plan(entry, coverage), frozenset(identifiers))
+                plan, named = self._plan(entry, coverage)
+                return CoveragePayer(names[0] if names else entry.label, entry.payer, plan,
+                                     frozenset(identifiers), named)
         return CoveragePayer(names[0] if names else "the payer", identifiers=frozenset(identifiers))
 
     @staticmethod
-    def _plan(entry: PayerEntry, coverage: dict[str, Any]) -> str | None:
+    def _plan(entry: PayerEntry, coverage: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The covreq plan the Coverage's plan class maps to, and the plan it names (mapped or not)."""
+        named = None
         for cls in as_list(coverage.get("class")):
             if not isinstance(cls, dict) or not any(
                     (c.get("system"), c["code"]) == (COVERAGE_CLASS, "plan")
@@ -96,5 +102,6 @@ class PayerMap:
                 continue
             for key in (cls.get("value"), cls.get("name")):
                 if isinstance(key, str) and key.casefold() in entry.plans:
-                    return entry.plans[key.casefold()]
-        return None
+                    return entry.plans[key.casefold()], key
+                named = named or (key if isinstance(key, str) and key.strip() else None)
+        return None, named

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Collection
 
 from service.crd.coverage import CoverageContext, primary_coverage
 from service.crd.discovery import HOOKS, SUPPORTING_HOOKS, Configuration
@@ -66,6 +66,8 @@ class HookCall:
     coverage: CoverageContext
     facts: dict[str, Any]
     failures: tuple[str, ...] = ()  # EHR queries that failed, in words (CRD resp-43)
+    fhir_server: str = ""  # the EHR the call comes from (``fhirServer``), "" when it does not say
+    patient: str = ""  # ``Patient/<context.patientId>``
 
 
 def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served: set[str],
@@ -90,14 +92,34 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
                             f"not query the EHR for one: {unqueried or 'no query was possible'}", expression)
     coverage = primary_coverage(index.of_type("Coverage"), payers, served, index, insurance, today,
                                 expression)
-    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage, facts)
+    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage, facts,
+                    fhir_server=envelope.fhir_server, patient=f"Patient/{context['patientId']}")
 
 
-def v1_request(call: HookCall, order: Order) -> dict[str, Any]:
-    """The v1 request for one order under the call's Coverage (only facts the FHIR actually states)."""
+def plan_problem(coverage: CoverageContext, plans: Collection[str]) -> str | None:
+    """Why the Coverage's plan cannot be answered for, or None. A plan class the payer mapping does
+    not map, or maps to a plan the rule set does not list, is never answered as no plan or another
+    plan (issue 22): the answer depends on the plan. A payer whose rules know no plans has none to
+    tell apart."""
+    payer = coverage.payer
+    if not plans or payer.plan in plans or (payer.plan is None and payer.plan_class is None):
+        return None
+    known = ", ".join(sorted(plans))
+    if payer.plan is None:
+        return (f"The Coverage names plan {payer.plan_class!r}, which the payer mapping does not map to a "
+                f"{payer.label} plan covreq holds rules for ({known}); the answer depends on the plan.")
+    return (f"The payer mapping maps the Coverage's plan {payer.plan_class!r} to {payer.plan!r}, which is not "
+            f"a plan of {payer.payer!r} in the rule set ({known}); the answer depends on the plan.")
+
+
+def v1_request(call: HookCall, order: Order, plans: Collection[str] | None = None) -> dict[str, Any]:
+    """The v1 request for one order under the call's Coverage (only facts the FHIR actually states);
+    the mapped plan only when it is one of ``plans``, the payer's plans in the rule set (a payer
+    whose rules know none is asked without; :func:`plan_problem` says what to do with the others).
+    ``plans`` None: the mapped plan as it is."""
     payer = call.coverage.payer
     request: dict[str, Any] = {"payer": payer.payer, **call.facts, **order.facts}
-    if payer.plan:
+    if payer.plan and (plans is None or payer.plan in plans):
         request["plan"] = payer.plan
     diagnoses = [*call.facts.get("diagnoses", []), *order.facts.get("diagnoses", [])]
     if diagnoses:

@@ -3,7 +3,9 @@
 The orders and the coverage are read exactly as a CRD call reads them (service/crd/requests.py),
 the engine decides each service line, and every policy whose decision owes documentation or waits
 for a fact contributes its form: a Bundle with the Questionnaire, the ValueSets it uses and an
-adaptive QuestionnaireResponse for that line, pre-populated with what the order already told.
+adaptive QuestionnaireResponse for that line, pre-populated with what the order already told and
+signed (service/dtr/signing.py). A form asked for by its canonical comes with a plain draft
+response, which carries no signed context and so is never answered by ``$next-question``.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from service.crd.assertions import from_decision
 from service.crd.coverage_information import CRD_TEMP
 from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
-from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
+from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, plan_problem, read_call, v1_request
 from service.dtr import facts as f
-from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
+from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.questionnaire import DTR, Form
+from service.dtr.signing import Keyring
 from service.fhir.index import ResourceIndex
 from service.fhir.outcome import FhirError
 
@@ -154,7 +157,7 @@ def _bundle(form: Form, response: dict[str, Any]) -> dict[str, Any]:
 def _envelope(coverage: str, patient: str, orders: list[str], purposes: tuple[str, ...]) -> dict[str, Any]:
     extensions = [{"url": QR_COVERAGE, "valueReference": {"reference": coverage}}]
     extensions += [{"url": QR_CONTEXT, "valueReference": {"reference": o}} for o in orders]
-    extensions += [{"url": f"{DTR}/intendedUse", "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
+    extensions += [{"url": INTENDED_USE, "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
                    for p in purposes or ("withorder",)]
     return {"extension": extensions, "subject": {"reference": patient}}
 
@@ -182,9 +185,9 @@ class _Packages:
 
 
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
-            today: dt.date | None = None) -> dict[str, Any]:
+            keys: Keyring, today: dt.date | None = None) -> dict[str, Any]:
     """The output Parameters of ``$questionnaire-package``, the decisions made appended to
-    ``decided``; raises FhirError for a 4xx."""
+    ``decided``, the adaptive responses signed with ``keys``; raises FhirError for a 4xx."""
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
         return {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": {
@@ -194,7 +197,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
     patient = _patient(inputs.coverage)
     found = _Packages()
     if inputs.orders:
-        _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided)
+        _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided, keys)
     for canonical in inputs.questionnaires:
         asked = forms.by_canonical(canonical)
         if asked is None:
@@ -212,12 +215,16 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
 
 
 def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap,
-                    today: dt.date, found: _Packages, decided: list[dict[str, Any]]) -> None:
+                    today: dt.date, found: _Packages, decided: list[dict[str, Any]], keys: Keyring) -> None:
     """Decide every line of the orders; package the forms of the decisions that need one."""
     call = _hook_call(inputs, patient, payers, set(ruleset.payers()), today)
     coverage = call.coverage
     if coverage.problem:
         raise FhirError(422, coverage.problem[1], "Coverage")
+    plans = ruleset.plans(coverage.payer.payer)
+    unmapped = plan_problem(coverage, plans)
+    if unmapped:  # a form for another plan's rules would ask the wrong questions
+        raise FhirError(422, unmapped, "Coverage.class")
     read = {o.reference for o in call.orders}
     found.issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
                      for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
@@ -225,7 +232,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         if not order.lines:
             found.issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
             continue
-        request = v1_request(call, order)
+        request = v1_request(call, order, plans)
         try:
             decisions = ruleset.evaluate(request)["decisions"]
         except engine.RequestError as err:
@@ -234,9 +241,12 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         decided += decisions
         for index, (decision, line) in enumerate(zip(decisions, order.lines)):
             for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
-                                             patient, today, ruleset.digest):
+                                             patient, today, ruleset.digest, keys):
                 found.add(form, response)
-            if not needs_form(decision):
+            if decision["pa_needed"] == "unknown":  # no form: covreq holds no rule for it (issue 22)
+                found.issues.append(_issue("warning", "not-found", f"{line.system} {line.code} of "
+                                           f"{order.reference}: {' '.join(decision['reasons'])}"))
+            elif not needs_form(decision):
                 found.issues.append(_issue("information", "informational",
                                            f"{line.system} {line.code} of {order.reference}: prior authorization "
                                            f"{decision['pa_needed']}, no documentation or information needed"))
@@ -244,7 +254,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
 
 def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict[str, Any], index: int,
                forms: Catalogue, coverage: str, patient: str, today: dt.date,
-               digest: str) -> list[tuple[Form, dict[str, Any]]]:
+               digest: str, keys: Keyring) -> list[tuple[Form, dict[str, Any]]]:
     """The form of each policy behind a decision that needs one, with its response for this line."""
     if not needs_form(decision):
         return []
@@ -255,12 +265,13 @@ def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict
     for summary in decision["policies"]:
         form = forms.find(summary)
         if form is not None:
-            found.append((form, page(form, answers, decision, envelope, forms.base, digest)))
+            found.append((form, page(form, answers, decision, envelope, forms.base, digest, keys)))
     return found
 
 
 def _blank_response(form: Form, inputs: Inputs, patient: str) -> dict[str, Any]:
-    """A draft response to the whole form, for a questionnaire asked for by its canonical."""
+    """A draft response to the whole form, for a questionnaire asked for by its canonical: not
+    adaptive and not signed, so ``$next-question`` refuses it (it has no order facts to vouch for)."""
     envelope = _envelope(f"Coverage/{inputs.coverage['id']}", patient,
                          [f"{o['resourceType']}/{o['id']}" for o in inputs.orders], ())
     return {"resourceType": "QuestionnaireResponse", **envelope, "questionnaire": form.canonical,

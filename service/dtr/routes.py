@@ -94,7 +94,8 @@ async def questionnaire_package(request: Request) -> JSONResponse:
     ruleset = request.app.state.holder.current
     decided: list[dict[str, Any]] = []
     try:
-        result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided)
+        result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided,
+                         request.app.state.dtr_keys)
     except FhirError as err:
         return _refused(request, ruleset, "questionnaire-package", err)
     return _answered(request, ruleset, "questionnaire-package", decided, result)
@@ -115,7 +116,7 @@ async def next_question_operation(request: Request) -> JSONResponse:
             if len(given) != 1:
                 raise FhirError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
             response = given[0]
-        result = next_question(response, forms_of(request), ruleset, decided)
+        result = next_question(response, forms_of(request), ruleset, request.app.state.dtr_keys, decided)
     except FhirError as err:
         return _refused(request, ruleset, "next-question", err)
     return _answered(request, ruleset, "next-question", decided,

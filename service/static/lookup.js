@@ -8,11 +8,13 @@ const PA_TEXT = {
   "no-auth": "No prior authorization needed",
   "conditional": "Depends on facts not given yet",
   "satisfied": "An authorization on file covers it",
+  "unknown": "Not known to covreq: ask the payer",
 };
 const COVERED_TEXT = {
   "covered": "Covered",
   "not-covered": "Not covered",
   "conditional": "Coverage depends on facts not given yet",
+  "unknown": "Coverage unknown to covreq",
 };
 // Facts an answer may depend on: how to name them, and the field of this page that supplies them.
 const FACTS = {
