@@ -38,7 +38,7 @@ def test_the_kubernetes_example_runs_covreq_serve_with_options_that_exist(deploy
     env = {variable["name"]: variable.get("value") for variable in container["env"]}
     assert env["COVREQ_BUNDLE_URL"].startswith("https://")
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    for path in ("COVREQ_BUNDLE_PUBLIC_KEY", "COVREQ_API_KEYS"):
+    for path in ("COVREQ_BUNDLE_PUBLIC_KEY", "COVREQ_API_KEYS", "COVREQ_DTR_KEYS"):
         assert str(Path(env[path]).parent) in mounts, path
 
 
