@@ -260,3 +260,12 @@ def test_unusable_keys_in_a_fetched_set_are_left_out_and_the_rest_verify(service
         assert client.get(RULESET, headers=token(keys["old"], "ehr-1")).status_code == 200
         assert "no key with kid 'hs'" in diagnosis(client.get(RULESET, headers=token(keys["old"], "hs")))
     assert len([r for r in caplog.records if getattr(r, "event", "") == "jwks-key-skipped"]) == 5
+
+
+def test_an_encryption_key_in_a_jwks_file_stops_the_start(tmp_path: Path, keys) -> None:
+    """A fetched set leaves such a key out; a file is the operator's own, so it is refused instead."""
+    (tmp_path / "ehr.json").write_text(json.dumps({"keys": [{**jwk(keys["old"], "e"), "use": "enc"}]}))
+    path = tmp_path / "issuers.yaml"
+    path.write_text(f"issuers:\n  - iss: {EHR}\n    jwks: ehr.json\n")
+    with pytest.raises(AuthConfigError, match="ehr.json key e: use 'enc' is not sig"):
+        load_issuers(path)
