@@ -52,7 +52,9 @@ class Settings:
     ``POST /admin/reload`` (refused while it is unset); ``json_logs`` switches the log format to one JSON object per line.
     ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
     the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
-    ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
+    ``/v1/*`` (service/auth.py). An issuer's ``jwks_uri`` is fetched at most once per
+    ``jwks_refresh_seconds``, again after ``jwks_max_age_seconds``, each fetch within
+    ``jwks_timeout_seconds``; ``jwks_allow_http`` permits http:// beyond loopback (service/jwks.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
     ``bundle_url`` serves rules from a bundle (service/bundles.py), polled every
     ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
     with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
@@ -113,6 +115,11 @@ class Settings:
     metrics_token: str | None = None
     public_hosts: tuple[str, ...] = ()
     dtr_keys: Path | None = None
+    # keys fetched from an issuer's jwks_uri (issue 26 item 5)
+    jwks_refresh_seconds: float = 60.0
+    jwks_max_age_seconds: float = 3600.0
+    jwks_timeout_seconds: float = 5.0
+    jwks_allow_http: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -127,7 +134,9 @@ class Settings:
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
-        separated by spaces or commas), ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
+        separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_JWKS_REFRESH_SECONDS``,
+        ``COVREQ_JWKS_MAX_AGE_SECONDS``, ``COVREQ_JWKS_TIMEOUT_SECONDS``, ``COVREQ_JWKS_ALLOW_HTTP``
+        (``1`` for on); absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -164,4 +173,9 @@ class Settings:
             metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
             public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
             dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
+            # keys fetched from an issuer's jwks_uri (issue 26 item 5)
+            jwks_refresh_seconds=float(env.get("COVREQ_JWKS_REFRESH_SECONDS", defaults.jwks_refresh_seconds)),
+            jwks_max_age_seconds=float(env.get("COVREQ_JWKS_MAX_AGE_SECONDS", defaults.jwks_max_age_seconds)),
+            jwks_timeout_seconds=float(env.get("COVREQ_JWKS_TIMEOUT_SECONDS", defaults.jwks_timeout_seconds)),
+            jwks_allow_http=env.get("COVREQ_JWKS_ALLOW_HTTP", "0") == "1",
         )

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from service.api_keys import hash_key
 from service.auth import MAX_LIFETIME, AuthConfigError, Guard
 from service.settings import Settings
 
@@ -43,7 +44,7 @@ def auth_files(tmp_path: Path, keys: dict[str, Any]) -> dict[str, Path]:
                        f"    jku: [{EHR}/jwks.json]\n"
                        f"  - iss: {CLINIC}\n    public_key: clinic.pem\n")
     api_keys = tmp_path / "api-keys.yaml"
-    api_keys.write_text(f"billing-office: {API_KEY}\n")
+    api_keys.write_text(f"billing-office: {hash_key(API_KEY)}\n")
     return {"issuers": issuers, "api_keys": api_keys}
 
 
@@ -183,10 +184,10 @@ def test_the_caller_of_a_cds_call_is_audited(secured, keys, ig_order_sign, tmp_p
 def test_unusable_configuration_stops_the_start(auth_files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(AuthConfigError, match="service URL"):
         Guard.from_settings(Settings(auth_issuers=auth_files["issuers"]))
-    short = tmp_path / "short.yaml"
-    short.write_text("someone: abc\n")
-    with pytest.raises(AuthConfigError, match="at least 16 characters"):
-        Guard.from_settings(Settings(api_keys=short))
+    damaged = tmp_path / "damaged.yaml"
+    damaged.write_text("someone: sha256:abc\n")
+    with pytest.raises(AuthConfigError, match="sha256:<64 lower-case hex digits>"):
+        Guard.from_settings(Settings(api_keys=damaged))
     with pytest.raises(AuthConfigError, match="trusted issuers"):
         Guard.from_settings(Settings(v1_jwt=True))
     empty = tmp_path / "none.yaml"

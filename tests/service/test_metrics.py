@@ -137,7 +137,7 @@ def test_no_request_adds_a_series_with_a_label_value_outside_a_closed_set(make_c
     so 20,000 invented methods made 20,000 series. Methods outside HTTP's own are ``other``, routes
     are templates, statuses come from a closed set; callers refused by authentication add nothing new."""
     keys = tmp_path / "keys.yaml"
-    keys.write_text("billing-office: 6f1c0e8a4b7d4c2e9a3f5b8d7e6c1a20\n")
+    keys.write_text("billing-office: sha256:" + "0" * 64 + "\n")
     client = make_client(api_keys=keys)
     client.get("/v1/ruleset")  # the series of one refused caller, made before the flood
     client.request("BREW", "/v1/ruleset")

@@ -62,7 +62,7 @@ def test_the_issuer_and_api_key_examples_load(tmp_path: Path) -> None:
     (tmp_path / "clinic.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     issuers = load_issuers(tmp_path / "issuers.yaml")
-    assert set(issuers) == {"https://ehr.example.org", "https://clinic.example.org"}
+    assert set(issuers) == {"https://ehr.example.org", "https://clinic.example.org", "https://hospital.example.org"}
     assert set(issuers["https://clinic.example.org"].keys) == {"clinic-2024"}
     (tmp_path / "keys.yaml").write_text(EXAMPLES["api-keys"])
     assert set(load_api_keys(tmp_path / "keys.yaml")) == {"billing-office", "lookup-page"}
