@@ -9,10 +9,12 @@ from fastapi.responses import JSONResponse
 from service.responses import json_response, v1_error
 
 router = APIRouter(tags=["operations"])
+#: The liveness probe's path: answered even on a connection past the cap (service/protocol.py).
+LIVENESS = "/healthz"
 
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get(LIVENESS, summary="Liveness: the process answers")
 def healthz(request: Request) -> JSONResponse:
     """Always 200 while the process serves requests."""
     digest = request.app.state.holder.current.digest

@@ -112,6 +112,5 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
 def _connection_limits(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for the connection limits of ``settings`` (docs/operations.md, "Limits")."""
     return {"http": guarded(settings.request_timeout, settings.max_connections, settings.max_header_bytes),
-            "limit_concurrency": settings.max_connections,
             "timeout_keep_alive": settings.keep_alive_timeout,
             "h11_max_incomplete_event_size": settings.max_header_bytes}

@@ -52,8 +52,8 @@ class Settings:
     ``crd_max_orders``, ``crd_max_coverages`` and ``crd_max_billing_codes`` (per order) bound the
     work of one CDS Hooks call (413 above them).
     ``strict_audit`` refuses (503) a decision whose audit record cannot be written.
-    ``max_connections`` caps the open connections of a process (more are closed at once, and
-    requests past it get 503), ``request_timeout`` the seconds a connection has to deliver a whole
+    ``max_connections`` caps the open connections of a process (a new one past it closes the
+    oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout`` the seconds a connection has to deliver a whole
     request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
     """
