@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 RULESET_HEADER = "X-Covreq-Ruleset"
 #: The message of a decision withheld (503) because its audit record could not be written.
@@ -27,6 +27,13 @@ def json_response(body: Any, digest: str, status: int = 200,
                   headers: dict[str, str] | None = None) -> JSONResponse:
     """``body`` as JSON with the ``X-Covreq-Ruleset`` header set to ``digest``."""
     return FastJSONResponse(body, status_code=status, headers={RULESET_HEADER: digest, **(headers or {})})
+
+
+def rendered_response(content: bytes, digest: str, status: int = 200,
+                      headers: dict[str, str] | None = None) -> Response:
+    """JSON already rendered (``content``) with the ``X-Covreq-Ruleset`` header set to ``digest``."""
+    return Response(content, status_code=status, media_type="application/json",
+                    headers={RULESET_HEADER: digest, **(headers or {})})
 
 
 def v1_error(status: int, message: str, digest: str, location: str = "") -> JSONResponse:

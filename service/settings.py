@@ -56,6 +56,8 @@ class Settings:
     oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout`` the seconds a connection has to deliver a whole
     request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
+    ``dtr_max_orders``, ``dtr_max_forms`` and ``dtr_max_response_bytes`` bound the work and the
+    answer of one DTR call (service/dtr/limits.py; 413 above them).
     """
 
     max_body_bytes: int = 1_048_576
@@ -85,6 +87,10 @@ class Settings:
     request_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16_384
+    # DTR: the work of one $questionnaire-package / $next-question call (service/dtr/limits.py)
+    dtr_max_orders: int = 20
+    dtr_max_forms: int = 20
+    dtr_max_response_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -97,7 +103,8 @@ class Settings:
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
-        ``COVREQ_MAX_HEADER_BYTES``; absent variables keep the defaults."""
+        ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
+        ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -128,4 +135,8 @@ class Settings:
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
             keep_alive_timeout=float(env.get("COVREQ_KEEP_ALIVE_TIMEOUT", defaults.keep_alive_timeout)),
             max_header_bytes=_whole(env, "COVREQ_MAX_HEADER_BYTES", defaults.max_header_bytes),
+            # DTR
+            dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
+            dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),
+            dtr_max_response_bytes=_whole(env, "COVREQ_DTR_MAX_RESPONSE_BYTES", defaults.dtr_max_response_bytes),
         )
