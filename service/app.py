@@ -91,7 +91,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
-                                  settings.crd_max_billing_codes)
+                                  settings.crd_max_billing_codes, settings.crd_max_lines)
     app.state.ehr_policy = EhrPolicy(settings.fhir_servers, EhrLimits(settings.ehr_timeout_seconds,
                                                                       settings.ehr_max_bytes))
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
