@@ -81,16 +81,15 @@ class ConnectionCap:
             await self.app(scope, receive, send)
             return
 
+        exempt = scope["path"] in self.exempt
+        added = [(b"connection", b"close")] + ([] if exempt else [(b"retry-after", str(self.RETRY_AFTER).encode())])
+
         async def closing_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close"),
-                                                  (b"retry-after", str(self.RETRY_AFTER).encode())]}
+                message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
-        if scope["path"] in self.exempt:
-            await self.app(scope, receive, closing_send)
-        else:
-            await self.refuse(scope["path"])(scope, receive, closing_send)
+        await (self.app if exempt else self.refuse(scope["path"]))(scope, receive, closing_send)
 
 
 class AccessLog:
