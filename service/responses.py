@@ -1,6 +1,7 @@
 """JSON responses that carry the digest of the rule set that produced them."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -17,10 +18,16 @@ class FastJSONResponse(JSONResponse):
     (e.g. non-string keys) is written by the standard library."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except orjson.JSONEncodeError:
-            return super().render(content)
+        return render_json(content)
+
+
+def render_json(content: Any) -> bytes:
+    """``content`` as :class:`FastJSONResponse` writes it: by orjson, or, for what orjson refuses
+    (integers beyond 64 bits, non-string keys), by the standard library as JSONResponse does."""
+    try:
+        return orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def json_response(body: Any, digest: str, status: int = 200,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
-import orjson
 
 from service.fhir.outcome import FhirError
+from service.responses import render_json
 
 #: DTR operations run at once per process; more wait their turn without holding a thread.
 WORKER_THREADS = 2
@@ -53,7 +53,7 @@ class DtrLimits:
         """``result`` as JSON bytes; 413 when it holds more package Bundles than allowed or its
         bytes are more than allowed."""
         self._check_forms(sum(1 for p in result.get("parameter", ()) if p.get("name") == "packagebundle"))
-        rendered = orjson.dumps(result)
+        rendered = render_json(result)
         if len(rendered) > self.response_bytes:
             raise FhirError(413, f"the answer would be larger than {self.response_bytes} bytes "
                                  "(COVREQ_DTR_MAX_RESPONSE_BYTES): ask for fewer orders or forms per call",

@@ -83,8 +83,9 @@ def read(resource_id: str, request: Request) -> JSONResponse:
 
 
 async def _body(request: Request) -> Any:
+    """The JSON body, parsed in a DTR worker thread (a body of a megabyte takes milliseconds)."""
     try:
-        return parse_json(await request.body())
+        return await off_loop(parse_json, await request.body())
     except ValueError as err:
         raise FhirError(400, f"malformed JSON: {err}") from err
 

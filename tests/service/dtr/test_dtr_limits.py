@@ -84,3 +84,10 @@ def test_regression_dtr_operations_ran_on_the_event_loop(dtr_client: TestClient,
     assert reply.status_code == 200
     assert dtr_client.post(NEXT, json=response_of(bundles(reply.json())[0])).status_code == 200
     assert on_loop == [False, False]
+
+
+def test_an_answer_orjson_cannot_write_is_measured_and_written_all_the_same(dtr_client: TestClient) -> None:
+    start = response_of(bundles(dtr_client.post(PACKAGE, json=package_request(service_request())).json())[0])
+    start["extension"].append({"url": "http://example.org/big", "valueInteger": 2 ** 70})  # beyond 64 bits
+    reply = dtr_client.post(NEXT, json=start)
+    assert reply.status_code < 500, reply.text[:300]
