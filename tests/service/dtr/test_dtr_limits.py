@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
+import anyio.to_thread
 import pytest
 from dtr_helpers import bundles, package_request, response_of, service_request
 from fastapi.testclient import TestClient
@@ -74,6 +76,9 @@ def test_regression_dtr_operations_ran_on_the_event_loop(dtr_client: TestClient,
                 asyncio.get_running_loop()
             except RuntimeError:  # a worker thread runs no event loop
                 on_loop.append(False)
+                default_threads = anyio.from_thread.run_sync(
+                    lambda: anyio.to_thread.current_default_thread_limiter().borrowed_tokens)
+                assert default_threads == 0, "DTR work takes none of the threads /healthz and the others run in"
             else:
                 on_loop.append(True)
             return work(*args, **kwargs)
