@@ -36,6 +36,15 @@ def json_response(body: Any, digest: str, status: int = 200,
     return FastJSONResponse(body, status_code=status, headers={RULESET_HEADER: digest, **(headers or {})})
 
 
+def too_large(rendered: bytes, limit: int) -> str | None:
+    """Why an answer of ``rendered`` bytes is not sent (a 413), or None when it is at most
+    ``limit`` bytes (``COVREQ_MAX_RESPONSE_BYTES``)."""
+    if len(rendered) <= limit:
+        return None
+    return (f"the answer would be larger than {limit} bytes (COVREQ_MAX_RESPONSE_BYTES): "
+            "ask about fewer codes per call")
+
+
 def rendered_response(content: bytes, digest: str, status: int = 200,
                       headers: dict[str, str] | None = None) -> Response:
     """JSON already rendered (``content``) with the ``X-Covreq-Ruleset`` header set to ``digest``."""

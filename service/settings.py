@@ -51,6 +51,7 @@ class Settings:
     https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``;
     ``crd_max_orders``, ``crd_max_coverages``, ``crd_max_billing_codes`` (per order) and
     ``crd_max_lines`` (billing codes of all orders) bound the work of one CDS Hooks call (413 above them).
+    ``max_response_bytes`` caps the answer of a v1 or CDS Hooks call (413 above it).
     ``strict_audit`` refuses (503) a decision whose audit record cannot be written.
     ``max_connections`` caps the open connections of a process (a new one past it closes the
     oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout`` the seconds a connection has to deliver a whole
@@ -83,6 +84,7 @@ class Settings:
     crd_max_coverages: int = 20
     crd_max_billing_codes: int = 50
     crd_max_lines: int = 1000
+    max_response_bytes: int = 4_194_304
     strict_audit: bool = False
     max_connections: int = 1000
     request_timeout: float = 30.0
@@ -102,7 +104,8 @@ class Settings:
         ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``,
         ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
-        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_CRD_MAX_LINES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
+        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_CRD_MAX_LINES``,
+        ``COVREQ_MAX_RESPONSE_BYTES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
         ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
@@ -132,6 +135,7 @@ class Settings:
             crd_max_coverages=_whole(env, "COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages),
             crd_max_billing_codes=_whole(env, "COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes),
             crd_max_lines=_whole(env, "COVREQ_CRD_MAX_LINES", defaults.crd_max_lines),
+            max_response_bytes=_whole(env, "COVREQ_MAX_RESPONSE_BYTES", defaults.max_response_bytes),
             strict_audit=env.get("COVREQ_STRICT_AUDIT", "0") == "1",
             max_connections=_whole(env, "COVREQ_MAX_CONNECTIONS", defaults.max_connections),
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),

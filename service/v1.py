@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 import engine
 from service.dtr.catalogue import forms_of
 from service.logs import caller_text
-from service.responses import UNAUDITED, json_response, v1_error
+from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large, v1_error
 
 router = APIRouter(tags=["v1"])
 
@@ -139,10 +139,15 @@ async def requirements(request: Request) -> JSONResponse:
     except engine.RequestError as err:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)
+    rendered = render_json(answer)
+    refusal = too_large(rendered, request.app.state.settings.max_response_bytes)
+    if refusal:
+        audit.v1(request, ruleset.digest, 413)
+        return v1_error(413, refusal, ruleset.digest)
     if audit.withheld(audit.v1(request, ruleset.digest, 200, answer)):
         return v1_error(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("v1", (d["pa_needed"] for d in answer["decisions"]))
-    return json_response(answer, ruleset.digest)
+    return rendered_response(rendered, ruleset.digest)
 
 
 @router.get("/v1/policies", summary="Every policy of the loaded rule set")

@@ -20,7 +20,7 @@ from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
-from service.responses import UNAUDITED, json_response
+from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large
 from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
@@ -85,6 +85,11 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     if actions:
         response["systemActions"] = actions
     response["extension"] = {RULESET_EXTENSION: ruleset.digest}
+    rendered = render_json(response)
+    refusal = too_large(rendered, state.settings.max_response_bytes)
+    if refusal:
+        audit.cds(request, ruleset.digest, 413, hook, hook_call.hook_instance)
+        return operation_outcome(413, refusal, ruleset.digest)
     if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
@@ -92,7 +97,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
         "ruleset": ruleset.digest,
         "coverage_assertion_ids": list(dict.fromkeys(a.assertion_id for a in answers))})
-    return json_response(response, ruleset.digest)
+    return rendered_response(rendered, ruleset.digest)
 
 
 async def _run(inline: bool, work: Callable[..., _T], *args: Any) -> _T:

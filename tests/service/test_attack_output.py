@@ -66,3 +66,16 @@ def test_a_small_call_is_audited_in_full_as_before(client, tmp_path: Path) -> No
     assert client.post("/v1/requirements", json={"payer": "acme", "services": [{"code": "15823"}]}).status_code == 200
     record, size = _last_record(tmp_path)
     assert len(record["decisions"]) == 1 and "decisions_total" not in record and size < 512
+
+
+def test_an_answer_larger_than_allowed_is_a_413_naming_the_limit(make_client, tmp_path: Path) -> None:
+    client = make_client(max_response_bytes=20_000)
+    services = [{"code": "15823"}] * 100
+    refused = client.post("/v1/requirements", json={"payer": "acme", "place_of_service": "22", "services": services})
+    assert refused.status_code == 413
+    assert "larger than 20000 bytes (COVREQ_MAX_RESPONSE_BYTES)" in refused.json()["error"]["message"]
+    assert _last_record(tmp_path)[0]["status"] == 413
+    issue = assert_outcome(post(client, order_sign(*_orders(5, 10))), 413, "")
+    assert "COVREQ_MAX_RESPONSE_BYTES" in issue["diagnostics"]
+    assert _last_record(tmp_path)[0]["status"] == 413
+    assert client.post("/v1/requirements", json={"payer": "acme", "services": services[:1]}).status_code == 200
