@@ -8,7 +8,7 @@ import orjson
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 import engine
 from service.dtr.catalogue import forms_of
@@ -119,7 +119,7 @@ def _standard_json(raw: bytes) -> Any:
 
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,
              summary="Prior-authorization and documentation requirements, one decision per service")
-async def requirements(request: Request) -> JSONResponse:
+async def requirements(request: Request) -> Response:
     """Evaluate a v1 request against the current rule set (400 malformed JSON, 422 contract).
 
     The same body (byte for byte) on the same day is answered from the rule set's answer cache.

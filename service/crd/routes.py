@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any, Callable, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.crd.assess import assess
@@ -48,7 +48,7 @@ def discover(request: Request) -> JSONResponse:
 
 @router.post(PREFIX + "/{service_id}", summary="Call a CRD service (order-select, order-sign, "
                                                "order-dispatch, appointment-book)")
-async def call_service(service_id: str, request: Request) -> JSONResponse:
+async def call_service(service_id: str, request: Request) -> Response:
     """Coverage information for each order as systemActions, plus cards; errors as OperationOutcome."""
     ruleset, audit = request.app.state.holder.current, request.app.state.audit
     hook = SERVICES.get(service_id)

@@ -91,7 +91,7 @@ async def _body(request: Request) -> Any:
 
 
 @router.post(PREFIX + "/Questionnaire/$questionnaire-package", summary="DTR: the forms an order needs")
-async def questionnaire_package(request: Request) -> JSONResponse:
+async def questionnaire_package(request: Request) -> Response:
     """Parameters with coverage and order(s) in; Parameters with one packagebundle per form out."""
     ruleset = request.app.state.holder.current
     decided: list[dict[str, Any]] = []
@@ -105,7 +105,7 @@ async def questionnaire_package(request: Request) -> JSONResponse:
 
 
 @router.post(PREFIX + "/Questionnaire/$next-question", summary="SDC adaptive form: the next questions")
-async def next_question_operation(request: Request) -> JSONResponse:
+async def next_question_operation(request: Request) -> Response:
     """Parameters with ``questionnaire-response`` (or the QuestionnaireResponse itself) in; Parameters
     with ``return``: the response with the next questions, or completed with the decision."""
     ruleset = request.app.state.holder.current
