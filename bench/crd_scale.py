@@ -34,7 +34,8 @@ def call(orders: int, coverages: int) -> dict[str, Any]:
         "locationCode": [{"coding": [{"system": POS, "code": "22"}]}]}} for n in range(orders)]
     covered = [{"resource": {
         "resourceType": "Coverage", "id": f"c{n}", "status": "active", "beneficiary": {"reference": "Patient/p1"},
-        "payor": [{"display": "Medicare"} if n == 0 else
+        "payor": [{"identifier": {"system": "urn:covreq:payer", "value": "medicare"}, "display": "Medicare"}
+                  if n == 0 else
                   {"identifier": {"system": "http://example.org/payer-ids", "value": f"OTHER-{n}"},
                    "display": f"Other Health {n}"}]}} for n in range(coverages)]
     return {"hook": "order-sign", "hookInstance": "bench", "context": {

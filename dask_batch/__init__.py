@@ -1,4 +1,4 @@
 """``covreq batch`` on a Dask cluster: a back-end of :func:`engine.batch.run` (``pip install 'covreq[dask]'``)."""
-from .backend import DaskBackend, partitions
+from .backend import DaskBackend, Tls, partitions
 
-__all__ = ["DaskBackend", "partitions"]
+__all__ = ["DaskBackend", "Tls", "partitions"]

@@ -4,8 +4,12 @@ The driver reads the worklist as :func:`engine.batch.run` always does, packs the
 (engine/bundle.py) and sends it once to every worker. The orders go out in partitions of whole orders,
 so pairing rules still see every line of an order, as marshalled plain data (faster than pickle
 both ways). Each worker unpacks and loads the rule set once, keeps it for every partition it answers,
-and returns the rendered lines with a partial summary; the driver reads the results one at a time,
-adds the summaries up, and ``run`` writes the lines in input order.
+and returns the rendered lines with a partial summary as MessagePack bytes; the driver reads the
+results one at a time with a typed decoder (data only, never code), adds the summaries up, and
+``run`` writes the lines in input order.
+
+The scheduler and the workers are trusted: Dask's own protocol pickles its messages, so a hostile
+one can still run code in the driver; TLS (:class:`Tls`) keeps others from joining or reading.
 """
 from __future__ import annotations
 
@@ -14,17 +18,21 @@ import math
 import shutil
 import tempfile
 import threading
+from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import msgspec
 from distributed import Client, LocalCluster, as_completed
+from distributed.security import Security
 
 import engine
 from engine.batch import AnsweredLine, Rendered, Summary, answer_orders
 from engine.bundle import build, unpack
 from engine.progress import Progress
-from engine.worklist import Order, WorklistError
+from engine.worklist import Order, Rejection, WorklistError
 
 #: Service lines per partition at most, about: large enough that scheduling costs little per line.
 PARTITION_LINES = 20_000
@@ -71,38 +79,100 @@ def pack(orders: list[Order]) -> bytes:
     return marshal.dumps([tuple(vars(order).values()) for order in orders])
 
 
-def answer_partition(bundle: bytes, digest: str, orders: bytes,
-                     render: Callable[[AnsweredLine], Any]) -> tuple[bytes, Summary]:
-    """Answer one packed partition on a worker: its rendered lines (marshalled) and its summary."""
+class _Result(msgspec.Struct, array_like=True):
+    """What a worker sends back for one partition: its rendered lines (a CSV or Parquet row's cells,
+    or a JSON Lines text) and its summary; plain data, decoded against these types."""
+
+    lines: list[tuple[int, int, str | list[int | str]]]
+    orders: int
+    answers: dict[str, int]
+    pa_by_payer: dict[str, int]
+    pa_by_policy: dict[str, int]
+    rejected: list[tuple[int, str]]
+
+
+_DECODER = msgspec.msgpack.Decoder(_Result)
+
+
+def encode(answered: list[Rendered], summary: Summary) -> bytes:
+    """A partition's answer as MessagePack bytes, for the trip back to the driver."""
+    return msgspec.msgpack.encode(_Result(answered, summary.orders, summary.answers, summary.pa_by_payer,
+                                          summary.pa_by_policy, [(r.row, r.reason) for r in summary.rejected]))
+
+
+def decode(result: object) -> tuple[list[Rendered], Summary]:
+    """The lines and summary a worker sent; :class:`WorklistError` for anything else. Only bytes are
+    accepted, read by a decoder of plain data that cannot construct objects, let alone run code."""
+    if not isinstance(result, bytes):
+        raise WorklistError(f"a Dask worker answered with a {type(result).__name__}, not covreq's bytes")
+    try:
+        sent = _DECODER.decode(result)
+    except msgspec.MsgspecError as err:
+        raise WorklistError(f"a Dask worker answered with something that is not covreq's result: {err}") from None
+    summary = Summary(sent.orders, len(sent.lines), Counter(sent.answers), Counter(sent.pa_by_payer),
+                      Counter(sent.pa_by_policy), [Rejection(row, reason) for row, reason in sent.rejected])
+    return sent.lines, summary  # type: ignore[return-value]
+
+
+def answer_partition(bundle: bytes, digest: str, orders: bytes, render: Callable[[AnsweredLine], Any]) -> bytes:
+    """Answer one packed partition on a worker: its rendered lines and summary as :func:`encode` gives them."""
     summary = Summary()
     answered = answer_orders(worker_rules(bundle, digest), [Order(*fields) for fields in marshal.loads(orders)],
                              render, summary)
-    return marshal.dumps(answered), summary
+    return encode(answered, summary)
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS for every Dask connection: the PEM files of the CA that signed the cluster's certificates,
+    of this client's certificate, and of its key (when not in the certificate's file)."""
+
+    ca_file: str
+    cert: str
+    key: str | None = None
+
+    def security(self) -> Security:
+        """The ``distributed`` security of these files, encryption required; the files are read now."""
+        pems: dict[str, str] = {}
+        for name, path in (("tls_ca_file", self.ca_file), ("tls_client_cert", self.cert), ("tls_client_key", self.key)):
+            if path is not None:
+                try:
+                    pems[name] = Path(path).read_text(encoding="ascii")
+                except (OSError, UnicodeDecodeError) as err:
+                    raise WorklistError(f"cannot read the TLS file {path}: {err}") from None
+        return Security(require_encryption=True, **pems)
 
 
 class DaskBackend:
     """A back-end for :func:`engine.batch.run` on ``workers`` local Dask workers (one process and
-    thread each) or on the scheduler at ``scheduler`` (``tcp://host:8786``)."""
+    thread each, over TLS with a certificate made for the run) or on the scheduler at ``scheduler``
+    (``tcp://host:8786``, or ``tls://host:8786`` with ``tls``, or with the TLS files of Dask's own
+    configuration when ``tls`` is None)."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
-                 partition_lines: int = PARTITION_LINES, connect_seconds: float = 30.0) -> None:
+                 partition_lines: int = PARTITION_LINES, connect_seconds: float = 30.0, tls: Tls | None = None) -> None:
         if (workers is None) == (scheduler is None):
             raise ValueError("give either a number of local workers or a scheduler address")
+        if tls is not None and not (scheduler or "").startswith("tls://"):
+            raise WorklistError("the Dask TLS files need a tls:// scheduler address")
         self.workers, self.scheduler, self.partition_lines = workers, scheduler, partition_lines
-        self.connect_seconds = connect_seconds
+        self.connect_seconds, self.tls = connect_seconds, tls
 
     @contextmanager
     def _client(self) -> Iterator[Client]:
         if self.scheduler:
             try:
-                client = Client(self.scheduler, timeout=self.connect_seconds)
-            except OSError as err:
+                client = Client(self.scheduler, timeout=self.connect_seconds,
+                                security=self.tls.security() if self.tls else Security())
+            except (OSError, TypeError, ValueError) as err:  # TypeError: tls:// without TLS settings
                 raise WorklistError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from None
             with client:
                 yield client
             return
-        with LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        # TLS with a certificate of this run only: another user of the machine can neither submit
+        # work to the cluster nor read the patient columns on their way
+        with LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          security=Security.temporary()) as cluster, Client(cluster) as client:
             yield client
 
     def __call__(self, rules: engine.RuleSet, orders: list[Order], render: Callable[[AnsweredLine], Any],
@@ -122,8 +192,8 @@ class DaskBackend:
                 future = client.submit(answer_partition, bundle, rules.digest, pack(group), render, pure=False)
                 sizes[future] = sum(len(order.rows) for order in group)
             for future in as_completed(list(sizes)):  # one result at a time, released once read
-                packed, part = future.result()
-                answered += marshal.loads(packed)
+                lines, part = decode(future.result())
+                answered += lines
                 summary.merge(part)
                 progress.advance(sizes.pop(future))
                 future.release()

@@ -28,6 +28,8 @@ OUTPUT_COLUMNS = ("row", "order_id", "line", "payer", "code", "system", "pa_need
 LIST_SEPARATOR = "; "
 #: Joins several reasons (sentences that may hold ";") in one CSV cell.
 REASON_SEPARATOR = " | "
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: What reading a worklist gives: its orders, the rows rejected on the way, notes on how it was read.
 Read = tuple[list[Order], list[Rejection], list[str]]
 #: One answered line, rendered for the output format, with its input row and line number.
@@ -109,10 +111,21 @@ def _json_line(answer: AnsweredLine) -> str:
     return json.dumps(record) + "\n"
 
 
+def spreadsheet_text(cell: Any) -> Any:
+    """A CSV cell as a spreadsheet shows it, never as a formula: text starting with one of
+    :data:`FORMULA_STARTS` gets a single quote in front (order and authorization ids come from the
+    worklist, so they may be written to run in the coordinator's spreadsheet); numbers are kept."""
+    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
+
+
 def _write_csv(rows: Iterable[Sequence[Any]], stream: TextIO) -> None:
     writer = csv.writer(stream, lineterminator="\n")
+    # the "\n" terminator leaves a cell holding "\r" unquoted, and a spreadsheet starts a row there
+    quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(OUTPUT_COLUMNS)
-    writer.writerows(rows)
+    for row in rows:
+        cells = [spreadsheet_text(cell) for cell in row]
+        (quoted if any(isinstance(cell, str) and "\r" in cell for cell in cells) else writer).writerow(cells)
 
 
 def _write_lines(lines: Iterable[str], stream: TextIO) -> None:
@@ -126,6 +139,8 @@ def _text_reader(read: Callable[[TextIO], Read]) -> Callable[[Path], Read]:
                 return read(stream)
         except (OSError, UnicodeDecodeError) as err:
             raise WorklistError(f"cannot read {path}: {err}") from None
+        except WorklistError as err:
+            raise WorklistError(f"{path.name}: {err}") from None
     return reader
 
 

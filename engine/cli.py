@@ -108,14 +108,18 @@ def _workers(text: str) -> int:
 
 def _batch_backend(args: argparse.Namespace) -> Backend:
     """This process, or a Dask cluster (imported only then: Dask is an optional extra)."""
+    tls = (args.dask_tls_ca_file, args.dask_tls_cert, args.dask_tls_key)
+    if any(tls) and not (args.dask_tls_ca_file and args.dask_tls_cert and args.dask_scheduler):
+        raise WorklistError("--dask-tls-ca-file and --dask-tls-cert (and --dask-tls-key) go together, "
+                            "with --dask-scheduler tls://HOST:PORT")
     if args.dask_workers is None and args.dask_scheduler is None:
         return answer_orders
     try:
-        from dask_batch import DaskBackend
+        from dask_batch import DaskBackend, Tls
     except ImportError as exc:
         raise WorklistError(f"--dask-workers and --dask-scheduler need Dask ({exc.name} is missing): "
                             "pip install 'covreq[dask]'") from None
-    return DaskBackend(args.dask_workers, args.dask_scheduler)
+    return DaskBackend(args.dask_workers, args.dask_scheduler, tls=Tls(*tls) if any(tls) else None)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -257,7 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the answers; its suffix gives its format")
     cluster = batch.add_mutually_exclusive_group()
     cluster.add_argument("--dask-workers", type=_workers, metavar="N", help="answer on a local Dask cluster of N workers")
-    cluster.add_argument("--dask-scheduler", metavar="ADDRESS", help="answer on the Dask cluster at ADDRESS (tcp://host:8786)")
+    cluster.add_argument("--dask-scheduler", metavar="ADDRESS",
+                         help="answer on the Dask cluster at ADDRESS (tls://host:8786, or tcp:// on a trusted network)")
+    batch.add_argument("--dask-tls-ca-file", metavar="CA.pem", help="TLS to the Dask cluster: its CA certificate")
+    batch.add_argument("--dask-tls-cert", metavar="CERT.pem", help="TLS to the Dask cluster: this client's certificate")
+    batch.add_argument("--dask-tls-key", metavar="KEY.pem",
+                       help="TLS to the Dask cluster: this client's private key, when not in CERT.pem")
     batch.set_defaults(run=_batch)
 
     bundle = _command(commands, "bundle", "pack a valid rule tree as a bundle for `covreq serve --bundle`")

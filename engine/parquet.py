@@ -12,6 +12,9 @@ from .worklist import Order, Rejection, WorklistError, read_rows
 
 #: Rows converted from columns to cells at a time.
 _BATCH_ROWS = 65_536
+#: Largest column of one row group, uncompressed, in bytes, as the file's metadata states it: a
+#: few kilobytes of zstd can hold hundreds of megabytes of one cell, refused before any is read.
+MAX_CHUNK_BYTES = 128 * 1024 * 1024
 
 
 def _pyarrow() -> Any:
@@ -47,6 +50,7 @@ def read_parquet(path: Path) -> tuple[list[Order], list[Rejection], list[str]]:
     pa = _pyarrow()
     try:
         table = pa.parquet.ParquetFile(path)
+        _check_sizes(table.metadata)
 
         def rows() -> Iterator[tuple[int, list[str]]]:
             number = 0
@@ -57,6 +61,23 @@ def read_parquet(path: Path) -> tuple[list[Order], list[Rejection], list[str]]:
         return read_rows(table.schema_arrow.names, rows())
     except (OSError, pa.ArrowException) as err:
         raise WorklistError(f"cannot read {path}: {err}") from None
+    except WorklistError as err:
+        raise WorklistError(f"{path.name}: {err}") from None
+
+
+def _check_sizes(metadata: Any) -> None:
+    """Refuse a column of a row group larger than :data:`MAX_CHUNK_BYTES` uncompressed, naming its rows."""
+    first = 1
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group)
+        for index in range(rows.num_columns):
+            chunk = rows.column(index)
+            if chunk.total_uncompressed_size > MAX_CHUNK_BYTES:
+                raise WorklistError(
+                    f"rows {first}-{first + rows.num_rows - 1} (row group {group + 1}), column {chunk.path_in_schema}: "
+                    f"{chunk.total_uncompressed_size} bytes uncompressed, more than the limit of {MAX_CHUNK_BYTES} "
+                    "bytes per column of a row group; write the file in smaller row groups")
+        first += rows.num_rows
 
 
 def write_parquet(records: Iterable[Sequence[Any]], path: Path, columns: Sequence[str],

@@ -8,11 +8,15 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from .errors import CovreqError, RequestError
 
+#: Longest cell accepted, in characters: the csv module's own limit (``csv.field_size_limit()``),
+#: applied to every format's cells. A longer cell makes the whole worklist unusable.
+MAX_CELL_CHARS = 131_072
 #: Columns a CSV worklist must have; without ``order_id`` each row is an order of its own.
 REQUIRED = ("payer", "code")
 #: Columns about the whole order: its rows repeat the same value or leave the cell blank.
@@ -36,7 +40,7 @@ _INDEXED = re.compile(r"(services|authorizations)\[(\d+)\]\.?([\w.]*)")
 
 
 class WorklistError(CovreqError):
-    """The worklist as a whole cannot be read (no header, a required column missing)."""
+    """The worklist as a whole cannot be read (no header, a required column missing, a row past a limit)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -163,11 +167,24 @@ class _Draft:
 
 def read_csv(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
     """Orders of a CSV worklist, the rows rejected while reading, and notes on how it was read."""
-    reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None:
+    rows = _csv_rows(csv.reader(stream))
+    first = next(rows, None)
+    if first is None:
         raise WorklistError("the file is empty; the first row must name the columns")
-    return read_rows(header, enumerate(reader, start=2))
+    return read_rows(first[1], rows)
+
+
+def _csv_rows(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    """The rows of a CSV reader, numbered from 1; a row the csv module refuses (a cell past its
+    limit, :data:`MAX_CELL_CHARS` unless changed) is a :class:`WorklistError` naming it."""
+    row = 0
+    try:
+        for row, values in enumerate(reader, start=1):
+            yield row, values
+    except csv.Error as err:
+        problem = (f"a cell is longer than the limit of {MAX_CELL_CHARS} characters"
+                   if "field larger than field limit" in str(err) else f"not readable as CSV: {err}")
+        raise WorklistError(f"row {row + 1}: {problem}") from None
 
 
 def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple[list[Order], list[Rejection], list[str]]:
@@ -188,6 +205,8 @@ def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple
     for row, values in rows:
         if not any(value.strip() for value in values):
             continue
+        if max(map(len, values)) > MAX_CELL_CHARS:
+            raise _too_long(row, names, values)
         if len(values) > len(names):
             rejected.append(Rejection(row, f"has {len(values)} cells; the header names {len(names)} columns"))
             continue
@@ -208,6 +227,13 @@ def read_rows(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> tuple
     return orders, rejected, notes
 
 
+def _too_long(row: int, names: list[str], values: list[str]) -> WorklistError:
+    """The error for a row holding a cell past :data:`MAX_CELL_CHARS`, naming its column."""
+    index = next(i for i, value in enumerate(values) if len(value) > MAX_CELL_CHARS)
+    column = f", column {names[index]}" if index < len(names) else ""
+    return WorklistError(f"row {row}{column}: a cell is longer than the limit of {MAX_CELL_CHARS} characters")
+
+
 def read_jsonl(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]:
     """Orders of a JSON Lines worklist (one v1 request per line; ``request_id`` is the order id)."""
     orders: list[Order] = []
@@ -220,6 +246,12 @@ def read_jsonl(stream: TextIO) -> tuple[list[Order], list[Rejection], list[str]]
         except json.JSONDecodeError as err:
             rejected.append(Rejection(row, f"invalid JSON at column {err.colno}: {err.msg}"))
             continue
+        except ValueError:  # the only other ValueError: an integer longer than Python converts
+            rejected.append(Rejection(row, f"invalid JSON: a number of more than {sys.get_int_max_str_digits()} digits"))
+            continue
+        except RecursionError:
+            raise WorklistError(f"row {row}: JSON nested too deeply for Python's JSON reader "
+                                "(about 1,000 levels; a v1 request needs five)") from None
         if not isinstance(body, dict):
             rejected.append(Rejection(row, "must be a JSON object (a v1 request)"))
             continue

@@ -169,7 +169,66 @@ def _compose(text: str) -> yaml.Node | None:
         if getattr(exc, "problem", None) == "exceeded maximum nesting depth" and mark:
             # libyaml's own limit; Python's parser would recurse for seconds to the same end
             raise YamlError("YAML nests too deeply", mark.line + 1, mark.column + 1, "E-yaml-too-deep") from None
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader(text)
+        try:
+            return loader.get_single_node()
+        except ValueError:  # chr() of an escape past U+10FFFF; the reader stands after its "\U"
+            raise _bad_escape(text, max(loader.get_mark().index - 2, 0), len(text)) from None
+        finally:
+            loader.dispose()
+
+
+#: Where a text may hold a code point that is no character: an escape, or such a code point itself.
+_SUSPECT = re.compile(r"\\[uU]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: The escapes of a double-quoted scalar, ``\\`` too: an escaped backslash starts no escape.
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|.)", re.S)
+#: Line breaks as PyYAML's reader counts them.
+_BREAK = re.compile(r"\r\n|[\n\r\x85\u2028\u2029]")
+
+
+def _check_characters(text: str, root: yaml.Node) -> None:
+    """Refuse a key or value holding a code point that is no character, a lone UTF-16 surrogate
+    (only an escape such as ``"\\ud800"`` writes one): it cannot be encoded as UTF-8, so every
+    answer, list or form quoting it would fail. Nodes are walked only when the text has an escape."""
+    if not _SUSPECT.search(text):
+        return
+    seen: set[int] = set()
+    nodes = [root]
+    while nodes:  # in document order, each node once (an alias shares its anchor's node)
+        node = nodes.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.__class__ is yaml.ScalarNode:
+            if _SURROGATE.search(node.value):
+                start = node.start_mark
+                raise _bad_escape(text, start.index, node.end_mark.index, (start.line + 1, start.column + 1))
+        else:
+            nodes.extend(reversed(node.value if node.__class__ is yaml.SequenceNode
+                                  else [part for pair in node.value for part in pair]))
+
+
+def _bad_escape(text: str, start: int, end: int, fallback: tuple[int, int] = (1, 1)) -> YamlError:
+    """The located error for the first escape of ``text[start:end]`` that is no character."""
+    for found in _ESCAPE.finditer(text, start, end):
+        digits = found.group(1) or found.group(2)
+        code = int(digits, 16) if digits else 0
+        if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+            break
+    else:
+        return YamlError("a text holds a lone UTF-16 surrogate, which is not a character", *fallback, "E-yaml-escape")
+    if code > 0x10FFFF:
+        why = "is past the last Unicode character, U+10FFFF"
+    else:
+        why = "is half of a UTF-16 surrogate pair, not a character; write the character itself"
+        low = re.match(r"\\u([dD][c-fC-F][0-9a-fA-F]{2})", text[found.end():found.end() + 6])
+        if code < 0xDC00 and low:  # a pair as JSON writes it: YAML wants the character's own escape
+            why += f" or its escape \\U{0x10000 + (code - 0xD800) * 0x400 + int(low.group(1), 16) - 0xDC00:08X}"
+    before = text[:found.start()]
+    breaks = list(_BREAK.finditer(before))
+    column = found.start() - (breaks[-1].end() if breaks else 0) + 1
+    return YamlError(f'"{found.group()}" {why}', len(breaks) + 1, column, "E-yaml-escape")
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -211,9 +270,11 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
     if node is None:
         return None, Locations()
     try:
-        return _Plain(node).data(), Locations(node)
+        data = _Plain(node).data()
     except RecursionError:
         raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
+    _check_characters(text, node)
+    return data, Locations(node)
 
 
 #: The common YAML mistakes: (pattern of PyYAML's "context problem" text, what happened, how to fix it).

@@ -55,6 +55,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
                                "sighup_reload": installed, "bundle": bundles.url if bundles else None})
+    if app.state.payers.match_by_name:
+        log.warning("the payer mapping matches payers by name too (match_by_name: true): a Coverage that "
+                    "names a payer without its identifier is answered",
+                    extra={"event": "payers-by-name", "file": str(app.state.settings.payers)})
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's
 from __future__ import annotations
 
 import os
+from http import HTTPStatus
 from typing import Any, Iterable
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 import engine
+from service.ops import token_refusal
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Routes whose requests are decisions: their latency goes into the decision histogram.
@@ -26,6 +28,11 @@ DECISION_ROUTES = frozenset({"/v1/requirements", "/cds-services/{service_id}",
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The route label of requests that matched no route (kept apart so unknown paths cannot add series).
 UNMATCHED = "unmatched"
+#: The ``method`` label's values: HTTP's own methods; any other a caller invents is counted as ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"})
+OTHER = "other"
+#: The ``status`` label's values: the registered HTTP status codes; any other is its class (``5xx``).
+STATUSES = frozenset(int(s) for s in HTTPStatus)
 
 router = APIRouter(tags=["operations"])
 
@@ -99,7 +106,7 @@ class Metrics:
     def observe_request(self, scope: Scope, status: int, seconds: float, ruleset: engine.RuleSet) -> None:
         """Count one finished request; for decisions, time it and bring the cache counts up to date."""
         route = getattr(scope.get("route"), "path", UNMATCHED)
-        self._labels(self.requests, route, scope["method"], str(status)).inc()
+        self._labels(self.requests, route, *request_labels(scope["method"], status)).inc()
         if route in DECISION_ROUTES:
             self._labels(self.decision_seconds, route).observe(seconds)
             self._count_cache_lookups(ruleset)
@@ -126,6 +133,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def request_labels(method: str, status: int) -> tuple[str, str]:
+    """The ``method`` and ``status`` labels of a request, each from a closed set of values, so that
+    no caller (authenticated or not) can add series by inventing methods or statuses."""
+    return (method if method in METHODS else OTHER,
+            str(status) if status in STATUSES else f"{status // 100}xx")
+
+
 def worker_exited(pid: int | None = None) -> None:
     """Drop a finished worker's live gauges (multiprocess mode only)."""
     if os.environ.get(MULTIPROCESS_ENV):
@@ -135,6 +149,11 @@ def worker_exited(pid: int | None = None) -> None:
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
 def metrics(request: Request) -> Response:
     """Requests by route and status, decision latency, answers by pa_needed, the rule set in service,
-    reload failures and cache lookups; see docs/operations.md."""
+    reload failures and cache lookups; see docs/operations.md. With ``COVREQ_METRICS_TOKEN`` set, only
+    for ``Authorization: Bearer <token>`` (401 otherwise)."""
+    token = request.app.state.settings.metrics_token
+    refused = token_refusal(request, token, "COVREQ_METRICS_TOKEN") if token else None
+    if refused:
+        return refused
     exposition: Any = request.app.state.metrics.exposition()
     return Response(exposition, media_type=CONTENT_TYPE_LATEST)

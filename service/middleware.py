@@ -122,9 +122,9 @@ class AccessLog:
             status = CLIENT_CLOSED
         finally:
             seconds = time.perf_counter() - began
-            path = caller_text(scope["path"])
-            log.info("%s %s %s", scope["method"], path, status, extra={
-                "event": "request", "method": scope["method"], "path": path,
+            method, path = caller_text(scope["method"]), caller_text(scope["path"])
+            log.info("%s %s %s", method, path, status, extra={
+                "event": "request", "method": method, "path": path,
                 "status": status, "ms": round(seconds * 1000, 2), "ruleset": ruleset})
             if self.observe:
                 self.observe(scope, status, seconds)

@@ -1,4 +1,5 @@
-"""Operations endpoints: liveness, readiness and the admin reload trigger."""
+"""Operations endpoints: liveness, readiness and the admin reload trigger; the bearer-token check
+that admin operations (and ``/metrics`` once closed) share."""
 from __future__ import annotations
 
 import hmac
@@ -11,7 +12,23 @@ from service.responses import json_response, v1_error
 router = APIRouter(tags=["operations"])
 #: The liveness probe's path: answered even on a connection past the cap (service/protocol.py).
 LIVENESS = "/healthz"
+#: The 403 of an admin operation while no admin token is configured.
+ADMIN_OFF = ("admin operations are refused until an admin token is configured: set COVREQ_ADMIN_TOKEN "
+             "and send Authorization: Bearer <token> (SIGHUP to the covreq serve process reloads without one)")
+#: The challenge sent with a 401 for a missing or wrong token.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="covreq"'}
 
+
+def token_refusal(request: Request, token: str, setting: str) -> JSONResponse | None:
+    """None when the request sends ``Authorization: Bearer <token>`` (compared in constant time),
+    else the 401 naming ``setting``, the variable that holds the token."""
+    offered = request.headers.get("authorization", "").encode()
+    if hmac.compare_digest(offered, f"Bearer {token}".encode()):
+        return None
+    response = v1_error(401, f"send Authorization: Bearer <the token set in {setting}>",
+                        request.app.state.holder.current.digest, "Authorization")
+    response.headers.update(CHALLENGE)
+    return response
 
 
 @router.get(LIVENESS, summary="Liveness: the process answers")
@@ -25,7 +42,8 @@ def healthz(request: Request) -> JSONResponse:
 def readyz(request: Request) -> JSONResponse:
     """200 ``ready``, or 200 ``degraded`` with the places and codes of the problems when the last
     reload was refused (never their messages: this endpoint is open, and messages quote rule files);
-    served from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check.
+    served from a bundle URL, also the bundle in service (its full SHA-256 digest) and the last check;
+    when the payer mapping lets names match payers (``match_by_name``), ``payers`` says so.
 
     A refused reload does not make the service unready: it keeps answering with the last good
     rule set, and taking every replica out of rotation for a bad file would be an outage. When the
@@ -41,17 +59,22 @@ def readyz(request: Request) -> JSONResponse:
         body["audit"] = {"failing": True, "failures": audit.failures}
     if bundles:
         body["bundle"] = bundles.status()
+    if request.app.state.payers.match_by_name:  # an operator's opt-in, shown where it is checked
+        body["payers"] = {"match_by_name": True}
     return json_response(body, digest, 503 if status == "unready" else 200)
 
 
 @router.post("/admin/reload", summary="Reload the rule tree; a broken tree is refused (422)")
 def reload(request: Request) -> JSONResponse:
-    """Reload now. 200 with the new digest, or 422 with the problems and the digest kept."""
+    """Reload now. 200 with the new digest, or 422 with the problems and the digest kept; 403 while
+    no admin token is configured (``COVREQ_ADMIN_TOKEN``), 401 without that token."""
     holder = request.app.state.holder
     token = request.app.state.settings.admin_token
-    offered = request.headers.get("authorization", "")
-    if token and not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
-        return v1_error(401, "admin token missing or wrong", holder.current.digest, "Authorization")
+    if not token:
+        return v1_error(403, ADMIN_OFF, holder.current.digest, "Authorization")
+    refused = token_refusal(request, token, "COVREQ_ADMIN_TOKEN")
+    if refused:
+        return refused
     failure = holder.reload()
     digest = holder.current.digest
     if failure:

@@ -1,6 +1,8 @@
 """Run the service under uvicorn; ``covreq serve`` calls ``run``."""
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +25,7 @@ from service.protocol import guarded
 from service.settings import Settings
 
 RULES_ENV = "COVREQ_RULES"
+log = logging.getLogger("covreq.service")
 
 
 class StartupError(Exception):
@@ -91,6 +94,7 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
     if rules is not None:
         os.environ[RULES_ENV] = rules
     app = app_from_env()
+    warn_without_public_url(app.state.settings, host)
     limits = _connection_limits(app.state.settings)
     if workers > 1:  # the app was only a check: each worker builds its own
         if app.state.bundles:
@@ -107,6 +111,21 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
             ReloadingSupervisor(config, sockets=[listener]).run()
     else:
         uvicorn.run(app, host=host, port=port, log_config=None, **limits)
+
+
+def warn_without_public_url(settings: Settings, host: str) -> bool:
+    """Warn (and return True) when the service listens beyond loopback with no public URL configured:
+    the forms it hands out are then named after whichever local address a connection reached."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback or settings.fhir_base or settings.service_url or settings.public_hosts:
+        return False
+    log.warning("listening on %s without COVREQ_FHIR_BASE, COVREQ_SERVICE_URL or COVREQ_PUBLIC_HOSTS: "
+                "Questionnaire canonicals are named after the local address each connection reached", host,
+                extra={"event": "no-public-url"})
+    return True
 
 
 def _connection_limits(settings: Settings) -> dict[str, Any]:

@@ -24,6 +24,16 @@ def read_config(path: Path) -> Any:
         raise ValueError(f"{path}:{exc.line}:{exc.column}: {exc.message}") from None
 
 
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The ``host`` or ``host:port`` names in environment variable ``name`` (spaces or commas between),
+    lower-cased; raises ValueError naming the variable for anything that is not a bare host."""
+    hosts = tuple(env.get(name, "").replace(",", " ").lower().split())
+    for host in hosts:
+        if any(c in host for c in "/@?#\\") or host.startswith(":") or host.endswith(":"):
+            raise ValueError(f"{name} lists host names (host or host:port, no scheme or path), not {host!r}")
+    return hosts
+
+
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     """The whole number in environment variable ``name``; raises ValueError naming the variable."""
     text = env.get(name)
@@ -38,8 +48,8 @@ class Settings:
     """Knobs of one running service.
 
     ``max_body_bytes`` caps request bodies (413 above it); ``payers`` is the CRD payer mapping
-    file; ``admin_token``, when set, must be sent as ``Authorization: Bearer <token>`` to
-    ``POST /admin/reload``; ``json_logs`` switches the log format to one JSON object per line.
+    file; ``admin_token`` must be sent as ``Authorization: Bearer <token>`` to
+    ``POST /admin/reload`` (refused while it is unset); ``json_logs`` switches the log format to one JSON object per line.
     ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
     the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
     ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
@@ -54,11 +64,18 @@ class Settings:
     ``max_response_bytes`` caps the answer of a v1 or CDS Hooks call (413 above it).
     ``strict_audit`` refuses (503) a decision whose audit record cannot be written.
     ``max_connections`` caps the open connections of a process (a new one past it closes the
-    oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout`` the seconds a connection has to deliver a whole
-    request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
+    oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout``
+    the seconds a connection has to deliver a whole request, ``keep_alive_timeout`` the seconds an
+    idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
     ``dtr_max_orders``, ``dtr_max_forms`` and ``dtr_max_response_bytes`` bound the work and the
     answer of one DTR call (service/dtr/limits.py; 413 above them).
+
+    Trust at the edge (docs/operations.md, "What covreq refuses at the edge"): ``POST /admin/reload``
+    is refused (403) unless ``admin_token`` is set; ``metrics_token``, when set, must be sent as
+    ``Authorization: Bearer <token>`` to ``GET /metrics``; ``public_hosts`` are the ``Host`` header
+    values whose requests may name the service in the URLs it hands out (Questionnaire canonicals,
+    the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     """
 
     max_body_bytes: int = 1_048_576
@@ -90,6 +107,9 @@ class Settings:
     request_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16_384
+    # trust at the edge (issue 22 items 4 and 9)
+    metrics_token: str | None = None
+    public_hosts: tuple[str, ...] = ()
     # DTR: the work of one $questionnaire-package / $next-question call (service/dtr/limits.py)
     dtr_max_orders: int = 20
     dtr_max_forms: int = 20
@@ -107,7 +127,8 @@ class Settings:
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_CRD_MAX_LINES``,
         ``COVREQ_MAX_RESPONSE_BYTES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
-        ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
+        ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
+        separated by spaces or commas), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
         ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
@@ -141,6 +162,9 @@ class Settings:
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
             keep_alive_timeout=float(env.get("COVREQ_KEEP_ALIVE_TIMEOUT", defaults.keep_alive_timeout)),
             max_header_bytes=_whole(env, "COVREQ_MAX_HEADER_BYTES", defaults.max_header_bytes),
+            # trust at the edge (issue 22 items 4 and 9)
+            metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
+            public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
             # DTR
             dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
             dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),

@@ -243,3 +243,55 @@ def test_fmt_never_rewrites_a_file_outside_the_tree(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "engine.cli", "fmt", str(tree)], capture_output=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (outside / "p.yaml").read_text() == before
+
+
+# Issue 24, item 9: escapes that are not characters ------------------------------------------------
+
+ESCAPED = """id: attack
+title: {title}
+payer: acme
+effective: 2000-01-01
+source: {{url: "https://example.org/p"}}
+codes: [15823]
+rules:
+  - when: 'place_of_service == "22"'
+    pa_needed: auth-needed
+    reason: {reason}
+"""
+
+
+@pytest.mark.parametrize(("title", "reason", "line", "column", "escape"), [
+    (r'"\ud800"', "Fine.", 2, 9, r"\ud800"),  # the red team's file
+    (r'"ok \U0000DFFF"', "Fine.", 2, 12, r"\U0000DFFF"),
+    ("Fine", r'"Needs \\ud800 review \udc00."', 10, 35, r"\udc00"),  # an escaped backslash is no escape
+    (r'"\ud83d\ude00"', "Fine.", 2, 9, r"\ud83d"),  # a UTF-16 pair: YAML wants \U0001F600
+    (r'"\U00110000"', "Fine.", 2, 9, r"\U00110000"),  # past the last code point: was a ValueError traceback
+])
+def test_regression_a_lone_surrogate_escape_validates_then_breaks_every_answer(
+        tmp_path: Path, title: str, reason: str, line: int, column: int, escape: str) -> None:
+    tmp_path.joinpath("p.yaml").write_text(ESCAPED.format(title=title, reason=reason))
+    ((at_line, at_column, code, message),) = problems(tmp_path)
+    assert (at_line, at_column, code) == (line, column, "E-yaml-escape")
+    assert message.startswith(f'"{escape}" ')
+    with pytest.raises(engine.LoadError):
+        engine.load(tmp_path)
+
+
+def test_a_surrogate_escape_in_a_key_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    tmp_path.joinpath("p.yaml").write_text(ESCAPED.format(title='Fine\n"x\\udbff": 1', reason="Fine."))
+    ((line, column, code, message),) = problems(tmp_path)
+    assert (line, column, code) == (3, 3, "E-yaml-escape")
+    assert "\\udbff" in message
+
+
+def test_a_pair_of_surrogate_escapes_is_told_its_single_escape(tmp_path: Path) -> None:
+    tmp_path.joinpath("p.yaml").write_text(ESCAPED.format(title=r'"\ud83d\ude00"', reason="Fine."))
+    ((*_, message),) = problems(tmp_path)
+    assert r"\U0001F600" in message
+
+
+def test_escaped_characters_and_literal_backslash_u_still_load(tmp_path: Path) -> None:
+    tmp_path.joinpath("p.yaml").write_text(ESCAPED.format(title=r"'single \ud800 is text'",
+                                                          reason=r'"Caf\u00e9 \U0001F600 \\ud800."'))
+    rules = engine.load(tmp_path)
+    json.dumps(rules.evaluate(request(explain=True))).encode("utf-8")  # every text the answer holds encodes

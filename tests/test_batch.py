@@ -35,7 +35,7 @@ def batch(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str], suffix:
     if not target.exists():
         return code, [], err
     if target.suffix == ".csv":
-        return code, list(csv.DictReader(target.open(encoding="utf-8"))), err
+        return code, list(csv.DictReader(target.open(encoding="utf-8", newline=""))), err
     return code, [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()], err
 
 
@@ -263,3 +263,82 @@ def test_batch_draws_progress_only_on_a_terminal(tmp_path: Path, bundled: engine
     run(bundled, source, tmp_path / "b.csv", pipe)
     assert "1/1 lines" in screen.getvalue()
     assert "\r" not in pipe.getvalue() and "1/1 lines" not in pipe.getvalue()
+
+
+# Issue 24, item 10: CSV formula injection ---------------------------------------------------------
+
+FORMULAS = ["=HYPERLINK(\"https://evil.example\",\"x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)",
+            "\t=1+1", "\r=1+1"]
+
+
+def test_regression_ids_starting_a_formula_are_written_raw_to_csv(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["order_id", "payer", "date_of_service", "place_of_service", "code", "auth_id", "auth_start",
+                     "auth_end"])
+    writer.writerows([formula, "medicare", "2024-03-14", "22", "15823", formula, "2024-03-01", "2024-06-28"]
+                     for formula in FORMULAS[:4])
+    code, rows, _ = batch(tmp_path, text.getvalue(), capsys)
+    assert code == 0
+    # a cell a spreadsheet would read as a formula starts with a quote; the rest of it is untouched
+    assert [(r["order_id"], r["authorization"]) for r in rows] == [("'" + f, "'" + f) for f in FORMULAS[:4]]
+
+
+def test_jsonl_ids_with_a_leading_tab_or_return_are_neutralized_in_csv_but_kept_in_jsonl(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = "".join(json.dumps({"payer": "medicare", "date_of_service": "2024-03-14", "request_id": formula,
+                                "services": [{"code": "99213"}]}) + "\n" for formula in FORMULAS)
+    _, rows, _ = batch(tmp_path, lines, capsys, suffix=".jsonl")
+    assert [r["order_id"] for r in rows] == ["'" + f for f in FORMULAS]
+    _, records, _ = batch(tmp_path, lines, capsys, suffix=".jsonl", out="out.jsonl")
+    assert [r["order_id"] for r in records] == FORMULAS  # JSON holds text, never a formula
+
+
+def test_cells_that_only_contain_formula_characters_are_left_alone(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, rows, _ = batch(tmp_path, csv_text("A=1,medicare,2024-03-14,22,,,15823,,1", "'=2,medicare,2024-03-14,22,,,15823,,1"),
+                       capsys)
+    assert [r["order_id"] for r in rows] == ["A=1", "'=2"]
+    assert rows[0]["row"] == "2" and rows[0]["line"] == "1"
+
+
+def test_a_return_inside_a_cell_is_quoted_so_it_cannot_start_a_row(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    request = {"payer": "medicare", "date_of_service": "2024-03-14", "services": [{"code": "99213"}]}
+    lines = "".join(json.dumps({**request, "request_id": rid}) + "\n" for rid in ("a\r=1+1", "b\n@x", "c"))
+    _, rows, _ = batch(tmp_path, lines, capsys, suffix=".jsonl")
+    assert [r["order_id"] for r in rows] == ["a\r=1+1", "b\n@x", "c"]
+    assert b'"a\r=1+1"' in (tmp_path / "out.csv").read_bytes()
+
+
+# Issue 24, item 15: worklists past a limit are refused with their row, never a traceback -----------
+
+def test_regression_a_200_kb_csv_cell_ended_in_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = csv_text("A,medicare,2024-03-14,22,,,15823,,1", "B,medicare,2024-03-14,22,,," + "9" * 200_000 + ",,1")
+    code, rows, err = batch(tmp_path, text, capsys)
+    assert (code, rows) == (2, []) and not (tmp_path / "out.csv").exists()
+    assert "covreq batch: orders.csv: row 3: a cell is longer than the limit of 131072 characters" in err
+    assert "9999" not in err and "Traceback" not in err
+
+
+def test_a_long_cell_past_the_csv_modules_own_limit_is_named_with_its_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.worklist.MAX_CELL_CHARS", 1_000)
+    code, _, err = batch(tmp_path, csv_text("A,medicare,2024-03-14,22,,," + "9" * 1_001 + ",,1"), capsys)
+    assert code == 2 and "orders.csv: row 2, column code: a cell is longer than the limit of 1000 characters" in err
+
+
+def test_a_jsonl_number_too_long_for_python_rejects_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = '{"payer": "medicare", "services": [{"code": "99213", "units": 1' + "0" * 5_000 + "}]}"
+    code, rows, err = batch(tmp_path, line + "\n", capsys, suffix=".jsonl")
+    assert (code, rows) == (1, []) and "orders.jsonl row 1: invalid JSON: a number of more than 4300 digits" in err
+
+
+def test_regression_a_jsonl_line_nested_100000_deep_ended_in_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fine = json.dumps({"payer": "medicare", "services": [{"code": "99213"}]})
+    code, rows, err = batch(tmp_path, "\n".join([fine, "", "[" * 100_000 + "]" * 100_000, fine]) + "\n", capsys,
+                            suffix=".jsonl")
+    assert (code, rows) == (2, []) and not (tmp_path / "out.csv").exists()
+    assert "covreq batch: orders.jsonl: row 3: JSON nested too deeply" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import pickle
 import re
 import subprocess
 import sys
@@ -141,3 +142,108 @@ def test_the_documented_dask_commands_parse_and_the_extra_exists() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(d.startswith("dask[distributed]") for d in extras["dask"]) and any(
         d.startswith("pyarrow") for d in extras["dask"])
+
+
+# Issue 24, item 11: a hostile scheduler or worker; TLS ----------------------------------------------
+
+class _Runs:
+    """Runs code when unpickled: what a hostile worker would send back."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, ("import builtins; builtins.COVREQ_HOSTILE = True",)
+
+
+def _hostile(result: object) -> None:
+    """On a worker: answer every partition with ``result`` (restored by ``_hostile(None)``)."""
+    import dask_batch.backend as backend
+
+    real = vars(backend).setdefault("_real_encode", vars(backend).get("encode"))
+    if result is None:
+        backend.encode = real
+    else:
+        backend.encode = lambda *_: result
+
+
+def test_regression_a_partition_comes_back_as_bytes_that_only_data_can_be_read_from(
+        rules: engine.RuleSet, tmp_path: Path) -> None:
+    from engine.batch import _csv_row
+    from engine.bundle import build
+
+    orders = [Order("A", {"payer": "medicare", "date_of_service": "2024-03-14", "services": [{"code": "15823"}]}, [2]),
+              Order("B", {"payer": "nobody", "services": [{"code": "15823"}]}, [3])]
+    result = dask_batch.backend.answer_partition(build(RULES)[0], rules.digest, dask_batch.backend.pack(orders),
+                                                 _csv_row)
+    assert isinstance(result, bytes)  # was a tuple holding a Summary: pickled, so the driver unpickled it
+    lines, summary = dask_batch.backend.decode(result)
+    assert [(row, line, record[1]) for row, line, record in lines] == [(2, 1, "A")]
+    assert (summary.orders, summary.lines, [r.row for r in summary.rejected]) == (1, 1, [3])
+
+
+@pytest.mark.parametrize("result", [pickle.dumps(_Runs()), {"lines": []}, b"\x93\x01\x02\x03"])
+def test_a_worker_answering_anything_but_covreqs_bytes_is_refused_unread(
+        cluster: distributed.Client, rules: engine.RuleSet, tmp_path: Path, result: object) -> None:
+    import builtins
+
+    cluster.run(_hostile, result)
+    try:
+        backend = dask_batch.DaskBackend(scheduler=cluster.scheduler.address)
+        with pytest.raises(WorklistError, match="a Dask worker answered with"):
+            run(rules, EXAMPLES / "orders.csv", tmp_path / "out.csv", io.StringIO(), backend)
+    finally:
+        cluster.run(_hostile, None)
+    assert not hasattr(builtins, "COVREQ_HOSTILE") and not (tmp_path / "out.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+    """A local cluster that speaks only TLS, with its CA, certificate and key written as PEM files."""
+    security = distributed.Security.temporary()
+    folder = tmp_path_factory.mktemp("tls")
+    files = []
+    for name, pem in (("ca.pem", security.tls_ca_file), ("cert.pem", security.tls_client_cert),
+                      ("key.pem", security.tls_client_key)):
+        (folder / name).write_text(pem)
+        files.append(str(folder / name))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  security=security) as local:
+        yield local.scheduler_address, files
+
+
+def test_the_cli_answers_on_a_tls_cluster_with_its_certificates(tls_cluster: tuple[str, list[str]], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    address, (ca, cert, key) = tls_cluster
+    assert address.startswith("tls://")
+    orders = EXAMPLES / "orders.csv"
+    assert main(["batch", "--rules", str(RULES), str(orders), "-o", str(tmp_path / "one.csv")]) == 1
+    alone = capsys.readouterr().err
+    assert main(["batch", "--rules", str(RULES), str(orders), "-o", str(tmp_path / "tls.csv"), "--dask-scheduler", address,
+                 "--dask-tls-ca-file", ca, "--dask-tls-cert", cert, "--dask-tls-key", key]) == 1
+    assert capsys.readouterr().err == alone
+    assert rows(tmp_path / "tls.csv") == rows(tmp_path / "one.csv")
+
+
+def test_a_tls_cluster_without_certificates_is_not_reached(tls_cluster: tuple[str, list[str]], rules: engine.RuleSet,
+                                                           tmp_path: Path) -> None:
+    backend = dask_batch.DaskBackend(scheduler=tls_cluster[0], connect_seconds=2)
+    with pytest.raises(WorklistError, match="cannot reach the Dask scheduler at tls://"):
+        run(rules, EXAMPLES / "orders.csv", tmp_path / "out.csv", io.StringIO(), backend)
+
+
+@pytest.mark.parametrize("options", [
+    ["--dask-scheduler", "tcp://127.0.0.1:9", "--dask-tls-ca-file", "ca.pem", "--dask-tls-cert", "c.pem"],
+    ["--dask-scheduler", "tls://127.0.0.1:9", "--dask-tls-cert", "c.pem"],
+    ["--dask-workers", "1", "--dask-tls-ca-file", "ca.pem", "--dask-tls-cert", "c.pem"],
+    ["--dask-scheduler", "tls://127.0.0.1:9", "--dask-tls-ca-file", "missing.pem", "--dask-tls-cert", "c.pem"],
+])
+def test_tls_options_that_cannot_work_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       options: list[str]) -> None:
+    code = main(["batch", "--rules", str(RULES), str(EXAMPLES / "orders.csv"), "-o", str(tmp_path / "out.csv"), *options])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "out.csv").exists()
+    assert "tls" in err.lower() and "Traceback" not in err
+
+
+def test_a_local_cluster_speaks_tls_with_a_certificate_of_its_own() -> None:
+    with dask_batch.DaskBackend(workers=1)._client() as client:
+        assert client.scheduler.address.startswith("tls://")
+        assert all(address.startswith("tls://") for address in client.nthreads())

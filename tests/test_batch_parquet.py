@@ -104,3 +104,35 @@ def test_without_pyarrow_the_message_says_what_to_install(tmp_path: Path, monkey
 ])
 def test_typed_values_become_the_cells_a_csv_would_hold(value: object, text: str) -> None:
     assert cell(value) == text
+
+
+# Issue 24, item 15: a small file whose cells decompress to far more ---------------------------------
+
+def _bomb(path: Path, size: int) -> None:
+    """One row whose code cell is ``size`` bytes, zstd-compressed to a few hundred."""
+    pq.write_table(pa.table({"order_id": ["B"], "payer": ["medicare"], "code": ["9" * size]}), path,
+                   compression="zstd")
+
+
+def test_regression_a_column_chunk_too_large_is_refused_before_anything_is_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.parquet
+
+    monkeypatch.setattr(engine.parquet, "MAX_CHUNK_BYTES", 1_000_000)  # the red team's cell: 300 MB; here 2 MB
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda *a, **k: pytest.fail("read before the check"))
+    source = tmp_path / "orders.parquet"
+    _bomb(source, 2_000_000)
+    assert source.stat().st_size < 20_000
+    code, err = _batch(source, tmp_path / "out.csv", capsys)
+    assert code == 2 and not (tmp_path / "out.csv").exists()
+    assert "orders.parquet: rows 1-1 (row group 1), column code: 2000" in err
+    assert "more than the limit of 1000000 bytes" in err
+
+
+def test_a_parquet_cell_past_the_cell_limit_is_refused_with_its_row(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "orders.parquet"
+    _bomb(source, 200_000)
+    code, err = _batch(source, tmp_path / "out.csv", capsys)
+    assert code == 2 and not (tmp_path / "out.csv").exists()
+    assert "orders.parquet: row 1, column code: a cell is longer than the limit of 131072 characters" in err

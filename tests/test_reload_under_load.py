@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 import engine
 from service import Settings, create_app
+from tests.service.admin import ADMIN, ADMIN_TOKEN
 
 FIXTURES = Path(__file__).resolve().parent / "service" / "fixtures"
 REQUEST = {"payer": "acme", "place_of_service": "22", "services": [{"code": "15823"}, {"code": "77061"}]}
@@ -52,7 +53,8 @@ def test_answers_come_from_one_complete_rule_set_while_a_third_of_many_swaps_are
     current = tmp_path / "current"
     _point(current, trees[0])
     audit = tmp_path / "audit.jsonl"
-    client = TestClient(create_app(str(current), Settings(payers=FIXTURES / "payers.yaml", audit_path=audit)))
+    client = TestClient(create_app(str(current), Settings(payers=FIXTURES / "payers.yaml", audit_path=audit,
+                                                                admin_token=ADMIN_TOKEN)))
 
     failures: list[str] = []
     seen: dict[str, int] = {}
@@ -89,7 +91,7 @@ def test_answers_come_from_one_complete_rule_set_while_a_third_of_many_swaps_are
             tree = trees[turn % 3]  # vb, vbroken, va, vb, vbroken, ...
             before = client.get("/v1/ruleset").json()["ruleset"]
             _point(current, tree)
-            response = client.post("/admin/reload")
+            response = client.post("/admin/reload", headers=ADMIN)
             body = response.json()
             if tree.name == "vbroken":
                 refused.append(body["ruleset"])

@@ -8,41 +8,73 @@ import engine
 from engine.codes import normalize, system_of
 from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, technical,
                                     unreadable)
-from service.crd.coverage_information import Answered, assertion_id
+from service.crd.coverage_information import Answered, assertion_id, assertion_ids, is_about
 from service.crd.discovery import SUPPORTING_HOOKS
 from service.crd.requests import HookCall, Line, Order, v1_request
 from service.dtr.catalogue import Catalogue
+from service.fhir.values import as_list
+
+#: a billing code's engine decision, or why it has none
+Decided = dict[Line, dict[str, Any] | str]
 
 
 def assess(call: HookCall, ruleset: Any, forms: Catalogue) -> list[Answered]:
     """Every assertion for the call, evaluated against one rule set only; one pass per order.
-    Decisions that owe documentation name their DTR forms from ``forms`` (crd resp-38)."""
+    Decisions that owe documentation name their DTR forms from ``forms`` (crd resp-38).
+
+    A supporting hook asks for no clinical or admin documents (CRD hook-19), so its answer is
+    poorer than a primary hook's. An order that already carries covreq's current primary answer
+    for this Coverage (an order-select after order-sign) is answered with that answer: its
+    coverage-information is not replaced (no systemAction) and its card is not thinned."""
     answers: list[Answered] = []
     coverage = call.coverage
+    supporting = call.hook in SUPPORTING_HOOKS
     for order in call.orders:
-        assertions = _assertions(call, order, ruleset, forms)
-        ident = assertion_id(order.reference, coverage.reference, ruleset.digest, assertions)
+        decided = _decide(call, order, ruleset, forms)
+        assertions = _assertions(call, order, decided, supporting)
+        ident = _id(call, order, ruleset.digest, assertions)
+        if supporting:
+            richer = _assertions(call, order, decided, False)
+            richer_id = _id(call, order, ruleset.digest, richer)
+            if richer_id != ident and richer_id in _carried(order, coverage.reference):
+                assertions, ident = richer, richer_id
         answers += [Answered(order, coverage.reference, coverage.payer.label, a, ident) for a in assertions]
     return answers
 
 
-def _assertions(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) -> list[Assertion]:
-    """The order's assertions: one per billing code, a malformed one answered alone (found-34)."""
+def _id(call: HookCall, order: Order, digest: str, assertions: list[Assertion]) -> str:
+    return assertion_id(order.reference, call.coverage.reference, digest, assertions,
+                        ehr=call.fhir_server, patient=call.patient)
+
+
+def _carried(order: Order, coverage: str) -> set[Any]:
+    """The coverage-assertion-ids of covreq's answers for ``coverage`` that the order carries."""
+    return set(assertion_ids(e for e in as_list(order.resource.get("extension")) if is_about(e, coverage)))
+
+
+def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) -> Decided:
+    """Each billing code's decision, a malformed one refused alone (found-34); nothing is asked
+    when the Coverage cannot be answered for or the order has no billing code."""
+    if call.coverage.problem or not order.lines:
+        return {}
+    malformed: Decided = {line: f"{line.system} code {line.code!r} on {order.reference} is not a well-formed "
+                                f"{line.system} code, so its requirements cannot be looked up"
+                          for line in order.lines if system_of(normalize(line.code)) != line.system}
+    lines = tuple(line for line in order.lines if line not in malformed)
+    try:
+        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines)))) if lines \
+            else {"decisions": []}
+        decided: Decided = dict(zip(lines, answer["decisions"], strict=True))
+    except engine.RequestError as err:
+        decided = {line: f"{order.reference} states a fact covreq cannot use: {err}" for line in lines}
+    return {line: decided[line] if line in decided else malformed[line] for line in order.lines}
+
+
+def _assertions(call: HookCall, order: Order, decided: Decided, supporting: bool) -> list[Assertion]:
+    """The order's assertions: one per billing code, as a supporting or a primary hook gives them."""
     if call.coverage.problem:
         return [coverage_problem(*call.coverage.problem)]
     if not order.lines:
         return [technical(no_billing_code(order.reference), call.failures)]
-    malformed = {line: f"{line.system} code {line.code!r} on {order.reference} is not a well-formed "
-                       f"{line.system} code, so its requirements cannot be looked up" for line in order.lines
-                 if system_of(normalize(line.code)) != line.system}
-    lines = tuple(line for line in order.lines if line not in malformed)
-    decided: dict[Line, Assertion] = {}
-    try:
-        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines)))) if lines \
-            else {"decisions": []}
-        supporting = call.hook in SUPPORTING_HOOKS
-        decided = {line: technical(from_decision(decision, line, supporting), call.failures)
-                   for decision, line in zip(answer["decisions"], lines, strict=True)}
-    except engine.RequestError as err:
-        malformed.update({line: f"{order.reference} states a fact covreq cannot use: {err}" for line in lines})
-    return [decided[line] if line in decided else unreadable(line, malformed[line]) for line in order.lines]
+    return [technical(from_decision(d, line, supporting), call.failures) if isinstance(d, dict)
+            else unreadable(line, d) for line, d in decided.items()]

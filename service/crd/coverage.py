@@ -42,8 +42,9 @@ def primary_coverage(candidates: Iterable[dict[str, Any]], payers: PayerMap, ser
         resources.setdefault(reference, coverage)
         found.setdefault(reference, payers.identify(coverage, index))
     if not found:
-        raise FhirError(400, "no Coverage: neither the prefetch nor the EHR holds an active Coverage "
-                            "for this patient", expression)
+        raise FhirError(400, "no Coverage accessible: neither the prefetch nor the EHR holds an active "
+                            "Coverage for this patient (a null or empty prefetch.coverage is the EHR's "
+                            "answer that it has none)", expression)
     ours = [ref for ref, payer in found.items() if payer.payer in served]
     if len(ours) > 1:
         named = [ref for ref in ours if ref in insurance]

@@ -7,6 +7,7 @@ profile says; for CRD 2.0 clients the codes 2.0.1 lacks are said in 2.0.1's term
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Iterable
@@ -37,11 +38,16 @@ class Answered:
     assertion_id: str
 
 
-def assertion_id(order: str, coverage: str, digest: str, assertions: Iterable[Assertion]) -> str:
+def assertion_id(order: str, coverage: str, digest: str, assertions: Iterable[Assertion], *,
+                 ehr: str, patient: str | None) -> str:
     """The coverage-assertion-id of an order's answer under one Coverage: the same for every
-    repetition (CRD 2.0.1), and stable across calls for the same order, Coverage, rule set and answer."""
-    answer = repr(tuple(assertions))
-    return hashlib.sha256("|".join((order, coverage, digest, answer)).encode()).hexdigest()[:32]
+    repetition (CRD 2.0.1), the same when a call is repeated, and distinct for another EHR (its
+    ``fhirServer``), patient (a reference or id), order, Coverage, rule set or answer, so that it can
+    serve as the trace number PAS and claims carry. The hook is not part of it: the same answer for
+    the same order has the same id whichever hook gave it."""
+    patient = reference_key(patient) or (patient if isinstance(patient, str) else "")
+    fields = [ehr.rstrip("/"), patient, order, coverage, digest, repr(tuple(assertions))]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
 
 
 def coverage_information(answer: Answered, today: date, version: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Envelope:
     prefetch: dict[str, Any]
     ehr: EhrAccess | None
     limits: Limits = Limits()
+    fhir_server: str = ""  # the EHR's FHIR base as the call names it (``fhirServer``), "" when it does not
 
 
 def require(value: Any, kind: type, expression: str, what: str) -> Any:
@@ -70,21 +71,25 @@ def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
     if prefetch is not None and not isinstance(prefetch, dict):
         raise FhirError(400, "prefetch must be a JSON object", "prefetch")
     ehr = _ehr_access(body)
+    server = body["fhirServer"].rstrip("/") if isinstance(body.get("fhirServer"), str) else ""
     if not configuration.coverage_info:  # nothing will be answered, so nothing more is read
-        return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits)
+        return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits, server)
     orders = context.get(HOOKS[hook])
     _check_size(orders, prefetch or {}, limits, f"context.{HOOKS[hook]}")
     if isinstance(orders, dict):
         _check_r4(orders, f"context.{HOOKS[hook]}")
     filled = {}
     for key, value in (prefetch or {}).items():
-        if value is None or member(value, "resourceType") == "OperationOutcome":
+        if value is None:  # CDS Hooks 2.0: the EHR looked and found nothing, an empty result
+            filled[key] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+            continue
+        if member(value, "resourceType") == "OperationOutcome":
             continue  # the EHR could not fill this template: as if absent
         if not isinstance(value, dict):
             raise FhirError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")
         _check_r4(value, f"prefetch.{key}")
         filled[key] = value
-    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits)
+    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits, server)
 
 
 def _check_size(orders: Any, prefetch: dict[str, Any], limits: Limits, where: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from service.fhir.index import ResourceIndex
-from service.fhir.values import as_list, codings
+from service.fhir.values import as_list, codings, contained
 from service.settings import read_config
 
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
@@ -69,13 +69,14 @@ class PayerMap:
 
     def identify(self, coverage: dict[str, Any], index: ResourceIndex) -> CoveragePayer:
         """The covreq payer and plan of a Coverage, or only what it says of its payer when nothing
-        matches. Identifiers decide; names only when the file sets ``match_by_name: true``."""
+        matches. Identifiers (on the payor Reference, or on its Organization: contained, in the
+        prefetch or read from the EHR) decide; names only when the file sets ``match_by_name: true``."""
         names: list[str] = []
         identifiers: set[tuple[str, str]] = set()
         for payor in as_list(coverage.get("payor")):
             if not isinstance(payor, dict):
                 continue
-            organization = index.resolve(payor, "Organization") or {}
+            organization = contained(coverage, payor, "Organization") or index.resolve(payor, "Organization") or {}
             names += [n for n in (payor.get("display"), organization.get("name")) if isinstance(n, str)]
             for ident in [payor.get("identifier"), *as_list(organization.get("identifier"))]:
                 if isinstance(ident, dict) and isinstance(ident.get("value"), str):

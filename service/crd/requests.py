@@ -66,6 +66,8 @@ class HookCall:
     coverage: CoverageContext
     facts: dict[str, Any]
     failures: tuple[str, ...] = ()  # EHR queries that failed, in words (CRD resp-43)
+    fhir_server: str = ""  # the EHR the call comes from (``fhirServer``), "" when it does not say
+    patient: str = ""  # ``Patient/<context.patientId>``
 
 
 def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served: set[str],
@@ -91,7 +93,8 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
                             f"not query the EHR for one: {unqueried or 'no query was possible'}", expression)
     coverage = primary_coverage(index.of_type("Coverage"), payers, served, index, insurance, today,
                                 expression)
-    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage, facts)
+    return HookCall(hook, envelope.hook_instance, envelope.configuration, orders, coverage, facts,
+                    fhir_server=envelope.fhir_server, patient=f"Patient/{context['patientId']}")
 
 
 def _check_lines(orders: tuple[Order, ...], limits: Limits, where: str) -> None:

@@ -34,15 +34,14 @@ def system_actions(answers: list[Answered], today: date, version: str) -> list[d
     return actions
 
 
-def cards(answers: list[Answered], actions: list[dict[str, Any]], max_cards: int,
-          today: date) -> list[dict[str, Any]]:
-    """One card per order whose new answer needs someone to act (request prior authorization, or
-    supply what the answer depends on): instructions a clinician reads once, not a restatement of
-    the systemAction (CRD resp-12, resp-25). Prior-authorization cards first; at most ``max_cards``."""
-    updated = {f"{a['resource']['resourceType']}/{a['resource']['id']}" for a in actions}
+def cards(answers: list[Answered], max_cards: int, today: date) -> list[dict[str, Any]]:
+    """One card per order whose answer needs someone to act (request prior authorization, or supply
+    what the answer depends on): instructions, not a restatement of the systemAction (CRD resp-12,
+    resp-25). Prior-authorization cards first; at most ``max_cards``. An order that already carries
+    this answer gets its card again: a CDS client replaces the cards it shows with each response's."""
     by_order: dict[str, list[Answered]] = {}
     for answer in answers:
-        if answer.order.reference in updated and _needs_action(answer.assertion):
+        if _needs_action(answer.assertion):
             by_order.setdefault(answer.order.reference, []).append(answer)
     groups = sorted(by_order.values(), key=lambda g: not any(a.assertion.pa_needed == "auth-needed" for a in g))
     return [_card(group, today) for group in groups[:max_cards]]

@@ -69,8 +69,8 @@ async def call_service(service_id: str, request: Request) -> Response:
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
             if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)):
                 return operation_outcome(503, UNAUDITED, ruleset.digest)
-            return json_response({"cards": [], "extension": {RULESET_EXTENSION: ruleset.digest}},
-                                 ruleset.digest)
+            return json_response({"cards": [], "systemActions": [],
+                                  "extension": {RULESET_EXTENSION: ruleset.digest}}, ruleset.digest)
         index = ResourceIndex(envelope.prefetch.values())
         read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
         hook_call = await complete(envelope, index, read, state.ehr_policy)
@@ -80,11 +80,10 @@ async def call_service(service_id: str, request: Request) -> Response:
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,
                   expression=err.expression)
         return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
-    actions = system_actions(answers, today, hook_call.configuration.version)
-    response: dict[str, object] = {"cards": cards(answers, actions, hook_call.configuration.max_cards, today)}
-    if actions:
-        response["systemActions"] = actions
-    response["extension"] = {RULESET_EXTENSION: ruleset.digest}
+    response: dict[str, object] = {  # systemActions always, empty when nothing is new (the Inferno CRD kit)
+        "cards": cards(answers, hook_call.configuration.max_cards, today),
+        "systemActions": system_actions(answers, today, hook_call.configuration.version),
+        "extension": {RULESET_EXTENSION: ruleset.digest}}
     rendered = render_json(response)
     refusal = too_large(rendered, state.settings.max_response_bytes)
     if refusal:

@@ -94,7 +94,8 @@ def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any
     line = Line(decision["code"], decision["system"], BILLING_URIS[decision["system"]])
     order = Order({}, orders[0] if orders else "", (line,))
     assertion = from_decision(dict(decision), line, False)
-    key = assertion_id(order.reference, coverages[0], digest, [assertion])
+    key = assertion_id(order.reference, coverages[0], digest, [assertion], ehr="",  # DTR is not told the EHR
+                       patient=member(member(envelope, "subject"), "reference"))
     answered = Answered(order, coverages[0], form.policy.payer, assertion, key)
     return crd_coverage_information(answered, dt.date.today(), CURRENT_VERSION)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from fastapi import Request
@@ -14,9 +15,9 @@ from service.dtr.questionnaire import Form, build_form, questionnaire_url, resou
 
 #: Where the FHIR endpoints live.
 PREFIX = "/fhir"
-#: Public bases of ``/fhir`` worked out from requests, at most :data:`_BASES_KEPT` of them.
-_bases: dict[tuple[Any, ...], str] = {}
-_BASES_KEPT = 1024
+#: Catalogues kept per rule set, one per public base; past it the oldest is dropped (and built
+#: again if its base comes back). Bases come from a closed set (``fhir_base``), so this is a backstop.
+MAX_BASES = 16
 
 
 class Catalogue:
@@ -108,23 +109,35 @@ def needs_form(decision: Mapping[str, Any]) -> bool:
 
 
 def fhir_base(request: Request) -> str:
-    """The public base of ``/fhir``: ``COVREQ_FHIR_BASE`` when set, else this request's own,
-    remembered by what decides it (scheme, server, ``Host`` header, root path): working out a base
-    URL costs starlette more than the rest of linking a v1 answer's forms."""
-    configured = request.app.state.settings.fhir_base
-    if configured:
-        return configured.rstrip("/")
+    """The public base of ``/fhir``, never taken from a request header the operator did not list:
+    ``COVREQ_FHIR_BASE`` when set; else, for a request whose ``Host`` is one of
+    ``COVREQ_PUBLIC_HOSTS``, that host under the request's scheme and root path; else
+    ``COVREQ_SERVICE_URL`` + ``/fhir``; else the address the connection reached (the listening
+    socket's, plain http as covreq serves it, e.g. ``http://127.0.0.1:8000/fhir`` for ``covreq
+    serve``). ``X-Forwarded-Host`` and ``Forwarded`` are never read; a listed host's scheme is
+    uvicorn's, which takes ``X-Forwarded-Proto`` only from the proxies in ``FORWARDED_ALLOW_IPS``."""
+    settings = request.app.state.settings
+    if settings.fhir_base:
+        return str(settings.fhir_base).rstrip("/")
     scope = request.scope
-    server = scope.get("server")
-    key = (scope.get("scheme", "http"), tuple(server) if server else None,
-           next((value for name, value in scope["headers"] if name == b"host"), None),
-           scope.get("app_root_path", scope.get("root_path", "")))
-    found = _bases.get(key)
-    if found is None:
-        if len(_bases) >= _BASES_KEPT:  # many Host headers: start again rather than grow
-            _bases.clear()
-        found = _bases[key] = str(request.base_url).rstrip("/") + PREFIX
-    return found
+    root = scope.get("app_root_path", scope.get("root_path", ""))
+    if settings.public_hosts:
+        host = next((value for name, value in scope["headers"] if name == b"host"), b"").decode("latin-1").lower()
+        if host in settings.public_hosts:
+            scheme = "https" if scope.get("scheme") == "https" else "http"
+            return f"{scheme}://{host}{root}{PREFIX}"
+    if settings.service_url:
+        return str(settings.service_url).rstrip("/") + PREFIX
+    return f"{_reached(scope.get('server'))}{root}{PREFIX}"
+
+
+def _reached(server: tuple[str, int | None] | None) -> str:
+    """The http origin of the local address a connection reached (``localhost`` for a Unix socket)."""
+    if not server or server[1] is None:
+        return "http://localhost"
+    host, port = server
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}" + ("" if port == 80 else f":{port}")
 
 
 def forms_of(request: Request) -> Catalogue:
@@ -132,18 +145,21 @@ def forms_of(request: Request) -> Catalogue:
     return catalogue(request.app.state.holder.current, fhir_base(request))
 
 
-_catalogues: weakref.WeakKeyDictionary[engine.RuleSet, dict[str, Catalogue]] = weakref.WeakKeyDictionary()
+_catalogues: weakref.WeakKeyDictionary[engine.RuleSet, OrderedDict[str, Catalogue]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def catalogue(ruleset: engine.RuleSet, base: str) -> Catalogue:
-    """The catalogue of ``ruleset`` under ``base``, kept as long as the rule set lives."""
+    """The catalogue of ``ruleset`` under ``base``, kept as long as the rule set lives, at most
+    :data:`MAX_BASES` per rule set (the oldest dropped first)."""
     found = _catalogues.get(ruleset, {}).get(base)  # the usual case, without taking the lock
     if found is not None:
         return found
     with _lock:
-        per_base = _catalogues.setdefault(ruleset, {})
+        per_base = _catalogues.setdefault(ruleset, OrderedDict())
         found = per_base.get(base)
         if found is None:
             found = per_base[base] = Catalogue(ruleset, base)
+            while len(per_base) > MAX_BASES:
+                per_base.popitem(last=False)
         return found

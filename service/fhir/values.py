@@ -33,6 +33,17 @@ def date_part(value: Any) -> str | None:
     return value[:10] if isinstance(value, str) and _DATE.match(value) else None
 
 
+def contained(resource: Any, reference: Any, *types: str) -> dict[str, Any] | None:
+    """The resource contained in ``resource`` that a local reference (``#id``) points to, if it is
+    there and (when given) of one of ``types``; None for any other reference."""
+    if isinstance(reference, dict):
+        reference = reference.get("reference")
+    if not isinstance(reference, str) or not reference.startswith("#") or len(reference) < 2:
+        return None
+    return next((r for r in as_list(member(resource, "contained")) if isinstance(r, dict)
+                 and r.get("id") == reference[1:] and (not types or r.get("resourceType") in types)), None)
+
+
 def reference_key(reference: Any) -> str | None:
     """``Type/id`` from a relative or absolute reference (a Reference object or a string)."""
     if isinstance(reference, dict):

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from admin import ADMIN_TOKEN
 from crd_calls import PAYER_IDS
 from ehr_stub import StubEhr, serve
 from service import Settings, create_app
@@ -34,16 +35,17 @@ def rules_dir(tmp_path: Path) -> Path:
 @pytest.fixture()
 def client(tmp_path: Path) -> TestClient:
     """A client of the service on the fixture rules and the fixture payer mapping."""
-    return TestClient(create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS,
+    return TestClient(create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS, admin_token=ADMIN_TOKEN,
                                                               audit_path=tmp_path / "audit.jsonl")))
 
 
 @pytest.fixture()
 def make_client(tmp_path: Path) -> Callable[..., TestClient]:
     """Build a client on the fixture rules (or ``rules=``) with settings overrides; the audit
-    file is ``tmp_path / "audit.jsonl"`` unless ``audit_path`` is given."""
+    file is ``tmp_path / "audit.jsonl"`` unless ``audit_path`` is given, the admin token
+    ``admin.ADMIN_TOKEN`` unless ``admin_token`` is."""
     def build(rules: Path = FIXTURE_RULES, **overrides: Any) -> TestClient:
-        defaults = {"payers": FIXTURE_PAYERS, "audit_path": tmp_path / "audit.jsonl"}
+        defaults = {"payers": FIXTURE_PAYERS, "audit_path": tmp_path / "audit.jsonl", "admin_token": ADMIN_TOKEN}
         return TestClient(create_app(str(rules), Settings(**{**defaults, **overrides})))
     return build
 

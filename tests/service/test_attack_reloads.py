@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from admin import ADMIN
 from serving import served, wait_until
 
 import engine
@@ -45,7 +46,7 @@ def test_regression_deep_not_reload_is_a_500(rules_dir: Path, make_client, caplo
     good = client.get("/readyz").json()["ruleset"]
     _break(rules_dir, DEEP)
     with caplog.at_level(logging.ERROR, logger="covreq.reload"):
-        refused = client.post("/admin/reload")
+        refused = client.post("/admin/reload", headers=ADMIN)
     assert refused.status_code == 422, refused.text
     (problem,) = refused.json()["error"]["problems"]
     assert "eyelid-surgery.yaml:" in problem and ": E-condition-too-deep: " in problem
@@ -81,7 +82,7 @@ def test_every_reload_failure_is_logged_and_shown_whatever_the_exception(failure
 def test_readyz_shows_where_and_which_code_never_what_a_file_says(rules_dir: Path, make_client) -> None:
     client = make_client(rules_dir)
     (rules_dir / "acme" / "leaky.yaml").write_text('id: ["hunter2-password"]\n')
-    assert client.post("/admin/reload").status_code == 422
+    assert client.post("/admin/reload", headers=ADMIN).status_code == 422
     ready = client.get("/readyz")
     assert "hunter2" not in ready.text
     places = ready.json()["last_reload_error"]["problems"]
@@ -95,7 +96,7 @@ def test_regression_symlinks_out_of_the_tree_are_echoed_by_readyz(rules_dir: Pat
     secret = tmp_path / "secret.yaml"
     secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
     (rules_dir / "acme" / "passwd.yaml").symlink_to(secret)
-    refused = client.post("/admin/reload")
+    refused = client.post("/admin/reload", headers=ADMIN)
     assert refused.status_code == 422
     assert refused.json()["error"]["problems"] == [
         f"{rules_dir / 'acme' / 'passwd.yaml'}:1:1: E-link: a symbolic link to a file outside the rule tree; not read"]

@@ -75,6 +75,7 @@ def test_an_appointments_based_on_order_is_read_from_the_ehr_and_answered(querie
 
 def test_an_order_gets_the_same_answer_by_prefetch_and_by_query(client, queried, ehr, ig_order_sign, crd) -> None:
     with_prefetch = ig_order_sign()
+    with_prefetch["fhirServer"] = ehr.url  # the same EHR, so the same coverage-assertion-ids
     by_prefetch = assert_ok(post(client, with_prefetch), crd)
     without = granted(copy.deepcopy(with_prefetch), ehr)
     ehr.hold(*(v for v in without.pop("prefetch").values() if v))
@@ -172,3 +173,16 @@ def test_a_token_without_a_fhir_server_is_a_400(client, ehr) -> None:
     request = granted(order_sign(service_request("s1", "15823")), ehr)
     del request["fhirServer"]
     assert_outcome(post(client, request), 400, "fhirServer")
+
+
+def test_a_null_prefetch_key_is_the_ehrs_empty_answer_and_is_not_searched_again(queried, ehr, crd) -> None:
+    """Regression (issue 22, item 7): null (CDS Hooks 2.0: looked, found nothing) was read as an
+    absent key, so covreq searched the EHR for what it had just said it does not hold."""
+    request = granted(order_sign(service_request("s1", "15823", pos="22"),
+                                 prefetch={"coverage": acme_coverage(), "conditions": None}), ehr)
+    assert_ok(post(queried, request), crd)
+    assert "Condition" not in ehr.paths()
+    request["prefetch"] = {"coverage": None}
+    ehr.hold(coverage_of("p1"))  # what a search would find: the EHR's null stands
+    assert_outcome(post(queried, request), 400, "prefetch.coverage")
+    assert "Coverage" not in ehr.paths()

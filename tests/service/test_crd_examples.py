@@ -79,7 +79,8 @@ def test_ig_order_dispatch_with_coverage_info_off_returns_nothing(client, anchor
     assert request["extension"]["davinci-crd.configuration"]["coverage-info"] is False
     response = post(client, request)
     assert response.status_code == 200
-    assert response.json() == {"cards": [], "extension": {"covreq.ruleset": response.headers["x-covreq-ruleset"]}}
+    assert response.json() == {"cards": [], "systemActions": [],
+                               "extension": {"covreq.ruleset": response.headers["x-covreq-ruleset"]}}
 
 
 def test_ig_order_dispatch_needs_the_dispatched_orders(client, anchor) -> None:

@@ -65,3 +65,41 @@ def test_an_empty_coverage_search_is_a_400_and_no_search_at_all_a_412(client) ->
                            400, "prefetch.coverage")
     assert "no Coverage" in issue["diagnostics"]
     assert_outcome(post(client, order_sign(service_request("s1", "15823"), prefetch={})), 412, "Coverage")
+
+
+def test_a_null_coverage_prefetch_is_the_ehrs_empty_answer_a_400_never_a_412(client) -> None:
+    """Regression (issue 22, item 7): CDS Hooks 2.0 fills a prefetch key the EHR found nothing for
+    with null ("looked, nothing there"); covreq read it as absent and answered 412 (CRD found-32)."""
+    request = order_sign(service_request("s1", "15823"), prefetch={"coverage": None})
+    issue = assert_outcome(post(client, request), 400, "prefetch.coverage")
+    assert issue["diagnostics"].startswith("no Coverage accessible")
+    assert "null" in issue["diagnostics"]
+
+
+def test_the_payor_identifier_of_a_contained_organization_identifies_the_payer(client, crd) -> None:
+    """Regression (issue 22, item 8): a payor Reference to a contained Organization (``#org1``) was
+    not resolved, so its identifiers did not count."""
+    bundle = acme_coverage()
+    coverage = bundle["entry"][0]["resource"]
+    coverage["contained"] = [{"resourceType": "Organization", "id": "org1", "name": "Acme Health Plan",
+                              "identifier": [{"system": PAYER_IDS, "value": "ACME-01"}]}]
+    coverage["payor"] = [{"reference": "#org1"}]
+    body = assert_ok(post(client, order_sign(service_request("s1", "15823", pos="22"),
+                                             prefetch={"coverage": bundle})), crd)
+    (extension,) = crd.coverage_information(body["systemActions"][0])
+    assert value(crd.subs(extension), "coverage") == [{"reference": "Coverage/COV1"}]
+
+
+def test_matching_payers_by_name_is_shown_by_readyz_and_logged_at_start(make_client, tmp_path: Path,
+                                                                       caplog) -> None:
+    """Regression (issue 22, item 8): an operator who opts in to name matching sees it on /readyz and
+    in the start-up log; a mapping without it shows nothing."""
+    payers = tmp_path / "payers.yaml"
+    payers.write_text("match_by_name: true\npayers:\n  - {payer: acme, names: [Acme Health Plan]}\n")
+    with caplog.at_level("WARNING", logger="covreq"), make_client(payers=payers) as opted_in:
+        ready = opted_in.get("/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["payers"] == {"match_by_name": True}
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "payers-by-name"]
+    assert record.levelname == "WARNING" and record.file == str(payers)
+    assert "payers" not in make_client().get("/readyz").json()

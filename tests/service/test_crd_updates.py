@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from crd_calls import acme_coverage, assert_ok, order_sign, post, service_request, value
+from crd_calls import HCPCS, acme_coverage, assert_ok, order_sign, post, service_request, value
 
 COVERAGE_INFORMATION = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 
@@ -21,7 +21,7 @@ def test_resending_an_order_that_carries_covreqs_answer_yields_no_new_action(cli
     assert [a["resource"]["id"] for a in first["systemActions"]] == ["s1", "s2"]
     applied = [action["resource"] for action in first["systemActions"]]  # what the EHR now holds
     again = assert_ok(post(client, order_sign(*applied)), crd)
-    assert "systemActions" not in again
+    assert again["systemActions"] == []
 
 
 def test_only_the_order_whose_answer_changed_gets_an_action(client, crd) -> None:
@@ -68,3 +68,69 @@ def test_an_update_keeps_other_payers_coverage_information_and_every_other_exten
     assert [value(crd.subs(e), "coverage") for e in extensions[2:]] == [[{"reference": "Coverage/COV1"}]]
     assert {k: v for k, v in action["resource"].items() if k != "extension"} == \
         {k: v for k, v in order.items() if k != "extension"}
+
+
+def test_the_assertion_id_is_unique_per_ehr_and_patient_and_the_same_when_a_call_is_repeated(client, crd) -> None:
+    """Regression (issue 22, item 6): the id hashed local ids and the answer only, so another
+    patient, or an order with the same local ids on another EHR, got the same trace number."""
+    def call(server: str, patient: str, hook: str = "order-sign") -> dict:
+        request = order_sign(service_request("s1", "E0250", system=HCPCS), fhirServer=server)
+        request["hook"], request["context"]["patientId"] = hook, patient
+        if hook == "order-select":
+            request["context"]["selections"] = ["ServiceRequest/s1"]
+        return ids(assert_ok(post(client, request), crd), crd)
+    first = call("https://ehr-a.example/fhir", "p1")
+    assert call("https://ehr-a.example/fhir/", "p1") == first  # the same call again: the same id
+    assert call("https://ehr-a.example/fhir", "p1", "order-select") == first  # the order, not the hook
+    assert call("https://ehr-b.example/fhir", "p1") != first  # the same local ids on another EHR
+    assert call("https://ehr-a.example/fhir", "p2") != first  # another patient
+
+
+def order_select(*orders: dict) -> dict:
+    """An order-select call selecting every one of ``orders``."""
+    request = order_sign(*orders)
+    request["hook"], request["context"]["selections"] = "order-select", [f"ServiceRequest/{o['id']}" for o in orders]
+    return request
+
+
+def doc_needed(body: dict, crd) -> list[str]:
+    (action,) = body["systemActions"]
+    return [code for e in crd.coverage_information(action) for code in value(crd.subs(e), "doc-needed")]
+
+
+def test_an_order_select_after_an_order_sign_keeps_the_richer_answer(client, crd) -> None:
+    """Regression (issue 22, item 5): order-select, a supporting hook, asks for no clinical or admin
+    documents (CRD hook-19). Sent after order-sign for an order that carried order-sign's answer, it
+    replaced that answer, and the card, with its poorer one."""
+    signed = assert_ok(post(client, order_sign(service_request("s1", "15823", pos="22"))), crd)
+    assert doc_needed(signed, crd) == ["clinical", "patient"]
+    applied = signed["systemActions"][0]["resource"]
+    selected = assert_ok(post(client, order_select(applied)), crd)
+    assert selected["systemActions"] == []  # the order keeps order-sign's answer
+    (card,) = selected["cards"]
+    assert "Photographs showing the eyelid position" in card["detail"]  # and the card still says so
+
+
+def test_an_order_sign_after_an_order_select_and_a_changed_order_replace_the_answer(client, crd) -> None:
+    selected = assert_ok(post(client, order_select(service_request("s1", "15823", pos="22"))), crd)
+    assert doc_needed(selected, crd) == ["patient"]
+    applied = copy.deepcopy(selected["systemActions"][0]["resource"])
+    assert doc_needed(assert_ok(post(client, order_sign(applied)), crd), crd) == ["clinical", "patient"]
+    signed = assert_ok(post(client, order_sign(service_request("s1", "15823", pos="22"))), crd)
+    stale = copy.deepcopy(signed["systemActions"][0]["resource"])
+    stale["code"]["coding"][0]["code"] = "15822"  # the order changed since order-sign answered it
+    (extension,) = crd.coverage_information(assert_ok(post(client, order_select(stale)), crd)["systemActions"][0])
+    assert value(crd.subs(extension), "doc-needed") == ["patient"]  # the stale richer answer is not kept
+
+
+def test_an_assertion_id_names_the_patient_however_it_is_referenced() -> None:
+    """DTR names the patient by the QuestionnaireResponse ``subject`` (relative or absolute), CRD by
+    ``Patient/<patientId>``: the same patient is the same id, another one another id."""
+    from service.crd.assertions import Assertion
+    from service.crd.coverage_information import assertion_id
+
+    def of(patient: str | None, ehr: str = "") -> str:
+        return assertion_id("ServiceRequest/s1", "Coverage/c1", "digest", [Assertion("covered", "no-auth")],
+                            ehr=ehr, patient=patient)
+    assert of("Patient/p1") == of("https://ehr.example/fhir/Patient/p1") != of("Patient/p2")
+    assert of(None) != of("Patient/p1") and of("Patient/p1", "https://a.example") != of("Patient/p1")

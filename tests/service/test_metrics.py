@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from admin import ADMIN
 from serving import free_port, wait_until
 from tests.service.test_service_reload import EYELID, REQUEST
 
@@ -81,9 +82,9 @@ def test_the_rule_set_in_service_and_refused_reloads_are_reported(rules_dir: Pat
     assert value(text, "covreq_ruleset_loaded_timestamp_seconds") > 1.7e9
     assert value(text, "covreq_reload_failures_total", source="tree") == 0
     (rules_dir / EYELID).write_text((rules_dir / EYELID).read_text() + "\n# changed\n")
-    second = client.post("/admin/reload").json()["ruleset"]
+    second = client.post("/admin/reload", headers=ADMIN).json()["ruleset"]
     (rules_dir / EYELID).write_text("id: [broken\n")
-    assert client.post("/admin/reload").status_code == 422
+    assert client.post("/admin/reload", headers=ADMIN).status_code == 422
     text = client.get("/metrics").text
     assert (value(text, "covreq_ruleset_info", digest=first), value(text, "covreq_ruleset_info", digest=second)) == (0, 1)
     assert value(text, "covreq_reload_failures_total", source="tree") == 1
@@ -129,3 +130,40 @@ def test_cds_hooks_answers_are_counted_and_timed(client, ig_order_sign) -> None:
     counted = sum(v for (n, labels), v in samples(text).items() if n == "covreq_answers_total"
                   and dict(labels)["api"] == "cds-hooks")
     assert counted == len(audit_decisions) > 0
+
+
+def test_no_request_adds_a_series_with_a_label_value_outside_a_closed_set(make_client, tmp_path: Path) -> None:
+    """Regression (issue 24, item 3): the method was a label as sent, counted before authentication,
+    so 20,000 invented methods made 20,000 series. Methods outside HTTP's own are ``other``, routes
+    are templates, statuses come from a closed set; callers refused by authentication add nothing new."""
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("billing-office: 6f1c0e8a4b7d4c2e9a3f5b8d7e6c1a20\n")
+    client = make_client(api_keys=keys)
+    client.get("/v1/ruleset")  # the series of one refused caller, made before the flood
+    client.request("BREW", "/v1/ruleset")
+
+    def series() -> set[frozenset[tuple[str, str]]]:
+        return {labels for n, labels in samples(client.get("/metrics").text) if n == "covreq_http_requests_total"}
+    before = series()
+    for n in range(300):
+        client.request(f"M{n}{'X' * (n % 7) * 1000}", f"/v1/policies/p{n}")
+        client.request(f"Q{n}", "/v1/ruleset")
+        client.get(f"/no/such/path/{n}")
+        client.get("/v1/ruleset")
+    after = series()
+    assert {dict(labels)["method"] for labels in after} <= {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                                            "PATCH", "TRACE", "CONNECT", "other"}
+    assert len(after) - len(before) <= 4  # the unmatched path and the invented methods, once each
+    assert {dict(labels)["status"] for labels in after} <= {"200", "401", "404", "405"}
+
+
+def test_metrics_need_the_metrics_token_once_one_is_set(make_client) -> None:
+    """Issue 22, item 9: /metrics can be closed (COVREQ_METRICS_TOKEN), as Prometheus' bearer credentials expect."""
+    client = make_client(metrics_token="scrape-7c1e4b2a9d")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-7c1e4b2a9d"}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and "covreq_" not in refused.text
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert "COVREQ_METRICS_TOKEN" in refused.json()["error"]["message"]
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer scrape-7c1e4b2a9d"})
+    assert allowed.status_code == 200 and "covreq_http_requests_total" in allowed.text

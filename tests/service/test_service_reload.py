@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from admin import ADMIN
 from serving import free_port, wait_until
 
 import engine
@@ -70,7 +71,7 @@ def test_reload_under_load_never_fails_or_mixes_rule_sets(rules_dir: Path, make_
         answering.wait(timeout=30)
         for turn in range(12):
             _edit(rules_dir, ("vb", "va")[turn % 2])
-            response = app_client.post("/admin/reload")
+            response = app_client.post("/admin/reload", headers=ADMIN)
             if response.status_code != 200:
                 failures.append(f"reload {response.status_code}: {response.text}")
             time.sleep(0.005)
@@ -93,7 +94,7 @@ def test_a_broken_file_leaves_the_last_good_rule_set_serving(rules_dir: Path, ma
     path.write_text(path.read_text().replace('place_of_service == "11"', 'place_of_sevice == "11"'))
 
     with caplog.at_level(logging.ERROR, logger="covreq.reload"):
-        refused = client.post("/admin/reload")
+        refused = client.post("/admin/reload", headers=ADMIN)
     assert refused.status_code == 422
     body = refused.json()
     assert body["reloaded"] is False and body["ruleset"] == good
@@ -111,15 +112,27 @@ def test_a_broken_file_leaves_the_last_good_rule_set_serving(rules_dir: Path, ma
     assert ready.json()["last_reload_error"]["problems"] == places  # where and which code, never the message
 
     path.write_text(path.read_text().replace('place_of_sevice == "11"', 'place_of_service == "12"'))
-    fixed = client.post("/admin/reload").json()
+    fixed = client.post("/admin/reload", headers=ADMIN).json()
     assert fixed["reloaded"] is True and fixed["ruleset"] != good
     assert client.get("/readyz").json()["status"] == "ready"
     assert client.get("/v1/ruleset").json()["last_reload_error"] is None
 
 
+def test_admin_reload_is_refused_until_a_token_is_configured(rules_dir: Path, make_client) -> None:
+    """Regression (issue 22, item 9): without COVREQ_ADMIN_TOKEN anyone who reached the port could reload."""
+    client = make_client(rules_dir, admin_token=None)
+    before = client.get("/v1/ruleset").json()["ruleset"]
+    _edit(rules_dir, "v2")
+    for headers in ({}, {"Authorization": "Bearer anything"}):
+        refused = client.post("/admin/reload", headers=headers)
+        assert refused.status_code == 403
+        assert "COVREQ_ADMIN_TOKEN" in refused.json()["error"]["message"]
+    assert client.get("/v1/ruleset").json()["ruleset"] == before
+
+
 def test_admin_reload_needs_the_token_when_one_is_set(make_client) -> None:
     client = make_client(admin_token="s3cret")
-    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers=ADMIN).status_code == 401
     assert client.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
@@ -206,7 +219,7 @@ def test_a_broken_base_counts_once_in_reload_and_readiness_however_many_override
     client = make_client(rules_dir)
     path = rules_dir / EYELID
     path.write_text(path.read_text().replace('place_of_service == "11"', 'place_of_sevice == "11"'))
-    problems = client.post("/admin/reload").json()["error"]["problems"]
+    problems = client.post("/admin/reload", headers=ADMIN).json()["error"]["problems"]
     assert len(problems) == 1 and LOCATED.search(problems[0]) and "E-unknown-fact" in problems[0]
     shown = client.get("/readyz").json()["last_reload_error"]["problems"]  # places and codes only
     assert len(shown) == 1 and problems[0].startswith(shown[0])

@@ -292,10 +292,12 @@ def test_dtr_operations_are_timed_and_their_answers_counted(dtr_client: TestClie
     assert count("covreq_decision_duration_seconds_count", route=PACKAGE) == 1
 
 
-def test_each_host_names_its_own_canonicals(dtr_client: TestClient) -> None:
-    """The base worked out from one request's Host header is remembered, never lent to another host."""
+def test_each_listed_host_names_its_own_canonicals(make_dtr_client: Any) -> None:
+    """A host in COVREQ_PUBLIC_HOSTS names the canonicals of its requests, never another host's
+    (test_dtr_hosts.py: unlisted hosts name nothing)."""
+    client = make_dtr_client(public_hosts=("a.example", "b.example:8080"))
     for host in ("a.example", "b.example:8080", "a.example"):
-        listed = dtr_client.get("/fhir/Questionnaire", params={"url": BLEPH.replace("testserver", host)},
-                                headers={"host": host}).json()
+        listed = client.get("/fhir/Questionnaire", params={"url": BLEPH.replace("testserver", host)},
+                            headers={"host": host}).json()
         assert listed["total"] == 1
         assert listed["entry"][0]["resource"]["url"] == f"http://{host}/fhir/Questionnaire/medicare-opd-blepharoplasty"
