@@ -23,6 +23,7 @@ from service.crd.envelope import Limits
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
 from service.dtr import routes as dtr_routes
+from service.dtr.signing import Keyring
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
@@ -96,11 +97,14 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
                                   settings.crd_max_billing_codes, settings.crd_max_lines)
-    app.state.ehr_policy = EhrPolicy(settings.fhir_servers, EhrLimits(settings.ehr_timeout_seconds,
-                                                                      settings.ehr_max_bytes))
+    app.state.ehr_policy = EhrPolicy(
+        settings.fhir_servers,
+        EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
+        deadline=settings.ehr_call_seconds)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
     guard = Guard.from_settings(settings)
+    app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)

@@ -2,25 +2,38 @@
 
 Reads and searches go only to the base URL the call named (``fhirServer``): paths are built from
 checked resource types and ids, redirects are not followed, and next-page links are not read.
-Each response is bounded in time and size. Failures are ``EhrError``; a resource the server does
-not have (404, 410) is ``None``, which is an answer, not a failure.
+Each response is bounded in time and size, and the responses of one call together in size.
+Bodies are decoded here, as they arrive, a bounded step at a time: the limits count decoded
+bytes, so a compression bomb costs what the limit allows and no more; only one gzip or deflate
+layer is taken, and any other content coding is refused. Failures are ``EhrError``; a resource
+the server does not have (404, 410) is ``None``, which is an answer, not a failure.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
+from starlette.concurrency import run_in_threadpool
 
 from service.fhir.values import member, reference_key
 
-#: a FHIR resource type and a FHIR id (R4 datatypes: id is [A-Za-z0-9\-\.]{1,64})
-_KEY = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})$")
+#: a FHIR resource type and a FHIR id (R4 datatypes: id is [A-Za-z0-9\-\.]{1,64}), matched whole
+#: (``fullmatch``: ``$`` would let a trailing newline through) and never a dot segment (``.``,
+#: ``..``), which a URL resolves to the type's search or the server's base
+_KEY = re.compile(r"(?P<type>[A-Z][A-Za-z]{1,63})/(?!\.\.?\Z)(?P<id>[A-Za-z0-9\-.]{1,64})")
 _ABSENT = {404, 410}
+#: the content codings covreq asks for and decodes, with their zlib ``wbits``; no other is read
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+#: most decoded bytes one decompression step writes, so that no step holds the event loop long
+DECODE_STEP = 65_536
+#: larger bodies are parsed in the threadpool, off the event loop
+INLINE_JSON_BYTES = 65_536
 
 
 class EhrError(Exception):
@@ -35,18 +48,21 @@ class EhrLimits:
     max_bytes: int = 2_000_000  # per response body
     page_size: int = 50         # ``_count`` of a search; further pages are not read
     max_queries: int = 100      # reads per hook call; references beyond stay unread
+    call_bytes: int = 4_000_000  # all the (decoded) responses of one hook call together
 
 
 class EhrClient:
-    """Reads from one FHIR server with one bearer token; use as ``async with``."""
+    """Reads from one FHIR server with one bearer token, for one hook call; use as ``async with``.
+    ``held`` counts the decoded bytes of the responses read so far (at most ``limits.call_bytes``)."""
 
     def __init__(self, base_url: str, access_token: str, limits: EhrLimits,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base_url, self.limits = base_url.rstrip("/"), limits
+        self.base_url, self.limits, self.held = base_url.rstrip("/"), limits, 0
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/", transport=transport, follow_redirects=False, trust_env=False,
             timeout=httpx.Timeout(limits.timeout),
-            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/fhir+json"})
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/fhir+json",
+                     "Accept-Encoding": "gzip, deflate"})
 
     async def __aenter__(self) -> "EhrClient":
         return self
@@ -59,11 +75,11 @@ class EhrClient:
         """``Type/id`` of a reference, to be read from this server whatever base it was written
         with (as the prefetch is read), or None when it is no plain ``Type/id``."""
         key = reference_key(reference)
-        return key if key and _KEY.match(key) else None
+        return key if key and _KEY.fullmatch(key) else None
 
     async def read(self, key: str) -> dict[str, Any] | None:
         """The resource ``Type/id``, or None when the server has none."""
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if match is None:
             raise EhrError(f"{key!r} is not a FHIR Type/id")
         resource = await self._get(key, {})
@@ -98,19 +114,74 @@ class EhrClient:
                     return None
                 if response.status_code != 200:
                     raise EhrError(f"{what}: HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.limits.max_bytes:
-                        raise EhrError(f"{what}: the response is larger than {self.limits.max_bytes} bytes")
+                body = await self._body(what, response)
         except httpx.TimeoutException as err:
             raise EhrError(f"{what}: no answer within {self.limits.timeout} s") from err
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
             raise EhrError(f"{what}: {type(err).__name__}") from err
         try:
-            resource = json.loads(body)
-        except ValueError as err:
+            resource = json.loads(body) if len(body) <= INLINE_JSON_BYTES else \
+                await run_in_threadpool(json.loads, body)
+        except (ValueError, RecursionError) as err:
             raise EhrError(f"{what}: the response is not JSON") from err
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise EhrError(f"{what}: the response is not a FHIR resource")
         return resource
+
+    async def _body(self, what: str, response: httpx.Response) -> bytearray:
+        """The decoded body, counted in ``held`` while and once read; EhrError, and nothing held,
+        past ``max_bytes`` (raw or decoded), past the call's ``call_bytes``, for content codings
+        other than one layer of gzip or deflate, and for a compressed body cut short or followed
+        by more data."""
+        decoder = _decoder(what, response)
+        body, raw = bytearray(), 0
+        try:
+            async for chunk in response.aiter_raw():
+                raw += len(chunk)
+                if raw > self.limits.max_bytes:
+                    raise EhrError(f"{what}: the response is larger than {self.limits.max_bytes} bytes")
+                if decoder is None:
+                    self._keep(what, body, chunk)
+                    continue
+                full = False
+                while chunk or full:  # a bounded step at a time: a bomb stops at the limit
+                    step = min(self.limits.max_bytes - len(body), self.limits.call_bytes - self.held,
+                               DECODE_STEP) + 1
+                    piece = decoder.decompress(chunk, step)
+                    self._keep(what, body, piece)
+                    full, chunk = len(piece) == step, decoder.unconsumed_tail  # full: more may be pending
+                    if decoder.unused_data:
+                        raise EhrError(f"{what}: the response holds data after its compressed body")
+                    if chunk or full:
+                        await asyncio.sleep(0)  # let the event loop serve others between steps
+            if decoder is not None and not decoder.eof:
+                raise EhrError(f"{what}: the response's compressed body ends early")
+        except zlib.error as err:
+            self.held -= len(body)
+            raise EhrError(f"{what}: the response's compressed body is corrupt") from err
+        except BaseException:
+            self.held -= len(body)
+            raise
+        return body
+
+    def _keep(self, what: str, body: bytearray, piece: bytes) -> None:
+        """Append ``piece`` to ``body`` and count it, or raise EhrError past either limit."""
+        body += piece
+        self.held += len(piece)
+        if len(body) > self.limits.max_bytes:
+            raise EhrError(f"{what}: the response is larger than {self.limits.max_bytes} bytes")
+        if self.held > self.limits.call_bytes:
+            raise EhrError(f"{what}: the EHR's responses to this call passed {self.limits.call_bytes} bytes "
+                           "(COVREQ_EHR_CALL_MAX_BYTES)")
+
+
+def _decoder(what: str, response: httpx.Response) -> Any:
+    """A zlib decompressor for the response's content coding, None for none (``identity``);
+    EhrError for stacked codings (``gzip, gzip``: a bomb of bombs) and for any but gzip and deflate."""
+    codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if len(codings) > 1:
+        raise EhrError(f"{what}: stacked content codings are refused ({len(codings)} layers)")
+    if codings and codings[0] not in _CODINGS:
+        raise EhrError(f"{what}: the content coding {codings[0][:32]!r} is refused (only gzip and deflate)")
+    return zlib.decompressobj(_CODINGS[codings[0]]) if codings else None

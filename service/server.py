@@ -20,11 +20,13 @@ from engine import LoadError
 from engine.bundle import BundleError
 from service import logs
 from service.app import create_app
+from service.dtr.signing import Keyring
 from service.metrics import MULTIPROCESS_ENV
 from service.protocol import guarded
 from service.settings import Settings
 
 RULES_ENV = "COVREQ_RULES"
+DTR_KEYS_ENV = "COVREQ_DTR_KEYS"
 log = logging.getLogger("covreq.service")
 
 
@@ -83,6 +85,24 @@ def _metrics_folder() -> Iterator[None]:
         shutil.rmtree(created, ignore_errors=True)
 
 
+@contextmanager
+def _replica_key() -> Iterator[None]:
+    """Without ``COVREQ_DTR_KEYS``, one random DTR signing key shared by the workers of this replica
+    (each would otherwise make its own and refuse the forms the others signed), in a private file
+    removed afterwards."""
+    if os.environ.get(DTR_KEYS_ENV):
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="covreq-dtr-keys-"))
+    Keyring.write_random(folder / "keys.yaml")
+    os.environ[DTR_KEYS_ENV] = str(folder / "keys.yaml")
+    try:
+        yield
+    finally:
+        del os.environ[DTR_KEYS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve the rule tree at ``rules`` (or, when None, the bundle at ``COVREQ_BUNDLE_URL``); with
     ``workers > 1`` each worker loads it itself. Raises :class:`StartupError` before anything
@@ -107,7 +127,7 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         # connections it accepts and each keep-alive response waits ~40 ms for a delayed ACK
         # (Kludex/uvicorn#3149); accepted sockets inherit TCP_NODELAY from the listener.
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with _metrics_folder():
+        with _metrics_folder(), _replica_key():
             ReloadingSupervisor(config, sockets=[listener]).run()
     else:
         uvicorn.run(app, host=host, port=port, log_config=None, **limits)

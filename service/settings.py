@@ -58,7 +58,9 @@ class Settings:
     with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
     temporary folder).
     ``fhir_servers`` are the EHR FHIR base URLs a CDS Hooks call may have covreq query (``*``: any
-    https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``;
+    https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``, and all the
+    queries of one call together, with their R4 checks, ``ehr_call_seconds`` and
+    ``ehr_call_max_bytes`` (decoded bytes);
     ``crd_max_orders``, ``crd_max_coverages``, ``crd_max_billing_codes`` (per order) and
     ``crd_max_lines`` (billing codes of all orders) bound the work of one CDS Hooks call (413 above them).
     ``max_response_bytes`` caps the answer of a v1 or CDS Hooks call (413 above it).
@@ -76,6 +78,8 @@ class Settings:
     ``Authorization: Bearer <token>`` to ``GET /metrics``; ``public_hosts`` are the ``Host`` header
     values whose requests may name the service in the URLs it hands out (Questionnaire canonicals,
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
+    ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
+    unset: a random key per process).
     """
 
     max_body_bytes: int = 1_048_576
@@ -97,6 +101,10 @@ class Settings:
     fhir_servers: tuple[str, ...] = ()
     ehr_timeout_seconds: float = 3.0
     ehr_max_bytes: int = 2_000_000
+    # -- the EHR phase of one CDS Hooks call, as a whole (service/crd/gather.py) --
+    ehr_call_seconds: float = 4.0
+    ehr_call_max_bytes: int = 4_000_000
+    # --
     crd_max_orders: int = 100
     crd_max_coverages: int = 20
     crd_max_billing_codes: int = 50
@@ -110,6 +118,7 @@ class Settings:
     # trust at the edge (issue 22 items 4 and 9)
     metrics_token: str | None = None
     public_hosts: tuple[str, ...] = ()
+    dtr_keys: Path | None = None
     # DTR: the work of one $questionnaire-package / $next-question call (service/dtr/limits.py)
     dtr_max_orders: int = 20
     dtr_max_forms: int = 20
@@ -123,13 +132,14 @@ class Settings:
         ``COVREQ_AUDIT``, ``COVREQ_FHIR_BASE``, ``COVREQ_BUNDLE_URL``, ``COVREQ_BUNDLE_PUBLIC_KEY``,
         ``COVREQ_BUNDLE_POLL_SECONDS``, ``COVREQ_BUNDLE_TIMEOUT_SECONDS``, ``COVREQ_BUNDLE_DIR``,
         ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
-        ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
+        ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_EHR_CALL_SECONDS``, ``COVREQ_EHR_CALL_MAX_BYTES``,
+        ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_CRD_MAX_LINES``,
         ``COVREQ_MAX_RESPONSE_BYTES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
-        separated by spaces or commas), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
-        ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
+        separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_DTR_MAX_ORDERS``,
+        ``COVREQ_DTR_MAX_FORMS``, ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -152,6 +162,8 @@ class Settings:
             fhir_servers=tuple(env.get("COVREQ_FHIR_SERVERS", "").replace(",", " ").split()),
             ehr_timeout_seconds=float(env.get("COVREQ_EHR_TIMEOUT_SECONDS", defaults.ehr_timeout_seconds)),
             ehr_max_bytes=_whole(env, "COVREQ_EHR_MAX_BYTES", defaults.ehr_max_bytes),
+            ehr_call_seconds=float(env.get("COVREQ_EHR_CALL_SECONDS", defaults.ehr_call_seconds)),
+            ehr_call_max_bytes=_whole(env, "COVREQ_EHR_CALL_MAX_BYTES", defaults.ehr_call_max_bytes),
             crd_max_orders=_whole(env, "COVREQ_CRD_MAX_ORDERS", defaults.crd_max_orders),
             crd_max_coverages=_whole(env, "COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages),
             crd_max_billing_codes=_whole(env, "COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes),
@@ -165,6 +177,7 @@ class Settings:
             # trust at the edge (issue 22 items 4 and 9)
             metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
             public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
+            dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
             # DTR
             dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
             dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),

@@ -5,6 +5,7 @@ service/crd/requests.py. Every problem is a FhirError naming the offending place
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,9 @@ from service.fhir.outcome import FhirError
 from service.fhir import r4
 from service.fhir.index import ResourceIndex
 from service.fhir.values import as_list, member
+
+#: an OAuth 2.0 access token's characters (RFC 6749, appendix A.12)
+_VSCHARS = re.compile(r"[\x20-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,9 @@ def _ehr_access(body: dict[str, Any]) -> EhrAccess | None:
         return None
     require(authorization, dict, "fhirAuthorization", "a JSON object")
     token = require(authorization.get("access_token"), str, "fhirAuthorization.access_token", "a string")
+    if not _VSCHARS.fullmatch(token):  # sent as an HTTP header, which holds ASCII only
+        raise FhirError(400, "fhirAuthorization.access_token must be printable ASCII (RFC 6749 access_token: "
+                             "VSCHAR, 0x20-0x7E)", "fhirAuthorization.access_token")
     token_type = authorization.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise FhirError(400, "fhirAuthorization.token_type must be 'Bearer'", "fhirAuthorization.token_type")

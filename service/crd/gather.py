@@ -7,17 +7,21 @@ gets the same answer whether its data came by prefetch or by query. The patient'
 Conditions are searched when the prefetch holds no answer for them.
 
 Queries go only to the ``fhirServer`` of the call, and only when the operator lists it
-(``COVREQ_FHIR_SERVERS``). Failed queries are kept as ``HookCall.failures`` (CRD resp-43); data
-that could not be had at all is a 412 from the reading.
+(``COVREQ_FHIR_SERVERS``). The whole EHR phase of a call, queries and their R4 checks, has one
+deadline (``EhrPolicy.deadline``) and one byte budget (``EhrLimits.call_bytes``): what is not
+fetched and checked within them is a failed query. Failed queries are kept as
+``HookCall.failures`` (CRD resp-43); data that could not be had at all is a 412 from the reading.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-from starlette.concurrency import run_in_threadpool
+import anyio
+import anyio.to_thread
 
 from service.crd.envelope import Envelope
 from service.crd.requests import HookCall
@@ -40,7 +44,7 @@ class EhrPolicy:
 
     servers: tuple[str, ...] = ()
     limits: EhrLimits = EhrLimits()
-    deadline: float = 4.0  # seconds for all the queries of one call (CRD found-2: answer in 5 s)
+    deadline: float = 4.0  # seconds for the queries of one call and their R4 checks (CRD found-2: 5 s)
 
     def allows(self, server: str) -> bool:
         """Whether ``server`` is one the operator lets calls have covreq query."""
@@ -79,7 +83,7 @@ async def complete(envelope: Envelope, index: ResourceIndex, read: Reader, polic
             if (not keys and not searches) or round_number == MAX_ROUNDS:
                 break
             attempted.update(keys)
-            found, failed = await _query(client, keys, searches, ends - time.monotonic())
+            found, failed = await _query(client, keys, searches, ends)
             coverage_known = coverage_known or ("Coverage" in searches and _COVERAGE_SEARCH not in failed)
             failures.update(failed)
             index.add(found)
@@ -90,31 +94,59 @@ async def complete(envelope: Envelope, index: ResourceIndex, read: Reader, polic
 
 
 async def _query(client: EhrClient, keys: list[str], searches: dict[str, dict[str, str]],
-                 seconds: float) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every read and search at once: the valid R4 resources found, and why each failed query failed."""
-    tasks = [client.read(key) for key in keys] + [client.search(kind, params) for kind, params in searches.items()]
-    asked = [f"GET {key}" for key in [*keys, *searches]]
+                 ends: float) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every read and search at once, each checked as soon as it is answered, all by ``ends``
+    (``time.monotonic()``): the valid R4 resources found, and why each failed query failed. A query
+    not answered and checked by the deadline fails alone; the others keep what they found."""
+    queries: dict[str, Callable[[], Awaitable[Any]]] = {
+        **{f"GET {kind}": functools.partial(client.search, kind, params) for kind, params in searches.items()},
+        **{f"GET {key}": functools.partial(client.read, key) for key in keys}}
+    late = {query: f"{query}: unanswered within the call's deadline" for query in queries}
+    if ends <= time.monotonic():
+        return [], late
+    one = anyio.CapacityLimiter(1)  # one check at a time: threads cannot be stopped, queued checks can
+    tasks = {query: asyncio.ensure_future(_checked(query, fetch, ends, one)) for query, fetch in queries.items()}
     try:
-        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), max(seconds, 0.001))
-    except asyncio.TimeoutError:
-        return [], {query: f"{query}: unanswered within the call's deadline" for query in asked}
-    return await run_in_threadpool(_sorted, asked, results)  # R4 checks stay off the event loop
-
-
-def _sorted(asked: list[str], results: list[Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """The answers of ``asked``: the valid R4 resources found, and why each failed query failed."""
+        await asyncio.wait(tasks.values(), timeout=max(ends - time.monotonic(), 0.001))
+    finally:  # the late ones (all, when the call itself is cancelled) stop and close their connections
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
     found: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
-    for query, result in zip(asked, results):
-        if isinstance(result, EhrError):
-            failed[query] = str(result)
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            for resource in result if isinstance(result, list) else [result] if result else []:
-                problems = r4.problems(resource, f"{resource['resourceType']}/{resource.get('id')}")
-                if problems:
-                    failed[query] = f"{query}: the EHR answered with a resource {r4.describe(problems)}"
-                else:
-                    found.append(resource)
+    for query, task in tasks.items():
+        valid, why = ([], late[query]) if task.cancelled() else task.result()
+        found += valid
+        if why:
+            failed[query] = why
     return found, failed
+
+
+async def _checked(query: str, fetch: Callable[[], Awaitable[Any]], ends: float,
+                   limiter: anyio.CapacityLimiter) -> tuple[list[dict[str, Any]], str | None]:
+    """The valid R4 resources one query found, and why it failed (None when it did not); checked
+    in a thread of ``limiter``, off the event loop."""
+    try:
+        result = await fetch()
+    except EhrError as err:
+        return [], str(err)
+    resources = result if isinstance(result, list) else [result] if result else []
+    return await anyio.to_thread.run_sync(_check, query, resources, ends, limiter=limiter)
+
+
+def _check(query: str, resources: list[dict[str, Any]], ends: float) -> tuple[list[dict[str, Any]], str | None]:
+    """The resources of ``query`` that are valid R4, and why the query failed, if it did. Past
+    ``ends`` nothing more is checked and the query fails (a thread cannot be stopped from outside,
+    so it stops itself: with one check at a time, a call overruns its deadline by one resource's
+    check at most)."""
+    valid: list[dict[str, Any]] = []
+    why = None
+    for resource in resources:
+        if time.monotonic() >= ends:
+            return valid, f"{query}: not checked within the call's deadline"
+        problems = r4.problems(resource, f"{resource['resourceType']}/{resource.get('id')}")
+        if problems:
+            why = f"{query}: the EHR answered with a resource {r4.describe(problems)}"
+        else:
+            valid.append(resource)
+    return valid, why

@@ -6,6 +6,10 @@ of the ``order`` group, answered by the server), the facts a user answered (grou
 the documentation given (group ``documentation``). Each call turns the answers into a v1 request,
 runs the rules again, and asks what the new decision still depends on, then for the documentation
 it owes; when nothing is left the response is ``completed`` and states the decision.
+
+What the server filled and decided (the ``order`` answers, the form, the Coverage, the orders, the
+patient and the intended use) is signed into every response it returns (service/dtr/signing.py) and checked on every call:
+a response that changed any of it, or answers a fact only the server fills, is refused (422).
 """
 from __future__ import annotations
 
@@ -16,23 +20,25 @@ from typing import Any, Iterable, Mapping
 import engine
 from engine.facts import FACTS
 from service.crd.assertions import from_decision
-from service.crd.coverage_information import Answered, assertion_id
+from service.crd.coverage_information import COVERAGE_INFORMATION, Answered, assertion_id
 from service.crd.coverage_information import coverage_information as crd_coverage_information
 from service.crd.discovery import CURRENT_VERSION
 from service.crd.requests import Line, Order
 from service.dtr import facts as f
 from service.dtr.catalogue import Catalogue
+from service.dtr.signing import CONTEXT_URL, Context, Keyring, Signed
 from service.fhir.outcome import FhirError
 from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_FACTS, SDC, Form, doc_item,
                                        fact_item, known_item)
 from service.fhir.systems import BILLING_SYSTEMS
-from service.fhir.values import as_list, member
+from service.fhir.values import as_list, codings, member
 
 RESPONSE_PROFILE = f"{DTR}/dtr-questionnaireresponse-adapt"
 ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
 ORIGIN = f"{DTR}/information-origin"
 QR_COVERAGE = f"{DTR}/qr-coverage"
 QR_CONTEXT = f"{DTR}/qr-context"
+INTENDED_USE = f"{DTR}/intendedUse"
 FORM_ID = "form"
 #: v1 system -> the FHIR system URI written for it (the first one covreq reads)
 BILLING_URIS = {system: uri for uri, system in reversed(BILLING_SYSTEMS.items())}
@@ -40,6 +46,10 @@ BILLING_URIS = {system: uri for uri, system in reversed(BILLING_SYSTEMS.items())
 _REWRITTEN = ("contained", "questionnaire", "status", "authored", "item", "meta")
 #: Answers that give a documentation item: an attachment, an attestation, or a note.
 _DOC_ANSWERS = ("valueAttachment", "valueBoolean", "valueString", "valueReference")
+#: Facts only the server fills, from the order: a user may never answer them.
+SERVER_ONLY = f.NOT_ASKED | {f.ORDER_COMPLETE.name}
+#: Extensions a call writes itself: one the client sends is dropped, never carried through.
+_STATED = (COVERAGE_INFORMATION, CONTEXT_URL)
 
 
 @dataclass
@@ -51,13 +61,29 @@ class Answers:
     items: dict[str, dict[str, Any]] = field(default_factory=dict)  # linkId -> the response item as sent
 
     def facts(self) -> dict[str, Any]:
-        """Every fact, the user's answers over the server's."""
-        return {**self.known, **self.given}
+        """Every fact: the user's answers and the server's (a user never overrides the server)."""
+        return {**self.given, **self.known}
 
 
 def _server_answers(spec_name: str, value: Any) -> list[dict[str, Any]]:
     origin = {"url": ORIGIN, "extension": [{"url": "source", "valueCode": "auto-server"}]}
     return [{**a, "extension": [origin]} for a in f.answer_values(f.ITEM_SPECS[spec_name], value)]
+
+
+def _users_answers(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's answered item as sent, except an ``auto-server`` origin the client stamped on an
+    answer: covreq vouches only for what it filled itself."""
+    def stamped(extension: Any) -> bool:
+        return member(extension, "url") == ORIGIN and any(
+            member(s, "url") == "source" and member(s, "valueCode") == "auto-server"
+            for s in as_list(member(extension, "extension")))
+    answers = []
+    for given in as_list(item.get("answer")):
+        if isinstance(given, dict) and "extension" in given:
+            kept = [e for e in as_list(given["extension"]) if not stamped(e)]
+            given = {k: v for k, v in given.items() if k != "extension"} | ({"extension": kept} if kept else {})
+        answers.append(given)
+    return {**item, "answer": answers}
 
 
 def _question(form: Form, name: str) -> dict[str, Any]:
@@ -101,10 +127,11 @@ def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any
 
 
 def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Mapping[str, Any],
-         base: str, digest: str) -> dict[str, Any]:
+         base: str, digest: str, keys: Keyring, since: Signed | None = None) -> dict[str, Any]:
     """The QuestionnaireResponse that asks what ``decision`` still depends on, then the documentation
     it owes; ``completed`` with the decision (as text and as CRD coverage-information) when neither
-    is left."""
+    is left. What it says the server filled and decided is signed with ``keys`` (keeping the times
+    of ``since``, the context of the response answered)."""
     known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS, f.ORDER_COMPLETE.name)) if n in answers.known]
     conditional = "conditional" in (decision["pa_needed"], decision["covered"])
     asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
@@ -144,7 +171,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
                 answered.append({"linkId": item["linkId"], "text": item["text"],
                                  "answer": _server_answers(item["linkId"], answers.known[item["linkId"]])})
             elif item["linkId"] in answers.items:
-                answered.append({**answers.items[item["linkId"]], "text": item["text"]})
+                answered.append({**_users_answers(answers.items[item["linkId"]]), "text": item["text"]})
         if answered:
             response_items.append({"linkId": group["linkId"], "text": group["text"], "item": answered})
     response = {key: value for key, value in envelope.items() if key not in _REWRITTEN}
@@ -157,10 +184,52 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     if response_items:
         response["item"] = response_items
     stated = coverage_information(decision, envelope, form, digest) if not pending else None
-    if stated is not None:
-        kept = [e for e in as_list(response.get("extension")) if member(e, "url") != stated["url"]]
-        response["extension"] = [*kept, stated]
+    kept = [e for e in as_list(response.get("extension")) if member(e, "url") not in _STATED]
+    seal = keys.seal(context_of(response, contained, read_answers(response, contained)), since)
+    response["extension"] = [*kept, *([stated] if stated else []), seal]
     return response
+
+
+def context_of(response: Mapping[str, Any], questionnaire: Mapping[str, Any], answers: Answers) -> Context:
+    """What a response says the server filled and decided (``answers`` read from it)."""
+    subject = response.get("subject")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    uses = [f"{c.get('system', '')}|{c['code']}" for e in as_list(response.get("extension"))
+            if member(e, "url") == INTENDED_USE for c in codings(e.get("valueCodeableConcept"))]
+    return Context(tuple(c for c in as_list(questionnaire.get("derivedFrom")) if isinstance(c, str)),
+                   answers.known, tuple(_references(response, QR_COVERAGE)), tuple(_references(response, QR_CONTEXT)),
+                   reference if isinstance(reference, str) else None, tuple(uses))
+
+
+def _item_at(link_id: str) -> str:
+    return f"QuestionnaireResponse.repeat(item).where(linkId = '{link_id}')"
+
+
+#: The parts of a context other than the facts: what it is called in a refusal, and where it sits.
+_PARTS = (("form", "the contained Questionnaire's derivedFrom", "QuestionnaireResponse.contained.derivedFrom"),
+          ("coverage", "the qr-coverage reference", f"QuestionnaireResponse.extension.where(url = '{QR_COVERAGE}')"),
+          ("orders", "the qr-context reference", f"QuestionnaireResponse.extension.where(url = '{QR_CONTEXT}')"),
+          ("subject", "the subject", "QuestionnaireResponse.subject"),
+          ("uses", "the intendedUse", f"QuestionnaireResponse.extension.where(url = '{INTENDED_USE}')"))
+
+
+def check_context(signed: Context, seen: Context, given: Iterable[str]) -> None:
+    """Raises FhirError (422) naming the first part of what the server signed that the response
+    changed, dropped or added to, or a fact the user answered (``given``) that only the server fills."""
+    for part, what, where in _PARTS:
+        if getattr(signed, part) != getattr(seen, part):
+            raise FhirError(422, f"{what} differs from what the server signed", where)
+    for name in sorted(signed.known.keys() | seen.known.keys()):
+        if name not in seen.known:
+            raise FhirError(422, f"the order item '{name}' the server signed is missing", _item_at(name))
+        if name not in signed.known:
+            raise FhirError(422, f"the order item '{name}' was not filled by the server", _item_at(name))
+        if seen.known[name] != signed.known[name]:
+            raise FhirError(422, f"the order item '{name}' differs from what the server signed", _item_at(name))
+    for name in given:
+        if name in signed.known or name in SERVER_ONLY:
+            raise FhirError(422, f"'{name}' is filled by the server from the order; a user cannot answer it",
+                            _item_at(name))
 
 
 def decide(ruleset: engine.RuleSet, form: Form, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -239,21 +308,23 @@ def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:
     raise FhirError(400, f"no contained Questionnaire with id '{reference[1:]}'", "QuestionnaireResponse.contained")
 
 
-def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet,
+def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet, keys: Keyring,
                   decided: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``$next-question``: the response with the next questions, or completed with the decision
-    (also appended to ``decided``)."""
+    (also appended to ``decided``); raises FhirError (422) when the response is not signed with
+    ``keys`` or changed what the server signed."""
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
         raise FhirError(400, "expected a QuestionnaireResponse", "questionnaire-response")
     contained = _contained_form(response)
-    derived = [c for c in as_list(contained.get("derivedFrom")) if isinstance(c, str)]
-    form = next((found for found in map(forms.by_canonical, derived) if found), None)
-    if form is None:
-        raise FhirError(404 if derived else 400, f"the contained Questionnaire derives from no form of this "
-                             f"rule set ({', '.join(derived) or 'no derivedFrom'})",
-                             "QuestionnaireResponse.contained.derivedFrom")
+    signed = keys.open(response)
     answers = read_answers(response, contained)
+    check_context(signed.context, context_of(response, contained, answers), answers.given)
+    form = next((found for found in map(forms.by_canonical, signed.context.form) if found), None)
+    if form is None:
+        raise FhirError(404, f"the contained Questionnaire derives from no form of this rule set "
+                             f"({', '.join(signed.context.form) or 'no derivedFrom'})",
+                             "QuestionnaireResponse.contained.derivedFrom")
     decision = decide(ruleset, form, answers.facts())
     if decided is not None:
         decided.append(decision)
-    return page(form, answers, decision, response, forms.base, ruleset.digest)
+    return page(form, answers, decision, response, forms.base, ruleset.digest, keys, signed)

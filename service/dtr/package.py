@@ -3,7 +3,9 @@
 The orders and the coverage are read exactly as a CRD call reads them (service/crd/requests.py),
 the engine decides each service line, and every policy whose decision owes documentation or waits
 for a fact contributes its form: a Bundle with the Questionnaire, the ValueSets it uses and an
-adaptive QuestionnaireResponse for that line, pre-populated with what the order already told.
+adaptive QuestionnaireResponse for that line, pre-populated with what the order already told and
+signed (service/dtr/signing.py). A form asked for by its canonical comes with a plain draft
+response, which carries no signed context and so is never answered by ``$next-question``.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
 from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
 from service.dtr import facts as f
-from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, page
+from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.dtr.questionnaire import DTR, Form
+from service.dtr.signing import Keyring
 from service.fhir.index import ResourceIndex
 from service.fhir.outcome import FhirError
 
@@ -154,7 +157,7 @@ def _bundle(form: Form, response: dict[str, Any]) -> dict[str, Any]:
 def _envelope(coverage: str, patient: str, orders: list[str], purposes: tuple[str, ...]) -> dict[str, Any]:
     extensions = [{"url": QR_COVERAGE, "valueReference": {"reference": coverage}}]
     extensions += [{"url": QR_CONTEXT, "valueReference": {"reference": o}} for o in orders]
-    extensions += [{"url": f"{DTR}/intendedUse", "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
+    extensions += [{"url": INTENDED_USE, "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": p}]}}
                    for p in purposes or ("withorder",)]
     return {"extension": extensions, "subject": {"reference": patient}}
 
@@ -182,9 +185,9 @@ class _Packages:
 
 
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
-            today: dt.date | None = None) -> dict[str, Any]:
+            keys: Keyring, today: dt.date | None = None) -> dict[str, Any]:
     """The output Parameters of ``$questionnaire-package``, the decisions made appended to
-    ``decided``; raises FhirError for a 4xx."""
+    ``decided``, the adaptive responses signed with ``keys``; raises FhirError for a 4xx."""
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
         return {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": {
@@ -194,7 +197,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
     patient = _patient(inputs.coverage)
     found = _Packages()
     if inputs.orders:
-        _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided)
+        _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided, keys)
     for canonical in inputs.questionnaires:
         asked = forms.by_canonical(canonical)
         if asked is None:
@@ -212,7 +215,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
 
 
 def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap,
-                    today: dt.date, found: _Packages, decided: list[dict[str, Any]]) -> None:
+                    today: dt.date, found: _Packages, decided: list[dict[str, Any]], keys: Keyring) -> None:
     """Decide every line of the orders; package the forms of the decisions that need one."""
     call = _hook_call(inputs, patient, payers, set(ruleset.payers()), today)
     coverage = call.coverage
@@ -234,7 +237,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         decided += decisions
         for index, (decision, line) in enumerate(zip(decisions, order.lines)):
             for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
-                                             patient, today, ruleset.digest):
+                                             patient, today, ruleset.digest, keys):
                 found.add(form, response)
             if not needs_form(decision):
                 found.issues.append(_issue("information", "informational",
@@ -244,7 +247,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
 
 def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict[str, Any], index: int,
                forms: Catalogue, coverage: str, patient: str, today: dt.date,
-               digest: str) -> list[tuple[Form, dict[str, Any]]]:
+               digest: str, keys: Keyring) -> list[tuple[Form, dict[str, Any]]]:
     """The form of each policy behind a decision that needs one, with its response for this line."""
     if not needs_form(decision):
         return []
@@ -255,12 +258,13 @@ def _forms_for(decision: dict[str, Any], line: Line, order: Order, request: dict
     for summary in decision["policies"]:
         form = forms.find(summary)
         if form is not None:
-            found.append((form, page(form, answers, decision, envelope, forms.base, digest)))
+            found.append((form, page(form, answers, decision, envelope, forms.base, digest, keys)))
     return found
 
 
 def _blank_response(form: Form, inputs: Inputs, patient: str) -> dict[str, Any]:
-    """A draft response to the whole form, for a questionnaire asked for by its canonical."""
+    """A draft response to the whole form, for a questionnaire asked for by its canonical: not
+    adaptive and not signed, so ``$next-question`` refuses it (it has no order facts to vouch for)."""
     envelope = _envelope(f"Coverage/{inputs.coverage['id']}", patient,
                          [f"{o['resourceType']}/{o['id']}" for o in inputs.orders], ())
     return {"resourceType": "QuestionnaireResponse", **envelope, "questionnaire": form.canonical,

@@ -98,7 +98,8 @@ async def questionnaire_package(request: Request) -> Response:
     try:
         body = await _body(request)
         _limits(request).check_inputs(body)
-        result = await off_loop(package, body, ruleset, forms_of(request), request.app.state.payers, decided)
+        result = await off_loop(package, body, ruleset, forms_of(request), request.app.state.payers, decided,
+                                request.app.state.dtr_keys)
     except FhirError as err:
         return _refused(request, ruleset, "questionnaire-package", err)
     return await _answered(request, ruleset, "questionnaire-package", decided, result)
@@ -119,7 +120,8 @@ async def next_question_operation(request: Request) -> Response:
             if len(given) != 1:
                 raise FhirError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
             response = given[0]
-        result = await off_loop(next_question, response, forms_of(request), ruleset, decided)
+        result = await off_loop(next_question, response, forms_of(request), ruleset, request.app.state.dtr_keys,
+                                decided)
     except FhirError as err:
         return _refused(request, ruleset, "next-question", err)
     return await _answered(request, ruleset, "next-question", decided,

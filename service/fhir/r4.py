@@ -109,6 +109,8 @@ def _check(resource: dict[str, Any], where: str) -> list[Problem]:
         model.model_validate(resource)
     except ValidationError as err:
         return [Problem(_path(where, e["loc"]), _message(e)) for e in err.errors()]
+    except RecursionError:  # the models recurse per level: ~150 nested extensions are past them
+        return [Problem(where, "nests too deeply to be checked as FHIR R4")]
     except (KeyError, TypeError, ValueError, AttributeError):  # the models trip on hostile resourceTypes
         if kind == "Bundle":  # find the entry
             for number, entry in enumerate(resource.get("entry") if isinstance(resource.get("entry"), list) else []):

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 BASE_PATH = "/fhir"
@@ -22,6 +22,19 @@ class Seen:
     authorization: str | None
     started: float = 0.0   # time.monotonic() when the request arrived
     finished: float = 0.0  # and when its answer was written
+    accept_encoding: str | None = None
+
+
+@dataclass
+class Reply:
+    """An answer as written on the wire: status, headers, and the body in chunks, each written
+    ``pause`` seconds after the last; without a Content-Length header the body ends when the
+    connection closes."""
+
+    status: int
+    chunks: Iterable[bytes]
+    headers: dict[str, str] = field(default_factory=dict)
+    pause: float = 0.0
 
 
 @dataclass
@@ -60,6 +73,11 @@ class StubEhr:
                   "entry": [{"resource": r, "search": {"mode": "match"}} for r in matches]}
         return 200, json.dumps(bundle).encode()
 
+    def reply(self, path: str, query: dict[str, list[str]]) -> Reply:
+        """The answer to a GET of ``path``: :meth:`answer` as FHIR JSON with its length."""
+        status, body = self.answer(path, query)
+        return Reply(status, [body], {"Content-Type": "application/fhir+json", "Content-Length": str(len(body))})
+
     def tokens(self) -> set[str | None]:
         """The Authorization headers of every request seen."""
         return {s.authorization for s in self.seen}
@@ -86,15 +104,20 @@ def serve(stub: StubEhr) -> ThreadingHTTPServer:
         def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
-            seen = Seen(parts.path, query, self.headers.get("Authorization"), time.monotonic())
+            seen = Seen(parts.path, query, self.headers.get("Authorization"), time.monotonic(),
+                        accept_encoding=self.headers.get("Accept-Encoding"))
             stub.seen.append(seen)
-            status, body = stub.answer(parts.path, query)
+            reply = stub.reply(parts.path, query)
             try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/fhir+json")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_response(reply.status)
+                for name, text in reply.headers.items():
+                    self.send_header(name, text)
                 self.end_headers()
-                self.wfile.write(body)
+                for number, chunk in enumerate(reply.chunks):
+                    if number and reply.pause:
+                        time.sleep(reply.pause)
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # covreq gave up waiting (timeouts, size limits): that is what was tested
             seen.finished = time.monotonic()

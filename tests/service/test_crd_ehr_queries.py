@@ -2,6 +2,7 @@
 stub EHR on loopback over real HTTP, with the hook's bearer token, and only from that server."""
 from __future__ import annotations
 
+import asyncio
 import copy
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from crd_calls import (acme_coverage, assert_ok, assert_outcome, by_code, order_sign, post,
                        repaired_inferno_order_sign, repetitions, service_request, value)
 from service.crd.gather import EhrPolicy
+from service.ehr_client import EhrClient, EhrError, EhrLimits
 
 ACME_PAYER = {"resourceType": "Organization", "id": "acme-payer", "name": "Acme Health Plan",
               "identifier": [{"system": "http://example.org/payer-ids", "value": "ACME-01"}]}
@@ -186,3 +188,43 @@ def test_a_null_prefetch_key_is_the_ehrs_empty_answer_and_is_not_searched_again(
     ehr.hold(coverage_of("p1"))  # what a search would find: the EHR's null stands
     assert_outcome(post(queried, request), 400, "prefetch.coverage")
     assert "Coverage" not in ehr.paths()
+
+
+def _dispatch_based_on(reference: str, ehr) -> dict:
+    """An order-sign call whose order is an Appointment based on ``reference``, read from the EHR."""
+    appointment = {"resourceType": "Appointment", "id": "ap1", "status": "proposed",
+                   "basedOn": [{"reference": reference}],
+                   "participant": [{"actor": {"reference": "Patient/p1"}, "status": "needs-action"}]}
+    ehr.hold(coverage_of("p1"), {"resourceType": "Patient", "id": "p1"})
+    return granted({"hook": "appointment-book", "hookInstance": "h13", "context": {
+        "userId": "Practitioner/u1", "patientId": "p1", "appointments": {
+            "resourceType": "Bundle", "type": "collection", "entry": [{"resource": appointment}]}}}, ehr)
+
+
+def test_regression_a_non_ascii_access_token_is_a_400_not_a_500(queried, ehr) -> None:
+    request = granted(order_sign(service_request("s1", "15823")), ehr, token="t\u00f6ken")
+    issue = assert_outcome(post(queried, request), 400, "fhirAuthorization.access_token")
+    assert "ASCII" in issue["diagnostics"]
+    assert ehr.seen == []
+
+
+@pytest.mark.parametrize("reference", ["ServiceRequest/sr1\n", "ServiceRequest/..", "ServiceRequest/.",
+                                       "ServiceRequest/sr1%0a"])
+def test_regression_a_reference_that_is_no_fhir_id_is_never_fetched(queried, ehr, reference: str) -> None:
+    response = post(queried, _dispatch_based_on(reference, ehr))
+    assert response.status_code < 500, response.text
+    assert not [s for s in ehr.seen if s.path.rstrip("/") in ("/fhir", "") or "ServiceRequest" in s.path]
+
+
+@pytest.mark.parametrize("reference, key", [
+    ("ServiceRequest/sr-1.2", "ServiceRequest/sr-1.2"), ("https://other.example/fhir/Patient/p1", "Patient/p1"),
+    ("Patient/...", "Patient/..."), ("ServiceRequest/..", None), ("ServiceRequest/.", None),
+    ("ServiceRequest/sr1\n", None), ("ServiceRequest/sr1%2F..", None), ("Patient/" + "x" * 65, None)])
+def test_only_a_whole_fhir_type_and_id_is_ever_read(reference: str, key: str | None) -> None:
+    async def check() -> None:
+        async with EhrClient("https://ehr.example.org/fhir", "token", EhrLimits()) as client:
+            assert client.key_of(reference) == key
+            if key is None:  # and read() refuses it before any request
+                with pytest.raises(EhrError, match="is not a FHIR Type/id"):
+                    await client.read(reference)
+    asyncio.run(check())

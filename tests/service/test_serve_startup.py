@@ -14,7 +14,7 @@ BROKEN = ROOT / "docs" / "examples" / "mistakes"
 
 def serve(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "engine.cli", "serve", *args], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **env})
+                          timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
 
 
 @pytest.mark.parametrize("args, env, line", [
@@ -29,6 +29,10 @@ def serve(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Co
      f"covreq serve: cannot start: {ROOT / 'README.md'}:3:1: a value cannot start with '`'; quote the value"),
     (["--rules", str(ROOT / "rules")], {"COVREQ_MAX_BODY_BYTES": "lots"},
      "covreq serve: cannot start: COVREQ_MAX_BODY_BYTES must be a whole number, not 'lots'"),
+    (["--rules", str(ROOT / "rules")], {"COVREQ_DTR_KEYS": str(ROOT / "README.md")},
+     f"covreq serve: cannot start: {ROOT / 'README.md'}:3:1: a value cannot start with '`'; quote the value"),
+    (["--rules", str(ROOT / "rules")], {"COVREQ_DTR_KEYS": str(ROOT / "rules" / "cigna" / "_payer.yaml")},
+     f"covreq serve: cannot start: {ROOT / 'rules' / 'cigna' / '_payer.yaml'}: expected a mapping with 'active' and 'keys'"),
 ])
 def test_serve_that_cannot_start_prints_one_clear_line_and_exits_one(
         args: list[str], env: dict[str, str], line: str, tmp_path: Path) -> None:

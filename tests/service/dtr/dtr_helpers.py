@@ -11,7 +11,9 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
+import jwt
 from fhir.resources.R4B import get_fhir_model_class
+from hypothesis import event
 from hypothesis import strategies as st
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
@@ -218,3 +220,128 @@ def answer_all(response: dict[str, Any], draw: st.DrawFn, given: dict[str, Any])
                 value = answer_values(FACTS[item["linkId"]], given[item["linkId"]])
             groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": value})
     return {**response, "item": [{"linkId": k, "item": v} for k, v in groups.items() if v]}
+
+
+def key_file(path: Path, active: str, **secrets: str) -> Path:
+    """A COVREQ_DTR_KEYS file at ``path``: ``secrets`` by kid, ``active`` signing."""
+    path.write_text(f"active: {active}\nkeys:\n" + "".join(f"  {kid}: {secret}\n" for kid, secret in secrets.items()),
+                    encoding="utf-8")
+    return path
+
+
+def _group(items_of: dict[str, Any], link_id: str) -> dict[str, Any]:
+    """The group ``link_id`` of a Questionnaire or QuestionnaireResponse, added when missing."""
+    found = next((g for g in items_of.setdefault("item", []) if g["linkId"] == link_id), None)
+    if found is None:
+        found = {"linkId": link_id, "text": link_id, "type": "group", "item": []}
+        items_of["item"].append(found)
+    return found
+
+
+def with_answer(response: dict[str, Any], group: str, link_id: str, *answers: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``response`` with ``answers`` to ``link_id`` in ``group``, the contained form given
+    the item there too when it lacks it: what a client can do to any response it holds."""
+    result = copy.deepcopy(response)
+    defined = _group(form_of(result), group)
+    if not any(i["linkId"] == link_id for g in form_of(result)["item"] for i in g.get("item", [])):
+        defined.setdefault("item", []).append({"linkId": link_id, "text": link_id, "type": "string",
+                                               "repeats": True})
+    answered = _group(result, group)
+    answered["item"] = [i for i in answered.get("item", []) if i["linkId"] != link_id]
+    if answers:
+        answered["item"].append({"linkId": link_id, "answer": list(answers)})
+    return result
+
+
+def with_reference(response: dict[str, Any], url: str, reference: str) -> dict[str, Any]:
+    """A copy of ``response`` whose extension ``url`` (qr-coverage, qr-context) names ``reference``."""
+    result = copy.deepcopy(response)
+    for extension in result["extension"]:
+        if extension["url"] == url:
+            extension["valueReference"] = {"reference": reference}
+    return result
+
+
+def without_extension(response: dict[str, Any], url: str) -> dict[str, Any]:
+    """A copy of ``response`` without its extension ``url``."""
+    return {**response, "extension": [e for e in response.get("extension", []) if e["url"] != url]}
+
+
+def altered_answer(answer_given: dict[str, Any]) -> dict[str, Any]:
+    """An answer that states another value than ``answer_given`` (its extensions kept)."""
+    key, value = next((k, v) for k, v in answer_given.items() if k.startswith("value"))
+    if key == "valueDate":
+        value = (dt.date.fromisoformat(value[:10]) + dt.timedelta(days=1)).isoformat()
+    elif key == "valueBoolean":
+        value = not value
+    elif key in ("valueDecimal", "valueInteger"):
+        value = value + 1
+    elif key == "valueCoding":
+        value = {**value, "code": value["code"] + "9"}
+    else:
+        value = value + "9"
+    return {**answer_given, key: value}
+
+
+def server_answers(response: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The answers the server filled (group ``order``), by linkId."""
+    return {i["linkId"]: i["answer"] for g in response.get("item", []) if g["linkId"] == "order" for i in g["item"]}
+
+
+#: The ways a client can change what the server signed into an adaptive response.
+TAMPERINGS = ("server-answer-changed", "server-answer-removed", "server-answer-restated", "form-swapped",
+              "coverage-swapped", "order-swapped", "patient-swapped", "intended-use-dropped", "signature-removed",
+              "signed-elsewhere", "signature-altered")
+
+
+def _other(draw: st.DrawFn, current: str, prefix: str) -> str:
+    return draw(st.sampled_from([f"{prefix}someone-elses", f"{prefix}{current}-2", f"{prefix}1"]).filter(
+        lambda new: new != current))
+
+
+def tamper(response: dict[str, Any], draw: st.DrawFn, canonicals: list[str], kind: str | None = None) -> dict[str, Any]:
+    """``response`` with one thing the server signed changed (``kind``, else drawn among
+    :data:`TAMPERINGS`): a server answer changed, removed or restated with another value as the
+    user's, the form swapped for another of ``canonicals``, the Coverage, order or patient swapped,
+    the intended use dropped, the signature removed, made with another key or altered."""
+    kind = kind or draw(st.sampled_from(TAMPERINGS))
+    event(f"tampering: {kind}")
+    filled = server_answers(response)
+    link_id = draw(st.sampled_from(sorted(filled)))
+    derived = form_of(response)["derivedFrom"][0]
+    coverage_url, order_url = (f"http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/{n}" for n in ("qr-coverage", "qr-context"))
+    references = {e["url"]: e["valueReference"]["reference"] for e in response["extension"] if "valueReference" in e}
+    (sealed,) = [e for e in response["extension"] if e["url"] == "urn:covreq:dtr-signed-context"]
+    if kind == "server-answer-changed":
+        return with_answer(response, "order", link_id, *map(altered_answer, filled[link_id]))
+    if kind == "server-answer-removed":
+        return with_answer(response, "order", link_id)
+    if kind == "server-answer-restated":
+        return with_answer(response, draw(st.sampled_from(["facts", "documentation"])), link_id,
+                           *map(altered_answer, filled[link_id]))
+    if kind == "form-swapped":
+        result = copy.deepcopy(response)
+        form_of(result)["derivedFrom"] = [draw(st.sampled_from([c for c in canonicals if c != derived]))]
+        return result
+    if kind == "coverage-swapped":
+        return with_reference(response, coverage_url, _other(draw, references[coverage_url], "Coverage/"))
+    if kind == "order-swapped":
+        return with_reference(response, order_url, _other(draw, references[order_url], "ServiceRequest/"))
+    if kind == "patient-swapped":
+        return {**response, "subject": {"reference": _other(draw, response["subject"]["reference"], "Patient/")}}
+    if kind == "intended-use-dropped":
+        return without_extension(response, "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/intendedUse")
+    if kind == "signature-removed":
+        return without_extension(response, sealed["url"])
+    header, payload, signature = sealed["valueString"].split(".")
+    if kind == "signed-elsewhere":
+        claims = jwt.decode(sealed["valueString"], options={"verify_signature": False})
+        kid = jwt.get_unverified_header(sealed["valueString"])["kid"]
+        token = jwt.encode(claims, draw(st.text(min_size=32, max_size=40)), algorithm="HS256",
+                           headers={"kid": draw(st.sampled_from([kid, "another-kid"])), "typ": "covreq-dtr-context+jwt"})
+    else:
+        position = draw(st.integers(0, len(signature) - 2))  # the last character may carry unused bits
+        flipped = "A" if signature[position] != "A" else "B"
+        token = ".".join([header, payload, signature[:position] + flipped + signature[position + 1:]])
+    return {**without_extension(response, sealed["url"]),
+            "extension": [*without_extension(response, sealed["url"])["extension"], {**sealed, "valueString": token}]}

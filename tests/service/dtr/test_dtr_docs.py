@@ -1,4 +1,5 @@
-"""docs/dtr.md: the blepharoplasty example answers exactly as documented."""
+"""docs/dtr.md: the blepharoplasty example answers exactly as documented, a tampered response is
+refused as documented, and the threat model names what the code signs and refuses."""
 from __future__ import annotations
 
 import json
@@ -6,17 +7,23 @@ import re
 from typing import Any, Callable
 
 import pytest
-from dtr_helpers import REPO, answer, asked, bundles, response_of
+import jwt
+from dtr_helpers import REPO, answer, asked, bundles, response_of, server_answers, with_answer
 from fastapi.testclient import TestClient
+from test_dtr_tampering import TAMPERINGS
+
+from service.dtr.adaptive import SERVER_ONLY
+from service.dtr.signing import CONTEXT_URL, DEFAULT_LIFETIME_DAYS, TOKEN_TYPE, Context, Keyring
 
 DOC = (REPO / "docs" / "dtr.md").read_text(encoding="utf-8")
 EXAMPLES = {m["name"]: json.loads(m["body"]) for m in re.finditer(
     r"<!-- example: (?P<name>[\w-]+) -->\n```json\n(?P<body>.*?)\n```", DOC, re.S)}
-MASKED_SUBS = {"date", "coverage-assertion-id"}
+MASKED_SUBS = {"date", "coverage-assertion-id", CONTEXT_URL}
 
 
 def mask(value: Any) -> Any:
-    """Blank what differs between runs: timestamps, random fullUrls, the assertion date and id."""
+    """Blank what differs between runs: timestamps, random fullUrls, the assertion date and id, the
+    signed context (its times and key)."""
     if isinstance(value, list):
         return [mask(v) for v in value]
     if not isinstance(value, dict):
@@ -56,3 +63,37 @@ def test_answering_22_leaves_only_the_six_documentation_items_as_documented(clie
     result = reply.json()["parameter"][0]["resource"]
     assert result["status"] == "in-progress"
     assert len(asked(result)) == 6 and all(q.startswith("documentation.") for q in asked(result))
+
+
+THREATS = DOC.split("## Threat model", 1)[1].split("\n## ", 1)[0]
+
+
+def test_a_changed_code_is_refused_as_documented(client: TestClient) -> None:
+    start = response_of(bundles(client.post("/fhir/Questionnaire/$questionnaire-package",
+                                            json=EXAMPLES["dtr-package-request"]).json())[0])
+    stamp = server_answers(start)["code"][0]["extension"]
+    tampered = with_answer(answer(start, "place_of_service", {"valueString": "11"}), "order", "code",
+                           {"valueString": "99213", "extension": stamp})
+    reply = client.post("/fhir/Questionnaire/$next-question", json=tampered)
+    assert reply.status_code == 422
+    assert {k: v for k, v in reply.json().items() if k != "meta"} == EXAMPLES["dtr-tampered-code"]
+
+
+def test_the_threat_model_names_what_the_code_signs_and_refuses() -> None:
+    assert f"`{CONTEXT_URL}`" in THREATS and f"`typ` `{TOKEN_TYPE}`" in THREATS
+    assert f"({DEFAULT_LIFETIME_DAYS} by default)" in THREATS
+    only_server = re.search(r"a user answer to a fact only the server fills \(([^)]*)\)", THREATS)
+    assert only_server is not None and set(re.findall(r"`([\w.]+)`", only_server[1])) == SERVER_ONLY
+    claims = jwt.decode(Keyring.ephemeral().seal(Context((), {}, (), (), None))["valueString"],
+                        options={"verify_signature": False})
+    assert set(claims) - {"iss"} == {"form", "known", "coverage", "context", "subject", "uses", "iat", "exp"}
+    assert all(f"`{claim}`" in THREATS.split("**What is refused.**")[0] for claim in set(claims) - {"iss"})
+
+
+def test_every_refusal_the_threat_model_quotes_is_one_the_tampering_tests_expect() -> None:
+    listed = THREATS.split("**What is refused.**")[1].split("422 rather than 400")[0]
+    quoted = [m.removesuffix(" ...") for m in re.findall(r"`((?:the |')[^`]+)`", listed.replace("\n  ", " "))]
+    expected = [message for _, _, message, _ in TAMPERINGS]
+    assert len(quoted) == 9
+    for message in quoted:
+        assert any(message in e or e in message for e in expected), message

@@ -198,17 +198,15 @@ def test_next_question_refuses_an_answer_that_does_not_fit_its_item(dtr_client: 
 
 
 def test_next_question_refuses_answers_no_request_could_state(dtr_client: TestClient, start: dict[str, Any]) -> None:
-    wrong = copy.deepcopy(start)
-    date = next(i for i in wrong["item"][0]["item"] if i["linkId"] == "date_of_service")
-    date["answer"] = [{"valueDate": "1800-01-01"}]
-    issue = outcome(_nq(dtr_client, wrong), 400)
-    assert "date_of_service" in issue["diagnostics"]
+    issue = outcome(_nq(dtr_client, answer(start, "place_of_service", {"valueString": "1" * 300})), 400)
+    assert "place_of_service" in issue["diagnostics"]
+    assert issue["expression"] == ["QuestionnaireResponse.item.where(linkId='place_of_service')"]
 
 
 @pytest.mark.parametrize("change, status", [
     (lambda r: r.update(questionnaire="http://elsewhere/Questionnaire/x"), 400),
     (lambda r: r.update(contained=[]), 400),
-    (lambda r: r["contained"][0].update(derivedFrom=["http://elsewhere/Questionnaire/x|1"]), 404),
+    (lambda r: r["contained"][0].update(derivedFrom=["http://elsewhere/Questionnaire/x|1"]), 422),  # not what was signed
     (lambda r: r.update(resourceType="Observation"), 400),
 ])
 def test_next_question_refuses_a_response_without_its_form(dtr_client: TestClient, start: dict[str, Any],

@@ -1,13 +1,17 @@
 """Property over the bundled rules: for random orders (as facts, and as FHIR ServiceRequests through
 $questionnaire-package), every question a form asks is a fact the decision waits for or a
 documentation item of a policy in force, and completing the form with any answers gives the
-decision the library gives for those facts."""
+decision the library gives for those facts; with anything the server signed changed (an order
+answer, the form, the Coverage, the order, the patient, the signature), the response is refused
+(422), never answered."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from dtr_helpers import (BUNDLED_RULES, answer_all, bundles, coverage_information, fact_values, form_of, items,
-                         order_lines, package_request, questions_are_owed, response_of, service_request)
+import pytest
+from dtr_helpers import (BUNDLED_RULES, TAMPERINGS, answer_all, bundles, coverage_information, fact_values, form_of,
+                         items, order_lines, package_request, questions_are_owed, response_of, service_request,
+                         tamper)
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -15,19 +19,25 @@ from hypothesis import strategies as st
 import engine
 from engine.facts import FACTS
 from engine.needs import needs_of
-from service.dtr.adaptive import QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
+from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.fhir.outcome import FhirError
 from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
 from service.dtr.questionnaire import DOC_PREFIX
+from service.dtr.signing import Keyring
 
 RULES = engine.load(BUNDLED_RULES)
 FORMS = Catalogue(RULES, "http://example.org/fhir")
+KEYS = Keyring.ephemeral()
 POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_groups[0].codes.exact]
 ENVELOPE = {"extension": [{"url": QR_COVERAGE, "valueReference": {"reference": "Coverage/cov-1"}},
-                          {"url": QR_CONTEXT, "valueReference": {"reference": "ServiceRequest/sr-1"}}],
+                          {"url": QR_CONTEXT, "valueReference": {"reference": "ServiceRequest/sr-1"}},
+                          {"url": INTENDED_USE, "valueCodeableConcept": {"coding": [
+                              {"system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp", "code": "withpa"}]}}],
             "subject": {"reference": "Patient/pat-1"}}
 MOST_STEPS = len(FACTS) + 2
+CANONICALS = sorted({c for c in (FORMS.canonical({"id": p.id, "version": p.version}) for p in RULES.policy_versions())
+                     if c})
 
 
 @st.composite
@@ -89,7 +99,7 @@ def states_the_library_decision(response: dict[str, Any], facts: dict[str, Any])
 def next_in_library(response: dict[str, Any]) -> dict[str, Any] | None:
     """$next-question called as a library; None when the answers are refused with a 400."""
     try:
-        return next_question(response, FORMS, RULES)
+        return next_question(response, FORMS, RULES, KEYS)
     except FhirError as err:
         assert err.status == 400
         return None
@@ -106,7 +116,7 @@ def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(know
         form = FORMS.find(summary)
         assert form is not None
         facts = {k: v for k, v in known.items() if k != "payer"}
-        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest)
+        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest, KEYS)
         done, given = complete(start, next_in_library, data.draw, known)
         if done is not None:
             states_the_library_decision(done, {**known, **given})
@@ -155,3 +165,37 @@ def test_packages_for_fhir_orders_ask_only_what_is_owed_and_complete_with_the_li
         done, given = complete(response_of(bundle), next_over_http, data.draw, facts)
         if done is not None:
             states_the_library_decision(done, {**facts, **given})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(orders(), st.data())
+def test_a_response_with_anything_the_server_signed_changed_is_refused(known: dict[str, Any],
+                                                                      data: st.DataObject) -> None:
+    decision = library_decision(known)
+    assume(decision is not None and needs_form(decision))
+    assert decision is not None
+    form = FORMS.find(data.draw(st.sampled_from(decision["policies"])))
+    assert form is not None
+    facts = {k: v for k, v in known.items() if k != "payer"}
+    start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest, KEYS)
+    answered = answer_all(start, data.draw, {})
+    with pytest.raises(FhirError) as refused:
+        next_question(tamper(answered, data.draw, CANONICALS), FORMS, RULES, KEYS)
+    assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("kind", TAMPERINGS)
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=fhir_orders(), data=st.data())
+def test_a_package_with_anything_the_server_signed_changed_is_refused_over_http(
+        module_client: TestClient, kind: str, case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject) -> None:
+    reply = module_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(case[0]))
+    found = bundles(reply.json())
+    assume(found)
+    listed = module_client.get("/fhir/Questionnaire").json()["entry"]
+    canonicals = [f"{e['resource']['url']}|{e['resource']['version']}" for e in listed]
+    answered = answer_all(response_of(data.draw(st.sampled_from(found))), data.draw, {})
+    refused = module_client.post("/fhir/Questionnaire/$next-question",
+                                 json=tamper(answered, data.draw, canonicals, kind))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
