@@ -1,7 +1,8 @@
 """The work of one DTR call, bounded (docs/operations.md, "Limits").
 
-Orders and asked-for questionnaires are counted in the input Parameters before any work; the forms
-packaged and the bytes of the answer once it is built. Past a limit the call is a 413
+Orders and asked-for questionnaires are counted in the input Parameters before any work, the forms
+as they are packaged (service/dtr/package.py stops at the first past the limit), and the bytes of
+the answer once it is built. Past a limit the call is a 413
 OperationOutcome (``too-costly``) naming the setting to raise. The operations run in worker threads
 on a limiter of their own (:func:`off_loop`): a large call never holds up the event loop, and DTR
 calls never take the threads that the other endpoints (``/healthz`` among them) run in.
@@ -47,12 +48,11 @@ class DtrLimits:
         if names.count("order") > self.orders:
             raise FhirError(413, f"the call carries {names.count('order')} orders; this service packages at "
                                  f"most {self.orders} per call (COVREQ_DTR_MAX_ORDERS)", _PARAMETERS)
-        self._check_forms(names.count("questionnaire"))
+        if names.count("questionnaire") > self.forms:
+            raise too_many_forms(self.forms)
 
     def check_answer(self, result: dict[str, Any]) -> bytes:
-        """``result`` as JSON bytes; 413 when it holds more package Bundles than allowed or its
-        bytes are more than allowed."""
-        self._check_forms(sum(1 for p in result.get("parameter", ()) if p.get("name") == "packagebundle"))
+        """``result`` as JSON bytes; 413 when they are more than allowed."""
         rendered = render_json(result)
         if len(rendered) > self.response_bytes:
             raise FhirError(413, f"the answer would be larger than {self.response_bytes} bytes "
@@ -60,12 +60,13 @@ class DtrLimits:
                             _PARAMETERS)
         return rendered
 
-    def _check_forms(self, count: int) -> None:
-        if count > self.forms:
-            raise FhirError(413, f"the call asks for {count} forms; this service packages at most "
-                                 f"{self.forms} per call (COVREQ_DTR_MAX_FORMS)", _PARAMETERS)
+
+def too_many_forms(limit: int) -> FhirError:
+    """The 413 of a call that needs more than ``limit`` forms."""
+    return FhirError(413, f"the call needs more than {limit} forms; this service packages at most {limit} "
+                          "per call (COVREQ_DTR_MAX_FORMS)", _PARAMETERS)
 
 
-async def off_loop(work: Callable[..., _T], *args: Any) -> _T:
-    """``work(*args)`` in a DTR worker thread (at most :data:`WORKER_THREADS` at once)."""
-    return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=_WORKERS)
+async def off_loop(work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``work(*args, **kwargs)`` in a DTR worker thread (at most :data:`WORKER_THREADS` at once)."""
+    return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs), limiter=_WORKERS)

@@ -97,9 +97,10 @@ async def questionnaire_package(request: Request) -> Response:
     decided: list[dict[str, Any]] = []
     try:
         body = await _body(request)
-        _limits(request).check_inputs(body)
+        limits = _limits(request)
+        limits.check_inputs(body)
         result = await off_loop(package, body, ruleset, forms_of(request), request.app.state.payers, decided,
-                                request.app.state.dtr_keys)
+                                request.app.state.dtr_keys, max_forms=limits.forms)
     except FhirError as err:
         return _refused(request, ruleset, "questionnaire-package", err)
     return await _answered(request, ruleset, "questionnaire-package", decided, result)

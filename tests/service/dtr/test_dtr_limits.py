@@ -15,6 +15,7 @@ from dtr_helpers import bundles, package_request, response_of, service_request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
+from service.dtr import package as package_module
 from service.dtr import routes
 from service.dtr.limits import DtrLimits
 from service.settings import Settings
@@ -49,11 +50,16 @@ def test_the_default_limits_still_package_20_orders(dtr_client: TestClient) -> N
     assert len(reply.content) <= Settings().dtr_max_response_bytes
 
 
-def test_more_forms_than_allowed_are_a_413(make_dtr_client: Any) -> None:
+def test_more_forms_than_allowed_are_a_413_once_the_first_past_the_limit_is_made(
+        make_dtr_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []
+    real_page = package_module.page
+    monkeypatch.setattr(package_module, "page", lambda *args: made.append(1) or real_page(*args))
     client = make_dtr_client(dtr_max_forms=3)
-    body = package_request(*(service_request(order_id=f"sr-{n}") for n in range(4)))
+    body = package_request(*(service_request(order_id=f"sr-{n}") for n in range(20)))
     issue = _refusal(client.post(PACKAGE, json=body), "COVREQ_DTR_MAX_FORMS")
-    assert "4 forms" in issue["diagnostics"]
+    assert "needs more than 3 forms" in issue["diagnostics"]
+    assert len(made) == 4, "the work stops at the first form past the limit, not after all 20"
     asked = package_request(service_request(), questionnaires=("a", "b", "c", "d"))
     _refusal(client.post(PACKAGE, json=asked), "COVREQ_DTR_MAX_FORMS")  # refused before any work
 
