@@ -314,7 +314,13 @@ def _read_bytes(path: Path) -> bytes:
 
 def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
     """What one file adds to its tree's SHA-256 digest: its path relative to the tree, and its bytes."""
-    return str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0"
+    return named_digest_entry(str(path.relative_to(root) if root.is_dir() else path.name), raw)
+
+
+def named_digest_entry(name: str, raw: bytes) -> bytes:
+    """What a file named ``name`` (its path relative to the tree) with bytes ``raw`` adds to the
+    tree's digest; a bundle's files are checked with it before any is written."""
+    return name.encode() + b"\0" + raw + b"\0"
 
 
 @loading()

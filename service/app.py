@@ -36,11 +36,11 @@ log = logging.getLogger("covreq.service")
 
 
 def _sighup_reload(app: FastAPI) -> bool:
-    """Make SIGHUP reload the rule tree (off the event loop); False where signals are unavailable."""
+    """Make SIGHUP reload the rules (off the event loop, as ``POST /admin/reload`` does); False where
+    signals are unavailable."""
     loop = asyncio.get_running_loop()
-    holder: RuleSetHolder = app.state.holder
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, holder.reload))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, ops.reload_rules, app.state))
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
@@ -55,7 +55,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
-                               "sighup_reload": installed, "bundle": bundles.url if bundles else None})
+                               "sighup_reload": installed, "bundle": bundles.public_url if bundles else None})
     if app.state.payers.match_by_name:
         log.warning("the payer mapping matches payers by name too (match_by_name: true): a Coverage that "
                     "names a payer without its identifier is answered",

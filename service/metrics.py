@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 import engine
-from service.ops import token_refusal
+from service.bearer import token_refusal
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Routes whose requests are decisions: their latency goes into the decision histogram.
@@ -33,6 +33,9 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
 OTHER = "other"
 #: The ``status`` label's values: the registered HTTP status codes; any other is its class (``5xx``).
 STATUSES = frozenset(int(s) for s in HTTPStatus)
+#: Why a bundle poll failed (the ``reason`` label): the URL gave no bundle, the bundle was refused,
+#: it could not be written, its rules did not load, a bug.
+BUNDLE_POLL_FAILURES = ("download", "refused", "unpack", "rules", "internal")
 
 router = APIRouter(tags=["operations"])
 
@@ -68,6 +71,10 @@ class Metrics:
                                        ("source",), registry=r)
         for source in ("tree", "bundle"):  # shown at 0 from the start, so an alert rule finds the series
             self.reload_failures.labels(source)
+        self.bundle_poll_failures = Counter("covreq_bundle_poll_failures",
+                                            "Bundle polls and reloads that failed, by reason", ("reason",), registry=r)
+        for reason in BUNDLE_POLL_FAILURES:
+            self.bundle_poll_failures.labels(reason)
         self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
                                      ("cache", "result"), registry=r)
         #: Labelled children already made: prometheus-client checks the values and takes a lock on every
@@ -97,6 +104,10 @@ class Metrics:
     def refused(self, source: str) -> None:
         """A reload from ``source`` (``tree`` or ``bundle``) was refused."""
         self.reload_failures.labels(source).inc()
+
+    def bundle_poll_failed(self, reason: str) -> None:
+        """A bundle poll failed for ``reason`` (one of :data:`BUNDLE_POLL_FAILURES`; else ``internal``)."""
+        self.bundle_poll_failures.labels(reason if reason in BUNDLE_POLL_FAILURES else "internal").inc()
 
     def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
         """Count the answers of one decision request."""
