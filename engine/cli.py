@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy of the rules")
     serve.add_argument("--max-connections", type=int, metavar="N",
-                       help="open connections per process; more are closed, requests past it get 503 (default: 1000)")
+                       help="open connections per process; past it the oldest idle one is closed, or the request gets 503 (default: 1000)")
     serve.add_argument("--request-timeout", type=float, metavar="SECONDS",
                        help="time a connection has to send a whole request, headers and body (default: 30)")
     serve.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",

@@ -28,7 +28,7 @@ from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
 from service.metrics import Metrics, worker_exited
-from service.middleware import AccessLog, BodyLimit
+from service.middleware import AccessLog, BodyLimit, ConnectionCap
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
 
@@ -96,7 +96,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
-                                  settings.crd_max_billing_codes)
+                                  settings.crd_max_billing_codes, settings.crd_max_lines)
     app.state.ehr_policy = EhrPolicy(
         settings.fhir_servers,
         EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
@@ -124,6 +124,9 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
         app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
     app.add_middleware(Authenticate, guard=guard, refuse=functools.partial(_error_response, app))
+    app.add_middleware(ConnectionCap, exempt=frozenset({ops.LIVENESS}), refuse=lambda path: _error_response(
+        app, path, 503, f"this process holds its {settings.max_connections} connections (COVREQ_MAX_CONNECTIONS), "
+                        "each with a request under way: retry after a moment"))
     app.add_middleware(AccessLog, header=RULESET_HEADER, observe=lambda scope, status, seconds: (
         app.state.metrics.observe_request(scope, status, seconds, app.state.holder.current)))
     return app

@@ -11,12 +11,14 @@ from service.holder import ReloadFailure
 from service.responses import json_response, v1_error
 
 router = APIRouter(tags=["operations"])
+#: The liveness probe's path: answered even on a connection past the cap (service/protocol.py).
+LIVENESS = "/healthz"
 #: The 403 of an admin operation while no admin token is configured.
 ADMIN_OFF = ("admin operations are refused until an admin token is configured: set COVREQ_ADMIN_TOKEN "
              "and send Authorization: Bearer <token> (SIGHUP to the covreq serve process reloads without one)")
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get(LIVENESS, summary="Liveness: the process answers")
 def healthz(request: Request) -> JSONResponse:
     """Always 200 while the process serves requests."""
     digest = request.app.state.holder.current.digest

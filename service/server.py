@@ -151,6 +151,5 @@ def warn_without_public_url(settings: Settings, host: str) -> bool:
 def _connection_limits(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for the connection limits of ``settings`` (docs/operations.md, "Limits")."""
     return {"http": guarded(settings.request_timeout, settings.max_connections, settings.max_header_bytes),
-            "limit_concurrency": settings.max_connections,
             "timeout_keep_alive": settings.keep_alive_timeout,
             "h11_max_incomplete_event_size": settings.max_header_bytes}

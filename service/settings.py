@@ -63,13 +63,17 @@ class Settings:
     https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``, and all the
     queries of one call together, with their R4 checks, ``ehr_call_seconds`` and
     ``ehr_call_max_bytes`` (decoded bytes);
-    ``crd_max_orders``, ``crd_max_coverages`` and ``crd_max_billing_codes`` (per order) bound the
-    work of one CDS Hooks call (413 above them).
+    ``crd_max_orders``, ``crd_max_coverages``, ``crd_max_billing_codes`` (per order) and
+    ``crd_max_lines`` (billing codes of all orders) bound the work of one CDS Hooks call (413 above them).
+    ``max_response_bytes`` caps the answer of a v1 or CDS Hooks call (413 above it).
     ``strict_audit`` refuses (503) a decision whose audit record cannot be written.
-    ``max_connections`` caps the open connections of a process (more are closed at once, and
-    requests past it get 503), ``request_timeout`` the seconds a connection has to deliver a whole
-    request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
+    ``max_connections`` caps the open connections of a process (a new one past it closes the
+    oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout``
+    the seconds a connection has to deliver a whole request, ``keep_alive_timeout`` the seconds an
+    idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
+    ``dtr_max_orders``, ``dtr_max_forms`` and ``dtr_max_response_bytes`` bound the work and the
+    answer of one DTR call (service/dtr/limits.py; 413 above them).
 
     Trust at the edge (docs/operations.md, "What covreq refuses at the edge"): ``POST /admin/reload``
     is refused (403) unless ``admin_token`` is set; ``metrics_token``, when set, must be sent as
@@ -106,6 +110,8 @@ class Settings:
     crd_max_orders: int = 100
     crd_max_coverages: int = 20
     crd_max_billing_codes: int = 50
+    crd_max_lines: int = 1000
+    max_response_bytes: int = 4_194_304
     strict_audit: bool = False
     max_connections: int = 1000
     request_timeout: float = 30.0
@@ -120,6 +126,10 @@ class Settings:
     jwks_max_age_seconds: float = 3600.0
     jwks_timeout_seconds: float = 5.0
     jwks_allow_http: bool = False
+    # DTR: the work of one $questionnaire-package / $next-question call (service/dtr/limits.py)
+    dtr_max_orders: int = 20
+    dtr_max_forms: int = 20
+    dtr_max_response_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -131,12 +141,14 @@ class Settings:
         ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_EHR_CALL_SECONDS``, ``COVREQ_EHR_CALL_MAX_BYTES``,
         ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
-        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
+        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_CRD_MAX_LINES``,
+        ``COVREQ_MAX_RESPONSE_BYTES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
         separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_JWKS_REFRESH_SECONDS``,
         ``COVREQ_JWKS_MAX_AGE_SECONDS``, ``COVREQ_JWKS_TIMEOUT_SECONDS``, ``COVREQ_JWKS_ALLOW_HTTP``
-        (``1`` for on); absent variables keep the defaults."""
+        (``1`` for on), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
+        ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -164,6 +176,8 @@ class Settings:
             crd_max_orders=_whole(env, "COVREQ_CRD_MAX_ORDERS", defaults.crd_max_orders),
             crd_max_coverages=_whole(env, "COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages),
             crd_max_billing_codes=_whole(env, "COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes),
+            crd_max_lines=_whole(env, "COVREQ_CRD_MAX_LINES", defaults.crd_max_lines),
+            max_response_bytes=_whole(env, "COVREQ_MAX_RESPONSE_BYTES", defaults.max_response_bytes),
             strict_audit=env.get("COVREQ_STRICT_AUDIT", "0") == "1",
             max_connections=_whole(env, "COVREQ_MAX_CONNECTIONS", defaults.max_connections),
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
@@ -178,4 +192,8 @@ class Settings:
             jwks_max_age_seconds=float(env.get("COVREQ_JWKS_MAX_AGE_SECONDS", defaults.jwks_max_age_seconds)),
             jwks_timeout_seconds=float(env.get("COVREQ_JWKS_TIMEOUT_SECONDS", defaults.jwks_timeout_seconds)),
             jwks_allow_http=env.get("COVREQ_JWKS_ALLOW_HTTP", "0") == "1",
+            # DTR
+            dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
+            dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),
+            dtr_max_response_bytes=_whole(env, "COVREQ_DTR_MAX_RESPONSE_BYTES", defaults.dtr_max_response_bytes),
         )

@@ -30,11 +30,14 @@ class EhrAccess:
 
 @dataclass(frozen=True)
 class Limits:
-    """The most one call may ask of covreq (413 above): orders, Coverages, billing codes per order."""
+    """The most one call may ask of covreq (413 above): orders, Coverages, billing codes per order,
+    and billing codes of all its orders together (``lines``: each is a decision in the answer and
+    the audit record)."""
 
     orders: int = 100
     coverages: int = 20
     billing_codes: int = 50
+    lines: int = 1000
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any, Collection
 
 from service.crd.coverage import CoverageContext, primary_coverage
 from service.crd.discovery import HOOKS, SUPPORTING_HOOKS, Configuration
-from service.crd.envelope import Envelope, require
+from service.crd.envelope import Envelope, Limits, require
 from service.fhir.outcome import FhirError
 from service.crd.payers import PayerMap
 from service.fhir.index import ResourceIndex
@@ -81,6 +81,7 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
     facts = _call_facts(context, index)  # first, so one reading notes every reference it misses
     orders = tuple(_order(resource, start, index, envelope.limits.billing_codes)
                    for resource, start in _order_resources(hook, context, index))
+    _check_lines(orders, envelope.limits, f"context.{HOOKS[hook]}")
     insurance = {ref for order in orders for ref in order.insurance}
     expression = "prefetch.coverage" if "coverage" in envelope.prefetch else "Coverage"
     if len(index.of_type("Coverage")) > envelope.limits.coverages:
@@ -110,6 +111,14 @@ def plan_problem(coverage: CoverageContext, plans: Collection[str]) -> str | Non
                 f"{payer.label} plan covreq holds rules for ({known}); the answer depends on the plan.")
     return (f"The payer mapping maps the Coverage's plan {payer.plan_class!r} to {payer.plan!r}, which is not "
             f"a plan of {payer.payer!r} in the rule set ({known}); the answer depends on the plan.")
+
+
+def _check_lines(orders: tuple[Order, ...], limits: Limits, where: str) -> None:
+    """413 before any decision when the orders together carry more billing codes than allowed."""
+    lines = sum(len(order.lines) for order in orders)
+    if lines > limits.lines:
+        raise FhirError(413, f"the orders carry {lines} billing codes; this service answers at most "
+                             f"{limits.lines} per call (COVREQ_CRD_MAX_LINES)", where)
 
 
 def v1_request(call: HookCall, order: Order, plans: Collection[str] | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any, Callable, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.crd.assess import assess
@@ -20,7 +20,7 @@ from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
-from service.responses import UNAUDITED, json_response
+from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large
 from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
@@ -48,7 +48,7 @@ def discover(request: Request) -> JSONResponse:
 
 @router.post(PREFIX + "/{service_id}", summary="Call a CRD service (order-select, order-sign, "
                                                "order-dispatch, appointment-book)")
-async def call_service(service_id: str, request: Request) -> JSONResponse:
+async def call_service(service_id: str, request: Request) -> Response:
     """Coverage information for each order as systemActions, plus cards; errors as OperationOutcome."""
     ruleset, audit = request.app.state.holder.current, request.app.state.audit
     hook = SERVICES.get(service_id)
@@ -84,6 +84,11 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         "cards": cards(answers, hook_call.configuration.max_cards, today),
         "systemActions": system_actions(answers, today, hook_call.configuration.version),
         "extension": {RULESET_EXTENSION: ruleset.digest}}
+    rendered = render_json(response)
+    refusal = too_large(rendered, state.settings.max_response_bytes)
+    if refusal:
+        audit.cds(request, ruleset.digest, 413, hook, hook_call.hook_instance)
+        return operation_outcome(413, refusal, ruleset.digest)
     if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
     request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
@@ -91,7 +96,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
         "ruleset": ruleset.digest,
         "coverage_assertion_ids": list(dict.fromkeys(a.assertion_id for a in answers))})
-    return json_response(response, ruleset.digest)
+    return rendered_response(rendered, ruleset.digest)
 
 
 async def _run(inline: bool, work: Callable[..., _T], *args: Any) -> _T:

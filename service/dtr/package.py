@@ -23,6 +23,7 @@ from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, plan_proble
 from service.dtr import facts as f
 from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
+from service.dtr.limits import too_many_forms
 from service.dtr.questionnaire import DTR, Form
 from service.dtr.signing import Keyring
 from service.fhir.index import ResourceIndex
@@ -177,17 +178,21 @@ class _Packages:
     bundles: list[dict[str, Any]] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
     packaged: set[str] = field(default_factory=set)
+    limit: int | None = None  # most package Bundles (service/dtr/limits.py)
 
     def add(self, form: Form, response: dict[str, Any]) -> None:
-        """One package: the form, its ValueSets and ``response``."""
+        """One package: the form, its ValueSets and ``response``; 413 past ``limit``."""
+        if self.limit is not None and len(self.bundles) >= self.limit:
+            raise too_many_forms(self.limit)
         self.packaged.add(form.canonical)
         self.bundles.append(_bundle(form, response))
 
 
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
-            keys: Keyring, today: dt.date | None = None) -> dict[str, Any]:
+            keys: Keyring, today: dt.date | None = None, max_forms: int | None = None) -> dict[str, Any]:
     """The output Parameters of ``$questionnaire-package``, the decisions made appended to
-    ``decided``, the adaptive responses signed with ``keys``; raises FhirError for a 4xx."""
+    ``decided``, the adaptive responses signed with ``keys``; raises FhirError for a 4xx (413 at
+    the first form past ``max_forms``)."""
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
         return {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": {
@@ -195,7 +200,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
                 "information", "informational",
                 f"the rules have not changed since {inputs.changed_since.isoformat()}")]}}]}
     patient = _patient(inputs.coverage)
-    found = _Packages()
+    found = _Packages(limit=max_forms)
     if inputs.orders:
         _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided, keys)
     for canonical in inputs.questionnaires:
