@@ -12,14 +12,12 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jwt
-from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.responses import Response
@@ -27,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
+from service.replay import ReplayCache
 from service.settings import Settings, read_config
 
 log = logging.getLogger("covreq.auth")
@@ -188,8 +187,7 @@ class JwtVerifier:
 
     def __init__(self, issuers: Mapping[str, Issuer], service_url: str) -> None:
         self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
-        self._seen: TTLCache[tuple[str, str], bool] = TTLCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
-        self._lock = threading.Lock()
+        self._seen = ReplayCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
 
     def verify(self, token: str, path: str) -> Caller:
         """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
@@ -241,10 +239,8 @@ class JwtVerifier:
         return Caller("jwt", iss, claims.get("sub"), claims.get("tenant"))
 
     def _remember(self, iss: str, jti: str) -> None:
-        with self._lock:
-            if (iss, jti) in self._seen:
-                raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
-            self._seen[(iss, jti)] = True
+        if not self._seen.first_use((iss, jti)):
+            raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
 
 
 class Guard:
