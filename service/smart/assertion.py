@@ -65,6 +65,8 @@ class AssertionVerifier:
     async def _key(self, client: Client, kid: Any, alg: str) -> TrustedKey:
         """The client's key named by ``kid`` (the only key when none is named) that takes ``alg``; a
         client registered by URL has its set fetched again once when the kid is not in it."""
+        if kid is not None and not isinstance(kid, str):
+            raise _refused("the header kid must be a string")
         keys = client.keys
         if client.jwks_uri is not None:
             try:

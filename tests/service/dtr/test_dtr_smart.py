@@ -266,6 +266,36 @@ def test_a_bad_assertion_is_invalid_client(smart, keys, case: str) -> None:
     assert reason in reply.json()["error_description"]
 
 
+def forged(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A JWS with any header and claims, signed with nothing that matters."""
+    segments = [jwt.utils.base64url_encode(json.dumps(part).encode()) for part in (header, claims)]
+    return b".".join([*segments, b"c2ln"]).decode()
+
+
+HOSTILE = {
+    "a kid that is a mapping": forged({"alg": "RS384", "typ": "JWT", "kid": {"a": 1}}, {"iss": "dtr-app"}),
+    "a list of algorithms": forged({"alg": ["RS384"], "typ": "JWT"}, {"iss": "dtr-app"}),
+    "alg none": forged({"alg": "none", "typ": "JWT"}, {"iss": "dtr-app", "sub": "dtr-app"}),
+    "claims that are a list": forged({"alg": "RS384", "typ": "JWT"}, ["dtr-app"]),  # type: ignore[dict-item]
+    "an iss that is a number": forged({"alg": "RS384", "typ": "JWT"}, {"iss": 7}),
+    "a jku that is a list": forged({"alg": "RS384", "typ": "JWT", "jku": ["x"]}, {"iss": "ehr-backend"}),
+    "a huge assertion": "a" * 20_000,
+    "not base64": "@@@.@@@.@@@",
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_a_hostile_assertion_is_a_clear_401(smart, case: str) -> None:
+    reply = token_request(smart(), HOSTILE[case])
+    assert (reply.status_code, reply.json()["error"]) == (401, "invalid_client")
+
+
+def test_a_hostile_body_is_a_clear_400(smart) -> None:
+    reply = smart().post("/fhir/auth/token", content=b"grant_type=\xff\xfe%ZZ&&==",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (reply.status_code, reply.json()["error"]) == (400, "invalid_request")
+
+
 def test_a_replayed_assertion_is_refused(smart, keys) -> None:
     client = smart()
     signed = assertion(keys)
