@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from dtr_helpers import bundles, package_request, service_request
+from dtr_helpers import bundles, package_request, response_of, service_request
 from fastapi.testclient import TestClient
 
 from service.auth import AuthConfigError
@@ -31,9 +31,8 @@ EHR = "https://ehr.example.org"
 @pytest.fixture(scope="module")
 def keys() -> dict[str, Any]:
     """The clients' private keys: RSA (RS384), EC P-384 (ES384, published at a jwks_uri), a stranger's."""
-    return {"rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-            "ec": ec.generate_private_key(ec.SECP384R1()),
-            "stranger": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    mine, strangers = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    return {"rsa": mine, "stranger": strangers, "ec": ec.generate_private_key(ec.SECP384R1())}
 
 
 def public_jwk(private: Any, kid: str) -> dict[str, Any]:
@@ -181,12 +180,14 @@ def test_a_client_with_its_own_key_gets_a_token_and_reads_forms(smart, keys) -> 
     assert client.get(f"/fhir/Questionnaire/{first}", headers=bearer(answer["access_token"])).status_code == 200
 
 
-def test_the_dtr_package_operation_with_an_access_token(smart, keys, tmp_path: Path) -> None:
+def test_the_dtr_operations_with_an_access_token(smart, keys, tmp_path: Path) -> None:
     client = smart()
     token = access_token(client, keys, "system/Questionnaire.read")
     reply = client.post(PACKAGE, json=package_request(service_request()), headers=bearer(token))
     assert reply.status_code == 200, reply.text
-    assert bundles(reply.json())
+    (bundle,) = bundles(reply.json())
+    following = client.post("/fhir/Questionnaire/$next-question", json=response_of(bundle), headers=bearer(token))
+    assert following.status_code == 200, following.text
     record = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
     assert record["caller"] == {"kind": "smart", "name": "dtr-app", "subject": "dtr-app",
                                 "scopes": ["system/Questionnaire.read"]}
