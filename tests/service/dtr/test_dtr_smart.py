@@ -4,18 +4,22 @@ bad assertions get OAuth errors, and the CDS Hooks JWTs keep working where they 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from unittest.mock import patch
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from dtr_helpers import bundles, package_request, response_of, service_request
+from dtr_helpers import BUNDLED_RULES, FIXTURES, bundles, package_request, response_of, service_request
 from fastapi.testclient import TestClient
+from serving import served
 
 from service.auth import AuthConfigError
 from service.smart import jwks
@@ -358,3 +362,32 @@ def test_cds_hooks_jwts_keep_working_beside_smart(smart, keys, tmp_path: Path) -
 def test_an_http_jwks_uri_needs_the_loopback_setting(make_dtr_client, registration: Path, token_key: Path) -> None:
     with pytest.raises(AuthConfigError, match=r"smart-clients.yaml:6: jwks_uri must be https"):
         make_dtr_client(smart_clients=registration, smart_token_key=token_key)
+
+
+def test_over_http_with_several_workers_one_token_serves_them_all(registration: Path, keys, tmp_path: Path) -> None:
+    """A real ``covreq serve --workers 2`` without COVREQ_SMART_TOKEN_KEY: discovery, the token request
+    and the FHIR calls go over loopback HTTP, on new connections spread over both workers, which share
+    the replica's random token key."""
+    env = {"COVREQ_SMART_CLIENTS": str(registration), "COVREQ_SMART_LOOPBACK_HTTP": "1",
+           "COVREQ_PAYERS": str(FIXTURES / "payers.yaml")}
+    env_without_key = {k: v for k, v in os.environ.items() if k not in ("COVREQ_SMART_TOKEN_KEY", "COVREQ_DTR_KEYS")}
+    with patch.dict(os.environ, env_without_key, clear=True), \
+            served(tmp_path, "--rules", str(BUNDLED_RULES), "--workers", "2", env=env) as service:
+        close = {"Connection": "close"}
+        discovery = httpx.get(f"{service.base}/fhir/.well-known/smart-configuration", headers=close).json()
+        assert discovery["token_endpoint"] == f"{service.base}/fhir/auth/token"
+        now = int(time.time())
+        signed = jwt.encode({"iss": "dtr-app", "sub": "dtr-app", "aud": discovery["token_endpoint"],
+                             "exp": now + 240, "jti": uuid.uuid4().hex}, keys["rsa"], algorithm="RS384",
+                            headers={"typ": "JWT", "kid": "rsa-1"})
+        answer = httpx.post(discovery["token_endpoint"], headers=close, data={
+            "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": signed, "scope": "system/Questionnaire.rs"})
+        assert answer.status_code == 200, answer.text
+        token = answer.json()["access_token"]
+        for _ in range(8):
+            found = httpx.get(f"{service.base}/fhir/Questionnaire", headers={**close, **bearer(token)})
+            assert found.status_code == 200, found.text
+        assert httpx.get(f"{service.base}/fhir/Questionnaire", headers=close).status_code == 401
+        # only the check before the workers start makes a key of its own: the workers read the shared one
+        assert [e.get("event") for e in service.events()].count("smart-token-key-ephemeral") == 1
