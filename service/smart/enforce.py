@@ -6,8 +6,8 @@ nobody while authentication is off) are not limited here.
 - ``GET /fhir/<Type>`` (search) needs ``s``; ``GET /fhir/<Type>/<id>`` needs ``r``; create, update
   and delete need ``c``, ``u``, ``d``.
 - Operations need what :data:`OPERATIONS` says. ``$questionnaire-package`` and ``$next-question``
-  are invoked on Questionnaire and change nothing on the server (their OperationDefinitions'
-  ``affectsState`` is false): they read forms, so they need ``r`` on Questionnaire
+  are invoked on Questionnaire, hand out forms and store nothing on the server (covreq keeps no
+  state between calls): they read forms, so they need ``r`` on Questionnaire
   (``system/Questionnaire.read`` or ``system/Questionnaire.rs``). An operation not listed is refused.
 """
 from __future__ import annotations
