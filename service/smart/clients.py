@@ -56,16 +56,18 @@ def jwks_keys(jwks: Any, where: str, skip_unusable: bool = False) -> dict[str | 
         kid = data.get("kid") if isinstance(data, dict) else None
         try:
             if not isinstance(data, dict) or data.get("use", "sig") != "sig":
-                raise ValueError("not a signature key")
-            trusted = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), f"{where} key {kid or number}")
+                raise ValueError(f"{where}: key {kid or number}: not a signature key")
+            trusted = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), f"{where}: key {kid or number}")
             usable = tuple(alg for alg in trusted.algorithms if alg in ALGORITHMS)
             if not usable:
-                raise ValueError(f"it checks none of {', '.join(ALGORITHMS)}")
+                raise ValueError(f"{where}: key {kid or number}: it checks none of {', '.join(ALGORITHMS)}")
         except (ValueError, jwt.PyJWTError) as err:
             if skip_unusable:
                 log.info("JWKS key skipped: %s", err, extra={"event": "smart-jwks-key-skipped", "jwks": where})
                 continue
-            raise ValueError(f"{where}: key {kid or number}: {err}") from None
+            # TrustedKey.of and the check above name the key; PyJWT's errors do not
+            named = isinstance(err, ValueError) and str(err).startswith(f"{where}: key ")
+            raise ValueError(str(err) if named else f"{where}: key {kid or number}: {err}") from None
         found[kid if isinstance(kid, str) else None] = TrustedKey(trusted.key, usable)
     return found
 
