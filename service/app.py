@@ -31,6 +31,9 @@ from service.metrics import Metrics, worker_exited
 from service.middleware import AccessLog, BodyLimit, ConnectionCap
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
+from service.smart import routes as smart_routes
+from service.smart.authority import Authority
+from service.smart.enforce import ScopeCheck
 
 log = logging.getLogger("covreq.service")
 
@@ -103,11 +106,13 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
         deadline=settings.ehr_call_seconds)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
-    guard = Guard.from_settings(settings)
+    app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
+    guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None)
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)
+    app.include_router(smart_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
     app.include_router(metrics.router)
@@ -121,6 +126,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
         return _error_response(app, request.url.path, 422, str(first.get("msg")))
 
+    app.add_middleware(ScopeCheck, refuse=functools.partial(_error_response, app))  # inside Authenticate
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
         app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
     app.add_middleware(Authenticate, guard=guard, refuse=functools.partial(_error_response, app))

@@ -12,14 +12,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jwt
-from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.responses import Response
@@ -29,7 +27,12 @@ from service import api_keys
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
 from service.jwks import JwksPolicy, RemoteKeys, check_uri
+from service.replay import ReplayCache
 from service.settings import Settings, read_config
+from service.smart import PUBLIC_PATHS as SMART_PUBLIC
+
+if TYPE_CHECKING:
+    from service.smart.tokens import AccessTokens
 
 log = logging.getLogger("covreq.auth")
 
@@ -233,8 +236,7 @@ class JwtVerifier:
 
     def __init__(self, issuers: Mapping[str, Issuer], service_url: str) -> None:
         self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
-        self._seen: TTLCache[tuple[str, str], bool] = TTLCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
-        self._lock = threading.Lock()
+        self._seen = ReplayCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
 
     def verify(self, token: str, path: str) -> Caller:
         """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
@@ -286,24 +288,24 @@ class JwtVerifier:
         return Caller("jwt", iss, claims.get("sub"), claims.get("tenant"))
 
     def _remember(self, iss: str, jti: str) -> None:
-        with self._lock:
-            if (iss, jti) in self._seen:
-                raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
-            self._seen[(iss, jti)] = True
+        if not self._seen.first_use((iss, jti)):
+            raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
 
 
 class Guard:
     """Decides which requests need credentials and checks them."""
 
     def __init__(self, verifier: JwtVerifier | None = None, api_keys: Mapping[str, bytes] | None = None,
-                 v1_jwt: bool = False) -> None:
+                 v1_jwt: bool = False, smart: "AccessTokens | None" = None) -> None:
         self.verifier, self.api_keys, self.v1_jwt = verifier, dict(api_keys or {}), v1_jwt
+        self.smart = smart  # SMART Backend Services access tokens on /fhir (service/smart/)
         if v1_jwt and verifier is None:
             raise AuthConfigError("a JWT on /v1/* needs trusted issuers and the service URL")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Guard":
-        """The guard the settings ask for; raises :class:`AuthConfigError` if they are unusable."""
+    def from_settings(cls, settings: Settings, smart: "AccessTokens | None" = None) -> "Guard":
+        """The guard the settings ask for (``smart``: the access tokens /fhir also takes); raises
+        :class:`AuthConfigError` if they are unusable."""
         issuers, url = settings.auth_issuers, settings.service_url
         if issuers is not None and not url:
             raise AuthConfigError("trusted JWT issuers need the service URL (the JWT audience)")
@@ -311,13 +313,15 @@ class Guard:
                             settings.jwks_timeout_seconds, settings.jwks_allow_http)
         verifier = JwtVerifier(load_issuers(issuers, policy), url) if issuers and url else None
         return cls(verifier, load_api_keys(settings.api_keys) if settings.api_keys else None,
-                   settings.v1_jwt)
+                   settings.v1_jwt, smart)
 
     def challenges(self, path: str) -> list[str]:
         """The ``WWW-Authenticate`` challenges of ``path``; none when it is open."""
         bearer = ['Bearer realm="covreq"']
-        if crd_routes.owns(path) and path != crd_routes.PREFIX or dtr_routes.owns(path) and path != dtr_routes.METADATA:
+        if crd_routes.owns(path) and path != crd_routes.PREFIX:
             return bearer if self.verifier else []
+        if dtr_routes.owns(path) and path != dtr_routes.METADATA and path not in SMART_PUBLIC:
+            return bearer if self.verifier or self.smart else []
         if not path.startswith("/v1/"):
             return []
         return (bearer if self.v1_jwt else []) + \
@@ -342,6 +346,9 @@ class Guard:
             wanted = "Authorization: Bearer <JWT>" + (f" or {API_KEY_HEADER}" if
                                                        self.api_keys and path.startswith("/v1/") else "")
             raise AuthError(f"authentication required: send {wanted}")
+        if self.smart is not None and dtr_routes.owns(path) and (
+                self.verifier is None or self.smart.claims_to_be_one(token.strip())):
+            return self.smart.caller(token.strip())
         if self.verifier is None or (path.startswith("/v1/") and not self.v1_jwt):
             raise AuthError(f"this endpoint takes an API key in the {API_KEY_HEADER} header", True)
         return self.verifier.verify(token.strip(), path)

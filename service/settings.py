@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.yamlsource import YamlError, load_yaml
+from engine.yamlsource import Locations, YamlError, load_yaml
 
 DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
 
@@ -14,8 +14,13 @@ DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
 def read_config(path: Path) -> Any:
     """The data of a YAML configuration file (payer mapping, issuers, API keys); raises ValueError
     naming the file, and the line and column of a YAML mistake."""
+    return read_config_located(path)[0]
+
+
+def read_config_located(path: Path) -> tuple[Any, Locations]:
+    """:func:`read_config`, with where each value is written (for errors naming file:line)."""
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))[0]
+        return load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -82,6 +87,11 @@ class Settings:
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
     unset: a random key per process).
+
+    SMART Backend Services on ``/fhir`` (service/smart/): ``smart_clients`` is the client registration
+    file (turns it on), ``smart_token_key`` the file holding the secret that signs access tokens
+    (unset: a random key per process), ``smart_token_seconds`` their lifetime, and
+    ``smart_loopback_http`` lets a client's ``jwks_uri`` be plain http on a loopback address (tests).
     """
 
     max_body_bytes: int = 1_048_576
@@ -130,6 +140,11 @@ class Settings:
     dtr_max_orders: int = 20
     dtr_max_forms: int = 20
     dtr_max_response_bytes: int = 1_048_576
+    # SMART Backend Services (service/smart/)
+    smart_clients: Path | None = None
+    smart_token_key: Path | None = None
+    smart_token_seconds: int = 300
+    smart_loopback_http: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -148,7 +163,9 @@ class Settings:
         separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_JWKS_REFRESH_SECONDS``,
         ``COVREQ_JWKS_MAX_AGE_SECONDS``, ``COVREQ_JWKS_TIMEOUT_SECONDS``, ``COVREQ_JWKS_ALLOW_HTTP``
         (``1`` for on), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
-        ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
+        ``COVREQ_DTR_MAX_RESPONSE_BYTES``, ``COVREQ_SMART_CLIENTS``, ``COVREQ_SMART_TOKEN_KEY``,
+        ``COVREQ_SMART_TOKEN_SECONDS``, ``COVREQ_SMART_LOOPBACK_HTTP`` (``1`` for on); absent variables keep
+        the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -196,4 +213,9 @@ class Settings:
             dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
             dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),
             dtr_max_response_bytes=_whole(env, "COVREQ_DTR_MAX_RESPONSE_BYTES", defaults.dtr_max_response_bytes),
+            # SMART Backend Services (service/smart/)
+            smart_clients=Path(env["COVREQ_SMART_CLIENTS"]) if env.get("COVREQ_SMART_CLIENTS") else None,
+            smart_token_key=Path(env["COVREQ_SMART_TOKEN_KEY"]) if env.get("COVREQ_SMART_TOKEN_KEY") else None,
+            smart_token_seconds=_whole(env, "COVREQ_SMART_TOKEN_SECONDS", defaults.smart_token_seconds),
+            smart_loopback_http=env.get("COVREQ_SMART_LOOPBACK_HTTP", "0") == "1",
         )

@@ -16,6 +16,7 @@ from service.dtr.limits import DtrLimits, off_loop
 from service.dtr.package import package
 from service.fhir.outcome import FhirError, operation_outcome
 from service.responses import UNAUDITED, json_response, rendered_response
+from service.smart.security import smart_security
 from service.v1 import parse_json
 
 METADATA = PREFIX + "/metadata"
@@ -57,7 +58,9 @@ def capability_statement(base: str, digest: str, loaded_at: dt.datetime) -> dict
 def metadata(request: Request) -> JSONResponse:
     """The CapabilityStatement."""
     ruleset = request.app.state.holder.current
-    return _fhir(capability_statement(fhir_base(request), ruleset.digest, ruleset.loaded_at), ruleset.digest)
+    statement = capability_statement(fhir_base(request), ruleset.digest, ruleset.loaded_at)
+    smart_security(statement["rest"][0], request)
+    return _fhir(statement, ruleset.digest)
 
 
 @router.get(PREFIX + "/Questionnaire", summary="Search the generated Questionnaires by canonical url")
