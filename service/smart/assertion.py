@@ -70,9 +70,7 @@ class AssertionVerifier:
         keys = client.keys
         if client.jwks_uri is not None:
             try:
-                keys = await self.jwks.keys(client.jwks_uri)
-                if kid not in keys:
-                    keys = await self.jwks.keys(client.jwks_uri, refresh=True)
+                keys = await self.jwks.keys(client.jwks_uri, kid)
             except JwksError as err:
                 raise _refused(f"the client's JWKS could not be read: {err}") from None
         fitting = {k: v for k, v in keys.items() if alg in v.algorithms}

@@ -13,16 +13,15 @@ read and checked at start so that a mistake stops the service with the file and 
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
-import jwt
 
+from service import auth
 from service.auth import AuthConfigError, TrustedKey
+from service.jwks import check_uri
 from service.settings import read_config_located
 from service.smart.scopes import Scope
 
@@ -47,28 +46,24 @@ class Client:
 
 
 def jwks_keys(jwks: Any, where: str, skip_unusable: bool = False) -> dict[str | None, TrustedKey]:
-    """The keys of a JWKS that can check RS384 or ES384, by kid; raises ValueError naming ``where``
-    for a malformed set or (unless ``skip_unusable``, as for a fetched set) an unusable key."""
+    """The keys of a JWKS that can check RS384 or ES384, by kid (read as a JWT issuer's are:
+    service.auth.jwks_keys); raises ValueError naming ``where`` for a malformed set or (unless
+    ``skip_unusable``, as for a fetched set) an unusable key."""
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
         raise ValueError(f"{where}: a JWKS is a mapping with a list under 'keys'")
     found: dict[str | None, TrustedKey] = {}
-    for number, data in enumerate(jwks["keys"]):
-        kid = data.get("kid") if isinstance(data, dict) else None
-        try:
-            if not isinstance(data, dict) or data.get("use", "sig") != "sig":
-                raise ValueError(f"{where}: key {kid or number}: not a signature key")
-            trusted = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), f"{where}: key {kid or number}")
-            usable = tuple(alg for alg in trusted.algorithms if alg in ALGORITHMS)
-            if not usable:
-                raise ValueError(f"{where}: key {kid or number}: it checks none of {', '.join(ALGORITHMS)}")
-        except (ValueError, jwt.PyJWTError) as err:
-            if skip_unusable:
-                log.info("JWKS key skipped: %s", err, extra={"event": "smart-jwks-key-skipped", "jwks": where})
-                continue
-            # TrustedKey.of and the check above name the key; PyJWT's errors do not
-            named = isinstance(err, ValueError) and str(err).startswith(f"{where}: key ")
-            raise ValueError(str(err) if named else f"{where}: key {kid or number}: {err}") from None
-        found[kid if isinstance(kid, str) else None] = TrustedKey(trusted.key, usable)
+    for kid, trusted in auth.jwks_keys(jwks, where, skip_unusable).items():
+        usable = tuple(alg for alg in trusted.algorithms if alg in ALGORITHMS)
+        if usable:
+            found[kid if isinstance(kid, str) else None] = TrustedKey(trusted.key, usable)
+        elif not skip_unusable:
+            label = f"{where} key {kid}" if kid else f"{where}: a key without kid"
+            raise ValueError(f"{label}: it checks none of {', '.join(ALGORITHMS)}")
+        else:
+            log.info("JWKS key skipped: %s key %s checks none of %s", where, kid, ", ".join(ALGORITHMS),
+                     extra={"event": "smart-jwks-key-skipped", "jwks": where})
+    if skip_unusable and not found:
+        raise ValueError(f"{where}: no key that checks {' or '.join(ALGORITHMS)}")
     return found
 
 
@@ -82,18 +77,14 @@ class _Wrong(ValueError):
 
 def _jwks_uri(value: Any, loopback_http: bool) -> str:
     """``value`` when it is an https URL (or, with ``loopback_http``, http to a loopback address)."""
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or not parts.hostname or parts.scheme not in ("https", "http"):
-        raise _Wrong(f"jwks_uri must be an https URL, not {str(value)[:80]!r}", "jwks_uri")
-    if parts.scheme == "http":
-        try:
-            loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
-        except ValueError:
-            loopback = False
-        if not (loopback and loopback_http):
-            raise _Wrong(f"jwks_uri must be https ({value!r}); plain http is allowed only to a loopback "
-                         "address with COVREQ_SMART_LOOPBACK_HTTP=1", "jwks_uri")
-    return value
+    try:
+        uri = check_uri(value)
+    except ValueError:
+        raise _Wrong(f"jwks_uri must be an https URL, not {str(value)[:80]!r}", "jwks_uri") from None
+    if uri.startswith("http:") and not loopback_http:
+        raise _Wrong(f"jwks_uri must be https ({uri!r}); plain http is allowed only to a loopback "
+                     "address with COVREQ_SMART_LOOPBACK_HTTP=1", "jwks_uri")
+    return uri
 
 
 def _client(entry: Any, loopback_http: bool) -> Client:

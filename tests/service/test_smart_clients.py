@@ -50,19 +50,19 @@ MISTAKES = {
         ":6: client 'app': 'patient/Observation.read' is not a system scope"),
     "a plain http jwks_uri": (
         "clients:\n  - client_id: app\n    jwks_uri: http://a.example/j\n    scopes: [system/*.read]\n",
-        ":3: jwks_uri must be https"),
+        ":3: jwks_uri must be an https URL"),
     "keys inline and by URL": (
         f"clients:\n  - client_id: app\n    jwks_uri: https://a.example/j\n    jwks: {{keys: []}}\n"
         "    scopes: [system/*.read]\n", ":2: client 'app' needs exactly one of jwks"),
     "a key that signs neither RS384 nor ES384": (
         f"clients:\n  - client_id: app\n    jwks: {json.dumps({'keys': [P256_JWK]})}\n    scopes: [system/*.read]\n",
-        ":3: client 'app' jwks: key 0: it checks none of RS384, ES384"),
+        ":3: client 'app' jwks: a key without kid: it checks none of RS384, ES384"),
     "a key pinned to an algorithm it cannot check": (
         f"clients:\n  - client_id: app\n    jwks: {json.dumps({'keys': [{**P256_JWK, 'kid': 'k1', 'alg': 'ES384'}]})}\n"
-        "    scopes: [system/*.read]\n", ":3: client 'app' jwks: key k1: alg 'ES384' does not fit the key"),
+        "    scopes: [system/*.read]\n", ":3: client 'app' jwks key k1: alg 'ES384' does not fit the key"),
     "a JWK that is not a key": (
         "clients:\n  - client_id: app\n    jwks: {keys: [{kty: RSA, kid: k1}]}\n    scopes: [system/*.read]\n",
-        ":3: client 'app' jwks: key k1: "),
+        ":3: client 'app' jwks key k1: "),
     "a client registered twice": (
         "clients:\n  - client_id: app\n    jwks_uri: https://a.example/j\n    scopes: [system/*.read]\n"
         "  - client_id: app\n    jwks_uri: https://b.example/j\n    scopes: [system/*.read]\n",
