@@ -76,6 +76,8 @@ class Settings:
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
     unset: a random key per process).
+    ``crd_version`` is the CRD version a CDS Hooks call without ``davinci-crd.requestedVersion`` is
+    answered in (service/crd/discovery.py; default 2.0.1, the version CMS-0057-F names).
     """
 
     max_body_bytes: int = 1_048_576
@@ -113,6 +115,9 @@ class Settings:
     metrics_token: str | None = None
     public_hosts: tuple[str, ...] = ()
     dtr_keys: Path | None = None
+    # -- CRD versions (issue 23): the version a CDS Hooks call that asks for none is answered in --
+    crd_version: str = "2.0.1"  # COVREQ_CRD_VERSION: 2.0, 2.1 or 2.2 (a patch part is ignored)
+    # --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -127,7 +132,8 @@ class Settings:
         ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
-        separated by spaces or commas), ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
+        separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_CRD_VERSION``; absent variables
+        keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -164,4 +170,6 @@ class Settings:
             metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
             public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
             dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
+            # CRD versions (issue 23)
+            crd_version=env.get("COVREQ_CRD_VERSION") or defaults.crd_version,
         )

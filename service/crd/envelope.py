@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.crd.discovery import HOOKS, Configuration
+from service.crd.discovery import DEFAULT_VERSION, HOOKS, Configuration
 from service.fhir.outcome import FhirError
 from service.fhir import r4
 from service.fhir.index import ResourceIndex
@@ -58,16 +58,18 @@ def require(value: Any, kind: type, expression: str, what: str) -> Any:
     return value
 
 
-def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
+def read_envelope(body: Any, hook: str, limits: Limits = Limits(),
+                  default_version: str = DEFAULT_VERSION) -> Envelope:
     """Check a hook request's envelope and that its resources are FHIR R4; raises FhirError 400
-    with the offending field, 413 when it asks for more work than ``limits`` allow."""
+    with the offending field, 413 when it asks for more work than ``limits`` allow. A call that
+    asks for no CRD version is answered in ``default_version``."""
     require(body, dict, "request", "a JSON object")
     if body.get("hook") != hook:
         raise FhirError(400, f"hook must be {hook!r} for this service, got {body.get('hook')!r}", "hook")
     hook_instance = require(body.get("hookInstance"), str, "hookInstance", "a string")
     context = require(body.get("context"), dict, "context", "a JSON object")
     require(context.get("patientId"), str, "context.patientId", "a string")
-    configuration = Configuration.from_request(body.get("extension"))
+    configuration = Configuration.from_request(body.get("extension"), default_version)
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
         raise FhirError(400, "prefetch must be a JSON object", "prefetch")

@@ -24,7 +24,7 @@ def test_discovery_lists_the_crd_services_like_the_ig(client, anchor) -> None:
         assert set(service) == set(ig[service["hook"]])  # hook, title, description, id, prefetch, extension
         assert service["id"] == f"{service['hook']}-crd" and service["description"]
         versions = service["extension"]["davinci-crd.version"]
-        assert versions == ["2.0", "2.2"]  # major.minor only (CRD deviations.md: "i.e. 2.0")
+        assert versions == ["2.0", "2.1", "2.2"]  # major.minor only (CRD deviations.md: "i.e. 2.0")
         options = {o["code"]: o for o in service["extension"]["davinci-crd.configuration-options"]}
         assert options["coverage-info"]["type"] == "boolean" and options["coverage-info"]["default"] is True
         assert options["max-cards"]["type"] == "integer" and options["max-cards"]["default"] == 10
