@@ -6,7 +6,7 @@ authorization is the engine's business alone.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Collection, Mapping
 
@@ -31,8 +31,9 @@ CODE_ELEMENTS = {
 #: the resource types CRD lets a hook carry as orders (coverage-information contexts)
 ORDER_TYPES = {"ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder",
                "VisionPrescription", "CommunicationRequest", "Appointment"}
-#: an order to answer for, its appointment's start when booked, and its R4 problems
-Target = tuple[dict[str, Any], str | None, tuple[r4.Problem, ...]]
+#: what to answer for: the request resource read, its appointment's start when booked, its R4
+#: problems, and the resource the answer updates when that is another (the booked Appointment)
+Target = tuple[dict[str, Any], str | None, tuple[r4.Problem, ...], dict[str, Any] | None]
 _INACTIVE_CONDITION = {"inactive", "remission", "resolved"}
 _UNCONFIRMED_CONDITION = {"refuted", "entered-in-error"}
 
@@ -84,8 +85,9 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
     hook, context = envelope.hook, envelope.context
     facts = _call_facts(context, index)  # first, so one reading notes every reference it misses
     orders = tuple(_invalid_order(resource, problems) if problems else
-                   _order(resource, start, index, envelope.limits.billing_codes)
-                   for resource, start, problems in _order_resources(hook, context, index, envelope.invalid_orders))
+                   _updating(_order(resource, start, index, envelope.limits.billing_codes), updated)
+                   for resource, start, problems, updated in
+                   _order_resources(hook, context, index, envelope.invalid_orders, envelope.configuration.version))
     insurance = {ref for order in orders for ref in order.insurance}
     expression = "prefetch.coverage" if "coverage" in envelope.prefetch else "Coverage"
     if len(index.of_type("Coverage")) > envelope.limits.coverages:
@@ -134,18 +136,22 @@ def v1_request(call: HookCall, order: Order, plans: Collection[str] | None = Non
 
 
 def _order_resources(hook: str, context: dict[str, Any], index: ResourceIndex,
-                     invalid: Mapping[int, tuple[r4.Problem, ...]]) -> list[Target]:
-    """The request resources to answer for, each with its appointment's start when booked and
-    its R4 problems (``invalid``, by entry number)."""
+                     invalid: Mapping[int, tuple[r4.Problem, ...]], version: str) -> list[Target]:
+    """The request resources to answer for (see ``Target``), in CRD ``version``; R4 problems are
+    ``invalid``'s, by entry number."""
     name = HOOKS[hook]
     if hook == "order-dispatch":
-        refs = require(context.get(name), list, f"context.{name}", "a list of references")
+        if name not in context and isinstance(context.get("order"), str):
+            name = "order"  # the hook's older context, the one CRD 2.0.1 describes: order (and task)
+            refs = [context["order"]]
+        else:
+            refs = require(context.get(name), list, f"context.{name}", "a list of references")
         found = [index.resolve(ref, *ORDER_TYPES) for ref in refs]
         missing = [str(ref) for ref, res in zip(refs, found) if res is None]
         if missing:
             raise FhirError(412, f"dispatched orders neither in the prefetch nor read from the EHR: "
                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", f"context.{name}")
-        return [(res, None, ()) for res in found if res is not None]
+        return [(res, None, (), None) for res in found if res is not None]
     bundle = require(context.get(name), dict, f"context.{name}", "a FHIR Bundle")
     if bundle.get("resourceType") != "Bundle":
         raise FhirError(400, f"context.{name} must be a FHIR Bundle", f"context.{name}")
@@ -165,18 +171,30 @@ def _order_resources(hook: str, context: dict[str, Any], index: ResourceIndex,
         chosen = {ref for ref in context["selections"] if isinstance(ref, str)}
         resources = [(res, bad) for res, bad in resources if f"{res['resourceType']}/{res['id']}" in chosen]
     if hook == "appointment-book":
-        return [(res, None, bad) if bad else (*_appointment_target(res, index), ()) for res, bad in resources]
-    return [(res, None, bad) for res, bad in resources]
+        return [(res, None, bad, None) if bad else _appointment_target(res, index, version) for res, bad in resources]
+    return [(res, None, bad, None) for res, bad in resources]
 
 
-def _appointment_target(appointment: dict[str, Any],
-                        index: ResourceIndex) -> tuple[dict[str, Any], str | None]:
-    """CRD updates the order an Appointment is based on when that order is at hand."""
+def _appointment_target(appointment: dict[str, Any], index: ResourceIndex, version: str) -> Target:
+    """An Appointment is answered from the order it is based on when that order is at hand, with
+    the appointment's start as date of service. The answer updates the Appointment (CRD 2.0.1 and
+    2.1: "the request resource that was passed"), except that CRD 2.2 updates the ServiceRequest
+    an Appointment is based on (cards.html, "the one exception")."""
     for ref in as_list(appointment.get("basedOn")):
         based_on = index.resolve(ref, "ServiceRequest", "DeviceRequest", "MedicationRequest")
         if based_on is not None:
-            return based_on, date_part(appointment.get("start"))
-    return appointment, None
+            start = date_part(appointment.get("start"))
+            if version == "2.2" and based_on["resourceType"] == "ServiceRequest":
+                return based_on, start, (), None
+            return based_on, start, (), appointment
+    return appointment, None, (), None
+
+
+def _updating(order: Order, updated: dict[str, Any] | None) -> Order:
+    """``order`` as the answer for ``updated`` (an Appointment read from the order it is based on)."""
+    if updated is None:
+        return order
+    return replace(order, resource=updated, reference=f"{updated['resourceType']}/{updated['id']}")
 
 
 def _invalid_order(resource: dict[str, Any], problems: tuple[r4.Problem, ...]) -> Order:

@@ -119,18 +119,42 @@ def test_ig_appointment_book_with_coverage(client, anchor, crd) -> None:
     assert value(crd.subs(only), "info-needed") == ["detail-code"]
 
 
-def test_appointment_based_on_a_service_request_updates_the_order(client, anchor, crd) -> None:
+def based_on_eyelid_surgery(anchor, version: str) -> dict:
+    """The IG's appointment-book example based on a ServiceRequest for CPT 15823 in the prefetch."""
     request = anchor("CRDServiceRequest4.json")
     appointment = request["context"]["appointments"]["entry"][0]["resource"]
     appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
     appointment["start"] = "2024-05-02T09:00:00Z"
     request["prefetch"] = {"coverage": acme_coverage(), "serviceRequests": {
         "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
-    body = assert_ok(post(client, request), crd)
+    request["extension"] = {"davinci-crd.requestedVersion": version}
+    return request
+
+
+def test_appointment_based_on_a_service_request_updates_the_order_in_crd_2_2(client, anchor, crd) -> None:
+    body = assert_ok(post(client, based_on_eyelid_surgery(anchor, "2.2")), crd)
     (action,) = body["systemActions"]
-    assert action["resource"]["resourceType"] == "ServiceRequest"
+    assert action["resource"]["resourceType"] == "ServiceRequest"  # CRD 2.2 cards.html: "the one exception"
     subs = crd.subs(crd.coverage_information(action)[0])
     assert value(subs, "pa-needed") == ["auth-needed"]
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_appointment_based_on_a_service_request_updates_the_appointment_before_crd_2_2(client, anchor, version) -> None:
+    body = post(client, based_on_eyelid_surgery(anchor, version)).json()
+    (action,) = body["systemActions"]
+    assert action["resource"]["resourceType"] == "Appointment" and action["resource"]["id"] == "example"
+    (extension,) = action["resource"]["extension"]
+    subs = {sub["url"]: sub for sub in extension["extension"]}
+    assert subs["pa-needed"]["valueCode"] == "auth-needed"  # answered from the order it is based on
+    assert subs["billingCode"]["valueCoding"]["code"] == "15823"
+
+
+def test_kit_order_dispatch_in_the_older_order_context_is_answered(client, anchor, crd) -> None:
+    request = anchor("inferno_order_dispatch_0.json")  # context.order, as CRD 2.0.1 describes the hook
+    request["prefetch"]["coverage"] = acme_coverage("cov015")
+    body = assert_ok(post(client, request), crd)
+    assert [a["resource"]["id"] for a in body["systemActions"]] == ["servreq-g0180-1"]
 
 
 def test_inferno_order_sign_as_published_gets_200_and_a_card_per_invalid_order(client, anchor, crd) -> None:
@@ -321,7 +345,7 @@ def test_every_crd_example_the_tests_read_is_in_the_repository_with_its_source(a
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "crd"
     sources = (folder / "SOURCES.md").read_text(encoding="utf-8")
     examples = sorted(folder.glob("*.json"))
-    assert len(examples) == 6
+    assert len(examples) == 14
     for path in examples:
         assert f"| `{path.name}` |" in sources, path.name
         assert anchor(path.name) == json.loads(path.read_text(encoding="utf-8"))  # the tests read these
