@@ -3,7 +3,8 @@
 CDS Hooks security: the EHR sends ``Authorization: Bearer <JWT>`` signed with its private key;
 the JWT names the EHR (``iss``), the service (``aud``), a short validity (``iat``, ``exp``) and a
 nonce (``jti``). The service trusts the issuers listed in a configuration file, each with its
-public keys (a JWKS file or a PEM file), and refuses a ``jti`` it has already seen.
+public keys (a JWKS file or a PEM file, and the key sets at the ``jku`` URLs listed for it, fetched
+as service/jku.py says), and refuses a ``jti`` it has already seen.
 Everything here is off unless configured (see docs/operations.md).
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
+from service.jku import JkuSets
+from service.jwks import JwksPolicy, RemoteKeys, check_uri
 from service.settings import Settings, read_config
 
 log = logging.getLogger("covreq.auth")
@@ -119,6 +122,15 @@ class TrustedKey:
         return cls(key, (alg,) if alg is not None else fitting)
 
 
+class KeysOutdated(AuthError):
+    """The key set a token's ``jku`` names lacks its key, or is old, and may be fetched now:
+    :class:`Authenticate` awaits ``keys.refresh()`` and verifies once more."""
+
+    def __init__(self, message: str, keys: "RemoteKeys[TrustedKey]") -> None:
+        super().__init__(message, True)
+        self.keys = keys
+
+
 @dataclass(frozen=True)
 class Issuer:
     """A trusted EHR: its ``iss``, public keys by ``kid`` and the ``jku`` URLs it may name."""
@@ -147,11 +159,30 @@ def _read_keys(entry: Mapping[str, Any], folder: Path) -> dict[str | None, Trust
     if "public_key" in entry:
         key = load_pem_public_key((folder / entry["public_key"]).read_bytes())
         return {entry.get("kid"): TrustedKey.of(key, entry.get("alg"), str(entry["public_key"]))}
-    raise AuthConfigError(f"issuer {entry.get('iss')!r} needs 'jwks' or 'public_key'")
+    if entry.get("jku"):
+        return {}  # its keys are only those fetched from its jku URLs
+    raise AuthConfigError(f"issuer {entry.get('iss')!r} needs 'jwks', 'public_key' or 'jku'")
+
+
+def fetched_keys(document: Mapping[str, Any], uri: str) -> dict[str | None, TrustedKey]:
+    """The signing keys of a JWKS document fetched from ``uri``, by ``kid``: a key that is not for
+    signing or that no accepted algorithm takes is left out; ValueError when none is left."""
+    found: dict[str | None, TrustedKey] = {}
+    for number, data in enumerate(document.get("keys") or []):
+        try:
+            if not isinstance(data, dict) or data.get("use", "sig") != "sig":
+                raise AuthConfigError("not a signing key")
+            found[data.get("kid")] = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), f"{uri} key {number}")
+        except (AuthConfigError, jwt.PyJWTError, ValueError, TypeError, KeyError) as err:
+            log.warning("left out key %d of %s: %s", number, uri, err, extra={"event": "jwks-key-skipped"})
+    if not found:
+        raise ValueError(f"{uri}: no usable signing key")
+    return found
 
 
 def load_issuers(path: Path) -> dict[str, Issuer]:
-    """Trusted issuers from a YAML file: ``issuers: [{iss, jwks | public_key, kid?, jku?}]``.
+    """Trusted issuers from a YAML file: ``issuers: [{iss, jwks | public_key, kid?, jku?}]``
+    (``jku`` alone: keys only from those URLs, https or loopback http).
 
     Key file paths are relative to the configuration file.
     """
@@ -166,7 +197,11 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
             keys = _read_keys(entry, path.parent)
         except (OSError, ValueError, jwt.PyJWTError) as err:
             raise AuthConfigError(f"{path}: keys of issuer {entry['iss']!r}: {err}") from err
-        issuers[entry["iss"]] = Issuer(entry["iss"], keys, frozenset(entry.get("jku") or ()))
+        try:
+            jku = frozenset(check_uri(uri) for uri in entry.get("jku") or ())
+        except ValueError as err:
+            raise AuthConfigError(f"{path}: jku of issuer {entry['iss']!r}: {err}") from err
+        issuers[entry["iss"]] = Issuer(entry["iss"], keys, jku)
     if not issuers:
         raise AuthConfigError(f"{path}: no trusted issuers")
     return issuers
@@ -186,13 +221,18 @@ def load_api_keys(path: Path) -> dict[str, bytes]:
 class JwtVerifier:
     """Verifies CDS Hooks JWTs: signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``jti`` replay."""
 
-    def __init__(self, issuers: Mapping[str, Issuer], service_url: str) -> None:
+    def __init__(self, issuers: Mapping[str, Issuer], service_url: str, jku: JwksPolicy | None = None) -> None:
         self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
+        self.jku: JkuSets[TrustedKey] = JkuSets(fetched_keys, jku)
         self._seen: TTLCache[tuple[str, str], bool] = TTLCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
         self._lock = threading.Lock()
 
     def verify(self, token: str, path: str) -> Caller:
-        """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
+        """The caller a token proves. On a CDS Hooks endpoint (CDS Hooks 2.0, "Trusting CDS
+        Clients") the header's ``typ`` must be JWT and ``aud`` the URL of the endpoint called;
+        elsewhere ``typ`` may be left out and ``aud`` may also be the service URL. Raises
+        :class:`KeysOutdated` when the token's ``jku`` key set is to be fetched first."""
+        cds = crd_routes.owns(path)
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"the bearer token is {len(token)} characters long; the limit is {MAX_TOKEN_LENGTH}", True)
         try:
@@ -203,28 +243,39 @@ class JwtVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise AuthError(f"JWT alg {_quoted(alg)} is not accepted; use one of {', '.join(ALGORITHMS)}", True)
-        typ = header.get("typ", "JWT")
+        typ = header.get("typ", None if cds else "JWT")
         if not isinstance(typ, str) or typ.upper() != "JWT":
-            raise AuthError("JWT header typ must be JWT", True)
+            raise AuthError("JWT header typ must be JWT" + (" (CDS Hooks 2.0 requires it)" if cds else ""), True)
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthError(f"JWT issuer {_quoted(iss)} is not trusted", True)
         jku = header.get("jku")
         if "jku" in header and (not isinstance(jku, str) or jku not in issuer.jku):
             raise AuthError(f"JWT jku {_quoted(jku)} is not a key set trusted for {iss!r}", True)
-        trusted = issuer.key(header.get("kid"))
+        trusted = self._key(issuer, header.get("kid"), jku)
         if alg not in trusted.algorithms:
             raise AuthError(f"JWT alg {alg} is not accepted for this key of {iss!r}; it takes "
                             f"{', '.join(trusted.algorithms)}", True)
+        audience = [self.service_url + path] if cds else [self.service_url, self.service_url + path]
         try:
-            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss,
-                                audience=[self.service_url, self.service_url + path], leeway=LEEWAY,
+            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss, audience=audience, leeway=LEEWAY,
                                 options={"require": ["iss", "aud", "exp", "iat", "jti"]})
         except jwt.InvalidAudienceError:
-            raise AuthError(f"JWT aud must be {self.service_url!r} or {self.service_url + path!r}", True) from None
+            raise AuthError(f"JWT aud must be {' or '.join(map(repr, audience))}", True) from None
         except (jwt.PyJWTError, ValueError, OverflowError) as err:
             raise AuthError(f"JWT refused: {str(err)[:200]}", True) from None
         return self._caller(iss, claims)
+
+    def _key(self, issuer: Issuer, kid: Any, jku: Any) -> TrustedKey:
+        """The key a token must verify against: from the key set at its ``jku`` (already checked
+        to be allowed for the issuer) when that set holds it, else from the issuer's own keys."""
+        if not isinstance(jku, str):
+            return issuer.key(kid)
+        remote = self.jku.at(jku)
+        found = JkuSets.find(remote, kid)
+        if remote.due(found is not None):
+            raise KeysOutdated(f"the key set at {jku} is being fetched", remote)
+        return found if found is not None else issuer.key(kid)
 
     def _caller(self, iss: str, claims: Mapping[str, Any]) -> Caller:
         """Check the claims' types, lifetime and replay; the caller they name."""
@@ -319,7 +370,7 @@ class Authenticate:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             started = time.perf_counter()
             try:
-                caller = self.guard.caller(path, headers)
+                caller = await self._caller(path, headers)
             except AuthError as err:
                 log.warning("authentication refused: %s", err.message, extra={
                     "event": "auth-refused", "path": path, "reason": err.message,
@@ -332,3 +383,15 @@ class Authenticate:
                 return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+    async def _caller(self, path: str, headers: Mapping[str, str]) -> Caller:
+        """The guard's caller; when a ``jku`` key set is due, it is fetched (without blocking the
+        event loop) and the token verified once more."""
+        try:
+            return self.guard.caller(path, headers)
+        except KeysOutdated as outdated:
+            await outdated.keys.refresh()
+        try:
+            return self.guard.caller(path, headers)
+        except KeysOutdated as still:  # fetched but not usable, or fetched too recently to fetch again
+            raise AuthError(f"{still.message}; no usable key for this token", True) from None
