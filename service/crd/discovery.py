@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from service.crd.prefetch import PREFETCH
 from service.fhir.outcome import FhirError
 
 #: the CRD versions covreq answers in, each in exactly its own shapes: the first two parts of the IG
@@ -19,23 +20,6 @@ HOOKS = {"order-select": "draftOrders", "order-sign": "draftOrders",
 #: hooks CRD calls "supporting": their coverage information asks for no clinical/admin documents
 SUPPORTING_HOOKS = {"order-select"}
 
-#: Prefetch templates use only tokens CDS Hooks 2.0 EHRs can fill: root-level context fields and
-#: the user's ids. What only FHIRPath (CDS Hooks 3.0) tokens could name (the orders' requesters,
-#: Medications, Locations, an Appointment's basedOn order, dispatched orders) covreq queries from
-#: the EHR's FHIR server when the call grants access (service/crd/gather.py).
-_COMMON_PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-    "coverage": "Coverage?patient={{context.patientId}}&status=active",
-    "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
-}
-_USER_PREFETCH = {"practitioner": "Practitioner/{{userPractitionerId}}"}
-_ENCOUNTER_PREFETCH = {"encounter": "Encounter?_id={{context.encounterId}}&_include=Encounter:location"}
-_PREFETCH = {
-    "order-select": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "order-sign": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "appointment-book": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "order-dispatch": _COMMON_PREFETCH,
-}
 CONFIGURATION_OPTIONS = [
     {"code": "coverage-info", "type": "boolean", "name": "Coverage Information",
      "description": "Whether the service is covered, needs prior authorization and needs "
@@ -75,7 +59,7 @@ def discovery() -> dict[str, Any]:
                        "authorization, whether it is covered and which documentation is needed, "
                        "with links to the payer's published policy.",
         "id": service_id(hook),
-        "prefetch": _PREFETCH[hook],
+        "prefetch": PREFETCH[hook],
         "extension": {"davinci-crd.version": CRD_VERSIONS,
                       "davinci-crd.configuration-options": CONFIGURATION_OPTIONS},
     } for hook in HOOKS]}
