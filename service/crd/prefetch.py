@@ -52,37 +52,6 @@ STANDARD: dict[str, dict[str, str]] = {
             "Location?_id={{%practitionerRoles.entry.resource.location.resolve().id|%encounter.location"
             ".location.resolve().id|context.draftOrders.entry.resource.locationReference.resolve().id}}"),
     },
-    "order-select": {
-        "medications": (
-            "Medication?_id={{context.draftOrders.entry.resource.ofType(MedicationRequest).medication.resolve"
-            "().id}}"),
-        "practitionerRoles": (
-            "PractitionerRole?_id={{%encounter.participant.individual.resolve().ofType(PractitionerRole).id"
-            "|context.draftOrders.entry.resource.sender.resolve().ofType(PractitionerRole).id|context"
-            ".draftOrders.entry.resource.recipient.resolve().ofType(PractitionerRole).id|context.draftOrders"
-            ".entry.resource.requester.resolve().ofType(PractitionerRole).id|context.draftOrders.entry"
-            ".resource.performer.resolve().ofType(PractitionerRole).id|context.draftOrders.entry.resource"
-            ".orderer.resolve().ofType(PractitionerRole).id|context.draftOrders.entry.resource.prescriber"
-            ".resolve().ofType(PractitionerRole).id}}"),
-        "practitioners": (
-            "Practitioner?_id={{%practitionerRoles.entry.resource.practitioner.resolve().id|%encounter"
-            ".participant.individual.resolve().ofType(Practitioner).id|context.draftOrders.entry.resource"
-            ".sender.resolve().ofType(Practitioner).id|context.draftOrders.entry.resource.recipient.resolve()"
-            ".ofType(Practitioner).id|context.draftOrders.entry.resource.requester.resolve().ofType"
-            "(Practitioner).id|context.draftOrders.entry.resource.performer.resolve().ofType(Practitioner).id"
-            "|context.draftOrders.entry.resource.orderer.resolve().ofType(Practitioner).id|context"
-            ".draftOrders.entry.resource.prescriber.resolve().ofType(Practitioner).id}}"),
-        "organizations": (
-            "Organization?_id={{%practitionerRoles.entry.resource.organization.resolve().id|%encounter"
-            ".serviceProvider.resolve().ofType(Organization).id|context.draftOrders.entry.resource"
-            ".dispenseRequest.performer.resolve().id|context.draftOrders.entry.resource.sender.resolve()"
-            ".ofType(Organization).id|context.draftOrders.entry.resource.recipient.resolve().ofType"
-            "(Organization).id|context.draftOrders.entry.resource.performer.resolve().ofType(Organization)"
-            ".id}}"),
-        "locations": (
-            "Location?_id={{%practitionerRoles.entry.resource.location.resolve().id|%encounter.location"
-            ".location.resolve().id|context.draftOrders.entry.resource.locationReference.resolve().id}}"),
-    },
     "appointment-book": {
         "serviceRequests": (
             "ServiceRequest?_id={{context.appointments.entry.resource.basedOn.resolve().ofType"
@@ -171,6 +140,7 @@ STANDARD: dict[str, dict[str, str]] = {
             ".location.resolve().id|%serviceRequests.entry.resource.locationReference.resolve().id}}"),
     },
 }
+STANDARD["order-select"] = STANDARD["order-sign"]  # the IG's are the same for both draft-order hooks
 #: hook -> its prefetch templates
 PREFETCH: dict[str, dict[str, str]] = {
     "order-select": {**_COMMON, **_USER, **_ENCOUNTER, **STANDARD["order-select"]},
