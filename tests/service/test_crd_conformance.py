@@ -200,3 +200,30 @@ def test_every_payer_server_check_of_the_kit_passes(client: TestClient, version:
         "no External Reference card across hooks"
     assert any(not card.get("links") and not card.get("suggestions") for card in cards), \
         "no Instructions card across hooks"
+
+
+def medicare_coverage(cov_id: str, patient: str) -> dict[str, Any]:
+    """A searchset of one active Medicare Part A Coverage whose payor carries Medicare's identifier."""
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+        "resourceType": "Coverage", "id": cov_id, "status": "active", "beneficiary": {"reference": f"Patient/{patient}"},
+        "payor": [{"reference": "Organization/cms", "identifier": MEDICARE}],
+        "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class",
+                                        "code": "plan"}]}, "value": "Medicare Part A"}]}}]}
+
+
+@pytest.mark.parametrize(("name", "invalid"), [
+    ("order_sign_hook_request.json", {"NutritionOrder/pureeddiet-simple", "MedicationRequest/smart-MedicationRequest-103"}),
+    ("requestWithHydratedPrefetchBundle.json", {"DeviceRequest/24439"}),
+])
+def test_the_kits_and_the_ris_order_sign_examples_get_200_with_the_payer_identified(client: TestClient, name: str,
+                                                                                     invalid: set[str]) -> None:
+    """Neither example is valid R4 (SOURCES.md): each invalid order gets a card naming what is wrong
+    and no systemAction, and the call is answered."""
+    request = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    request["prefetch"] = {**(request.get("prefetch") or {}),
+                           "coverage": medicare_coverage("cov-1", request["context"]["patientId"])}
+    body = call(client, "order-sign", request)
+    assert body["systemActions"] == []
+    for card in body["cards"]:
+        check_card(card)
+    assert {c["extension"]["davinci-crd.associated-resource"][0]["reference"] for c in body["cards"]} == invalid
