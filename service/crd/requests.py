@@ -31,6 +31,8 @@ CODE_ELEMENTS = {
 #: the resource types CRD lets a hook carry as orders (coverage-information contexts)
 ORDER_TYPES = {"ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder",
                "VisionPrescription", "CommunicationRequest", "Appointment"}
+#: the CRD versions whose appointment-book answer updates the ServiceRequest an Appointment is based on
+UPDATE_BASED_ON = {"2.2"}
 #: what to answer for: the request resource read, its appointment's start when booked, its R4
 #: problems, and the resource the answer updates when that is another (the booked Appointment)
 Target = tuple[dict[str, Any], str | None, tuple[r4.Problem, ...], dict[str, Any] | None]
@@ -184,7 +186,7 @@ def _appointment_target(appointment: dict[str, Any], index: ResourceIndex, versi
         based_on = index.resolve(ref, "ServiceRequest", "DeviceRequest", "MedicationRequest")
         if based_on is not None:
             start = date_part(appointment.get("start"))
-            if version == "2.2" and based_on["resourceType"] == "ServiceRequest":
+            if version in UPDATE_BASED_ON and based_on["resourceType"] == "ServiceRequest":
                 return based_on, start, (), None
             return based_on, start, (), appointment
     return appointment, None, (), None
