@@ -12,6 +12,7 @@ from service.fhir.values import as_list
 
 CARD_TYPE = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
 SUMMARY_LIMIT = 139
+PROBLEMS_SHOWN = 10  # R4 problems of an invalid order named on its card
 
 
 def system_actions(answers: list[Answered], today: date, version: str) -> list[dict[str, Any]]:
@@ -59,10 +60,7 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
     first = group[0]
     order, payer = first.order, first.payer_label
     if order.problems:
-        return _card_of(order, payer, f"{payer}: {order.display} could not be checked (not valid FHIR R4)",
-                        "\n".join(["**Not checked:** the order is not valid FHIR R4, so its coverage "
-                                   "requirements are indeterminate until it is corrected.",
-                                   *(f"- `{p.path}`: {p.message}" for p in order.problems)]))
+        return _invalid_card(order, payer)
     authorize = [a.assertion for a in group if a.assertion.pa_needed == "auth-needed"]
     depend = [a.assertion for a in group if a.assertion.pa_needed != "auth-needed"]
     needs = list(dict.fromkeys(f.replace("_", " ") for a in depend for f in a.facts_needed)) or ["more information"]
@@ -88,6 +86,16 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
         card["links"] = [{"label": f"{p['title']} (version {p['version']})" if p.get("version")
                           else p["title"], "url": url, "type": "absolute"} for url, p in policies.items()]
     return card
+
+
+def _invalid_card(order: Order, payer: str) -> dict[str, Any]:
+    """The card of an order that is not valid R4: what is wrong, where (the first PROBLEMS_SHOWN)."""
+    more = len(order.problems) - PROBLEMS_SHOWN
+    return _card_of(order, payer, f"{payer}: {order.display} could not be checked (not valid FHIR R4)",
+                    "\n".join(["**Not checked:** the order is not valid FHIR R4, so its coverage "
+                               "requirements are indeterminate until it is corrected.",
+                               *(f"- `{p.path}`: {p.message}" for p in order.problems[:PROBLEMS_SHOWN]),
+                               *([f"- and {more} more"] if more > 0 else [])]))
 
 
 def _card_of(order: Order, payer: str, summary: str, detail: str) -> dict[str, Any]:

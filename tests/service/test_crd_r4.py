@@ -228,3 +228,12 @@ def test_the_same_resources_found_by_a_new_search_are_not_checked_again(monkeypa
     again["entry"][0]["resource"]["status"] = "enforced"
     (problem,) = r4.problems(again, "prefetch.coverage")
     assert problem.path == "prefetch.coverage.entry[0].resource.status"
+
+
+def test_the_card_of_an_order_with_many_r4_problems_names_the_first_ten_and_counts_the_rest(client, crd) -> None:
+    order = service_request("s1", "15823")
+    order.update({f"bogus{n}": n for n in range(30)})  # thirty elements R4 does not have
+    body = assert_ok(post(client, order_sign(order)), crd)
+    (card,) = body["cards"]
+    assert card["detail"].count("- `context.draftOrders.entry[0].resource.bogus") == 10
+    assert card["detail"].endswith("- and 20 more") and body["systemActions"] == []
