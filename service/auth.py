@@ -197,6 +197,8 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
             keys = _read_keys(entry, path.parent)
         except (OSError, ValueError, jwt.PyJWTError) as err:
             raise AuthConfigError(f"{path}: keys of issuer {entry['iss']!r}: {err}") from err
+        if not isinstance(entry.get("jku") or [], list):
+            raise AuthConfigError(f"{path}: jku of issuer {entry['iss']!r} must be a list of URLs")
         try:
             jku = frozenset(check_uri(uri) for uri in entry.get("jku") or ())
         except ValueError as err:

@@ -132,7 +132,8 @@ def test_a_key_set_too_large_is_not_used(secured, jwks, ig_order_sign) -> None:
     assert jwks.fetches == 1
 
 
-def test_a_jku_that_is_plain_http_beyond_loopback_stops_the_start(tmp_path: Path) -> None:
-    (tmp_path / "issuers.yaml").write_text(f"issuers:\n  - iss: {EHR}\n    jku: [http://ehr.example.org/jwks.json]\n")
+@pytest.mark.parametrize("jku_list", ["[http://ehr.example.org/jwks.json]", "https://ehr.example.org/jwks.json"])
+def test_a_jku_that_is_plain_http_beyond_loopback_or_not_a_list_stops_the_start(tmp_path: Path, jku_list: str) -> None:
+    (tmp_path / "issuers.yaml").write_text(f"issuers:\n  - iss: {EHR}\n    jku: {jku_list}\n")
     with pytest.raises(AuthConfigError, match="jku of issuer"):
         load_issuers(tmp_path / "issuers.yaml")
