@@ -5,17 +5,19 @@ of its "CRD Server RI" preset, kept here as ``inferno_*.json``, and checks (lib/
 discovery (``discovery_endpoint_test``, ``discovery_services_validation_test``), the call
 (``service_call_test``: 200 and JSON), the response (``service_response_validation_test`` and
 ``cards_validation``: cards and their required and optional fields, systemActions present for the
-primary hooks, each action's fields), Coverage Information (``coverage_information_system_action_
-received_test``: an action on a resource of the hook's order types; ``..._validation_test``: type
-``update``, the resource valid for its profile, one coverage-assertion-id per Coverage and distinct
-ones across Coverages) and, across hooks, at least one External Reference card, one Instructions
+primary hooks, each action's fields), Coverage Information
+(``coverage_information_system_action_received_test``: an action on a resource of the hook's order
+types; ``coverage_information_system_action_validation_test``: type ``update``, the resource valid
+for its profile, one coverage-assertion-id per Coverage and distinct ones across Coverages) and, across hooks, at least one External Reference card, one Instructions
 card and one Coverage Information action (``server_required_card_response_validation_group``).
 
 Each request is sent as the kit sends it, with the payer identified (the kit's Coverage names its
 payor by reference only, and CRD hook-13 answers an unidentified payer with 400): once with no
 ``davinci-crd.requestedVersion`` (the kit validates CRD 2.0.1 and sends none) and once asking for
 each version served. Every coverage-information repetition is checked against the profile of the
-version answered (tests/service/crd_profiles.py), every resource against the R4 models.
+version answered (tests/service/crd_profiles.py), every resource against the R4 models. What this
+cannot check is the kit's run of the HL7 validator on each updated order against CRD's request
+profiles (US Core based): those are the client's own orders, returned as sent plus the extension.
 """
 from __future__ import annotations
 
