@@ -20,6 +20,7 @@ from service.crd import routes as crd_routes
 from service.fhir import r4
 from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
+from service.crd.discovery import served_version
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
 from service.dtr import routes as dtr_routes
@@ -100,6 +101,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
                                   settings.crd_max_billing_codes, settings.crd_max_lines)
+    app.state.crd_version = served_version(settings.crd_version)
     app.state.ehr_policy = EhrPolicy(
         settings.fhir_servers,
         EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),

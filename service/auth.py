@@ -3,8 +3,9 @@
 CDS Hooks security: the EHR sends ``Authorization: Bearer <JWT>`` signed with its private key;
 the JWT names the EHR (``iss``), the service (``aud``), a short validity (``iat``, ``exp``) and a
 nonce (``jti``). The service trusts the issuers listed in a configuration file, each with its
-public keys (a JWKS file, a PEM file, or a ``jwks_uri`` fetched as service/jwks.py says), and
-refuses a ``jti`` it has already seen.
+public keys (a JWKS file, a PEM file, or a ``jwks_uri`` fetched as service/jwks.py says, and the
+key sets at the ``jku`` URLs listed for it, fetched as service/jku.py says), and refuses a ``jti``
+it has already seen.
 Everything here is off unless configured (see docs/operations.md).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import api_keys
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
+from service.jku import JkuSets
 from service.jwks import JwksPolicy, RemoteKeys, check_uri
 from service.replay import ReplayCache
 from service.settings import Settings, read_config
@@ -123,9 +125,9 @@ class TrustedKey:
 
 
 class KeysOutdated(AuthError):
-    """The issuer's fetched keys lack the token's key, or are old, and may be fetched again now:
-    :meth:`Guard.authenticate` awaits ``keys.refresh()`` and verifies once more. Anything else
-    that meets it sees the 401 it is."""
+    """The key set fetched for a token (its issuer's ``jwks_uri``, or the ``jku`` it names) lacks
+    its key, or is old, and may be fetched again now: :meth:`Guard.authenticate` awaits
+    ``keys.refresh()`` and verifies once more. Anything else that meets it sees the 401 it is."""
 
     def __init__(self, message: str, keys: "RemoteKeys[TrustedKey]") -> None:
         super().__init__(message, True)
@@ -178,12 +180,15 @@ def jwks_keys(document: Mapping[str, Any], where: str, skip_unusable: bool = Fal
 _KEY_SOURCES = ("jwks", "public_key", "jwks_uri")
 
 
-def _issuer(entry: Mapping[str, Any], folder: Path, policy: JwksPolicy) -> Issuer:
-    """One issuer entry: keys from exactly one of a JWKS file, a PEM file or a ``jwks_uri``."""
+def _issuer(entry: Mapping[str, Any], folder: Path, policy: JwksPolicy, jku: frozenset[str]) -> Issuer:
+    """One issuer entry: keys from exactly one of a JWKS file, a PEM file or a ``jwks_uri``, or
+    only from the key sets at its ``jku`` URLs."""
     sources = [name for name in _KEY_SOURCES if name in entry]
+    if not sources and jku:
+        return Issuer(entry["iss"], {}, jku)  # its keys are only those fetched from its jku URLs
     if len(sources) != 1:
-        raise AuthConfigError(f"issuer {entry['iss']!r} needs exactly one of {', '.join(_KEY_SOURCES)}")
-    jku = frozenset(entry.get("jku") or ())
+        raise AuthConfigError(f"issuer {entry['iss']!r} needs exactly one of {', '.join(_KEY_SOURCES)} "
+                              "(or jku alone)")
     if sources == ["jwks_uri"]:
         uri = check_uri(entry["jwks_uri"], policy.allow_http)
         remote = RemoteKeys(uri, policy, lambda document: jwks_keys(document, uri, skip_unusable=True))
@@ -210,8 +215,14 @@ def load_issuers(path: Path, policy: JwksPolicy = JwksPolicy()) -> dict[str, Iss
     for entry in data.get("issuers") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str):
             raise AuthConfigError(f"{path}: every issuer needs an 'iss' string")
+        if not isinstance(entry.get("jku") or [], list):
+            raise AuthConfigError(f"{path}: jku of issuer {entry['iss']!r} must be a list of URLs")
         try:
-            issuers[entry["iss"]] = _issuer(entry, path.parent, policy)
+            jku = frozenset(check_uri(uri, policy.allow_http) for uri in entry.get("jku") or ())
+        except ValueError as err:
+            raise AuthConfigError(f"{path}: jku of issuer {entry['iss']!r}: {err}") from err
+        try:
+            issuers[entry["iss"]] = _issuer(entry, path.parent, policy, jku)
         except (OSError, ValueError, jwt.PyJWTError) as err:
             raise AuthConfigError(f"{path}: keys of issuer {entry['iss']!r}: {err}") from err
     if not issuers:
@@ -234,12 +245,18 @@ def load_api_keys(path: Path) -> dict[str, bytes]:
 class JwtVerifier:
     """Verifies CDS Hooks JWTs: signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``jti`` replay."""
 
-    def __init__(self, issuers: Mapping[str, Issuer], service_url: str) -> None:
+    def __init__(self, issuers: Mapping[str, Issuer], service_url: str, jku: JwksPolicy | None = None) -> None:
         self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
+        self.jku: JkuSets[TrustedKey] = JkuSets(lambda document, uri: jwks_keys(document, uri, skip_unusable=True),
+                                                jku)
         self._seen = ReplayCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
 
     def verify(self, token: str, path: str) -> Caller:
-        """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
+        """The caller a token proves. On a CDS Hooks endpoint (CDS Hooks 2.0, "Trusting CDS
+        Clients") the header's ``typ`` must be JWT and ``aud`` the URL of the endpoint called;
+        elsewhere ``typ`` may be left out and ``aud`` may also be the service URL. Raises
+        :class:`KeysOutdated` when the token's ``jku`` key set is to be fetched first."""
+        cds = crd_routes.owns(path)
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"the bearer token is {len(token)} characters long; the limit is {MAX_TOKEN_LENGTH}", True)
         try:
@@ -250,28 +267,39 @@ class JwtVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise AuthError(f"JWT alg {_quoted(alg)} is not accepted; use one of {', '.join(ALGORITHMS)}", True)
-        typ = header.get("typ", "JWT")
+        typ = header.get("typ", None if cds else "JWT")
         if not isinstance(typ, str) or typ.upper() != "JWT":
-            raise AuthError("JWT header typ must be JWT", True)
+            raise AuthError("JWT header typ must be JWT" + (" (CDS Hooks 2.0 requires it)" if cds else ""), True)
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthError(f"JWT issuer {_quoted(iss)} is not trusted", True)
         jku = header.get("jku")
         if "jku" in header and (not isinstance(jku, str) or jku not in issuer.jku):
             raise AuthError(f"JWT jku {_quoted(jku)} is not a key set trusted for {iss!r}", True)
-        trusted = issuer.key(header.get("kid"))
+        trusted = self._key(issuer, header.get("kid"), jku)
         if alg not in trusted.algorithms:
             raise AuthError(f"JWT alg {alg} is not accepted for this key of {iss!r}; it takes "
                             f"{', '.join(trusted.algorithms)}", True)
+        audience = [self.service_url + path] if cds else [self.service_url, self.service_url + path]
         try:
-            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss,
-                                audience=[self.service_url, self.service_url + path], leeway=LEEWAY,
+            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss, audience=audience, leeway=LEEWAY,
                                 options={"require": ["iss", "aud", "exp", "iat", "jti"]})
         except jwt.InvalidAudienceError:
-            raise AuthError(f"JWT aud must be {self.service_url!r} or {self.service_url + path!r}", True) from None
+            raise AuthError(f"JWT aud must be {' or '.join(map(repr, audience))}", True) from None
         except (jwt.PyJWTError, ValueError, OverflowError) as err:
             raise AuthError(f"JWT refused: {str(err)[:200]}", True) from None
         return self._caller(iss, claims)
+
+    def _key(self, issuer: Issuer, kid: Any, jku: Any) -> TrustedKey:
+        """The key a token must verify against: from the key set at its ``jku`` (already checked
+        to be allowed for the issuer) when that set holds it, else from the issuer's own keys."""
+        if not isinstance(jku, str):
+            return issuer.key(kid)
+        remote = self.jku.at(jku)
+        found = JkuSets.find(remote, kid)
+        if remote.due(found is not None):
+            raise KeysOutdated(f"the key set at {jku} is being fetched", remote)
+        return found if found is not None else issuer.key(kid)
 
     def _caller(self, iss: str, claims: Mapping[str, Any]) -> Caller:
         """Check the claims' types, lifetime and replay; the caller they name."""
@@ -311,7 +339,7 @@ class Guard:
             raise AuthConfigError("trusted JWT issuers need the service URL (the JWT audience)")
         policy = JwksPolicy(settings.jwks_refresh_seconds, settings.jwks_max_age_seconds,
                             settings.jwks_timeout_seconds, settings.jwks_allow_http)
-        verifier = JwtVerifier(load_issuers(issuers, policy), url) if issuers and url else None
+        verifier = JwtVerifier(load_issuers(issuers, policy), url, policy) if issuers and url else None
         return cls(verifier, load_api_keys(settings.api_keys) if settings.api_keys else None,
                    settings.v1_jwt, smart)
 

@@ -92,6 +92,8 @@ class Settings:
     file (turns it on), ``smart_token_key`` the file holding the secret that signs access tokens
     (unset: a random key per process), ``smart_token_seconds`` their lifetime, and
     ``smart_loopback_http`` lets a client's ``jwks_uri`` be plain http on a loopback address (tests).
+    ``crd_version`` is the CRD version a CDS Hooks call without ``davinci-crd.requestedVersion`` is
+    answered in (service/crd/discovery.py; default 2.0.1, the version CMS-0057-F names).
     """
 
     max_body_bytes: int = 1_048_576
@@ -145,6 +147,9 @@ class Settings:
     smart_token_key: Path | None = None
     smart_token_seconds: int = 300
     smart_loopback_http: bool = False
+    # -- CRD versions (issue 23): the version a CDS Hooks call that asks for none is answered in --
+    crd_version: str = "2.0.1"  # COVREQ_CRD_VERSION: 2.0, 2.1 or 2.2 (a patch part is ignored)
+    # --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -164,8 +169,8 @@ class Settings:
         ``COVREQ_JWKS_MAX_AGE_SECONDS``, ``COVREQ_JWKS_TIMEOUT_SECONDS``, ``COVREQ_JWKS_ALLOW_HTTP``
         (``1`` for on), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
         ``COVREQ_DTR_MAX_RESPONSE_BYTES``, ``COVREQ_SMART_CLIENTS``, ``COVREQ_SMART_TOKEN_KEY``,
-        ``COVREQ_SMART_TOKEN_SECONDS``, ``COVREQ_SMART_LOOPBACK_HTTP`` (``1`` for on); absent variables keep
-        the defaults."""
+        ``COVREQ_SMART_TOKEN_SECONDS``, ``COVREQ_SMART_LOOPBACK_HTTP`` (``1`` for on),
+        ``COVREQ_CRD_VERSION``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -218,4 +223,6 @@ class Settings:
             smart_token_key=Path(env["COVREQ_SMART_TOKEN_KEY"]) if env.get("COVREQ_SMART_TOKEN_KEY") else None,
             smart_token_seconds=_whole(env, "COVREQ_SMART_TOKEN_SECONDS", defaults.smart_token_seconds),
             smart_loopback_http=env.get("COVREQ_SMART_LOOPBACK_HTTP", "0") == "1",
+            # CRD versions (issue 23)
+            crd_version=env.get("COVREQ_CRD_VERSION") or defaults.crd_version,
         )

@@ -108,6 +108,14 @@ def unreadable(line: Line | None, why: str) -> Assertion:
     return Assertion(covered="indeterminate", pa_needed="indeterminate", line=line, reasons=(why,))
 
 
+def not_r4(reference: str, problems: str) -> Assertion:
+    """An order that is not valid FHIR R4 (``problems``: r4.describe's words, with the paths):
+    ``indeterminate``, the reason naming what is wrong. An update of it would be invalid too, so it
+    gets a card and no systemAction (service/crd/responses.py); the call's other orders are answered."""
+    return Assertion(covered="indeterminate", pa_needed="indeterminate",
+                     reasons=(f"{reference} is {problems}; covreq answers for it once it is.",))
+
+
 def technical(assertion: Assertion, failures: tuple[str, ...]) -> Assertion:
     """CRD resp-43: an answer that turned on data the EHR failed to give is ``indeterminate``,
     reason ``technical``, the failed queries in its text; a settled answer stands as it is."""

@@ -6,12 +6,13 @@ from typing import Any, Collection
 
 import engine
 from engine.codes import normalize, system_of
-from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, plan_unknown,
-                                    technical, unreadable)
+from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, not_r4,
+                                    plan_unknown, technical, unreadable)
 from service.crd.coverage_information import Answered, assertion_id, assertion_ids, is_about
 from service.crd.discovery import SUPPORTING_HOOKS
 from service.crd.requests import HookCall, Line, Order, plan_problem, v1_request
 from service.dtr.catalogue import Catalogue
+from service.fhir import r4
 from service.fhir.values import as_list
 
 #: a billing code's engine decision, or why it has none
@@ -76,7 +77,10 @@ def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue, plans:
 def _assertions(call: HookCall, order: Order, decided: Decided, supporting: bool,
                 unmapped: str | None) -> list[Assertion]:
     """The order's assertions: one per billing code, as a supporting or a primary hook gives them;
-    conditional on the plan for each code when the Coverage's plan is ``unmapped`` (why)."""
+    conditional on the plan for each code when the Coverage's plan is ``unmapped`` (why); an order
+    that is not valid R4 only says so."""
+    if order.problems:
+        return [not_r4(order.reference, r4.describe(list(order.problems)))]
     if call.coverage.problem:
         return [coverage_problem(*call.coverage.problem)]
     if unmapped:

@@ -6,15 +6,16 @@ authorization is the engine's business alone.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from service.crd.coverage import CoverageContext, primary_coverage
 from service.crd.discovery import HOOKS, SUPPORTING_HOOKS, Configuration
 from service.crd.envelope import Envelope, Limits, require
 from service.fhir.outcome import FhirError
 from service.crd.payers import PayerMap
+from service.fhir import r4
 from service.fhir.index import ResourceIndex
 from service.fhir.systems import (BILLING_SYSTEMS, ICD10CM, NPI, POS, ROLE_CODE, ROLE_CODE_POS,
                                   billing_codings)
@@ -30,6 +31,11 @@ CODE_ELEMENTS = {
 #: the resource types CRD lets a hook carry as orders (coverage-information contexts)
 ORDER_TYPES = {"ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder",
                "VisionPrescription", "CommunicationRequest", "Appointment"}
+#: the CRD versions whose appointment-book answer updates the ServiceRequest an Appointment is based on
+UPDATE_BASED_ON = {"2.2"}
+#: what to answer for: the request resource read, its appointment's start when booked, its R4
+#: problems, and the resource the answer updates when that is another (the booked Appointment)
+Target = tuple[dict[str, Any], str | None, tuple[r4.Problem, ...], dict[str, Any] | None]
 _INACTIVE_CONDITION = {"inactive", "remission", "resolved"}
 _UNCONFIRMED_CONDITION = {"refuted", "entered-in-error"}
 
@@ -53,6 +59,7 @@ class Order:
     facts: dict[str, Any] = field(default_factory=dict)
     insurance: tuple[str, ...] = ()
     display: str = ""  # what the order is called on a card: its own text, not its id
+    problems: tuple[r4.Problem, ...] = ()  # how it breaks R4: then nothing else of it is read
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,10 @@ def read_call(envelope: Envelope, index: ResourceIndex, payers: PayerMap, served
     ``unqueried``)."""
     hook, context = envelope.hook, envelope.context
     facts = _call_facts(context, index)  # first, so one reading notes every reference it misses
-    orders = tuple(_order(resource, start, index, envelope.limits.billing_codes)
-                   for resource, start in _order_resources(hook, context, index))
+    orders = tuple(_invalid_order(resource, problems) if problems else
+                   _updating(_order(resource, start, index, envelope.limits.billing_codes), updated)
+                   for resource, start, problems, updated in
+                   _order_resources(hook, context, index, envelope.invalid_orders, envelope.configuration.version))
     _check_lines(orders, envelope.limits, f"context.{HOOKS[hook]}")
     insurance = {ref for order in orders for ref in order.insurance}
     expression = "prefetch.coverage" if "coverage" in envelope.prefetch else "Coverage"
@@ -137,18 +146,23 @@ def v1_request(call: HookCall, order: Order, plans: Collection[str] | None = Non
     return request
 
 
-def _order_resources(hook: str, context: dict[str, Any],
-                     index: ResourceIndex) -> list[tuple[dict[str, Any], str | None]]:
-    """The request resources to answer for, each with its appointment's start when booked."""
+def _order_resources(hook: str, context: dict[str, Any], index: ResourceIndex,
+                     invalid: Mapping[int, tuple[r4.Problem, ...]], version: str) -> list[Target]:
+    """The request resources to answer for (see ``Target``), in CRD ``version``; R4 problems are
+    ``invalid``'s, by entry number."""
     name = HOOKS[hook]
     if hook == "order-dispatch":
-        refs = require(context.get(name), list, f"context.{name}", "a list of references")
+        if name not in context and isinstance(context.get("order"), str):
+            name = "order"  # the hook's older context, the one CRD 2.0.1 describes: order (and task)
+            refs = [context["order"]]
+        else:
+            refs = require(context.get(name), list, f"context.{name}", "a list of references")
         found = [index.resolve(ref, *ORDER_TYPES) for ref in refs]
         missing = [str(ref) for ref, res in zip(refs, found) if res is None]
         if missing:
             raise FhirError(412, f"dispatched orders neither in the prefetch nor read from the EHR: "
                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", f"context.{name}")
-        return [(res, None) for res in found if res is not None]
+        return [(res, None, (), None) for res in found if res is not None]
     bundle = require(context.get(name), dict, f"context.{name}", "a FHIR Bundle")
     if bundle.get("resourceType") != "Bundle":
         raise FhirError(400, f"context.{name} must be a FHIR Bundle", f"context.{name}")
@@ -163,23 +177,41 @@ def _order_resources(hook: str, context: dict[str, Any],
                                 f"({', '.join(sorted(ORDER_TYPES))})", where)
         if not isinstance(res.get("id"), str):
             raise FhirError(400, "every order needs an id to be updated", where)
-        resources.append(res)
+        resources.append((res, invalid.get(number, ())))
     if hook == "order-select" and isinstance(context.get("selections"), list):
         chosen = {ref for ref in context["selections"] if isinstance(ref, str)}
-        resources = [res for res in resources if f"{res['resourceType']}/{res['id']}" in chosen]
+        resources = [(res, bad) for res, bad in resources if f"{res['resourceType']}/{res['id']}" in chosen]
     if hook == "appointment-book":
-        return [_appointment_target(res, index) for res in resources]
-    return [(res, None) for res in resources]
+        return [(res, None, bad, None) if bad else _appointment_target(res, index, version) for res, bad in resources]
+    return [(res, None, bad, None) for res, bad in resources]
 
 
-def _appointment_target(appointment: dict[str, Any],
-                        index: ResourceIndex) -> tuple[dict[str, Any], str | None]:
-    """CRD updates the order an Appointment is based on when that order is at hand."""
+def _appointment_target(appointment: dict[str, Any], index: ResourceIndex, version: str) -> Target:
+    """An Appointment is answered from the order it is based on when that order is at hand, with
+    the appointment's start as date of service. The answer updates the Appointment (CRD 2.0.1 and
+    2.1: "the request resource that was passed"), except that CRD 2.2 updates the ServiceRequest
+    an Appointment is based on (cards.html, "the one exception")."""
     for ref in as_list(appointment.get("basedOn")):
         based_on = index.resolve(ref, "ServiceRequest", "DeviceRequest", "MedicationRequest")
         if based_on is not None:
-            return based_on, date_part(appointment.get("start"))
-    return appointment, None
+            start = date_part(appointment.get("start"))
+            if version in UPDATE_BASED_ON and based_on["resourceType"] == "ServiceRequest":
+                return based_on, start, (), None
+            return based_on, start, (), appointment
+    return appointment, None, (), None
+
+
+def _updating(order: Order, updated: dict[str, Any] | None) -> Order:
+    """``order`` as the answer for ``updated`` (an Appointment read from the order it is based on)."""
+    if updated is None:
+        return order
+    return replace(order, resource=updated, reference=f"{updated['resourceType']}/{updated['id']}")
+
+
+def _invalid_order(resource: dict[str, Any], problems: tuple[r4.Problem, ...]) -> Order:
+    """An order that is not valid R4: named, never read (CRD: no update of it is valid either)."""
+    return Order(resource, f"{resource['resourceType']}/{resource['id']}", (), display=_kind_and_id(resource),
+                 problems=problems)
 
 
 def _order(resource: dict[str, Any], appointment_start: str | None, index: ResourceIndex,
@@ -228,6 +260,11 @@ def _display(resource: dict[str, Any], concepts: list[Any]) -> str:
             return " ".join(text.split())
     if isinstance(resource.get("description"), str) and resource["description"].strip():
         return " ".join(resource["description"].split())
+    return _kind_and_id(resource)
+
+
+def _kind_and_id(resource: dict[str, Any]) -> str:
+    """``service request s1``: an order's name for people when it says none itself."""
     spoken = re.sub(r"(?<!^)(?=[A-Z])", " ", resource["resourceType"]).lower()
     return f"{spoken} {resource['id']}"
 

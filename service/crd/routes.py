@@ -65,7 +65,7 @@ async def call_service(service_id: str, request: Request) -> Response:
     state = request.app.state
     run = functools.partial(_run, len(raw) <= INLINE_BYTES)
     try:
-        envelope = await run(read_envelope, body, hook, state.crd_limits)
+        envelope = await run(read_envelope, body, hook, state.crd_limits, state.crd_version)
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
             if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)):
                 return operation_outcome(503, UNAUDITED, ruleset.digest)

@@ -122,6 +122,7 @@ def _hook_call(inputs: Inputs, patient: str, payers: PayerMap, served: set[str],
                                       "entry": [{"resource": inputs.coverage}]}}}
     try:
         envelope = read_envelope(body, "order-sign")
+        envelope.require_valid_orders()
         return read_call(envelope, ResourceIndex(envelope.prefetch.values()), payers, served, today,
                          coverage_known=True)
     except FhirError as err:

@@ -83,7 +83,7 @@ def test_a_signed_jwt_from_a_trusted_issuer_is_accepted(secured, keys, ig_order_
     client = secured()
     response = client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys)))
     assert response.status_code == 200, response.text
-    ec_token = token(keys, "ec", "ES256", aud=SERVICE_URL)  # PEM key, no kid, audience = the base URL
+    ec_token = token(keys, "ec", "ES256")  # PEM key, no kid
     assert client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(ec_token)).status_code == 200
 
 
@@ -106,7 +106,11 @@ REFUSED = {
     "expired": (_from_now(iat=-400, exp=-200), "expired"),
     "issued in the future": (_from_now(iat=600, exp=700), "not yet valid"),
     "too long-lived": (_from_now(exp=MAX_LIFETIME + 120), "more than 300 seconds"),
-    "another audience": (dict(aud="https://elsewhere.example.org"), f"aud must be '{SERVICE_URL}'"),
+    "another audience": (dict(aud="https://elsewhere.example.org"), f"aud must be '{SERVICE_URL}{CDS_PATH}'"),
+    # CDS Hooks 2.0: aud "MUST be the URL of the CDS Service endpoint being invoked", not the base URL
+    "the base URL as audience": (dict(aud=SERVICE_URL), f"aud must be '{SERVICE_URL}{CDS_PATH}'"),
+    # CDS Hooks 2.0: typ is REQUIRED, fixed value JWT (the Inferno CRD kit checks clients for it)
+    "no typ": (dict(headers={"typ": None}), "typ must be JWT"),
     "untrusted issuer": (dict(iss="https://evil.example.org"), "not trusted"),
     "no jti": (dict(drop=("jti",)), "jti"),
     "no exp": (dict(drop=("exp",)), "exp"),
