@@ -244,10 +244,9 @@ def test_scopes_no_client_may_have_are_refused(smart, keys) -> None:
     assert reply.json()["error"] == "invalid_scope"
 
 
-NOW = int(time.time())
 BAD_ASSERTIONS = {
-    "expired": (dict(exp=NOW - 120), "expired"),
-    "more than five minutes ahead": (dict(exp=NOW + 900), "at most 300 seconds ahead"),
+    "expired": (lambda: dict(exp=int(time.time()) - 120), "expired"),  # times taken when the assertion is made
+    "more than five minutes ahead": (lambda: dict(exp=int(time.time()) + 900), "at most 300 seconds ahead"),
     "another audience": (dict(aud=FHIR_BASE), "aud must be the token endpoint"),
     "the service URL as audience": (dict(aud=SERVICE_URL), "aud must be the token endpoint"),
     "sub differs from iss": (dict(sub="someone-else"), "sub must be the client_id"),
@@ -265,7 +264,8 @@ BAD_ASSERTIONS = {
 @pytest.mark.parametrize("case", BAD_ASSERTIONS, ids=list(BAD_ASSERTIONS))
 def test_a_bad_assertion_is_invalid_client(smart, keys, case: str) -> None:
     arguments, reason = BAD_ASSERTIONS[case]
-    reply = token_request(smart(), assertion(keys, **arguments))
+    claims = arguments() if callable(arguments) else arguments
+    reply = token_request(smart(), assertion(keys, **claims))
     assert reply.status_code == 401, reply.text
     assert reply.json()["error"] == "invalid_client"
     assert reason in reply.json()["error_description"]
