@@ -19,7 +19,8 @@ ORDER_COMPLETE = FactSpec("order_complete", BOOL, doc="The order's other codes a
 #: What a form item may hold: a fact, or the ``order_complete`` flag.
 ITEM_SPECS = {**FACTS, ORDER_COMPLETE.name: ORDER_COMPLETE}
 #: Facts of the service line in a v1 request; the others sit at its top level.
-LINE_FACTS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service")
+LINE_FACTS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "revenue_code",
+              "round_trips_in_10_days", "round_trip_weeks")
 #: Facts whose code system is known, for answers given as codings.
 SYSTEMS = {"place_of_service": POS, "trial_place_of_service": POS, "diagnoses": ICD10CM, "patient.sex": GENDER}
 #: The question each askable fact is asked with.
@@ -40,10 +41,14 @@ QUESTIONS = {
     "provider.npi": "Rendering provider's NPI",
     "provider.specialty": "Rendering provider's specialty",
     "provider.network": "Is the rendering provider in or out of network?",
+    "provider.type": "Kind of provider (va: Veterans Affairs; ihs: Indian Health Service or tribal)",
     "provider.exemptions": "Prior-authorization programs the provider is exempt from",
     "modifiers": "Modifiers of the billing code",
     "units": "Units",
     "stage": "Stage of the treatment (e.g. trial, permanent, initial, replacement)",
+    "revenue_code": "Revenue code of the line on the institutional claim (four digits, e.g. 0450)",
+    "round_trips_in_10_days": "Most round trips planned in any 10 consecutive days",
+    "round_trip_weeks": "Most consecutive weeks planned with at least one round trip each",
 }
 #: FHIRPath that pre-populates a fact from the launch context (%patient, %clinical: the order).
 INITIAL_EXPRESSIONS = {
