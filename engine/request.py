@@ -31,7 +31,7 @@ _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "
 _SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "revenue_code",
                            "trip_dates", "round_trips_in_10_days", "round_trip_weeks", "id"})
 #: The line's transport schedule as numbers: given, or counted from ``trip_dates``.
-_TRIP_FACTS = ("round_trips_in_10_days", "round_trip_weeks")
+TRIP_FACTS = ("round_trips_in_10_days", "round_trip_weeks")
 _REVENUE_CODE = re.compile(r"[0-9]{3,4}")
 _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "type", "state", "exemptions"})
@@ -173,7 +173,7 @@ def _revenue_code(text: str) -> str | None:
 def _trips(facts: dict[str, Any], dates: list[dt.date], given: Mapping[str, Any]) -> None:
     """Put a line's trip counts into ``facts``: those ``given``, else counted from ``dates``."""
     counted = trip_counts(dates) if dates else None
-    for index, name in enumerate(_TRIP_FACTS):
+    for index, name in enumerate(TRIP_FACTS):
         if given.get(name) is not None:
             facts[name] = float(given[name])
         elif counted is not None:
@@ -261,7 +261,7 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
         if revenue is None:
             raise _fail((*where, "revenue_code"), f"{item['revenue_code']!r} is not a revenue code (four digits, e.g. 0450)")
         facts["revenue_code"] = revenue
-    for name in _TRIP_FACTS:
+    for name in TRIP_FACTS:
         value = item.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= 1_000_000):
@@ -534,7 +534,7 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
         if service.trip_dates is not None or service.round_trips_in_10_days is not None \
                 or service.round_trip_weeks is not None:
             _trips(facts, [_day[d] for d in service.trip_dates or ()],
-                   {name: getattr(service, name) for name in _TRIP_FACTS})
+                   {name: getattr(service, name) for name in TRIP_FACTS})
         lines.append(Line(code, system, facts))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure

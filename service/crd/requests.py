@@ -211,6 +211,8 @@ def _order(resource: dict[str, Any], appointment_start: str | None, index: Resou
     insurance = tuple(key for key in map(reference_key, as_list(resource.get("insurance")))
                       if key and key.startswith("Coverage/"))
     trips = trip_dates(resource.get("occurrenceTiming"), when)
+    if trips and not when:
+        facts["date_of_service"] = trips[0]  # a schedule's first occurrence
     return Order(resource, reference, tuple(lines.values()), facts, insurance, _display(resource, concepts),
                  {"trip_dates": trips} if len(trips) > 1 else {})
 
@@ -220,7 +222,7 @@ def trip_dates(timing: Any, start: str | None) -> list[str]:
     frequency per period of days or weeks from ``boundsPeriod.start`` (else ``start``) for
     ``count`` times or through ``boundsPeriod.end``; each is taken as a round trip. [] when the
     Timing says neither."""
-    events = sorted({d for d in map(date_part, as_list(member(timing, "event"))) if d})
+    events = sorted({d for d in map(date_part, as_list(member(timing, "event"))) if d and _calendar(d)})
     if events:
         return events[:MAX_TRIPS]
     repeat = member(timing, "repeat")
@@ -243,6 +245,15 @@ def trip_dates(timing: Any, start: str | None) -> list[str]:
     except (ValueError, OverflowError):  # not a calendar date, or a schedule past the calendar's end
         pass
     return found
+
+
+def _calendar(day: str) -> bool:
+    """Whether a YYYY-MM-DD is a calendar date (2026-02-30 is not)."""
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
 
 
 def _display(resource: dict[str, Any], concepts: list[Any]) -> str:

@@ -2,10 +2,12 @@
 request, a flat fact mapping and QuestionnaireResponse answers."""
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from engine.facts import BOOL, DATE, FACTS, NUMBER, FactSpec
+from engine.request import TRIP_FACTS, trip_counts
 from service.fhir.systems import ICD10CM, POS
 
 GENDER = "http://hl7.org/fhir/administrative-gender"
@@ -149,10 +151,20 @@ def flat_facts(body: Mapping[str, Any]) -> dict[str, Any]:
         if key in ("patient", "provider") and isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items() if k != "id"})
         elif key == "services" and value:
-            flat.update({k: v for k, v in value[0].items() if k != "id"})
+            flat.update({k: v for k, v in value[0].items() if k not in ("id", "trip_dates")})
+            flat.update({k: v for k, v in _trip_facts(value[0].get("trip_dates")).items() if k not in flat})
         elif key not in ("authorizations", "explain", "request_id"):
             flat[key] = value
     return {k: v for k, v in flat.items() if v not in (None, [], "")}
+
+
+def _trip_facts(dates: Any) -> dict[str, int]:
+    """A line's ``trip_dates`` as the facts the engine counts from them (forms ask the counts)."""
+    try:
+        days = [dt.date.fromisoformat(d) for d in dates] if isinstance(dates, list) and dates else []
+    except (TypeError, ValueError):
+        return {}
+    return dict(zip(TRIP_FACTS, trip_counts(days))) if days else {}
 
 
 def v1_body(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -76,3 +76,19 @@ def test_an_encounters_class_settles_the_place_of_service_only_when_no_location_
     office = {"type": [{"coding": [{"system": "https://www.cms.gov/Medicare/Coding/place-of-service-codes/"
                                               "Place_of_Service_Code_Set", "code": "11"}]}]}
     assert _encounter_facts("EMER", office)["place_of_service"] == "11"
+
+
+def test_a_dtr_form_reads_an_orders_trip_dates_as_the_counts_it_asks() -> None:
+    from service.dtr.facts import flat_facts, v1_body
+    body = {"payer": "medicare", "services": [{"code": "A0428", "trip_dates": ["2026-03-06", "2026-03-12", "2026-03-19"]}]}
+    flat = flat_facts(body)
+    assert (flat["round_trips_in_10_days"], flat["round_trip_weeks"]) == (2, 3) and "trip_dates" not in flat
+    assert parse_request(v1_body(flat)).lines[0].facts["round_trip_weeks"] == 3
+    given = flat_facts({"payer": "medicare", "services": [{"code": "A0428", "round_trip_weeks": 1,
+                                                            "trip_dates": ["2026-03-06", "2026-03-12", "2026-03-19"]}]})
+    assert given["round_trip_weeks"] == 1  # a count the request gives wins, as in the engine
+    assert "round_trip_weeks" not in flat_facts({"payer": "m", "services": [{"code": "A0428", "trip_dates": ["x"]}]})
+
+
+def test_event_dates_that_are_not_calendar_dates_are_dropped() -> None:
+    assert trip_dates({"event": ["2026-02-30", "2026-03-02"]}, None) == ["2026-03-02"]
