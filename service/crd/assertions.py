@@ -17,6 +17,7 @@ INFO_CODES = {
     "date_of_service": "timeframe",
     "code": "detail-code", "system": "detail-code", "modifiers": "detail-code", "units": "detail-code",
     "stage": "detail-code", "trial_place_of_service": "detail-code", "other_codes": "detail-code",
+    "revenue_code": "detail-code", "round_trips_in_10_days": "timeframe", "round_trip_weeks": "timeframe",
 }
 _PERFORMER_PREFIX = "provider."
 _PA_NEEDS_PA_DOCS = {"auth-needed", "conditional"}

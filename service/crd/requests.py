@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Collection, Mapping
 
 from service.crd.coverage import CoverageContext, primary_coverage
@@ -36,6 +36,11 @@ UPDATE_BASED_ON = {"2.2"}
 #: what to answer for: the request resource read, its appointment's start when booked, its R4
 #: problems, and the resource the answer updates when that is another (the booked Appointment)
 Target = tuple[dict[str, Any], str | None, tuple[r4.Problem, ...], dict[str, Any] | None]
+#: Encounter.class (v3 ActCode) -> the place of service it settles, when no location says
+ENCOUNTER_POS = {"EMER": "23", "IMP": "21", "HH": "12"}
+#: Most trip dates read from an order's occurrenceTiming (a year of daily trips)
+MAX_TRIPS = 366
+_PERIOD_DAYS = {"d": 1, "wk": 7}
 _INACTIVE_CONDITION = {"inactive", "remission", "resolved"}
 _UNCONFIRMED_CONDITION = {"refuted", "entered-in-error"}
 
@@ -60,6 +65,7 @@ class Order:
     insurance: tuple[str, ...] = ()
     display: str = ""  # what the order is called on a card: its own text, not its id
     problems: tuple[r4.Problem, ...] = ()  # how it breaks R4: then nothing else of it is read
+    line_facts: dict[str, Any] = field(default_factory=dict)  # facts of each of its service lines
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ def v1_request(call: HookCall, order: Order, plans: Collection[str] | None = Non
     diagnoses = [*call.facts.get("diagnoses", []), *order.facts.get("diagnoses", [])]
     if diagnoses:
         request["diagnoses"] = list(dict.fromkeys(diagnoses))
-    request["services"] = [{"code": line.code, "system": line.system} for line in order.lines]
+    request["services"] = [{"code": line.code, "system": line.system, **order.line_facts} for line in order.lines]
     return request
 
 
@@ -245,7 +251,50 @@ def _order(resource: dict[str, Any], appointment_start: str | None, index: Resou
         facts["provider"] = {"npi": npi}
     insurance = tuple(key for key in map(reference_key, as_list(resource.get("insurance")))
                       if key and key.startswith("Coverage/"))
-    return Order(resource, reference, tuple(lines.values()), facts, insurance, _display(resource, concepts))
+    trips = trip_dates(resource.get("occurrenceTiming"), when)
+    if trips and not when:
+        facts["date_of_service"] = trips[0]  # a schedule's first occurrence
+    return Order(resource, reference, tuple(lines.values()), facts, insurance, _display(resource, concepts),
+                 line_facts={"trip_dates": trips} if len(trips) > 1 else {})
+
+
+def trip_dates(timing: Any, start: str | None) -> list[str]:
+    """The dates of a schedule (a FHIR Timing): its ``event`` dates, or the ``repeat`` of a
+    frequency per period of days or weeks from ``boundsPeriod.start`` (else ``start``) for
+    ``count`` times or through ``boundsPeriod.end``; each is taken as a round trip. [] when the
+    Timing says neither."""
+    events = sorted({d for d in map(date_part, as_list(member(timing, "event"))) if d and _calendar(d)})
+    if events:
+        return events[:MAX_TRIPS]
+    repeat = member(timing, "repeat")
+    bounds = member(repeat, "boundsPeriod")
+    first = date_part(member(bounds, "start")) or start
+    frequency, period = member(repeat, "frequency") or 1, member(repeat, "period") or 1
+    unit, count, last = member(repeat, "periodUnit"), member(repeat, "count"), date_part(member(bounds, "end"))
+    if (not first or unit not in _PERIOD_DAYS or not all(type(n) in (int, float) and n > 0 for n in (frequency, period))
+            or (count is None and last is None) or (count is not None and type(count) is not int)):
+        return []
+    step = period * _PERIOD_DAYS[unit] / frequency
+    found: list[str] = []
+    try:
+        day, end = date.fromisoformat(first), date.fromisoformat(last) if last else None
+        while len(found) < min(count if count is not None else MAX_TRIPS, MAX_TRIPS):
+            when = day + timedelta(days=int(len(found) * step))
+            if end is not None and when > end:
+                break
+            found.append(when.isoformat())
+    except (ValueError, OverflowError):  # not a calendar date, or a schedule past the calendar's end
+        pass
+    return found
+
+
+def _calendar(day: str) -> bool:
+    """Whether a YYYY-MM-DD is a calendar date (2026-02-30 is not)."""
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
 
 
 def _display(resource: dict[str, Any], concepts: list[Any]) -> str:
@@ -287,6 +336,9 @@ def _call_facts(context: dict[str, Any], index: ResourceIndex) -> dict[str, Any]
         locations = [index.resolve(loc.get("location"), "Location")
                      for loc in as_list(encounter.get("location")) if isinstance(loc, dict)]
         _place(facts, [], [loc for loc in locations if loc])
+        kind = member(encounter.get("class"), "code")
+        if "place_of_service" not in facts and kind in ENCOUNTER_POS:
+            facts["place_of_service"] = ENCOUNTER_POS[kind]
     if "state" not in facts and patient:
         homes = [a for a in as_list(patient.get("address")) if isinstance(a, dict)
                  and a.get("use") != "old" and not member(a.get("period"), "end")]

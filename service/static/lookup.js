@@ -31,6 +31,10 @@ const FACTS = {
   "trial_place_of_service": ["Place of service of the trial", null],
   "units": ["Units", null],
   "provider.exemptions": ["Provider exemptions", null],
+  "provider.type": ["Kind of provider (e.g. va, ihs)", null],
+  "revenue_code": ["Revenue code of the line", null],
+  "round_trips_in_10_days": ["Most round trips planned in any 10 days", null],
+  "round_trip_weeks": ["Weeks in a row with a round trip planned", null],
 };
 const LOCATION_FIELDS = [
   [/^services/, "codes"], [/^diagnoses/, "diagnoses"], [/^payer/, "payer"], [/^plan/, "plan"],
