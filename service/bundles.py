@@ -22,17 +22,17 @@ import shutil
 import tempfile
 import threading
 import time
-import zlib
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from engine.bundle import BundleError, Opened, unpack
+from service import content_coding
 from service.holder import ReloadFailure, RuleSetHolder
 from service.settings import Settings
 
@@ -64,31 +64,20 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-def _gunzip(raw: Iterable[bytes]) -> Iterator[bytes]:
-    """A ``Content-Encoding: gzip`` body decoded as it comes, never more than 64 KiB at a time."""
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def _decoded(coding: str, raw: Iterable[bytes]) -> Iterator[bytes]:
+    """A body as its ``Content-Encoding`` says, none or gzip once, decoded as it comes, at most
+    64 KiB a step (service/content_coding.py); DownloadError for any other coding, or damaged data."""
     try:
+        decompressor = content_coding.decoder([coding], ("gzip", "x-gzip"))
+        if decompressor is None:
+            yield from raw
+            return
         for data in raw:
-            while True:
-                piece = decoder.decompress(data, _CHUNK)
-                data = decoder.unconsumed_tail
-                yield piece
-                if not data and len(piece) < _CHUNK:  # all the output of this input is out
-                    break
-    except zlib.error as err:
-        raise DownloadError(f"the gzip Content-Encoding is damaged: {err}") from None
-    if not decoder.eof or decoder.unused_data:
-        raise DownloadError("the gzip Content-Encoding is damaged: it ends early or has data after its end")
-
-
-def _decoding(value: str) -> Callable[[Iterable[bytes]], Iterator[bytes]]:
-    """The decoder of a ``Content-Encoding`` header: none, or one gzip; anything else is refused."""
-    codings = [c for c in (c.strip().lower() for c in value.split(",")) if c and c != "identity"]
-    if not codings:
-        return iter
-    if codings in (["gzip"], ["x-gzip"]):
-        return _gunzip
-    raise DownloadError(f"Content-Encoding {value[:64]!r} refused: a bundle is sent as it is, or gzip'd once")
+            yield from content_coding.inflate(decompressor, data, _CHUNK)
+        content_coding.finish(decompressor)
+    except content_coding.CodingError as err:
+        raise DownloadError(f"Content-Encoding {coding[:64]!r}: {err}; a bundle is sent as it is, or gzip'd once") \
+            from None
 
 
 @dataclass(frozen=True)
@@ -177,7 +166,7 @@ class BundleSource:
                 yield chunk
 
         body = bytearray()
-        for piece in _decoding(response.headers.get("content-encoding", ""))(sent()):
+        for piece in _decoded(response.headers.get("content-encoding", ""), sent()):
             body += piece
             if len(body) > self.max_bytes:
                 raise too_large
