@@ -58,6 +58,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         bundles.start(app.state.holder)
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
+    app.state.metrics.start()
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
                                "sighup_reload": installed, "bundle": bundles.public_url if bundles else None})
     if app.state.payers.match_by_name:
@@ -71,6 +72,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             bundles.stop()
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        app.state.metrics.stop()
         worker_exited()
 
 

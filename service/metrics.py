@@ -3,7 +3,8 @@
 With ``covreq serve --workers N`` each worker writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by ``service/server.py``)
 and a scrape of any worker reads them all: counters and histograms are summed over the workers, and
-the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's rule set.
+the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's rule set. The
+``process_*`` and ``python_*`` series come from service/process_metrics.py, for every worker.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from starlette.types import Scope
 
 import engine
 from service.bearer import token_refusal
+from service.process_metrics import WorkerSampler, forget_dead_workers, standard_collectors
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Routes whose requests are decisions: their latency goes into the decision histogram.
@@ -82,6 +84,21 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._digest: str | None = None
         self._cache_seen: tuple[int, dict[tuple[str, str], int]] = (0, {})
+        self._sampler: WorkerSampler | None = None
+        if os.environ.get(MULTIPROCESS_ENV):
+            self._sampler = WorkerSampler(r)
+        else:
+            standard_collectors(r)
+
+    def start(self) -> None:
+        """Begin copying this worker's process values (multiprocess mode; nothing to do otherwise)."""
+        if self._sampler:
+            self._sampler.start()
+
+    def stop(self) -> None:
+        """Stop copying them."""
+        if self._sampler:
+            self._sampler.stop()
 
     def _labels(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, made once."""
@@ -137,7 +154,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text exposition of every metric: of all workers in multiprocess mode, else of this one."""
-        if os.environ.get(MULTIPROCESS_ENV):
+        folder = os.environ.get(MULTIPROCESS_ENV)
+        if folder:
+            if self._sampler:
+                self._sampler.sample()
+            forget_dead_workers(folder)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
