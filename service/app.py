@@ -30,6 +30,7 @@ from service.bundles import BundleSource
 from service.holder import RuleSetHolder
 from service.metrics import Metrics, worker_exited
 from service.middleware import AccessLog, BodyLimit, ConnectionCap
+from service.ratelimit import RateLimit, limiter_from
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
 from service.smart import routes as smart_routes
@@ -113,6 +114,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
     guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None)
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
+    limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)
@@ -133,6 +135,9 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.add_middleware(ScopeCheck, refuse=functools.partial(_error_response, app))  # inside Authenticate
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
         app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
+    if limiter is not None:  # inside Authenticate: the client is named by its credentials where it has any
+        app.add_middleware(RateLimit, limiter=limiter, refuse=functools.partial(_error_response, app),
+                           counted=app.state.metrics.limited)
     app.add_middleware(Authenticate, guard=guard, refuse=functools.partial(_error_response, app))
     app.add_middleware(ConnectionCap, exempt=frozenset({ops.LIVENESS}), refuse=lambda path: _error_response(
         app, path, 503, f"this process holds its {settings.max_connections} connections (COVREQ_MAX_CONNECTIONS), "

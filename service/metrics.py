@@ -38,6 +38,8 @@ STATUSES = frozenset(int(s) for s in HTTPStatus)
 #: Why a bundle poll failed (the ``reason`` label): the URL gave no bundle, the bundle was refused,
 #: it could not be written, its rules did not load, a bug.
 BUNDLE_POLL_FAILURES = ("download", "refused", "unpack", "rules", "internal")
+#: The ``client`` label of ``covreq_rate_limited_total``: how the refused client was named.
+RATE_LIMITED_CLIENTS = ("api-key", "jwt", "address")
 
 router = APIRouter(tags=["operations"])
 
@@ -77,6 +79,10 @@ class Metrics:
                                             "Bundle polls and reloads that failed, by reason", ("reason",), registry=r)
         for reason in BUNDLE_POLL_FAILURES:
             self.bundle_poll_failures.labels(reason)
+        self.rate_limited = Counter("covreq_rate_limited", "Requests refused (429) by the rate limit, by kind of client",
+                                    ("client",), registry=r)
+        for kind in RATE_LIMITED_CLIENTS:  # shown at 0 from the start, so an alert rule finds the series
+            self.rate_limited.labels(kind)
         self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
                                      ("cache", "result"), registry=r)
         #: Labelled children already made: prometheus-client checks the values and takes a lock on every
@@ -125,6 +131,9 @@ class Metrics:
     def bundle_poll_failed(self, reason: str) -> None:
         """A bundle poll failed for ``reason`` (one of :data:`BUNDLE_POLL_FAILURES`; else ``internal``)."""
         self.bundle_poll_failures.labels(reason if reason in BUNDLE_POLL_FAILURES else "internal").inc()
+    def limited(self, client: str) -> None:
+        """A request of a ``client`` kind (``api-key``, ``jwt``, ``address``) was refused by the rate limit."""
+        self._labels(self.rate_limited, client).inc()
 
     def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
         """Count the answers of one decision request."""

@@ -94,6 +94,11 @@ class Settings:
     ``smart_loopback_http`` lets a client's ``jwks_uri`` be plain http on a loopback address (tests).
     ``crd_version`` is the CRD version a CDS Hooks call without ``davinci-crd.requestedVersion`` is
     answered in (service/crd/discovery.py; default 2.0.1, the version CMS-0057-F names).
+
+    Observability and load (issue 26 items 2 and 7): ``rate_limit`` (``"100/60s"``) turns on a token
+    bucket per client, ``rate_limit_burst`` its size (default: the rate's count; service/ratelimit.py);
+    ``otlp_endpoint`` sends a span per request by OTLP/HTTP to that collector base URL (the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables also do; service/tracing.py).
     """
 
     max_body_bytes: int = 1_048_576
@@ -150,6 +155,11 @@ class Settings:
     # -- CRD versions (issue 23): the version a CDS Hooks call that asks for none is answered in --
     crd_version: str = "2.0.1"  # COVREQ_CRD_VERSION: 2.0, 2.1 or 2.2 (a patch part is ignored)
     # --
+    # -- observability and load (issue 26 items 2 and 7): rate limiting, traces --
+    rate_limit: str | None = None
+    rate_limit_burst: int | None = None
+    otlp_endpoint: str | None = None
+    # --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -170,7 +180,8 @@ class Settings:
         (``1`` for on), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
         ``COVREQ_DTR_MAX_RESPONSE_BYTES``, ``COVREQ_SMART_CLIENTS``, ``COVREQ_SMART_TOKEN_KEY``,
         ``COVREQ_SMART_TOKEN_SECONDS``, ``COVREQ_SMART_LOOPBACK_HTTP`` (``1`` for on),
-        ``COVREQ_CRD_VERSION``; absent variables keep the defaults."""
+        ``COVREQ_CRD_VERSION``, ``COVREQ_RATE_LIMIT``, ``COVREQ_RATE_LIMIT_BURST``,
+        ``COVREQ_OTLP_ENDPOINT``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -225,4 +236,9 @@ class Settings:
             smart_loopback_http=env.get("COVREQ_SMART_LOOPBACK_HTTP", "0") == "1",
             # CRD versions (issue 23)
             crd_version=env.get("COVREQ_CRD_VERSION") or defaults.crd_version,
+            # observability and load (issue 26 items 2 and 7)
+            rate_limit=env.get("COVREQ_RATE_LIMIT") or None,
+            rate_limit_burst=(_whole(env, "COVREQ_RATE_LIMIT_BURST", 0) if env.get("COVREQ_RATE_LIMIT_BURST")
+                              else None),
+            otlp_endpoint=env.get("COVREQ_OTLP_ENDPOINT") or None,
         )
