@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import signal
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
 from service import heap, lookup, metrics, ops, v1
 from service.audit import AuditLog
@@ -36,8 +38,13 @@ from service.settings import Settings
 from service.smart import routes as smart_routes
 from service.smart.authority import Authority
 from service.smart.enforce import ScopeCheck
+from service.tracing import tracing_from
 
 log = logging.getLogger("covreq.service")
+#: FastAPI's own OpenTelemetry instrumentation (FastAPI 0.16x), off: its spans and logs would carry
+#: query strings and exception messages; covreq makes its own span per request (service/tracing.py).
+_NATIVE_TELEMETRY_OFF = ({"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+                         if "telemetry" in inspect.signature(FastAPI).parameters else {})
 
 
 def _sighup_reload(app: FastAPI) -> bool:
@@ -60,6 +67,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     app.state.metrics.start()
+    if app.state.tracing:
+        app.state.tracing.start()
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
                                "sighup_reload": installed, "bundle": bundles.public_url if bundles else None})
     if app.state.payers.match_by_name:
@@ -74,6 +83,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         app.state.metrics.stop()
+        if app.state.tracing:
+            app.state.tracing.stop()
         worker_exited()
 
 
@@ -83,6 +94,17 @@ def _error_response(app: FastAPI, path: str, status: int, message: str) -> Respo
     if crd_routes.owns(path) or dtr_routes.owns(path):
         return operation_outcome(status, message, digest)
     return v1_error(status, message, digest)
+
+
+def _observer(app: FastAPI) -> Callable[[Scope, int, float, str], None]:
+    """What the access log does with each finished request: count it, and trace it when on."""
+    metrics, holder, tracing = app.state.metrics, app.state.holder, app.state.tracing
+
+    def observe(scope: Scope, status: int, seconds: float, ruleset: str) -> None:
+        metrics.observe_request(scope, status, seconds, holder.current)
+        if tracing is not None:
+            tracing.record(scope, status, seconds, ruleset)
+    return observe
 
 
 def create_app(rules_path: str | None, settings: Settings | None = None) -> FastAPI:
@@ -96,9 +118,11 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app = FastAPI(title="covreq", version="1", lifespan=_lifespan,
                   description="Does this CPT/HCPCS code need prior authorization for this payer and "
                               "plan, and what documentation? Every response names the rule set "
-                              f"that produced it (body and `{RULESET_HEADER}` header).")
+                              f"that produced it (body and `{RULESET_HEADER}` header).",
+                  **_NATIVE_TELEMETRY_OFF)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.tracing = tracing_from(settings.otlp_endpoint)
     app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
     app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
@@ -142,6 +166,5 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.add_middleware(ConnectionCap, exempt=frozenset({ops.LIVENESS}), refuse=lambda path: _error_response(
         app, path, 503, f"this process holds its {settings.max_connections} connections (COVREQ_MAX_CONNECTIONS), "
                         "each with a request under way: retry after a moment"))
-    app.add_middleware(AccessLog, header=RULESET_HEADER, observe=lambda scope, status, seconds: (
-        app.state.metrics.observe_request(scope, status, seconds, app.state.holder.current)))
+    app.add_middleware(AccessLog, header=RULESET_HEADER, observe=_observer(app))
     return app

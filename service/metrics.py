@@ -9,8 +9,9 @@ the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
 from http import HTTPStatus
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from fastapi import APIRouter, Request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -40,6 +41,8 @@ STATUSES = frozenset(int(s) for s in HTTPStatus)
 BUNDLE_POLL_FAILURES = ("download", "refused", "unpack", "rules", "internal")
 #: The ``client`` label of ``covreq_rate_limited_total``: how the refused client was named.
 RATE_LIMITED_CLIENTS = ("api-key", "jwt", "address")
+#: Where :func:`answered` notes a request's answers in ``scope["state"]`` (its span reads them).
+ANSWERS_KEY = "covreq.answers"
 
 router = APIRouter(tags=["operations"])
 
@@ -135,10 +138,10 @@ class Metrics:
         """A request of a ``client`` kind (``api-key``, ``jwt``, ``address``) was refused by the rate limit."""
         self._labels(self.rate_limited, client).inc()
 
-    def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
-        """Count the answers of one decision request."""
-        for value in pa_needed:
-            self._labels(self.answers, api, value or "none").inc()
+    def answered(self, api: str, counts: Mapping[str, int]) -> None:
+        """Count the answers of one decision request, by ``pa_needed``."""
+        for value, count in counts.items():
+            self._labels(self.answers, api, value).inc(count)
 
     def observe_request(self, scope: Scope, status: int, seconds: float, ruleset: engine.RuleSet) -> None:
         """Count one finished request; for decisions, time it and bring the cache counts up to date."""
@@ -179,6 +182,14 @@ def request_labels(method: str, status: int) -> tuple[str, str]:
     no caller (authenticated or not) can add series by inventing methods or statuses."""
     return (method if method in METHODS else OTHER,
             str(status) if status in STATUSES else f"{status // 100}xx")
+
+
+def answered(request: Request, api: str, pa_needed: Iterable[str | None]) -> None:
+    """Count the service lines a decision request answered (``none`` where CRD gives no
+    pa-needed), and note the counts on the request for its span (service/tracing.py)."""
+    counts = Tally(value or "none" for value in pa_needed)
+    request.scope.setdefault("state", {})[ANSWERS_KEY] = (api, counts)
+    request.app.state.metrics.answered(api, counts)
 
 
 def worker_exited(pid: int | None = None) -> None:

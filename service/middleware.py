@@ -95,11 +95,12 @@ class ConnectionCap:
 class AccessLog:
     """Logs method, path, status, duration and the answering rule set; never bodies.
 
-    ``observe(scope, status, seconds)``, when given, is called too (the metrics count requests there).
+    ``observe(scope, status, seconds, ruleset)``, when given, is called too (the metrics count
+    requests there, the tracing makes their spans).
     """
 
     def __init__(self, app: ASGIApp, header: str,
-                 observe: Callable[[Scope, int, float], None] | None = None) -> None:
+                 observe: Callable[[Scope, int, float, str], None] | None = None) -> None:
         self.app, self.header, self.observe = app, header.lower().encode(), observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,4 +128,4 @@ class AccessLog:
                 "event": "request", "method": method, "path": path,
                 "status": status, "ms": round(seconds * 1000, 2), "ruleset": ruleset})
             if self.observe:
-                self.observe(scope, status, seconds)
+                self.observe(scope, status, seconds, ruleset)

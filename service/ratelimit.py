@@ -23,11 +23,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import ANONYMOUS, Caller
+from service.ops import PROBES
 
 #: Most clients whose buckets one worker keeps; past it the least recently seen are forgotten.
 MAX_CLIENTS = 50_000
-#: Paths never limited: the probes an orchestrator polls.
-EXEMPT = frozenset({"/healthz", "/readyz"})
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(s|m|h)\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -127,7 +126,7 @@ class RateLimit:
         self.app, self.limiter, self.refuse, self.counted = app, limiter, refuse, counted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT:
+        if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         client = client_of(scope)

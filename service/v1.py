@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 import engine
 from service.dtr.catalogue import forms_of
 from service.logs import caller_text
+from service.metrics import answered
 from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large, v1_error
 
 router = APIRouter(tags=["v1"])
@@ -146,7 +147,7 @@ async def requirements(request: Request) -> Response:
         return v1_error(413, refusal, ruleset.digest)
     if audit.withheld(audit.v1(request, ruleset.digest, 200, answer)):
         return v1_error(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("v1", (d["pa_needed"] for d in answer["decisions"]))
+    answered(request, "v1", (d["pa_needed"] for d in answer["decisions"]))
     return rendered_response(rendered, ruleset.digest)
 
 

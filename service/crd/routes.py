@@ -20,6 +20,7 @@ from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
+from service.metrics import answered
 from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large
 from service.v1 import BodyError, parse_json
 
@@ -91,7 +92,7 @@ async def call_service(service_id: str, request: Request) -> Response:
         return operation_outcome(413, refusal, ruleset.digest)
     if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
+    answered(request, "cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
         "ruleset": ruleset.digest,

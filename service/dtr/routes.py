@@ -15,6 +15,7 @@ from service.dtr.catalogue import PREFIX, fhir_base, forms_of
 from service.dtr.limits import DtrLimits, off_loop
 from service.dtr.package import package
 from service.fhir.outcome import FhirError, operation_outcome
+from service.metrics import answered
 from service.responses import UNAUDITED, json_response, rendered_response
 from service.smart.security import smart_security
 from service.v1 import parse_json
@@ -153,5 +154,5 @@ async def _answered(request: Request, ruleset: engine.RuleSet, operation: str, d
     audit = request.app.state.audit
     if audit.withheld(audit.dtr(request, ruleset.digest, 200, operation, decided)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
+    answered(request, "dtr", (d["pa_needed"] for d in decided))
     return rendered_response(rendered, ruleset.digest, headers=FHIR_JSON)
