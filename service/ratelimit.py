@@ -6,7 +6,7 @@ the count of the rate). A request past the limit is answered 429 with ``Retry-Af
 seconds until the next request would be allowed) in the error shape of its API. The client is
 named after authentication, so the middleware runs inside ``service.auth.Authenticate``; the
 probes (``/healthz``, ``/readyz``) are never limited. The buckets live in each worker process, in a
-table of at most :data:`MAX_CLIENTS` entries, each forgotten once it would be full again (an
+table of at most :data:`MAX_CLIENTS` entries, each forgotten only after it would be full again (an
 idle client loses nothing by being forgotten); past the bound the least recently seen go first, so
 an attacker rotating addresses costs memory no more than that.
 """
@@ -67,21 +67,27 @@ def limiter_from(rate: str | None, burst: int | None) -> "RateLimiter | None":
 
 
 class _Bucket:
-    __slots__ = ("tokens", "at")
+    __slots__ = ("tokens", "at", "stored")
 
     def __init__(self, tokens: float, at: float) -> None:
-        self.tokens, self.at = tokens, at
+        self.tokens, self.at, self.stored = tokens, at, at
 
 
 class RateLimiter:
-    """The buckets of one worker: :meth:`take` answers whether a client may send a request now."""
+    """The buckets of one worker: :meth:`take` answers whether a client may send a request now.
+
+    A bucket left alone for ``fill`` seconds (``burst / rate``) is full again, so forgetting it
+    then changes nothing. The table keeps an entry ``2 * fill`` seconds from when it was (again)
+    stored, and a bucket is stored again once ``fill`` seconds have passed since: an entry is never
+    forgotten less than ``fill`` seconds after its last use, and a busy client costs one store per
+    ``fill`` seconds, not one per request.
+    """
 
     def __init__(self, rate: Rate, max_clients: int = MAX_CLIENTS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self._clock, self._per_second = rate, clock, rate.per_second
-        # an entry untouched for this long would be full again: forgetting it changes nothing
-        self._buckets: TTLCache[tuple[str, ...], _Bucket] = TTLCache(max_clients, rate.burst / self._per_second,
-                                                                     timer=clock)
+        self._burst, self._fill = float(rate.burst), rate.burst / rate.per_second
+        self._buckets: TTLCache[tuple[str, ...], _Bucket] = TTLCache(max_clients, 2 * self._fill, timer=clock)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -89,13 +95,16 @@ class RateLimiter:
     def take(self, client: tuple[str, ...]) -> float:
         """Spend one of ``client``'s tokens: 0 when it may go ahead, else the seconds until it may."""
         now = self._clock()
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            bucket = _Bucket(float(self.rate.burst), now)
+        try:
+            bucket = self._buckets[client]
+        except KeyError:
+            bucket = self._buckets[client] = _Bucket(self._burst, now)
         else:
-            bucket.tokens = min(float(self.rate.burst), bucket.tokens + (now - bucket.at) * self._per_second)
+            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._per_second)
             bucket.at = now
-        self._buckets[client] = bucket  # (again) forgotten only once it would be full
+            if now - bucket.stored >= self._fill:
+                bucket.stored = now
+                self._buckets[client] = bucket
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0

@@ -81,6 +81,11 @@ class Tracing:
         log.info("sending a span per request to %s", self.endpoint, extra={"event": "tracing",
                                                                              "endpoint": self.endpoint})
 
+    def flush(self) -> None:
+        """Send the spans made so far now."""
+        if self._provider is not None:
+            self._provider.force_flush()
+
     def stop(self) -> None:
         """Send what is left and stop."""
         if self._provider is not None:
