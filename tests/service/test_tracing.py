@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import sys
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
     ExportTraceServiceRequest, ExportTraceServiceResponse)
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serving import served, wait_until  # noqa: E402
+from serving import free_port, served, wait_until  # noqa: E402
 from service import Settings, create_app  # noqa: E402
 from service.tracing import traces_endpoint, tracing_from  # noqa: E402
 from tests.service.test_service_reload import REQUEST  # noqa: E402
@@ -162,3 +165,24 @@ def test_nothing_is_traced_unless_a_collector_is_configured(tmp_path: Path) -> N
     assert tracing_from(None, {}) is None
     app = create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS, audit_path=tmp_path / "audit.jsonl"))
     assert app.state.tracing is None
+
+
+def test_a_collector_that_is_down_costs_spans_never_a_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+    app = create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS, audit_path=tmp_path / "audit.jsonl",
+                                                  otlp_endpoint=f"http://127.0.0.1:{free_port()}"))
+    with TestClient(app) as client:
+        began = time.perf_counter()
+        assert all(client.post("/v1/requirements", json=REQUEST).status_code == 200 for _ in range(50))
+        assert time.perf_counter() - began < 5
+
+
+def test_the_covreq_setting_without_the_extra_stops_the_start_and_the_standard_one_warns(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if covreq[otel] were not installed
+    with pytest.raises(ValueError, match=r"pip install 'covreq\[otel\]'"):
+        tracing_from("http://collector:4318", {})
+    with caplog.at_level(logging.WARNING, logger="covreq.tracing"):
+        assert tracing_from(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}) is None
+    assert [r.event for r in caplog.records] == ["tracing-unavailable"]  # type: ignore[attr-defined]
