@@ -93,9 +93,16 @@ class Tracing:
             self._provider = self._tracer = None
 
     def record(self, scope: Scope, status: int, seconds: float, ruleset: str) -> None:
-        """The span of one answered request, from ``seconds`` ago to now."""
+        """The span of one answered request, from ``seconds`` ago to now. A failure to make it is
+        logged, never raised: the answer has been sent, and a span is not worth a worker's error."""
         if self._tracer is None or scope["path"] in PROBES:
             return
+        try:
+            self._record(scope, status, seconds, ruleset)
+        except Exception:
+            log.exception("no span for this request", extra={"event": "span-failed"})
+
+    def _record(self, scope: Scope, status: int, seconds: float, ruleset: str) -> None:
         end = time.time_ns()
         route = getattr(scope.get("route"), "path", UNMATCHED)
         method = request_labels(scope["method"], status)[0]

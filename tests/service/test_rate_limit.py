@@ -14,6 +14,7 @@ from service.app import create_app
 from service.auth import Caller
 from service.ratelimit import Rate, RateLimiter, client_of, limiter_from
 from service.settings import Settings
+from tests.service.test_auth import CDS_PATH, auth_files, bearer, keys, secured, token  # noqa: F401 (fixtures)
 
 FIXTURE_RULES = Path(__file__).parent / "fixtures" / "rules"
 KEYS = {"billing-office": "k3y-for-the-billing-office-0001", "front-desk": "k3y-for-the-front-desk-00002"}
@@ -132,3 +133,18 @@ def test_a_client_past_the_limit_gets_429_with_retry_after_and_recovers(tmp_path
         text = http.get("/metrics").text
         assert _limited(text, "api-key") == 1 and _limited(text, "address") == 2 and _limited(text, "jwt") == 0
         assert 'status="429"' in text
+
+
+def test_a_jwt_client_is_its_issuer_and_subject(secured, keys, ig_order_sign) -> None:
+    """CDS Hooks callers are limited per JWT issuer and ``sub``: an EHR client past the limit gets
+    the OperationOutcome 429, another subject of the same issuer goes on."""
+    client = secured(rate_limit="2/60s")
+    for _ in range(2):
+        assert client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys))).status_code != 429
+    refused = client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys)))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) == 30
+    assert refused.json()["issue"][0]["code"] == "throttled"
+    other = client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, sub="another-ehr-client")))
+    assert other.status_code != 429
+    text = client.get("/metrics").text
+    assert _limited(text, "jwt") == 1 and _limited(text, "address") == 0

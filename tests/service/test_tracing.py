@@ -150,8 +150,30 @@ def test_the_covreq_setting_sends_spans_from_an_app_in_process(tmp_path: Path, c
     with TestClient(app) as client:
         assert client.post("/v1/requirements", json=REQUEST).status_code == 200
         assert client.get("/healthz").status_code == 200  # the probes are not traced
-        assert client.get("/v1/ruleset").status_code == 200
-    assert sorted(span["name"] for span in collector.spans) == ["GET /v1/ruleset", "POST /v1/requirements"]
+        for garbage in ("00-zz-yy-01", "x" * 5000, "00-" + "0" * 32 + "-" + "0" * 16 + "-01\r\n"):
+            assert client.get("/v1/ruleset", headers={"traceparent": garbage, "tracestate": garbage}).status_code == 200
+    assert sorted(span["name"] for span in collector.spans) == ["GET /v1/ruleset"] * 3 + ["POST /v1/requirements"]
+    assert {span["parent"] for span in collector.spans} == {""}  # a traceparent that is not one is ignored
+
+
+def test_fastapi_own_instrumentation_stays_off_under_a_global_provider(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI's native telemetry would trace every request once a global provider is set (as
+    ``opentelemetry-instrument`` does), with ``url.query`` and exception messages: covreq keeps it off."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    app = create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS, audit_path=tmp_path / "audit.jsonl"))
+    with TestClient(app) as client:
+        assert client.get("/v1/policies?patient=Jane+Doe").status_code == 200
+        assert client.post("/v1/requirements", json=REQUEST).status_code == 200
+    assert exported.get_finished_spans() == ()
 
 
 def test_nothing_is_traced_unless_a_collector_is_configured(tmp_path: Path) -> None:
