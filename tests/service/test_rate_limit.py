@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving import served
+from service.api_keys import hash_key
 from service.app import create_app
 from service.auth import Caller
 from service.ratelimit import Rate, RateLimiter, client_of, limiter_from
@@ -106,7 +107,7 @@ def test_a_client_past_the_limit_gets_429_with_retry_after_and_recovers(tmp_path
     shape, another key is unaffected, anonymous callers are limited by address (FHIR and CDS Hooks
     paths answer an OperationOutcome), the probes never are, and after Retry-After it may go on."""
     keys = tmp_path / "keys.yaml"
-    keys.write_text("".join(f"{name}: {key}\n" for name, key in KEYS.items()))
+    keys.write_text("".join(f"{name}: {hash_key(key)}\n" for name, key in KEYS.items()))
     env = {"COVREQ_RATE_LIMIT": "3/2s", "COVREQ_API_KEYS": str(keys)}
     billing, desk = ({"X-API-Key": key} for key in KEYS.values())
     with served(tmp_path, "--rules", str(FIXTURE_RULES), env=env) as service, httpx.Client(base_url=service.base) as http:
