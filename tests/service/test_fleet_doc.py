@@ -86,7 +86,7 @@ def test_the_kubernetes_probes_and_scrape_path_are_endpoints_of_the_service(
 def test_the_metrics_table_lists_every_metric_the_service_serves() -> None:
     table = re.search(r"## Metrics\n(.*?)\n## ", DOC, re.S).group(1)  # type: ignore[union-attr]
     documented = {m[0]: set(filter(None, re.split(r"[`, ]+", m[2]))) for m in
-                  re.findall(r"^\| `(covreq_\w+)` \| (\w+) \| ([^|]*) \|", table, re.M)}
+                  re.findall(r"^\| `((?:covreq|process|python)_\w+)` \| (\w+) \|([^|]*)\|", table, re.M)}
     served = {}
     for family in Metrics().registry.collect():
         suffix = "_total" if family.type == "counter" else ""
