@@ -138,6 +138,10 @@ def tracing_from(configured: str | None, env: Mapping[str, str] | None = None) -
     endpoint = traces_endpoint(configured, env)
     if endpoint is None:
         return None
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol and protocol.strip() != "http/protobuf":
+        log.warning("OTEL_EXPORTER_OTLP_PROTOCOL is %s, but covreq sends spans by OTLP/HTTP with protobuf only",
+                    protocol, extra={"event": "tracing-protocol"})
     try:
         return Tracing(endpoint, env.get("OTEL_SERVICE_NAME") or "covreq")
     except ImportError:

@@ -208,3 +208,10 @@ def test_the_covreq_setting_without_the_extra_stops_the_start_and_the_standard_o
     with caplog.at_level(logging.WARNING, logger="covreq.tracing"):
         assert tracing_from(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}) is None
     assert [r.event for r in caplog.records] == ["tracing-unavailable"]  # type: ignore[attr-defined]
+
+
+def test_a_protocol_covreq_does_not_speak_is_said_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="covreq.tracing"):
+        tracing = tracing_from("http://collector:4318", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert tracing is not None and tracing.endpoint == "http://collector:4318/v1/traces"
+    assert [r.event for r in caplog.records] == ["tracing-protocol"]  # type: ignore[attr-defined]
