@@ -17,7 +17,7 @@ LIVENESS = "/healthz"
 ADMIN_OFF = ("admin operations are refused until an admin token is configured: set COVREQ_ADMIN_TOKEN "
              "and send Authorization: Bearer <token> (SIGHUP to the covreq serve process reloads without one)")
 #: The probes an orchestrator polls: never rate limited, never traced.
-PROBES = frozenset({"/healthz", "/readyz"})
+PROBES = frozenset({LIVENESS, "/readyz"})
 
 
 @router.get(LIVENESS, summary="Liveness: the process answers")
