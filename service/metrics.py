@@ -40,7 +40,7 @@ STATUSES = frozenset(int(s) for s in HTTPStatus)
 #: it could not be written, its rules did not load, a bug.
 BUNDLE_POLL_FAILURES = ("download", "refused", "unpack", "rules", "internal")
 #: The ``client`` label of ``covreq_rate_limited_total``: how the refused client was named.
-RATE_LIMITED_CLIENTS = ("api-key", "jwt", "address")
+RATE_LIMITED_CLIENTS = ("api-key", "jwt", "smart", "address")
 #: Where :func:`answered` notes a request's answers in ``scope["state"]`` (its span reads them).
 ANSWERS_KEY = "covreq.answers"
 
@@ -135,8 +135,9 @@ class Metrics:
         """A bundle poll failed for ``reason`` (one of :data:`BUNDLE_POLL_FAILURES`; else ``internal``)."""
         self.bundle_poll_failures.labels(reason if reason in BUNDLE_POLL_FAILURES else "internal").inc()
     def limited(self, client: str) -> None:
-        """A request of a ``client`` kind (``api-key``, ``jwt``, ``address``) was refused by the rate limit."""
-        self._labels(self.rate_limited, client).inc()
+        """A request of a ``client`` kind (one of :data:`RATE_LIMITED_CLIENTS`, else ``other``) was
+        refused by the rate limit."""
+        self._labels(self.rate_limited, client if client in RATE_LIMITED_CLIENTS else OTHER).inc()
 
     def answered(self, api: str, counts: Mapping[str, int]) -> None:
         """Count the answers of one decision request, by ``pa_needed``."""

@@ -1,4 +1,4 @@
-"""Rate limiting per client: a token bucket per API key, JWT issuer and subject, or address.
+"""Rate limiting per client: a token bucket per API key, JWT issuer and subject, SMART client, or address.
 
 ``COVREQ_RATE_LIMIT="100/60s"`` gives each client 100 requests a minute, refilled evenly (one every
 0.6 s), and ``COVREQ_RATE_LIMIT_BURST`` how many it may send at once after a quiet spell (default:
@@ -112,13 +112,12 @@ class RateLimiter:
 
 
 def client_of(scope: Scope) -> tuple[str, ...]:
-    """Whom a request counts against: its API key's name, its JWT's issuer and subject, or the
-    address it came from (as uvicorn gives it: behind a trusted proxy, the forwarded one)."""
+    """Whom a request counts against: its credentials' kind, name and subject (an API key's name, a
+    JWT's issuer and ``sub``, a SMART client), or else the address it came from (as uvicorn gives it:
+    behind a trusted proxy, the forwarded one)."""
     caller: Caller = scope.get("state", {}).get("caller", ANONYMOUS)
-    if caller.kind == "api-key":
-        return ("api-key", caller.name)
-    if caller.kind == "jwt":
-        return ("jwt", caller.name, caller.subject or "")
+    if caller.kind != ANONYMOUS.kind:
+        return (caller.kind, caller.name, caller.subject or "")
     address = scope.get("client")
     return ("address", str(address[0]) if address else "")
 

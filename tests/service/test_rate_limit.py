@@ -88,9 +88,10 @@ def test_the_client_table_stays_bounded_while_addresses_rotate() -> None:
     assert len(limiter) == 1
 
 
-def test_clients_are_named_by_api_key_jwt_issuer_and_subject_or_address() -> None:
+def test_clients_are_named_by_their_credentials_or_address() -> None:
     assert client_of({"state": {"caller": Caller("api-key", "billing-office")}, "client": ("10.0.0.1", 1)}) == \
-        ("api-key", "billing-office")
+        ("api-key", "billing-office", "")
+    assert client_of({"state": {"caller": Caller("smart", "dtr-app", "dtr-app")}}) == ("smart", "dtr-app", "dtr-app")
     assert client_of({"state": {"caller": Caller("jwt", "https://ehr.example", "svc-1", "t")}}) == \
         ("jwt", "https://ehr.example", "svc-1")
     assert client_of({"state": {}, "client": ("10.0.0.1", 5555)}) == ("address", "10.0.0.1")
