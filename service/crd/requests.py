@@ -176,7 +176,7 @@ def _order_resources(hook: str, context: dict[str, Any], index: ResourceIndex,
     for number, entry in enumerate(as_list(bundle.get("entry"))):
         res, where = member(entry, "resource"), f"context.{name}.entry[{number}].resource"
         kind = member(res, "resourceType")
-        if kind not in ORDER_TYPES:
+        if not isinstance(kind, str) or kind not in ORDER_TYPES:  # a list or object is no type (and unhashable)
             if hook in SUPPORTING_HOOKS:
                 continue  # a supporting hook's answer is optional (CRD hook-17)
             raise FhirError(400, f"{kind!r} is not a request resource CRD answers for "

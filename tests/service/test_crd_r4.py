@@ -101,6 +101,15 @@ def test_a_resource_type_crd_does_not_answer_for_is_a_400_in_a_primary_hook(clie
     assert [a["resource"]["id"] for a in assert_ok(post(client, selecting), crd)["systemActions"]] == ["s1"]
 
 
+@pytest.mark.parametrize("kind", [["ServiceRequest"], {"type": "ServiceRequest"}, 7, None])
+def test_regression_an_order_whose_resource_type_is_not_a_string_is_a_400_not_a_500(client, kind: Any) -> None:
+    """Found by the fuzz test of v1 and CRD fields: a list as resourceType was looked up in the set
+    of order types, which raised TypeError (unhashable) and answered 500."""
+    order = {**service_request("s1", "15823"), "resourceType": kind}
+    issue = assert_outcome(post(client, order_sign(order)), 400, "context.draftOrders.entry[0].resource")
+    assert "is not a request resource CRD answers for" in issue["diagnostics"]
+
+
 def test_one_malformed_billing_code_is_answered_alone_and_the_other_orders_still_are(client, crd) -> None:
     broken = service_request("broken", "7706X", pos="22")
     broken["code"]["coding"].append({"system": CPT, "code": "15823"})
