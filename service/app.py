@@ -24,6 +24,7 @@ from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
 from service.dtr import routes as dtr_routes
 from service.dtr.signing import Keyring
+from service.dtr.versions import version as dtr_version
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
@@ -104,6 +105,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
     guard = Guard.from_settings(settings)
+    app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     app.include_router(v1.router)
     app.include_router(crd_routes.router)

@@ -75,7 +75,8 @@ class Settings:
     values whose requests may name the service in the URLs it hands out (Questionnaire canonicals,
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
-    unset: a random key per process).
+    unset: a random key per process); ``dtr_version`` the DTR version answered when a request names
+    none (service/dtr/versions.py; 2.0.1, the one CMS-0057-F names, unless set).
     """
 
     max_body_bytes: int = 1_048_576
@@ -113,6 +114,7 @@ class Settings:
     metrics_token: str | None = None
     public_hosts: tuple[str, ...] = ()
     dtr_keys: Path | None = None
+    dtr_version: str = "2.0.1"  # service/dtr/versions.py: the DTR version answered when a request names none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -164,4 +166,5 @@ class Settings:
             metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
             public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
             dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
+            dtr_version=env.get("COVREQ_DTR_VERSION") or defaults.dtr_version,
         )
