@@ -38,7 +38,6 @@ class DtrVersion:
     outcome_parameter: str  # the output parameter holding the OperationOutcome
     coverage_in_context: bool  # the Coverage is a qr-context reference (else qr-coverage)
     doc_reason_system: str  # the code system of intendedUse codes
-    origin_system: str  # the code system of information-origin source codes
     server_origin: str  # the source code of what the server filled
     user_origins: frozenset[str]  # the source codes a client may give a user's answer
     crd_version: str  # the CRD version of the coverage-information a completed response states
@@ -46,16 +45,15 @@ class DtrVersion:
 
 
 _CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
-_DTR_TEMP = "http://hl7.org/fhir/us/davinci-dtr/CodeSystem/temp"
 _V2_0 = dict(package_parameter="PackageBundle", outcome_parameter="outcome", coverage_in_context=True,
-             doc_reason_system=_CRD_TEMP, origin_system=_DTR_TEMP, server_origin="auto",
+             doc_reason_system=_CRD_TEMP, server_origin="auto",
              user_origins=frozenset({"auto", "override", "manual"}), crd_version="2.0", response_needs_items=True)
 VERSIONS: dict[str, DtrVersion] = {
     "2.0.1": DtrVersion("2.0.1", "2.0.1", **_V2_0),  # type: ignore[arg-type]
     "2.1": DtrVersion("2.1", "2.1.0", **_V2_0),  # type: ignore[arg-type]
     "2.2": DtrVersion("2.2", "2.2.0", "packagebundle", "outcome", False,
                       "http://hl7.org/fhir/us/davinci-crd/CodeSystem/coverage-information-codes",
-                      "http://hl7.org/fhir/us/davinci-dtr/CodeSystem/dtr-informationorigin-codes", "auto-server",
+                      "auto-server",
                       frozenset({"auto-client", "override", "manual"}), "2.2", False),
 }
 #: The version CMS-0057-F names: the default of ``COVREQ_DTR_VERSION``.

@@ -19,7 +19,7 @@ from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
 from engine.facts import DATE, FACTS, ICD, NUMBER
-from service.dtr.facts import answer_values, askable
+from service.dtr.facts import CODE_FORMS, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX
 
 REPO = Path(__file__).resolve().parents[3]
@@ -36,6 +36,7 @@ _ALL = json.loads((FIXTURES / "constraints.json").read_text(encoding="utf-8"))
 CONSTRAINTS = _untraced({path: found for path, found in _ALL.items() if path != "versions"})
 #: The constraints of each DTR version's profiles.
 VERSION_CONSTRAINTS = {version: _untraced(found) for version, found in _ALL["versions"].items()}
+VERSION_CONSTRAINTS["2.1"] = VERSION_CONSTRAINTS["2.0.1"]  # 2.1 keeps the 2.0.1 shapes covreq emits
 R4 = models["r4"]
 PAYER_ID = {"system": "http://example.org/fhir/sid/payer-id", "value": "CMS-MEDICARE"}
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -166,6 +167,9 @@ def _contexts(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
         yield path, resource
     elif not path.startswith(resource["resourceType"] + "."):
         return
+    elif path == "Parameters.input":  # the $questionnaire-package input (it names a coverage)
+        if any(p.get("name") == "coverage" for p in resource.get("parameter", [])):
+            yield "input", resource
     elif path == "Questionnaire.item":
         for index, node in enumerate(fhirpath(resource, "repeat(item)")):
             yield f"item #{index} ({node.get('linkId')})", node
@@ -203,6 +207,9 @@ def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
         one = st.dates(dt.date(1930, 1, 1), dt.date(2023, 12, 31)).map(dt.date.isoformat)
     elif spec.type == ICD:
         one = st.sampled_from([*tested, "Z00.00", "M54.50"])
+    elif name in CODE_FORMS:  # a form takes only codes of the fact's form
+        one = st.sampled_from([*tested, *[c for c in ("other", "131", "22", "FL", "male") if
+                                          CODE_FORMS[name][0].fullmatch(c)]])
     else:
         one = st.sampled_from([*tested, "other", "131", "22"])
     return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one
@@ -306,10 +313,22 @@ def altered_answer(answer_given: dict[str, Any]) -> dict[str, Any]:
     elif key in ("valueDecimal", "valueInteger"):
         value = value + 1
     elif key == "valueCoding":
-        value = {**value, "code": value["code"] + "9"}
+        value = {**value, "code": _other_code(value["code"])}
     else:
-        value = value + "9"
+        value = _other_code(value)
     return {**answer_given, key: value}
+
+
+def _other_code(code: str) -> str:
+    """Another code of the same form (the last digit or letter moved on one): a code-form check
+    must not be what refuses an altered answer."""
+    last = code[-1:] or "0"
+    if last.isdigit():
+        return code[:-1] + str((int(last) + 1) % 10)
+    if last.isalpha():
+        base = "a" if last.islower() else "A"
+        return code[:-1] + chr(ord(base) + (ord(last) - ord(base) + 1) % 26)
+    return code + "9"
 
 
 def server_answers(response: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
