@@ -201,8 +201,9 @@ class _Packages:
     packaged: set[str] = field(default_factory=set)
 
     def add(self, form: Form, adaptive: bool, response: dict[str, Any] | None) -> None:
-        """One package: the form (adaptive or standard), its ValueSets and ``response``."""
-        self.packaged.add(form.adaptive_canonical if adaptive else form.canonical)
+        """One package: the form (adaptive or standard), its ValueSets and ``response``. An adaptive
+        package stands for the standard form too: asked for as well, it is not packaged again."""
+        self.packaged.update((form.adaptive_canonical, form.canonical) if adaptive else (form.canonical,))
         self.bundles.append(_bundle(self.base, [*package_resources(form, adaptive), *([response] if response else [])]))
 
     def output(self) -> dict[str, Any]:

@@ -213,8 +213,8 @@ def narrative(text: str) -> dict[str, str]:
     return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{escaped}</p></div>'}
 
 
-def _about(policy: Policy, what: str) -> dict[str, str]:
-    return narrative(f"{what} of {policy.title} (policy {policy.id} version {policy.version}).")
+def _about(policy: Policy, what: str, after: str = "") -> dict[str, str]:
+    return narrative(f"{what} of {policy.title} (policy {policy.id} version {policy.version}){after}.")
 
 
 def adaptive_form(base: str, policy: Policy, standard: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def adaptive_form(base: str, policy: Policy, standard: dict[str, Any]) -> dict[s
     kept = {k: v for k, v in standard.items() if k not in ("item", "extension", "meta", "text", "id", "url")}
     return {
         "resourceType": "Questionnaire", "id": standard["id"][:64 - len(ADAPTIVE_SUFFIX)] + ADAPTIVE_SUFFIX,
-        "meta": {"profile": [SEARCH_PROFILE]}, "text": _about(policy, "The adaptive form ($next-question asks)"),
+        "meta": {"profile": [SEARCH_PROFILE]}, "text": _about(policy, "The adaptive form", ": $next-question asks its questions"),
         "extension": [_extension(QUESTIONNAIRE_ADAPTIVE, valueUrl=base)],
         "url": standard["url"] + ADAPTIVE_SUFFIX, **kept,
     }

@@ -265,7 +265,9 @@ def _group(items_of: dict[str, Any], link_id: str) -> dict[str, Any]:
     """The group ``link_id`` of a Questionnaire or QuestionnaireResponse, added when missing."""
     found = next((g for g in items_of.setdefault("item", []) if g["linkId"] == link_id), None)
     if found is None:
-        found = {"linkId": link_id, "text": link_id, "type": "group", "item": []}
+        found = {"linkId": link_id, "text": link_id, "item": []}
+        if items_of.get("resourceType") == "Questionnaire":
+            found["type"] = "group"
         items_of["item"].append(found)
     return found
 
