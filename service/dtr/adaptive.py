@@ -190,7 +190,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     response = {key: value for key, value in (carried or {}).items() if key not in _REWRITTEN}
     response.update({
         "resourceType": "QuestionnaireResponse", "meta": {"profile": [RESPONSE_PROFILES[version.code]]},
-        "subject": envelope["subject"],
+        **({"subject": envelope["subject"]} if "subject" in envelope else {}),
         "contained": [contained], "questionnaire": f"#{FORM_ID}",
         "status": "in-progress" if pending else "completed",
         "authored": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
