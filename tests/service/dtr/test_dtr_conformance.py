@@ -311,3 +311,34 @@ def test_a_version_not_served_is_a_400(module_client: TestClient) -> None:
     body = {**kit("questionnaire_package_input_params_conformant"), "meta": {"profile": [f"{INPUT_PROFILE}|1.0.0"]}}
     reply = module_client.post(PACKAGE, json=body)
     assert reply.status_code == 400 and reply.json()["issue"][0]["expression"] == ["Parameters.meta.profile"]
+
+
+def test_the_standard_form_asked_for_by_canonical_validates_in_each_version(module_client: TestClient,
+                                                                            start: dict[str, Any],
+                                                                            version: str | None) -> None:
+    standard = form_of(start)["derivedFrom"][0].replace("-adaptive|", "|")
+    body = {**kit("questionnaire_package_input_params_conformant"), "parameter": [
+        for_covreq(kit("questionnaire_package_input_params_conformant"), None)["parameter"][0],
+        {"name": "questionnaire", "valueCanonical": standard}]}
+    if version is not None:
+        body["meta"] = {"profile": [f"{INPUT_PROFILE}|{VERSIONS[version].ig_version}"]}
+    reply = module_client.post(PACKAGE, json=body)
+    assert reply.status_code == 200, reply.text
+    parses_as_r4(reply.json())
+    assert_constraints(reply.json(), answered(version))
+    (bundle,) = bundles(reply.json())
+    form = bundle["entry"][0]["resource"]
+    assert form["meta"]["profile"] == [f"{DTR_SD}/dtr-std-questionnaire"] and form["item"] and form["text"]
+    assert f"{form['url']}|{form['version']}" == standard
+    assert module_client.get(f"/fhir/Questionnaire/{form['id']}").json() == form
+    adaptive = module_client.get(f"/fhir/Questionnaire/{form['id']}-adaptive").json()
+    assert adaptive["url"] == form["url"] + "-adaptive" and "item" not in adaptive
+
+
+def test_the_operator_default_version_answers_requests_that_name_none(make_dtr_client: Any) -> None:
+    client = make_dtr_client(dtr_version="2.2")
+    reply = client.post(PACKAGE, json=for_covreq(kit("questionnaire_package_input_params_conformant"), None))
+    assert {p["name"] for p in reply.json()["parameter"]} == {"packagebundle"}
+    assert_constraints(reply.json(), "2.2")
+    with pytest.raises(ValueError, match="covreq serves 2.0.1, 2.1, 2.2"):
+        make_dtr_client(dtr_version="1.0")
