@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from service.fhir import r4
 from service.fhir.outcome import FhirError
 from service.fhir.values import as_list
 
@@ -31,7 +32,10 @@ def log_errors(body: Any) -> dict[str, Any]:
             canonicals.append(parameter["valueCanonical"][:500])
         elif name == "operationOutcome" and isinstance(parameter.get("resource"), dict) \
                 and parameter["resource"].get("resourceType") == "OperationOutcome":
-            issues += [i for i in as_list(parameter["resource"].get("issue")) if isinstance(i, dict)]
+            broken = r4.problems(parameter["resource"], f"Parameters.parameter[{index}].resource")
+            if broken:
+                raise FhirError(400, r4.describe(broken), broken[0].path)
+            issues += parameter["resource"]["issue"]
         else:
             raise FhirError(400, "expected questionnaire (valueCanonical) and operationOutcome (an "
                                  "OperationOutcome) parameters", f"Parameters.parameter[{index}]")
@@ -41,9 +45,14 @@ def log_errors(body: Any) -> dict[str, Any]:
     for issue in issues[:MAX_ISSUES]:
         log.warning("a DTR client reports an error with a form", extra={
             "event": "dtr-questionnaire-errors", "questionnaire": canonicals,
-            "severity": str(issue.get("severity"))[:16], "code": str(issue.get("code"))[:32],
-            "expression": [str(e)[:200] for e in as_list(issue.get("expression"))][:5],
-            "diagnostics": str(issue.get("diagnostics", ""))[:MAX_TEXT]})
+            "severity": issue["severity"], "code": issue["code"],
+            "expression": [_printable(e, 200) for e in as_list(issue.get("expression"))][:5],
+            "diagnostics": _printable(issue.get("diagnostics", ""), MAX_TEXT)})
     return {"resourceType": "OperationOutcome", "issue": [{
         "severity": "information", "code": "informational",
         "diagnostics": f"{min(len(issues), MAX_ISSUES)} issue(s) about {', '.join(canonicals)} logged"}]}
+
+
+def _printable(text: str, most: int) -> str:
+    """The first ``most`` characters of a client's text, control characters (line breaks) as spaces."""
+    return "".join(ch if ch.isprintable() else " " for ch in text[:most])

@@ -290,6 +290,10 @@ def test_log_questionnaire_errors_is_received_and_bad_input_is_a_400(module_clie
     assert reply.status_code == 200 and reply.json()["issue"][0]["severity"] == "information"
     reply = module_client.post("/fhir/Questionnaire/$log-questionnaire-errors", json={**body, "parameter": body["parameter"][:1]})
     assert reply.status_code == 400
+    not_r4 = copy.deepcopy(body)
+    del not_r4["parameter"][1]["resource"]["issue"][0]["code"]  # issue.code is 1..1 in R4
+    reply = module_client.post("/fhir/Questionnaire/$log-questionnaire-errors", json=not_r4)
+    assert reply.status_code == 400 and "code" in reply.json()["issue"][0]["expression"][0]
 
 
 def test_dtr_2_0_1_inputs_referenced_changedsince_as_date_time_and_an_encounter_order(module_client: TestClient) -> None:
