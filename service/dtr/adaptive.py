@@ -277,9 +277,11 @@ def _walk(items: Any, path: str) -> Iterable[tuple[dict[str, Any], str]]:
         yield from _walk(item.get("item"), where)
 
 
-def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], version: DtrVersion) -> Answers:
+def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], version: DtrVersion,
+                 form: Form | None = None) -> Answers:
     """The facts and documents a QuestionnaireResponse gives; raises FhirError (400) when an
-    answer does not fit its item in the contained Questionnaire (service/dtr/answers.py)."""
+    answer is not an item of the contained Questionnaire or does not fit the item (its type as
+    ``form``, the server's own, defines it when given; service/dtr/answers.py for its origin)."""
     defined = {}
     for group in as_list(questionnaire.get("item")):
         for item in as_list(member(group, "item")):
@@ -298,7 +300,8 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
             for index, given in enumerate(answers):
                 check_origin(given, version, f"{where}.answer[{index}]")
         if link_id.startswith(DOC_PREFIX):
-            wanted = _DOC_ANSWERS.get(definition.get("type"), "valueAttachment")
+            own = form.item(link_id) if form is not None else None
+            wanted = _DOC_ANSWERS.get((own or definition).get("type"), "valueAttachment")
             for index, given in enumerate(answers):
                 if not isinstance(given, dict) or [k for k in given if k.startswith("value")] != [wanted]:
                     raise FhirError(400, f"'{link_id}' is answered with a {wanted}", f"{where}.answer[{index}]")
@@ -353,15 +356,15 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet, keys
     if version is None:
         raise FhirError(422, f"the signed context names DTR version {signed.context.version[:16]!r}, which this "
                              "server does not serve: package the order again", CONTEXT_EXPRESSION)
-    answers = read_answers(response, contained, version)
-    if not response.get("item"):
-        answers.known = dict(signed.context.known)
-    check_context(signed.context, context_of(response, contained, answers, version), answers.given)
     form = next((found for found in map(forms.by_canonical, signed.context.form) if found), None)
     if form is None:
         raise FhirError(404, f"the contained Questionnaire derives from no form of this rule set "
                              f"({', '.join(signed.context.form) or 'no derivedFrom'})",
                              "QuestionnaireResponse.contained.derivedFrom")
+    answers = read_answers(response, contained, version, form)
+    if not response.get("item"):
+        answers.known = dict(signed.context.known)
+    check_context(signed.context, context_of(response, contained, answers, version), answers.given)
     decision = decide(ruleset, form, answers.facts())
     if decided is not None:
         decided.append(decision)

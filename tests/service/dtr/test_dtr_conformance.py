@@ -188,6 +188,16 @@ def test_an_attachment_answered_with_another_type_is_a_400(module_client: TestCl
     assert "valueAttachment" in issue["diagnostics"]
 
 
+def test_an_attachment_the_client_retyped_as_an_attestation_still_wants_an_attachment(module_client: TestClient,
+                                                                                       start: dict[str, Any]) -> None:
+    """The contained form is the client's copy: its item types are not covreq's word."""
+    asked = module_client.post(NEXT, json=next_parameters(answer(start, "place_of_service", POS_22))).json()
+    (attached,) = [i for i in form_of(asked)["item"][-1]["item"] if i["type"] == "attachment"][:1]
+    attached["type"] = "boolean"
+    assert "valueAttachment" in _refused(module_client, answer(asked, attached["linkId"], {"valueBoolean": True}))[
+        "diagnostics"]
+
+
 def test_an_answer_given_as_an_object_instead_of_a_list_is_a_400(module_client: TestClient,
                                                                  start: dict[str, Any]) -> None:
     given = answer(start, "place_of_service", POS_22)
