@@ -293,6 +293,7 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
         if link_id not in defined:
             raise FhirError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
         group, definition = defined[link_id]
+        definition = (form.item(link_id) if form is not None else None) or definition  # the server's own
         answers = item["answer"]
         if not isinstance(answers, list):
             raise FhirError(400, f"the answers to '{link_id}' must be a list (a JSON array)", f"{where}.answer")
@@ -300,8 +301,7 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
             for index, given in enumerate(answers):
                 check_origin(given, version, f"{where}.answer[{index}]")
         if link_id.startswith(DOC_PREFIX):
-            own = form.item(link_id) if form is not None else None
-            wanted = _DOC_ANSWERS.get((own or definition).get("type"), "valueAttachment")
+            wanted = _DOC_ANSWERS.get(definition.get("type"), "valueAttachment")
             for index, given in enumerate(answers):
                 if not isinstance(given, dict) or [k for k in given if k.startswith("value")] != [wanted]:
                     raise FhirError(400, f"'{link_id}' is answered with a {wanted}", f"{where}.answer[{index}]")
