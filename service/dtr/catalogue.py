@@ -11,7 +11,7 @@ from fastapi import Request
 
 import engine
 from engine.policy import Policy
-from service.dtr.questionnaire import ADAPTIVE_SUFFIX, Form, build_form, questionnaire_url, resource_id
+from service.dtr.questionnaire import ADAPTIVE_SUFFIX, Form, adaptive_id, build_form, questionnaire_url, resource_id
 
 #: Where the FHIR endpoints live.
 PREFIX = "/fhir"
@@ -78,11 +78,11 @@ class Catalogue:
         return None if form is None or named is None else form.adaptive if named[1] else form.questionnaire
 
     def by_id(self, resource: str) -> dict[str, Any] | None:
-        """The Questionnaire with a resource id (``policy.version``, that plus ``-adaptive``), or the
-        current version of a policy id."""
+        """The Questionnaire with a resource id (``policy.version``; ``policy-adaptive.version`` for the
+        adaptive form), or the current version of a policy id."""
         if self._ids is None:
             ids = {resource_id(p.id, p.version): p for versions in self._versions.values() for p in versions}
-            self._adaptive_ids = {k[:64 - len(ADAPTIVE_SUFFIX)] + ADAPTIVE_SUFFIX: p for k, p in ids.items()}
+            self._adaptive_ids = {adaptive_id(p.id, p.version): p for p in ids.values()}
             self._ids = ids
         policy = self._ids.get(resource) or self.version(resource)
         if policy is not None:

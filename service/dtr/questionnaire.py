@@ -217,12 +217,17 @@ def _about(policy: Policy, what: str, after: str = "") -> dict[str, str]:
     return narrative(f"{what} of {policy.title} (policy {policy.id} version {policy.version}){after}.")
 
 
+def adaptive_id(policy_id: str, version: str) -> str:
+    """The FHIR id of the adaptive form of one version of a policy."""
+    return resource_id(policy_id + ADAPTIVE_SUFFIX, version)
+
+
 def adaptive_form(base: str, policy: Policy, standard: dict[str, Any]) -> dict[str, Any]:
     """The adaptive form of a standard one: no items (``$next-question`` at ``base`` asks them), the
     same metadata under its own canonical and id."""
     kept = {k: v for k, v in standard.items() if k not in ("item", "extension", "meta", "text", "id", "url")}
     return {
-        "resourceType": "Questionnaire", "id": standard["id"][:64 - len(ADAPTIVE_SUFFIX)] + ADAPTIVE_SUFFIX,
+        "resourceType": "Questionnaire", "id": adaptive_id(policy.id, policy.version),
         "meta": {"profile": [SEARCH_PROFILE]}, "text": _about(policy, "The adaptive form", ": $next-question asks its questions"),
         "extension": [_extension(QUESTIONNAIRE_ADAPTIVE, valueUrl=base)],
         "url": standard["url"] + ADAPTIVE_SUFFIX, **kept,

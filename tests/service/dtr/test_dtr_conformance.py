@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 import engine
 from service.dtr.adaptive import Answers, decide, envelope, next_question, page
 from service.dtr.catalogue import Catalogue
+from service.dtr.questionnaire import adaptive_id
 from service.dtr.signing import Keyring
 from service.dtr.versions import DTR_SD, INPUT_PROFILE, PAYER_CAPABILITIES, VERSIONS
 from service.fhir.outcome import FhirError
@@ -345,7 +347,8 @@ def test_the_standard_form_asked_for_by_canonical_validates_in_each_version(modu
     assert form["meta"]["profile"] == [f"{DTR_SD}/dtr-std-questionnaire"] and form["item"] and form["text"]
     assert f"{form['url']}|{form['version']}" == standard
     assert module_client.get(f"/fhir/Questionnaire/{form['id']}").json() == form
-    adaptive = module_client.get(f"/fhir/Questionnaire/{form['id']}-adaptive").json()
+    adaptive_id = form["id"].replace(".", "-adaptive.", 1)  # medicare-opd-blepharoplasty-adaptive.2022-01-07
+    adaptive = module_client.get(f"/fhir/Questionnaire/{adaptive_id}").json()
     assert adaptive["url"] == form["url"] + "-adaptive" and "item" not in adaptive
 
 
@@ -356,3 +359,8 @@ def test_the_operator_default_version_answers_requests_that_name_none(make_dtr_c
     assert_constraints(reply.json(), "2.2")
     with pytest.raises(ValueError, match="covreq serves 2.0.1, 2.1, 2.2"):
         make_dtr_client(dtr_version="1.0")
+
+
+def test_adaptive_ids_are_fhir_ids_and_long_policy_ids_do_not_collide() -> None:
+    first, second = adaptive_id("a" * 80, "2024-01-01"), adaptive_id("a" * 79 + "b", "2024-01-01")
+    assert first != second and all(re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", i) for i in (first, second))
