@@ -16,7 +16,7 @@ response's context (service/dtr/signing.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from service.fhir.outcome import FhirError
@@ -44,21 +44,17 @@ class DtrVersion:
     response_needs_items: bool  # the QuestionnaireResponse profile wants item 1..* (2.0.1, 2.1)
 
 
-_CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
-_V2_0 = dict(package_parameter="PackageBundle", outcome_parameter="outcome", coverage_in_context=True,
-             doc_reason_system=_CRD_TEMP, server_origin="auto",
-             user_origins=frozenset({"auto", "override", "manual"}), crd_version="2.0", response_needs_items=True)
+_V2_0_1 = DtrVersion("2.0.1", "2.0.1", "PackageBundle", "outcome", True,
+                     "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp", "auto",
+                     frozenset({"auto", "override", "manual"}), "2.0", True)
 VERSIONS: dict[str, DtrVersion] = {
-    "2.0.1": DtrVersion("2.0.1", "2.0.1", **_V2_0),  # type: ignore[arg-type]
-    "2.1": DtrVersion("2.1", "2.1.0", **_V2_0),  # type: ignore[arg-type]
+    "2.0.1": _V2_0_1,
+    "2.1": replace(_V2_0_1, code="2.1", ig_version="2.1.0"),  # the same shapes, as far as covreq emits them
     "2.2": DtrVersion("2.2", "2.2.0", "packagebundle", "outcome", False,
-                      "http://hl7.org/fhir/us/davinci-crd/CodeSystem/coverage-information-codes",
-                      "auto-server",
+                      "http://hl7.org/fhir/us/davinci-crd/CodeSystem/coverage-information-codes", "auto-server",
                       frozenset({"auto-client", "override", "manual"}), "2.2", False),
 }
-#: The version CMS-0057-F names: the default of ``COVREQ_DTR_VERSION``.
-DEFAULT = "2.0.1"
-_BY_IG = {v.ig_version: v for v in VERSIONS.values()} | {"2.2.1": VERSIONS["2.2"], "2.0.0": VERSIONS["2.0.1"]}
+_BY_IG = {v.ig_version: v for v in VERSIONS.values()}
 
 
 def version(code: str) -> DtrVersion:
