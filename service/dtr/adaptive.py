@@ -207,12 +207,17 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
 
 def context_of(response: Mapping[str, Any], questionnaire: Mapping[str, Any], answers: Answers,
                version: DtrVersion) -> Context:
-    """What a response in ``version``'s shapes says the server filled and decided (``answers`` read from it)."""
+    """What a response in ``version``'s shapes says the server filled and decided (``answers`` read
+    from it). The form is the contained Questionnaire's ``derivedFrom``, or, for a copy of the
+    package's adaptive form (SDC: the client contains the Questionnaire it was given), its ``url|version``."""
     subject = response.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None
     uses = [f"{c.get('system', '')}|{c['code']}" for e in as_list(response.get("extension"))
             if member(e, "url") == INTENDED_USE for c in codings(e.get("valueCodeableConcept"))]
-    return Context(tuple(c for c in as_list(questionnaire.get("derivedFrom")) if isinstance(c, str)),
+    derived = [c for c in as_list(questionnaire.get("derivedFrom")) if isinstance(c, str)]
+    if not derived and isinstance(questionnaire.get("url"), str) and isinstance(questionnaire.get("version"), str):
+        derived = [f"{questionnaire['url']}|{questionnaire['version']}"]  # the package's adaptive form, copied as is
+    return Context(tuple(derived),
                    answers.known, tuple(coverages_of(response)), tuple(orders_of(response)),
                    reference if isinstance(reference, str) else None, tuple(uses), version.code)
 

@@ -169,6 +169,21 @@ def test_a_first_call_the_sdc_way_with_no_items_yet_gets_the_first_questions(mod
     assert {i["linkId"] for g in form_of(reply.json())["item"] for i in g.get("item", [])} >= {"place_of_service"}
 
 
+def test_a_first_call_containing_a_copy_of_the_packages_adaptive_form_gets_the_first_questions(
+        module_client: TestClient, package: dict[str, Any]) -> None:
+    """SDC: the client contains the adaptive Questionnaire it was given (no items) in the response the
+    package holds, and asks for the first questions."""
+    bundle = bundles(package)[0]
+    copied = {**bundle["entry"][0]["resource"], "id": "given"}
+    first = {k: v for k, v in response_of(bundle).items() if k != "item"}
+    first.update(contained=[copied], questionnaire="#given")
+    reply = module_client.post(NEXT, json=next_parameters(first))
+    assert reply.status_code == 200, reply.text
+    assert form_of(reply.json())["derivedFrom"] == [f"{copied['url']}|{copied['version']}"]
+    other = {**first, "contained": [{**copied, "url": copied["url"].replace("blepharoplasty", "other")}]}
+    assert module_client.post(NEXT, json=next_parameters(other)).status_code == 422
+
+
 @pytest.fixture(scope="module")
 def start(package: dict[str, Any]) -> dict[str, Any]:
     return response_of(bundles(package)[0])
