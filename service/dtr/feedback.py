@@ -47,12 +47,13 @@ def log_errors(body: Any) -> dict[str, Any]:
             "event": "dtr-questionnaire-errors", "questionnaire": canonicals,
             "severity": issue["severity"], "code": issue["code"],
             "expression": [_printable(e, 200) for e in as_list(issue.get("expression"))][:5],
-            "diagnostics": _printable(issue.get("diagnostics", ""), MAX_TEXT)})
+            "diagnostics": _printable(issue.get("diagnostics"), MAX_TEXT)})
     return {"resourceType": "OperationOutcome", "issue": [{
         "severity": "information", "code": "informational",
         "diagnostics": f"{min(len(issues), MAX_ISSUES)} issue(s) about {', '.join(canonicals)} logged"}]}
 
 
-def _printable(text: str, most: int) -> str:
-    """The first ``most`` characters of a client's text, control characters (line breaks) as spaces."""
-    return "".join(ch if ch.isprintable() else " " for ch in text[:most])
+def _printable(text: Any, most: int) -> str:
+    """The first ``most`` characters of a client's text (none: empty), control characters (line
+    breaks) as spaces."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text or "")[:most])
