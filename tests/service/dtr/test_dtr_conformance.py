@@ -379,3 +379,17 @@ def test_the_operator_default_version_answers_requests_that_name_none(make_dtr_c
 def test_adaptive_ids_are_fhir_ids_and_long_policy_ids_do_not_collide() -> None:
     first, second = adaptive_id("a" * 80, "2024-01-01"), adaptive_id("a" * 79 + "b", "2024-01-01")
     assert first != second and all(re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", i) for i in (first, second))
+
+
+def test_the_kits_device_request_with_covreqs_payer_is_answered_with_what_it_needs(module_client: TestClient) -> None:
+    """The kit's preset request (home oxygen, HCPCS E0424, a DeviceRequest): no bundled policy governs
+    the code, so the answer is an outcome saying nothing is owed (docs/dtr.md, "Limits")."""
+    body = kit("initial_static_questionnaire_request")
+    (cov,) = [p["resource"] for p in body["parameter"] if p["resource"]["resourceType"] == "Coverage"]
+    cov["payor"] = [{"identifier": PAYER_ID}]
+    reply = module_client.post(PACKAGE, json=body)
+    assert reply.status_code == 200, reply.text
+    parses_as_r4(reply.json())
+    (outcome,) = reply.json()["parameter"]
+    assert outcome["name"] == "outcome"
+    assert "HCPCS E0424 of DeviceRequest/devreq015" in outcome["resource"]["issue"][0]["diagnostics"]
