@@ -27,6 +27,7 @@ from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
 from service.dtr import routes as dtr_routes
 from service.dtr.signing import Keyring
+from service.dtr.versions import version as dtr_version
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
@@ -137,6 +138,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.audit.check()
     app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
     guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None)
+    app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)
     app.include_router(v1.router)

@@ -86,7 +86,8 @@ class Settings:
     values whose requests may name the service in the URLs it hands out (Questionnaire canonicals,
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
-    unset: a random key per process).
+    unset: a random key per process); ``dtr_version`` the DTR version answered when a request names
+    none (service/dtr/versions.py; 2.0.1, the one CMS-0057-F names, unless set).
 
     SMART Backend Services on ``/fhir`` (service/smart/): ``smart_clients`` is the client registration
     file (turns it on), ``smart_token_key`` the file holding the secret that signs access tokens
@@ -160,6 +161,7 @@ class Settings:
     rate_limit_burst: int | None = None
     otlp_endpoint: str | None = None
     # --
+    dtr_version: str = "2.0.1"  # service/dtr/versions.py: the DTR version answered when a request names none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -241,4 +243,5 @@ class Settings:
             rate_limit_burst=(_whole(env, "COVREQ_RATE_LIMIT_BURST", 0) if env.get("COVREQ_RATE_LIMIT_BURST")
                               else None),
             otlp_endpoint=env.get("COVREQ_OTLP_ENDPOINT") or None,
+            dtr_version=env.get("COVREQ_DTR_VERSION") or defaults.dtr_version,
         )

@@ -22,20 +22,23 @@ from engine.facts import FACTS
 from service.crd.assertions import from_decision
 from service.crd.coverage_information import COVERAGE_INFORMATION, Answered, assertion_id
 from service.crd.coverage_information import coverage_information as crd_coverage_information
-from service.crd.discovery import CURRENT_VERSION
 from service.crd.requests import Line, Order
 from service.dtr import facts as f
+from service.dtr.answers import ORIGIN, check_origin
 from service.dtr.catalogue import Catalogue
-from service.dtr.signing import CONTEXT_URL, Context, Keyring, Signed
+from service.dtr.signing import CONTEXT_EXPRESSION, CONTEXT_URL, Context, Keyring, Signed
+from service.dtr.versions import VERSIONS, DtrVersion
+from service.fhir import r4
 from service.fhir.outcome import FhirError
 from service.dtr.questionnaire import (ADAPTIVE_PROFILE, DOC_PREFIX, DTR, ORDER_FACTS, SDC, Form, doc_item,
-                                       fact_item, known_item)
+                                       fact_item, known_item, narrative)
 from service.fhir.systems import BILLING_SYSTEMS
 from service.fhir.values import as_list, codings, member
 
-RESPONSE_PROFILE = f"{DTR}/dtr-questionnaireresponse-adapt"
+#: The profile of an adaptive response per version (2.0.1 and 2.1 have no adaptive one of their own).
+RESPONSE_PROFILES = {"2.0.1": f"{DTR}/dtr-questionnaireresponse", "2.1": f"{DTR}/dtr-questionnaireresponse",
+                     "2.2": f"{DTR}/dtr-questionnaireresponse-adapt"}
 ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
-ORIGIN = f"{DTR}/information-origin"
 QR_COVERAGE = f"{DTR}/qr-coverage"
 QR_CONTEXT = f"{DTR}/qr-context"
 INTENDED_USE = f"{DTR}/intendedUse"
@@ -44,12 +47,12 @@ FORM_ID = "form"
 BILLING_URIS = {system: uri for uri, system in reversed(BILLING_SYSTEMS.items())}
 #: Fields of the QuestionnaireResponse a call rewrites; every other one is carried through.
 _REWRITTEN = ("contained", "questionnaire", "status", "authored", "item", "meta")
-#: Answers that give a documentation item: an attachment, an attestation, or a note.
-_DOC_ANSWERS = ("valueAttachment", "valueBoolean", "valueString", "valueReference")
+#: The answer a documentation item takes, by item type: a document attached, or an attestation.
+_DOC_ANSWERS = {"attachment": "valueAttachment", "boolean": "valueBoolean"}
 #: Facts only the server fills, from the order: a user may never answer them.
 SERVER_ONLY = f.NOT_ASKED | {f.ORDER_COMPLETE.name}
 #: Extensions a call writes itself: one the client sends is dropped, never carried through.
-_STATED = (COVERAGE_INFORMATION, CONTEXT_URL)
+_STATED = (COVERAGE_INFORMATION, CONTEXT_URL, QR_COVERAGE, QR_CONTEXT, INTENDED_USE)
 
 
 @dataclass
@@ -65,25 +68,21 @@ class Answers:
         return {**self.given, **self.known}
 
 
-def _server_answers(spec_name: str, value: Any) -> list[dict[str, Any]]:
-    origin = {"url": ORIGIN, "extension": [{"url": "source", "valueCode": "auto-server"}]}
+def _server_answers(spec_name: str, value: Any, version: DtrVersion) -> list[dict[str, Any]]:
+    origin = {"url": ORIGIN, "extension": [{"url": "source", "valueCode": version.server_origin}]}
     return [{**a, "extension": [origin]} for a in f.answer_values(f.ITEM_SPECS[spec_name], value)]
 
 
-def _users_answers(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A user's answered item as sent, except an ``auto-server`` origin the client stamped on an
-    answer: covreq vouches only for what it filled itself."""
-    def stamped(extension: Any) -> bool:
-        return member(extension, "url") == ORIGIN and any(
-            member(s, "url") == "source" and member(s, "valueCode") == "auto-server"
-            for s in as_list(member(extension, "extension")))
-    answers = []
-    for given in as_list(item.get("answer")):
-        if isinstance(given, dict) and "extension" in given:
-            kept = [e for e in as_list(given["extension"]) if not stamped(e)]
-            given = {k: v for k, v in given.items() if k != "extension"} | ({"extension": kept} if kept else {})
-        answers.append(given)
-    return {**item, "answer": answers}
+def envelope(version: DtrVersion, coverages: Iterable[str], orders: Iterable[str], subject: str | None,
+             uses: Iterable[str]) -> dict[str, Any]:
+    """The extensions and subject that tie a response to its Coverage, orders and intended use, in
+    ``version``'s shapes (``uses``: DocReason codes)."""
+    extensions = [{"url": QR_CONTEXT if version.coverage_in_context else QR_COVERAGE,
+                   "valueReference": {"reference": coverage}} for coverage in coverages]
+    extensions += [{"url": QR_CONTEXT, "valueReference": {"reference": o}} for o in orders]
+    extensions += [{"url": INTENDED_USE, "valueCodeableConcept": {"coding": [
+        {"system": version.doc_reason_system, "code": use}]}} for use in uses]
+    return {"extension": extensions, **({"subject": {"reference": subject}} if subject else {})}
 
 
 def _question(form: Form, name: str) -> dict[str, Any]:
@@ -110,11 +109,22 @@ def _references(envelope: Mapping[str, Any], url: str) -> list[str]:
             and isinstance(e["valueReference"].get("reference"), str)]
 
 
+def coverages_of(envelope: Mapping[str, Any]) -> list[str]:
+    """The Coverage references of a response: ``qr-coverage`` (2.2) or ``qr-context`` (2.0.1, 2.1)."""
+    return _references(envelope, QR_COVERAGE) + [r for r in _references(envelope, QR_CONTEXT)
+                                                 if r.startswith("Coverage/")]
+
+
+def orders_of(envelope: Mapping[str, Any]) -> list[str]:
+    """The order references of a response (its ``qr-context`` references but the Coverage)."""
+    return [r for r in _references(envelope, QR_CONTEXT) if not r.startswith("Coverage/")]
+
+
 def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any], form: Form,
-                         digest: str) -> dict[str, Any] | None:
-    """CRD ``coverage-information`` stating the decision, for the response's coverage and order;
-    None when the response names no coverage."""
-    coverages, orders = _references(envelope, QR_COVERAGE), _references(envelope, QR_CONTEXT)
+                         digest: str, version: DtrVersion) -> dict[str, Any] | None:
+    """CRD ``coverage-information`` (of the CRD version ``version`` goes with) stating the decision,
+    for the response's coverage and order; None when the response names no coverage."""
+    coverages, orders = coverages_of(envelope), orders_of(envelope)
     if not coverages:
         return None
     line = Line(decision["code"], decision["system"], BILLING_URIS[decision["system"]])
@@ -123,15 +133,17 @@ def coverage_information(decision: Mapping[str, Any], envelope: Mapping[str, Any
     key = assertion_id(order.reference, coverages[0], digest, [assertion], ehr="",  # DTR is not told the EHR
                        patient=member(member(envelope, "subject"), "reference"))
     answered = Answered(order, coverages[0], form.policy.payer, assertion, key)
-    return crd_coverage_information(answered, dt.date.today(), CURRENT_VERSION)
+    return crd_coverage_information(answered, dt.date.today(), version.crd_version)
 
 
 def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Mapping[str, Any],
-         base: str, digest: str, keys: Keyring, since: Signed | None = None) -> dict[str, Any]:
-    """The QuestionnaireResponse that asks what ``decision`` still depends on, then the documentation
-    it owes; ``completed`` with the decision (as text and as CRD coverage-information) when neither
-    is left. What it says the server filled and decided is signed with ``keys`` (keeping the times
-    of ``since``, the context of the response answered)."""
+         base: str, digest: str, keys: Keyring, version: DtrVersion, since: Signed | None = None,
+         carried: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The QuestionnaireResponse, in ``version``'s shapes, that asks what ``decision`` still depends
+    on, then the documentation it owes; ``completed`` with the decision (as text and as CRD
+    coverage-information) when neither is left. ``envelope`` (:func:`envelope`) ties it to its
+    Coverage and orders; the other elements of ``carried`` (the response answered) are kept. What it
+    says the server filled and decided is signed with ``keys`` (keeping the times of ``since``)."""
     known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS, f.ORDER_COMPLETE.name)) if n in answers.known]
     conditional = "conditional" in (decision["pa_needed"], decision["covered"])
     asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
@@ -158,7 +170,8 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
         groups.append(({"linkId": "decision", "text": _decision_text(decision), "type": "display"}, []))
     contained = {
         "resourceType": "Questionnaire", "id": FORM_ID, "meta": {"profile": [ADAPTIVE_PROFILE]},
-        "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables], "derivedFrom": [form.canonical],
+        "text": narrative(f"The questions of {form.questionnaire['title']} asked so far."),
+        "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables], "derivedFrom": [form.adaptive_canonical],
         "name": form.questionnaire["name"], "status": "active", "subjectType": ["Patient"],
         "title": form.questionnaire["title"],
         "item": [{**g, "item": items} if items else g for g, items in groups],
@@ -169,36 +182,44 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
         for item in items:
             if item["linkId"] in answers.known:
                 answered.append({"linkId": item["linkId"], "text": item["text"],
-                                 "answer": _server_answers(item["linkId"], answers.known[item["linkId"]])})
+                                 "answer": _server_answers(item["linkId"], answers.known[item["linkId"]], version)})
             elif item["linkId"] in answers.items:
-                answered.append({**_users_answers(answers.items[item["linkId"]]), "text": item["text"]})
+                answered.append({**answers.items[item["linkId"]], "text": item["text"]})
         if answered:
             response_items.append({"linkId": group["linkId"], "text": group["text"], "item": answered})
-    response = {key: value for key, value in envelope.items() if key not in _REWRITTEN}
+    response = {key: value for key, value in (carried or {}).items() if key not in _REWRITTEN}
     response.update({
-        "resourceType": "QuestionnaireResponse", "meta": {"profile": [RESPONSE_PROFILE]},
+        "resourceType": "QuestionnaireResponse", "meta": {"profile": [RESPONSE_PROFILES[version.code]]},
+        **({"subject": envelope["subject"]} if "subject" in envelope else {}),
         "contained": [contained], "questionnaire": f"#{FORM_ID}",
         "status": "in-progress" if pending else "completed",
         "authored": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     if response_items:
         response["item"] = response_items
-    stated = coverage_information(decision, envelope, form, digest) if not pending else None
+    stated = coverage_information(decision, envelope, form, digest, version) if not pending else None
     kept = [e for e in as_list(response.get("extension")) if member(e, "url") not in _STATED]
-    seal = keys.seal(context_of(response, contained, read_answers(response, contained)), since)
-    response["extension"] = [*kept, *([stated] if stated else []), seal]
+    response["extension"] = [*kept, *envelope["extension"], *([stated] if stated else [])]
+    seal = keys.seal(context_of(response, contained, read_answers(response, contained, version), version), since)
+    response["extension"].append(seal)
     return response
 
 
-def context_of(response: Mapping[str, Any], questionnaire: Mapping[str, Any], answers: Answers) -> Context:
-    """What a response says the server filled and decided (``answers`` read from it)."""
+def context_of(response: Mapping[str, Any], questionnaire: Mapping[str, Any], answers: Answers,
+               version: DtrVersion) -> Context:
+    """What a response in ``version``'s shapes says the server filled and decided (``answers`` read
+    from it). The form is the contained Questionnaire's ``derivedFrom``, or, for a copy of the
+    package's adaptive form (SDC: the client contains the Questionnaire it was given), its ``url|version``."""
     subject = response.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None
     uses = [f"{c.get('system', '')}|{c['code']}" for e in as_list(response.get("extension"))
             if member(e, "url") == INTENDED_USE for c in codings(e.get("valueCodeableConcept"))]
-    return Context(tuple(c for c in as_list(questionnaire.get("derivedFrom")) if isinstance(c, str)),
-                   answers.known, tuple(_references(response, QR_COVERAGE)), tuple(_references(response, QR_CONTEXT)),
-                   reference if isinstance(reference, str) else None, tuple(uses))
+    derived = [c for c in as_list(questionnaire.get("derivedFrom")) if isinstance(c, str)]
+    if not derived and isinstance(questionnaire.get("url"), str) and isinstance(questionnaire.get("version"), str):
+        derived = [f"{questionnaire['url']}|{questionnaire['version']}"]  # the package's adaptive form, copied as is
+    return Context(tuple(derived),
+                   answers.known, tuple(coverages_of(response)), tuple(orders_of(response)),
+                   reference if isinstance(reference, str) else None, tuple(uses), version.code)
 
 
 def _item_at(link_id: str) -> str:
@@ -207,8 +228,11 @@ def _item_at(link_id: str) -> str:
 
 #: The parts of a context other than the facts: what it is called in a refusal, and where it sits.
 _PARTS = (("form", "the contained Questionnaire's derivedFrom", "QuestionnaireResponse.contained.derivedFrom"),
-          ("coverage", "the qr-coverage reference", f"QuestionnaireResponse.extension.where(url = '{QR_COVERAGE}')"),
-          ("orders", "the qr-context reference", f"QuestionnaireResponse.extension.where(url = '{QR_CONTEXT}')"),
+          ("coverage", "the Coverage reference (qr-coverage; qr-context before DTR 2.2)",
+           f"QuestionnaireResponse.extension.where((url = '{QR_COVERAGE}' or url = '{QR_CONTEXT}') "
+           "and value.reference.startsWith('Coverage/'))"),
+          ("orders", "the order reference (qr-context)", f"QuestionnaireResponse.extension.where(url = '{QR_CONTEXT}' "
+           "and value.reference.startsWith('Coverage/').not())"),
           ("subject", "the subject", "QuestionnaireResponse.subject"),
           ("uses", "the intendedUse", f"QuestionnaireResponse.extension.where(url = '{INTENDED_USE}')"))
 
@@ -258,9 +282,11 @@ def _walk(items: Any, path: str) -> Iterable[tuple[dict[str, Any], str]]:
         yield from _walk(item.get("item"), where)
 
 
-def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) -> Answers:
+def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], version: DtrVersion,
+                 form: Form | None = None) -> Answers:
     """The facts and documents a QuestionnaireResponse gives; raises FhirError (400) when an
-    answer does not fit the contained Questionnaire."""
+    answer is not an item of the contained Questionnaire or does not fit the item (its type as
+    ``form``, the server's own, defines it when given; service/dtr/answers.py for its origin)."""
     defined = {}
     for group in as_list(questionnaire.get("item")):
         for item in as_list(member(group, "item")):
@@ -272,10 +298,19 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any]) 
         if link_id not in defined:
             raise FhirError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
         group, definition = defined[link_id]
-        answers = item["answer"] if isinstance(item["answer"], list) else [item["answer"]]
+        definition = (form.item(link_id) if form is not None else None) or definition  # the server's own
+        answers = item["answer"]
+        if not isinstance(answers, list):
+            raise FhirError(400, f"the answers to '{link_id}' must be a list (a JSON array)", f"{where}.answer")
+        if group != "order":
+            for index, given in enumerate(answers):
+                check_origin(given, version, f"{where}.answer[{index}]")
         if link_id.startswith(DOC_PREFIX):
-            if any(isinstance(a, dict) and any(k in a for k in _DOC_ANSWERS) and a.get("valueBoolean") is not False
-                   for a in answers):
+            wanted = _DOC_ANSWERS.get(definition.get("type"), "valueAttachment")
+            for index, given in enumerate(answers):
+                if not isinstance(given, dict) or [k for k in given if k.startswith("value")] != [wanted]:
+                    raise FhirError(400, f"'{link_id}' is answered with a {wanted}", f"{where}.answer[{index}]")
+            if any(a[wanted] is not False for a in answers):
                 found.items[link_id] = item
             continue
         spec = f.ITEM_SPECS.get(link_id)
@@ -311,20 +346,33 @@ def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:
 def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet, keys: Keyring,
                   decided: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``$next-question``: the response with the next questions, or completed with the decision
-    (also appended to ``decided``); raises FhirError (422) when the response is not signed with
-    ``keys`` or changed what the server signed."""
+    (also appended to ``decided``), in the DTR version its signed context names. Raises FhirError:
+    400 when it is not a valid R4 QuestionnaireResponse or an answer does not fit its item, 422
+    when it is not signed with ``keys`` or changed what the server signed. A response with no
+    items yet (the first call, made the SDC way) starts from the facts the server signed."""
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
         raise FhirError(400, "expected a QuestionnaireResponse", "questionnaire-response")
+    broken = r4.problems(response, "QuestionnaireResponse")
+    if broken:
+        raise FhirError(400, r4.describe(broken), broken[0].path)
     contained = _contained_form(response)
     signed = keys.open(response)
-    answers = read_answers(response, contained)
-    check_context(signed.context, context_of(response, contained, answers), answers.given)
+    version = VERSIONS.get(signed.context.version)
+    if version is None:
+        raise FhirError(422, f"the signed context names DTR version {signed.context.version[:16]!r}, which this "
+                             "server does not serve: package the order again", CONTEXT_EXPRESSION)
     form = next((found for found in map(forms.by_canonical, signed.context.form) if found), None)
     if form is None:
         raise FhirError(404, f"the contained Questionnaire derives from no form of this rule set "
                              f"({', '.join(signed.context.form) or 'no derivedFrom'})",
                              "QuestionnaireResponse.contained.derivedFrom")
+    answers = read_answers(response, contained, version, form)
+    if not response.get("item"):
+        answers.known = dict(signed.context.known)
+    check_context(signed.context, context_of(response, contained, answers, version), answers.given)
     decision = decide(ruleset, form, answers.facts())
     if decided is not None:
         decided.append(decision)
-    return page(form, answers, decision, response, forms.base, ruleset.digest, keys, signed)
+    ties = envelope(version, signed.context.coverage, signed.context.orders, signed.context.subject,
+                    [use.rsplit("|", 1)[-1] for use in signed.context.uses])
+    return page(form, answers, decision, ties, forms.base, ruleset.digest, keys, version, signed, response)

@@ -5,13 +5,13 @@ import datetime as dt
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from fastapi import Request
 
 import engine
 from engine.policy import Policy
-from service.dtr.questionnaire import Form, build_form, questionnaire_url, resource_id
+from service.dtr.questionnaire import ADAPTIVE_SUFFIX, Form, adaptive_id, build_form, questionnaire_url, resource_id
 
 #: Where the FHIR endpoints live.
 PREFIX = "/fhir"
@@ -29,6 +29,7 @@ class Catalogue:
         for policy in ruleset.policy_versions():
             self._versions.setdefault(policy.id, []).append(policy)
         self._ids: dict[str, Policy] | None = None  # by resource id, built on the first read by id
+        self._adaptive_ids: dict[str, Policy] = {}  # by the adaptive form's resource id, built with _ids
         self._forms: dict[int, Form] = {}
         self._canonicals: dict[tuple[str, str | None], str | None] = {}
         self._lock = threading.Lock()
@@ -51,32 +52,63 @@ class Catalogue:
         current = [p for p in versions if p.in_force(today)] or versions
         return max(current, key=lambda p: p.effective, default=None)
 
-    def by_canonical(self, canonical: str) -> Form | None:
-        """The form named by ``url`` or ``url|version``, or None when no policy version matches."""
-        url, _, version = canonical.partition("|")
+    def _policy_of(self, url: str) -> tuple[str, bool] | None:
+        """(policy id, adaptive?) of a Questionnaire url (without version) under this base, or None."""
         prefix = questionnaire_url(self.base, "")
         if not url.startswith(prefix):
             return None
-        policy = self.version(url[len(prefix):], version or None)
+        name = url[len(prefix):]
+        if name in self._versions:
+            return name, False
+        if name.endswith(ADAPTIVE_SUFFIX) and name[:-len(ADAPTIVE_SUFFIX)] in self._versions:
+            return name[:-len(ADAPTIVE_SUFFIX)], True
+        return None
+
+    def by_canonical(self, canonical: str) -> Form | None:
+        """The form whose standard or adaptive Questionnaire ``url`` or ``url|version`` names, or None."""
+        url, _, version = canonical.partition("|")
+        named = self._policy_of(url)
+        policy = self.version(named[0], version or None) if named else None
         return self.form(policy) if policy else None
 
-    def by_id(self, resource: str) -> Form | None:
-        """The form with a resource id (``policy.version``), or the current version of a policy id."""
+    def questionnaire(self, canonical: str) -> dict[str, Any] | None:
+        """The standard or adaptive Questionnaire ``url`` or ``url|version`` names, or None."""
+        form = self.by_canonical(canonical)
+        named = self._policy_of(canonical.partition("|")[0])
+        return None if form is None or named is None else form.adaptive if named[1] else form.questionnaire
+
+    def by_id(self, resource: str) -> dict[str, Any] | None:
+        """The Questionnaire with a resource id (``policy.version``; ``policy-adaptive.version`` for the
+        adaptive form), or the current version of a policy id."""
         if self._ids is None:
-            self._ids = {resource_id(p.id, p.version): p for versions in self._versions.values() for p in versions}
+            ids = {resource_id(p.id, p.version): p for versions in self._versions.values() for p in versions}
+            self._adaptive_ids = {adaptive_id(p.id, p.version): p for p in ids.values()}
+            self._ids = ids
         policy = self._ids.get(resource) or self.version(resource)
-        return self.form(policy) if policy else None
+        if policy is not None:
+            return self.form(policy).questionnaire
+        adaptive = self._adaptive_ids.get(resource)
+        return self.form(adaptive).adaptive if adaptive else None
 
-    def search(self, url: str | None, version: str | None) -> list[Form]:
-        """Forms whose url (and version, when given) match; every policy's current form without a url."""
+    def search(self, url: str | None, version: str | None) -> list[dict[str, Any]]:
+        """Questionnaires whose url (and version, when given) match; every policy's current standard
+        and adaptive form without a url."""
         if url is None:
             ids: list[str] = sorted(self._versions)
-            return [self.form(p) for p in (self.version(i) for i in ids) if p is not None]
+            forms = [self.form(p) for p in (self.version(i) for i in ids) if p is not None]
+            return [q for form in forms for q in (form.questionnaire, form.adaptive)]
         if "|" in url and version is None:
             url, version = url.split("|", 1)
-        prefix = questionnaire_url(self.base, "")
-        versions = self._versions.get(url[len(prefix):], []) if url.startswith(prefix) else []
-        return [self.form(p) for p in versions if version is None or p.version == version]
+        named = self._policy_of(url)
+        versions = self._versions.get(named[0], []) if named else []
+        forms = [self.form(p) for p in versions if version is None or p.version == version]
+        return [form.adaptive if named and named[1] else form.questionnaire for form in forms]
+
+    def value_sets(self) -> Iterable[dict[str, Any]]:
+        """Every ValueSet of every form of this rule set."""
+        for versions in self._versions.values():
+            for policy in versions:
+                yield from self.form(policy).value_sets
 
     def find(self, policy_summary: dict[str, Any]) -> Form | None:
         """The form of the policy version a decision cites (``{"id", "version", ...}``)."""

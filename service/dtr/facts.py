@@ -3,6 +3,7 @@ request, a flat fact mapping and QuestionnaireResponse answers."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -59,6 +60,15 @@ INITIAL_EXPRESSIONS = {
     "state": "%patient.address.where(use.empty() or use != 'old').state.first()",
     "place_of_service": f"%clinical.locationCode.coding.where(system = '{POS}').code.first()",
     "diagnoses": f"%clinical.reasonCode.coding.where(system = '{ICD10CM}')",
+}
+
+
+#: Facts whose answers are codes of a known form: the pattern and how it is told to the user.
+CODE_FORMS = {
+    "place_of_service": (re.compile(r"[0-9]{2}"), "a CMS two-digit place-of-service code"),
+    "trial_place_of_service": (re.compile(r"[0-9]{2}"), "a CMS two-digit place-of-service code"),
+    "state": (re.compile(r"[A-Za-z]{2}"), "a two-letter state code"),
+    "patient.sex": (re.compile(r"female|male|other|unknown"), "an administrative gender code"),
 }
 
 
@@ -121,17 +131,25 @@ def answer_value(spec: FactSpec, answer: Any) -> Any:
             if not key.startswith("value"):
                 continue
             if key == "valueCoding" and isinstance(value, dict) and isinstance(value.get("code"), str):
-                return value["code"]
+                return _coded(spec, value["code"])
             if spec.type == NUMBER and key in ("valueDecimal", "valueInteger") and not isinstance(value, bool) \
                     and isinstance(value, (int, float)):
                 return value
-            if spec.type == DATE and key in ("valueDate", "valueDateTime") and isinstance(value, str):
-                return value[:10]
+            if spec.type == DATE and key == "valueDate" and isinstance(value, str):
+                return value
             if spec.type == BOOL and key == "valueBoolean" and isinstance(value, bool):
                 return value
             if spec.type not in (NUMBER, DATE, BOOL) and key == "valueString" and isinstance(value, str):
-                return value
+                return _coded(spec, value)
     raise AnswerError(spec.name, f"the answer to '{spec.name}' must be {_expected(spec)}")
+
+
+def _coded(spec: FactSpec, code: str) -> str:
+    """``code`` when it has the form of its fact's codes (``CODE_FORMS``); raises AnswerError."""
+    form = CODE_FORMS.get(spec.name)
+    if form is not None and not form[0].fullmatch(code):
+        raise AnswerError(spec.name, f"the answer to '{spec.name}' must be {form[1]}, not {code[:32]!r}")
+    return code
 
 
 def _expected(spec: FactSpec) -> str:

@@ -29,6 +29,10 @@ DTR = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition"
 EXT = "http://hl7.org/fhir/StructureDefinition"
 STANDARD_PROFILE = f"{DTR}/dtr-std-questionnaire"
 ADAPTIVE_PROFILE = f"{DTR}/dtr-questionnaire-adapt"
+SEARCH_PROFILE = f"{DTR}/dtr-questionnaire-adapt-search"
+QUESTIONNAIRE_ADAPTIVE = f"{SDC}/sdc-questionnaire-questionnaireAdaptive"
+#: What the canonical and id of a policy's adaptive form end with (the standard form's plus this).
+ADAPTIVE_SUFFIX = "-adaptive"
 LAUNCH_CONTEXT = "http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext"
 LAUNCH_ORDER_TYPES = ["ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder", "VisionPrescription",
                "Appointment", "Encounter"]
@@ -45,13 +49,19 @@ class Form:
     """The generated Questionnaire of one policy version, with the ValueSets its items use."""
 
     policy: Policy
-    questionnaire: dict[str, Any]
+    questionnaire: dict[str, Any]  # the standard form (dtr-std-questionnaire): every item
     value_sets: tuple[dict[str, Any], ...]
+    adaptive: dict[str, Any]  # the adaptive form (dtr-questionnaire-adapt-search): no items
 
     @property
     def canonical(self) -> str:
-        """``url|version``."""
+        """``url|version`` of the standard form."""
         return f"{self.questionnaire['url']}|{self.questionnaire['version']}"
+
+    @property
+    def adaptive_canonical(self) -> str:
+        """``url|version`` of the adaptive form."""
+        return f"{self.adaptive['url']}|{self.adaptive['version']}"
 
     @property
     def variables(self) -> list[dict[str, Any]]:
@@ -174,7 +184,7 @@ def build_form(base: str, policy: Policy) -> Form:
                  for name, expr in fhirpath_variables(reads)]
     questionnaire = {
         "resourceType": "Questionnaire", "id": resource_id(policy.id, policy.version),
-        "meta": {"profile": [STANDARD_PROFILE]},
+        "meta": {"profile": [STANDARD_PROFILE]}, "text": _about(policy, "Every question"),
         "extension": [
             _extension(f"{SDC}/sdc-questionnaire-launchContext", extension=[
                 _extension("name", valueCoding={"system": LAUNCH_CONTEXT, "code": "patient"}),
@@ -194,4 +204,31 @@ def build_form(base: str, policy: Policy) -> Form:
                             **({"end": policy.end.isoformat()} if policy.end else {})},
         "item": groups,
     }
-    return Form(policy, questionnaire, tuple(value_sets))
+    return Form(policy, questionnaire, tuple(value_sets), adaptive_form(base, policy, questionnaire))
+
+
+def narrative(text: str) -> dict[str, str]:
+    """A generated Narrative of one paragraph of plain ``text``."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{escaped}</p></div>'}
+
+
+def _about(policy: Policy, what: str, after: str = "") -> dict[str, str]:
+    return narrative(f"{what} of {policy.title} (policy {policy.id} version {policy.version}){after}.")
+
+
+def adaptive_id(policy_id: str, version: str) -> str:
+    """The FHIR id of the adaptive form of one version of a policy."""
+    return resource_id(policy_id + ADAPTIVE_SUFFIX, version)
+
+
+def adaptive_form(base: str, policy: Policy, standard: dict[str, Any]) -> dict[str, Any]:
+    """The adaptive form of a standard one: no items (``$next-question`` at ``base`` asks them), the
+    same metadata under its own canonical and id."""
+    kept = {k: v for k, v in standard.items() if k not in ("item", "extension", "meta", "text", "id", "url")}
+    return {
+        "resourceType": "Questionnaire", "id": adaptive_id(policy.id, policy.version),
+        "meta": {"profile": [SEARCH_PROFILE]}, "text": _about(policy, "The adaptive form", ": $next-question asks its questions"),
+        "extension": [_extension(QUESTIONNAIRE_ADAPTIVE, valueUrl=base)],
+        "url": standard["url"] + ADAPTIVE_SUFFIX, **kept,
+    }

@@ -56,6 +56,7 @@ class Context:
     orders: tuple[str, ...]  # qr-context references
     subject: str | None  # the patient
     uses: tuple[str, ...] = ()  # the intendedUse codings, as ``system|code``
+    version: str = "2.2"  # the DTR version the response is shaped for (service/dtr/versions.py)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Keyring:
         expires = since.expires if since else moment + int(self.lifetime.total_seconds())
         claims = {"iss": ISSUER, "iat": issued, "exp": expires, "form": list(context.form),
                   "known": dict(context.known), "coverage": list(context.coverage), "context": list(context.orders),
-                  "subject": context.subject, "uses": list(context.uses)}
+                  "subject": context.subject, "uses": list(context.uses), "dtr": context.version}
         token = jwt.encode(claims, self._keys[self.active], algorithm=ALGORITHM,
                            headers={"kid": self.active, "typ": TOKEN_TYPE})
         return {"url": CONTEXT_URL, "valueString": token}
@@ -180,7 +181,8 @@ def _context(claims: Mapping[str, Any]) -> Context:
     """The context of verified claims; raises FhirError when they are not a context's."""
     texts = {name: claims.get(name) for name in ("form", "coverage", "context", "uses")}
     if not all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in texts.values()) \
-            or not isinstance(claims.get("known"), dict) or not isinstance(claims.get("subject"), (str, type(None))):
+            or not isinstance(claims.get("known"), dict) or not isinstance(claims.get("subject"), (str, type(None))) \
+            or not isinstance(claims.get("dtr", ""), str):
         raise FhirError(_REFUSED, "the signed context does not hold what a DTR context holds", CONTEXT_EXPRESSION)
     return Context(tuple(claims["form"]), claims["known"], tuple(claims["coverage"]), tuple(claims["context"]),
-                   claims["subject"], tuple(claims["uses"]))
+                   claims["subject"], tuple(claims["uses"]), claims.get("dtr", "2.2"))  # before versions: 2.2 shapes

@@ -42,7 +42,7 @@ def next_question(dtr_client: TestClient) -> Callable[[dict[str, Any]], dict[str
             "resourceType": "Parameters", "parameter": [{"name": "questionnaire-response", "resource": response}]})
         assert reply.status_code == 200, reply.text
         assert reply.headers["content-type"].startswith("application/fhir+json")
-        (returned,) = reply.json()["parameter"]
-        assert returned["name"] == "return"
-        return returned["resource"]  # type: ignore[no-any-return]
+        returned = reply.json()
+        assert returned["resourceType"] == "QuestionnaireResponse"  # the single return resource, as itself
+        return returned  # type: ignore[no-any-return]
     return call

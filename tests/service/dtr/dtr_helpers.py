@@ -19,15 +19,24 @@ from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
 from engine.facts import DATE, FACTS, ICD, NUMBER
-from service.dtr.facts import answer_values, askable
+from service.dtr.facts import CODE_FORMS, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX
 
 REPO = Path(__file__).resolve().parents[3]
 BUNDLED_RULES = REPO / "rules"
 FIXTURES = REPO / "tests" / "fixtures" / "dtr"
 #: The constraints, ``trace()`` (an identity that only logs) taken out.
-CONSTRAINTS = {path: {key: re.sub(r"\.trace\('\w+'\)", "", expression) for key, expression in found.items()}
-               for path, found in json.loads((FIXTURES / "constraints.json").read_text(encoding="utf-8")).items()}
+def _untraced(found: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {path: {key: re.sub(r"\.trace\('\w+'\)", "", expression) for key, expression in constraints.items()}
+            for path, constraints in found.items()}
+
+
+_ALL = json.loads((FIXTURES / "constraints.json").read_text(encoding="utf-8"))
+#: The constraints every version shares, ``trace()`` (an identity that only logs) taken out.
+CONSTRAINTS = _untraced({path: found for path, found in _ALL.items() if path != "versions"})
+#: The constraints of each DTR version's profiles.
+VERSION_CONSTRAINTS = {version: _untraced(found) for version, found in _ALL["versions"].items()}
+VERSION_CONSTRAINTS["2.1"] = VERSION_CONSTRAINTS["2.0.1"]  # 2.1 keeps the 2.0.1 shapes covreq emits
 R4 = models["r4"]
 PAYER_ID = {"system": "http://example.org/fhir/sid/payer-id", "value": "CMS-MEDICARE"}
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -35,6 +44,11 @@ HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 VARIABLE = "http://hl7.org/fhir/StructureDefinition/variable"
+ORIGIN = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/information-origin"
+#: The information-origin of an answer a person typed, the person named (dtrx-1).
+MANUAL = {"url": ORIGIN, "extension": [
+    {"url": "source", "valueCode": "manual"},
+    {"url": "author", "extension": [{"url": "practitioner", "valueReference": {"reference": "Practitioner/pr-1"}}]}]}
 
 
 def coverage(plan: str = "Medicare Part B") -> dict[str, Any]:
@@ -72,7 +86,7 @@ def package_request(*orders: dict[str, Any], cov: dict[str, Any] | None = None,
 
 def bundles(parameters: dict[str, Any]) -> list[dict[str, Any]]:
     """The package Bundles of $questionnaire-package output Parameters."""
-    return [p["resource"] for p in parameters["parameter"] if p["name"] == "packagebundle"]
+    return [p["resource"] for p in parameters["parameter"] if p["name"] in ("PackageBundle", "packagebundle")]
 
 
 def response_of(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +112,18 @@ def asked(response: dict[str, Any]) -> list[str]:
             if not i.get("readOnly") and i["type"] != "display" and i["linkId"] not in answered]
 
 
+def by_hand(answer_given: dict[str, Any]) -> dict[str, Any]:
+    """``answer_given`` with the information-origin a DTR client stamps on what a person typed
+    (kept when it carries one)."""
+    if "extension" in answer_given:
+        return answer_given
+    return {**answer_given, "extension": [MANUAL]}
+
+
 def answer(response: dict[str, Any], link_id: str, *answers: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``response`` with ``answers`` given to ``link_id`` (in the item's group)."""
+    """A copy of ``response`` with ``answers`` given to ``link_id`` (in the item's group), each
+    stamped as a person's (:func:`by_hand`) unless it carries extensions."""
+    answers = tuple(map(by_hand, answers))
     result = copy.deepcopy(response)
     group = next(g["linkId"] for g in form_of(result)["item"] if any(i["linkId"] == link_id for i in g.get("item", [])))
     groups = result.setdefault("item", [])
@@ -143,6 +167,9 @@ def _contexts(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
         yield path, resource
     elif not path.startswith(resource["resourceType"] + "."):
         return
+    elif path == "Parameters.input":  # the $questionnaire-package input (it names a coverage)
+        if any(p.get("name") == "coverage" for p in resource.get("parameter", [])):
+            yield "input", resource
     elif path == "Questionnaire.item":
         for index, node in enumerate(fhirpath(resource, "repeat(item)")):
             yield f"item #{index} ({node.get('linkId')})", node
@@ -151,16 +178,18 @@ def _contexts(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
             yield f"answer #{index}", node
 
 
-def assert_constraints(resource: dict[str, Any]) -> None:
-    """Every constraint of ``constraints.json`` that applies to the resource (and to its contained
-    and bundled resources) holds."""
-    for path, constraints in CONSTRAINTS.items():
+def assert_constraints(resource: dict[str, Any], version: str = "2.0.1") -> None:
+    """Every constraint of ``constraints.json`` that applies to the resource (and to its contained,
+    bundled and parameter resources) holds: those of every version and those of DTR ``version``."""
+    for path, constraints in [*CONSTRAINTS.items(), *VERSION_CONSTRAINTS[version].items()]:
         for where, node in _contexts(resource, path):
             for key, expression in constraints.items():
                 # an invariant that evaluates to nothing (e.g. about an absent element) holds, as validators read it
                 assert fhirpath(node, expression) in ([True], []), f"{key} fails on {resource['resourceType']} {where}"
-    for inner in [*resource.get("contained", []), *(e["resource"] for e in resource.get("entry", []))]:
-        assert_constraints(inner)
+    inner = [*resource.get("contained", []), *(e["resource"] for e in resource.get("entry", [])),
+             *(p["resource"] for p in resource.get("parameter", []) if "resource" in p)]
+    for found in inner:
+        assert_constraints(found, version)
 
 
 def variables_of(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +207,9 @@ def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:
         one = st.dates(dt.date(1930, 1, 1), dt.date(2023, 12, 31)).map(dt.date.isoformat)
     elif spec.type == ICD:
         one = st.sampled_from([*tested, "Z00.00", "M54.50"])
+    elif name in CODE_FORMS:  # a form takes only codes of the fact's form
+        one = st.sampled_from([*tested, *[c for c in ("other", "131", "22", "FL", "male") if
+                                          CODE_FORMS[name][0].fullmatch(c)]])
     else:
         one = st.sampled_from([*tested, "other", "131", "22"])
     return st.lists(one, min_size=1, max_size=3, unique=True) if spec.many else one
@@ -218,7 +250,7 @@ def answer_all(response: dict[str, Any], draw: st.DrawFn, given: dict[str, Any])
             else:
                 given[item["linkId"]] = draw(fact_values(item["linkId"], ()))
                 value = answer_values(FACTS[item["linkId"]], given[item["linkId"]])
-            groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": value})
+            groups.setdefault(group["linkId"], []).append({"linkId": item["linkId"], "answer": list(map(by_hand, value))})
     return {**response, "item": [{"linkId": k, "item": v} for k, v in groups.items() if v]}
 
 
@@ -233,14 +265,18 @@ def _group(items_of: dict[str, Any], link_id: str) -> dict[str, Any]:
     """The group ``link_id`` of a Questionnaire or QuestionnaireResponse, added when missing."""
     found = next((g for g in items_of.setdefault("item", []) if g["linkId"] == link_id), None)
     if found is None:
-        found = {"linkId": link_id, "text": link_id, "type": "group", "item": []}
+        found = {"linkId": link_id, "text": link_id, "item": []}
+        if items_of.get("resourceType") == "Questionnaire":
+            found["type"] = "group"
         items_of["item"].append(found)
     return found
 
 
 def with_answer(response: dict[str, Any], group: str, link_id: str, *answers: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``response`` with ``answers`` to ``link_id`` in ``group``, the contained form given
-    the item there too when it lacks it: what a client can do to any response it holds."""
+    the item there too when it lacks it: what a client can do to any response it holds. Answers
+    outside the server's ``order`` group are stamped as a person's (:func:`by_hand`)."""
+    answers = answers if group == "order" else tuple(map(by_hand, answers))
     result = copy.deepcopy(response)
     defined = _group(form_of(result), group)
     if not any(i["linkId"] == link_id for g in form_of(result)["item"] for i in g.get("item", [])):
@@ -254,10 +290,12 @@ def with_answer(response: dict[str, Any], group: str, link_id: str, *answers: di
 
 
 def with_reference(response: dict[str, Any], url: str, reference: str) -> dict[str, Any]:
-    """A copy of ``response`` whose extension ``url`` (qr-coverage, qr-context) names ``reference``."""
+    """A copy of ``response`` whose extension ``url`` (qr-coverage, qr-context) naming a resource of
+    ``reference``'s type names ``reference``."""
     result = copy.deepcopy(response)
+    kind = reference.split("/")[0] + "/"
     for extension in result["extension"]:
-        if extension["url"] == url:
+        if extension["url"] == url and extension["valueReference"]["reference"].startswith(kind):
             extension["valueReference"] = {"reference": reference}
     return result
 
@@ -277,10 +315,22 @@ def altered_answer(answer_given: dict[str, Any]) -> dict[str, Any]:
     elif key in ("valueDecimal", "valueInteger"):
         value = value + 1
     elif key == "valueCoding":
-        value = {**value, "code": value["code"] + "9"}
+        value = {**value, "code": _other_code(value["code"])}
     else:
-        value = value + "9"
+        value = _other_code(value)
     return {**answer_given, key: value}
+
+
+def _other_code(code: str) -> str:
+    """Another code of the same form (the last digit or letter moved on one): a code-form check
+    must not be what refuses an altered answer."""
+    last = code[-1:] or "0"
+    if last.isdigit():
+        return code[:-1] + str((int(last) + 1) % 10)
+    if last.isalpha():
+        base = "a" if last.islower() else "A"
+        return code[:-1] + chr(ord(base) + (ord(last) - ord(base) + 1) % 26)
+    return code + "9"
 
 
 def server_answers(response: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -309,8 +359,9 @@ def tamper(response: dict[str, Any], draw: st.DrawFn, canonicals: list[str], kin
     filled = server_answers(response)
     link_id = draw(st.sampled_from(sorted(filled)))
     derived = form_of(response)["derivedFrom"][0]
-    coverage_url, order_url = (f"http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/{n}" for n in ("qr-coverage", "qr-context"))
-    references = {e["url"]: e["valueReference"]["reference"] for e in response["extension"] if "valueReference" in e}
+    references = [(e["url"], e["valueReference"]["reference"]) for e in response["extension"] if "valueReference" in e]
+    coverage_url, coverage_ref = next((u, r) for u, r in references if r.startswith("Coverage/"))
+    order_url, order_ref = next((u, r) for u, r in references if not r.startswith("Coverage/"))
     (sealed,) = [e for e in response["extension"] if e["url"] == "urn:covreq:dtr-signed-context"]
     if kind == "server-answer-changed":
         return with_answer(response, "order", link_id, *map(altered_answer, filled[link_id]))
@@ -324,9 +375,9 @@ def tamper(response: dict[str, Any], draw: st.DrawFn, canonicals: list[str], kin
         form_of(result)["derivedFrom"] = [draw(st.sampled_from([c for c in canonicals if c != derived]))]
         return result
     if kind == "coverage-swapped":
-        return with_reference(response, coverage_url, _other(draw, references[coverage_url], "Coverage/"))
+        return with_reference(response, coverage_url, _other(draw, coverage_ref, "Coverage/"))
     if kind == "order-swapped":
-        return with_reference(response, order_url, _other(draw, references[order_url], "ServiceRequest/"))
+        return with_reference(response, order_url, _other(draw, order_ref, "ServiceRequest/"))
     if kind == "patient-swapped":
         return {**response, "subject": {"reference": _other(draw, response["subject"]["reference"], "Patient/")}}
     if kind == "intended-use-dropped":

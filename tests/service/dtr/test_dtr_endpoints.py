@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import engine
 from service.dtr.catalogue import Catalogue
+from service.dtr.versions import DTR_SD, INPUT_PROFILE
 
 PACKAGE, NEXT = "/fhir/Questionnaire/$questionnaire-package", "/fhir/Questionnaire/$next-question"
 BLEPH = "http://testserver/fhir/Questionnaire/medicare-opd-blepharoplasty"
@@ -35,12 +36,17 @@ def outcome(reply: Any, status: int) -> dict[str, Any]:
     return body["issue"][0]  # type: ignore[no-any-return]
 
 
-def test_metadata_is_a_capability_statement_naming_both_operations(dtr_client: TestClient) -> None:
+def test_metadata_is_a_capability_statement_of_a_dtr_payer_service(dtr_client: TestClient) -> None:
     statement = dtr_client.get("/fhir/metadata").json()
     parses_as_r4(statement)
     assert statement["fhirVersion"] == "4.0.1"
-    (questionnaire,) = statement["rest"][0]["resource"]
-    assert {o["name"] for o in questionnaire["operation"]} == {"questionnaire-package", "next-question"}
+    assert "http://hl7.org/fhir/us/davinci-dtr/CapabilityStatement/dtr-payer-service|2.0.1" in statement["instantiates"]
+    (rest,) = statement["rest"]
+    assert "COVREQ_AUTH_ISSUERS is not set" in rest["security"]["description"]
+    questionnaire, value_set = rest["resource"]
+    assert {o["name"] for o in questionnaire["operation"]} == {"questionnaire-package", "next-question",
+                                                               "log-questionnaire-errors"}
+    assert (value_set["type"], [o["name"] for o in value_set["operation"]]) == ("ValueSet", ["expand"])
 
 
 def test_questionnaire_resolves_by_url_by_url_and_version_and_by_id(dtr_client: TestClient) -> None:
@@ -54,10 +60,12 @@ def test_questionnaire_resolves_by_url_by_url_and_version_and_by_id(dtr_client: 
     assert dtr_client.get("/fhir/Questionnaire/medicare-opd-blepharoplasty").json() == found
 
 
-def test_questionnaire_search_without_url_lists_one_current_form_per_policy(dtr_client: TestClient) -> None:
+def test_questionnaire_search_without_url_lists_the_current_standard_and_adaptive_form_of_each_policy(
+        dtr_client: TestClient) -> None:
     listed = dtr_client.get("/fhir/Questionnaire").json()
     urls = [e["resource"]["url"] for e in listed["entry"]]
-    assert len(urls) == len(set(urls)) == engine.load(BUNDLED_RULES).policy_count()
+    assert len(urls) == len(set(urls)) == 2 * engine.load(BUNDLED_RULES).policy_count()
+    assert len([u for u in urls if u.endswith("-adaptive")]) == engine.load(BUNDLED_RULES).policy_count()
 
 
 def test_unknown_questionnaire_is_a_404_operation_outcome(dtr_client: TestClient) -> None:
@@ -81,7 +89,7 @@ def test_configured_fhir_base_names_the_canonicals(make_dtr_client: Any) -> None
     client = make_dtr_client(fhir_base="https://payer.example/fhir/")
     reply = client.post(PACKAGE, json=package_request(service_request()))
     questionnaire = bundles(reply.json())[0]["entry"][0]["resource"]
-    assert questionnaire["url"] == "https://payer.example/fhir/Questionnaire/medicare-opd-blepharoplasty"
+    assert questionnaire["url"] == "https://payer.example/fhir/Questionnaire/medicare-opd-blepharoplasty-adaptive"
 
 
 @pytest.mark.parametrize("body, expression", [
@@ -146,10 +154,16 @@ def test_package_for_an_order_that_needs_nothing_says_so(dtr_client: TestClient)
     assert "no-auth" in result["resource"]["issue"][0]["diagnostics"]
 
 
-def test_package_of_a_questionnaire_asked_for_by_canonical_holds_a_draft_response(dtr_client: TestClient) -> None:
-    reply = dtr_client.post(PACKAGE, json=package_request(questionnaires=(f"{BLEPH}|2022-01-07",)))
-    (bundle,) = bundles(reply.json())
+def test_package_of_a_questionnaire_asked_for_by_canonical_holds_the_standard_form_and_in_2_2_a_draft_response(
+        dtr_client: TestClient) -> None:
+    body = package_request(questionnaires=(f"{BLEPH}|2022-01-07",))
+    (bundle,) = bundles(dtr_client.post(PACKAGE, json=body).json())
     parses_as_r4(bundle)
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]][0] == "Questionnaire"
+    assert "QuestionnaireResponse" not in {e["resource"]["resourceType"] for e in bundle["entry"]}  # 2.0.1: item 1..*
+    body["meta"] = {"profile": [f"{INPUT_PROFILE}|2.2.0"]}
+    (bundle,) = bundles(dtr_client.post(PACKAGE, json=body).json())
+    assert bundle["entry"][0]["resource"]["meta"]["profile"] == [f"{DTR_SD}/dtr-std-questionnaire"]
     assert response_of(bundle)["questionnaire"] == f"{BLEPH}|2022-01-07"
 
 
@@ -175,7 +189,7 @@ def _nq(client: TestClient, response: Any) -> Any:
 def test_next_question_takes_the_response_itself_as_well_as_in_parameters(dtr_client: TestClient,
                                                                           start: dict[str, Any]) -> None:
     reply = dtr_client.post(NEXT, json=answer(start, "place_of_service", {"valueString": "11"}))
-    assert reply.json()["parameter"][0]["resource"]["status"] == "completed"
+    assert reply.json()["status"] == "completed"
 
 
 def test_next_question_refuses_an_answer_to_an_item_the_form_does_not_have(dtr_client: TestClient,
@@ -200,7 +214,7 @@ def test_next_question_refuses_an_answer_that_does_not_fit_its_item(dtr_client: 
 def test_next_question_refuses_answers_no_request_could_state(dtr_client: TestClient, start: dict[str, Any]) -> None:
     issue = outcome(_nq(dtr_client, answer(start, "place_of_service", {"valueString": "1" * 300})), 400)
     assert "place_of_service" in issue["diagnostics"]
-    assert issue["expression"] == ["QuestionnaireResponse.item.where(linkId='place_of_service')"]
+    assert issue["expression"] == ["QuestionnaireResponse.item[1].item[0].answer"]
 
 
 @pytest.mark.parametrize("change, status", [

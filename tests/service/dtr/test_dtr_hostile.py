@@ -67,3 +67,32 @@ def test_any_part_of_a_package_request_replaced_is_never_a_500(module_client: Te
     body = package_request(service_request())
     path = data.draw(st.sampled_from(_paths(body)))
     _checked(module_client.post("/fhir/Questionnaire/$questionnaire-package", json=_replace(body, path, new)))
+
+
+_LOGGED = {"resourceType": "Parameters", "parameter": [
+    {"name": "questionnaire", "valueCanonical": "http://testserver/fhir/Questionnaire/x|1"},
+    {"name": "operationOutcome", "resource": {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "failed"}]}}]}
+_EXPAND = {"resourceType": "Parameters", "parameter": [
+    {"name": "url", "valueUri": "http://testserver/fhir/ValueSet/medicare-opd-blepharoplasty.place_of_service"},
+    {"name": "filter", "valueString": "2"}, {"name": "count", "valueInteger": 1}]}
+
+
+@pytest.mark.parametrize("path, body", [("/fhir/Questionnaire/$log-questionnaire-errors", _LOGGED),
+                                        ("/fhir/ValueSet/$expand", _EXPAND)], ids=["log-errors", "expand"])
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), new=JSON)
+def test_any_part_of_a_log_or_expand_request_replaced_is_never_a_500(module_client: TestClient, path: str,
+                                                                    body: dict[str, Any], data: st.DataObject,
+                                                                    new: Any) -> None:
+    where = data.draw(st.sampled_from(_paths(body)))
+    _checked(module_client.post(path, json=_replace(body, where, new)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(query=st.dictionaries(st.sampled_from(["url", "valueSetVersion", "filter", "offset", "count", "version"]),
+                             st.text(max_size=12), max_size=4))
+def test_any_value_set_query_is_never_a_500(module_client: TestClient, query: dict[str, str]) -> None:
+    for path in ("/fhir/ValueSet", "/fhir/ValueSet/$expand",
+                 "/fhir/ValueSet/medicare-opd-blepharoplasty.place-of-service.2022-01-07/$expand"):
+        _checked(module_client.get(path, params=query))

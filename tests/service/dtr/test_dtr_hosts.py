@@ -84,7 +84,7 @@ def test_readme_quick_start_names_forms_under_its_own_address(tmp_path: Path) ->
             assert reply.status_code == 200, reply.text
             assert "evil" not in reply.text
             form = bundles(reply.json())[0]["entry"][0]["resource"]
-            assert form["url"] == f"http://127.0.0.1:{svc.port}{BLEPH}"
+            assert form["url"] == f"http://127.0.0.1:{svc.port}{BLEPH}-adaptive"
 
 
 @pytest.mark.parametrize("host, settings, warned", [

@@ -19,22 +19,21 @@ from hypothesis import strategies as st
 import engine
 from engine.facts import FACTS
 from engine.needs import needs_of
-from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, next_question, page
+from service.dtr.adaptive import Answers, envelope, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.fhir.outcome import FhirError
 from service.dtr.facts import NOT_ASKED, askable, flat_facts, v1_body
 from service.dtr.questionnaire import DOC_PREFIX
 from service.dtr.signing import Keyring
+from service.dtr.versions import VERSIONS
 
 RULES = engine.load(BUNDLED_RULES)
 FORMS = Catalogue(RULES, "http://example.org/fhir")
 KEYS = Keyring.ephemeral()
 POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_groups[0].codes.exact]
-ENVELOPE = {"extension": [{"url": QR_COVERAGE, "valueReference": {"reference": "Coverage/cov-1"}},
-                          {"url": QR_CONTEXT, "valueReference": {"reference": "ServiceRequest/sr-1"}},
-                          {"url": INTENDED_USE, "valueCodeableConcept": {"coding": [
-                              {"system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp", "code": "withpa"}]}}],
-            "subject": {"reference": "Patient/pat-1"}}
+#: The envelope of a response for Coverage/cov-1 and ServiceRequest/sr-1, in each DTR version's shapes.
+ENVELOPES = {v: envelope(v, ["Coverage/cov-1"], ["ServiceRequest/sr-1"], "Patient/pat-1", ["withpa"])
+             for v in VERSIONS.values()}
 MOST_STEPS = len(FACTS) + 2
 CANONICALS = sorted({c for c in (FORMS.canonical({"id": p.id, "version": p.version}) for p in RULES.policy_versions())
                      if c})
@@ -116,7 +115,8 @@ def test_forms_ask_only_what_is_owed_and_complete_with_the_library_decision(know
         form = FORMS.find(summary)
         assert form is not None
         facts = {k: v for k, v in known.items() if k != "payer"}
-        start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest, KEYS)
+        version = data.draw(st.sampled_from(list(ENVELOPES)))
+        start = page(form, Answers(known=facts), decision, ENVELOPES[version], FORMS.base, RULES.digest, KEYS, version)
         done, given = complete(start, next_in_library, data.draw, known)
         if done is not None:
             states_the_library_decision(done, {**known, **given})
@@ -159,7 +159,7 @@ def test_packages_for_fhir_orders_ask_only_what_is_owed_and_complete_with_the_li
         if reply.status_code == 400:
             return None
         assert reply.status_code == 200, reply.text
-        return reply.json()["parameter"][0]["resource"]  # type: ignore[no-any-return]
+        return reply.json()  # type: ignore[no-any-return]
 
     for bundle in found:
         done, given = complete(response_of(bundle), next_over_http, data.draw, facts)
@@ -177,7 +177,8 @@ def test_a_response_with_anything_the_server_signed_changed_is_refused(known: di
     form = FORMS.find(data.draw(st.sampled_from(decision["policies"])))
     assert form is not None
     facts = {k: v for k, v in known.items() if k != "payer"}
-    start = page(form, Answers(known=facts), decision, ENVELOPE, FORMS.base, RULES.digest, KEYS)
+    version = data.draw(st.sampled_from(list(ENVELOPES)))
+    start = page(form, Answers(known=facts), decision, ENVELOPES[version], FORMS.base, RULES.digest, KEYS, version)
     answered = answer_all(start, data.draw, {})
     with pytest.raises(FhirError) as refused:
         next_question(tamper(answered, data.draw, CANONICALS), FORMS, RULES, KEYS)

@@ -29,8 +29,9 @@ def test_package_holds_a_valid_r4_form_asking_the_blepharoplasty_documentation_a
     parses_as_r4(bleph_package)
     assert_constraints(bundle)
     questionnaire = bundle["entry"][0]["resource"]
-    assert questionnaire["url"].endswith("/fhir/Questionnaire/medicare-opd-blepharoplasty")
+    assert questionnaire["url"].endswith("/fhir/Questionnaire/medicare-opd-blepharoplasty-adaptive")
     assert questionnaire["version"] == "2022-01-07"
+    assert "item" not in questionnaire  # dtr-questionnaire-adapt-search: $next-question asks the questions
     response = response_of(bundle)
     assert response["status"] == "in-progress"
     assert form_of(response)["derivedFrom"] == [f"{questionnaire['url']}|2022-01-07"]
@@ -49,7 +50,7 @@ def test_package_prepopulates_what_the_order_tells_as_read_only_server_answers(b
     assert given["date_of_service"][0]["valueDate"] == "2024-03-14"
     assert given["plan"][0]["valueString"] == "original-medicare-ffs"
     origins = {a["extension"][0]["extension"][0]["valueCode"] for answers in given.values() for a in answers}
-    assert origins == {"auto-server"}
+    assert origins == {"auto"}  # DTR 2.0.1, the default; 2.2 says auto-server (test_dtr_conformance.py)
 
 
 def test_answering_place_of_service_22_moves_the_form_on_to_the_documentation_owed(
@@ -128,7 +129,10 @@ def test_crd_answer_for_the_same_order_points_at_the_form_and_its_canonical_reso
     found = dtr_client.get("/fhir/Questionnaire", params={"url": canonical}).json()
     assert [e["resource"]["version"] for e in found["entry"]] == ["2022-01-07"]
     package = dtr_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(service_request()))
-    assert bundles(package.json())[0]["entry"][0]["resource"] == found["entry"][0]["resource"]
+    adaptive = bundles(package.json())[0]["entry"][0]["resource"]
+    assert adaptive["url"] == found["entry"][0]["resource"]["url"] + "-adaptive"
+    resolved = dtr_client.get("/fhir/Questionnaire", params={"url": f"{adaptive['url']}|{adaptive['version']}"}).json()
+    assert [e["resource"] for e in resolved["entry"]] == [adaptive]
 
 
 def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_when(dtr_client: TestClient,

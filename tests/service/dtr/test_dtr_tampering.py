@@ -14,13 +14,16 @@ from typing import Any, Callable
 
 import jwt
 import pytest
-from dtr_helpers import (altered_answer, answer, bundles, coverage_information, key_file, package_request, parses_as_r4,
+from dtr_helpers import (MANUAL, altered_answer, answer, bundles, coverage_information, key_file, package_request, parses_as_r4,
                          response_of, server_answers, service_request, with_answer, with_reference, without_extension)
 from fastapi.testclient import TestClient
 
 from service.crd.coverage_information import COVERAGE_INFORMATION
-from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE
+from service.dtr.adaptive import _PARTS, INTENDED_USE, QR_CONTEXT
 from service.dtr.signing import CONTEXT_URL
+from service.dtr.versions import INPUT_PROFILE
+
+COVERAGE_AT, ORDERS_AT = (where for part, _, where in _PARTS if part in ("coverage", "orders"))
 
 PACKAGE, NEXT = "/fhir/Questionnaire/$questionnaire-package", "/fhir/Questionnaire/$next-question"
 CIGNA = "http://testserver/fhir/Questionnaire/cigna-advanced-imaging|2021-02-22"
@@ -48,7 +51,7 @@ def next_question(client: TestClient, response: dict[str, Any]) -> Any:
 
 def returned(reply: Any) -> dict[str, Any]:
     assert reply.status_code == 200, reply.text
-    return reply.json()["parameter"][0]["resource"]  # type: ignore[no-any-return]
+    return reply.json()  # type: ignore[no-any-return]
 
 
 def refused(reply: Any, message: str, expression: str | None = None) -> None:
@@ -114,10 +117,10 @@ TAMPERINGS: list[tuple[str, Change, str, str]] = [
      "'other_codes' is filled by the server", order_item("other_codes")),
     ("form-swap", swapped_form, "the contained Questionnaire's derivedFrom differs from what the server signed",
      "QuestionnaireResponse.contained.derivedFrom"),
-    ("coverage-swap", lambda r: with_reference(r, QR_COVERAGE, "Coverage/someone-elses"),
-     "the qr-coverage reference differs", f"QuestionnaireResponse.extension.where(url = '{QR_COVERAGE}')"),
+    ("coverage-swap", lambda r: with_reference(r, QR_CONTEXT, "Coverage/someone-elses"),  # DTR 2.0.1: a qr-context
+     "the Coverage reference (qr-coverage; qr-context before DTR 2.2) differs", COVERAGE_AT),
     ("order-swap", lambda r: with_reference(r, QR_CONTEXT, "ServiceRequest/someone-elses"),
-     "the qr-context reference differs", f"QuestionnaireResponse.extension.where(url = '{QR_CONTEXT}')"),
+     "the order reference (qr-context) differs", ORDERS_AT),
     ("patient-swap", lambda r: {**r, "subject": {"reference": "Patient/someone-else"}}, "the subject differs",
      "QuestionnaireResponse.subject"),
     ("intended-use-changed", lambda r: {**r, "extension": [
@@ -208,7 +211,8 @@ def test_a_draft_response_to_a_form_asked_by_canonical_is_never_answered(dtr_cli
     """The blank response of a questionnaire asked for by canonical is not signed: sent as is, or made
     adaptive with the form and order facts of the client's choosing, it is refused."""
     canonical = start["contained"][0]["derivedFrom"][0]
-    reply = dtr_client.post(PACKAGE, json=package_request(questionnaires=(canonical,)))
+    asked = {**package_request(questionnaires=(canonical,)), "meta": {"profile": [f"{INPUT_PROFILE}|2.2.0"]}}
+    reply = dtr_client.post(PACKAGE, json=asked)  # DTR 2.2: a package holds a response even without answers
     blank = response_of(bundles(reply.json())[0])
     assert CONTEXT_URL not in {e["url"] for e in blank["extension"]}
     assert next_question(dtr_client, blank).status_code == 400
@@ -236,17 +240,18 @@ def test_a_refused_tampering_leaves_an_audit_record_naming_the_part(dtr_client: 
     assert "decisions" not in record
 
 
-def test_a_users_answer_the_client_stamped_auto_server_comes_back_without_the_stamp(dtr_client: TestClient,
-                                                                                    start: dict[str, Any]) -> None:
-    """covreq stamps auto-server on what it filled; a stamp the client put on a user's answer used to
-    come back in covreq's response as if covreq had filled that answer."""
+def test_a_users_answer_the_client_stamped_auto_server_is_refused(dtr_client: TestClient) -> None:
+    """covreq stamps auto-server (DTR 2.2) on what it filled; a user's answer stamped so by the client
+    used to come back as if covreq had filled it, then without any origin (DTR: 1..1). It is a 400 now."""
+    asked = {**package_request(service_request()), "meta": {"profile": [f"{INPUT_PROFILE}|2.2.0"]}}
+    start = response_of(bundles(dtr_client.post(PACKAGE, json=asked).json())[0])
     server = server_answers(start)["code"][0]["extension"][0]
-    manual = {"url": server["url"], "extension": [{"url": "source", "valueCode": "manual"}]}
-    reply = returned(next_question(dtr_client, answer(start, "place_of_service",
-                                                      {**POS_11, "extension": [server, manual]})))
+    assert server["extension"] == [{"url": "source", "valueCode": "auto-server"}]
+    for stamps in ([server, MANUAL], [server]):
+        reply = next_question(dtr_client, answer(start, "place_of_service", {**POS_11, "extension": stamps}))
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["issue"][0]["expression"][0].startswith("QuestionnaireResponse.item[1].item[0].answer[0]")
+    reply = returned(next_question(dtr_client, answer(start, "place_of_service", {**POS_11, "extension": [MANUAL]})))
     (given,) = [i for g in reply["item"] if g["linkId"] == "facts" for i in g["item"]]
-    assert given["answer"] == [{**POS_11, "extension": [manual]}]
-    reply = returned(next_question(dtr_client, answer(start, "place_of_service", {**POS_11, "extension": [server]})))
-    (given,) = [i for g in reply["item"] if g["linkId"] == "facts" for i in g["item"]]
-    assert given["answer"] == [POS_11]
+    assert given["answer"] == [{**POS_11, "extension": [MANUAL]}]
     parses_as_r4(reply)
