@@ -100,8 +100,9 @@ def _codes(concepts: Cql, systems: list[str]) -> Cql:
     """The codes of a list of CodeableConcepts whose coding system is one of ``systems``."""
     coding = c.alias("K")
     in_system = c.binary("in", c.prop(coding, "system.value"), c.list_of([c.literal(s) for s in systems], "String"))
-    per_concept = c.query(c.prop(c.alias("C"), "coding"), "K", in_system, c.prop(coding, "code.value"))
-    return c.flatten(c.query(concepts, "C", None, per_concept))
+    codings = c.elements(c.prop(c.alias("C"), "coding"), "FHIR.Coding")
+    per_concept = c.query(codings, "K", in_system, c.prop(coding, "code.value"))
+    return c.flatten(c.query(c.elements(concepts, "FHIR.CodeableConcept"), "C", None, per_concept))
 
 
 def _code(text: Cql) -> Cql:
@@ -114,7 +115,7 @@ def _empty_is_unknown(values: Cql) -> Cql:
     return c.if_(c.binary("=", c.count(values), c.literal(0)), c.null("List<String>"), values)
 
 
-class _Facts:
+class FactDefines:
     """The fact defines: from a parameter when given, else from the FHIR record, normalized."""
 
     def __init__(self, logic: Logic, payer: str) -> None:
@@ -158,7 +159,7 @@ class _Facts:
         return c.literal(self.payer)
 
     def _code(self) -> Cql:
-        return _code(self._record("code", c.first(_codes(c.list_of([c.prop(self.order(), "code")], "Concept"),
+        return _code(self._record("code", c.first(_codes(c.list_of([c.prop(self.order(), "code")], "FHIR.CodeableConcept"),
                                                          sorted(BILLING_SYSTEMS)))))
 
     def _system(self) -> Cql:
@@ -179,7 +180,14 @@ class _Facts:
         return self._record("patient.birth_date", c.prop(self.patient(), "birthDate.value"))
 
     def _patient_age(self) -> Cql:
-        return c.years_between(self.ref("patient.birth_date"), self.ref("date_of_service"))
+        """Whole years from the birth date to the date of service, counted as the engine counts them
+        (``years between`` in cql-execution makes 2000-02-29 to 2001-02-28 a year)."""
+        born, day = self.ref("patient.birth_date"), self.ref("date_of_service")
+        month, born_month = c.component(day, "Month"), c.component(born, "Month")
+        before = c.or_(c.binary("<", month, born_month), c.and_(c.binary("=", month, born_month), c.binary(
+            "<", c.component(day, "Day"), c.component(born, "Day"))))
+        years = c.binary("-", c.component(day, "Year"), c.component(born, "Year"))
+        return c.binary("-", years, c.if_(before, c.literal(1), c.literal(0)))
 
     def _patient_sex(self) -> Cql:
         return c.call("Lower", self._record("patient.sex", c.prop(self.patient(), "gender.value")))
@@ -189,7 +197,7 @@ class _Facts:
         current = c.or_(c.is_null(c.prop(address, "use")), c.binary("!=", c.prop(address, "use.value"),
                                                                         c.literal("old")))
         where = c.and_(current, c.not_(c.is_null(c.prop(address, "state.value"))))
-        home = c.first(c.query(c.prop(self.patient(), "address"), "A", where, c.prop(address, "state.value")))
+        home = c.first(c.query(c.elements(c.prop(self.patient(), "address"), "FHIR.Address"), "A", where, c.prop(address, "state.value")))
         return c.call("Upper", self._record("state", home))
 
     def _diagnoses(self) -> Cql:
@@ -215,7 +223,7 @@ class _Facts:
 class _Conditions:
     """Conditions of the policy language as CQL booleans, from their checked syntax trees."""
 
-    def __init__(self, facts: _Facts) -> None:
+    def __init__(self, facts: FactDefines) -> None:
         self.facts = facts
 
     def test(self, info: Analysed, node: ast.Expr) -> Cql:  # noqa: C901 - one branch per node kind
@@ -328,7 +336,7 @@ def _route(route: Route, tests: list[Cql], own: Cql | None) -> Cql:
 def library_logic(policy: Policy) -> Logic:
     """The parameters and defines of a policy version's library."""
     logic = Logic()
-    facts = _Facts(logic, policy.payer)
+    facts = FactDefines(logic, policy.payer)
     conditions = _Conditions(facts)
     needs = needs_of(policy)
     for read in needs.facts:  # the facts first: they pre-populate the form

@@ -35,6 +35,8 @@ def type_specifier(type_: str) -> dict[str, Any]:
     """The ELM type specifier of ``String``, ``Date``, ... or ``List<String>``."""
     if type_.startswith("List<"):
         return {"type": "ListTypeSpecifier", "elementType": type_specifier(type_[5:-1])}
+    if type_.startswith("FHIR."):
+        return {"type": "NamedTypeSpecifier", "name": f"{{{FHIR}}}{type_[5:]}"}
     return {"type": "NamedTypeSpecifier", "name": system_type(type_)}
 
 
@@ -149,10 +151,10 @@ def date_from(value: Cql) -> Cql:
     return Cql(f"(date from {value.text})", {"type": "DateFrom", "operand": value.elm})
 
 
-def years_between(low: Cql, high: Cql) -> Cql:
-    """``years between low and high``: whole years, as an age is counted."""
-    return Cql(f"(years between {low.text} and {high.text})",
-               {"type": "DurationBetween", "precision": "Year", "operand": [low.elm, high.elm]})
+def component(value: Cql, precision: str) -> Cql:
+    """``year from value`` (``precision`` Year, Month or Day)."""
+    return Cql(f"({precision.lower()} from {value.text})",
+               {"type": "DateTimeComponentFrom", "precision": precision, "operand": value.elm})
 
 
 def quantity(amount: int, unit: str) -> Cql:
@@ -254,6 +256,12 @@ def query(source: Cql, name: str, where: Cql | None = None, returns: Cql | None 
     if returns is not None:
         node["return"] = {"distinct": False, "expression": returns.elm}
     return Cql(text, node)
+
+
+def elements(source: Cql, element_type: str) -> Cql:
+    """A FHIR list element, empty rather than null when absent (a query over null is null in CQL,
+    and ``cql-execution`` reads a null source as one null element)."""
+    return coalesce(source, list_of([], element_type))
 
 
 def exists(source: Cql) -> Cql:

@@ -1,5 +1,6 @@
 // Runs an ELM library with the CQL reference engine (cql-execution + cql-exec-fhir).
-// stdin: {"elm": <ELM JSON>, "cases": [{"bundle": <FHIR Bundle>, "parameters": {...}}, ...]}
+// stdin: {"libraries": {"<key>": <ELM JSON>, ...},
+//         "cases": [{"library": "<key>", "bundle": <FHIR Bundle>, "parameters": {...}}, ...]}
 // stdout: one object per case, each define's value as JSON (Dates as ISO text, FHIR data left out).
 'use strict';
 const cql = require('cql-execution');
@@ -37,14 +38,19 @@ function plain(value) {
 
 async function main() {
   const input = JSON.parse(await readStdin());
-  const library = new cql.Library(input.elm);
+  const libraries = {};
+  for (const [key, elm] of Object.entries(input.libraries)) libraries[key] = new cql.Library(elm);
   const results = [];
+  // One source for all cases: building one reads the FHIR model info, which costs more than a case.
+  const source = fhir.PatientSource.FHIRv401();
   for (const item of input.cases) {
-    const source = fhir.PatientSource.FHIRv401();
+    const elm = input.libraries[item.library];
+    const library = libraries[item.library];
     source.loadBundles([item.bundle]);
-    const executor = new cql.Executor(library, new cql.CodeService({}), typed(input.elm, item.parameters || {}));
+    const executor = new cql.Executor(library, new cql.CodeService({}), typed(elm, item.parameters || {}));
     const answer = await executor.exec(source);
     const patients = Object.values(answer.patientResults);
+    if (patients.length !== 1) throw new Error(`a case ran for ${patients.length} patients, not 1`);
     const found = {};
     for (const [name, value] of Object.entries(patients[0] || {})) {
       const shown = plain(value);

@@ -1,0 +1,151 @@
+"""The generated CQL libraries, run as ELM by the CQL reference engine (cql-execution with
+cql-exec-fhir): for the same facts, given as FHIR data or as parameters, they answer as the engine
+does (prior authorization, coverage, which documentation is owed), and they pre-populate the facts
+covreq's own CRD reader reads from the same FHIR data."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from cql_engine import run_elm
+from dtr_helpers import CPT, HCPCS, ICD10CM, POS
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from test_dtr_fhirpath import FORMS, RULES, answered
+
+import engine
+from engine.evaluate import run_policy
+from engine.needs import needs_of
+from engine.request import parse_request
+from service.dtr import cql
+from service.dtr.facts import v1_body
+from service.dtr.library import build_library
+from service.dtr.questionnaire import Form
+
+#: Facts the libraries read from FHIR data (when no parameter gives them).
+FROM_RECORD = ("patient.birth_date", "patient.sex", "state", "place_of_service", "diagnoses", "code",
+               "date_of_service")
+LIBRARIES = {f"{p.id}|{p.version}": build_library(FORMS.base, p, "id").elm for p in RULES.policy_versions()}
+
+
+def record(facts: dict[str, Any], in_record: set[str], period: bool) -> dict[str, Any]:
+    """A FHIR Bundle with the Patient, the order (a ServiceRequest) and Conditions stating the facts
+    of ``in_record``."""
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": "pat-1"}
+    order: dict[str, Any] = {"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft", "intent": "order",
+                             "subject": {"reference": "Patient/pat-1"}}
+    entries: list[dict[str, Any]] = []
+    given = {name: value for name, value in facts.items() if name in in_record}
+    if "patient.birth_date" in given:
+        patient["birthDate"] = given["patient.birth_date"]
+    if "patient.sex" in given:
+        patient["gender"] = given["patient.sex"]
+    if "state" in given:
+        patient["address"] = [{"use": "old", "state": "ZZ"}, {"use": "home", "state": given["state"]}]
+    if "place_of_service" in given:
+        order["locationCode"] = [{"coding": [{"system": POS, "code": given["place_of_service"]}]}]
+    if "code" in given:
+        code = given["code"]
+        order["code"] = {"coding": [{"system": CPT if code[0].isdigit() else HCPCS, "code": code}]}
+    if "date_of_service" in given:
+        order["occurrencePeriod" if period else "occurrenceDateTime"] = (
+            {"start": given["date_of_service"]} if period else given["date_of_service"])
+    for index, code in enumerate(given.get("diagnoses", [])):
+        coding = {"coding": [{"system": ICD10CM, "code": code}]}
+        if index % 2:
+            order.setdefault("reasonCode", []).append(coding)
+        else:
+            entries.append({"resource": {"resourceType": "Condition", "id": f"c-{index}", "code": coding,
+                                         "subject": {"reference": "Patient/pat-1"}}})
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": patient}, {"resource": order}, *entries]}
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[Form, dict[str, Any], dict[str, Any]]:
+    """A form, its facts, and a library run stating them: some in FHIR data, the rest as parameters."""
+    form, facts = draw(answered())
+    in_record = {name for name in FROM_RECORD if name in facts and draw(st.booleans())}
+    case = {"library": f"{form.policy.id}|{form.policy.version}", "bundle": record(facts, in_record, draw(st.booleans())),
+            "parameters": {name: value for name, value in facts.items() if name not in in_record}}
+    return form, facts, case
+
+
+def assert_agrees(form: Form, facts: dict[str, Any], found: dict[str, Any]) -> bool:
+    """The library's answer is the engine's for the same facts; False when no request can state them."""
+    policy = form.policy
+    try:
+        line = parse_request(v1_body({"payer": policy.payer, **facts}), policy.effective).lines[0]
+    except engine.RequestError:
+        return False
+    answer = run_policy(policy, line.facts)
+    assert found[cql.PA] == answer.pa_needed, (policy.id, facts, found)
+    assert found[cql.COVERAGE] == answer.covered, (policy.id, facts, found)
+    listed = {ref.id: when for ref, _policy, when in answer.documentation}
+    definite = {ref.id for ref, _policy, when in answer.documentation if when is None}
+    for doc, _routes in needs_of(policy).documentation:
+        owed = found[cql.documentation_define(doc.id)]
+        assert (owed is not False) == (doc.id in listed), (policy.id, doc.id, facts, found)
+        assert owed is not True or doc.id in definite, (policy.id, doc.id, facts, found)
+    return True
+
+
+# Each example is one node process running a batch of cases; failures name their case, so they are
+# not shrunk (shrinking would rerun node hundreds of times).
+@settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(cases(), min_size=30, max_size=50))
+def test_the_elm_answers_as_the_engine_does_for_the_same_facts(batch: list[tuple[Form, dict[str, Any], dict[str, Any]]]) -> None:
+    used = {case["library"] for _form, _facts, case in batch}
+    results = run_elm({key: LIBRARIES[key] for key in used}, [case for _form, _facts, case in batch])
+    for (form, facts, _case), found in zip(batch, results):
+        assert_agrees(form, facts, found)
+
+
+def test_every_bundled_library_runs_and_answers_as_the_engine_for_an_order_alone() -> None:
+    cases, expected = [], []
+    for policy in RULES.policy_versions():
+        if not (policy.code_groups and policy.code_groups[0].codes.exact):
+            continue
+        facts = {"code": sorted(policy.code_groups[0].codes.exact)[0], "date_of_service": policy.effective.isoformat()}
+        cases.append({"library": f"{policy.id}|{policy.version}", "bundle": record(facts, set(facts), False)})
+        expected.append((FORMS.form(policy), facts))
+    started = time.perf_counter()
+    results = run_elm(LIBRARIES, cases)
+    assert time.perf_counter() - started < 60
+    assert len(results) == len(cases) > 10
+    for (form, facts), found in zip(expected, results):
+        assert assert_agrees(form, facts, found)
+
+
+def test_the_fact_defines_read_what_the_crd_reader_reads() -> None:
+    logic = cql.Logic()
+    facts = cql.FactDefines(logic, "medicare")
+    for name in ("patient.birth_date", "patient.age", "patient.sex", "state", "place_of_service", "diagnoses", "code",
+                 "system", "date_of_service", "units", "modifiers", "type_of_bill"):
+        facts.ref(name)
+    policy = next(iter(RULES.policy_versions()))
+    elm = cql.elm_library(policy, logic)
+    bundle = record({"patient.birth_date": "1950-02-29"[:8] + "03", "patient.sex": "female", "state": "ca",
+                     "place_of_service": "22", "diagnoses": ["H02.831", "m54.50"], "code": "15823",
+                     "date_of_service": "2024-03-14"}, set(FROM_RECORD), False)
+    (found,) = run_elm({"x": elm}, [{"library": "x", "bundle": bundle, "parameters": {"type_of_bill": "0131"}}])
+    assert found["Patient birth date"] == "1950-02-03" and found["Patient age"] == 74
+    assert found["Patient sex"] == "female" and found["State"] == "CA" and found["Place of service"] == "22"
+    assert sorted(found["Diagnoses"]) == ["H02831", "M5450"]
+    assert found["Code"] == "15823" and found["System"] == "CPT" and found["Date of service"] == "2024-03-14"
+    assert found["Units"] == 1 and found["Modifiers"] == [] and found["Type of bill"] == "131"
+
+
+def test_ages_count_whole_years_as_the_engine_does() -> None:
+    logic = cql.Logic()
+    cql.FactDefines(logic, "medicare").ref("patient.age")
+    elm = cql.elm_library(next(iter(RULES.policy_versions())), logic)
+    pairs = [("2000-02-29", "2001-02-28"), ("2000-02-29", "2001-03-01"), ("2000-02-29", "2004-02-29"),
+             ("1990-12-31", "2024-12-30"), ("1990-12-31", "2024-12-31"), ("2024-03-14", "2024-03-14")]
+    found = run_elm({"x": elm}, [{"library": "x", "bundle": record({}, set(), False), "parameters": {
+        "patient.birth_date": birth, "date_of_service": day}} for birth, day in pairs])
+    for (birth, day), result in zip(pairs, found):
+        born, on = dt.date.fromisoformat(birth), dt.date.fromisoformat(day)
+        assert result["Patient age"] == on.year - born.year - ((on.month, on.day) < (born.month, born.day))
