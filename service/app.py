@@ -22,6 +22,7 @@ from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
+from service.dtr import library_routes
 from service.dtr import routes as dtr_routes
 from service.dtr.signing import Keyring
 from service.ehr_client import EhrLimits
@@ -108,6 +109,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)
+    app.include_router(library_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
     app.include_router(metrics.router)

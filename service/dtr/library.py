@@ -35,6 +35,11 @@ class Library:
         return f"{self.resource['url']}|{self.resource['version']}"
 
     @property
+    def full_url(self) -> str:
+        """Where the Library is read: ``{base}/Library/{id}``."""
+        return self.resource["url"].rsplit("/", 1)[0] + "/" + self.resource["id"]
+
+    @property
     def name(self) -> str:
         """The CQL library name, which expressions that read it start with."""
         return str(self.resource["name"])
@@ -53,7 +58,7 @@ def _parameter(name: str, use: str, cql_type: str) -> dict[str, Any]:
     many = cql_type.startswith("List<")
     element = cql_type[5:-1] if many else cql_type
     return {"name": name, "use": use, "min": 0, "max": "*" if many else "1",
-            "type": _FHIR_TYPES.get(element, "Resource" if use == "out" else "string")}
+            "type": _FHIR_TYPES.get(element, element)}
 
 
 def build_library(base: str, policy: Policy, resource_id: str) -> Library:

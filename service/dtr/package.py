@@ -150,6 +150,7 @@ def _line_facts(body: Mapping[str, Any], index: int, today: dt.date) -> dict[str
 def _bundle(form: Form, response: dict[str, Any]) -> dict[str, Any]:
     entries = [{"fullUrl": f"{form.questionnaire['url']}", "resource": form.questionnaire}]
     entries += [{"fullUrl": vs["url"], "resource": vs} for vs in form.value_sets]
+    entries.append({"fullUrl": form.library.full_url, "resource": form.library.resource})
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": response})
     return {"resourceType": "Bundle", "meta": {"profile": [BUNDLE_PROFILE]}, "type": "collection", "entry": entries}
 
