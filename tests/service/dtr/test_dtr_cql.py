@@ -5,11 +5,13 @@ covreq's own CRD reader reads from the same FHIR data."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import time
 from typing import Any
 
 from cql_engine import run_elm
-from dtr_helpers import CPT, HCPCS, ICD10CM, POS
+from dtr_helpers import CPT, HCPCS, ICD10CM, POS, REPO
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_dtr_fhirpath import FORMS, RULES, answered
@@ -149,3 +151,23 @@ def test_ages_count_whole_years_as_the_engine_does() -> None:
     for (birth, day), result in zip(pairs, found):
         born, on = dt.date.fromisoformat(birth), dt.date.fromisoformat(day)
         assert result["Patient age"] == on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def _doc_example(name: str, language: str) -> str:
+    doc = (REPO / "docs" / "dtr.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- example: {name} -->\n```{language}\n(.*?)\n```", doc, re.S)
+    assert found, name
+    return found.group(1)
+
+
+def test_the_documented_library_example_is_what_is_generated_and_what_cql_execution_answers() -> None:
+    policy = next(p for p in RULES.policy_versions() if p.id == "medicare-opd-blepharoplasty")
+    library = build_library(FORMS.base, policy, "id")
+    assert _doc_example("cql-rule", "cql") in library.cql
+    runs = json.loads(_doc_example("cql-run", "json"))
+    facts = {"code": "15823", "date_of_service": "2024-03-14"}
+    found = run_elm({"x": library.elm}, [{"library": "x", "bundle": record(facts, set(facts), False),
+                                          "parameters": run["parameters"]} for run in runs])
+    for run, result in zip(runs, found):
+        assert {name: result[name] for name in run["results"]} == run["results"]
+        assert assert_agrees(FORMS.form(policy), {**facts, **run["parameters"]}, result)
