@@ -247,8 +247,10 @@ def flatten(lists: Cql) -> Cql:
 
 
 def query(source: Cql, name: str, where: Cql | None = None, returns: Cql | None = None) -> Cql:
-    """``source X where ... return all ...`` (``all``: duplicates are kept, as FHIRPath keeps them)."""
-    text = f"({source.text} {name}" + (f" where {where.text}" if where else "") + (
+    """``source X where ... return all ...`` (``all``: duplicates are kept, as FHIRPath keeps them);
+    a source other than a retrieve or a name is parenthesized, as CQL's grammar wants."""
+    source_text = source.text if source.text.startswith(("(", "[", '"')) and " " not in source.text else f"({source.text})"
+    text = f"({source_text} {name}" + (f" where {where.text}" if where else "") + (
         f" return all {returns.text}" if returns else "") + ")"
     node: dict[str, Any] = {"type": "Query", "source": [{"alias": name, "expression": source.elm}], "relationship": []}
     if where is not None:

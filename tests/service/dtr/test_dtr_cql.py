@@ -8,9 +8,10 @@ import datetime as dt
 import json
 import re
 import time
+from functools import lru_cache
 from typing import Any
 
-from cql_engine import run_elm
+from cql_engine import run_elm, translate
 from dtr_helpers import CPT, HCPCS, ICD10CM, POS, REPO
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,8 @@ from service.dtr.questionnaire import Form
 #: Facts the libraries read from FHIR data (when no parameter gives them).
 FROM_RECORD = ("patient.birth_date", "patient.sex", "state", "place_of_service", "diagnoses", "code",
                "date_of_service")
-LIBRARIES = {f"{p.id}|{p.version}": build_library(FORMS.base, p, "id").elm for p in RULES.policy_versions()}
+BUILT = {f"{p.id}|{p.version}": build_library(FORMS.base, p, "id") for p in RULES.policy_versions()}
+LIBRARIES = {key: library.elm for key, library in BUILT.items()}
 
 
 def record(facts: dict[str, Any], in_record: set[str], period: bool) -> dict[str, Any]:
@@ -171,3 +173,30 @@ def test_the_documented_library_example_is_what_is_generated_and_what_cql_execut
     for run, result in zip(runs, found):
         assert {name: result[name] for name in run["results"]} == run["results"]
         assert assert_agrees(FORMS.form(policy), {**facts, **run["parameters"]}, result)
+
+
+@lru_cache(maxsize=1)
+def translated() -> dict[str, dict[str, Any]]:
+    """The generated CQL of every bundled library, translated by the reference translator."""
+    return translate({key: library.cql for key, library in BUILT.items()})
+
+
+def test_the_reference_translator_compiles_every_generated_cql_library_without_errors() -> None:
+    found = translated()
+    assert found.keys() == BUILT.keys()
+    for key, result in found.items():
+        assert result["errors"] == [], (key, result["errors"])
+        assert result["elm"]["library"]["identifier"]["id"] == BUILT[key].name
+
+
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(cases(), min_size=30, max_size=40))
+def test_the_translated_cql_answers_as_the_generated_elm(batch: list[tuple[Form, dict[str, Any], dict[str, Any]]]) -> None:
+    """The CQL text means what the ELM does: the translator's ELM of it gives every define the
+    value the generated ELM gives it, on the same data and parameters."""
+    used = {case["library"] for _form, _facts, case in batch}
+    ours = run_elm({key: LIBRARIES[key] for key in used}, [case for _form, _facts, case in batch])
+    theirs = run_elm({key: translated()[key]["elm"] for key in used}, [case for _form, _facts, case in batch])
+    for (_form, facts, case), mine, reference in zip(batch, ours, theirs):
+        assert {name: reference.get(name) for name in mine} == mine, (case["library"], facts)

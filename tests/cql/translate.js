@@ -1,0 +1,36 @@
+// Translates CQL to ELM with the reference CQL-to-ELM translator (@cqframework/cql, the
+// cqframework translator built for JavaScript), FHIR 4.0.1 read from cql-exec-fhir's model info.
+// argv[2]: the node_modules directory. stdin: {"<key>": "<CQL text>", ...}
+// stdout: {"<key>": {"elm": <ELM JSON>, "errors": ["line:column message", ...]}, ...}
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const { pathToFileURL } = require('url');
+
+async function main() {
+  const modules = process.argv[2];
+  const load = (file) => import(pathToFileURL(path.join(modules, '@cqframework', 'cql', file)).href);
+  const { SystemModelInfoProvider } = await load('cql.mjs');
+  const translator = await load('cql-to-elm.mjs');
+  const fhirXml = fs.readFileSync(path.join(modules, 'cql-exec-fhir', 'lib', 'modelInfos', 'fhir-modelinfo-4.0.1.xml'), 'utf8');
+  const models = new translator.ModelManager();
+  models.modelInfoLoader.registerModelInfoProvider(new SystemModelInfoProvider());
+  models.modelInfoLoader.registerModelInfoProvider(translator.createModelInfoProvider(
+    (id, _system, version) => (id === 'FHIR' && (version === null || version === '4.0.1') ? translator.stringAsSource(fhirXml) : null)));
+  const sources = JSON.parse(fs.readFileSync(0, 'utf8'));
+  const out = {};
+  for (const [key, text] of Object.entries(sources)) {
+    const translated = translator.CqlTranslator.fromText(text, new translator.LibraryManager(models));
+    const errors = translated.errors.asJsReadonlyArrayView();
+    out[key] = {
+      elm: JSON.parse(translated.toJson()),
+      errors: Array.from(errors, (e) => `${e.locator ? `${e.locator.startLine}:${e.locator.startChar} ` : ''}${e.message}`),
+    };
+  }
+  process.stdout.write(JSON.stringify(out));
+}
+
+main().catch((err) => {
+  process.stderr.write(String(err && err.stack ? err.stack : err));
+  process.exit(1);
+});
