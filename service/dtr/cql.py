@@ -105,7 +105,7 @@ def _codes(concepts: Cql, systems: list[str]) -> Cql:
     return c.flatten(c.query(c.elements(concepts, "FHIR.CodeableConcept"), "C", None, per_concept))
 
 
-def _code(text: Cql) -> Cql:
+def _normal_code(text: Cql) -> Cql:
     """A code as facts hold it: upper case, without dots or blanks."""
     return c.call("Upper", c.replace_matches(text, "[.\\s]", ""))
 
@@ -135,7 +135,7 @@ class FactDefines:
         if many:
             given = c.coalesce(given, c.list_of([], "String")) if fact in ALWAYS else given
             if fact in _UPPER or FACTS[fact].type in (CODE, ICD):
-                normal = _code(c.alias("X")) if FACTS[fact].type in (CODE, ICD) else c.call("Upper", c.alias("X"))
+                normal = _normal_code(c.alias("X")) if FACTS[fact].type in (CODE, ICD) else c.call("Upper", c.alias("X"))
                 given = c.query(given, "X", None, normal)
             return given
         if fact in _UPPER:
@@ -159,8 +159,8 @@ class FactDefines:
         return c.literal(self.payer)
 
     def _code(self) -> Cql:
-        return _code(self._record("code", c.first(_codes(c.list_of([c.prop(self.order(), "code")], "FHIR.CodeableConcept"),
-                                                         sorted(BILLING_SYSTEMS)))))
+        concepts = c.list_of([c.prop(self.order(), "code")], "FHIR.CodeableConcept")
+        return _normal_code(self._record("code", c.first(_codes(concepts, sorted(BILLING_SYSTEMS)))))
 
     def _system(self) -> Cql:
         code = self.ref("code")
@@ -197,7 +197,8 @@ class FactDefines:
         current = c.or_(c.is_null(c.prop(address, "use")), c.binary("!=", c.prop(address, "use.value"),
                                                                         c.literal("old")))
         where = c.and_(current, c.not_(c.is_null(c.prop(address, "state.value"))))
-        home = c.first(c.query(c.elements(c.prop(self.patient(), "address"), "FHIR.Address"), "A", where, c.prop(address, "state.value")))
+        addresses = c.elements(c.prop(self.patient(), "address"), "FHIR.Address")
+        home = c.first(c.query(addresses, "A", where, c.prop(address, "state.value")))
         return c.call("Upper", self._record("state", home))
 
     def _diagnoses(self) -> Cql:
@@ -205,7 +206,7 @@ class FactDefines:
         reasons = _codes(c.prop(self.order(), "reasonCode"), [ICD10CM])
         recorded = c.flatten(c.list_of([conditions, reasons], "List<String>"))
         given = self._record("diagnoses", recorded)
-        return _empty_is_unknown(c.query(given, "X", None, _code(c.alias("X"))))
+        return _empty_is_unknown(c.query(given, "X", None, _normal_code(c.alias("X"))))
 
     def _type_of_bill(self) -> Cql:
         return c.replace_matches(c.call("Upper", self.logic.parameter("type_of_bill")), "^0+", "")

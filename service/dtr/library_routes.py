@@ -2,6 +2,8 @@
 the ``cqf-library`` extension of a Questionnaire names them."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -30,17 +32,20 @@ def search_libraries(request: Request, url: str | None = None, version: str | No
     else:
         found = []
     libraries = [form.library for form in found]
-    return json_response({"resourceType": "Bundle", "type": "searchset", "total": len(libraries),
-                          "entry": [{"fullUrl": lib.full_url, "resource": lib.resource, "search": {"mode": "match"}}
-                                    for lib in libraries]},
-                         request.app.state.holder.current.digest, headers=FHIR_JSON)
+    return _fhir(request, {"resourceType": "Bundle", "type": "searchset", "total": len(libraries),
+                           "entry": [{"fullUrl": lib.full_url, "resource": lib.resource, "search": {"mode": "match"}}
+                                     for lib in libraries]})
 
 
 @router.get(PREFIX + "/Library/{resource_id}", summary="Read a generated CQL Library")
 def read_library(resource_id: str, request: Request) -> JSONResponse:
     """One Library by id (its form's: ``<policy id>.<version>``, or a policy id for its current version)."""
-    digest = request.app.state.holder.current.digest
     form = forms_of(request).by_id(resource_id)
-    if form is None:
-        return operation_outcome(404, f"no Library {resource_id!r}", digest, "id")
-    return json_response(form.library.resource, digest, headers=FHIR_JSON)
+    if form is not None:
+        return _fhir(request, form.library.resource)
+    return operation_outcome(404, f"no Library {resource_id!r}", request.app.state.holder.current.digest, "id")
+
+
+def _fhir(request: Request, body: dict[str, Any]) -> JSONResponse:
+    """``body`` as FHIR JSON, named with the rule set in service."""
+    return json_response(body, request.app.state.holder.current.digest, headers=FHIR_JSON)

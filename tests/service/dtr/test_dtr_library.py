@@ -9,7 +9,10 @@ from typing import Any
 
 from dtr_helpers import bundles, package_request, parses_as_r4, service_request
 from fastapi.testclient import TestClient
+from test_dtr_fhirpath import FORMS, RULES
 
+from service.dtr.cql import define_name
+from service.dtr.facts import INITIAL_EXPRESSIONS
 from service.dtr.library import CQF_LIBRARY
 
 BLEPH_LIBRARY = "http://testserver/fhir/Library/medicare-opd-blepharoplasty"
@@ -61,3 +64,16 @@ def test_a_library_resolves_by_id_by_url_and_by_url_and_version(dtr_client: Test
     assert dtr_client.get("/fhir/Library").json()["total"] > 10
     missing = dtr_client.get("/fhir/Library/no-such-policy")
     assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
+
+
+def test_every_pre_populated_item_has_its_define_in_the_library() -> None:
+    """A form can read each pre-population value from its Library: ``"<library>"."<define>"``."""
+    for policy in RULES.policy_versions():
+        form = FORMS.form(policy)
+        defines = {d["name"] for d in form.library.elm["library"]["statements"]["def"]}
+        for group in form.questionnaire["item"]:
+            for item in group.get("item", []):
+                if item["linkId"] in INITIAL_EXPRESSIONS:
+                    assert define_name(item["linkId"]) in defines, (policy.id, item["linkId"])
+                    expression = form.library.expression(define_name(item["linkId"]))
+                    assert expression["expression"].startswith(f'"{form.library.name}".')  # as the kit checks
