@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from dtr_helpers import bundles, package_request, parses_as_r4, service_request
 from fastapi.testclient import TestClient
@@ -77,3 +81,14 @@ def test_every_pre_populated_item_has_its_define_in_the_library() -> None:
                     assert define_name(item["linkId"]) in defines, (policy.id, item["linkId"])
                     expression = form.library.expression(define_name(item["linkId"]))
                     assert expression["expression"].startswith(f'"{form.library.name}".')  # as the kit checks
+
+
+def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any, tmp_path: Path) -> None:
+    (tmp_path / "ehr.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    issuers = tmp_path / "issuers.yaml"
+    issuers.write_text("issuers:\n  - iss: https://ehr.example.org\n    public_key: ehr.pem\n")
+    client = make_dtr_client(auth_issuers=issuers, service_url="https://covreq.example.org")
+    for path in ("/fhir/Library", "/fhir/Library/medicare-opd-blepharoplasty"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and refused.json()["resourceType"] == "OperationOutcome", path
