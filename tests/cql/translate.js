@@ -17,10 +17,16 @@ async function main() {
   models.modelInfoLoader.registerModelInfoProvider(new SystemModelInfoProvider());
   models.modelInfoLoader.registerModelInfoProvider(translator.createModelInfoProvider(
     (id, _system, version) => (id === 'FHIR' && (version === null || version === '4.0.1') ? translator.stringAsSource(fhirXml) : null)));
+  // covreq's CQL has calendar durations only (30 days, 21 years); a unit service that knows them
+  // and refuses every other unit stands in for UCUM, which this build does not bundle.
+  const calendar = /^(year|month|week|day)s?$/;
+  const refuse = () => { throw new Error('covreq CQL converts no UCUM units'); };
+  const units = translator.createUcumService(refuse, (unit) => (calendar.test(unit) ? null : `not a calendar unit: ${unit}`),
+    refuse, refuse);
   const sources = JSON.parse(fs.readFileSync(0, 'utf8'));
   const out = {};
   for (const [key, text] of Object.entries(sources)) {
-    const translated = translator.CqlTranslator.fromText(text, new translator.LibraryManager(models));
+    const translated = translator.CqlTranslator.fromText(text, new translator.LibraryManager(models, undefined, undefined, units));
     const errors = translated.errors.asJsReadonlyArrayView();
     out[key] = {
       elm: JSON.parse(translated.toJson()),

@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 from test_dtr_fhirpath import FORMS, RULES, answered
 
 import engine
+from engine import ast
+from engine.codes import CodeSet
 from engine.evaluate import run_policy
+from engine.facts import FACTS
+from engine.logic import analyse, walk
+from engine.policy import Policy
 from engine.needs import needs_of
 from engine.request import parse_request
 from service.dtr import cql
@@ -66,10 +71,38 @@ def record(facts: dict[str, Any], in_record: set[str], period: bool) -> dict[str
             "entry": [{"resource": patient}, {"resource": order}, *entries]}
 
 
+def set_samples(policy: Policy) -> dict[str, tuple[str, ...]]:
+    """Per fact tested against a set with wildcards or ranges, codes in and just out of them
+    (``H02.83*``: ``H028312``; ``J0585-J0588``: J0585, J0588, J0589), which the values the forms
+    offer leave out."""
+    found: dict[str, set[str]] = {}
+    conditions = [analyse(rule.when, policy.value_sets) for rule in policy.rules]
+    for info in conditions:
+        for node in walk(info.expr):
+            if isinstance(node, (ast.Member, ast.Overlaps)):
+                subject = node.item if isinstance(node, ast.Member) else node.many
+                members = info.checked.sets[node.set]
+                if isinstance(subject, ast.Fact) and isinstance(members, CodeSet):
+                    # the request's codes are stated as the order's other codes
+                    samples = found.setdefault(subject.name.replace("request_codes", "other_codes"), set())
+                    samples |= {prefix + "1" for prefix in members.prefixes}
+                    for span in members.ranges:
+                        samples |= {f"{span.prefix}{n:0{span.width}d}{span.suffix}" for n in (
+                            span.low, span.high, span.high + 1) if len(str(n)) <= span.width}
+    return {name: tuple(sorted(samples)) for name, samples in found.items() if samples}
+
+
+SAMPLES = {(p.id, p.version): set_samples(p) for p in RULES.policy_versions()}
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Form, dict[str, Any], dict[str, Any]]:
     """A form, its facts, and a library run stating them: some in FHIR data, the rest as parameters."""
     form, facts = draw(answered())
+    for name, samples in SAMPLES[form.policy.id, form.policy.version].items():
+        if name not in ("patient.age", "payer") and draw(st.booleans()):
+            sample = draw(st.sampled_from(samples))
+            facts[name] = sorted({*facts.get(name, []), sample}) if FACTS[name].many else sample
     in_record = {name for name in FROM_RECORD if name in facts and draw(st.booleans())}
     case = {"library": f"{form.policy.id}|{form.policy.version}", "bundle": record(facts, in_record, draw(st.booleans())),
             "parameters": {name: value for name, value in facts.items() if name not in in_record}}
