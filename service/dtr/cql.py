@@ -374,7 +374,8 @@ def library_name(policy: Policy) -> str:
 
 def cql_text(policy: Policy, logic: Logic) -> str:
     """The library as CQL text."""
-    lines = [f"library {library_name(policy)} version '{policy.version}'", "", "using FHIR version '4.0.1'", ""]
+    lines = [f"library {library_name(policy)} version {c.literal(policy.version).text}", "",
+             "using FHIR version '4.0.1'", ""]
     lines += [f"parameter {c.quoted(name)} {type_} default null" for name, type_ in logic.parameters.items()]
     lines += ["", "context Patient", ""]
     for define in logic.defines.values():

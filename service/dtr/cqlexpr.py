@@ -40,13 +40,27 @@ def type_specifier(type_: str) -> dict[str, Any]:
     return {"type": "NamedTypeSpecifier", "name": system_type(type_)}
 
 
+def _escaped(text: str, quote: str) -> str:
+    """``text`` between ``quote``s, with CQL's escapes: the quote, the backslash and every control
+    character (as ``\\uXXXX``), so that no text can end the literal or the line."""
+    out = []
+    for char in text:
+        if char in ("\\", quote):
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in "\u2028\u2029":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return quote + "".join(out) + quote
+
+
 def quoted(name: str) -> str:
     """``name`` as a CQL quoted identifier."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _escaped(name, '"')
 
 
 def _string_text(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return _escaped(value, "'")
 
 
 def literal(value: object) -> Cql:

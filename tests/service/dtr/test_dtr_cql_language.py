@@ -43,6 +43,8 @@ CONDITIONS = [
     "trial_place_of_service == place_of_service",
     'not known(patient.sex) or plan == "gold"',
     "known(patient.age) and not known(state)",
+    # text that would end a CQL string or identifier, or its line, stays text
+    'plan == "it\'s \\"gold\\" */ define" or stage in {"\\\\", "x\'y"}',
 ]
 
 
@@ -108,11 +110,11 @@ FACT_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "provider.exemptions": st.lists(st.sampled_from(["x-pa", "y-pa"]), min_size=1, max_size=2, unique=True),
     "modifiers": st.lists(st.sampled_from(["RA", "ra", "59"]), min_size=1, max_size=2, unique=True),
     "units": st.sampled_from([0.5, 1.0, 2.0]),
-    "stage": st.sampled_from(["trial", "TRIAL", "permanent"]),
+    "stage": st.sampled_from(["trial", "TRIAL", "permanent", "\\", "x'y"]),
     "other_codes": st.lists(st.sampled_from(["64612", "64615", "64616", "99213", "J0585"]), min_size=1, max_size=3,
                             unique=True),
     "order_complete": st.booleans(),
-    "plan": st.sampled_from(["gold", "silver"]),
+    "plan": st.sampled_from(["gold", "silver", 'it\'s "gold" */ define']),
 }
 
 
