@@ -11,7 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtr_helpers import bundles, package_request, parses_as_r4, service_request
+from dtr_helpers import assert_constraints, bundles, package_request, parses_as_r4, service_request
 from fastapi.testclient import TestClient
 from test_dtr_fhirpath import FORMS, RULES
 
@@ -92,3 +92,12 @@ def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any
     for path in ("/fhir/Library", "/fhir/Library/medicare-opd-blepharoplasty"):
         refused = client.get(path)
         assert refused.status_code == 401 and refused.json()["resourceType"] == "OperationOutcome", path
+
+
+def test_every_bundled_library_is_valid_r4_and_its_bundle_keeps_the_constraints() -> None:
+    for policy in RULES.policy_versions():
+        form = FORMS.form(policy)
+        parses_as_r4(form.library.resource)
+        bundle = {"resourceType": "Bundle", "type": "collection",
+                  "entry": [{"fullUrl": form.library.full_url, "resource": form.library.resource}]}
+        assert_constraints(bundle)
