@@ -192,7 +192,7 @@ def generate(rules: int, root: Path, seed: int = 7) -> Tree:
     for payer in payers:
         (root / payer).mkdir(parents=True, exist_ok=True)
         (root / payer / "_payer.yaml").write_text(
-            f"payer: {payer}\ntitle: Synthetic payer {payer}\n"
+            f"payer: {payer}\ntitle: Synthetic payer {payer}\nscope: complete\n"
             "default: {pa_needed: no-auth, reason: \"No policy of this payer lists the code.\"}\n")
     number = 0
     while tree.rules < rules:

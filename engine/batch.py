@@ -83,7 +83,9 @@ class Summary:
         parts = [f"{self.lines} service line(s) in {self.orders} order(s) answered; "
                  f"{self.answers['auth-needed']} need prior authorization, "
                  f"{self.answers['conditional']} conditional, {self.answers['satisfied']} satisfied, "
-                 f"{self.answers['no-auth']} no-auth; {len(self.rejected)} input row(s) rejected"]
+                 f"{self.answers['no-auth']} no-auth"
+                 + (f", {self.answers['unknown']} unknown" if self.answers['unknown'] else "")
+                 + f"; {len(self.rejected)} input row(s) rejected"]
         for title, counts in (("payer", self.pa_by_payer), ("policy", self.pa_by_policy)):
             if counts:
                 parts.append(f"needing prior authorization, by {title}:")

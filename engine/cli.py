@@ -1,4 +1,4 @@
-"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema and serve.
+"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema, serve and hash-key.
 
 Each command's logic lives in its own module; this one only wires arguments.
 Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -171,6 +173,12 @@ def _schema(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from service.server import StartupError, run  # imported lazily: the library works without the web stack
 
+    if args.rules is None and args.bundle is None and not (os.environ.get("COVREQ_RULES")
+                                                           or os.environ.get("COVREQ_BUNDLE_URL")):
+        print("covreq serve: give --rules PATH or --bundle URL, or set COVREQ_RULES or COVREQ_BUNDLE_URL",
+              file=sys.stderr)
+        return EXIT_USAGE
+
     for variable, value in (("COVREQ_BUNDLE_URL", args.bundle), ("COVREQ_BUNDLE_PUBLIC_KEY", args.bundle_key),
                             ("COVREQ_BUNDLE_POLL_SECONDS", args.bundle_poll),
                             ("COVREQ_MAX_CONNECTIONS", args.max_connections),
@@ -188,6 +196,23 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    from service.api_keys import hash_key  # no web stack needed
+
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        print(f"covreq hash-key: a key name is letters, digits, '.', '_' and '-', not {args.name!r}", file=sys.stderr)
+        return EXIT_USAGE
+    key = getpass.getpass("API key (not shown): ") if sys.stdin.isatty() else sys.stdin.read()
+    key = key.removesuffix("\n").removesuffix("\r")
+    try:
+        hashed = hash_key(key)
+    except ValueError as exc:
+        print(f"covreq hash-key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.name}: {hashed}" if args.name else hashed)
+    return EXIT_OK
+
+
 #: What each command's exit codes mean (shown under ``covreq COMMAND --help``; docs/authoring.md).
 EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "validate": ("no problem", "a problem in a rule tree", "bad usage"),
@@ -202,6 +227,7 @@ EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "fmt": ("every file in normal form (or rewritten)", "--check: a file is not in normal form", "a file cannot be parsed"),
     "schema": ("schema printed", "(not used)", "bad usage"),
     "serve": ("stopped", "cannot start: the rule tree, the settings or the address are unusable", "bad usage"),
+    "hash-key": ("hash printed", "(not used)", "bad usage, or the key is too short or not one word of printable ASCII"),
 }
 
 
@@ -305,16 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(run=_schema)
 
     serve = _command(commands, "serve", "run the HTTP service (settings: COVREQ_* variables, docs/operations.md)")
-    source = serve.add_mutually_exclusive_group(required=True)
-    source.add_argument("--rules", metavar="PATH", help="serve this rule tree")
-    source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for changes")
+    source = serve.add_mutually_exclusive_group()  # or from the environment: a container image sets them
+    source.add_argument("--rules", metavar="PATH", help="serve this rule tree (default: $COVREQ_RULES)")
+    source.add_argument("--bundle", metavar="URL", help="serve the rule bundle at this http(s) URL, polled for "
+                                                        "changes (default: $COVREQ_BUNDLE_URL, which wins over COVREQ_RULES)")
     serve.add_argument("--bundle-key", metavar="PUBLIC.pem", help="require bundles signed by this key's private half")
     serve.add_argument("--bundle-poll", type=float, metavar="SECONDS", help="how often the bundle URL is checked (default: 30)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy of the rules")
     serve.add_argument("--max-connections", type=int, metavar="N",
-                       help="open connections per process; more are closed, requests past it get 503 (default: 1000)")
+                       help="open connections per process; past it the oldest idle one is closed, or the request gets 503 (default: 1000)")
     serve.add_argument("--request-timeout", type=float, metavar="SECONDS",
                        help="time a connection has to send a whole request, headers and body (default: 30)")
     serve.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
@@ -324,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--strict-audit", action="store_true",
                        help="refuse (503) a decision whose audit record cannot be written")
     serve.set_defaults(run=_serve)
+
+    hashing = _command(commands, "hash-key", "print the line of the API key file (COVREQ_API_KEYS) "
+                                             "for a key read from standard input")
+    hashing.add_argument("name", nargs="?", metavar="NAME",
+                         help="the caller's name, recorded in the audit trail; printed as `NAME: sha256:...`")
+    hashing.set_defaults(run=_hash_key)
     return parser
 
 

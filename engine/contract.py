@@ -34,6 +34,7 @@ class Provider(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     npi: Text | None = None
     specialty: Text | None = None
     network: Text | None = None
+    type: Text | None = None
     state: Any = None
     exemptions: Texts | None = None
 
@@ -47,6 +48,10 @@ class Service(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     units: Units = 1.0
     stage: Text | None = None
     trial_place_of_service: Text | None = None
+    revenue_code: Text | None = None
+    trip_dates: Texts | None = None
+    round_trips_in_10_days: Units | None = None
+    round_trip_weeks: Units | None = None
     id: Any = None
 
 

@@ -63,6 +63,8 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("provider.npi", STRING),
     FactSpec("provider.specialty", STRING),
     FactSpec("provider.network", STRING, doc="in or out"),
+    FactSpec("provider.type", STRING, doc="the kind of provider where a program depends on it, lower case: "
+                                          "va (Veterans Affairs), ihs (Indian Health Service or tribal)"),
     FactSpec("provider.exemptions", STRING, many=True, doc="programs the provider is exempt from"),
     FactSpec("code", CODE, doc="the service line's CPT or HCPCS code"),
     FactSpec("system", STRING, doc="CPT or HCPCS"),
@@ -70,6 +72,11 @@ FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
     FactSpec("units", NUMBER),
     FactSpec("stage", STRING, doc="trial, permanent, initial, replacement ..."),
     FactSpec("trial_place_of_service", STRING, doc="for a permanent implant: the place of service of its trial"),
+    FactSpec("revenue_code", STRING, doc="the line's revenue code on an institutional claim, four digits (0450)"),
+    FactSpec("round_trips_in_10_days", NUMBER, doc="transport: the most round trips the schedule plans in any "
+                                                   "10 consecutive days"),
+    FactSpec("round_trip_weeks", NUMBER, doc="transport: the most consecutive weeks of the schedule with at "
+                                             "least one round trip each"),
     FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the order: known in part (an "
                                                  "open set) unless the request says the order is complete"),
     FactSpec("request_codes", CODE, many=True, doc="codes of the other lines of this request, a code not sent "

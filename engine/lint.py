@@ -16,11 +16,11 @@ from urllib.parse import urlparse
 
 from . import ast
 from .codes import CodeRange, compress
-from .errors import Problem
+from .errors import Problem, did_you_mean
 from .loader import Tree, read_tree
 from .locate import condition_location, key_location, read_located
 from .logic import Analysed, Scope, analyse, fold, implies
-from .policy import NO_AUTH, Location, Policy, Rule
+from .policy import NO_AUTH, Location, Policy, Rule, known_plans
 from .render import render
 from .report import Finding, checks_by_file, write_findings
 
@@ -42,6 +42,8 @@ CHECKS: dict[str, CheckInfo] = {
     "W-constant": CheckInfo("warning", "a condition, or part of one, is always true or always false for the policy"),
     "W-code-format": CheckInfo("warning", "a place of service, type of bill, state, modifier or sex literal can never "
                                           "match a request"),
+    "W-unknown-plan": CheckInfo("warning", "a plan literal is not one of the payer's plans, so it can never match a "
+                                           "request"),
     "W-unused-doc": CheckInfo("warning", "a documentation item no rule or default asks for"),
     "W-unused-value-set": CheckInfo("warning", "a value set no condition uses"),
     "W-source-url": CheckInfo("warning", "the source URL is a placeholder or not https"),
@@ -167,6 +169,17 @@ def _setting_literals(rule: Rule, info: Analysed) -> Iterator[Finding]:
             where = condition_location(rule, node.pos.line, node.pos.column)
             yield _finding("W-code-format", where, f"rule '{rule.id}': \"{text}\" can never match {fact}, "
                                                    f"which requests carry as {how}")
+
+
+def _plan_literals(rule: Rule, info: Analysed, payer: str, plans: frozenset[str]) -> Iterator[Finding]:
+    """A plan a condition tests that the payer does not know: requests naming it are refused."""
+    for node, fact, text in info.setting_literals():
+        if fact == "plan" and text not in plans:
+            where = condition_location(rule, node.pos.line, node.pos.column)
+            known = f"its plans are {', '.join(sorted(plans))}" if plans else "it has no plans"
+            yield _finding("W-unknown-plan", where, f"rule '{rule.id}': \"{text}\" is not a plan of payer "
+                                                    f"'{payer}', so it can never match a request ({known})"
+                                                    f"{did_you_mean(text, plans)}")
 
 
 def _unused(tree: Tree) -> Iterator[Finding]:
@@ -310,6 +323,7 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
     """Every finding of the tree: its load problems as errors, then the lint checks, sorted by place."""
     today = today or dt.date.today()
     findings: list[Finding] = [Finding(p) for p in tree.problems]
+    plans = known_plans(tree.policies, tree.payers)
     for versions in _files(tree).values():
         rules = _analysed(versions)
         scope = _scope(versions)
@@ -318,6 +332,7 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
         findings += _shadowed_exemptions(versions)
         for rule, info in rules:
             findings += _setting_literals(rule, info)
+            findings += _plan_literals(rule, info, versions[0].payer, plans.get(versions[0].payer, frozenset()))
         findings += _gaps(versions, rules)
         findings += _source(versions[0])
         for policy in versions:

@@ -30,8 +30,8 @@ from .codegen import Lazy, compile_condition, compile_rules
 from .errors import ConditionError, Problem, did_you_mean
 from .parallel import Read, read_texts
 from .parser import parse_condition
-from .policy import (AUTH_NEEDED, COVERED, NO_AUTH, CodeGroup, DocItem, DocRef, Location, Outcome, Pause, PayerInfo,
-                     Policy, Rule)
+from .policy import (AUTH_NEEDED, COMPLETE, COVERED, NO_AUTH, PROGRAMS, CodeGroup, DocItem, DocRef, Location, Outcome,
+                     Pause, PayerInfo, Policy, Rule)
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
                          position_in_scalar)
@@ -314,7 +314,13 @@ def _read_bytes(path: Path) -> bytes:
 
 def digest_entry(root: Path, path: Path, raw: bytes) -> bytes:
     """What one file adds to its tree's SHA-256 digest: its path relative to the tree, and its bytes."""
-    return str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0" + raw + b"\0"
+    return named_digest_entry(str(path.relative_to(root) if root.is_dir() else path.name), raw)
+
+
+def named_digest_entry(name: str, raw: bytes) -> bytes:
+    """What a file named ``name`` (its path relative to the tree) with bytes ``raw`` adds to the
+    tree's digest; a bundle's files are checked with it before any is written."""
+    return name.encode() + b"\0" + raw + b"\0"
 
 
 @loading()
@@ -337,6 +343,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
     by_id: dict[str, list[Draft | _Kept]] = {}
     overrides: dict[str, list[tuple[list[Policy], Draft | _Kept]]] = {}  # by the id they extend, in file order
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
+    named: list[_PlansNamed] = []  # the plans each policy file names, checked against its payer's list
     paths = list(iter_rule_files(root))
     for (path, shown, raw, text), read in read_texts(_texts(root, paths, files, digest, problems), len(paths), workers):
         source = _read_source(shown, text, read, problems)
@@ -349,6 +356,9 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
         if draft is None:
             unread.add(_written_id(source.data.get("id") if source else raw))
             continue
+        if draft.data.get("plans"):
+            named.append(_PlansNamed(draft.data.get("payer"), draft.data.get("extends"),
+                                     tuple(draft.data["plans"]), draft.at("plans")))
         slot: list[Policy] = []
         if valid:  # an invalid file is compiled for its other problems, and gives no policy
             slots.append(slot)
@@ -369,6 +379,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
                 slot.extend(p for d in _extend(child, bases, problems) if (p := _compile(d, problems, shared)))
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
+    _check_plans(named, payers, {p.id: p.payer for p in policies}, problems)
     # A base's problem is found again in every plan override merged with it: report it once.
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(set(problems)))
 
@@ -508,10 +519,49 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
         return None
     data = source.data
     default = data.get("default")
+    scope = data.get("scope", PROGRAMS)
+    plans = {plan: entry if isinstance(entry, str) else entry.get("title", plan)
+             for plan, entry in data.get("plans", {}).items()}
+    plan_scopes = {plan: entry["scope"] for plan, entry in data.get("plans", {}).items()
+                   if isinstance(entry, dict) and "scope" in entry}
+    claimed = [key for key in ("pa_needed", "covered") if key in (default or {})]
+    if claimed and COMPLETE not in (scope, *plan_scopes.values()):
+        for key in claimed:
+            problems.add(source.at("default", key), "E-scope",
+                         f"default.{key} answers every code no policy lists, which is true only when these "
+                         "rules are the payer's whole prior-authorization list: add `scope: complete` if "
+                         f"they are, else remove default.{key} (codes no policy lists are then answered "
+                         "'unknown', with default.reason)")
+        return None
     return PayerInfo(data["payer"], data.get("title", ""),
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
                              default.get("reason", "")) if default else None,
-                     dict(data.get("plans", {})))
+                     plans, scope, plan_scopes, "plans" in data)
+
+
+@dataclass(frozen=True)
+class _PlansNamed:
+    """The plans one policy file names, where, and whose they are (its payer, or its base's)."""
+
+    payer: str | None
+    extends: str | None
+    plans: tuple[str, ...]
+    location: Location
+
+
+def _check_plans(named: list[_PlansNamed], payers: dict[str, PayerInfo], payer_of: dict[str, str],
+                 problems: Problems) -> None:
+    """A policy may name only plans its payer's ``_payer.yaml`` lists, when that file lists plans."""
+    for entry in named:
+        payer = entry.payer or payer_of.get(entry.extends or "")
+        info = payers.get(payer or "")
+        if info is None or not info.lists_plans:
+            continue
+        for plan in entry.plans:
+            if plan not in info.plans:
+                problems.add(entry.location, "E-plan",
+                             f"plan '{plan}' is not one of {payer}'s plans in {PAYER_FILE} "
+                             f"({', '.join(sorted(info.plans)) or 'none'}){did_you_mean(plan, info.plans)}")
 
 
 class _Kept:

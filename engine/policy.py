@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from .codes import CodeSet
 from .codegen import Lazy
 
 AUTH_NEEDED, NO_AUTH, CONDITIONAL, SATISFIED = "auth-needed", "no-auth", "conditional", "satisfied"
 COVERED, NOT_COVERED = "covered", "not-covered"
+#: ``pa_needed`` and ``covered`` of a line no policy lists when the payer's rules are not its whole
+#: prior-authorization list: covreq does not know (never a guess at no-auth).
+UNKNOWN = "unknown"
+#: What a payer's rules hold (``scope`` in ``_payer.yaml``): its whole prior-authorization list, or
+#: some of its programs only (the default: completeness is never assumed).
+COMPLETE, PROGRAMS = "complete", "programs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +163,25 @@ class PayerInfo:
     default: Outcome | None = None
     #: Plan id -> display title.
     plans: Mapping[str, str] = field(default_factory=dict)
+    #: What the payer's rules hold: :data:`COMPLETE` or :data:`PROGRAMS`.
+    scope: str = PROGRAMS
+    #: Plan id -> its own scope, for the plans whose ``_payer.yaml`` entry sets one.
+    plan_scopes: Mapping[str, str] = field(default_factory=dict)
+    #: Whether ``_payer.yaml`` lists the payer's plans (then no other plan is known).
+    lists_plans: bool = False
+
+    def scope_of(self, plan: str | None) -> str:
+        """The scope for a request naming ``plan``; with no plan, complete only when every plan is."""
+        if plan is not None:
+            return self.plan_scopes.get(plan, self.scope)
+        return self.scope if all(s == self.scope for s in self.plan_scopes.values()) else PROGRAMS
+
+
+def known_plans(policies: Iterable[Policy], payers: Mapping[str, PayerInfo]) -> dict[str, frozenset[str]]:
+    """The plans a request may name, by payer: those its ``_payer.yaml`` lists, else those its
+    policies name (every payer of ``policies`` or ``payers`` has an entry, maybe empty)."""
+    named: dict[str, set[str]] = defaultdict(set)
+    for policy in policies:
+        named[policy.payer].update(policy.plans or ())
+    return {payer: frozenset(info.plans) if (info := payers.get(payer)) and info.lists_plans else frozenset(named[payer])
+            for payer in {*named, *payers}}

@@ -28,9 +28,13 @@ _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
 _TOP_KEYS = frozenset({"payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state", "patient",
                        "diagnoses", "provider", "authorizations", "services", "order_complete", "explain",
                         "request_id"})
-_SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "id"})
+_SERVICE_KEYS = frozenset({"code", "system", "modifiers", "units", "stage", "trial_place_of_service", "revenue_code",
+                           "trip_dates", "round_trips_in_10_days", "round_trip_weeks", "id"})
+#: The line's transport schedule as numbers: given, or counted from ``trip_dates``.
+TRIP_FACTS = ("round_trips_in_10_days", "round_trip_weeks")
+_REVENUE_CODE = re.compile(r"[0-9]{3,4}")
 _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
-_PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "state", "exemptions"})
+_PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "type", "state", "exemptions"})
 _AUTH_KEYS = frozenset({"id", "code", "start", "end"})
 _EMPTY: frozenset[str] = frozenset()
 #: Lists of modifiers or diagnoses of at most this many texts are remembered once normalized, at
@@ -143,6 +147,39 @@ def age_on(birth: dt.date, day: dt.date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
+def trip_counts(dates: list[dt.date]) -> tuple[int, int]:
+    """(the most round trips in any 10 consecutive days, the most consecutive weeks with at least one
+    round trip) of a schedule of round-trip dates; weeks are calendar weeks, Sunday to Saturday."""
+    days = sorted(dates)
+    most, first = 0, 0
+    for last, day in enumerate(days):  # a window of at most 10 days ending at each trip
+        while (day - days[first]).days >= 10:
+            first += 1
+        most = max(most, last - first + 1)
+    weeks = sorted({d.toordinal() // 7 for d in days})  # ordinal 7 is a Sunday
+    run = longest = 1
+    for before, week in zip(weeks, weeks[1:]):
+        run = run + 1 if week == before + 1 else 1
+        longest = max(longest, run)
+    return most, longest
+
+
+def _revenue_code(text: str) -> str | None:
+    """A revenue code as facts hold it, four digits ("450" -> "0450"); None when it is not one."""
+    text = text.strip()
+    return text.zfill(4) if _REVENUE_CODE.fullmatch(text) else None
+
+
+def _trips(facts: dict[str, Any], dates: list[dt.date], given: Mapping[str, Any]) -> None:
+    """Put a line's trip counts into ``facts``: those ``given``, else counted from ``dates``."""
+    counted = trip_counts(dates) if dates else None
+    for index, name in enumerate(TRIP_FACTS):
+        if given.get(name) is not None:
+            facts[name] = float(given[name])
+        elif counted is not None:
+            facts[name] = float(counted[index])
+
+
 def _common_facts(body: Mapping[str, Any], as_of: dt.date) -> dict[str, Any]:
     facts: dict[str, Any] = {"payer": body["payer"], "date_of_service": as_of}
     for name in _SCALAR_FACTS:
@@ -167,6 +204,8 @@ def _common_facts(body: Mapping[str, Any], as_of: dt.date) -> dict[str, Any]:
     for key in ("npi", "specialty", "network"):
         if provider.get(key) is not None:
             facts[f"provider.{key}"] = _text(provider[key], ("provider", key))
+    if provider.get("type") is not None:
+        facts["provider.type"] = _text(provider["type"], ("provider", "type")).lower()
     exemptions = provider.get("exemptions")
     facts["provider.exemptions"] = _strings(exemptions, ("provider", "exemptions")) if exemptions else _EMPTY
     return facts
@@ -217,6 +256,19 @@ def _service(item: Any, index: int) -> tuple[str, str, dict[str, Any]]:
         facts["stage"] = _text(item["stage"], (*where, "stage")).lower()
     if item.get("trial_place_of_service") is not None:
         facts["trial_place_of_service"] = _text(item["trial_place_of_service"], (*where, "trial_place_of_service"))
+    if item.get("revenue_code") is not None:
+        revenue = _revenue_code(_text(item["revenue_code"], (*where, "revenue_code")))
+        if revenue is None:
+            raise _fail((*where, "revenue_code"), f"{item['revenue_code']!r} is not a revenue code (four digits, e.g. 0450)")
+        facts["revenue_code"] = revenue
+    for name in TRIP_FACTS:
+        value = item.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1_000_000):
+            raise _fail((*where, name), "must be a number from 0 to 1000000")
+    dates = item.get("trip_dates")
+    _trips(facts, [_date(d, (*where, "trip_dates", i)) for i, d in enumerate(_list(dates, (*where, "trip_dates")))]
+           if dates is not None else [], item)
     return code, system, facts
 
 
@@ -458,6 +510,8 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
             common["provider.specialty"] = (provider.specialty.strip() or _blank())
         if provider.network is not None:
             common["provider.network"] = (provider.network.strip() or _blank())
+        if provider.type is not None:
+            common["provider.type"] = (provider.type.strip() or _blank()).lower()
         if provider.exemptions:
             exemptions = _exemptions[provider.exemptions]
     common["provider.exemptions"] = exemptions
@@ -475,6 +529,12 @@ def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C9
             facts["stage"] = (service.stage.strip() or _blank()).lower()
         if service.trial_place_of_service is not None:
             facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
+        if service.revenue_code is not None:
+            facts["revenue_code"] = _revenue_code(service.revenue_code) or _blank()
+        if service.trip_dates is not None or service.round_trips_in_10_days is not None \
+                or service.round_trip_weeks is not None:
+            _trips(facts, [_day[d] for d in service.trip_dates or ()],
+                   {name: getattr(service, name) for name in TRIP_FACTS})
         lines.append(Line(code, system, facts))
     if body.request_id is not None and not body.request_id.strip():
         raise _Unsure

@@ -4,18 +4,19 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping, NoReturn
 
 
 from .clock import current_day
 from .codegen import compile_builder
 from .codes import CodeRange, code_parts
-from .errors import LoadError, RequestError
+from .errors import LoadError, RequestError, did_you_mean
 from .evaluate import Answer, apply_authorizations, combine, may_be_authorized, run_policy
 from .facts import fact_of, unsettled
 from .loader import loading, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
-from .policy import COVERED, NO_AUTH, CONDITIONAL, PayerInfo, Policy, Rule
+from .policy import (COMPLETE, CONDITIONAL, NO_AUTH, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule,
+                     known_plans)
 from .request import Line, Request, parse_request
 from .trace import pause_trace, rule_trace
 
@@ -55,6 +56,13 @@ class RuleSet:
         same: dict[tuple[int, ...], tuple[Policy, ...]] = {}
         self._listed = {key: same.setdefault(tuple(map(id, entries)), tuple(entries)) for key, entries in listed.items()}
         self._payers = frozenset(p.payer for p in self._policies) | frozenset(self._payer_info)
+        #: The plans each payer knows: those its ``_payer.yaml`` lists, else those its policies name.
+        self._plans = known_plans(self._policies, self._payer_info)
+        #: Payers whose plans declare scopes of their own: their unlisted answers depend on the plan.
+        self._plan_scoped = frozenset(payer for payer, info in self._payer_info.items() if info.plan_scopes)
+        #: The reason of every unlisted line of a payer whose ``_payer.yaml`` words it (``default.reason``).
+        self._fixed_reasons = {payer: info.default.reason for payer, info in self._payer_info.items()
+                               if info.default and info.default.reason}
         grouped: dict[str, list[Policy]] = defaultdict(list)
         for policy in self._policies:
             grouped[policy.id].append(policy)
@@ -92,6 +100,17 @@ class RuleSet:
         """Every plan title the payer's ``_payer.yaml`` gives, by plan id."""
         info = self._payer_info.get(payer)
         return dict(info.plans) if info else {}
+
+    def plans(self, payer: str) -> frozenset[str]:
+        """The plan ids a request for ``payer`` may name: those its ``_payer.yaml`` lists, else those
+        its policies name (none for a payer this rule set does not know)."""
+        return self._plans.get(payer, frozenset())
+
+    def scope(self, payer: str, plan: str | None = None) -> str:
+        """What the rules hold of the payer's (and plan's) prior-authorization list: ``complete`` or
+        ``programs`` (the default, see docs/authoring.md)."""
+        info = self._payer_info.get(payer)
+        return info.scope_of(plan) if info else PROGRAMS
 
     def rule_count(self) -> int:
         """Number of rules over all policy versions."""
@@ -176,7 +195,18 @@ class RuleSet:
         if request.payer not in self._payers:
             raise RequestError("payer", f"unknown payer '{request.payer}'; this rule set knows "
                                         f"{', '.join(self.payers()) or 'no payers'}")
+        if request.plan is not None and request.plan not in self._plans[request.payer]:
+            self._refuse_plan(request.payer, request.plan)
         return {"ruleset": self.digest, "as_of": request.as_of.isoformat(), "decisions": self.decide(request)}
+
+    def _refuse_plan(self, payer: str, plan: str) -> NoReturn:
+        """Raise the RequestError for a plan ``payer`` does not know, naming the plans it knows."""
+        known = sorted(self._plans[payer])
+        if not known:
+            raise RequestError("plan", f"unknown plan '{plan}': payer '{payer}' has no plans in this rule set; "
+                                       "send no plan")
+        raise RequestError("plan", f"unknown plan '{plan}' for payer '{payer}'{did_you_mean(plan, known)}; "
+                                   f"its plans are {', '.join(known)}")
 
     def _remembered(self, body: Any, day: dt.date, remember: bytes) -> dict[str, Any]:
         """The answer kept under ``remember`` and ``day``, else the answer computed and kept."""
@@ -215,10 +245,12 @@ class RuleSet:
             self._select_hits += 1
         key = None
         if not request.explain:
-            if not policies:  # unlisted: the payer's answer, its reason naming the code and date
-                template = self._templates.get(request.payer)
+            if not policies:  # unlisted: the answer of the payer's scope, its reason naming the code and date
+                template = self._templates.get(request.payer if request.payer not in self._plan_scoped
+                                               else (request.payer, request.plan))  # _unlisted_key, inline
                 if template is not None:
-                    return template[0](line.code, line.system, [self._unlisted_reason(request, line)])
+                    reason = self._fixed_reasons.get(request.payer) or self._unlisted_reason(request, line)
+                    return template[0](line.code, line.system, [reason])
             else:
                 key = _policy_key(policies[0], line.facts) if len(policies) == 1 else _template_key(policies, line.facts)
                 template = self._templates.get(key)
@@ -246,7 +278,7 @@ class RuleSet:
         if request.explain:
             decision["trace"] = trace
         elif not policies:
-            self._remember(request.payer, decision, False, ("reasons",))
+            self._remember(self._unlisted_key(request), decision, False, ("reasons",))
         elif answer.authorization is None and key is not None:
             self._remember(key, decision, authorizable)
         return decision
@@ -261,17 +293,42 @@ class RuleSet:
         tail = {name: value for name, value in decision.items() if name not in ("code", "system")}
         self._templates[key] = (compile_builder(("code", "system"), tail, holes), authorizable)
 
+    def _unlisted_key(self, request: Request) -> Hashable:
+        """The template key of the request's unlisted lines: the payer, with the plan when the
+        payer's plans declare scopes of their own (a str never equals a policy's tuple key)."""
+        return request.payer if request.payer not in self._plan_scoped else (request.payer, request.plan)
+
     def _unlisted(self, request: Request, line: Line) -> Answer:
-        info = self._payer_info.get(request.payer)
-        pa_needed, covered = (info.default.pa_needed, info.default.covered) if info and info.default else (NO_AUTH, COVERED)
-        return Answer(pa_needed, covered, reasons=[self._unlisted_reason(request, line)], possible={pa_needed})
+        """The answer for a line no policy lists: from the payer's default when its rules are its
+        complete prior-authorization list, else ``unknown`` (covreq holds only some programs)."""
+        reasons = [self._unlisted_reason(request, line)]
+        if self.scope(request.payer, request.plan) != COMPLETE:
+            return Answer(UNKNOWN, UNKNOWN, reasons=reasons, possible={UNKNOWN})
+        info = self._payer_info[request.payer]
+        default = info.default or _NO_AUTH
+        return Answer(default.pa_needed, default.covered, reasons=reasons, possible={default.pa_needed})
 
     def _unlisted_reason(self, request: Request, line: Line) -> str:
-        """Why a line no policy lists answers as it does: the payer's default, or nothing is needed."""
-        info = self._payer_info.get(request.payer)
-        if info and info.default:
-            return info.default.reason or f"No {request.payer} policy lists {line.code}; the payer default applies."
-        return f"No {request.payer} policy in force on {request.as_of.isoformat()} lists {line.code}."
+        """Why a line no policy lists answers as it does, in words a front desk can act on: the
+        code is not on the payer's list (complete scope), or covreq does not know (programs only).
+        The payer's ``default.reason`` replaces either."""
+        if request.payer in self._fixed_reasons:
+            return self._fixed_reasons[request.payer]
+        payer = self.payer_title(request.payer)
+        plan = f" for {self.plan_title(request.payer, request.plan)}" if request.plan else ""
+        if self.scope(request.payer, request.plan) == COMPLETE:
+            default = self._payer_info[request.payer].default or _NO_AUTH
+            if default.pa_needed == NO_AUTH:
+                return f"{line.code} is not on {payer}'s prior-authorization list{plan}: no prior authorization is needed."
+            return (f"{line.code} is named by no {payer} policy{plan}; {payer}'s rules answer every code they do "
+                    f"not name {default.pa_needed}.")
+        return (f"covreq does not know whether {line.code} needs prior authorization{plan}: the rules it holds "
+                f"for {payer} are some of its prior-authorization programs, not its whole list, and none "
+                f"in force on {request.as_of.isoformat()} lists this code. Ask {payer}.")
+
+
+#: A complete list's answer for a code it does not list when ``_payer.yaml`` gives no default.
+_NO_AUTH = Outcome()
 
 
 def _template_key(policies: tuple[Policy, ...], facts: Mapping[str, Any]) -> tuple[Hashable, ...]:

@@ -21,17 +21,20 @@ MAX_CELL_CHARS = 131_072
 REQUIRED = ("payer", "code")
 #: Columns about the whole order: its rows repeat the same value or leave the cell blank.
 ORDER_COLUMNS = ("payer", "plan", "date_of_service", "place_of_service", "type_of_bill", "state",
-                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "exemptions", "order_complete")
+                 "birth_date", "sex", "diagnoses", "npi", "specialty", "network", "provider_type", "exemptions",
+                 "order_complete")
 #: Columns about one service line.
-LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "auth_id", "auth_start",
-                "auth_end")
+LINE_COLUMNS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "revenue_code",
+                "round_trips_in_10_days", "round_trip_weeks", "auth_id", "auth_start", "auth_end")
 #: Columns whose values are patient data: named in reports, never shown.
 PATIENT_COLUMNS = frozenset({"birth_date", "sex", "diagnoses"})
 _KNOWN = frozenset({"order_id", *ORDER_COLUMNS, *LINE_COLUMNS})
 _LISTS = frozenset({"diagnoses", "exemptions", "modifiers"})
+#: Line columns read as numbers.
+_NUMBERS = ("units", "round_trips_in_10_days", "round_trip_weeks")
 _SEPARATOR = re.compile(r"[;,\s]+")
 _V1_COLUMN = {"patient.birth_date": "birth_date", "patient.sex": "sex", "provider.npi": "npi",
-              "provider.specialty": "specialty", "provider.network": "network",
+              "provider.specialty": "specialty", "provider.network": "network", "provider.type": "provider_type",
               "provider.exemptions": "exemptions"}
 _AUTH_COLUMN = {"id": "auth_id", "start": "auth_start", "end": "auth_end", "code": "code"}
 #: Spellings of ``order_complete``; any other value is passed on for the v1 contract to refuse.
@@ -121,11 +124,14 @@ class _Draft:
                 return
         if "code" not in cells:
             self.problem = (row, "code: is required")
-        elif "units" in cells:
+            return
+        for column in _NUMBERS:
             try:
-                _units(cells["units"])
+                if column in cells:
+                    _units(cells[column])
             except ValueError:
-                self.problem = (row, f"units: '{cells['units']}' is not a number")
+                self.problem = (row, f"{column}: '{cells[column]}' is not a number")
+                return
 
     def build(self) -> Order | list[Rejection]:
         rows = [row for row, _ in self.lines]
@@ -141,6 +147,8 @@ class _Draft:
         if "diagnoses" in facts:
             body["diagnoses"] = sorted(_values("diagnoses", facts["diagnoses"]))
         provider: dict[str, Any] = {k: facts[k] for k in ("npi", "specialty", "network") if k in facts}
+        if "provider_type" in facts:
+            provider["type"] = facts["provider_type"]
         if "exemptions" in facts:
             provider["exemptions"] = [e.lower() for e in sorted(_values("exemptions", facts["exemptions"]))]
         if provider:
@@ -150,11 +158,11 @@ class _Draft:
         body["services"], authorizations, auth_rows = [], [], []
         for row, cells in self.lines:
             service: dict[str, Any] = {"code": cells["code"]}
-            service.update({k: cells[k] for k in ("system", "stage", "trial_place_of_service") if k in cells})
+            service.update({k: cells[k] for k in ("system", "stage", "trial_place_of_service", "revenue_code")
+                            if k in cells})
             if "modifiers" in cells:
                 service["modifiers"] = sorted(_values("modifiers", cells["modifiers"]))
-            if "units" in cells:
-                service["units"] = _units(cells["units"])
+            service.update({k: _units(cells[k]) for k in _NUMBERS if k in cells})
             body["services"].append(service)
             if any(k in cells for k in ("auth_id", "auth_start", "auth_end")):
                 authorizations.append({"code": cells["code"], **{k[5:]: cells[k] for k in ("auth_id", "auth_start",

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import signal
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
 from service import heap, lookup, metrics, ops, v1
 from service.audit import AuditLog
@@ -20,6 +22,7 @@ from service.crd import routes as crd_routes
 from service.fhir import r4
 from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
+from service.crd.discovery import served_version
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
 from service.dtr import library_routes
@@ -29,19 +32,28 @@ from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
 from service.metrics import Metrics, worker_exited
-from service.middleware import AccessLog, BodyLimit
+from service.middleware import AccessLog, BodyLimit, ConnectionCap
+from service.ratelimit import RateLimit, limiter_from
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
+from service.smart import routes as smart_routes
+from service.smart.authority import Authority
+from service.smart.enforce import ScopeCheck
+from service.tracing import tracing_from
 
 log = logging.getLogger("covreq.service")
+#: FastAPI's own OpenTelemetry instrumentation (FastAPI 0.16x), off: its spans and logs would carry
+#: query strings and exception messages; covreq makes its own span per request (service/tracing.py).
+_NATIVE_TELEMETRY_OFF = ({"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+                         if "telemetry" in inspect.signature(FastAPI).parameters else {})
 
 
 def _sighup_reload(app: FastAPI) -> bool:
-    """Make SIGHUP reload the rule tree (off the event loop); False where signals are unavailable."""
+    """Make SIGHUP reload the rules (off the event loop, as ``POST /admin/reload`` does); False where
+    signals are unavailable."""
     loop = asyncio.get_running_loop()
-    holder: RuleSetHolder = app.state.holder
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, holder.reload))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, ops.reload_rules, app.state))
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
@@ -55,8 +67,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         bundles.start(app.state.holder)
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
+    app.state.metrics.start()
+    if app.state.tracing:
+        app.state.tracing.start()
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
-                               "sighup_reload": installed, "bundle": bundles.url if bundles else None})
+                               "sighup_reload": installed, "bundle": bundles.public_url if bundles else None})
     if app.state.payers.match_by_name:
         log.warning("the payer mapping matches payers by name too (match_by_name: true): a Coverage that "
                     "names a payer without its identifier is answered",
@@ -68,6 +83,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             bundles.stop()
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        app.state.metrics.stop()
+        if app.state.tracing:
+            app.state.tracing.stop()
         worker_exited()
 
 
@@ -77,6 +95,17 @@ def _error_response(app: FastAPI, path: str, status: int, message: str) -> Respo
     if crd_routes.owns(path) or dtr_routes.owns(path):
         return operation_outcome(status, message, digest)
     return v1_error(status, message, digest)
+
+
+def _observer(app: FastAPI) -> Callable[[Scope, int, float, str], None]:
+    """What the access log does with each finished request: count it, and trace it when on."""
+    metrics, holder, tracing = app.state.metrics, app.state.holder, app.state.tracing
+
+    def observe(scope: Scope, status: int, seconds: float, ruleset: str) -> None:
+        metrics.observe_request(scope, status, seconds, holder.current)
+        if tracing is not None:
+            tracing.record(scope, status, seconds, ruleset)
+    return observe
 
 
 def create_app(rules_path: str | None, settings: Settings | None = None) -> FastAPI:
@@ -90,26 +119,32 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app = FastAPI(title="covreq", version="1", lifespan=_lifespan,
                   description="Does this CPT/HCPCS code need prior authorization for this payer and "
                               "plan, and what documentation? Every response names the rule set "
-                              f"that produced it (body and `{RULESET_HEADER}` header).")
+                              f"that produced it (body and `{RULESET_HEADER}` header).",
+                  **_NATIVE_TELEMETRY_OFF)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.tracing = tracing_from(settings.otlp_endpoint)
     app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
     app.state.bundles = bundles
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
-                                  settings.crd_max_billing_codes)
+                                  settings.crd_max_billing_codes, settings.crd_max_lines)
+    app.state.crd_version = served_version(settings.crd_version)
     app.state.ehr_policy = EhrPolicy(
         settings.fhir_servers,
         EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
         deadline=settings.ehr_call_seconds)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
-    guard = Guard.from_settings(settings)
+    app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
+    guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None)
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
+    limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)
     app.include_router(library_routes.router)
+    app.include_router(smart_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
     app.include_router(metrics.router)
@@ -123,9 +158,15 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
         return _error_response(app, request.url.path, 422, str(first.get("msg")))
 
+    app.add_middleware(ScopeCheck, refuse=functools.partial(_error_response, app))  # inside Authenticate
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, refuse=lambda path: _error_response(
         app, path, 413, f"request body larger than {settings.max_body_bytes} bytes"))
+    if limiter is not None:  # inside Authenticate: the client is named by its credentials where it has any
+        app.add_middleware(RateLimit, limiter=limiter, refuse=functools.partial(_error_response, app),
+                           counted=app.state.metrics.limited)
     app.add_middleware(Authenticate, guard=guard, refuse=functools.partial(_error_response, app))
-    app.add_middleware(AccessLog, header=RULESET_HEADER, observe=lambda scope, status, seconds: (
-        app.state.metrics.observe_request(scope, status, seconds, app.state.holder.current)))
+    app.add_middleware(ConnectionCap, exempt=frozenset({ops.LIVENESS}), refuse=lambda path: _error_response(
+        app, path, 503, f"this process holds its {settings.max_connections} connections (COVREQ_MAX_CONNECTIONS), "
+                        "each with a request under way: retry after a moment"))
+    app.add_middleware(AccessLog, header=RULESET_HEADER, observe=_observer(app))
     return app

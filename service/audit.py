@@ -4,15 +4,22 @@ A record says who asked (the authenticated caller), which call it was (``hookIns
 request id), which codes were asked about, what was answered, by which rule set and under which
 coverage-assertion ids. It holds no patient identifiers: no patient id, birth date, diagnosis,
 date of service, request body or error message (messages may quote what was sent).
+
+A record's size is bounded: the first :data:`MAX_DECISIONS` decisions of a call are written in
+full; past them the record also says how many there were, how many got each answer, and the
+SHA-256 of the decisions left out (in the same form), which the answer itself can be checked
+against.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import threading
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,8 +33,10 @@ log = logging.getLogger("covreq.audit")
 #: Header a caller may send to name its request in the audit trail.
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-#: Longest caller-chosen text (hookInstance, order reference) kept in a record.
+#: Longest caller-chosen text (hookInstance, order reference, code) kept in a record.
 MAX_FIELD = 128
+#: Decisions written in full in one record; the rest are counted and digested.
+MAX_DECISIONS = 50
 
 
 def request_id(request: Request) -> str:
@@ -95,7 +104,7 @@ class AuditLog:
         record: dict[str, Any] = {"api": "v1", "caller": caller_of(request).as_dict(),
                                   "request_id": request_id(request), "ruleset": digest, "status": status}
         if answer is not None:
-            record["decisions"] = [_decision(d) for d in answer["decisions"]]
+            _add_decisions(record, [_decision(d) for d in answer["decisions"]])
         else:
             record["error_location"] = location[:MAX_FIELD]
         return self.write(record)
@@ -108,9 +117,8 @@ class AuditLog:
                                   "service": request.url.path.rsplit("/", 1)[-1], "hook": hook,
                                   "hookInstance": hook_instance and hook_instance[:MAX_FIELD], "request_id": request_id(request),
                                   "ruleset": digest, "status": status}
-        decisions = [_assertion(a) for a in answers]
         if status == 200:
-            record["decisions"] = decisions
+            _add_decisions(record, [_assertion(a) for a in answers])
         else:
             record["error_location"] = expression[:MAX_FIELD]
         return self.write(record)
@@ -122,17 +130,31 @@ class AuditLog:
         record: dict[str, Any] = {"api": "dtr", "caller": caller_of(request).as_dict(), "operation": operation,
                                   "request_id": request_id(request), "ruleset": digest, "status": status}
         if status == 200:
-            record["decisions"] = [_decision(d) for d in decisions]
+            _add_decisions(record, [_decision(d) for d in decisions])
         else:
             record["error_location"] = expression[:MAX_FIELD]
         return self.write(record)
 
 
+def _add_decisions(record: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
+    """The first MAX_DECISIONS ``decisions``; past them, their total, the count of each
+    ``pa_needed`` answer and the SHA-256 of the compact JSON of the ones left out."""
+    record["decisions"] = decisions[:MAX_DECISIONS]
+    if len(decisions) > MAX_DECISIONS:
+        record["decisions_total"] = len(decisions)
+        record["answers"] = dict(Counter(str(d["pa_needed"]) for d in decisions))
+        record["omitted_sha256"] = hashlib.sha256(_line(decisions[MAX_DECISIONS:])[:-1]).hexdigest()
+
+
 def _decision(decision: dict[str, Any]) -> dict[str, Any]:
-    return {k: decision[k] for k in ("code", "system", "pa_needed", "covered")}
+    return {k: _cut(decision[k]) for k in ("code", "system", "pa_needed", "covered")}
 
 
-def _line(record: dict[str, Any]) -> bytes:
+def _cut(value: Any) -> Any:
+    return value[:MAX_FIELD] if isinstance(value, str) else value
+
+
+def _line(record: Any) -> bytes:
     """One JSON line, written by orjson; text orjson refuses (a lone surrogate) by the standard library."""
     try:
         return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
@@ -143,6 +165,6 @@ def _line(record: dict[str, Any]) -> bytes:
 def _assertion(answered: Any) -> dict[str, Any]:
     assertion = answered.assertion
     line = assertion.line
-    return {"order": answered.order.reference[:MAX_FIELD], "code": line.code if line else None,
-            "system": line.system if line else None, "pa_needed": assertion.pa_needed,
+    return {"order": answered.order.reference[:MAX_FIELD], "code": _cut(line.code) if line else None,
+            "system": _cut(line.system) if line else None, "pa_needed": assertion.pa_needed,
             "covered": assertion.covered, "coverage_assertion_id": answered.assertion_id}

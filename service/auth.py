@@ -3,31 +3,38 @@
 CDS Hooks security: the EHR sends ``Authorization: Bearer <JWT>`` signed with its private key;
 the JWT names the EHR (``iss``), the service (``aud``), a short validity (``iat``, ``exp``) and a
 nonce (``jti``). The service trusts the issuers listed in a configuration file, each with its
-public keys (a JWKS file or a PEM file), and refuses a ``jti`` it has already seen.
+public keys (a JWKS file, a PEM file, or a ``jwks_uri`` fetched as service/jwks.py says, and the
+key sets at the ``jku`` URLs listed for it, fetched as service/jku.py says), and refuses a ``jti``
+it has already seen.
 Everything here is off unless configured (see docs/operations.md).
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jwt
-from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service import api_keys
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
+from service.jku import JkuSets
+from service.jwks import JwksPolicy, RemoteKeys, check_uri
+from service.replay import ReplayCache
 from service.settings import Settings, read_config
+from service.smart import PUBLIC_PATHS as SMART_PUBLIC
+
+if TYPE_CHECKING:
+    from service.smart.tokens import AccessTokens
 
 log = logging.getLogger("covreq.auth")
 
@@ -39,8 +46,6 @@ LEEWAY = 60
 MAX_LIFETIME = 300
 #: Most ``jti`` values remembered at once; past it the oldest are forgotten first.
 REPLAY_CACHE_SIZE = 100_000
-#: Shortest API key accepted in the key file.
-MIN_KEY_LENGTH = 16
 #: Longest bearer token read, in characters; a longer one is refused before it is decoded.
 MAX_TOKEN_LENGTH = 8192
 #: Longest ``sub`` or ``tenant`` claim accepted, in characters (both go into the audit trail).
@@ -119,41 +124,89 @@ class TrustedKey:
         return cls(key, (alg,) if alg is not None else fitting)
 
 
+class KeysOutdated(AuthError):
+    """The key set fetched for a token (its issuer's ``jwks_uri``, or the ``jku`` it names) lacks
+    its key, or is old, and may be fetched again now: :meth:`Guard.authenticate` awaits
+    ``keys.refresh()`` and verifies once more. Anything else that meets it sees the 401 it is."""
+
+    def __init__(self, message: str, keys: "RemoteKeys[TrustedKey]") -> None:
+        super().__init__(message, True)
+        self.keys = keys
+
+
 @dataclass(frozen=True)
 class Issuer:
-    """A trusted EHR: its ``iss``, public keys by ``kid`` and the ``jku`` URLs it may name."""
+    """A trusted EHR: its ``iss``, public keys by ``kid`` (read at start, or fetched from its
+    ``jwks_uri`` into ``remote``) and the ``jku`` URLs it may name."""
 
     iss: str
     keys: Mapping[str | None, TrustedKey]
     jku: frozenset[str] = frozenset()
+    remote: RemoteKeys[TrustedKey] | None = None
 
     def key(self, kid: str | None) -> TrustedKey:
-        """The public key a token with this ``kid`` must verify against."""
-        if kid in self.keys:
-            return self.keys[kid]
-        if kid is None and len(self.keys) == 1:
-            return next(iter(self.keys.values()))
-        raise AuthError(f"issuer {self.iss!r} has no key with kid {_quoted(kid)}", True)
-
-
-def _read_keys(entry: Mapping[str, Any], folder: Path) -> dict[str | None, TrustedKey]:
-    if "jwks" in entry:
-        jwks = json.loads((folder / entry["jwks"]).read_text(encoding="utf-8"))
-        found = {}
-        for number, data in enumerate(jwks.get("keys") or []):
-            where = f"{entry['jwks']} key {data.get('kid') or number}"
-            found[data.get("kid")] = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), where)
+        """The public key a token with this ``kid`` must verify against; raises
+        :class:`KeysOutdated` when a fetch of the remote keys is due first."""
+        held = self.remote.keys if self.remote else self.keys
+        found = held.get(kid) if kid in held else next(iter(held.values())) if kid is None and len(held) == 1 else None
+        if self.remote and self.remote.due(found is not None):
+            raise KeysOutdated(f"the keys of issuer {self.iss!r} are being fetched from {self.remote.uri}", self.remote)
+        if found is None:
+            raise AuthError(f"issuer {self.iss!r} has no key with kid {_quoted(kid)}", True)
         return found
-    if "public_key" in entry:
-        key = load_pem_public_key((folder / entry["public_key"]).read_bytes())
-        return {entry.get("kid"): TrustedKey.of(key, entry.get("alg"), str(entry["public_key"]))}
-    raise AuthConfigError(f"issuer {entry.get('iss')!r} needs 'jwks' or 'public_key'")
 
 
-def load_issuers(path: Path) -> dict[str, Issuer]:
-    """Trusted issuers from a YAML file: ``issuers: [{iss, jwks | public_key, kid?, jku?}]``.
+def jwks_keys(document: Mapping[str, Any], where: str, skip_unusable: bool = False) -> dict[str | None, TrustedKey]:
+    """The signing keys of a JWKS document by ``kid``; raises ValueError for an unusable key, or
+    (``skip_unusable``, for a fetched set) logs and leaves it out, and raises when none is left."""
+    found: dict[str | None, TrustedKey] = {}
+    for number, data in enumerate(document.get("keys") or []):
+        label = f"{where} key {data.get('kid') or number}" if isinstance(data, dict) else f"{where} key {number}"
+        try:
+            if not isinstance(data, dict):
+                raise AuthConfigError(f"{label}: not a JSON object")
+            if data.get("use", "sig") != "sig":
+                raise AuthConfigError(f"{label}: use {_quoted(data['use'])} is not sig")
+            found[data.get("kid")] = TrustedKey.of(jwt.PyJWK.from_dict(data).key, data.get("alg"), label)
+        except (AuthConfigError, jwt.PyJWTError, ValueError, TypeError, KeyError) as err:
+            if not skip_unusable:
+                raise AuthConfigError(str(err) if isinstance(err, AuthConfigError) else f"{label}: {err}") from None
+            log.warning("left out %s: %s", label, err, extra={"event": "jwks-key-skipped", "reason": str(err)[:300]})
+    if skip_unusable and not found:
+        raise ValueError(f"{where}: no usable signing key")
+    return found
 
-    Key file paths are relative to the configuration file.
+
+_KEY_SOURCES = ("jwks", "public_key", "jwks_uri")
+
+
+def _issuer(entry: Mapping[str, Any], folder: Path, policy: JwksPolicy, jku: frozenset[str]) -> Issuer:
+    """One issuer entry: keys from exactly one of a JWKS file, a PEM file or a ``jwks_uri``, or
+    only from the key sets at its ``jku`` URLs."""
+    sources = [name for name in _KEY_SOURCES if name in entry]
+    if not sources and jku:
+        return Issuer(entry["iss"], {}, jku)  # its keys are only those fetched from its jku URLs
+    if len(sources) != 1:
+        raise AuthConfigError(f"issuer {entry['iss']!r} needs exactly one of {', '.join(_KEY_SOURCES)} "
+                              "(or jku alone)")
+    if sources == ["jwks_uri"]:
+        uri = check_uri(entry["jwks_uri"], policy.allow_http)
+        remote = RemoteKeys(uri, policy, lambda document: jwks_keys(document, uri, skip_unusable=True))
+        return Issuer(entry["iss"], {}, jku | {uri}, remote)
+    if sources == ["jwks"]:
+        document = json.loads((folder / entry["jwks"]).read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise AuthConfigError(f"{entry['jwks']}: not a JWK Set (a JSON object with a 'keys' list)")
+        return Issuer(entry["iss"], jwks_keys(document, entry["jwks"]), jku)
+    key = load_pem_public_key((folder / entry["public_key"]).read_bytes())
+    return Issuer(entry["iss"], {entry.get("kid"): TrustedKey.of(key, entry.get("alg"), str(entry["public_key"]))}, jku)
+
+
+def load_issuers(path: Path, policy: JwksPolicy = JwksPolicy()) -> dict[str, Issuer]:
+    """Trusted issuers from a YAML file: ``issuers: [{iss, jwks | public_key | jwks_uri, kid?, alg?, jku?}]``.
+
+    Key file paths are relative to the configuration file; a ``jwks_uri`` is fetched as ``policy``
+    says, on the first token of that issuer, and is itself a ``jku`` the issuer may name.
     """
     data = read_config(path) or {}
     issuers: dict[str, Issuer] = {}
@@ -162,37 +215,48 @@ def load_issuers(path: Path) -> dict[str, Issuer]:
     for entry in data.get("issuers") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str):
             raise AuthConfigError(f"{path}: every issuer needs an 'iss' string")
+        if not isinstance(entry.get("jku") or [], list):
+            raise AuthConfigError(f"{path}: jku of issuer {entry['iss']!r} must be a list of URLs")
         try:
-            keys = _read_keys(entry, path.parent)
+            jku = frozenset(check_uri(uri, policy.allow_http) for uri in entry.get("jku") or ())
+        except ValueError as err:
+            raise AuthConfigError(f"{path}: jku of issuer {entry['iss']!r}: {err}") from err
+        try:
+            issuers[entry["iss"]] = _issuer(entry, path.parent, policy, jku)
         except (OSError, ValueError, jwt.PyJWTError) as err:
             raise AuthConfigError(f"{path}: keys of issuer {entry['iss']!r}: {err}") from err
-        issuers[entry["iss"]] = Issuer(entry["iss"], keys, frozenset(entry.get("jku") or ()))
     if not issuers:
         raise AuthConfigError(f"{path}: no trusted issuers")
     return issuers
 
 
 def load_api_keys(path: Path) -> dict[str, bytes]:
-    """API keys from a YAML mapping ``name: key``; returns each key's SHA-256 by name."""
+    """API keys from a YAML mapping ``name: sha256:<hex>`` (service/api_keys.py); each key's
+    SHA-256 by name. A key in plain text stops the start, saying how to hash it."""
     data = read_config(path) or {}
     if not isinstance(data, dict) or not data:
-        raise AuthConfigError(f"{path}: expected a mapping of key names to keys")
-    for name, key in data.items():
-        if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
-            raise AuthConfigError(f"{path}: key {name!r} must be a string of at least {MIN_KEY_LENGTH} characters")
-    return {str(name): hashlib.sha256(key.encode()).digest() for name, key in data.items()}
+        raise AuthConfigError(f"{path}: expected a mapping of key names to key hashes")
+    try:
+        return {str(name): api_keys.parse_hash(str(name), value) for name, value in data.items()}
+    except ValueError as err:
+        raise AuthConfigError(f"{path}: {err}") from None
 
 
 class JwtVerifier:
     """Verifies CDS Hooks JWTs: signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``jti`` replay."""
 
-    def __init__(self, issuers: Mapping[str, Issuer], service_url: str) -> None:
+    def __init__(self, issuers: Mapping[str, Issuer], service_url: str, jku: JwksPolicy | None = None) -> None:
         self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
-        self._seen: TTLCache[tuple[str, str], bool] = TTLCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
-        self._lock = threading.Lock()
+        self.jku: JkuSets[TrustedKey] = JkuSets(lambda document, uri: jwks_keys(document, uri, skip_unusable=True),
+                                                jku)
+        self._seen = ReplayCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
 
     def verify(self, token: str, path: str) -> Caller:
-        """The caller a token proves; ``aud`` must be the service URL or the endpoint's URL."""
+        """The caller a token proves. On a CDS Hooks endpoint (CDS Hooks 2.0, "Trusting CDS
+        Clients") the header's ``typ`` must be JWT and ``aud`` the URL of the endpoint called;
+        elsewhere ``typ`` may be left out and ``aud`` may also be the service URL. Raises
+        :class:`KeysOutdated` when the token's ``jku`` key set is to be fetched first."""
+        cds = crd_routes.owns(path)
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"the bearer token is {len(token)} characters long; the limit is {MAX_TOKEN_LENGTH}", True)
         try:
@@ -203,28 +267,39 @@ class JwtVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise AuthError(f"JWT alg {_quoted(alg)} is not accepted; use one of {', '.join(ALGORITHMS)}", True)
-        typ = header.get("typ", "JWT")
+        typ = header.get("typ", None if cds else "JWT")
         if not isinstance(typ, str) or typ.upper() != "JWT":
-            raise AuthError("JWT header typ must be JWT", True)
+            raise AuthError("JWT header typ must be JWT" + (" (CDS Hooks 2.0 requires it)" if cds else ""), True)
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthError(f"JWT issuer {_quoted(iss)} is not trusted", True)
         jku = header.get("jku")
         if "jku" in header and (not isinstance(jku, str) or jku not in issuer.jku):
             raise AuthError(f"JWT jku {_quoted(jku)} is not a key set trusted for {iss!r}", True)
-        trusted = issuer.key(header.get("kid"))
+        trusted = self._key(issuer, header.get("kid"), jku)
         if alg not in trusted.algorithms:
             raise AuthError(f"JWT alg {alg} is not accepted for this key of {iss!r}; it takes "
                             f"{', '.join(trusted.algorithms)}", True)
+        audience = [self.service_url + path] if cds else [self.service_url, self.service_url + path]
         try:
-            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss,
-                                audience=[self.service_url, self.service_url + path], leeway=LEEWAY,
+            claims = jwt.decode(token, trusted.key, algorithms=[alg], issuer=iss, audience=audience, leeway=LEEWAY,
                                 options={"require": ["iss", "aud", "exp", "iat", "jti"]})
         except jwt.InvalidAudienceError:
-            raise AuthError(f"JWT aud must be {self.service_url!r} or {self.service_url + path!r}", True) from None
+            raise AuthError(f"JWT aud must be {' or '.join(map(repr, audience))}", True) from None
         except (jwt.PyJWTError, ValueError, OverflowError) as err:
             raise AuthError(f"JWT refused: {str(err)[:200]}", True) from None
         return self._caller(iss, claims)
+
+    def _key(self, issuer: Issuer, kid: Any, jku: Any) -> TrustedKey:
+        """The key a token must verify against: from the key set at its ``jku`` (already checked
+        to be allowed for the issuer) when that set holds it, else from the issuer's own keys."""
+        if not isinstance(jku, str):
+            return issuer.key(kid)
+        remote = self.jku.at(jku)
+        found = JkuSets.find(remote, kid)
+        if remote.due(found is not None):
+            raise KeysOutdated(f"the key set at {jku} is being fetched", remote)
+        return found if found is not None else issuer.key(kid)
 
     def _caller(self, iss: str, claims: Mapping[str, Any]) -> Caller:
         """Check the claims' types, lifetime and replay; the caller they name."""
@@ -241,43 +316,56 @@ class JwtVerifier:
         return Caller("jwt", iss, claims.get("sub"), claims.get("tenant"))
 
     def _remember(self, iss: str, jti: str) -> None:
-        with self._lock:
-            if (iss, jti) in self._seen:
-                raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
-            self._seen[(iss, jti)] = True
+        if not self._seen.first_use((iss, jti)):
+            raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
 
 
 class Guard:
     """Decides which requests need credentials and checks them."""
 
     def __init__(self, verifier: JwtVerifier | None = None, api_keys: Mapping[str, bytes] | None = None,
-                 v1_jwt: bool = False) -> None:
+                 v1_jwt: bool = False, smart: "AccessTokens | None" = None) -> None:
         self.verifier, self.api_keys, self.v1_jwt = verifier, dict(api_keys or {}), v1_jwt
+        self.smart = smart  # SMART Backend Services access tokens on /fhir (service/smart/)
         if v1_jwt and verifier is None:
             raise AuthConfigError("a JWT on /v1/* needs trusted issuers and the service URL")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Guard":
-        """The guard the settings ask for; raises :class:`AuthConfigError` if they are unusable."""
+    def from_settings(cls, settings: Settings, smart: "AccessTokens | None" = None) -> "Guard":
+        """The guard the settings ask for (``smart``: the access tokens /fhir also takes); raises
+        :class:`AuthConfigError` if they are unusable."""
         issuers, url = settings.auth_issuers, settings.service_url
         if issuers is not None and not url:
             raise AuthConfigError("trusted JWT issuers need the service URL (the JWT audience)")
-        verifier = JwtVerifier(load_issuers(issuers), url) if issuers and url else None
+        policy = JwksPolicy(settings.jwks_refresh_seconds, settings.jwks_max_age_seconds,
+                            settings.jwks_timeout_seconds, settings.jwks_allow_http)
+        verifier = JwtVerifier(load_issuers(issuers, policy), url, policy) if issuers and url else None
         return cls(verifier, load_api_keys(settings.api_keys) if settings.api_keys else None,
-                   settings.v1_jwt)
+                   settings.v1_jwt, smart)
 
     def challenges(self, path: str) -> list[str]:
         """The ``WWW-Authenticate`` challenges of ``path``; none when it is open."""
         bearer = ['Bearer realm="covreq"']
-        if crd_routes.owns(path) and path != crd_routes.PREFIX or dtr_routes.owns(path) and path != dtr_routes.METADATA:
+        if crd_routes.owns(path) and path != crd_routes.PREFIX:
             return bearer if self.verifier else []
+        if dtr_routes.owns(path) and path != dtr_routes.METADATA and path not in SMART_PUBLIC:
+            return bearer if self.verifier or self.smart else []
         if not path.startswith("/v1/"):
             return []
         return (bearer if self.v1_jwt else []) + \
             ([f'ApiKey realm="covreq", header="{API_KEY_HEADER}"'] if self.api_keys else [])
 
+    async def authenticate(self, path: str, headers: Mapping[str, str]) -> Caller:
+        """:meth:`caller`, after fetching an issuer's keys when its token needs that (once: the
+        fetch that just ran, or failed, is not repeated within its interval)."""
+        try:
+            return self.caller(path, headers)
+        except KeysOutdated as outdated:
+            await outdated.keys.refresh()
+        return self.caller(path, headers)
+
     def caller(self, path: str, headers: Mapping[str, str]) -> Caller:
-        """Check the credentials of a protected request."""
+        """Check the credentials of a protected request (keys as held: see :meth:`authenticate`)."""
         key = headers.get(API_KEY_HEADER)
         if key is not None and self.api_keys and path.startswith("/v1/"):
             return self._key_owner(key)
@@ -286,12 +374,15 @@ class Guard:
             wanted = "Authorization: Bearer <JWT>" + (f" or {API_KEY_HEADER}" if
                                                        self.api_keys and path.startswith("/v1/") else "")
             raise AuthError(f"authentication required: send {wanted}")
+        if self.smart is not None and dtr_routes.owns(path) and (
+                self.verifier is None or self.smart.claims_to_be_one(token.strip())):
+            return self.smart.caller(token.strip())
         if self.verifier is None or (path.startswith("/v1/") and not self.v1_jwt):
             raise AuthError(f"this endpoint takes an API key in the {API_KEY_HEADER} header", True)
         return self.verifier.verify(token.strip(), path)
 
     def _key_owner(self, key: str) -> Caller:
-        offered = hashlib.sha256(key.encode()).digest()
+        offered = api_keys.digest(key)
         owner = None
         for name, digest in self.api_keys.items():  # compare with every key, in constant time each
             if hmac.compare_digest(offered, digest):
@@ -319,7 +410,7 @@ class Authenticate:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             started = time.perf_counter()
             try:
-                caller = self.guard.caller(path, headers)
+                caller = await self.guard.authenticate(path, headers)
             except AuthError as err:
                 log.warning("authentication refused: %s", err.message, extra={
                     "event": "auth-refused", "path": path, "reason": err.message,

@@ -2,34 +2,82 @@
 
 ``covreq serve --bundle URL`` fetches the bundle (engine/bundle.py) once before serving, then polls
 the URL every ``poll_seconds`` with ``If-None-Match``. A new bundle is downloaded within a time and
-size limit, verified (its signature when a public key is configured, its digest always), unpacked to
-a fresh folder and loaded off to the side; only then is it swapped in. Any failure (network, HTTP
-status, a slow server, a damaged, unsigned or badly signed bundle, rules that do not load) keeps the
-last good rule set serving and is reported as a refused reload (``/readyz`` degraded, the
-``reload-failed`` log line, ``covreq_reload_failures_total{source="bundle"}``).
+size limit (on the bytes sent and, for a gzip ``Content-Encoding``, on the bytes decoded as they are
+decoded; stacked or unknown encodings are refused, and redirects are followed without reading their
+bodies), verified before anything is written (its signature when a public key is configured, its
+digest always), unpacked to a fresh folder and loaded off to the side; only then is it swapped in.
+Any failure (network, HTTP status, a slow server, a damaged, unsigned or badly signed bundle, a disk
+that cannot hold it, rules that do not load, a bug) keeps the last good rule set serving, is
+reported as a refused reload (``/readyz`` degraded, the ``reload-failed`` log line,
+``covreq_reload_failures_total{source="bundle"}``) and counted by kind
+(``covreq_bundle_poll_failures_total{reason}``), and the next poll waits longer. A reload
+(``POST /admin/reload``, SIGHUP) fetches the bundle again: an unpacked folder is never trusted.
+What ``/readyz`` and the logs show of the URL has no user, password or query.
 """
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from engine.bundle import BundleError, Opened, unpack
-from service.holder import RuleSetHolder
+from service import content_coding
+from service.holder import ReloadFailure, RuleSetHolder
 from service.settings import Settings
 
 log = logging.getLogger("covreq.bundle")
 
-#: Most bytes of one bundle download.
+#: Most bytes of one bundle download, as sent and once its Content-Encoding is decoded.
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+#: Most redirects followed to reach the bundle.
+MAX_REDIRECTS = 5
+#: After each failed poll in a row the wait before the next doubles, up to this many poll intervals.
+MAX_BACKOFF = 8
+_CHUNK = 64 * 1024
+#: An ETag that is kept and sent back: visible ASCII, as HTTP has it (another is ignored, and the
+#: bundle is downloaded whole at each poll, as from a server that sends none).
+_ETAG = re.compile(r"[!-~]{1,256}")
+
+
+class DownloadError(BundleError):
+    """The URL gave no bundle: the network, an HTTP status, the time, the size or the encoding."""
+
+
+class UnpackError(BundleError):
+    """A verified bundle could not be written to disk (or read back)."""
+
+
+def public_url(url: str) -> str:
+    """``url`` without user, password, query and fragment (a signed URL's secrets): what is shown."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _decoded(coding: str, raw: Iterable[bytes]) -> Iterator[bytes]:
+    """A body as its ``Content-Encoding`` says, none or gzip once, decoded as it comes, at most
+    64 KiB a step (service/content_coding.py); DownloadError for any other coding, or damaged data."""
+    try:
+        decompressor = content_coding.decoder([coding], ("gzip", "x-gzip"))
+        if decompressor is None:
+            yield from raw
+            return
+        for data in raw:
+            yield from content_coding.inflate(decompressor, data, _CHUNK)
+        content_coding.finish(decompressor)
+    except content_coding.CodingError as err:
+        raise DownloadError(f"Content-Encoding {coding[:64]!r}: {err}; a bundle is sent as it is, or gzip'd once") \
+            from None
 
 
 @dataclass(frozen=True)
@@ -46,13 +94,15 @@ class BundleSource:
 
     def __init__(self, url: str, folder: Path, public_pem: bytes | None = None, poll_seconds: float = 30.0,
                  timeout_seconds: float = 30.0, max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
-        self.url, self.public_pem = url, public_pem
+        self.url, self.public_url, self.public_pem = url, public_url(url), public_pem
         self.poll_seconds, self.timeout_seconds, self.max_bytes = poll_seconds, timeout_seconds, max_bytes
         self.folder = folder
         self.owns_folder = False  # a temporary folder made for this source is removed by stop()
         self.serving: Fetched | None = None
         self.checked_at: datetime | None = None
-        self._seen_etag: str | None = None  # the last bundle downloaded whole, good or refused
+        self.failures = 0  # polls failed in a row
+        self._seen_etag: str | None = None  # the last bundle judged on what it holds, good or refused
+        self._lock = threading.Lock()  # one poll or reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,7 +110,8 @@ class BundleSource:
     def from_settings(cls, settings: Settings) -> BundleSource:
         """The source ``settings.bundle_url`` names, with its key, timings and folder."""
         if not str(settings.bundle_url).startswith(("http://", "https://")):
-            raise BundleError(f"the bundle URL must start with http:// or https://, not {settings.bundle_url!r}")
+            raise BundleError(f"the bundle URL must start with http:// or https://, not "
+                              f"{public_url(str(settings.bundle_url))!r}")
         if min(settings.bundle_poll_seconds, settings.bundle_timeout_seconds) <= 0:
             raise BundleError("the bundle poll interval and download timeout must be positive numbers of seconds")
         try:
@@ -76,77 +127,154 @@ class BundleSource:
         """Fetch the bundle to serve at start; raises :class:`BundleError` when that fails."""
         fetched = self._fetch(etag=None)
         if fetched is None:
-            raise BundleError(f"{self.url}: HTTP 304 to a request that named no ETag")
+            raise BundleError(f"{self.public_url}: HTTP 304 to a request that named no ETag")
         self.serving = fetched
         return fetched.folder
 
     def _download(self, etag: str | None) -> tuple[bytes, str | None] | None:
         """The bundle's bytes and ETag, or None when the server says it has not changed."""
         deadline = time.monotonic() + self.timeout_seconds
-        headers = {"If-None-Match": etag} if etag else {}
+        headers = {"Accept-Encoding": "identity", **({"If-None-Match": etag} if etag else {})}
         try:
-            with httpx.stream("GET", self.url, headers=headers, timeout=self.timeout_seconds,
-                              follow_redirects=True) as response:
-                if response.status_code == 304:
-                    return None
-                if response.status_code != 200:
-                    raise BundleError(f"{self.url}: HTTP {response.status_code}")
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise BundleError(f"{self.url}: the bundle is larger than {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise BundleError(f"{self.url}: the download took longer than {self.timeout_seconds:g} s")
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("etag")
+            with httpx.Client(timeout=self.timeout_seconds, headers=headers) as client:
+                request = client.build_request("GET", self.url)
+                for _ in range(MAX_REDIRECTS + 1):
+                    with closing(client.send(request, stream=True)) as response:  # a redirect's body is never read
+                        if response.next_request is None:
+                            return self._body(response, deadline)
+                        request = response.next_request
+                raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
         except httpx.HTTPError as err:
-            raise BundleError(f"{self.url}: {type(err).__name__}: {err or 'no detail'}") from None
+            raise DownloadError(f"{type(err).__name__}: {err or 'no detail'}") from None
+
+    def _body(self, response: httpx.Response, deadline: float) -> tuple[bytes, str | None] | None:
+        """The body of the final response, decoded as it comes, within the size and time limits."""
+        if response.status_code == 304:
+            return None
+        if response.status_code != 200:
+            raise DownloadError(f"HTTP {response.status_code}")
+        too_large = DownloadError(f"the bundle is larger than {self.max_bytes} bytes")
+
+        def sent() -> Iterator[bytes]:
+            size = 0
+            for chunk in response.iter_raw(_CHUNK):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise DownloadError(f"the download took longer than {self.timeout_seconds:g} s")
+                yield chunk
+
+        body = bytearray()
+        for piece in _decoded(response.headers.get("content-encoding", ""), sent()):
+            body += piece
+            if len(body) > self.max_bytes:
+                raise too_large
+        etag = response.headers.get("etag")
+        return bytes(body), etag if etag and _ETAG.fullmatch(etag) else None
 
     def _fetch(self, etag: str | None) -> Fetched | None:
-        """Download and unpack a changed bundle into a fresh folder; None when unchanged."""
-        downloaded = self._download(etag)
-        self.checked_at = datetime.now(timezone.utc)
+        """Download and unpack a changed bundle into a fresh folder; None when unchanged. Errors
+        name the URL as it may be shown."""
+        try:
+            return self._fetch_unnamed(etag)
+        except BundleError as err:
+            raise type(err)(f"{self.public_url}: {err}") from None
+
+    def _fetch_unnamed(self, etag: str | None) -> Fetched | None:
+        try:
+            downloaded = self._download(etag)
+        finally:
+            self.checked_at = datetime.now(timezone.utc)
         if downloaded is None:
             return None
-        data, self._seen_etag = downloaded
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = Path(tempfile.mkdtemp(prefix="bundle-", dir=self.folder))
+        data, new_etag = downloaded
         try:
-            return Fetched(target, unpack(data, target, self.public_pem), self._seen_etag)
-        except BundleError as err:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target = Path(tempfile.mkdtemp(prefix="bundle-", dir=self.folder))
+        except OSError as err:
+            raise UnpackError(f"E-io: no folder for the bundle: {err.strerror or type(err).__name__}") from None
+        try:
+            opened = unpack(data, target, self.public_pem)
+        except OSError as err:  # the disk, not the bundle: the same ETag is tried again
             shutil.rmtree(target, ignore_errors=True)
-            raise BundleError(f"{self.url}: {err}") from None
+            raise UnpackError(f"E-io: the bundle could not be unpacked: {err.strerror or type(err).__name__}") from None
+        except BaseException as err:
+            shutil.rmtree(target, ignore_errors=True)
+            if isinstance(err, BundleError):
+                self._seen_etag = new_etag  # refused for what it holds: not fetched again while its ETag stays
+            raise
+        self._seen_etag = new_etag
+        return Fetched(target, opened, new_etag)
 
-    def poll(self, holder: RuleSetHolder) -> None:
-        """Check the URL once; put a new, good bundle in service, or report why not."""
+    def _update(self, holder: RuleSetHolder, etag: str | None, force: bool = False) -> ReloadFailure | None:
+        """Fetch (``If-None-Match: etag``) and put a new bundle in service, or the same one again when
+        ``force``; the failure, or None."""
         try:
-            fetched = self._fetch(self._seen_etag)
+            fetched = self._fetch(etag)
         except BundleError as err:
-            holder.refuse([str(err)], "bundle")
-            return
+            kind = "download" if isinstance(err, DownloadError) else "unpack" if isinstance(err, UnpackError) \
+                else "refused"
+            return self._refuse(holder, kind, str(err))
+        if fetched is None and etag is None:
+            return self._refuse(holder, "download", f"{self.public_url}: HTTP 304 to a request that named no ETag")
         if fetched is None:
             if self.serving and self._seen_etag == self.serving.etag:
                 holder.settled()  # what the URL serves is in service: an earlier failure is over
-            return
-        if self.serving and fetched.opened.manifest.digest == self.serving.opened.manifest.digest:
+            return None
+        serving, manifest = self.serving, fetched.opened.manifest
+        if serving and manifest.digest == serving.opened.manifest.digest and not force:
             shutil.rmtree(fetched.folder, ignore_errors=True)
-            self.serving = Fetched(self.serving.folder, self.serving.opened, fetched.etag)
+            self.serving = Fetched(serving.folder, serving.opened, fetched.etag)
             holder.settled()
-            return
-        if holder.reload(str(fetched.folder), "bundle") is not None:
+            return None
+        failure = holder.reload(str(fetched.folder), "bundle", expected=manifest.ruleset)
+        if failure is not None:
             shutil.rmtree(fetched.folder, ignore_errors=True)
-            return
-        previous, self.serving = self.serving, fetched
-        if previous:
-            shutil.rmtree(previous.folder, ignore_errors=True)
-        log.info("bundle in service", extra={"event": "bundle", "digest": fetched.opened.manifest.digest,
+            holder.metrics.bundle_poll_failed("rules")
+            return failure
+        self.serving = fetched
+        if serving:
+            shutil.rmtree(serving.folder, ignore_errors=True)
+        log.info("bundle in service", extra={"event": "bundle", "digest": manifest.digest,
                                              "etag": fetched.etag, "verified": fetched.opened.verified})
+        return None
+
+    def _refuse(self, holder: RuleSetHolder, kind: str, problem: str) -> ReloadFailure:
+        holder.metrics.bundle_poll_failed(kind)
+        return holder.refuse([problem], "bundle")
+
+    def _guarded(self, holder: RuleSetHolder, etag: str | None, force: bool) -> ReloadFailure | None:
+        """:meth:`_update`, one at a time, that never raises: a bug is logged with its traceback and
+        reported without its message; failures in a row are counted for the back-off."""
+        with self._lock:
+            try:
+                failure = self._update(holder, etag, force)
+            except Exception as err:  # noqa: BLE001 - the poller outlives every error
+                log.exception("bundle poll crashed", extra={"event": "bundle-poll-crashed", "url": self.public_url})
+                failure = self._refuse(holder, "internal", f"{self.public_url}: E-internal: the bundle poll failed "
+                                                           f"({type(err).__name__}); the log has the traceback")
+            self.failures = self.failures + 1 if failure else 0
+            return failure
+
+    def poll(self, holder: RuleSetHolder) -> None:
+        """Check the URL once; put a new, good bundle in service, or report why not. Never raises."""
+        self._guarded(holder, self._seen_etag, force=False)
+
+    def reload(self, holder: RuleSetHolder) -> ReloadFailure | None:
+        """Fetch the bundle again, whatever its ETag, verify it, and put it in service in a fresh
+        folder (``POST /admin/reload``, SIGHUP): the folder in service may have been changed."""
+        return self._guarded(holder, None, force=True)
+
+    def next_wait(self) -> float:
+        """Seconds until the next poll: the interval, doubled for each failed poll in a row up to
+        :data:`MAX_BACKOFF` intervals."""
+        return self.poll_seconds * min(2 ** min(self.failures, 16), MAX_BACKOFF)
 
     def start(self, holder: RuleSetHolder) -> None:
         """Poll in a background thread until :meth:`stop`."""
         def loop() -> None:
-            while not self._stop.wait(self.poll_seconds):
+            while not self._stop.wait(self.next_wait()):
                 self.poll(holder)
         self._thread = threading.Thread(target=loop, name="covreq-bundle-poll", daemon=True)
         self._thread.start()
@@ -163,6 +291,6 @@ class BundleSource:
     def status(self) -> dict[str, Any]:
         """The bundle in service, as ``/readyz`` shows it."""
         serving = self.serving
-        return {"url": self.url, "digest": serving.opened.manifest.digest if serving else None,
+        return {"url": self.public_url, "digest": serving.opened.manifest.digest if serving else None,
                 "verified": serving.opened.verified if serving else False, "etag": serving.etag if serving else None,
                 "checked_at": self.checked_at.isoformat(timespec="seconds") if self.checked_at else None}

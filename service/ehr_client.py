@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import zlib
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from service import content_coding
 from service.fhir.values import member, reference_key
 
 #: a FHIR resource type and a FHIR id (R4 datatypes: id is [A-Za-z0-9\-\.]{1,64}), matched whole
@@ -28,8 +28,6 @@ from service.fhir.values import member, reference_key
 #: ``..``), which a URL resolves to the type's search or the server's base
 _KEY = re.compile(r"(?P<type>[A-Z][A-Za-z]{1,63})/(?!\.\.?\Z)(?P<id>[A-Za-z0-9\-.]{1,64})")
 _ABSENT = {404, 410}
-#: the content codings covreq asks for and decodes, with their zlib ``wbits``; no other is read
-_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 #: most decoded bytes one decompression step writes, so that no step holds the event loop long
 DECODE_STEP = 65_536
 #: larger bodies are parsed in the threadpool, off the event loop
@@ -133,32 +131,24 @@ class EhrClient:
         past ``max_bytes`` (raw or decoded), past the call's ``call_bytes``, for content codings
         other than one layer of gzip or deflate, and for a compressed body cut short or followed
         by more data."""
-        decoder = _decoder(what, response)
         body, raw = bytearray(), 0
         try:
+            decompressor = content_coding.decoder(response.headers.get_list("content-encoding"))
             async for chunk in response.aiter_raw():
                 raw += len(chunk)
                 if raw > self.limits.max_bytes:
                     raise EhrError(f"{what}: the response is larger than {self.limits.max_bytes} bytes")
-                if decoder is None:
+                if decompressor is None:
                     self._keep(what, body, chunk)
                     continue
-                full = False
-                while chunk or full:  # a bounded step at a time: a bomb stops at the limit
-                    step = min(self.limits.max_bytes - len(body), self.limits.call_bytes - self.held,
-                               DECODE_STEP) + 1
-                    piece = decoder.decompress(chunk, step)
+                for piece in content_coding.inflate(decompressor, chunk, DECODE_STEP):  # a bomb stops at the limit
                     self._keep(what, body, piece)
-                    full, chunk = len(piece) == step, decoder.unconsumed_tail  # full: more may be pending
-                    if decoder.unused_data:
-                        raise EhrError(f"{what}: the response holds data after its compressed body")
-                    if chunk or full:
-                        await asyncio.sleep(0)  # let the event loop serve others between steps
-            if decoder is not None and not decoder.eof:
-                raise EhrError(f"{what}: the response's compressed body ends early")
-        except zlib.error as err:
+                    await asyncio.sleep(0)  # let the event loop serve others between steps
+            if decompressor is not None:
+                content_coding.finish(decompressor)
+        except content_coding.CodingError as err:
             self.held -= len(body)
-            raise EhrError(f"{what}: the response's compressed body is corrupt") from err
+            raise EhrError(f"{what}: {err}") from err
         except BaseException:
             self.held -= len(body)
             raise
@@ -173,15 +163,3 @@ class EhrClient:
         if self.held > self.limits.call_bytes:
             raise EhrError(f"{what}: the EHR's responses to this call passed {self.limits.call_bytes} bytes "
                            "(COVREQ_EHR_CALL_MAX_BYTES)")
-
-
-def _decoder(what: str, response: httpx.Response) -> Any:
-    """A zlib decompressor for the response's content coding, None for none (``identity``);
-    EhrError for stacked codings (``gzip, gzip``: a bomb of bombs) and for any but gzip and deflate."""
-    codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
-    codings = [c for c in codings if c not in ("", "identity")]
-    if len(codings) > 1:
-        raise EhrError(f"{what}: stacked content codings are refused ({len(codings)} layers)")
-    if codings and codings[0] not in _CODINGS:
-        raise EhrError(f"{what}: the content coding {codings[0][:32]!r} is refused (only gzip and deflate)")
-    return zlib.decompressobj(_CODINGS[codings[0]]) if codings else None

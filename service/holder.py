@@ -55,15 +55,22 @@ class RuleSetHolder:
         """The rule set in service now."""
         return self._current
 
+    @property
+    def metrics(self) -> Metrics:
+        """The metrics this holder counts its loads and refusals in."""
+        return self._metrics
+
     def _load(self, path: str) -> tuple[engine.RuleSet, float]:
         """The rule set at ``path`` and the seconds its load took."""
         began = time.perf_counter()
         ruleset = self._loader(path)
         return ruleset, time.perf_counter() - began
 
-    def reload(self, path: str | None = None, source: str = "tree") -> ReloadFailure | None:
-        """Load the tree at ``path`` (default: the tree in service); swap it in if it loads, else
-        keep the old one. A tree swapped in becomes the one later reloads read.
+    def reload(self, path: str | None = None, source: str = "tree", expected: str | None = None
+               ) -> ReloadFailure | None:
+        """Load the tree at ``path`` (default: the tree in service); swap it in if it loads (and, with
+        ``expected``, has that digest: a bundle's), else keep the old one. A tree swapped in becomes
+        the one later reloads read.
 
         Returns the failure, or None on success. Concurrent reloads run one after another.
         """
@@ -81,6 +88,10 @@ class RuleSetHolder:
                                                        "source": source})
                 return self.refuse([f"{path}: E-internal: the loader failed ({type(err).__name__}); "
                                     "the log has the traceback"], source, [f"{path}: E-internal"])
+            if expected is not None and fresh.digest != expected:
+                return self.refuse([f"{path}: E-digest: the rules read have digest {fresh.digest}, not the "
+                                    f"bundle's {expected}: the folder changed after it was checked"],
+                                   source, [f"{path}: E-digest"])
             previous, self._current, self.path = self._current.digest, fresh, path
             self.last_error = None
             heap.settle()  # the new rule set lives until the next reload; the old one's garbage goes

@@ -3,7 +3,6 @@
 ``place-of-service.json`` is the CMS Place of Service code set; the file names its source."""
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
@@ -31,15 +30,11 @@ def page() -> FileResponse:
 @router.get("/lookup/payers", summary="Payers of the loaded rule set with their plans, by title")
 def payers(request: Request) -> JSONResponse:
     """``{"ruleset", "payers": [{"id", "title", "plans": [{"id", "title"}]}]}`` for the page's choices,
-    payers by title, each with the plans its policies name or its ``_payer.yaml`` titles, by title."""
+    payers by title, each with the plans a request may name (``RuleSet.plans``), by title."""
     ruleset = request.app.state.holder.current
-    plans: dict[str, set[str]] = defaultdict(set)
-    for policy in ruleset.policies():
-        plans[policy["payer"]].update(policy["plans"] or ())
     choices = []
     for payer in ruleset.payers():
-        ids = plans[payer] | set(ruleset.plan_titles(payer))
-        named = sorted(({"id": plan, "title": ruleset.plan_title(payer, plan)} for plan in ids),
+        named = sorted(({"id": plan, "title": ruleset.plan_title(payer, plan)} for plan in ruleset.plans(payer)),
                        key=lambda p: (p["title"].casefold(), p["id"]))
         choices.append({"id": payer, "title": ruleset.payer_title(payer), "plans": named})
     choices.sort(key=lambda p: (p["title"].casefold(), p["id"]))

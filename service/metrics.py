@@ -3,13 +3,15 @@
 With ``covreq serve --workers N`` each worker writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by ``service/server.py``)
 and a scrape of any worker reads them all: counters and histograms are summed over the workers, and
-the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's rule set.
+the per-worker gauges carry a ``pid`` label, so a rollout can see every worker's rule set. The
+``process_*`` and ``python_*`` series come from service/process_metrics.py, for every worker.
 """
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
 from http import HTTPStatus
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from fastapi import APIRouter, Request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -18,7 +20,8 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 import engine
-from service.ops import token_refusal
+from service.bearer import token_refusal
+from service.process_metrics import WorkerSampler, forget_dead_workers, standard_collectors
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Routes whose requests are decisions: their latency goes into the decision histogram.
@@ -33,6 +36,13 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
 OTHER = "other"
 #: The ``status`` label's values: the registered HTTP status codes; any other is its class (``5xx``).
 STATUSES = frozenset(int(s) for s in HTTPStatus)
+#: Why a bundle poll failed (the ``reason`` label): the URL gave no bundle, the bundle was refused,
+#: it could not be written, its rules did not load, a bug.
+BUNDLE_POLL_FAILURES = ("download", "refused", "unpack", "rules", "internal")
+#: The ``client`` label of ``covreq_rate_limited_total``: how the refused client was named.
+RATE_LIMITED_CLIENTS = ("api-key", "jwt", "smart", "address")
+#: Where :func:`answered` notes a request's answers in ``scope["state"]`` (its span reads them).
+ANSWERS_KEY = "covreq.answers"
 
 router = APIRouter(tags=["operations"])
 
@@ -68,6 +78,14 @@ class Metrics:
                                        ("source",), registry=r)
         for source in ("tree", "bundle"):  # shown at 0 from the start, so an alert rule finds the series
             self.reload_failures.labels(source)
+        self.bundle_poll_failures = Counter("covreq_bundle_poll_failures",
+                                            "Bundle polls and reloads that failed, by reason", ("reason",), registry=r)
+        for reason in BUNDLE_POLL_FAILURES:
+            self.bundle_poll_failures.labels(reason)
+        self.rate_limited = Counter("covreq_rate_limited", "Requests refused (429) by the rate limit, by kind of client",
+                                    ("client",), registry=r)
+        for kind in RATE_LIMITED_CLIENTS:  # shown at 0 from the start, so an alert rule finds the series
+            self.rate_limited.labels(kind)
         self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
                                      ("cache", "result"), registry=r)
         #: Labelled children already made: prometheus-client checks the values and takes a lock on every
@@ -75,6 +93,21 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._digest: str | None = None
         self._cache_seen: tuple[int, dict[tuple[str, str], int]] = (0, {})
+        self._sampler: WorkerSampler | None = None
+        if os.environ.get(MULTIPROCESS_ENV):
+            self._sampler = WorkerSampler(r)
+        else:
+            standard_collectors(r)
+
+    def start(self) -> None:
+        """Begin copying this worker's process values (multiprocess mode; nothing to do otherwise)."""
+        if self._sampler:
+            self._sampler.start()
+
+    def stop(self) -> None:
+        """Stop copying them."""
+        if self._sampler:
+            self._sampler.stop()
 
     def _labels(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, made once."""
@@ -98,10 +131,18 @@ class Metrics:
         """A reload from ``source`` (``tree`` or ``bundle``) was refused."""
         self.reload_failures.labels(source).inc()
 
-    def answered(self, api: str, pa_needed: Iterable[str | None]) -> None:
-        """Count the answers of one decision request."""
-        for value in pa_needed:
-            self._labels(self.answers, api, value or "none").inc()
+    def bundle_poll_failed(self, reason: str) -> None:
+        """A bundle poll failed for ``reason`` (one of :data:`BUNDLE_POLL_FAILURES`; else ``internal``)."""
+        self.bundle_poll_failures.labels(reason if reason in BUNDLE_POLL_FAILURES else "internal").inc()
+    def limited(self, client: str) -> None:
+        """A request of a ``client`` kind (one of :data:`RATE_LIMITED_CLIENTS`, else ``other``) was
+        refused by the rate limit."""
+        self._labels(self.rate_limited, client if client in RATE_LIMITED_CLIENTS else OTHER).inc()
+
+    def answered(self, api: str, counts: Mapping[str, int]) -> None:
+        """Count the answers of one decision request, by ``pa_needed``."""
+        for value, count in counts.items():
+            self._labels(self.answers, api, value).inc(count)
 
     def observe_request(self, scope: Scope, status: int, seconds: float, ruleset: engine.RuleSet) -> None:
         """Count one finished request; for decisions, time it and bring the cache counts up to date."""
@@ -126,7 +167,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text exposition of every metric: of all workers in multiprocess mode, else of this one."""
-        if os.environ.get(MULTIPROCESS_ENV):
+        folder = os.environ.get(MULTIPROCESS_ENV)
+        if folder:
+            if self._sampler:
+                self._sampler.sample()
+            forget_dead_workers(folder)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
@@ -138,6 +183,14 @@ def request_labels(method: str, status: int) -> tuple[str, str]:
     no caller (authenticated or not) can add series by inventing methods or statuses."""
     return (method if method in METHODS else OTHER,
             str(status) if status in STATUSES else f"{status // 100}xx")
+
+
+def answered(request: Request, api: str, pa_needed: Iterable[str | None]) -> None:
+    """Count the service lines a decision request answered (``none`` where CRD gives no
+    pa-needed), and note the counts on the request for its span (service/tracing.py)."""
+    counts = Tally(value or "none" for value in pa_needed)
+    request.scope.setdefault("state", {})[ANSWERS_KEY] = (api, counts)
+    request.app.state.metrics.answered(api, counts)
 
 
 def worker_exited(pid: int | None = None) -> None:

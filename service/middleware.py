@@ -1,4 +1,5 @@
-"""ASGI plumbing: refuse oversized bodies (413); log (and hand to the metrics) every finished request."""
+"""ASGI plumbing: refuse oversized bodies (413) and requests past the connection cap (503); log (and
+hand to the metrics) every finished request."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import caller_text
+from service.protocol import OVER_CAP
 
 log = logging.getLogger("covreq.access")
 #: The status logged for a request whose client went away before it was answered (nginx's 499).
@@ -60,14 +62,45 @@ class BodyLimit:
                 await self.refuse(scope["path"])(scope, receive, send)
 
 
+class ConnectionCap:
+    """Answers 503 with ``Retry-After`` a request on a connection taken past the connection cap
+    (service/protocol.py), but for the ``exempt`` paths (the liveness probe); the connection is
+    closed after its answer either way.
+
+    ``refuse(path)`` builds the 503 response, so each API family keeps its own error shape.
+    """
+
+    #: Seconds a refused caller is asked to wait: requests under way finish within milliseconds.
+    RETRY_AFTER = 1
+
+    def __init__(self, app: ASGIApp, refuse: Callable[[str], Response], exempt: frozenset[str]) -> None:
+        self.app, self.refuse, self.exempt = app, refuse, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("extensions", {}).get(OVER_CAP):
+            await self.app(scope, receive, send)
+            return
+
+        exempt = scope["path"] in self.exempt
+        added = [(b"connection", b"close")] + ([] if exempt else [(b"retry-after", str(self.RETRY_AFTER).encode())])
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await (self.app if exempt else self.refuse(scope["path"]))(scope, receive, closing_send)
+
+
 class AccessLog:
     """Logs method, path, status, duration and the answering rule set; never bodies.
 
-    ``observe(scope, status, seconds)``, when given, is called too (the metrics count requests there).
+    ``observe(scope, status, seconds, ruleset)``, when given, is called too (the metrics count
+    requests there, the tracing makes their spans).
     """
 
     def __init__(self, app: ASGIApp, header: str,
-                 observe: Callable[[Scope, int, float], None] | None = None) -> None:
+                 observe: Callable[[Scope, int, float, str], None] | None = None) -> None:
         self.app, self.header, self.observe = app, header.lower().encode(), observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,4 +128,4 @@ class AccessLog:
                 "event": "request", "method": method, "path": path,
                 "status": status, "ms": round(seconds * 1000, 2), "ruleset": ruleset})
             if self.observe:
-                self.observe(scope, status, seconds)
+                self.observe(scope, status, seconds, ruleset)

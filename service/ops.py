@@ -1,35 +1,26 @@
-"""Operations endpoints: liveness, readiness and the admin reload trigger; the bearer-token check
-that admin operations (and ``/metrics`` once closed) share."""
+"""Operations endpoints: liveness, readiness and the admin reload trigger."""
 from __future__ import annotations
 
-import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.bearer import token_refusal
+from service.holder import ReloadFailure
 from service.responses import json_response, v1_error
 
 router = APIRouter(tags=["operations"])
+#: The liveness probe's path: answered even on a connection past the cap (service/protocol.py).
+LIVENESS = "/healthz"
 #: The 403 of an admin operation while no admin token is configured.
 ADMIN_OFF = ("admin operations are refused until an admin token is configured: set COVREQ_ADMIN_TOKEN "
              "and send Authorization: Bearer <token> (SIGHUP to the covreq serve process reloads without one)")
-#: The challenge sent with a 401 for a missing or wrong token.
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="covreq"'}
+#: The probes an orchestrator polls: never rate limited, never traced.
+PROBES = frozenset({LIVENESS, "/readyz"})
 
 
-def token_refusal(request: Request, token: str, setting: str) -> JSONResponse | None:
-    """None when the request sends ``Authorization: Bearer <token>`` (compared in constant time),
-    else the 401 naming ``setting``, the variable that holds the token."""
-    offered = request.headers.get("authorization", "").encode()
-    if hmac.compare_digest(offered, f"Bearer {token}".encode()):
-        return None
-    response = v1_error(401, f"send Authorization: Bearer <the token set in {setting}>",
-                        request.app.state.holder.current.digest, "Authorization")
-    response.headers.update(CHALLENGE)
-    return response
-
-
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get(LIVENESS, summary="Liveness: the process answers")
 def healthz(request: Request) -> JSONResponse:
     """Always 200 while the process serves requests."""
     digest = request.app.state.holder.current.digest
@@ -62,7 +53,14 @@ def readyz(request: Request) -> JSONResponse:
     return json_response(body, digest, 503 if status == "unready" else 200)
 
 
-@router.post("/admin/reload", summary="Reload the rule tree; a broken tree is refused (422)")
+def reload_rules(state: Any) -> ReloadFailure | None:
+    """Reload the rules of the application whose ``state`` is given: from a bundle URL, the bundle
+    fetched again and verified (its unpacked folder is never read unchecked), else the rule tree."""
+    bundles = state.bundles
+    return bundles.reload(state.holder) if bundles else state.holder.reload()
+
+
+@router.post("/admin/reload", summary="Reload the rule tree (or fetch the bundle again); a broken one is refused (422)")
 def reload(request: Request) -> JSONResponse:
     """Reload now. 200 with the new digest, or 422 with the problems and the digest kept; 403 while
     no admin token is configured (``COVREQ_ADMIN_TOKEN``), 401 without that token."""
@@ -73,7 +71,7 @@ def reload(request: Request) -> JSONResponse:
     refused = token_refusal(request, token, "COVREQ_ADMIN_TOKEN")
     if refused:
         return refused
-    failure = holder.reload()
+    failure = reload_rules(request.app.state)
     digest = holder.current.digest
     if failure:
         return json_response({"reloaded": False, "ruleset": digest, "error": failure.as_dict()},

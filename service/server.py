@@ -24,9 +24,11 @@ from service.dtr.signing import Keyring
 from service.metrics import MULTIPROCESS_ENV
 from service.protocol import guarded
 from service.settings import Settings
+from service.smart.tokens import AccessTokens
 
 RULES_ENV = "COVREQ_RULES"
 DTR_KEYS_ENV = "COVREQ_DTR_KEYS"
+SMART_TOKEN_KEY_ENV = "COVREQ_SMART_TOKEN_KEY"
 log = logging.getLogger("covreq.service")
 
 
@@ -87,19 +89,24 @@ def _metrics_folder() -> Iterator[None]:
 
 @contextmanager
 def _replica_key() -> Iterator[None]:
-    """Without ``COVREQ_DTR_KEYS``, one random DTR signing key shared by the workers of this replica
-    (each would otherwise make its own and refuse the forms the others signed), in a private file
-    removed afterwards."""
-    if os.environ.get(DTR_KEYS_ENV):
+    """Without ``COVREQ_DTR_KEYS`` (or ``COVREQ_SMART_TOKEN_KEY``), one random DTR signing key (SMART
+    access-token key) shared by the workers of this replica (each would otherwise make its own and
+    refuse the forms, or tokens, the others signed), in a private file removed afterwards."""
+    wanted = ((DTR_KEYS_ENV, "keys.yaml", Keyring.write_random),
+              (SMART_TOKEN_KEY_ENV, "smart-token.key", AccessTokens.write_random))
+    unset = [(env, name, write) for env, name, write in wanted if not os.environ.get(env)]
+    if not unset:
         yield
         return
     folder = Path(tempfile.mkdtemp(prefix="covreq-dtr-keys-"))
-    Keyring.write_random(folder / "keys.yaml")
-    os.environ[DTR_KEYS_ENV] = str(folder / "keys.yaml")
+    for env, name, write in unset:
+        write(folder / name)
+        os.environ[env] = str(folder / name)
     try:
         yield
     finally:
-        del os.environ[DTR_KEYS_ENV]
+        for env, _, _ in unset:
+            del os.environ[env]
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -151,6 +158,5 @@ def warn_without_public_url(settings: Settings, host: str) -> bool:
 def _connection_limits(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for the connection limits of ``settings`` (docs/operations.md, "Limits")."""
     return {"http": guarded(settings.request_timeout, settings.max_connections, settings.max_header_bytes),
-            "limit_concurrency": settings.max_connections,
             "timeout_keep_alive": settings.keep_alive_timeout,
             "h11_max_incomplete_event_size": settings.max_header_bytes}

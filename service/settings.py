@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.yamlsource import YamlError, load_yaml
+from engine.yamlsource import Locations, YamlError, load_yaml
 
 DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
 
@@ -14,8 +14,13 @@ DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
 def read_config(path: Path) -> Any:
     """The data of a YAML configuration file (payer mapping, issuers, API keys); raises ValueError
     naming the file, and the line and column of a YAML mistake."""
+    return read_config_located(path)[0]
+
+
+def read_config_located(path: Path) -> tuple[Any, Locations]:
+    """:func:`read_config`, with where each value is written (for errors naming file:line)."""
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))[0]
+        return load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -52,7 +57,9 @@ class Settings:
     ``POST /admin/reload`` (refused while it is unset); ``json_logs`` switches the log format to one JSON object per line.
     ``auth_issuers`` (trusted JWT issuers, with ``service_url`` as the audience) turns on JWTs for
     the CDS Hooks calls; ``api_keys`` (a key file) and ``v1_jwt`` turn on credentials for
-    ``/v1/*`` (service/auth.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
+    ``/v1/*`` (service/auth.py). An issuer's ``jwks_uri`` is fetched at most once per
+    ``jwks_refresh_seconds``, again after ``jwks_max_age_seconds``, each fetch within
+    ``jwks_timeout_seconds``; ``jwks_allow_http`` permits http:// beyond loopback (service/jwks.py). ``audit_path`` is the JSON Lines audit file (service/audit.py).
     ``bundle_url`` serves rules from a bundle (service/bundles.py), polled every
     ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
     with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
@@ -61,13 +68,17 @@ class Settings:
     https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``, and all the
     queries of one call together, with their R4 checks, ``ehr_call_seconds`` and
     ``ehr_call_max_bytes`` (decoded bytes);
-    ``crd_max_orders``, ``crd_max_coverages`` and ``crd_max_billing_codes`` (per order) bound the
-    work of one CDS Hooks call (413 above them).
+    ``crd_max_orders``, ``crd_max_coverages``, ``crd_max_billing_codes`` (per order) and
+    ``crd_max_lines`` (billing codes of all orders) bound the work of one CDS Hooks call (413 above them).
+    ``max_response_bytes`` caps the answer of a v1 or CDS Hooks call (413 above it).
     ``strict_audit`` refuses (503) a decision whose audit record cannot be written.
-    ``max_connections`` caps the open connections of a process (more are closed at once, and
-    requests past it get 503), ``request_timeout`` the seconds a connection has to deliver a whole
-    request, ``keep_alive_timeout`` the seconds an idle connection stays open, and
+    ``max_connections`` caps the open connections of a process (a new one past it closes the
+    oldest waiting for a request; with none waiting, its request gets 503), ``request_timeout``
+    the seconds a connection has to deliver a whole request, ``keep_alive_timeout`` the seconds an
+    idle connection stays open, and
     ``max_header_bytes`` the size of a request line with its headers (service/protocol.py).
+    ``dtr_max_orders``, ``dtr_max_forms`` and ``dtr_max_response_bytes`` bound the work and the
+    answer of one DTR call (service/dtr/limits.py; 413 above them).
 
     Trust at the edge (docs/operations.md, "What covreq refuses at the edge"): ``POST /admin/reload``
     is refused (403) unless ``admin_token`` is set; ``metrics_token``, when set, must be sent as
@@ -76,6 +87,18 @@ class Settings:
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
     unset: a random key per process).
+
+    SMART Backend Services on ``/fhir`` (service/smart/): ``smart_clients`` is the client registration
+    file (turns it on), ``smart_token_key`` the file holding the secret that signs access tokens
+    (unset: a random key per process), ``smart_token_seconds`` their lifetime, and
+    ``smart_loopback_http`` lets a client's ``jwks_uri`` be plain http on a loopback address (tests).
+    ``crd_version`` is the CRD version a CDS Hooks call without ``davinci-crd.requestedVersion`` is
+    answered in (service/crd/discovery.py; default 2.0.1, the version CMS-0057-F names).
+
+    Observability and load (issue 26 items 2 and 7): ``rate_limit`` (``"100/60s"``) turns on a token
+    bucket per client, ``rate_limit_burst`` its size (default: the rate's count; service/ratelimit.py);
+    ``otlp_endpoint`` sends a span per request by OTLP/HTTP to that collector base URL (the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables also do; service/tracing.py).
     """
 
     max_body_bytes: int = 1_048_576
@@ -104,6 +127,8 @@ class Settings:
     crd_max_orders: int = 100
     crd_max_coverages: int = 20
     crd_max_billing_codes: int = 50
+    crd_max_lines: int = 1000
+    max_response_bytes: int = 4_194_304
     strict_audit: bool = False
     max_connections: int = 1000
     request_timeout: float = 30.0
@@ -113,6 +138,28 @@ class Settings:
     metrics_token: str | None = None
     public_hosts: tuple[str, ...] = ()
     dtr_keys: Path | None = None
+    # keys fetched from an issuer's jwks_uri (issue 26 item 5)
+    jwks_refresh_seconds: float = 60.0
+    jwks_max_age_seconds: float = 3600.0
+    jwks_timeout_seconds: float = 5.0
+    jwks_allow_http: bool = False
+    # DTR: the work of one $questionnaire-package / $next-question call (service/dtr/limits.py)
+    dtr_max_orders: int = 20
+    dtr_max_forms: int = 20
+    dtr_max_response_bytes: int = 1_048_576
+    # SMART Backend Services (service/smart/)
+    smart_clients: Path | None = None
+    smart_token_key: Path | None = None
+    smart_token_seconds: int = 300
+    smart_loopback_http: bool = False
+    # -- CRD versions (issue 23): the version a CDS Hooks call that asks for none is answered in --
+    crd_version: str = "2.0.1"  # COVREQ_CRD_VERSION: 2.0, 2.1 or 2.2 (a patch part is ignored)
+    # --
+    # -- observability and load (issue 26 items 2 and 7): rate limiting, traces --
+    rate_limit: str | None = None
+    rate_limit_burst: int | None = None
+    otlp_endpoint: str | None = None
+    # --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -124,10 +171,17 @@ class Settings:
         ``COVREQ_FHIR_SERVERS`` (base URLs separated by spaces or commas), ``COVREQ_EHR_TIMEOUT_SECONDS``,
         ``COVREQ_EHR_MAX_BYTES``, ``COVREQ_EHR_CALL_SECONDS``, ``COVREQ_EHR_CALL_MAX_BYTES``,
         ``COVREQ_CRD_MAX_ORDERS``, ``COVREQ_CRD_MAX_COVERAGES``,
-        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
+        ``COVREQ_CRD_MAX_BILLING_CODES``, ``COVREQ_CRD_MAX_LINES``,
+        ``COVREQ_MAX_RESPONSE_BYTES``, ``COVREQ_STRICT_AUDIT`` (``1`` for on),
         ``COVREQ_MAX_CONNECTIONS``, ``COVREQ_REQUEST_TIMEOUT``, ``COVREQ_KEEP_ALIVE_TIMEOUT``,
         ``COVREQ_MAX_HEADER_BYTES``, ``COVREQ_METRICS_TOKEN``, ``COVREQ_PUBLIC_HOSTS`` (host names
-        separated by spaces or commas), ``COVREQ_DTR_KEYS``; absent variables keep the defaults."""
+        separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_JWKS_REFRESH_SECONDS``,
+        ``COVREQ_JWKS_MAX_AGE_SECONDS``, ``COVREQ_JWKS_TIMEOUT_SECONDS``, ``COVREQ_JWKS_ALLOW_HTTP``
+        (``1`` for on), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
+        ``COVREQ_DTR_MAX_RESPONSE_BYTES``, ``COVREQ_SMART_CLIENTS``, ``COVREQ_SMART_TOKEN_KEY``,
+        ``COVREQ_SMART_TOKEN_SECONDS``, ``COVREQ_SMART_LOOPBACK_HTTP`` (``1`` for on),
+        ``COVREQ_CRD_VERSION``, ``COVREQ_RATE_LIMIT``, ``COVREQ_RATE_LIMIT_BURST``,
+        ``COVREQ_OTLP_ENDPOINT``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -155,6 +209,8 @@ class Settings:
             crd_max_orders=_whole(env, "COVREQ_CRD_MAX_ORDERS", defaults.crd_max_orders),
             crd_max_coverages=_whole(env, "COVREQ_CRD_MAX_COVERAGES", defaults.crd_max_coverages),
             crd_max_billing_codes=_whole(env, "COVREQ_CRD_MAX_BILLING_CODES", defaults.crd_max_billing_codes),
+            crd_max_lines=_whole(env, "COVREQ_CRD_MAX_LINES", defaults.crd_max_lines),
+            max_response_bytes=_whole(env, "COVREQ_MAX_RESPONSE_BYTES", defaults.max_response_bytes),
             strict_audit=env.get("COVREQ_STRICT_AUDIT", "0") == "1",
             max_connections=_whole(env, "COVREQ_MAX_CONNECTIONS", defaults.max_connections),
             request_timeout=float(env.get("COVREQ_REQUEST_TIMEOUT", defaults.request_timeout)),
@@ -164,4 +220,25 @@ class Settings:
             metrics_token=env.get("COVREQ_METRICS_TOKEN") or None,
             public_hosts=_hosts(env, "COVREQ_PUBLIC_HOSTS"),
             dtr_keys=Path(env["COVREQ_DTR_KEYS"]) if env.get("COVREQ_DTR_KEYS") else None,
+            # keys fetched from an issuer's jwks_uri (issue 26 item 5)
+            jwks_refresh_seconds=float(env.get("COVREQ_JWKS_REFRESH_SECONDS", defaults.jwks_refresh_seconds)),
+            jwks_max_age_seconds=float(env.get("COVREQ_JWKS_MAX_AGE_SECONDS", defaults.jwks_max_age_seconds)),
+            jwks_timeout_seconds=float(env.get("COVREQ_JWKS_TIMEOUT_SECONDS", defaults.jwks_timeout_seconds)),
+            jwks_allow_http=env.get("COVREQ_JWKS_ALLOW_HTTP", "0") == "1",
+            # DTR
+            dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
+            dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),
+            dtr_max_response_bytes=_whole(env, "COVREQ_DTR_MAX_RESPONSE_BYTES", defaults.dtr_max_response_bytes),
+            # SMART Backend Services (service/smart/)
+            smart_clients=Path(env["COVREQ_SMART_CLIENTS"]) if env.get("COVREQ_SMART_CLIENTS") else None,
+            smart_token_key=Path(env["COVREQ_SMART_TOKEN_KEY"]) if env.get("COVREQ_SMART_TOKEN_KEY") else None,
+            smart_token_seconds=_whole(env, "COVREQ_SMART_TOKEN_SECONDS", defaults.smart_token_seconds),
+            smart_loopback_http=env.get("COVREQ_SMART_LOOPBACK_HTTP", "0") == "1",
+            # CRD versions (issue 23)
+            crd_version=env.get("COVREQ_CRD_VERSION") or defaults.crd_version,
+            # observability and load (issue 26 items 2 and 7)
+            rate_limit=env.get("COVREQ_RATE_LIMIT") or None,
+            rate_limit_burst=(_whole(env, "COVREQ_RATE_LIMIT_BURST", 0) if env.get("COVREQ_RATE_LIMIT_BURST")
+                              else None),
+            otlp_endpoint=env.get("COVREQ_OTLP_ENDPOINT") or None,
         )

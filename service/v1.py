@@ -8,12 +8,13 @@ import orjson
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 import engine
 from service.dtr.catalogue import forms_of
 from service.logs import caller_text
-from service.responses import UNAUDITED, json_response, v1_error
+from service.metrics import answered
+from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large, v1_error
 
 router = APIRouter(tags=["v1"])
 
@@ -119,7 +120,7 @@ def _standard_json(raw: bytes) -> Any:
 
 @router.post("/v1/requirements", openapi_extra=_REQUEST_DOC,
              summary="Prior-authorization and documentation requirements, one decision per service")
-async def requirements(request: Request) -> JSONResponse:
+async def requirements(request: Request) -> Response:
     """Evaluate a v1 request against the current rule set (400 malformed JSON, 422 contract).
 
     The same body (byte for byte) on the same day is answered from the rule set's answer cache.
@@ -139,10 +140,15 @@ async def requirements(request: Request) -> JSONResponse:
     except engine.RequestError as err:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)
+    rendered = render_json(answer)
+    refusal = too_large(rendered, request.app.state.settings.max_response_bytes)
+    if refusal:
+        audit.v1(request, ruleset.digest, 413)
+        return v1_error(413, refusal, ruleset.digest)
     if audit.withheld(audit.v1(request, ruleset.digest, 200, answer)):
         return v1_error(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("v1", (d["pa_needed"] for d in answer["decisions"]))
-    return json_response(answer, ruleset.digest)
+    answered(request, "v1", (d["pa_needed"] for d in answer["decisions"]))
+    return rendered_response(rendered, ruleset.digest)
 
 
 @router.get("/v1/policies", summary="Every policy of the loaded rule set")

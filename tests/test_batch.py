@@ -342,3 +342,19 @@ def test_regression_a_jsonl_line_nested_100000_deep_ended_in_a_traceback(
                             suffix=".jsonl")
     assert (code, rows) == (2, []) and not (tmp_path / "out.csv").exists()
     assert "covreq batch: orders.jsonl: row 3: JSON nested too deeply" in err
+
+
+def test_revenue_code_provider_type_and_trip_columns_reach_the_rules(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("order_id,payer,date_of_service,type_of_bill,state,provider_type,code,revenue_code,"
+            "round_trips_in_10_days,round_trip_weeks\n"
+            "A,medicare,2026-03-02,131,TX,,22554,0360,,\n"
+            "B,medicare,2026-03-02,131,TX,,22554,450,,\n"
+            "C,medicare,2026-03-02,131,TX,VA,22554,,,\n"
+            "D,medicare,2026-03-02,,TX,,A0428,,3,\n"
+            "E,medicare,2026-03-02,,TX,,A0428,,2,1\n")
+    code, rows, _ = batch(tmp_path, text, capsys)
+    assert code == 0
+    assert [r["pa_needed"] for r in rows] == ["auth-needed", "no-auth", "no-auth", "auth-needed", "no-auth"]
+    code, _, err = batch(tmp_path, text.replace(",3,\n", ",three,\n"), capsys)
+    assert code == 1 and "round_trips_in_10_days: 'three' is not a number" in err

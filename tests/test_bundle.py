@@ -122,8 +122,9 @@ def test_links_and_damaged_archives_are_refused(tmp_path: Path) -> None:
             unpack(damaged, tmp_path)
     with pytest.raises(BundleError, match="has no manifest.json"):
         unpack(rebuilt(data, {MANIFEST: None}), tmp_path)
-    with pytest.raises(BundleError, match="not a covreq manifest"):
-        unpack(rebuilt(data, {MANIFEST: b'{"digest": "abc"}'}), tmp_path)
+    for manifest in (b'{"digest": "abc"}', b"[" * 60_000):
+        with pytest.raises(BundleError, match="not a covreq manifest"):
+            unpack(rebuilt(data, {MANIFEST: manifest}), tmp_path)
 
 
 def test_covreq_bundle_writes_a_verifiable_bundle_and_prints_its_digest(
@@ -149,3 +150,99 @@ def test_covreq_bundle_refuses_a_broken_tree_and_an_unusable_key(tmp_path: Path,
     assert main(["bundle", str(RULES), "-o", str(tmp_path / "out.tar.gz"), "--signing-key",
                  str(tmp_path / "key.pem")]) == 2
     assert "not an unencrypted PEM private key" in capsys.readouterr().err
+
+
+def test_sizes_are_checked_at_each_header_before_its_bytes_are_read(tmp_path: Path) -> None:
+    from engine.yamlsource import MAX_FILE_BYTES
+    from tests.service.hostile_bundle_server import MIB, huge_header, huge_member
+
+    bombs = {"a rule file larger than a rule file may be": huge_member(MAX_FILE_BYTES + 1),
+             "a GNU long name of 256 MiB": huge_header(tarfile.GNUTYPE_LONGNAME, 256 * MIB, 4 * MIB),
+             "a pax header of 256 MiB": huge_header(tarfile.XHDTYPE, 256 * MIB, 4 * MIB)}
+    for label, data in bombs.items():
+        with pytest.raises(BundleError, match="bytes"):
+            unpack(data, tmp_path)
+        assert not list(tmp_path.iterdir()), label
+
+
+def test_the_decompressed_archive_is_bounded_as_a_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import bundle
+    from tests.service.hostile_bundle_server import forged
+
+    data = forged([(f"acme/{n:03}.yaml", b"id: x\n" * 100) for n in range(40)])
+    monkeypatch.setattr(bundle, "MAX_UNPACKED_BYTES", 16 * 1024)
+    with pytest.raises(BundleError, match="more than 16384 bytes"):
+        unpack(data, tmp_path)
+    monkeypatch.setattr(bundle, "MAX_UNPACKED_BYTES", 10**9)
+    monkeypatch.setattr(bundle, "MAX_FILES", 10)
+    with pytest.raises(BundleError, match="more than 10 files"):
+        unpack(data, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_rules_are_checked_against_the_digest_before_one_is_written(tmp_path: Path) -> None:
+    from tests.service.hostile_bundle_server import forged
+
+    data, _ = build(RULES)
+    policy = f"rules/{policy_file(RULES).relative_to(RULES).as_posix()}"
+    written: list[str] = []
+    for altered in (rebuilt(data, {policy: b"# altered\n"}),  # the last file of the tree
+                    forged([("b.yaml", b"id: b\n"), ("a.yaml", b"id: a\n")]),  # not in the loader's order
+                    rebuilt(data, {"rules/README.md": b"not a rule file\n"})):
+        with pytest.raises(BundleError, match="altered or damaged|order"):
+            unpack(altered, tmp_path)
+        written += [str(p) for p in tmp_path.rglob("*")]
+    assert written == []
+
+
+def test_the_manifest_and_signature_come_before_the_rules(tmp_path: Path) -> None:
+    data, _ = build(RULES)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        names = archive.getnames()
+    manifest_last = rebuilt(rebuilt(data, {MANIFEST: None}), {MANIFEST: _member(data, MANIFEST)})
+    assert names[0] == MANIFEST
+    with pytest.raises(BundleError, match="before"):
+        unpack(manifest_last, tmp_path)
+    for nameless in ("", "rules/", "rules"):
+        with pytest.raises(BundleError, match="not a place a bundle may hold a file|only regular files"):
+            unpack(rebuilt(data, {nameless: b"x"}), tmp_path / "x")
+    with pytest.raises(BundleError, match="not a place") as refused:  # a pax name: long, with escapes
+        unpack(rebuilt(data, {"evil\n\x1b[31m" + "x" * 5000: b"x"}), tmp_path / "x")
+    assert "\n" not in str(refused.value) and "\x1b" not in str(refused.value) and len(str(refused.value)) < 400
+
+
+def _member(data: bytes, name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        return archive.extractfile(name).read()  # type: ignore[union-attr]
+
+
+def test_a_tar_without_its_end_blocks_is_read_as_tarfile_reads_it(tmp_path: Path) -> None:
+    import gzip
+
+    from tests.service.hostile_bundle_server import forged
+
+    files = [("acme/a.yaml", b"id: a\n")]
+    whole = gzip.decompress(forged(files))
+    unpack(gzip.compress(whole.rstrip(b"\0") + bytes(-len(whole.rstrip(b"\0")) % 512)), tmp_path)
+    assert (tmp_path / "acme" / "a.yaml").read_bytes() == b"id: a\n"
+
+
+def test_gzip_members_and_padding_are_read_as_gzip_has_them_and_a_long_file_name_costs_no_python_loop(
+        tmp_path: Path) -> None:
+    import gzip
+    import struct
+    import time
+    import zlib
+
+    from tests.service.hostile_bundle_server import forged
+
+    whole = gzip.decompress(forged([("acme/a.yaml", b"id: a\n"), ("acme/b.yaml", b"id: b\n")]))
+    halves = gzip.compress(whole[:1536]) + bytes(700) + gzip.compress(whole[1536:]) + bytes(100)
+    unpack(halves, tmp_path / "halves")
+    assert sorted(p.name for p in (tmp_path / "halves" / "acme").iterdir()) == ["a.yaml", "b.yaml"]
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    named = (b"\x1f\x8b\x08\x08\0\0\0\0\0\xff" + b"n" * (32 * 1024 * 1024) + b"\0" + deflate.compress(whole)
+             + deflate.flush() + struct.pack("<II", zlib.crc32(whole), len(whole)))
+    began = time.perf_counter()
+    unpack(named, tmp_path / "named")
+    assert time.perf_counter() - began < 3  # gzip.GzipFile: about 6 s, one read(1) per byte of the name

@@ -116,3 +116,14 @@ def test_every_argument_has_help_and_every_command_its_exit_codes() -> None:
         assert "exit codes:\n  0  " in text and "\n  1  " in text and "\n  2  " in text, name
     assert "(default: 8000)" in commands.choices["serve"].format_help()
     assert "(default: warning)" in commands.choices["lint"].format_help()
+
+
+def test_serve_without_rules_or_bundle_or_their_variables_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A container sets COVREQ_RULES or COVREQ_BUNDLE_URL instead of --rules/--bundle
+    (tests/test_container_image.py serves that way); with neither, serve says what it needs."""
+    monkeypatch.delenv("COVREQ_RULES", raising=False)
+    monkeypatch.delenv("COVREQ_BUNDLE_URL", raising=False)
+    assert main(["serve", "--port", "0"]) == 2
+    assert capsys.readouterr().err == ("covreq serve: give --rules PATH or --bundle URL, or set COVREQ_RULES "
+                                       "or COVREQ_BUNDLE_URL\n")

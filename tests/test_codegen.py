@@ -165,6 +165,8 @@ _VALUES: dict[str, Any] = {
     "system": st.sampled_from(["CPT", "HCPCS"]), "modifiers": st.frozensets(st.sampled_from(["RT", "LT", "50"]), max_size=2),
     "units": st.sampled_from([0.0, 1.0, 1.5, 2.0, 4.0]), "stage": st.sampled_from(["trial", "permanent", "initial"]),
     "trial_place_of_service": st.sampled_from(["11", "22"]),
+    "revenue_code": st.sampled_from(["0450", "0459", "0360"]), "provider.type": st.sampled_from(["va", "ihs", "x"]),
+    "round_trips_in_10_days": st.sampled_from([0.0, 2.0, 3.0, 6.0]), "round_trip_weeks": st.sampled_from([1.0, 3.0]),
     "other_codes": st.frozensets(st.sampled_from(["15820", "15823", "64490", "J0541"]), max_size=3).flatmap(
         lambda codes: st.sampled_from([codes, OpenSet(codes)])),
     "request_codes": st.frozensets(st.sampled_from(["15820", "15823", "64490", "J0541"]), max_size=3),

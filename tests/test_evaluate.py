@@ -52,11 +52,11 @@ def test_code_removed_later_stops_being_governed(good_rules: engine.RuleSet) -> 
     assert decide(good_rules, place_of_service="22", date_of_service="2022-01-06",
                   services=[{"code": "67911"}])["pa_needed"] == "auth-needed"
     after = decide(good_rules, place_of_service="22", date_of_service="2022-01-07", services=[{"code": "67911"}])
-    assert after["pa_needed"] == "no-auth" and after["policies"] == []
+    assert after["pa_needed"] == "unknown" and after["policies"] == []  # Medicare's rules: programs only
 
 
 def test_policy_start_date_boundary(good_rules: engine.RuleSet) -> None:
-    assert decide(good_rules, place_of_service="22", date_of_service="2020-06-30")["pa_needed"] == "no-auth"
+    assert decide(good_rules, place_of_service="22", date_of_service="2020-06-30")["pa_needed"] == "unknown"
     assert decide(good_rules, place_of_service="22", date_of_service="2020-07-01")["pa_needed"] == "auth-needed"
 
 
@@ -77,10 +77,12 @@ def test_authorization_for_another_code_does_not_satisfy(good_rules: engine.Rule
     assert decide(good_rules, place_of_service="22", authorizations=auth)["pa_needed"] == "auth-needed"
 
 
-def test_unlisted_code_gets_no_auth_with_a_reason_or_the_payer_default(good_rules: engine.RuleSet) -> None:
-    medicare = decide(good_rules, services=[{"code": "99213"}])
-    assert medicare["pa_needed"] == "no-auth" and "lists 99213" in medicare["reasons"][0]
-    acme = good_rules.evaluate({"payer": "acme", "services": [{"code": "99213"}]})["decisions"][0]
+def test_unlisted_code_is_unknown_unless_the_payer_declares_its_list_complete(good_rules: engine.RuleSet) -> None:
+    medicare = decide(good_rules, services=[{"code": "99213"}])  # its _payer.yaml declares no scope
+    assert (medicare["pa_needed"], medicare["covered"]) == ("unknown", "unknown")
+    assert medicare["reasons"][0].startswith("covreq does not know whether 99213 needs prior authorization")
+    acme = good_rules.evaluate({"payer": "acme", "services": [{"code": "99213"}]})["decisions"][0]  # scope: complete
+    assert (acme["pa_needed"], acme["covered"]) == ("no-auth", "covered")
     assert acme["reasons"] == ["Acme lists no prior-authorization requirement for this code."]
 
 

@@ -21,7 +21,7 @@ from engine.loader import read_tree
 ROOT = Path(__file__).resolve().parent.parent
 #: Examples per property; ``COVREQ_FUZZ_EXAMPLES`` raises it for a longer run.
 EXAMPLES = int(os.environ.get("COVREQ_FUZZ_EXAMPLES", "100"))
-PA = ("auth-needed", "no-auth", "conditional", "satisfied")
+PA = ("auth-needed", "no-auth", "conditional", "satisfied", "unknown")
 COVERED = ("covered", "not-covered", "conditional")
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -121,7 +121,7 @@ def check_answer(ruleset: engine.RuleSet, request: Any) -> None:
     assert len(answer["decisions"]) == len(request["services"])
     for decision, line in zip(answer["decisions"], request["services"], strict=True):
         assert decision["code"] == str(line["code"]).strip().upper()
-        assert decision["pa_needed"] in PA and decision["covered"] in COVERED
+        assert decision["pa_needed"] in PA and decision["covered"] in (*COVERED, "unknown")
         assert decision["reasons"] and all(isinstance(r, str) and r for r in decision["reasons"])
         assert ("possible" in decision) == ("conditional" in (decision["pa_needed"], decision["covered"]))
         assert decision["info_needed"] or decision["pa_needed"] != "conditional" or len(decision.get("possible", [])) > 1

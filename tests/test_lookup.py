@@ -57,7 +57,7 @@ def test_payer_and_plan_choices_come_from_the_loaded_rule_set_with_their_titles(
 def test_a_new_payer_appears_with_its_title_and_plan_titles(tmp_path: Path) -> None:
     (tmp_path / "acme").mkdir()
     (tmp_path / "acme" / "_payer.yaml").write_text(
-        "payer: acme\ntitle: Acme Health Plan of the Northern Territories\nplans: {gold: Acme Gold PPO}\n")
+        "payer: acme\ntitle: Acme Health Plan of the Northern Territories\nplans: {gold: Acme Gold PPO, silver: silver}\n")
     (tmp_path / "acme" / "mri.yaml").write_text(
         "id: acme-mri\ntitle: MRI\npayer: acme\nplans: [gold, silver]\neffective: 2024-01-01\n"
         "source: {url: 'https://policies.acme.test/mri'}\ncodes: ['70551']\n")

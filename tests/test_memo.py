@@ -68,7 +68,7 @@ def test_an_undated_request_is_remembered_per_day(rules: engine.RuleSet) -> None
     one = remembered(rules, undated, today=dt.date(2023, 3, 14))
     two = remembered(rules, undated, today=dt.date(2019, 1, 1))
     assert one["as_of"] == "2023-03-14" and two["as_of"] == "2019-01-01"
-    assert one["decisions"][0]["pa_needed"] == "auth-needed" and two["decisions"][0]["pa_needed"] == "no-auth"
+    assert one["decisions"][0]["pa_needed"] == "auth-needed" and two["decisions"][0]["pa_needed"] == "unknown"
 
 
 def test_explain_answers_are_not_kept(rules: engine.RuleSet) -> None:

@@ -47,6 +47,7 @@ documentation:
 def rules(tmp_path: Path) -> engine.RuleSet:
     (tmp_path / "mri.yaml").write_text(BASE, encoding="utf-8")
     (tmp_path / "mri-gold.yaml").write_text(GOLD, encoding="utf-8")
+    (tmp_path / "_payer.yaml").write_text("payer: acme\nplans: {gold: Gold, silver: Silver}\n", encoding="utf-8")
     return engine.load(tmp_path)
 
 

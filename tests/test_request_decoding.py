@@ -17,9 +17,11 @@ BASE: dict[str, Any] = {
     "payer": "medicare", "plan": "ma", "date_of_service": "2024-03-14", "place_of_service": "22",
     "type_of_bill": "0131", "state": "ny", "patient": {"birth_date": "1950-02-01", "sex": "Female", "id": "p1"},
     "diagnoses": ["h02.831", "M54.50"], "provider": {"npi": "1234567893", "specialty": "x", "network": "in",
-                                                      "state": "NY", "exemptions": ["gold-card"]},
+                                                      "type": "VA", "state": "NY", "exemptions": ["gold-card"]},
     "services": [{"code": "15823", "system": "CPT", "modifiers": ["rt"], "units": 2, "stage": "Trial",
-                  "trial_place_of_service": "11", "id": "l1"}, {"code": "15823"}, {"code": 64490}],
+                  "trial_place_of_service": "11", "revenue_code": "450", "id": "l1"},
+                 {"code": "15823", "trip_dates": ["2024-03-14", "2024-03-16"], "round_trip_weeks": 3},
+                 {"code": 64490, "round_trips_in_10_days": 1}],
     "authorizations": [{"id": "A1", "code": "15823", "start": "2024-03-01", "end": "2024-04-01"}],
     "order_complete": True, "explain": False, "request_id": "r-1",
 }
@@ -133,3 +135,44 @@ def test_a_field_memo_computes_once_keeps_at_most_its_size_and_skips_what_it_mus
     assert memo[1] == 2 and memo[1] == 2 and computed == [1]
     assert memo[2] == 4 and memo[3] == 6 and len(memo) <= 2  # full: it started again
     assert memo[500] == 1000 and 500 not in memo
+
+
+def test_revenue_codes_are_four_digits_and_provider_kinds_lower_case_in_both_readings() -> None:
+    body = {"payer": "medicare", "provider": {"type": " IHS "}, "services": [{"code": "22554", "revenue_code": "450"}]}
+    for read in (parse_request, _checked):
+        facts = read(body, TODAY).lines[0].facts
+        assert (facts["revenue_code"], facts["provider.type"]) == ("0450", "ihs")
+    for wrong in ("45", "04500", "45X", " "):
+        bad = {"payer": "medicare", "services": [{"code": "22554", "revenue_code": wrong}]}
+        for read in (parse_request, _checked):
+            try:
+                read(bad, TODAY)
+            except RequestError as exc:
+                assert exc.location == "services[0].revenue_code"
+            else:
+                raise AssertionError(f"revenue code {wrong!r} accepted")
+
+
+def _trips(dates: list[str], **given: float) -> tuple[float | None, float | None]:
+    facts = parse_request({"payer": "medicare", "services": [{"code": "A0428", "trip_dates": dates, **given}]},
+                          TODAY).lines[0].facts
+    return facts.get("round_trips_in_10_days"), facts.get("round_trip_weeks")
+
+
+def test_a_trip_schedule_is_counted_in_10_day_periods_and_calendar_weeks() -> None:
+    assert _trips(["2026-03-02", "2026-03-04", "2026-03-11"]) == (3, 2)  # day 1 to day 10: 3 round trips
+    assert _trips(["2026-03-02", "2026-03-04", "2026-03-12"]) == (2, 2)  # the third is on day 11
+    assert _trips(["2026-03-06", "2026-03-12", "2026-03-19"]) == (2, 3)  # Friday, Thursday, Thursday: 3 weeks
+    assert _trips(["2026-03-02", "2026-03-20", "2026-04-01"]) == (1, 1)  # weeks with a week skipped
+    assert _trips(["2026-03-09", "2026-03-02", "2026-03-02"]) == (3, 2)  # any order, two on one day
+    assert _trips([]) == (None, None)
+    assert _trips(["2026-03-02"], round_trip_weeks=4) == (1, 4)  # a count given wins over the dates
+
+
+def test_a_long_trip_schedule_is_counted_in_linear_time() -> None:
+    dates = [(dt.date(2024, 1, 1) + dt.timedelta(days=i)).isoformat() for i in range(1000)]
+    lines = [{"code": "A0428", "trip_dates": dates}] * 300
+    started = dt.datetime.now()
+    request = parse_request({"payer": "medicare", "services": lines}, TODAY)
+    assert request.lines[-1].facts["round_trips_in_10_days"] == 10
+    assert (dt.datetime.now() - started).total_seconds() < 20

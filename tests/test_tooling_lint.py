@@ -31,6 +31,7 @@ def codes_and_places(name: str) -> list[tuple[str, str, str]]:
                   ("W-constant", "policy.yaml:12:11", "`known(code)` is always true")]),
     ("code-format", [("W-code-format", "policy.yaml:14:27", '"0131" can never match type_of_bill'),
                      ("W-code-format", "policy.yaml:14:67", '"2" can never match place_of_service')]),
+    ("unknown-plan", [("W-unknown-plan", "policy.yaml:9:19", '"golt" is not a plan of payer \'acme\'')]),
     ("unused-doc", [("W-unused-doc", "policy.yaml:13:3", "documentation item 'glare-test' is never used")]),
     ("unused-value-set", [("W-unused-value-set", "policy.yaml:9:3", "value set 'diabetes' is never used")]),
     ("source-url", [("W-source-url", "policy.yaml:5:1", "is a placeholder")]),

@@ -17,6 +17,7 @@ INFO_CODES = {
     "date_of_service": "timeframe",
     "code": "detail-code", "system": "detail-code", "modifiers": "detail-code", "units": "detail-code",
     "stage": "detail-code", "trial_place_of_service": "detail-code", "other_codes": "detail-code",
+    "revenue_code": "detail-code", "round_trips_in_10_days": "timeframe", "round_trip_weeks": "timeframe",
 }
 _PERFORMER_PREFIX = "provider."
 _PA_NEEDS_PA_DOCS = {"auth-needed", "conditional"}
@@ -48,10 +49,18 @@ def info_code(fact: str) -> str:
     return "performer" if fact.startswith(_PERFORMER_PREFIX) else INFO_CODES.get(fact, "OTH")
 
 
+def crd_code(value: str) -> str:
+    """A v1 ``pa_needed`` / ``covered`` value in CRD's codes: covreq's ``unknown`` (a code no rule
+    covreq holds lists, for a payer whose rules are not its whole list) is CRD's ``indeterminate``,
+    the payer "unable to evaluate coverage requirements": never ``covered`` or ``no-auth`` without a
+    rule that says so, and not ``conditional``, which would promise that more information decides."""
+    return "indeterminate" if value == "unknown" else value
+
+
 def from_decision(decision: dict[str, Any], line: Line, supporting_hook: bool) -> Assertion:
     """The assertion for one engine decision about one billing code."""
-    covered = decision["covered"]
-    pa_needed = None if covered == "not-covered" else decision["pa_needed"]  # q2
+    covered = crd_code(decision["covered"])
+    pa_needed = None if covered == "not-covered" else crd_code(decision["pa_needed"])  # q2
     documentation = tuple(decision.get("documentation", []))
     if supporting_hook:
         documentation = tuple(d for d in documentation if d["kind"] in _SUPPORTING_HOOK_DOC_KINDS)
@@ -87,10 +96,25 @@ def no_billing_code(reference: str) -> Assertion:
                               "are decided per billing code.",), facts_needed=("code",))
 
 
+def plan_unknown(line: Line | None, why: str) -> Assertion:
+    """The Coverage names a plan covreq cannot map to one its rules know: the answer is conditional
+    on the plan (info-needed OTH, the plan named in the reason), never the answer of another plan."""
+    return Assertion(covered="conditional", pa_needed="conditional", info_needed=("OTH",), line=line,
+                     reasons=(why, _needs_sentence(("plan",))), facts_needed=("plan",))
+
+
 def unreadable(line: Line | None, why: str) -> Assertion:
     """An answer that cannot be given because what the order says is malformed (CRD found-34:
     the order's other codes, and the call's other orders, are still answered)."""
     return Assertion(covered="indeterminate", pa_needed="indeterminate", line=line, reasons=(why,))
+
+
+def not_r4(reference: str, problems: str) -> Assertion:
+    """An order that is not valid FHIR R4 (``problems``: r4.describe's words, with the paths):
+    ``indeterminate``, the reason naming what is wrong. An update of it would be invalid too, so it
+    gets a card and no systemAction (service/crd/responses.py); the call's other orders are answered."""
+    return Assertion(covered="indeterminate", pa_needed="indeterminate",
+                     reasons=(f"{reference} is {problems}; covreq answers for it once it is.",))
 
 
 def technical(assertion: Assertion, failures: tuple[str, ...]) -> Assertion:

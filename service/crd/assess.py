@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Collection
 
 import engine
 from engine.codes import normalize, system_of
-from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, technical,
-                                    unreadable)
+from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, not_r4,
+                                    plan_unknown, technical, unreadable)
 from service.crd.coverage_information import Answered, assertion_id, assertion_ids, is_about
 from service.crd.discovery import SUPPORTING_HOOKS
-from service.crd.requests import HookCall, Line, Order, v1_request
+from service.crd.requests import HookCall, Line, Order, plan_problem, v1_request
 from service.dtr.catalogue import Catalogue
+from service.fhir import r4
 from service.fhir.values import as_list
 
 #: a billing code's engine decision, or why it has none
@@ -29,12 +30,14 @@ def assess(call: HookCall, ruleset: Any, forms: Catalogue) -> list[Answered]:
     answers: list[Answered] = []
     coverage = call.coverage
     supporting = call.hook in SUPPORTING_HOOKS
+    plans = () if coverage.problem else ruleset.plans(coverage.payer.payer)
+    unmapped = None if coverage.problem else plan_problem(coverage, plans)
     for order in call.orders:
-        decided = _decide(call, order, ruleset, forms)
-        assertions = _assertions(call, order, decided, supporting)
+        decided = {} if unmapped else _decide(call, order, ruleset, forms, plans)
+        assertions = _assertions(call, order, decided, supporting, unmapped)
         ident = _id(call, order, ruleset.digest, assertions)
         if supporting:
-            richer = _assertions(call, order, decided, False)
+            richer = _assertions(call, order, decided, False, unmapped)
             richer_id = _id(call, order, ruleset.digest, richer)
             if richer_id != ident and richer_id in _carried(order, coverage.reference):
                 assertions, ident = richer, richer_id
@@ -52,9 +55,10 @@ def _carried(order: Order, coverage: str) -> set[Any]:
     return set(assertion_ids(e for e in as_list(order.resource.get("extension")) if is_about(e, coverage)))
 
 
-def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) -> Decided:
-    """Each billing code's decision, a malformed one refused alone (found-34); nothing is asked
-    when the Coverage cannot be answered for or the order has no billing code."""
+def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue, plans: Collection[str]) -> Decided:
+    """Each billing code's decision under the payer's ``plans``, a malformed one refused alone
+    (found-34); nothing is asked when the Coverage cannot be answered for or the order has no
+    billing code."""
     if call.coverage.problem or not order.lines:
         return {}
     malformed: Decided = {line: f"{line.system} code {line.code!r} on {order.reference} is not a well-formed "
@@ -62,7 +66,7 @@ def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) -> Dec
                           for line in order.lines if system_of(normalize(line.code)) != line.system}
     lines = tuple(line for line in order.lines if line not in malformed)
     try:
-        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines)))) if lines \
+        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines), plans))) if lines \
             else {"decisions": []}
         decided: Decided = dict(zip(lines, answer["decisions"], strict=True))
     except engine.RequestError as err:
@@ -70,10 +74,17 @@ def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue) -> Dec
     return {line: decided[line] if line in decided else malformed[line] for line in order.lines}
 
 
-def _assertions(call: HookCall, order: Order, decided: Decided, supporting: bool) -> list[Assertion]:
-    """The order's assertions: one per billing code, as a supporting or a primary hook gives them."""
+def _assertions(call: HookCall, order: Order, decided: Decided, supporting: bool,
+                unmapped: str | None) -> list[Assertion]:
+    """The order's assertions: one per billing code, as a supporting or a primary hook gives them;
+    conditional on the plan for each code when the Coverage's plan is ``unmapped`` (why); an order
+    that is not valid R4 only says so."""
+    if order.problems:
+        return [not_r4(order.reference, r4.describe(list(order.problems)))]
     if call.coverage.problem:
         return [coverage_problem(*call.coverage.problem)]
+    if unmapped:
+        return [plan_unknown(line, unmapped) for line in order.lines] or [plan_unknown(None, unmapped)]
     if not order.lines:
         return [technical(no_billing_code(order.reference), call.failures)]
     return [technical(from_decision(d, line, supporting), call.failures) if isinstance(d, dict)

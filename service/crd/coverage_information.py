@@ -1,8 +1,9 @@
 """The ``ext-coverage-information`` extension: written from assertions, in the CRD version asked for.
 
-``coverage_information`` is the one place its sub-extensions are built. CRD 2.2 is written as the
-profile says; for CRD 2.0 clients the codes 2.0.1 lacks are said in 2.0.1's terms (see
-``_for_2_0``).
+``coverage_information`` is the one place its sub-extensions are built, in exactly the shapes of
+the version answered: CRD 2.2 as its profile says; for 2.1 and 2.0.1 the codes they lack are said in
+their terms (``_in_version``), and a policy link is a ``detail`` each version allows
+(``_policy_link``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import date
 from typing import Any, Iterable
 
 from service.crd.assertions import Assertion
+from service.crd.discovery import CRD_VERSIONS
 from service.crd.requests import Order
 from service.fhir.values import as_list, member, reference_key
 
@@ -24,6 +26,7 @@ COVERAGE_DETAIL = "http://terminology.hl7.org/CodeSystem/crd-coverage-detail"
 REASON_DISPLAY = {"no-member-found": "Member not found", "no-active-coverage": "Coverage not active",
                   "coverage-not-found": "Coverage not found", "technical": "Technical issues",
                   "detail-code": "Detail code"}
+_REASONS_BEFORE_2_2 = {"gold-card", "detail-code"}
 _DOC_2_0 = {"clinical": "clinical", "admin": "admin", "patient": "admin"}
 
 
@@ -52,7 +55,7 @@ def assertion_id(order: str, coverage: str, digest: str, assertions: Iterable[As
 
 def coverage_information(answer: Answered, today: date, version: str) -> dict[str, Any]:
     """One ``ext-coverage-information`` repetition, sub-extensions in the profile's order."""
-    a = answer.assertion if version != "2.0" else _for_2_0(answer.assertion)
+    a = _in_version(answer.assertion, version)
     subs: list[dict[str, Any]] = [
         {"url": "coverage", "valueReference": {"reference": answer.coverage}},
         {"url": "covered", "valueCode": a.covered},
@@ -64,7 +67,7 @@ def coverage_information(answer: Answered, today: date, version: str) -> dict[st
     subs += [{"url": "info-needed", "valueCode": c} for c in a.info_needed]
     if a.line:
         subs.append({"url": "billingCode", "valueCoding": {"system": a.line.uri, "code": a.line.code}})
-    subs += [{"url": "reason", "valueCodeableConcept": _reason(a.reason_code if number == 0 else None, text)}
+    subs += [{"url": "reason", "valueCodeableConcept": _reason(a.reason_code if number == 0 else None, text, version)}
              for number, text in enumerate(a.reasons)]
     subs += [_policy_link(url, version)
              for url in dict.fromkeys(p["url"] for p in a.policies if p.get("url"))]
@@ -90,33 +93,48 @@ def assertion_ids(extensions: Iterable[Any]) -> list[Any]:
                   if member(sub, "url") == "coverage-assertion-id"), None) for e in extensions]
 
 
-def _reason(code: str | None, text: str) -> dict[str, Any]:
-    if code:
+def _reason(code: str | None, text: str, version: str) -> dict[str, Any]:
+    """A reason, coded when the version's CRD temp code system has the code (before 2.2 it had
+    only ``gold-card`` and ``detail-code``), else its text alone."""
+    if code and (version == CRD_VERSIONS[-1] or code in _REASONS_BEFORE_2_2):
         return {"coding": [{"system": CRD_TEMP, "code": code,
                             "display": REASON_DISPLAY.get(code, code)}], "text": text}
     return {"text": text}
 
 
 def _policy_link(url: str, version: str) -> dict[str, Any]:
-    """A ``detail`` naming a policy: 2.2 has a category and url values; 2.0 had neither."""
-    code = {"url": "code", "valueCodeableConcept": {"coding": [{"system": COVERAGE_DETAIL, "code": "policy-link",
+    """A ``detail`` naming a policy. 2.2: a category, THO's ``policy-link`` and a url value; 2.1:
+    CRD's temporary ``policy-link`` and a url value, no category; 2.0.1: neither the code (its
+    extensible value set lacks one, so THO's) nor url values (boolean, string, Quantity, Period)."""
+    system = CRD_TEMP if version == "2.1" else COVERAGE_DETAIL
+    code = {"url": "code", "valueCodeableConcept": {"coding": [{"system": system, "code": "policy-link",
                                                                 "display": "Policy Link"}]}}
     if version == "2.0":
         return {"url": "detail", "extension": [code, {"url": "value", "valueString": url}]}
+    if version == "2.1":
+        return {"url": "detail", "extension": [code, {"url": "value", "valueUrl": url}]}
     return {"url": "detail", "extension": [{"url": "category", "valueCode": "cat-other"}, code,
                                            {"url": "value", "valueUrl": url}]}
 
 
-def _for_2_0(a: Assertion) -> Assertion:
-    """The assertion in CRD 2.0.1's codes: no ``indeterminate`` (-> conditional), ``detail-code``
-    a reason rather than an info-needed code, one doc-needed (``both`` for clinical and admin;
-    forms the patient fills are gathered by staff, so ``admin``)."""
-    kinds = sorted({_DOC_2_0.get(kind, "conditional") for kind in a.doc_needed})
-    doc_needed = ("both",) if {"clinical", "admin"} <= set(kinds) else tuple(kinds[:1])
+def _in_version(a: Assertion, version: str) -> Assertion:
+    """The assertion in the codes of ``version``. Before 2.2 there is no ``indeterminate`` (it is
+    ``conditional``) and ``detail-code`` is a reason rather than an info-needed code (a conditional
+    left without one gets OTH, the reason saying why); 2.0.1 also has one doc-needed (``both`` for clinical and admin; forms
+    the patient fills are gathered by staff, so ``admin``)."""
+    if version == CRD_VERSIONS[-1]:
+        return a
     info = tuple(code for code in a.info_needed if code != "detail-code")
     reason_code = a.reason_code or ("detail-code" if "detail-code" in a.info_needed else None)
-    return replace(a, covered=_settle(a.covered), pa_needed=_settle(a.pa_needed), doc_needed=doc_needed,
-                   info_needed=info, reason_code=reason_code)
+    settled = replace(a, covered=_settle(a.covered), pa_needed=_settle(a.pa_needed))
+    if version == "2.0":
+        kinds = sorted({_DOC_2_0.get(kind, "conditional") for kind in a.doc_needed})
+        settled = replace(settled, doc_needed=("both",) if {"clinical", "admin"} <= set(kinds) else tuple(kinds[:1]))
+    else:
+        settled = replace(settled, doc_needed=tuple(_settle(kind) or kind for kind in a.doc_needed))
+    if "conditional" in (settled.covered, settled.pa_needed, *settled.doc_needed) and not info:
+        info = ("OTH",)  # q3: a conditional needs info-needed; the reason says why (q6)
+    return replace(settled, info_needed=info, reason_code=reason_code)
 
 
 def _settle(code: str | None) -> str | None:

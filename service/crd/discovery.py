@@ -4,34 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from service.crd.prefetch import PREFETCH
 from service.fhir.outcome import FhirError
 
-#: the CRD versions covreq answers in (first two parts of the IG version); the last is the default
-CRD_VERSIONS = ["2.0", "2.2"]
+#: the CRD versions covreq answers in, each in exactly its own shapes: the first two parts of the IG
+#: version (CRD deviations.md dev-1..3: "2.0, not 2.0.0 or 2.0.1"); the last is the newest
+CRD_VERSIONS = ["2.0", "2.1", "2.2"]
 CURRENT_VERSION = CRD_VERSIONS[-1]
+#: the version a call that names none is answered in, unless the operator says otherwise
+#: (``COVREQ_CRD_VERSION``): CRD STU 2.0.1, the version CMS-0057-F names and the Inferno CRD kit checks
+DEFAULT_VERSION = "2.0"
 #: hook -> the context field that carries its orders
 HOOKS = {"order-select": "draftOrders", "order-sign": "draftOrders",
          "order-dispatch": "dispatchedOrders", "appointment-book": "appointments"}
 #: hooks CRD calls "supporting": their coverage information asks for no clinical/admin documents
 SUPPORTING_HOOKS = {"order-select"}
 
-#: Prefetch templates use only tokens CDS Hooks 2.0 EHRs can fill: root-level context fields and
-#: the user's ids. What only FHIRPath (CDS Hooks 3.0) tokens could name (the orders' requesters,
-#: Medications, Locations, an Appointment's basedOn order, dispatched orders) covreq queries from
-#: the EHR's FHIR server when the call grants access (service/crd/gather.py).
-_COMMON_PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-    "coverage": "Coverage?patient={{context.patientId}}&status=active",
-    "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
-}
-_USER_PREFETCH = {"practitioner": "Practitioner/{{userPractitionerId}}"}
-_ENCOUNTER_PREFETCH = {"encounter": "Encounter?_id={{context.encounterId}}&_include=Encounter:location"}
-_PREFETCH = {
-    "order-select": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "order-sign": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "appointment-book": {**_COMMON_PREFETCH, **_USER_PREFETCH, **_ENCOUNTER_PREFETCH},
-    "order-dispatch": _COMMON_PREFETCH,
-}
 CONFIGURATION_OPTIONS = [
     {"code": "coverage-info", "type": "boolean", "name": "Coverage Information",
      "description": "Whether the service is covered, needs prior authorization and needs "
@@ -52,8 +40,18 @@ def service_id(hook: str) -> str:
 SERVICES = {service_id(hook): hook for hook in HOOKS}
 
 
+def served_version(text: str) -> str:
+    """The served version an operator's ``COVREQ_CRD_VERSION`` names (``2.0`` or ``2.0.1``: the
+    patch part never matters); raises ValueError for a version covreq does not answer in."""
+    two = ".".join(text.strip().split(".")[:2])
+    if two not in CRD_VERSIONS:
+        raise ValueError(f"COVREQ_CRD_VERSION {text!r} is not a CRD version covreq answers in "
+                         f"({', '.join(CRD_VERSIONS)})")
+    return two
+
+
 def discovery() -> dict[str, Any]:
-    """The ``GET /cds-services`` document."""
+    """The ``GET /cds-services`` document: every version served (CRD dev-2)."""
     return {"services": [{
         "hook": hook,
         "title": f"covreq coverage requirements ({hook})",
@@ -61,7 +59,7 @@ def discovery() -> dict[str, Any]:
                        "authorization, whether it is covered and which documentation is needed, "
                        "with links to the payer's published policy.",
         "id": service_id(hook),
-        "prefetch": _PREFETCH[hook],
+        "prefetch": PREFETCH[hook],
         "extension": {"davinci-crd.version": CRD_VERSIONS,
                       "davinci-crd.configuration-options": CONFIGURATION_OPTIONS},
     } for hook in HOOKS]}
@@ -73,20 +71,22 @@ class Configuration:
 
     coverage_info: bool = True
     max_cards: int = 10
-    version: str = CURRENT_VERSION
+    version: str = DEFAULT_VERSION
 
     @classmethod
-    def from_request(cls, extension: Any) -> "Configuration":
-        """Read the request ``extension``: check the version asked for (absent: the current one,
-        as a client of CRD 2.0, which had no requestedVersion, sends) and the option types."""
+    def from_request(cls, extension: Any, default_version: str = DEFAULT_VERSION) -> "Configuration":
+        """Read the request ``extension``: check the version asked for (absent: ``default_version``,
+        the operator's choice, as a CRD 2.0 client, which had no requestedVersion, sends) and the
+        option types."""
         if extension is None:
-            return cls()
+            return cls(version=default_version)
         if not isinstance(extension, dict):
             raise FhirError(400, "extension must be a JSON object", "extension")
         version = extension.get("davinci-crd.requestedVersion")
         if version is not None and version not in CRD_VERSIONS:
             raise FhirError(400, f"davinci-crd.requestedVersion {version!r} is not supported; "
-                                f"this service implements {', '.join(CRD_VERSIONS)}",
+                                f"this service implements {', '.join(CRD_VERSIONS)} (the first two "
+                                "parts of the CRD version)",
                            "extension.davinci-crd.requestedVersion")
         options = extension.get("davinci-crd.configuration", {})
         if not isinstance(options, dict):
@@ -100,4 +100,4 @@ class Configuration:
         if isinstance(max_cards, bool) or not isinstance(max_cards, int) or max_cards < 0:
             raise FhirError(400, "max-cards must be a whole number, 0 or more",
                            "extension.davinci-crd.configuration.max-cards")
-        return cls(coverage_info, max_cards, version or CURRENT_VERSION)
+        return cls(coverage_info, max_cards, version or default_version)

@@ -6,11 +6,11 @@ service/crd/requests.py. Every problem is a FhirError naming the offending place
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from service.crd.discovery import HOOKS, Configuration
+from service.crd.discovery import DEFAULT_VERSION, HOOKS, Configuration
 from service.fhir.outcome import FhirError
 from service.fhir import r4
 from service.fhir.index import ResourceIndex
@@ -30,11 +30,14 @@ class EhrAccess:
 
 @dataclass(frozen=True)
 class Limits:
-    """The most one call may ask of covreq (413 above): orders, Coverages, billing codes per order."""
+    """The most one call may ask of covreq (413 above): orders, Coverages, billing codes per order,
+    and billing codes of all its orders together (``lines``: each is a decision in the answer and
+    the audit record)."""
 
     orders: int = 100
     coverages: int = 20
     billing_codes: int = 50
+    lines: int = 1000
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class Envelope:
     ehr: EhrAccess | None
     limits: Limits = Limits()
     fhir_server: str = ""  # the EHR's FHIR base as the call names it (``fhirServer``), "" when it does not
+    #: the orders (by entry number in the context's Bundle) that are not valid R4, with how not
+    invalid_orders: Mapping[int, tuple[r4.Problem, ...]] = field(default_factory=dict)
+
+    def require_valid_orders(self) -> None:
+        """FhirError 400 naming the first problem when an order is not valid R4, for a reader that
+        answers for every order or none (DTR ``$questionnaire-package``)."""
+        if self.invalid_orders:
+            found = [p for number in sorted(self.invalid_orders) for p in self.invalid_orders[number]]
+            raise FhirError(400, f"context.{HOOKS[self.hook]} is {r4.describe(found)}", found[0].path)
 
 
 def require(value: Any, kind: type, expression: str, what: str) -> Any:
@@ -58,16 +70,18 @@ def require(value: Any, kind: type, expression: str, what: str) -> Any:
     return value
 
 
-def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
+def read_envelope(body: Any, hook: str, limits: Limits = Limits(),
+                  default_version: str = DEFAULT_VERSION) -> Envelope:
     """Check a hook request's envelope and that its resources are FHIR R4; raises FhirError 400
-    with the offending field, 413 when it asks for more work than ``limits`` allow."""
+    with the offending field, 413 when it asks for more work than ``limits`` allow. A call that
+    asks for no CRD version is answered in ``default_version``."""
     require(body, dict, "request", "a JSON object")
     if body.get("hook") != hook:
         raise FhirError(400, f"hook must be {hook!r} for this service, got {body.get('hook')!r}", "hook")
     hook_instance = require(body.get("hookInstance"), str, "hookInstance", "a string")
     context = require(body.get("context"), dict, "context", "a JSON object")
     require(context.get("patientId"), str, "context.patientId", "a string")
-    configuration = Configuration.from_request(body.get("extension"))
+    configuration = Configuration.from_request(body.get("extension"), default_version)
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
         raise FhirError(400, "prefetch must be a JSON object", "prefetch")
@@ -77,8 +91,7 @@ def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
         return Envelope(hook, hook_instance, context, configuration, {}, ehr, limits, server)
     orders = context.get(HOOKS[hook])
     _check_size(orders, prefetch or {}, limits, f"context.{HOOKS[hook]}")
-    if isinstance(orders, dict):
-        _check_r4(orders, f"context.{HOOKS[hook]}")
+    invalid = _order_problems(orders, f"context.{HOOKS[hook]}") if isinstance(orders, dict) else {}
     filled = {}
     for key, value in (prefetch or {}).items():
         if value is None:  # CDS Hooks 2.0: the EHR looked and found nothing, an empty result
@@ -90,7 +103,23 @@ def read_envelope(body: Any, hook: str, limits: Limits = Limits()) -> Envelope:
             raise FhirError(400, f"prefetch.{key} must be a FHIR resource", f"prefetch.{key}")
         _check_r4(value, f"prefetch.{key}")
         filled[key] = value
-    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits, server)
+    return Envelope(hook, hook_instance, context, configuration, filled, ehr, limits, server, invalid)
+
+
+def _order_problems(orders: dict[str, Any], where: str) -> dict[int, tuple[r4.Problem, ...]]:
+    """The R4 problems of each order of a Bundle of orders, by entry number: such an order is
+    answered alone, as indeterminate (service/crd/requests.py), and the others still are. A problem
+    outside an order's elements (the Bundle's own, an entry's, a resource that is no R4 resource at
+    all) leaves nothing to read: FhirError 400 naming its path."""
+    found = r4.problems(orders, where)
+    inside = re.compile(re.escape(where) + r"\.entry\[(\d+)\]\.resource[.\[]")
+    by_entry: dict[int, list[r4.Problem]] = {}
+    for problem in found:
+        match = inside.match(problem.path)
+        if match is None:
+            raise FhirError(400, f"{where} is {r4.describe(found)}", problem.path)
+        by_entry.setdefault(int(match[1]), []).append(problem)
+    return {number: tuple(problems) for number, problems in by_entry.items()}
 
 
 def _check_size(orders: Any, prefetch: dict[str, Any], limits: Limits, where: str) -> None:

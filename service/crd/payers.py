@@ -31,6 +31,8 @@ class CoveragePayer:
     payer: str | None = None
     plan: str | None = None
     identifiers: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    #: The plan the Coverage names (its plan class's value or name), mapped or not.
+    plan_class: str | None = None
 
 
 class PayerMap:
@@ -84,12 +86,15 @@ class PayerMap:
         folded = {n.casefold() for n in names} if self.match_by_name else set()
         for entry in self.entries:
             if entry.identifiers & identifiers or entry.names & folded:
-                return CoveragePayer(names[0] if names else entry.label, entry.payer,
-                                     self._plan(entry, coverage), frozenset(identifiers))
+                plan, named = self._plan(entry, coverage)
+                return CoveragePayer(names[0] if names else entry.label, entry.payer, plan,
+                                     frozenset(identifiers), named)
         return CoveragePayer(names[0] if names else "the payer", identifiers=frozenset(identifiers))
 
     @staticmethod
-    def _plan(entry: PayerEntry, coverage: dict[str, Any]) -> str | None:
+    def _plan(entry: PayerEntry, coverage: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The covreq plan the Coverage's plan class maps to, and the plan it names (mapped or not)."""
+        named = None
         for cls in as_list(coverage.get("class")):
             if not isinstance(cls, dict) or not any(
                     (c.get("system"), c["code"]) == (COVERAGE_CLASS, "plan")
@@ -97,5 +102,6 @@ class PayerMap:
                 continue
             for key in (cls.get("value"), cls.get("name")):
                 if isinstance(key, str) and key.casefold() in entry.plans:
-                    return entry.plans[key.casefold()]
-        return None
+                    return entry.plans[key.casefold()], key
+                named = named or (key if isinstance(key, str) and key.strip() else None)
+        return None, named

@@ -7,10 +7,12 @@ from typing import Any
 
 from service.crd.assertions import Assertion
 from service.crd.coverage_information import Answered, assertion_ids, coverage_information, is_about
+from service.crd.requests import Order
 from service.fhir.values import as_list
 
 CARD_TYPE = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
 SUMMARY_LIMIT = 139
+PROBLEMS_SHOWN = 10  # R4 problems of an invalid order named on its card
 
 
 def system_actions(answers: list[Answered], today: date, version: str) -> list[dict[str, Any]]:
@@ -22,6 +24,8 @@ def system_actions(answers: list[Answered], today: date, version: str) -> list[d
         by_order.setdefault(answer.order.reference, []).append(answer)
     actions = []
     for reference, mine in by_order.items():
+        if mine[0].order.problems:
+            continue  # not valid R4: an update of it would not be either (its card says why)
         resource, coverage = mine[0].order.resource, mine[0].coverage
         extensions = as_list(resource.get("extension"))
         previous = [e for e in extensions if is_about(e, coverage)]
@@ -38,10 +42,11 @@ def cards(answers: list[Answered], max_cards: int, today: date) -> list[dict[str
     """One card per order whose answer needs someone to act (request prior authorization, or supply
     what the answer depends on): instructions, not a restatement of the systemAction (CRD resp-12,
     resp-25). Prior-authorization cards first; at most ``max_cards``. An order that already carries
-    this answer gets its card again: a CDS client replaces the cards it shows with each response's."""
+    this answer gets its card again: a CDS client replaces the cards it shows with each response's.
+    An order that is not valid R4 gets a card saying what is wrong with it."""
     by_order: dict[str, list[Answered]] = {}
     for answer in answers:
-        if _needs_action(answer.assertion):
+        if _needs_action(answer.assertion) or answer.order.problems:
             by_order.setdefault(answer.order.reference, []).append(answer)
     groups = sorted(by_order.values(), key=lambda g: not any(a.assertion.pa_needed == "auth-needed" for a in g))
     return [_card(group, today) for group in groups[:max_cards]]
@@ -54,6 +59,8 @@ def _needs_action(a: Assertion) -> bool:
 def _card(group: list[Answered], today: date) -> dict[str, Any]:
     first = group[0]
     order, payer = first.order, first.payer_label
+    if order.problems:
+        return _invalid_card(order, payer)
     authorize = [a.assertion for a in group if a.assertion.pa_needed == "auth-needed"]
     depend = [a.assertion for a in group if a.assertion.pa_needed != "auth-needed"]
     needs = list(dict.fromkeys(f.replace("_", " ") for a in depend for f in a.facts_needed)) or ["more information"]
@@ -74,19 +81,34 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
     reasons = dict.fromkeys(r for a in [*authorize, *depend] for r in a.reasons)
     paragraphs.append("\n".join(["**Why:**", *(f"- {reason}" for reason in reasons)]))
     policies = {p["url"]: p for a in group for p in a.assertion.policies if p.get("url")}
-    card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
-        "summary": shorten(summary, SUMMARY_LIMIT),
-        "indicator": "info",
-        "detail": "\n\n".join(paragraphs),
-        "source": {"label": payer, "topic": {"system": CARD_TYPE, "code": "coverage-info",
-                                             "display": "Coverage Information"}},
-        "extension": {"davinci-crd.associated-resource": [{"reference": order.reference}]},
-    }
+    card = _card_of(order, payer, summary, "\n\n".join(paragraphs))
     if policies:
         card["links"] = [{"label": f"{p['title']} (version {p['version']})" if p.get("version")
                           else p["title"], "url": url, "type": "absolute"} for url, p in policies.items()]
     return card
+
+
+def _invalid_card(order: Order, payer: str) -> dict[str, Any]:
+    """The card of an order that is not valid R4: what is wrong, where (the first PROBLEMS_SHOWN)."""
+    more = len(order.problems) - PROBLEMS_SHOWN
+    return _card_of(order, payer, f"{payer}: {order.display} could not be checked (not valid FHIR R4)",
+                    "\n".join(["**Not checked:** the order is not valid FHIR R4, so its coverage "
+                               "requirements are indeterminate until it is corrected.",
+                               *(f"- `{p.path}`: {p.message}" for p in order.problems[:PROBLEMS_SHOWN]),
+                               *([f"- and {more} more"] if more > 0 else [])]))
+
+
+def _card_of(order: Order, payer: str, summary: str, detail: str) -> dict[str, Any]:
+    """A coverage-info card about ``order``, from ``payer``."""
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(summary, SUMMARY_LIMIT),
+        "indicator": "info",
+        "detail": detail,
+        "source": {"label": payer, "topic": {"system": CARD_TYPE, "code": "coverage-info",
+                                             "display": "Coverage Information"}},
+        "extension": {"davinci-crd.associated-resource": [{"reference": order.reference}]},
+    }
 
 
 def _codes(assertions: list[Assertion]) -> str:

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any, Callable, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.crd.assess import assess
@@ -20,7 +20,8 @@ from service.crd.responses import cards, system_actions
 from service.dtr.catalogue import forms_of
 from service.fhir.index import ResourceIndex
 from service.logs import caller_text
-from service.responses import UNAUDITED, json_response
+from service.metrics import answered
+from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large
 from service.v1 import BodyError, parse_json
 
 PREFIX = "/cds-services"
@@ -48,7 +49,7 @@ def discover(request: Request) -> JSONResponse:
 
 @router.post(PREFIX + "/{service_id}", summary="Call a CRD service (order-select, order-sign, "
                                                "order-dispatch, appointment-book)")
-async def call_service(service_id: str, request: Request) -> JSONResponse:
+async def call_service(service_id: str, request: Request) -> Response:
     """Coverage information for each order as systemActions, plus cards; errors as OperationOutcome."""
     ruleset, audit = request.app.state.holder.current, request.app.state.audit
     hook = SERVICES.get(service_id)
@@ -65,7 +66,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     run = functools.partial(_run, len(raw) <= INLINE_BYTES)
     try:
-        envelope = await run(read_envelope, body, hook, state.crd_limits)
+        envelope = await run(read_envelope, body, hook, state.crd_limits, state.crd_version)
         if not envelope.configuration.coverage_info:  # nothing to answer, so nothing more to read
             if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, envelope.hook_instance)):
                 return operation_outcome(503, UNAUDITED, ruleset.digest)
@@ -84,14 +85,19 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         "cards": cards(answers, hook_call.configuration.max_cards, today),
         "systemActions": system_actions(answers, today, hook_call.configuration.version),
         "extension": {RULESET_EXTENSION: ruleset.digest}}
+    rendered = render_json(response)
+    refusal = too_large(rendered, state.settings.max_response_bytes)
+    if refusal:
+        audit.cds(request, ruleset.digest, 413, hook, hook_call.hook_instance)
+        return operation_outcome(413, refusal, ruleset.digest)
     if audit.withheld(audit.cds(request, ruleset.digest, 200, hook, hook_call.hook_instance, answers)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("cds-hooks", (a.assertion.pa_needed for a in answers))
+    answered(request, "cds-hooks", (a.assertion.pa_needed for a in answers))
     log.info("crd answer", extra={
         "event": "crd", "hook": hook, "hookInstance": caller_text(hook_call.hook_instance),
         "ruleset": ruleset.digest,
         "coverage_assertion_ids": list(dict.fromkeys(a.assertion_id for a in answers))})
-    return json_response(response, ruleset.digest)
+    return rendered_response(rendered, ruleset.digest)
 
 
 async def _run(inline: bool, work: Callable[..., _T], *args: Any) -> _T:

@@ -2,10 +2,12 @@
 request, a flat fact mapping and QuestionnaireResponse answers."""
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from engine.facts import BOOL, DATE, FACTS, NUMBER, FactSpec
+from engine.request import TRIP_FACTS, trip_counts
 from service.fhir.systems import ICD10CM, POS
 
 GENDER = "http://hl7.org/fhir/administrative-gender"
@@ -19,7 +21,8 @@ ORDER_COMPLETE = FactSpec("order_complete", BOOL, doc="The order's other codes a
 #: What a form item may hold: a fact, or the ``order_complete`` flag.
 ITEM_SPECS = {**FACTS, ORDER_COMPLETE.name: ORDER_COMPLETE}
 #: Facts of the service line in a v1 request; the others sit at its top level.
-LINE_FACTS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service")
+LINE_FACTS = ("code", "system", "modifiers", "units", "stage", "trial_place_of_service", "revenue_code",
+              "round_trips_in_10_days", "round_trip_weeks")
 #: Facts whose code system is known, for answers given as codings.
 SYSTEMS = {"place_of_service": POS, "trial_place_of_service": POS, "diagnoses": ICD10CM, "patient.sex": GENDER}
 #: The question each askable fact is asked with.
@@ -40,10 +43,14 @@ QUESTIONS = {
     "provider.npi": "Rendering provider's NPI",
     "provider.specialty": "Rendering provider's specialty",
     "provider.network": "Is the rendering provider in or out of network?",
+    "provider.type": "Kind of provider (va: Veterans Affairs; ihs: Indian Health Service or tribal)",
     "provider.exemptions": "Prior-authorization programs the provider is exempt from",
     "modifiers": "Modifiers of the billing code",
     "units": "Units",
     "stage": "Stage of the treatment (e.g. trial, permanent, initial, replacement)",
+    "revenue_code": "Revenue code of the line on the institutional claim (four digits, e.g. 0450)",
+    "round_trips_in_10_days": "Most round trips planned in any 10 consecutive days",
+    "round_trip_weeks": "Most consecutive weeks planned with at least one round trip each",
 }
 #: FHIRPath that pre-populates a fact from the launch context (%patient, %clinical: the order).
 INITIAL_EXPRESSIONS = {
@@ -144,10 +151,20 @@ def flat_facts(body: Mapping[str, Any]) -> dict[str, Any]:
         if key in ("patient", "provider") and isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items() if k != "id"})
         elif key == "services" and value:
-            flat.update({k: v for k, v in value[0].items() if k != "id"})
+            flat.update({k: v for k, v in value[0].items() if k not in ("id", "trip_dates")})
+            flat.update({k: v for k, v in _trip_facts(value[0].get("trip_dates")).items() if k not in flat})
         elif key not in ("authorizations", "explain", "request_id"):
             flat[key] = value
     return {k: v for k, v in flat.items() if v not in (None, [], "")}
+
+
+def _trip_facts(dates: Any) -> dict[str, int]:
+    """A line's ``trip_dates`` as the facts the engine counts from them (forms ask the counts)."""
+    try:
+        days = [dt.date.fromisoformat(d) for d in dates] if isinstance(dates, list) and dates else []
+    except (TypeError, ValueError):
+        return {}
+    return dict(zip(TRIP_FACTS, trip_counts(days))) if days else {}
 
 
 def v1_body(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 
 #: What the engine does to a given string before comparing it, in FHIRPath.
 _NORMALIZE = {"type_of_bill": ".upper().replaceMatches('^0+', '')", "state": ".upper()",
-              "modifiers": ".upper()", "patient.sex": ".lower()"}
+              "modifiers": ".upper()", "patient.sex": ".lower()", "provider.type": ".lower()"}
 
 
 class _Untranslatable(Exception):

@@ -19,10 +19,11 @@ from service.crd.assertions import from_decision
 from service.crd.coverage_information import CRD_TEMP
 from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
-from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, read_call, v1_request
+from service.crd.requests import ORDER_TYPES, HookCall, Line, Order, plan_problem, read_call, v1_request
 from service.dtr import facts as f
 from service.dtr.adaptive import INTENDED_USE, QR_CONTEXT, QR_COVERAGE, Answers, page
 from service.dtr.catalogue import Catalogue, needs_form
+from service.dtr.limits import too_many_forms
 from service.dtr.questionnaire import DTR, Form
 from service.dtr.signing import Keyring
 from service.fhir.index import ResourceIndex
@@ -121,6 +122,7 @@ def _hook_call(inputs: Inputs, patient: str, payers: PayerMap, served: set[str],
                                       "entry": [{"resource": inputs.coverage}]}}}
     try:
         envelope = read_envelope(body, "order-sign")
+        envelope.require_valid_orders()
         return read_call(envelope, ResourceIndex(envelope.prefetch.values()), payers, served, today,
                          coverage_known=True)
     except FhirError as err:
@@ -178,17 +180,21 @@ class _Packages:
     bundles: list[dict[str, Any]] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
     packaged: set[str] = field(default_factory=set)
+    limit: int | None = None  # most package Bundles (service/dtr/limits.py)
 
     def add(self, form: Form, response: dict[str, Any]) -> None:
-        """One package: the form, its ValueSets and ``response``."""
+        """One package: the form, its ValueSets and ``response``; 413 past ``limit``."""
+        if self.limit is not None and len(self.bundles) >= self.limit:
+            raise too_many_forms(self.limit)
         self.packaged.add(form.canonical)
         self.bundles.append(_bundle(form, response))
 
 
 def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerMap, decided: list[dict[str, Any]],
-            keys: Keyring, today: dt.date | None = None) -> dict[str, Any]:
+            keys: Keyring, today: dt.date | None = None, max_forms: int | None = None) -> dict[str, Any]:
     """The output Parameters of ``$questionnaire-package``, the decisions made appended to
-    ``decided``, the adaptive responses signed with ``keys``; raises FhirError for a 4xx."""
+    ``decided``, the adaptive responses signed with ``keys``; raises FhirError for a 4xx (413 at
+    the first form past ``max_forms``)."""
     inputs = read_inputs(body)
     if inputs.changed_since is not None and ruleset.loaded_at <= inputs.changed_since:
         return {"resourceType": "Parameters", "parameter": [{"name": "outcome", "resource": {
@@ -196,7 +202,7 @@ def package(body: Any, ruleset: engine.RuleSet, forms: Catalogue, payers: PayerM
                 "information", "informational",
                 f"the rules have not changed since {inputs.changed_since.isoformat()}")]}}]}
     patient = _patient(inputs.coverage)
-    found = _Packages()
+    found = _Packages(limit=max_forms)
     if inputs.orders:
         _package_orders(inputs, patient, ruleset, forms, payers, today or dt.date.today(), found, decided, keys)
     for canonical in inputs.questionnaires:
@@ -222,6 +228,10 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
     coverage = call.coverage
     if coverage.problem:
         raise FhirError(422, coverage.problem[1], "Coverage")
+    plans = ruleset.plans(coverage.payer.payer)
+    unmapped = plan_problem(coverage, plans)
+    if unmapped:  # a form for another plan's rules would ask the wrong questions
+        raise FhirError(422, unmapped, "Coverage.class")
     read = {o.reference for o in call.orders}
     found.issues += [_issue("warning", "not-supported", f"{o['resourceType']}/{o['id']} is not an order covreq reads")
                      for o in inputs.orders if f"{o['resourceType']}/{o['id']}" not in read]
@@ -229,7 +239,7 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
         if not order.lines:
             found.issues.append(_issue("warning", "incomplete", f"{order.reference} carries no CPT or HCPCS code"))
             continue
-        request = v1_request(call, order)
+        request = v1_request(call, order, plans)
         try:
             decisions = ruleset.evaluate(request)["decisions"]
         except engine.RequestError as err:
@@ -240,7 +250,10 @@ def _package_orders(inputs: Inputs, patient: str, ruleset: engine.RuleSet, forms
             for form, response in _forms_for(decision, line, order, request, index, forms, coverage.reference,
                                              patient, today, ruleset.digest, keys):
                 found.add(form, response)
-            if not needs_form(decision):
+            if decision["pa_needed"] == "unknown":  # no form: covreq holds no rule for it (issue 22)
+                found.issues.append(_issue("warning", "not-found", f"{line.system} {line.code} of "
+                                           f"{order.reference}: {' '.join(decision['reasons'])}"))
+            elif not needs_form(decision):
                 found.issues.append(_issue("information", "informational",
                                            f"{line.system} {line.code} of {order.reference}: prior authorization "
                                            f"{decision['pa_needed']}, no documentation or information needed"))

@@ -6,15 +6,18 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 import engine
 
 from service.dtr.adaptive import next_question
 from service.dtr.catalogue import PREFIX, fhir_base, forms_of
+from service.dtr.limits import DtrLimits, off_loop
 from service.dtr.package import package
 from service.fhir.outcome import FhirError, operation_outcome
-from service.responses import UNAUDITED, json_response
+from service.metrics import answered
+from service.responses import UNAUDITED, json_response, rendered_response
+from service.smart.security import smart_security
 from service.v1 import parse_json
 
 METADATA = PREFIX + "/metadata"
@@ -56,7 +59,9 @@ def capability_statement(base: str, digest: str, loaded_at: dt.datetime) -> dict
 def metadata(request: Request) -> JSONResponse:
     """The CapabilityStatement."""
     ruleset = request.app.state.holder.current
-    return _fhir(capability_statement(fhir_base(request), ruleset.digest, ruleset.loaded_at), ruleset.digest)
+    statement = capability_statement(fhir_base(request), ruleset.digest, ruleset.loaded_at)
+    smart_security(statement["rest"][0], request)
+    return _fhir(statement, ruleset.digest)
 
 
 @router.get(PREFIX + "/Questionnaire", summary="Search the generated Questionnaires by canonical url")
@@ -82,27 +87,31 @@ def read(resource_id: str, request: Request) -> JSONResponse:
 
 
 async def _body(request: Request) -> Any:
+    """The JSON body, parsed in a DTR worker thread (a body of a megabyte takes milliseconds)."""
     try:
-        return parse_json(await request.body())
+        return await off_loop(parse_json, await request.body())
     except ValueError as err:
         raise FhirError(400, f"malformed JSON: {err}") from err
 
 
 @router.post(PREFIX + "/Questionnaire/$questionnaire-package", summary="DTR: the forms an order needs")
-async def questionnaire_package(request: Request) -> JSONResponse:
+async def questionnaire_package(request: Request) -> Response:
     """Parameters with coverage and order(s) in; Parameters with one packagebundle per form out."""
     ruleset = request.app.state.holder.current
     decided: list[dict[str, Any]] = []
     try:
-        result = package(await _body(request), ruleset, forms_of(request), request.app.state.payers, decided,
-                         request.app.state.dtr_keys)
+        body = await _body(request)
+        limits = _limits(request)
+        limits.check_inputs(body)
+        result = await off_loop(package, body, ruleset, forms_of(request), request.app.state.payers, decided,
+                                request.app.state.dtr_keys, max_forms=limits.forms)
     except FhirError as err:
         return _refused(request, ruleset, "questionnaire-package", err)
-    return _answered(request, ruleset, "questionnaire-package", decided, result)
+    return await _answered(request, ruleset, "questionnaire-package", decided, result)
 
 
 @router.post(PREFIX + "/Questionnaire/$next-question", summary="SDC adaptive form: the next questions")
-async def next_question_operation(request: Request) -> JSONResponse:
+async def next_question_operation(request: Request) -> Response:
     """Parameters with ``questionnaire-response`` (or the QuestionnaireResponse itself) in; Parameters
     with ``return``: the response with the next questions, or completed with the decision."""
     ruleset = request.app.state.holder.current
@@ -116,10 +125,11 @@ async def next_question_operation(request: Request) -> JSONResponse:
             if len(given) != 1:
                 raise FhirError(400, "expected one questionnaire-response parameter", "Parameters.parameter")
             response = given[0]
-        result = next_question(response, forms_of(request), ruleset, request.app.state.dtr_keys, decided)
+        result = await off_loop(next_question, response, forms_of(request), ruleset, request.app.state.dtr_keys,
+                                decided)
     except FhirError as err:
         return _refused(request, ruleset, "next-question", err)
-    return _answered(request, ruleset, "next-question", decided,
+    return await _answered(request, ruleset, "next-question", decided,
                      {"resourceType": "Parameters", "parameter": [{"name": "return", "resource": result}]})
 
 
@@ -129,12 +139,20 @@ def _refused(request: Request, ruleset: engine.RuleSet, operation: str, err: Fhi
     return operation_outcome(err.status, err.message, ruleset.digest, err.expression)
 
 
-def _answered(request: Request, ruleset: engine.RuleSet, operation: str, decided: list[dict[str, Any]],
-              result: dict[str, Any]) -> JSONResponse:
+def _limits(request: Request) -> DtrLimits:
+    return DtrLimits.of(request.app.state.settings)
+
+
+async def _answered(request: Request, ruleset: engine.RuleSet, operation: str, decided: list[dict[str, Any]],
+                    result: dict[str, Any]) -> Response:
     """``result`` of a DTR operation once its audit record is written (503 when it cannot be), its
-    ``decided`` lines counted."""
+    ``decided`` lines counted; 413 when it is larger than the limits allow."""
+    try:
+        rendered = await off_loop(_limits(request).check_answer, result)
+    except FhirError as err:
+        return _refused(request, ruleset, operation, err)
     audit = request.app.state.audit
     if audit.withheld(audit.dtr(request, ruleset.digest, 200, operation, decided)):
         return operation_outcome(503, UNAUDITED, ruleset.digest)
-    request.app.state.metrics.answered("dtr", (d["pa_needed"] for d in decided))
-    return _fhir(result, ruleset.digest)
+    answered(request, "dtr", (d["pa_needed"] for d in decided))
+    return rendered_response(rendered, ruleset.digest, headers=FHIR_JSON)

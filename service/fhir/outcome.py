@@ -6,8 +6,8 @@ from fastapi.responses import JSONResponse
 from service.responses import json_response
 
 RULESET_TAG_SYSTEM = "urn:covreq:ruleset"
-_ISSUE_CODES = {400: "invalid", 401: "login", 404: "not-found", 412: "incomplete", 413: "too-costly",
-                422: "processing", 503: "transient"}
+_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 412: "incomplete", 413: "too-costly",
+                422: "processing", 429: "throttled", 503: "transient"}
 
 
 class FhirError(Exception):

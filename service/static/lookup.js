@@ -8,11 +8,13 @@ const PA_TEXT = {
   "no-auth": "No prior authorization needed",
   "conditional": "Depends on facts not given yet",
   "satisfied": "An authorization on file covers it",
+  "unknown": "Not known to covreq: ask the payer",
 };
 const COVERED_TEXT = {
   "covered": "Covered",
   "not-covered": "Not covered",
   "conditional": "Coverage depends on facts not given yet",
+  "unknown": "Coverage unknown to covreq",
 };
 // Facts an answer may depend on: how to name them, and the field of this page that supplies them.
 const FACTS = {
@@ -29,6 +31,10 @@ const FACTS = {
   "trial_place_of_service": ["Place of service of the trial", null],
   "units": ["Units", null],
   "provider.exemptions": ["Provider exemptions", null],
+  "provider.type": ["Kind of provider (e.g. va, ihs)", null],
+  "revenue_code": ["Revenue code of the line", null],
+  "round_trips_in_10_days": ["Most round trips planned in any 10 days", null],
+  "round_trip_weeks": ["Weeks in a row with a round trip planned", null],
 };
 const LOCATION_FIELDS = [
   [/^services/, "codes"], [/^diagnoses/, "diagnoses"], [/^payer/, "payer"], [/^plan/, "plan"],

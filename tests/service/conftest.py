@@ -32,20 +32,29 @@ def rules_dir(tmp_path: Path) -> Path:
     return Path(shutil.copytree(FIXTURE_RULES, tmp_path / "rules"))
 
 
+#: The CRD version the service tests' calls are answered in when they ask for none: 2.2, whose
+#: shapes (indeterminate, several doc-needed) they check; tests/service/test_crd_versions.py checks
+#: the out-of-the-box default (2.0.1) and every version served.
+TEST_CRD_VERSION = "2.2"
+
+
 @pytest.fixture()
 def client(tmp_path: Path) -> TestClient:
     """A client of the service on the fixture rules and the fixture payer mapping."""
     return TestClient(create_app(str(FIXTURE_RULES), Settings(payers=FIXTURE_PAYERS, admin_token=ADMIN_TOKEN,
-                                                              audit_path=tmp_path / "audit.jsonl")))
+                                                              audit_path=tmp_path / "audit.jsonl",
+                                                              crd_version=TEST_CRD_VERSION)))
 
 
 @pytest.fixture()
 def make_client(tmp_path: Path) -> Callable[..., TestClient]:
     """Build a client on the fixture rules (or ``rules=``) with settings overrides; the audit
     file is ``tmp_path / "audit.jsonl"`` unless ``audit_path`` is given, the admin token
-    ``admin.ADMIN_TOKEN`` unless ``admin_token`` is."""
+    ``admin.ADMIN_TOKEN`` unless ``admin_token`` is, the CRD version ``TEST_CRD_VERSION`` unless
+    ``crd_version`` is."""
     def build(rules: Path = FIXTURE_RULES, **overrides: Any) -> TestClient:
-        defaults = {"payers": FIXTURE_PAYERS, "audit_path": tmp_path / "audit.jsonl", "admin_token": ADMIN_TOKEN}
+        defaults = {"payers": FIXTURE_PAYERS, "audit_path": tmp_path / "audit.jsonl", "admin_token": ADMIN_TOKEN,
+                    "crd_version": TEST_CRD_VERSION}
         return TestClient(create_app(str(rules), Settings(**{**defaults, **overrides})))
     return build
 

@@ -25,7 +25,7 @@ REQUEST = {"payer": "acme", "date_of_service": "2024-03-14", "place_of_service":
 BODIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 #: A request with every field of the v1 contract set (docs/api.md).
-FULL = {"payer": "acme", "plan": "gold", "date_of_service": "2024-03-14", "place_of_service": "22",
+FULL = {"payer": "acme", "plan": "acme-gold", "date_of_service": "2024-03-14", "place_of_service": "22",
         "type_of_bill": "0131", "state": "NY", "request_id": "visit-1",
         "patient": {"birth_date": "1950-01-01", "sex": "female"}, "diagnoses": ["H02.831"],
         "provider": {"npi": "1234567893", "specialty": "ophthalmology", "network": "in", "exemptions": ["gold-card"]},

@@ -93,19 +93,71 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off_too(server: Server) -> None:
     assert closed and time.monotonic() - began < REQUEST_TIMEOUT + 3
 
 
-def test_connections_past_the_limit_are_closed_at_once_and_service_resumes(server: Server) -> None:
-    held = [server.connect() for _ in range(MAX_CONNECTIONS)]
-    time.sleep(0.3)
-    extra = [server.connect() for _ in range(3 * MAX_CONNECTIONS)]
+# Connections past the cap (issue 24, item 8) -------------------------------------------------------
+
+CAP = 50
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service with a cap of 50 connections and a request timeout long enough that nothing held
+    by a test times out while it runs: only the cap acts."""
+    folder = tmp_path_factory.mktemp("capped")
+    (folder / "audit").mkdir()
+    with served(folder, "--rules", str(FIXTURE_RULES), "--max-connections", str(CAP), "--request-timeout", "60",
+                env={"COVREQ_AUDIT": str(folder / "audit" / "audit.jsonl")}) as running:
+        yield Server(running, folder / "audit")
+
+
+def _under_way(server: Server) -> socket.socket:
+    """A connection whose request is being served: its head is read and the service waits for the
+    body (``100 Continue`` says so), so the connection is busy and cannot be reaped."""
+    sock = server.connect()
+    sock.sendall(b"POST /v1/requirements HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+    assert sock.recv(100).startswith(b"HTTP/1.1 100")
+    return sock
+
+
+def test_regression_idle_connections_reset_everything(capped: Server) -> None:
+    held = []
     try:
-        assert all(_closed_within(sock, 1.0) for sock in extra), "connections past the cap are closed at once"
-        wait_until(lambda: httpx.post(f"{server.base}/v1/requirements", json=REQUEST).status_code == 200,
-              REQUEST_TIMEOUT + 5)  # the held ones time out, and the service answers again
+        for _ in range(2 * CAP):  # twice the cap of connections that never finish their headers
+            sock = capped.connect()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            held.append(sock)
+        began = time.monotonic()
+        with httpx.Client(base_url=capped.base, timeout=10) as client:  # a new connection each time
+            for _ in range(5):
+                assert client.get("/healthz", headers={"Connection": "close"}).status_code == 200
+                assert client.post("/v1/requirements", json=REQUEST, headers={"Connection": "close"}).status_code == 200
+        assert time.monotonic() - began < 10, "answered at once, not once the held connections time out"
+        closed = sum(_closed_within(sock, 0.05) for sock in held[:CAP])
+        assert closed == CAP, "the oldest idle connections were closed to admit the new ones"
     finally:
-        for sock in held + extra:
+        for sock in held:
             sock.close()
-    refused = [e for e in server.events() if e.get("event") == "connection-refused"]
-    assert 1 <= len(refused) <= REPEAT_LIMIT + 1, "a flood of refusals is a few log lines"
+    evicted = [e for e in capped.events() if e.get("event") == "connection-evicted"]
+    assert 1 <= len(evicted) <= REPEAT_LIMIT + 1, "a flood of evictions is a few log lines"
+
+
+def test_regression_busy_connections_past_the_cap_get_a_503_with_retry_after(capped: Server) -> None:
+    held = []
+    try:
+        held += [_under_way(capped) for _ in range(CAP)]
+        for _ in range(3):
+            refused = httpx.post(f"{capped.base}/v1/requirements", json=REQUEST, timeout=10)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            assert "connections" in refused.json()["error"]["message"]
+            assert refused.headers["Connection"] == "close"
+            cds = httpx.post(f"{capped.base}/cds-services/order-sign-crd", json={}, timeout=10)
+            assert cds.status_code == 503 and cds.json()["resourceType"] == "OperationOutcome"
+            assert httpx.get(f"{capped.base}/healthz", timeout=10).status_code == 200, "liveness stays answered"
+        assert all(not _closed_within(sock, 0.01) for sock in held), "requests under way are never cut"
+    finally:
+        for sock in held:
+            sock.close()
+    assert httpx.post(f"{capped.base}/v1/requirements", json=REQUEST, timeout=10).status_code == 200
 
 
 def test_oversized_headers_are_a_400_whether_sent_at_once_or_in_pieces(server: Server) -> None:

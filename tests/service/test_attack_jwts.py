@@ -69,7 +69,7 @@ def _b64(data: Any) -> str:
 
 def claims(iss: str = RSA_ISS, **changes: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"iss": iss, "aud": SERVICE_URL, "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex, **changes}
+    return {"iss": iss, "aud": SERVICE_URL + CDS, "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex, **changes}
 
 
 def signed(header: dict[str, Any], payload: Any, key: Any, alg: str | None = None) -> str:
@@ -101,7 +101,7 @@ def test_keys_of_every_type_are_accepted_with_their_own_algorithm(secured, keys:
 
 @pytest.mark.parametrize("jku", [[f"{RSA_ISS}/jwks.json"], {"url": f"{RSA_ISS}/jwks.json"}, 7, None])
 def test_regression_jku_as_a_list_or_object_is_a_500(secured, keys: dict[str, Any], jku: Any) -> None:
-    token = signed({"alg": "RS256", "kid": "rsa-1", "jku": jku}, claims(), keys[RSA_ISS])
+    token = signed({"alg": "RS256", "typ": "JWT", "kid": "rsa-1", "jku": jku}, claims(), keys[RSA_ISS])
     assert "is not a key set trusted for" in refused(secured, token)
 
 
@@ -110,14 +110,14 @@ def test_regression_jku_as_a_list_or_object_is_a_500(secured, keys: dict[str, An
                                                        (EC_ISS, "EdDSA", 64), (EC_ISS, "ES384", 96)])
 def test_regression_alg_that_does_not_fit_the_key_type_is_a_500(secured, iss: str, alg: str,
                                                                 signature_bytes: int) -> None:
-    header = {"alg": alg, **({"kid": "rsa-1"} if iss == RSA_ISS else {})}
+    header = {"alg": alg, "typ": "JWT", **({"kid": "rsa-1"} if iss == RSA_ISS else {})}
     message = refused(secured, forged(header, claims(iss), signature_bytes))
     assert message.startswith(f"JWT alg {alg} is not accepted for this key of '{iss}'; it takes ")
 
 
 @pytest.mark.parametrize("alg", ["RS512", "PS256", "RS384"])
 def test_a_jwks_key_pinned_to_rs256_takes_no_other_algorithm(secured, keys: dict[str, Any], alg: str) -> None:
-    token = signed({"alg": alg, "kid": "rsa-1"}, claims(), keys[RSA_ISS])
+    token = signed({"alg": alg, "typ": "JWT", "kid": "rsa-1"}, claims(), keys[RSA_ISS])
     assert refused(secured, token) == f"JWT alg {alg} is not accepted for this key of '{RSA_ISS}'; it takes RS256"
 
 
@@ -125,21 +125,21 @@ def test_a_jwks_key_pinned_to_rs256_takes_no_other_algorithm(secured, keys: dict
                                           ("iat", {"at": 1}), ("exp", True)])
 def test_regression_validly_signed_exp_or_iat_as_strings_is_a_500(secured, keys: dict[str, Any], claim: str,
                                                                    value: Any) -> None:
-    token = signed({"alg": "RS256", "kid": "rsa-1"}, claims(**{claim: value}), keys[RSA_ISS])
+    token = signed({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}, claims(**{claim: value}), keys[RSA_ISS])
     message = refused(secured, token)
     assert claim in message or "expired" in message
 
 
 def test_exp_and_iat_may_be_fractional_seconds(verifier: JwtVerifier, keys: dict[str, Any]) -> None:
     now = time.time()
-    token = signed({"alg": "RS256", "kid": "rsa-1"}, claims(iat=now, exp=now + 60.5), keys[RSA_ISS])
+    token = signed({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}, claims(iat=now, exp=now + 60.5), keys[RSA_ISS])
     assert verifier.verify(token, CDS).name == RSA_ISS
 
 
 @pytest.mark.parametrize("number", ["Infinity", "NaN", "1e400", "-Infinity"])
 def test_non_finite_times_are_refused(verifier: JwtVerifier, keys: dict[str, Any], number: str) -> None:
     payload = json.dumps(claims(exp=0)).replace('"exp": 0', f'"exp": {number}').encode()
-    header = _b64({"alg": "RS256", "kid": "rsa-1"})
+    header = _b64({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"})
     message = f"{header}.{_b64(payload)}"
     token = f"{message}.{_b64(jwt.get_algorithm_by_name('RS256').sign(message.encode(), keys[RSA_ISS]))}"
     with pytest.raises(AuthError):
@@ -155,7 +155,7 @@ def test_a_token_past_the_size_limit_is_refused_before_it_is_read(secured) -> No
 @pytest.mark.parametrize("value", ["t" * (MAX_CLAIM_LENGTH + 1), {"name": "north"}, ["north"], 7])
 def test_regression_tenant_claim_copied_into_the_audit_file_at_any_size(secured, keys: dict[str, Any], tmp_path: Path,
                                                                         claim: str, value: Any) -> None:
-    token = signed({"alg": "RS256", "kid": "rsa-1"}, claims(**{claim: value}), keys[RSA_ISS])
+    token = signed({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}, claims(**{claim: value}), keys[RSA_ISS])
     message = refused(secured, token)
     if claim == "tenant" or isinstance(value, str):  # pyjwt itself refuses a sub that is not a string
         assert message == f"JWT {claim} must be a string of at most {MAX_CLAIM_LENGTH} characters"
@@ -164,7 +164,7 @@ def test_regression_tenant_claim_copied_into_the_audit_file_at_any_size(secured,
 
 
 def test_a_huge_untrusted_issuer_is_not_echoed(secured, keys: dict[str, Any]) -> None:
-    token = signed({"alg": "RS256"}, claims(iss="https://" + "x" * 5000), keys[RSA_ISS])
+    token = signed({"alg": "RS256", "typ": "JWT"}, claims(iss="https://" + "x" * 5000), keys[RSA_ISS])
     assert "x" * 100 not in refused(secured, token)
 
 

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from service.api_keys import hash_key
 from service.auth import MAX_LIFETIME, AuthConfigError, Guard
 from service.settings import Settings
 
@@ -43,7 +44,7 @@ def auth_files(tmp_path: Path, keys: dict[str, Any]) -> dict[str, Path]:
                        f"    jku: [{EHR}/jwks.json]\n"
                        f"  - iss: {CLINIC}\n    public_key: clinic.pem\n")
     api_keys = tmp_path / "api-keys.yaml"
-    api_keys.write_text(f"billing-office: {API_KEY}\n")
+    api_keys.write_text(f"billing-office: {hash_key(API_KEY)}\n")
     return {"issuers": issuers, "api_keys": api_keys}
 
 
@@ -82,7 +83,7 @@ def test_a_signed_jwt_from_a_trusted_issuer_is_accepted(secured, keys, ig_order_
     client = secured()
     response = client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys)))
     assert response.status_code == 200, response.text
-    ec_token = token(keys, "ec", "ES256", aud=SERVICE_URL)  # PEM key, no kid, audience = the base URL
+    ec_token = token(keys, "ec", "ES256")  # PEM key, no kid
     assert client.post(CDS_PATH, json=ig_order_sign(), headers=bearer(ec_token)).status_code == 200
 
 
@@ -95,11 +96,21 @@ def test_a_call_without_a_token_gets_401_with_a_challenge(secured, ig_order_sign
     assert "authentication required" in issue["diagnostics"]
 
 
+def _from_now(**seconds: int) -> Callable[[], dict[str, int]]:
+    """Claims ``seconds`` away from the moment the token is made (not from when this module was
+    collected: a long suite run would otherwise bring a too-long-lived token within its limit)."""
+    return lambda: {claim: int(time.time()) + offset for claim, offset in seconds.items()}
+
+
 REFUSED = {
-    "expired": (dict(iat=int(time.time()) - 400, exp=int(time.time()) - 200), "expired"),
-    "issued in the future": (dict(iat=int(time.time()) + 600, exp=int(time.time()) + 700), "not yet valid"),
-    "too long-lived": (dict(exp=int(time.time()) + MAX_LIFETIME + 120), "more than 300 seconds"),
-    "another audience": (dict(aud="https://elsewhere.example.org"), f"aud must be '{SERVICE_URL}'"),
+    "expired": (_from_now(iat=-400, exp=-200), "expired"),
+    "issued in the future": (_from_now(iat=600, exp=700), "not yet valid"),
+    "too long-lived": (_from_now(exp=MAX_LIFETIME + 120), "more than 300 seconds"),
+    "another audience": (dict(aud="https://elsewhere.example.org"), f"aud must be '{SERVICE_URL}{CDS_PATH}'"),
+    # CDS Hooks 2.0: aud "MUST be the URL of the CDS Service endpoint being invoked", not the base URL
+    "the base URL as audience": (dict(aud=SERVICE_URL), f"aud must be '{SERVICE_URL}{CDS_PATH}'"),
+    # CDS Hooks 2.0: typ is REQUIRED, fixed value JWT (the Inferno CRD kit checks clients for it)
+    "no typ": (dict(headers={"typ": None}), "typ must be JWT"),
     "untrusted issuer": (dict(iss="https://evil.example.org"), "not trusted"),
     "no jti": (dict(drop=("jti",)), "jti"),
     "no exp": (dict(drop=("exp",)), "exp"),
@@ -115,7 +126,8 @@ REFUSED = {
 @pytest.mark.parametrize("case", REFUSED, ids=list(REFUSED))
 def test_a_bad_token_is_refused_with_401_and_a_clear_reason(secured, keys, ig_order_sign, case: str) -> None:
     arguments, reason = REFUSED[case]
-    response = secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, **arguments)))
+    claims = arguments() if callable(arguments) else arguments
+    response = secured().post(CDS_PATH, json=ig_order_sign(), headers=bearer(token(keys, **claims)))
     assert response.status_code == 401
     assert reason in response.json()["issue"][0]["diagnostics"]
     assert response.headers["www-authenticate"] == 'Bearer realm="covreq", error="invalid_token"'
@@ -176,10 +188,10 @@ def test_the_caller_of_a_cds_call_is_audited(secured, keys, ig_order_sign, tmp_p
 def test_unusable_configuration_stops_the_start(auth_files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(AuthConfigError, match="service URL"):
         Guard.from_settings(Settings(auth_issuers=auth_files["issuers"]))
-    short = tmp_path / "short.yaml"
-    short.write_text("someone: abc\n")
-    with pytest.raises(AuthConfigError, match="at least 16 characters"):
-        Guard.from_settings(Settings(api_keys=short))
+    damaged = tmp_path / "damaged.yaml"
+    damaged.write_text("someone: sha256:abc\n")
+    with pytest.raises(AuthConfigError, match="sha256:<64 lower-case hex digits>"):
+        Guard.from_settings(Settings(api_keys=damaged))
     with pytest.raises(AuthConfigError, match="trusted issuers"):
         Guard.from_settings(Settings(v1_jwt=True))
     empty = tmp_path / "none.yaml"

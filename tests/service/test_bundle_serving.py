@@ -5,85 +5,21 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from engine.bundle import BundleError, build
 from service import Settings, create_app
+from tests.service.hostile_bundle_server import BundleServer, Offer, server  # noqa: F401 (fixture)
 from tests.service.test_metrics import value
 from tests.service.test_service_reload import EYELID, REQUEST
 from tests.test_bundle import key_pair
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@dataclass
-class Offer:
-    """What the server answers: a body with its ETag, an HTTP status, and a pause between chunks."""
-
-    body: bytes
-    etag: str
-    status: int = 200
-    pause: float = 0.0
-
-
-class BundleServer(ThreadingHTTPServer):
-    """Serves ``offer`` at any path, honours If-None-Match, records each request's If-None-Match."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.offer = Offer(b"", '"none"', 404)
-        self.asked: list[str | None] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/bundles/rules.tar.gz"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: BundleServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        offer = self.server.offer
-        self.server.asked.append(self.headers.get("If-None-Match"))
-        if offer.status == 200 and self.headers.get("If-None-Match") == offer.etag:
-            self.send_response(304)
-            self.send_header("ETag", offer.etag)
-            self.end_headers()
-            return
-        self.send_response(offer.status)
-        self.send_header("ETag", offer.etag)
-        self.send_header("Content-Length", str(len(offer.body)))
-        self.end_headers()
-        try:
-            for start in range(0, len(offer.body), 256 if offer.pause else len(offer.body) or 1):
-                self.wfile.write(offer.body[start:start + 256 if offer.pause else None])
-                self.wfile.flush()
-                time.sleep(offer.pause)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up on a slow download
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture()
-def server() -> Iterator[BundleServer]:
-    running = BundleServer()
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
-    thread.start()
-    yield running
-    running.shutdown()
-    running.server_close()
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ def test_discovery_lists_the_crd_services_like_the_ig(client, anchor) -> None:
         assert set(service) == set(ig[service["hook"]])  # hook, title, description, id, prefetch, extension
         assert service["id"] == f"{service['hook']}-crd" and service["description"]
         versions = service["extension"]["davinci-crd.version"]
-        assert versions == ["2.0", "2.2"]  # major.minor only (CRD deviations.md: "i.e. 2.0")
+        assert versions == ["2.0", "2.1", "2.2"]  # major.minor only (CRD deviations.md: "i.e. 2.0")
         options = {o["code"]: o for o in service["extension"]["davinci-crd.configuration-options"]}
         assert options["coverage-info"]["type"] == "boolean" and options["coverage-info"]["default"] is True
         assert options["max-cards"]["type"] == "integer" and options["max-cards"]["default"] == 10
@@ -100,10 +100,27 @@ CDS_HOOKS_2_TOKENS = {"context.patientId", "context.encounterId", "context.userI
                       "userPractitionerRoleId", "userPatientId", "userRelatedPersonId"}
 
 
-def test_prefetch_templates_use_only_tokens_a_cds_hooks_2_ehr_can_fill(client) -> None:
+def test_prefetch_templates_are_cds_hooks_2_tokens_or_crds_standard_prefetch_verbatim(client, anchor) -> None:
+    """found-29: the data covreq reads that CDS Hooks 2.0 tokens cannot name is asked for with CRD's
+    standard prefetch expressions (the IG's CRDServices.json), exactly as the IG writes them."""
+    standard = {s["hook"]: s["prefetch"] for s in anchor("CRDServices.json")["services"]}
     for service in client.get("/cds-services").json()["services"]:
         for key, template in service["prefetch"].items():
             tokens = set(re.findall(r"\{\{(.*?)\}\}", template))
-            assert tokens and tokens <= CDS_HOOKS_2_TOKENS, (service["hook"], key, template)
-            if "context.encounterId" in tokens:
-                assert service["hook"] != "order-dispatch"  # its context has no encounterId
+            assert tokens, (service["hook"], key)
+            assert tokens <= CDS_HOOKS_2_TOKENS or template == standard[service["hook"]][key], (service["hook"], key)
+
+
+@pytest.mark.parametrize(("hook", "keys"), [
+    ("order-sign", {"practitionerRoles", "practitioners", "organizations", "locations", "medications"}),
+    ("order-select", {"practitionerRoles", "practitioners", "organizations", "locations", "medications"}),
+    ("appointment-book", {"serviceRequests", "deviceRequests", "medicationRequests", "practitionerRoles",
+                          "practitioners", "organizations", "locations"}),
+    ("order-dispatch", {"serviceRequests", "deviceRequests", "medicationRequests", "practitionerRoles",
+                        "practitioners", "organizations", "locations"}),
+])
+def test_what_covreq_reads_of_the_orders_is_asked_for_in_prefetch(client, hook: str, keys: set[str]) -> None:
+    """The requesters and performers (NPI), Locations (place of service, state), Medications and
+    the orders an Appointment is based on or a dispatch names are read: discovery asks for them."""
+    (service,) = [s for s in client.get("/cds-services").json()["services"] if s["hook"] == hook]
+    assert keys <= set(service["prefetch"])

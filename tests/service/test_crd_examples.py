@@ -119,26 +119,74 @@ def test_ig_appointment_book_with_coverage(client, anchor, crd) -> None:
     assert value(crd.subs(only), "info-needed") == ["detail-code"]
 
 
-def test_appointment_based_on_a_service_request_updates_the_order(client, anchor, crd) -> None:
+def based_on_eyelid_surgery(anchor, version: str) -> dict:
+    """The IG's appointment-book example based on a ServiceRequest for CPT 15823 in the prefetch."""
     request = anchor("CRDServiceRequest4.json")
     appointment = request["context"]["appointments"]["entry"][0]["resource"]
     appointment["basedOn"] = [{"reference": "ServiceRequest/sr-eyelid"}]
     appointment["start"] = "2024-05-02T09:00:00Z"
     request["prefetch"] = {"coverage": acme_coverage(), "serviceRequests": {
         "resourceType": "Bundle", "type": "searchset", "entry": [{"resource": service_request("sr-eyelid", "15823", pos="22")}]}}
-    body = assert_ok(post(client, request), crd)
+    request["extension"] = {"davinci-crd.requestedVersion": version}
+    return request
+
+
+def test_appointment_based_on_a_service_request_updates_the_order_in_crd_2_2(client, anchor, crd) -> None:
+    body = assert_ok(post(client, based_on_eyelid_surgery(anchor, "2.2")), crd)
     (action,) = body["systemActions"]
-    assert action["resource"]["resourceType"] == "ServiceRequest"
+    assert action["resource"]["resourceType"] == "ServiceRequest"  # CRD 2.2 cards.html: "the one exception"
     subs = crd.subs(crd.coverage_information(action)[0])
     assert value(subs, "pa-needed") == ["auth-needed"]
 
 
-def test_inferno_order_sign_as_published_is_not_r4_and_gets_400(client, anchor) -> None:
-    issue = assert_outcome(post(client, anchor("order_sign_hook_request.json")), 400,
-                           "context.draftOrders.entry[0].resource.intent")
-    for path in ("context.draftOrders.entry[0].resource.intent: is required in R4",
-                 "context.draftOrders.entry[1].resource.dosageInstruction[0].doseAndRate: must be a list"):
-        assert path in issue["diagnostics"]
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_appointment_based_on_a_service_request_updates_the_appointment_before_crd_2_2(client, anchor, version) -> None:
+    body = post(client, based_on_eyelid_surgery(anchor, version)).json()
+    (action,) = body["systemActions"]
+    assert action["resource"]["resourceType"] == "Appointment" and action["resource"]["id"] == "example"
+    (extension,) = action["resource"]["extension"]
+    subs = {sub["url"]: sub for sub in extension["extension"]}
+    assert subs["pa-needed"]["valueCode"] == "auth-needed"  # answered from the order it is based on
+    assert subs["billingCode"]["valueCoding"]["code"] == "15823"
+
+
+def test_kit_order_dispatch_in_the_older_order_context_is_answered(client, anchor, crd) -> None:
+    request = anchor("inferno_order_dispatch_0.json")  # context.order, as CRD 2.0.1 describes the hook
+    request["prefetch"]["coverage"] = acme_coverage("cov015")
+    body = assert_ok(post(client, request), crd)
+    assert [a["resource"]["id"] for a in body["systemActions"]] == ["servreq-g0180-1"]
+
+
+def test_inferno_order_sign_as_published_gets_200_and_a_card_per_invalid_order(client, anchor, crd) -> None:
+    """The kit's order-sign example: its NutritionOrder has no intent and its MedicationRequest's
+    doseAndRate is an object. Neither is valid R4: no systemAction for either, and an indeterminate
+    card each naming the path that is wrong; the call itself is answered (200)."""
+    request = anchor("order_sign_hook_request.json")
+    request["prefetch"] = {"coverage": acme_coverage()}
+    body = assert_ok(post(client, request), crd)
+    assert body["systemActions"] == []
+    cards = {card["extension"]["davinci-crd.associated-resource"][0]["reference"]: card for card in body["cards"]}
+    assert set(cards) == {"NutritionOrder/pureeddiet-simple", "MedicationRequest/smart-MedicationRequest-103"}
+    assert "context.draftOrders.entry[0].resource.intent" in cards["NutritionOrder/pureeddiet-simple"]["detail"]
+    assert "context.draftOrders.entry[1].resource.dosageInstruction[0].doseAndRate" in \
+        cards["MedicationRequest/smart-MedicationRequest-103"]["detail"]
+    assert all("not valid FHIR R4" in card["summary"] for card in cards.values())
+
+
+def test_one_invalid_order_does_not_cost_the_others_their_answer(client, anchor, crd) -> None:
+    request = repaired_inferno_order_sign(anchor("order_sign_hook_request.json"))
+    request["prefetch"] = {"coverage": acme_coverage()}
+    request["context"]["draftOrders"]["entry"][0]["resource"].pop("intent")
+    body = assert_ok(post(client, request), crd)
+    assert [a["resource"]["resourceType"] for a in body["systemActions"]] == ["MedicationRequest"]
+    (card,) = [c for c in body["cards"] if "not valid FHIR R4" in c["summary"]]
+    assert card["extension"]["davinci-crd.associated-resource"] == [{"reference": "NutritionOrder/pureeddiet-simple"}]
+
+
+def test_a_call_whose_order_bundle_itself_is_unreadable_is_still_a_400(client) -> None:
+    request = order_sign(service_request("s1", "15823"))
+    request["context"]["draftOrders"]["entry"][0]["fullUrl"] = 7  # not a uri: the Bundle's own element
+    assert_outcome(post(client, request), 400, "context.draftOrders.entry[0].fullUrl")
 
 
 def test_inferno_order_sign_without_coverage_or_a_queryable_server_is_a_412(client, anchor) -> None:
@@ -155,6 +203,15 @@ def test_inferno_order_sign_with_coverage(client, anchor, crd) -> None:
     for action in body["systemActions"]:
         (only,) = crd.coverage_information(action)
         assert value(crd.subs(only), "info-needed") == ["detail-code"]
+
+
+def test_ri_device_request_with_insurance_as_an_object_is_answered_with_a_card(client, anchor, crd) -> None:
+    request = anchor("requestWithHydratedPrefetchBundle.json")  # DeviceRequest.insurance is an object
+    request["prefetch"]["coverage"] = acme_coverage("1234")  # the payer, identified
+    body = assert_ok(post(client, request), crd)
+    assert body["systemActions"] == []
+    (card,) = body["cards"]
+    assert "context.draftOrders.entry[0].resource.insurance" in card["detail"] and "must be a list" in card["detail"]
 
 
 def test_ri_device_request_hcpcs_with_coverage_and_place(client, anchor, crd) -> None:
@@ -288,7 +345,7 @@ def test_every_crd_example_the_tests_read_is_in_the_repository_with_its_source(a
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "crd"
     sources = (folder / "SOURCES.md").read_text(encoding="utf-8")
     examples = sorted(folder.glob("*.json"))
-    assert len(examples) == 6
+    assert len(examples) == 14
     for path in examples:
         assert f"| `{path.name}` |" in sources, path.name
         assert anchor(path.name) == json.loads(path.read_text(encoding="utf-8"))  # the tests read these

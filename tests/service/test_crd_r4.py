@@ -63,10 +63,11 @@ def test_after_prepare_checking_the_anchors_imports_no_further_model(anchor) -> 
     assert json.loads(fresh.stdout.replace("'", '"')) == []
 
 
-def test_the_ri_request_with_device_request_insurance_as_an_object_is_a_400(client, anchor) -> None:
-    issue = assert_outcome(post(client, anchor("requestWithHydratedPrefetchBundle.json")), 400,
-                           "context.draftOrders.entry[0].resource.insurance")
-    assert "must be a list" in issue["diagnostics"]
+def test_the_ri_request_with_device_request_insurance_as_an_object_gets_no_update(client, anchor, crd) -> None:
+    request = anchor("requestWithHydratedPrefetchBundle.json")
+    request["prefetch"]["coverage"] = acme_coverage("1234")
+    body = assert_ok(post(client, request), crd)
+    assert body["systemActions"] == [] and "resource.insurance`: must be a list" in body["cards"][0]["detail"]
 
 
 @pytest.mark.parametrize(("change", "path", "says"), [
@@ -83,10 +84,11 @@ def test_a_coverage_that_is_not_r4_is_a_400_naming_the_path(client, change, path
     assert issue["expression"][0].startswith(path) and says in issue["diagnostics"]
 
 
-def test_an_stu3_medication_request_is_a_400_naming_its_stu3_element(client) -> None:
+def test_an_stu3_medication_request_gets_a_card_naming_its_stu3_element_and_no_update(client, crd) -> None:
     order = {"resourceType": "MedicationRequest", "id": "m1", "status": "draft", "intent": "order", "subject": SUBJECT,
              "medicationCodeableConcept": CONCEPT, "context": {"reference": "Encounter/e1"}}  # STU3's context
-    assert_outcome(post(client, order_sign(order)), 400, "context.draftOrders.entry[0].resource.context")
+    body = assert_ok(post(client, order_sign(order)), crd)
+    assert body["systemActions"] == [] and "context.draftOrders.entry[0].resource.context" in body["cards"][0]["detail"]
 
 
 def test_a_resource_type_crd_does_not_answer_for_is_a_400_in_a_primary_hook(client, crd) -> None:
@@ -97,6 +99,15 @@ def test_a_resource_type_crd_does_not_answer_for_is_a_400_in_a_primary_hook(clie
     selecting = order_sign(service_request("s1", "15823"), procedure)
     selecting["hook"], selecting["context"]["selections"] = "order-select", ["ServiceRequest/s1"]
     assert [a["resource"]["id"] for a in assert_ok(post(client, selecting), crd)["systemActions"]] == ["s1"]
+
+
+@pytest.mark.parametrize("kind", [["ServiceRequest"], {"type": "ServiceRequest"}, 7, None])
+def test_regression_an_order_whose_resource_type_is_not_a_string_is_a_400_not_a_500(client, kind: Any) -> None:
+    """Found by the fuzz test of v1 and CRD fields: a list as resourceType was looked up in the set
+    of order types, which raised TypeError (unhashable) and answered 500."""
+    order = {**service_request("s1", "15823"), "resourceType": kind}
+    issue = assert_outcome(post(client, order_sign(order)), 400, "context.draftOrders.entry[0].resource")
+    assert "is not a request resource CRD answers for" in issue["diagnostics"]
 
 
 def test_one_malformed_billing_code_is_answered_alone_and_the_other_orders_still_are(client, crd) -> None:
@@ -226,3 +237,12 @@ def test_the_same_resources_found_by_a_new_search_are_not_checked_again(monkeypa
     again["entry"][0]["resource"]["status"] = "enforced"
     (problem,) = r4.problems(again, "prefetch.coverage")
     assert problem.path == "prefetch.coverage.entry[0].resource.status"
+
+
+def test_the_card_of_an_order_with_many_r4_problems_names_the_first_ten_and_counts_the_rest(client, crd) -> None:
+    order = service_request("s1", "15823")
+    order.update({f"bogus{n}": n for n in range(30)})  # thirty elements R4 does not have
+    body = assert_ok(post(client, order_sign(order)), crd)
+    (card,) = body["cards"]
+    assert card["detail"].count("- `context.draftOrders.entry[0].resource.bogus") == 10
+    assert card["detail"].endswith("- and 20 more") and body["systemActions"] == []

@@ -31,12 +31,35 @@ def test_the_kubernetes_example_runs_covreq_serve_with_options_that_exist(deploy
     container = spec["template"]["spec"]["containers"][0]
     assert container["command"][:2] == ["covreq", "serve"]
     args = build_parser().parse_args(container["command"][1:])  # exits (fails the test) on an unknown option
-    assert args.bundle.startswith("https://") and args.rules is None and args.host == "0.0.0.0"
+    assert args.rules is None and args.bundle is None and args.host == "0.0.0.0"  # rules by environment
     assert container["ports"][0]["containerPort"] == args.port
     documented = set(re.findall(r"^\| `(COVREQ_[A-Z_]+)` \|", DOC, re.M))
     assert {variable["name"] for variable in container["env"]} <= documented
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env["COVREQ_BUNDLE_URL"].startswith("https://")
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert str(Path(args.bundle_key).parent) in mounts
+    for path in ("COVREQ_BUNDLE_PUBLIC_KEY", "COVREQ_API_KEYS", "COVREQ_DTR_KEYS"):
+        assert str(Path(env[path]).parent) in mounts, path
+
+
+def test_the_kubernetes_example_runs_the_image_read_only_as_its_user_with_the_admin_token_from_a_secret(
+        deployment: dict[str, Any]) -> None:
+    from tests.test_container_image import IMAGE, environment
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" == IMAGE.one("USER")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    env = {**environment(IMAGE), **{v["name"]: v["value"] for v in container["env"] if "value" in v}}
+    assert writable == {"/tmp", *json.loads(IMAGE.one("VOLUME"))}
+    for path in (Path(env["COVREQ_AUDIT"]).parent, Path(env["COVREQ_BUNDLE_DIR"])):
+        assert any(Path(w) == path or Path(w) in path.parents for w in writable), path
+    (admin,) = [v for v in container["env"] if v["name"] == "COVREQ_ADMIN_TOKEN"]
+    assert admin["valueFrom"]["secretKeyRef"]["name"] == "covreq-admin" and "value" not in admin
+    assert "kubectl create secret generic covreq-admin" in DOC
+    assert set(container["resources"]["requests"]) == {"cpu", "memory"} and container["resources"]["limits"]["memory"]
 
 
 def test_the_kubernetes_probes_and_scrape_path_are_endpoints_of_the_service(
@@ -63,7 +86,7 @@ def test_the_kubernetes_probes_and_scrape_path_are_endpoints_of_the_service(
 def test_the_metrics_table_lists_every_metric_the_service_serves() -> None:
     table = re.search(r"## Metrics\n(.*?)\n## ", DOC, re.S).group(1)  # type: ignore[union-attr]
     documented = {m[0]: set(filter(None, re.split(r"[`, ]+", m[2]))) for m in
-                  re.findall(r"^\| `(covreq_\w+)` \| (\w+) \| ([^|]*) \|", table, re.M)}
+                  re.findall(r"^\| `((?:covreq|process|python)_\w+)` \| (\w+) \|([^|]*)\|", table, re.M)}
     served = {}
     for family in Metrics().registry.collect():
         suffix = "_total" if family.type == "counter" else ""

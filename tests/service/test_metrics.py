@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_no_request_adds_a_series_with_a_label_value_outside_a_closed_set(make_c
     so 20,000 invented methods made 20,000 series. Methods outside HTTP's own are ``other``, routes
     are templates, statuses come from a closed set; callers refused by authentication add nothing new."""
     keys = tmp_path / "keys.yaml"
-    keys.write_text("billing-office: 6f1c0e8a4b7d4c2e9a3f5b8d7e6c1a20\n")
+    keys.write_text("billing-office: sha256:" + "0" * 64 + "\n")
     client = make_client(api_keys=keys)
     client.get("/v1/ruleset")  # the series of one refused caller, made before the flood
     client.request("BREW", "/v1/ruleset")
@@ -167,3 +168,58 @@ def test_metrics_need_the_metrics_token_once_one_is_set(make_client) -> None:
         assert "COVREQ_METRICS_TOKEN" in refused.json()["error"]["message"]
     allowed = client.get("/metrics", headers={"Authorization": "Bearer scrape-7c1e4b2a9d"})
     assert allowed.status_code == 200 and "covreq_http_requests_total" in allowed.text
+
+
+PROCESS_GAUGES = ("process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds",
+                  "process_max_fds", "process_start_time_seconds", "python_info")
+
+
+def test_one_process_reports_its_process_and_python_series(client) -> None:
+    """Issue 26, item 2: prometheus-client's process, GC and platform collectors, as it names them."""
+    client.get("/v1/ruleset")
+    text = client.get("/metrics").text
+    for name in PROCESS_GAUGES + ("process_cpu_seconds_total", "python_gc_collections_total"):
+        assert value(text, name) > 0, name
+    assert value(text, "python_info", major=str(sys.version_info.major)) == 1
+    assert not [labels for n, labels in samples(text) if n.startswith(("process_", "python_")) and ("pid", os.getpid())
+                in labels]
+
+
+def test_several_workers_report_each_worker_process_and_forget_a_killed_one(tmp_path: Path) -> None:
+    """Issue 26, item 2: with two workers every live worker's memory, descriptors and start time
+    carry its pid, CPU and GC counters are summed, and a worker killed with SIGKILL (no chance to
+    clean up) drops out of the pid label at the next scrape once its replacement runs."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    code = f"from service.server import run; run({str(FIXTURE_RULES)!r}, '127.0.0.1', {port}, 2)"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["COVREQ_AUDIT"] = str(tmp_path / "audit.jsonl")
+    with open(tmp_path / "server.log", "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=log_file, env=env)
+
+    def scrape() -> str:
+        return httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
+
+    def worker_pids(text: str, name: str = "process_resident_memory_bytes") -> set[str]:
+        return {dict(labels)["pid"] for n, labels in samples(text) if n == name}
+
+    try:
+        text = wait_until(lambda: (t := scrape()) and len(worker_pids(t)) == 2 and t, 60)
+        pids = worker_pids(text)
+        for name in PROCESS_GAUGES:
+            assert worker_pids(text, name) == pids, name
+        assert str(server.pid) not in pids  # the supervisor is no worker
+        for pid in pids:
+            assert value(text, "process_resident_memory_bytes", pid=pid) > 10_000_000
+            assert value(text, "process_start_time_seconds", pid=pid) > 1.7e9
+        cpu = [labels for n, labels in samples(text) if n == "process_cpu_seconds_total"]
+        assert cpu == [frozenset()] and value(text, "process_cpu_seconds_total") > 0  # one sum, no pid
+        assert value(text, "python_gc_collections_total", generation="0") > 0
+        killed = sorted(pids)[0]
+        os.kill(int(killed), signal.SIGKILL)
+        text = wait_until(lambda: (t := scrape()) and len(worker_pids(t)) == 2 and killed not in worker_pids(t)
+                          and t, 60)  # uvicorn starts a new worker, which loads the rules first
+        assert killed not in {dict(labels).get("pid") for labels in (l for _, l in samples(text))}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service.auth import load_api_keys, load_issuers
 from service.settings import Settings
+from service.smart.clients import load_clients
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_RULES = REPO / "tests" / "service" / "fixtures" / "rules"
@@ -62,10 +63,17 @@ def test_the_issuer_and_api_key_examples_load(tmp_path: Path) -> None:
     (tmp_path / "clinic.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     issuers = load_issuers(tmp_path / "issuers.yaml")
-    assert set(issuers) == {"https://ehr.example.org", "https://clinic.example.org"}
+    assert set(issuers) == {"https://ehr.example.org", "https://clinic.example.org", "https://hospital.example.org"}
     assert set(issuers["https://clinic.example.org"].keys) == {"clinic-2024"}
     (tmp_path / "keys.yaml").write_text(EXAMPLES["api-keys"])
     assert set(load_api_keys(tmp_path / "keys.yaml")) == {"billing-office", "lookup-page"}
+
+
+def test_the_smart_clients_example_loads(tmp_path: Path) -> None:
+    (tmp_path / "smart-clients.yaml").write_text(EXAMPLES["smart-clients"])
+    clients = load_clients(tmp_path / "smart-clients.yaml")
+    assert clients["inferno-dtr"].jwks_uri and [str(s) for s in clients["clinic-ehr"].scopes] == ["system/*.read"]
+    assert clients["clinic-ehr"].keys["clinic-2026"].algorithms == ("ES384",)
 
 
 def _shape(value: Any) -> Any:

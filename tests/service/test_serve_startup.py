@@ -33,6 +33,9 @@ def serve(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Co
      f"covreq serve: cannot start: {ROOT / 'README.md'}:3:1: a value cannot start with '`'; quote the value"),
     (["--rules", str(ROOT / "rules")], {"COVREQ_DTR_KEYS": str(ROOT / "rules" / "cigna" / "_payer.yaml")},
      f"covreq serve: cannot start: {ROOT / 'rules' / 'cigna' / '_payer.yaml'}: expected a mapping with 'active' and 'keys'"),
+    (["--rules", str(ROOT / "rules")], {"COVREQ_SMART_CLIENTS": str(ROOT / "rules" / "cigna" / "_payer.yaml")},
+     f"covreq serve: cannot start: {ROOT / 'rules' / 'cigna' / '_payer.yaml'}: expected a mapping with a list of "
+     "clients under 'clients'"),
 ])
 def test_serve_that_cannot_start_prints_one_clear_line_and_exits_one(
         args: list[str], env: dict[str, str], line: str, tmp_path: Path) -> None:

@@ -213,7 +213,7 @@ def test_sighup_reloads_every_worker_in_place_and_a_broken_tree_keeps_them_servi
 def test_a_broken_base_counts_once_in_reload_and_readiness_however_many_overrides_extend_it(
         rules_dir: Path, make_client) -> None:
     """Regression (issue 15, item 4): /admin/reload and /readyz repeated a base's problem per plan override."""
-    for plan in ("gold", "silver", "bronze"):
+    for plan in ("acme-gold", "acme-silver", "acme-bronze"):  # plans the fixture's _payer.yaml lists
         (rules_dir / "acme" / f"eyelid-{plan}.yaml").write_text(
             f"id: acme-eyelid-{plan}\nplans: [{plan}]\nextends: acme-eyelid-surgery\n")
     client = make_client(rules_dir)

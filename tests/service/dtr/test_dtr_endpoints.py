@@ -299,3 +299,18 @@ def test_each_listed_host_names_its_own_canonicals(make_dtr_client: Any) -> None
                             headers={"host": host}).json()
         assert listed["total"] == 1
         assert listed["entry"][0]["resource"]["url"] == f"http://{host}/fhir/Questionnaire/medicare-opd-blepharoplasty"
+
+
+def test_package_for_a_scheduled_ambulance_transport_fills_its_trip_counts_from_the_order(
+        dtr_client: TestClient) -> None:
+    order = {**service_request("A0428"), "occurrenceTiming": {"repeat": {
+        "frequency": 3, "period": 1, "periodUnit": "wk", "boundsPeriod": {"start": "2026-03-02", "end": "2026-03-31"}}}}
+    del order["occurrenceDateTime"]
+    (bundle,) = bundles(dtr_client.post(PACKAGE, json=package_request(order)).json())
+    parses_as_r4(bundle)
+    response = response_of(bundle)
+    filled = {item["linkId"]: item["answer"][0] for group in response["item"] for item in group.get("item", [])
+              if item.get("answer")}
+    assert filled["round_trips_in_10_days"]["valueDecimal"] == 5
+    assert filled["round_trip_weeks"]["valueDecimal"] == 5
+    assert filled["date_of_service"]["valueDate"] == "2026-03-02"

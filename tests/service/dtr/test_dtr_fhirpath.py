@@ -31,12 +31,21 @@ POLICIES = [p for p in RULES.policy_versions() if p.code_groups and p.code_group
 ENABLE = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-enableWhenExpression"
 
 
+def _first_day(policy: Any) -> dt.date:
+    """The policy's first date of service outside its pauses (a program may start paused, e.g. WISeR
+    before its first covered date): on a paused date no form is offered, as nothing is owed."""
+    day = policy.effective
+    while (pause := policy.pause_on(day)) is not None and pause.end is not None:
+        day = pause.end + dt.timedelta(days=1)
+    return day
+
+
 @st.composite
 def answered(draw: st.DrawFn) -> tuple[Form, dict[str, Any]]:
     """A bundled policy version's form and facts (each read fact given or left unknown)."""
     policy = draw(st.sampled_from(POLICIES))
     facts: dict[str, Any] = {"code": sorted(policy.code_groups[0].codes.exact)[0],
-                             "date_of_service": policy.effective.isoformat()}
+                             "date_of_service": _first_day(policy).isoformat()}
     reads = {read.spec.name: read for read in needs_of(policy).facts}
     for name, read in reads.items():
         asked = askable([name])
