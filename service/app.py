@@ -25,6 +25,7 @@ from service.crd.envelope import Limits
 from service.crd.discovery import served_version
 from service.crd.gather import EhrPolicy
 from service.crd.payers import PayerMap
+from service.dtr import library_routes
 from service.dtr import routes as dtr_routes
 from service.dtr.signing import Keyring
 from service.dtr.versions import version as dtr_version
@@ -144,6 +145,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.include_router(v1.router)
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)
+    app.include_router(library_routes.router)
     app.include_router(smart_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)

@@ -80,28 +80,38 @@ class Catalogue:
     def by_id(self, resource: str) -> dict[str, Any] | None:
         """The Questionnaire with a resource id (``policy.version``; ``policy-adaptive.version`` for the
         adaptive form), or the current version of a policy id."""
+        form = self.form_by_id(resource)
+        if form is not None:
+            return form.questionnaire
+        adaptive = self._adaptive_ids.get(resource)
+        return self.form(adaptive).adaptive if adaptive else None
+
+    def form_by_id(self, resource: str) -> Form | None:
+        """The form of the policy version with a resource id (``policy.version``), or of the current
+        version of a policy id."""
         if self._ids is None:
             ids = {resource_id(p.id, p.version): p for versions in self._versions.values() for p in versions}
             self._adaptive_ids = {adaptive_id(p.id, p.version): p for p in ids.values()}
             self._ids = ids
         policy = self._ids.get(resource) or self.version(resource)
-        if policy is not None:
-            return self.form(policy).questionnaire
-        adaptive = self._adaptive_ids.get(resource)
-        return self.form(adaptive).adaptive if adaptive else None
+        return self.form(policy) if policy is not None else None
+
+    def forms(self, policy_id: str | None, version: str | None = None) -> list[Form]:
+        """The forms of one policy's versions (only ``version``, when given); without a policy id,
+        every policy's current form."""
+        if policy_id is None:
+            return [self.form(p) for p in (self.version(i) for i in sorted(self._versions)) if p is not None]
+        return [self.form(p) for p in self._versions.get(policy_id, []) if version is None or p.version == version]
 
     def search(self, url: str | None, version: str | None) -> list[dict[str, Any]]:
         """Questionnaires whose url (and version, when given) match; every policy's current standard
         and adaptive form without a url."""
         if url is None:
-            ids: list[str] = sorted(self._versions)
-            forms = [self.form(p) for p in (self.version(i) for i in ids) if p is not None]
-            return [q for form in forms for q in (form.questionnaire, form.adaptive)]
+            return [q for form in self.forms(None) for q in (form.questionnaire, form.adaptive)]
         if "|" in url and version is None:
             url, version = url.split("|", 1)
         named = self._policy_of(url)
-        versions = self._versions.get(named[0], []) if named else []
-        forms = [self.form(p) for p in versions if version is None or p.version == version]
+        forms = self.forms(named[0], version) if named else []
         return [form.adaptive if named and named[1] else form.questionnaire for form in forms]
 
     def value_sets(self) -> Iterable[dict[str, Any]]:

@@ -168,8 +168,8 @@ def _line_facts(body: Mapping[str, Any], index: int, today: dt.date) -> dict[str
 
 def package_resources(form: Form, adaptive: bool) -> list[dict[str, Any]]:
     """What a package holds of a form before its response: the Questionnaire first (dtrb-1), then
-    the ValueSets it uses (and, in time, the Libraries of its logic)."""
-    return [form.adaptive if adaptive else form.questionnaire, *form.value_sets]
+    the ValueSets it uses and the Library of its logic (CQL and ELM)."""
+    return [form.adaptive if adaptive else form.questionnaire, *form.value_sets, form.library.resource]
 
 
 def full_url(base: str, resource: Mapping[str, Any]) -> str:

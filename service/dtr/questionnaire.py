@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from engine.facts import FACTS
@@ -23,6 +24,7 @@ from engine.policy import Policy
 from service.dtr import facts as f
 from service.dtr.fhirpath import may_hold
 from service.dtr.fhirpath import variables as fhirpath_variables
+from service.dtr.library import CQF_LIBRARY, Library, build_library, library_url
 
 SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
 DTR = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition"
@@ -67,6 +69,12 @@ class Form:
     def variables(self) -> list[dict[str, Any]]:
         """The form's FHIRPath variables (one per fact its conditions read)."""
         return [e for e in self.questionnaire["extension"] if e["url"] == f"{EXT}/variable"]
+
+    @cached_property
+    def library(self) -> Library:
+        """The form's CQL Library (service/dtr/library.py), built when first asked for."""
+        base = self.questionnaire["url"].removesuffix(f"/Questionnaire/{self.policy.id}")
+        return build_library(base, self.policy, self.questionnaire["id"])
 
     def item(self, link_id: str) -> dict[str, Any] | None:
         """The item with ``link_id`` (groups searched), or None."""
@@ -194,6 +202,7 @@ def build_form(base: str, policy: Policy) -> Form:
                 *[_extension("type", valueCode=t) for t in LAUNCH_ORDER_TYPES],
                 _extension("description", valueString="The order the documentation is for")]),
             *variables,
+            _extension(CQF_LIBRARY, valueCanonical=library_url(base, policy.id)),
         ],
         "url": questionnaire_url(base, policy.id), "version": policy.version, "name": _name(policy.id),
         "title": policy.title, "status": "active", "subjectType": ["Patient"],
@@ -224,11 +233,12 @@ def adaptive_id(policy_id: str, version: str) -> str:
 
 def adaptive_form(base: str, policy: Policy, standard: dict[str, Any]) -> dict[str, Any]:
     """The adaptive form of a standard one: no items (``$next-question`` at ``base`` asks them), the
-    same metadata under its own canonical and id."""
+    same metadata and Library under its own canonical and id."""
     kept = {k: v for k, v in standard.items() if k not in ("item", "extension", "meta", "text", "id", "url")}
     return {
         "resourceType": "Questionnaire", "id": adaptive_id(policy.id, policy.version),
         "meta": {"profile": [SEARCH_PROFILE]}, "text": _about(policy, "The adaptive form", ": $next-question asks its questions"),
-        "extension": [_extension(QUESTIONNAIRE_ADAPTIVE, valueUrl=base)],
+        "extension": [_extension(QUESTIONNAIRE_ADAPTIVE, valueUrl=base),
+                      _extension(CQF_LIBRARY, valueCanonical=library_url(base, policy.id))],
         "url": standard["url"] + ADAPTIVE_SUFFIX, **kept,
     }

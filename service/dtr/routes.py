@@ -64,6 +64,9 @@ def capability_statement(base: str, digest: str, loaded_at: dt.datetime, securit
             "type": "ValueSet", "interaction": [{"code": "read"}, {"code": "search-type"}],
             "searchParam": [{"name": "url", "type": "uri"}, {"name": "version", "type": "token"}],
             "operation": [{"name": "expand", "definition": EXPAND}],
+        }, {
+            "type": "Library", "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "url", "type": "uri"}, {"name": "version", "type": "token"}],
         }]}],
     }
 

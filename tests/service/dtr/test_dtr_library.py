@@ -1,0 +1,100 @@
+"""The forms' CQL Libraries as a DTR client and the Inferno DTR kit see them: in every package
+Bundle, with CQL and ELM content, named by the Questionnaire's ``cqf-library`` and readable by id
+and by canonical url."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dtr_helpers import assert_constraints, bundles, package_request, parses_as_r4, service_request
+from fastapi.testclient import TestClient
+from test_dtr_fhirpath import FORMS, RULES
+
+from service.dtr.cql import define_name
+from service.dtr.facts import INITIAL_EXPRESSIONS
+from service.dtr.library import CQF_LIBRARY
+
+BLEPH_LIBRARY = "http://testserver/fhir/Library/medicare-opd-blepharoplasty"
+
+
+def _entries(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+
+
+def _content(library: dict[str, Any]) -> dict[str, str]:
+    return {c["contentType"]: base64.b64decode(c["data"]).decode() for c in library["content"]}
+
+
+def test_every_package_carries_the_library_its_questionnaire_names(dtr_client: TestClient) -> None:
+    orders = [service_request("15823", pos="22"), service_request("64612", pos="22", order_id="sr-2")]
+    found = bundles(dtr_client.post("/fhir/Questionnaire/$questionnaire-package", json=package_request(*orders)).json())
+    assert len(found) == 2
+    names = []
+    for bundle in found:
+        assert_constraints(bundle)  # the package Bundle's own (the Questionnaire first, one response)
+        (library,) = _entries(bundle, "Library")
+        (questionnaire,) = _entries(bundle, "Questionnaire")
+        parses_as_r4(library)
+        (named,) = [e["valueCanonical"] for e in questionnaire["extension"] if e["url"] == CQF_LIBRARY]
+        assert named == library["url"]  # the kit compares the canonical with Library.url as it is
+        entry = next(e for e in bundle["entry"] if e["resource"] is library or e["resource"] == library)
+        assert entry["fullUrl"].endswith(f"/Library/{library['id']}")
+        content = _content(library)
+        assert set(content) == {"text/cql", "application/elm+json"}
+        assert content["text/cql"].startswith(f"library {library['name']} version '{library['version']}'")
+        assert json.loads(content["application/elm+json"])["library"]["identifier"] == {
+            "id": library["name"], "version": library["version"]}
+        names.append(library["name"])
+    assert len(set(names)) == len(names)  # the kit wants library names unique across the packages
+
+
+def test_a_library_resolves_by_id_by_url_and_by_url_and_version(dtr_client: TestClient) -> None:
+    by_id = dtr_client.get("/fhir/Library/medicare-opd-blepharoplasty.2022-01-07")
+    assert by_id.status_code == 200 and by_id.headers["content-type"].startswith("application/fhir+json")
+    library = by_id.json()
+    assert library["url"] == BLEPH_LIBRARY and library["version"] == "2022-01-07"
+    assert dtr_client.get("/fhir/Library/medicare-opd-blepharoplasty").json()["url"] == BLEPH_LIBRARY
+    for params in ({"url": BLEPH_LIBRARY}, {"url": f"{BLEPH_LIBRARY}|2022-01-07"},
+                   {"url": BLEPH_LIBRARY, "version": "2022-01-07"}):
+        found = dtr_client.get("/fhir/Library", params=params).json()
+        parses_as_r4(found)
+        assert found["total"] == 1 and found["entry"][0]["resource"] == library, params
+    assert dtr_client.get("/fhir/Library", params={"url": BLEPH_LIBRARY, "version": "1999"}).json()["total"] == 0
+    assert dtr_client.get("/fhir/Library", params={"url": "http://elsewhere.example/Library/x"}).json()["total"] == 0
+    assert dtr_client.get("/fhir/Library").json()["total"] > 10
+    missing = dtr_client.get("/fhir/Library/no-such-policy")
+    assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
+
+
+def test_every_pre_populated_item_has_its_define_in_the_library() -> None:
+    """A form can read each pre-population value from its Library: ``"<library>"."<define>"``."""
+    for policy in RULES.policy_versions():
+        form = FORMS.form(policy)
+        defines = {d["name"] for d in form.library.elm["library"]["statements"]["def"]}
+        for group in form.questionnaire["item"]:
+            for item in group.get("item", []):
+                if item["linkId"] in INITIAL_EXPRESSIONS:
+                    assert define_name(item["linkId"]) in defines, (policy.id, item["linkId"])
+                    expression = form.library.expression(define_name(item["linkId"]))
+                    assert expression["expression"].startswith(f'"{form.library.name}".')  # as the kit checks
+
+
+def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any, tmp_path: Path) -> None:
+    (tmp_path / "ehr.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    issuers = tmp_path / "issuers.yaml"
+    issuers.write_text("issuers:\n  - iss: https://ehr.example.org\n    public_key: ehr.pem\n")
+    client = make_dtr_client(auth_issuers=issuers, service_url="https://covreq.example.org")
+    for path in ("/fhir/Library", "/fhir/Library/medicare-opd-blepharoplasty"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and refused.json()["resourceType"] == "OperationOutcome", path
+
+
+def test_every_bundled_library_is_valid_r4() -> None:
+    for policy in RULES.policy_versions():
+        parses_as_r4(FORMS.form(policy).library.resource)
