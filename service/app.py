@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -36,11 +37,18 @@ log = logging.getLogger("covreq.service")
 
 
 def _sighup_reload(app: FastAPI) -> bool:
-    """Make SIGHUP reload the rules (off the event loop, as ``POST /admin/reload`` does); False where
-    signals are unavailable."""
+    """Make SIGHUP run ``app.state.hup_hooks`` (quick ones, on the event loop: the TLS certificate)
+    and reload the rules (off the event loop, as ``POST /admin/reload`` does); False where signals
+    are unavailable."""
     loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        for hook in app.state.hup_hooks:
+            hook()
+        loop.run_in_executor(None, ops.reload_rules, app.state)
+
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, ops.reload_rules, app.state))
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
@@ -68,6 +76,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         worker_exited()
+        # uvicorn shuts the lifespan down once the requests under way have finished, or were cut
+        # after COVREQ_SHUTDOWN_SECONDS (its "Cancel N running task(s)" error line says so)
+        log.info("stopped", extra={"event": "stopped", "ruleset": app.state.holder.current.digest,
+                                   "pid": os.getpid(), "drain_seconds": app.state.settings.shutdown_seconds})
 
 
 def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
@@ -94,6 +106,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.metrics = Metrics()
     app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
     app.state.bundles = bundles
+    app.state.hup_hooks = []  # run first on SIGHUP, on the event loop (service/server.py: TLS certificates)
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
                                   settings.crd_max_billing_codes, settings.crd_max_lines)
