@@ -7,14 +7,15 @@ import logging
 import os
 import signal
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import heap, lookup, metrics, ops, v1
+from service import heap, logs, lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
@@ -82,6 +83,38 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                                    "pid": os.getpid(), "drain_seconds": app.state.settings.shutdown_seconds})
 
 
+class CutAtShutdown:
+    """A request still under way when SIGTERM's time limit (``COVREQ_SHUTDOWN_SECONDS``) is over is
+    cancelled by uvicorn, which would answer it 500: it is answered ``refuse(path)`` (a 503) with
+    ``Retry-After`` and ``Connection: close`` instead, so the caller retries on another replica.
+    (Only uvicorn's shutdown cancels a request's task; the cancellation ends here, with the answer.)"""
+
+    def __init__(self, app: ASGIApp, refuse: Callable[[str], Response]) -> None:
+        self.app, self.refuse = app, refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            log.warning("request cut: the service stopped before it was answered (COVREQ_SHUTDOWN_SECONDS)",
+                        extra={"event": "request-cut", "path": logs.caller_text(scope["path"])})
+            response = self.refuse(scope["path"])
+            response.headers.update({"Retry-After": "1", "Connection": "close"})
+            await response(scope, receive, send)
+
+
 def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
     """An error in the shape of the API family the path belongs to."""
     digest = app.state.holder.current.digest
@@ -140,6 +173,8 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.add_middleware(ConnectionCap, exempt=frozenset({ops.LIVENESS}), refuse=lambda path: _error_response(
         app, path, 503, f"this process holds its {settings.max_connections} connections (COVREQ_MAX_CONNECTIONS), "
                         "each with a request under way: retry after a moment"))
+    app.add_middleware(CutAtShutdown, refuse=lambda path: _error_response(
+        app, path, 503, "the service stopped before this request was answered: retry"))
     app.add_middleware(AccessLog, header=RULESET_HEADER, observe=lambda scope, status, seconds: (
         app.state.metrics.observe_request(scope, status, seconds, app.state.holder.current)))
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from serving import Served, free_port, wait_until
+
+from tests.service.test_operations_doc import EXAMPLES
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP")
 
@@ -149,6 +152,7 @@ def test_https_with_client_certificates_and_a_certificate_replaced_on_sighup_in_
         assert listening["url"] == f"https://127.0.0.1:{running.port}" and listening["scheme"] == "https"
         assert listening["client_cert"] == "required" and listening["rules"] == str(FIXTURE_RULES)
         assert listening["workers"] == 2 and len(listening["ruleset"]) == 16
+        assert set(listening) == set(json.loads(EXAMPLES["listening-log"]))  # docs/operations.md shows this line
         answer = httpx.get(f"{running.base}/healthz", verify=_client_context(ca, client))
         assert answer.status_code == 200 and answer.url.scheme == "https"
 
