@@ -56,6 +56,7 @@ def app_from_env() -> FastAPI:
         logs.configure(settings.json_logs, settings.log_level)
         tls = Tls.from_settings(settings)
         app = create_app(rules, settings)
+        app.state.tls = tls
         if tls:
             app.state.hup_hooks.append(reload_certificates)
         return app
@@ -237,7 +238,7 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
     app = app_from_env()
     settings: Settings = app.state.settings
     warn_without_public_url(settings, host)
-    tls = Tls.from_settings(settings)  # checked by app_from_env
+    tls: Tls | None = app.state.tls
     options = {"host": host, "port": port, "log_config": None, **_connection_limits(settings),
                "timeout_graceful_shutdown": None if math.isinf(settings.shutdown_seconds) else settings.shutdown_seconds,
                "ssl_context_factory": functools.partial(serving_context, tls) if tls else None}
