@@ -14,11 +14,13 @@ reported as a refused reload (``/readyz`` degraded, the ``reload-failed`` log li
 (``covreq_bundle_poll_failures_total{reason}``), and the next poll waits longer. A reload
 (``POST /admin/reload``, SIGHUP) fetches the bundle again: an unpacked folder is never trusted.
 What ``/readyz`` and the logs show of the URL has no user, password or query. The operator's
-headers (``Authorization`` for a private object store) go only to the URL's own origin (a redirect
+headers (``Authorization`` for a private object store; their file is read again for each request,
+so a rotated token is used from the next poll) go only to the URL's own origin (a redirect
 elsewhere drops them) and are never shown.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from email.utils import parsedate_to_datetime
@@ -183,9 +185,9 @@ class BundleSource:
 
     def __init__(self, url: str, folder: Path, public_pem: bytes | None = None, poll_seconds: float = 30.0,
                  timeout_seconds: float = 30.0, max_bytes: int = MAX_DOWNLOAD_BYTES,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: Callable[[], dict[str, str]] = dict) -> None:
         self.url, self.public_url, self.public_pem = url, public_url(url), public_pem
-        self._headers = dict(headers or {})  # the operator's: secrets, never shown
+        self._headers = headers  # the operator's, read for each request (a rotated token): secrets, never shown
         self.poll_seconds, self.timeout_seconds, self.max_bytes = poll_seconds, timeout_seconds, max_bytes
         self.folder = folder
         self.owns_folder = False  # a temporary folder made for this source is removed by stop()
@@ -209,9 +211,10 @@ class BundleSource:
             public_pem = settings.bundle_public_key.read_bytes() if settings.bundle_public_key else None
         except OSError as err:
             raise BundleError(f"cannot read the bundle public key {settings.bundle_public_key}: {err}") from None
-        headers = operator_headers(settings)
+        operator_headers(settings)  # unusable headers stop the start
         source = cls(settings.bundle_url, settings.bundle_dir or Path(tempfile.mkdtemp(prefix="covreq-bundles-")),
-                     public_pem, settings.bundle_poll_seconds, settings.bundle_timeout_seconds, headers=headers)
+                     public_pem, settings.bundle_poll_seconds, settings.bundle_timeout_seconds,
+                     headers=functools.partial(operator_headers, settings))
         source.owns_folder = settings.bundle_dir is None
         return source
 
@@ -226,7 +229,11 @@ class BundleSource:
     def _download(self, seen: Version) -> tuple[bytes, Version] | None:
         """The bundle's bytes and version, or None when the server says it has not changed since ``seen``."""
         deadline = time.monotonic() + self.timeout_seconds
-        headers = {**self._headers, "Accept-Encoding": "identity", **seen.conditions()}
+        try:
+            own = self._headers()
+        except BundleError as err:  # the headers file, changed since the start
+            raise DownloadError(str(err)) from None
+        headers = {**own, "Accept-Encoding": "identity", **seen.conditions()}
         try:
             with httpx.Client(timeout=self.timeout_seconds, headers=headers) as client:
                 request = client.build_request("GET", self.url)
@@ -237,7 +244,7 @@ class BundleSource:
                             return self._body(response, deadline)
                         request = response.next_request
                     if _origin(request.url) != home:  # the operator's headers go to the URL's origin only
-                        for name in self._headers:
+                        for name in own:
                             request.headers.pop(name, None)
                 raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
         except httpx.HTTPError as err:

@@ -231,6 +231,27 @@ def test_a_private_object_store_without_etags_is_asked_with_the_operators_header
     assert "s3cr3t" not in shown and "acme-tenant-7" not in shown
 
 
+def test_a_token_rotated_in_the_headers_file_is_used_from_the_next_poll(server: BundleServer, tmp_path: Path) -> None:
+    one, _, _ = trees(tmp_path)
+    headers = tmp_path / "headers.yaml"
+    headers.write_text("Authorization: Bearer first-token\n")
+    server.required, server.offer = {"Authorization": "Bearer first-token"}, Offer(build(one)[0], '"v1"')
+    client = service(server, tmp_path, None, bundle_headers_file=headers)
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+    server.required = {"Authorization": "Bearer second-token"}  # the store rotated it ...
+    bundles.poll(holder)
+    assert "HTTP 401" in client.get("/readyz").text
+    headers.write_text("Authorization: Bearer second-token\n")  # ... and so did the mounted Secret
+    bundles.poll(holder)
+    assert server.requests[-1]["Authorization"] == "Bearer second-token"
+    assert client.get("/readyz").json()["status"] == "ready"
+    headers.write_text("Authorization: [second-token\n")  # half written: a failed poll, the rules kept
+    bundles.poll(holder)
+    ready = client.get("/readyz").text
+    assert "not valid YAML or JSON" in ready and "second-token" not in ready
+    assert value(client.get("/metrics").text, "covreq_bundle_poll_failures_total", reason="download") == 2
+
+
 def test_the_operators_headers_do_not_follow_a_redirect_to_another_origin(server: BundleServer, tmp_path: Path) -> None:
     one, _, _ = trees(tmp_path)
     elsewhere = BundleServer()
