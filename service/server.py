@@ -1,9 +1,9 @@
 """Run the service under uvicorn; ``covreq serve`` calls ``run``.
 
 With a certificate configured (``COVREQ_SSL_CERTFILE``) the service speaks HTTPS only, from an
-``ssl.SSLContext`` each serving process builds and keeps: SIGHUP loads the certificate chain (and
-the client CA) into it again, so new handshakes use the new files with no restart (connections
-already open keep theirs). The start-up log line ``listening`` names the address, scheme and rule
+``ssl.SSLContext`` each serving process builds and keeps (:class:`Certificates`): SIGHUP builds a
+context from the files again and new handshakes use it, with no restart (connections already open
+keep theirs). The start-up log line ``listening`` names the address, scheme and rule
 set; SIGTERM lets requests under way finish for ``COVREQ_SHUTDOWN_SECONDS`` before the ``stopped``
 line (service/app.py).
 """
@@ -113,7 +113,7 @@ class Tls:
         return context
 
     def load(self, context: ssl.SSLContext) -> None:
-        """Load the files into ``context`` (again: new handshakes use them); raises ValueError."""
+        """Load the files into ``context``; raises ValueError."""
         for path in (self.certfile, self.keyfile, self.ca_certs):
             if path is not None and not os.access(path, os.R_OK):
                 raise ValueError(f"TLS file {path}: {'cannot be read' if path.exists() else 'no such file'}")
@@ -135,31 +135,52 @@ def _no_password() -> bytes:
     return b""
 
 
-#: The TLS contexts this process serves with, and their files (one per serving process).
-_SERVING: list[tuple[Tls, ssl.SSLContext]] = []
+class Certificates:
+    """The TLS context uvicorn serves with, whose certificate can be replaced while it serves: each
+    handshake is switched (by its SNI callback, called with or without a server name) to the
+    context built last, so a reload is one reference assignment, and a new pair that does not
+    load leaves nothing half-replaced."""
+
+    def __init__(self, tls: Tls) -> None:
+        self.tls = tls
+        self.serving = tls.context()  # uvicorn's: the listener keeps it for good
+        self.current = self.serving
+        self.serving.sni_callback = self._switch
+
+    def _switch(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        if self.current is not self.serving:
+            connection.context = self.current
+
+    def reload(self) -> None:
+        """Build a context from the files as they are now and put it in service for new handshakes;
+        raises ValueError (the one in service kept) when they do not load."""
+        self.current = self.tls.context()
+
+
+#: The certificates of the TLS context this process serves with (None before it serves, or without TLS).
+_SERVING: list[Certificates] = []
 
 
 def serving_context(tls: Tls, config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     """uvicorn's ``ssl_context_factory``: the context is built here, in the serving process, and
     kept for :func:`reload_certificates`."""
-    context = tls.context()
-    _SERVING.append((tls, context))
-    return context
+    certificates = Certificates(tls)
+    _SERVING.append(certificates)
+    return certificates.serving
 
 
 def reload_certificates() -> None:
-    """SIGHUP: load the certificate files again into each context this process serves with; a new
-    pair that does not load is refused (logged) and the one in service kept."""
-    for tls, context in _SERVING:
+    """SIGHUP: put the certificate files in service again in each context this process serves
+    with; a pair that does not load is refused (logged) and the one in service kept."""
+    for certificates in _SERVING:
         try:
-            tls.context()  # a trial first: a bad pair must not replace a good one half way
-            tls.load(context)
+            certificates.reload()
         except ValueError as exc:
             log.error("TLS certificate not reloaded, the one in service is kept: %s", exc,
                       extra={"event": "tls-reload-failed", "pid": os.getpid()})
             continue
         log.info("TLS certificate reloaded", extra={"event": "tls-reloaded", "pid": os.getpid(),
-                                                    **certificate_facts(tls.certfile)})
+                                                    **certificate_facts(certificates.tls.certfile)})
 
 
 def certificate_facts(certfile: Path) -> dict[str, str]:

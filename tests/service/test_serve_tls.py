@@ -104,13 +104,15 @@ def served_tls(folder: Path, *arguments: str) -> Iterator[Served]:
         process.wait(timeout=30)
 
 
-def call(port: int, ca: Path, client: tuple[Path, Path] | None) -> tuple[bytes, bytes]:
-    """``GET /healthz`` on a new TLS connection: the server's certificate (DER) and the answer."""
+def call(port: int, ca: Path, client: tuple[Path, Path] | None, server_name: str | None = None) -> tuple[bytes, bytes]:
+    """``GET /healthz`` on a new TLS connection: the server's certificate (DER) and the answer. (An
+    IP address is sent without SNI; ``server_name`` sends one, its certificate not checked for it.)"""
     context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = server_name is None
     if client:
         context.load_cert_chain(*client)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            context.wrap_socket(raw, server_hostname=server_name or "127.0.0.1") as tls:
         certificate = tls.getpeercert(binary_form=True)
         tls.sendall(HEALTHZ)
         answer = b""
@@ -168,8 +170,10 @@ def test_https_with_client_certificates_and_a_certificate_replaced_on_sighup_in_
         running.process.send_signal(signal.SIGHUP)
         wait_until(lambda: count(running, "tls-reloaded") == 2)  # one line per worker
         assert {call(running.port, ca, client)[0] for _ in range(12)} == {second.der}
+        assert {call(running.port, ca, client, "covreq.example.org")[0] for _ in range(6)} == {second.der}
         reloaded = [e for e in running.events() if e.get("event") == "tls-reloaded"]
         assert len({e["pid"] for e in reloaded}) == 2
+        assert refused(running.port, ca, None)  # client certificates are still required
         serial = format(x509.load_pem_x509_certificate(second.cert).serial_number, "x")
         assert {e["certificate_serial"] for e in reloaded} == {serial}
 
