@@ -338,8 +338,9 @@ class BundleSource:
         self.serving = fetched
         if serving:
             shutil.rmtree(serving.folder, ignore_errors=True)
-        log.info("bundle in service", extra={"event": "bundle", "digest": manifest.digest,
-                                             "etag": fetched.etag, "verified": fetched.opened.verified})
+        log.info("bundle in service", extra={"event": "bundle", "digest": manifest.digest, "etag": fetched.etag,
+                                             "last_modified": fetched.version.modified,
+                                             "verified": fetched.opened.verified})
         return None
 
     def _refuse(self, holder: RuleSetHolder, kind: str, problem: str) -> ReloadFailure:

@@ -93,7 +93,7 @@ class Tls:
                 raise ValueError("COVREQ_SSL_KEYFILE, COVREQ_SSL_CA_CERTS and COVREQ_SSL_CLIENT_CERT need "
                                  "COVREQ_SSL_CERTFILE (--ssl-certfile)")
             return None
-        client_cert = settings.ssl_client_cert or ("required" if settings.ssl_ca_certs else "none")
+        client_cert = (settings.ssl_client_cert or ("required" if settings.ssl_ca_certs else "none")).lower()
         if client_cert not in CLIENT_CERT:
             raise ValueError(f"COVREQ_SSL_CLIENT_CERT is none, optional or required, not {client_cert[:32]!r}")
         if client_cert != "none" and settings.ssl_ca_certs is None:
