@@ -1,4 +1,4 @@
-"""`covreq serve` over HTTPS (issue 26 item 1): a real process with two workers on a free loopback
+"""`covreq serve` over HTTPS (issue 26 item 1): a real process (one worker, then two) on a free loopback
 port, certificates made here with `cryptography` (a CA, the server's, a client's); mutual TLS
 refuses a client without a certificate; SIGHUP puts a replaced certificate in service in every
 worker without a restart, and a broken replacement is refused with the good one kept."""
@@ -136,7 +136,9 @@ def count(running: Served, event: str) -> int:
     return sum(1 for e in running.events() if e.get("event") == event)
 
 
-def test_https_with_client_certificates_and_a_certificate_replaced_on_sighup_in_every_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_https_with_client_certificates_and_a_certificate_replaced_on_sighup_in_every_worker(
+        tmp_path: Path, workers: int) -> None:
     """Regression (issue 26 item 1): covreq served plain HTTP only."""
     authority, other = Authority("covreq test CA"), Authority("someone else's CA")
     (tmp_path / "ca.pem").write_bytes(authority.pem)
@@ -146,14 +148,14 @@ def test_https_with_client_certificates_and_a_certificate_replaced_on_sighup_in_
     other.issue("intruder", server=False).write(tmp_path / "intruder.pem", tmp_path / "intruder-key.pem")
     ca, client = tmp_path / "ca.pem", (tmp_path / "ehr.pem", tmp_path / "ehr-key.pem")
 
-    with served_tls(tmp_path, "--rules", str(FIXTURE_RULES), "--workers", "2", "--ssl-certfile",
+    with served_tls(tmp_path, "--rules", str(FIXTURE_RULES), "--workers", str(workers), "--ssl-certfile",
                     str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem"),
                     "--ssl-ca-certs", str(ca)) as running:
         wait_until(lambda: call(running.port, ca, client)[1].startswith(b"HTTP/1.1 200"))
         (listening,) = [e for e in running.events() if e.get("event") == "listening"]
         assert listening["url"] == f"https://127.0.0.1:{running.port}" and listening["scheme"] == "https"
         assert listening["client_cert"] == "required" and listening["rules"] == str(FIXTURE_RULES)
-        assert listening["workers"] == 2 and len(listening["ruleset"]) == 16
+        assert listening["workers"] == workers and len(listening["ruleset"]) == 16
         assert set(listening) == set(json.loads(EXAMPLES["listening-log"]))  # docs/operations.md shows this line
         answer = httpx.get(f"{running.base}/healthz", verify=_client_context(ca, client))
         assert answer.status_code == 200 and answer.url.scheme == "https"
@@ -168,21 +170,22 @@ def test_https_with_client_certificates_and_a_certificate_replaced_on_sighup_in_
         second.write(tmp_path / "cert.pem", tmp_path / "key.pem")
         assert call(running.port, ca, client)[0] == first.der  # nothing changes before SIGHUP
         running.process.send_signal(signal.SIGHUP)
-        wait_until(lambda: count(running, "tls-reloaded") == 2)  # one line per worker
+        wait_until(lambda: count(running, "tls-reloaded") == workers)  # one line per worker
         assert {call(running.port, ca, client)[0] for _ in range(12)} == {second.der}
         assert {call(running.port, ca, client, "covreq.example.org")[0] for _ in range(6)} == {second.der}
         reloaded = [e for e in running.events() if e.get("event") == "tls-reloaded"]
-        assert len({e["pid"] for e in reloaded}) == 2
+        assert len({e["pid"] for e in reloaded}) == workers
         assert refused(running.port, ca, None)  # client certificates are still required
         serial = format(x509.load_pem_x509_certificate(second.cert).serial_number, "x")
         assert {e["certificate_serial"] for e in reloaded} == {serial}
 
         (tmp_path / "key.pem").write_bytes(first.key)  # a key that is not the certificate's
         running.process.send_signal(signal.SIGHUP)
-        wait_until(lambda: count(running, "tls-reload-failed") == 2)
+        wait_until(lambda: count(running, "tls-reload-failed") == workers)
         assert {call(running.port, ca, client)[0] for _ in range(6)} == {second.der}  # the good pair kept
         failed = [e for e in running.events() if e.get("event") == "tls-reload-failed"]
         assert all("the private key is not the certificate's" in e["message"] for e in failed)
+    assert count(running, "stopped") == workers  # SIGTERM: each worker drained and stopped
 
 
 def _client_context(ca: Path, client: tuple[Path, Path]) -> ssl.SSLContext:
