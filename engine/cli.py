@@ -185,7 +185,11 @@ def _serve(args: argparse.Namespace) -> int:
                             ("COVREQ_REQUEST_TIMEOUT", args.request_timeout),
                             ("COVREQ_KEEP_ALIVE_TIMEOUT", args.keep_alive_timeout),
                             ("COVREQ_MAX_HEADER_BYTES", args.max_header_bytes),
-                            ("COVREQ_STRICT_AUDIT", "1" if args.strict_audit else None)):
+                            ("COVREQ_STRICT_AUDIT", "1" if args.strict_audit else None),
+                            ("COVREQ_SHUTDOWN_SECONDS", args.shutdown_seconds),
+                            ("COVREQ_SSL_CERTFILE", args.ssl_certfile), ("COVREQ_SSL_KEYFILE", args.ssl_keyfile),
+                            ("COVREQ_SSL_CA_CERTS", args.ssl_ca_certs),
+                            ("COVREQ_SSL_CLIENT_CERT", args.ssl_client_cert)):
         if value is not None:
             os.environ[variable] = str(value)
     try:
@@ -350,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest request line and headers; larger is a 400 (default: 16384)")
     serve.add_argument("--strict-audit", action="store_true",
                        help="refuse (503) a decision whose audit record cannot be written")
+    serve.add_argument("--shutdown-seconds", type=float, metavar="SECONDS",
+                       help="on SIGTERM, time the requests under way get to finish (default: 20)")
+    serve.add_argument("--ssl-certfile", metavar="CERT.pem",
+                       help="serve HTTPS with this PEM certificate chain, reloaded on SIGHUP (default: $COVREQ_SSL_CERTFILE)")
+    serve.add_argument("--ssl-keyfile", metavar="KEY.pem", help="the certificate's unencrypted PEM private key")
+    serve.add_argument("--ssl-ca-certs", metavar="CA.pem", help="verify client certificates signed by these CAs (mutual TLS)")
+    serve.add_argument("--ssl-client-cert", choices=("none", "optional", "required"),
+                       help="ask for a client certificate (default: required with --ssl-ca-certs, else none)")
     serve.set_defaults(run=_serve)
 
     hashing = _command(commands, "hash-key", "print the line of the API key file (COVREQ_API_KEYS) "

@@ -5,6 +5,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import signal
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
@@ -13,9 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import heap, lookup, metrics, ops, v1
+from service import heap, logs, lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
@@ -50,11 +51,18 @@ _NATIVE_TELEMETRY_OFF = ({"telemetry": {"tracing": False, "metrics": False, "log
 
 
 def _sighup_reload(app: FastAPI) -> bool:
-    """Make SIGHUP reload the rules (off the event loop, as ``POST /admin/reload`` does); False where
-    signals are unavailable."""
+    """Make SIGHUP run ``app.state.hup_hooks`` (quick ones, on the event loop: the TLS certificate)
+    and reload the rules (off the event loop, as ``POST /admin/reload`` does); False where signals
+    are unavailable."""
     loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        for hook in app.state.hup_hooks:
+            hook()
+        loop.run_in_executor(None, ops.reload_rules, app.state)
+
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, ops.reload_rules, app.state))
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
@@ -88,6 +96,42 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.tracing:
             app.state.tracing.stop()
         worker_exited()
+        # uvicorn shuts the lifespan down once the requests under way have finished, or were cut
+        # after COVREQ_SHUTDOWN_SECONDS (its "Cancel N running task(s)" error line says so)
+        log.info("stopped", extra={"event": "stopped", "ruleset": app.state.holder.current.digest,
+                                   "pid": os.getpid(), "drain_seconds": app.state.settings.shutdown_seconds})
+
+
+class CutAtShutdown:
+    """A request still under way when SIGTERM's time limit (``COVREQ_SHUTDOWN_SECONDS``) is over is
+    cancelled by uvicorn, which would answer it 500: it is answered ``refuse(path)`` (a 503) with
+    ``Retry-After`` and ``Connection: close`` instead, so the caller retries on another replica.
+    (Only uvicorn's shutdown cancels a request's task; the cancellation ends here, with the answer.)"""
+
+    def __init__(self, app: ASGIApp, refuse: Callable[[str], Response]) -> None:
+        self.app, self.refuse = app, refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            log.warning("request cut: the service stopped before it was answered (COVREQ_SHUTDOWN_SECONDS)",
+                        extra={"event": "request-cut", "path": logs.caller_text(scope["path"])})
+            response = self.refuse(scope["path"])
+            response.headers.update({"Retry-After": "1", "Connection": "close"})
+            await response(scope, receive, send)
 
 
 def _error_response(app: FastAPI, path: str, status: int, message: str) -> Response:
@@ -127,6 +171,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.tracing = tracing_from(settings.otlp_endpoint)
     app.state.holder = RuleSetHolder(str(rules_path), metrics=app.state.metrics)
     app.state.bundles = bundles
+    app.state.hup_hooks = []  # run first on SIGHUP, on the event loop (service/server.py: TLS certificates)
     app.state.payers = PayerMap.load(settings.payers)
     app.state.crd_limits = Limits(settings.crd_max_orders, settings.crd_max_coverages,
                                   settings.crd_max_billing_codes, settings.crd_max_lines)
@@ -170,5 +215,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.add_middleware(ConnectionCap, exempt=frozenset({ops.LIVENESS}), refuse=lambda path: _error_response(
         app, path, 503, f"this process holds its {settings.max_connections} connections (COVREQ_MAX_CONNECTIONS), "
                         "each with a request under way: retry after a moment"))
+    app.add_middleware(CutAtShutdown, refuse=lambda path: _error_response(
+        app, path, 503, "the service stopped before this request was answered: retry"))
     app.add_middleware(AccessLog, header=RULESET_HEADER, observe=_observer(app))
     return app

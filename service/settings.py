@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,6 +46,23 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
         return default if text is None else int(text)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, not {text!r}") from None
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    """The path in environment variable ``name``; None when it is unset or empty."""
+    return Path(env[name]) if env.get(name) else None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """The number of seconds (0 or more) in environment variable ``name``; raises ValueError naming it."""
+    text = env.get(name)
+    try:
+        value = default if text is None else float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"{name} must be a number of seconds, not {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,20 @@ class Settings:
     otlp_endpoint: str | None = None
     # --
     dtr_version: str = "2.0.1"  # service/dtr/versions.py: the DTR version answered when a request names none
+    # -- production operations (issue 26 items 1, 3 and 4): TLS, shutdown, bundle URL headers --
+    #: ``ssl_certfile`` (PEM chain) and ``ssl_keyfile`` turn on HTTPS; ``ssl_ca_certs`` verifies client
+    #: certificates, which ``ssl_client_cert`` (``none``, ``optional``, ``required``) asks for (server.py).
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_ca_certs: Path | None = None
+    ssl_client_cert: str | None = None
+    #: Most seconds SIGTERM waits for requests under way before cutting them.
+    shutdown_seconds: float = 20.0
+    #: Headers sent with each bundle request: a YAML/JSON mapping file, and/or an Authorization value
+    #: (secrets: never shown, hence out of ``repr``).
+    bundle_headers_file: Path | None = None
+    bundle_authorization: str | None = field(default=None, repr=False)
+    # --
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -183,7 +214,9 @@ class Settings:
         ``COVREQ_DTR_MAX_RESPONSE_BYTES``, ``COVREQ_SMART_CLIENTS``, ``COVREQ_SMART_TOKEN_KEY``,
         ``COVREQ_SMART_TOKEN_SECONDS``, ``COVREQ_SMART_LOOPBACK_HTTP`` (``1`` for on),
         ``COVREQ_CRD_VERSION``, ``COVREQ_RATE_LIMIT``, ``COVREQ_RATE_LIMIT_BURST``,
-        ``COVREQ_OTLP_ENDPOINT``; absent variables keep the defaults."""
+        ``COVREQ_OTLP_ENDPOINT``, ``COVREQ_DTR_VERSION``, ``COVREQ_SSL_CERTFILE``, ``COVREQ_SSL_KEYFILE``,
+        ``COVREQ_SSL_CA_CERTS``, ``COVREQ_SSL_CLIENT_CERT``, ``COVREQ_SHUTDOWN_SECONDS``,
+        ``COVREQ_BUNDLE_HEADERS_FILE``, ``COVREQ_BUNDLE_AUTHORIZATION``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -244,4 +277,12 @@ class Settings:
                               else None),
             otlp_endpoint=env.get("COVREQ_OTLP_ENDPOINT") or None,
             dtr_version=env.get("COVREQ_DTR_VERSION") or defaults.dtr_version,
+            # production operations (issue 26 items 1, 3 and 4)
+            ssl_certfile=_path(env, "COVREQ_SSL_CERTFILE"),
+            ssl_keyfile=_path(env, "COVREQ_SSL_KEYFILE"),
+            ssl_ca_certs=_path(env, "COVREQ_SSL_CA_CERTS"),
+            ssl_client_cert=env.get("COVREQ_SSL_CLIENT_CERT") or None,
+            shutdown_seconds=_seconds(env, "COVREQ_SHUTDOWN_SECONDS", defaults.shutdown_seconds),
+            bundle_headers_file=_path(env, "COVREQ_BUNDLE_HEADERS_FILE"),
+            bundle_authorization=env.get("COVREQ_BUNDLE_AUTHORIZATION") or None,
         )

@@ -25,18 +25,22 @@ MIB = 1024 * 1024
 
 @dataclass
 class Offer:
-    """What the server answers: a body with its ETag, an HTTP status, a pause between 256-byte
-    chunks, and more headers (e.g. ``Content-Encoding``)."""
+    """What the server answers: a body with its ETag (None: none sent, as some object stores), an
+    HTTP status, a pause between 256-byte chunks, more headers (e.g. ``Content-Encoding``), and a
+    ``Last-Modified`` date (honoured in ``If-Modified-Since``)."""
 
     body: bytes
-    etag: str
+    etag: str | None
     status: int = 200
     pause: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    last_modified: str | None = None
 
 
 class BundleServer(ThreadingHTTPServer):
-    """Serves ``offer`` at any path, honours If-None-Match, records each request's If-None-Match."""
+    """Serves ``offer`` at any path, honours If-None-Match and If-Modified-Since, records each
+    request's If-None-Match (``asked``) and all its headers (``requests``); with ``required`` set,
+    a request without those headers gets 401, as a private object store answers."""
 
     daemon_threads = True
 
@@ -44,6 +48,8 @@ class BundleServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.offer = Offer(b"", '"none"', 404)
         self.asked: list[str | None] = []
+        self.requests: list[dict[str, str]] = []
+        self.required: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -56,13 +62,25 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         offer = self.server.offer
         self.server.asked.append(self.headers.get("If-None-Match"))
-        if offer.status == 200 and self.headers.get("If-None-Match") == offer.etag:
+        self.server.requests.append(dict(self.headers.items()))
+        if any(self.headers.get(name) != value for name, value in self.server.required.items()):
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if offer.status == 200 and offer.etag is not None and self.headers.get("If-None-Match") == offer.etag or (
+                offer.status == 200 and offer.last_modified is not None and "If-None-Match" not in self.headers
+                and self.headers.get("If-Modified-Since") == offer.last_modified):
             self.send_response(304)
-            self.send_header("ETag", offer.etag)  # a str: sent as Latin-1, as a hostile server may
+            if offer.etag is not None:
+                self.send_header("ETag", offer.etag)  # a str: sent as Latin-1, as a hostile server may
             self.end_headers()
             return
         self.send_response(offer.status)
-        self.send_header("ETag", offer.etag)
+        if offer.etag is not None:
+            self.send_header("ETag", offer.etag)
+        if offer.last_modified is not None:
+            self.send_header("Last-Modified", offer.last_modified)
         self.send_header("Content-Length", str(len(offer.body)))
         for name, value in offer.headers.items():
             self.send_header(name, value)

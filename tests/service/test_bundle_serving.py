@@ -3,8 +3,10 @@ unsigned, badly signed, slow and broken bundles: only a good bundle is ever put 
 failure keeps the last good rule set answering and shows in /readyz and /metrics."""
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,12 @@ def trees(tmp_path: Path) -> tuple[Path, Path, Path]:
     return one, two, broken
 
 
-def service(server: BundleServer, tmp_path: Path, public: Path | None, poll_seconds: float = 3600) -> TestClient:
+def service(server: BundleServer, tmp_path: Path, public: Path | None, poll_seconds: float = 3600,
+            **overrides: Any) -> TestClient:
     """A client of a service on the server's bundle (polled by hand unless ``poll_seconds`` is short)."""
     settings = Settings(payers=FIXTURES / "payers.yaml", audit_path=tmp_path / "audit.jsonl", bundle_url=server.url,
                         bundle_public_key=public, bundle_dir=tmp_path / "bundles", bundle_poll_seconds=poll_seconds,
-                        bundle_timeout_seconds=1.0)
+                        bundle_timeout_seconds=1.0, **overrides)
     return TestClient(create_app(None, settings))
 
 
@@ -186,3 +189,101 @@ def test_an_unusable_bundle_configuration_stops_the_service_with_a_message(
                 "bundle_url": "http://127.0.0.1:9/rules.tar.gz", **overrides}
     with pytest.raises(BundleError, match=message):
         create_app(None, Settings(**settings))
+
+
+SECRET = "Bearer s3cr3t-object-store-token"
+MONDAY, TUESDAY = "Mon, 07 Dec 2026 09:00:00 GMT", "Tue, 08 Dec 2026 09:00:00 GMT"
+
+
+def test_a_private_object_store_without_etags_is_asked_with_the_operators_headers_and_if_modified_since(
+        server: BundleServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 26 item 4): a server without ETags had the whole bundle downloaded at every
+    poll, and a private object store could not be reached (no way to give a bearer token)."""
+    one, two, _ = trees(tmp_path)
+    (tmp_path / "headers.json").write_text('{"X-Tenant": "acme-tenant-7"}')
+    server.required = {"Authorization": SECRET, "X-Tenant": "acme-tenant-7"}
+    server.offer = Offer(build(one)[0], None, last_modified=MONDAY)
+    with caplog.at_level("INFO"):
+        client = service(server, tmp_path, None, bundle_authorization=SECRET,
+                         bundle_headers_file=tmp_path / "headers.json")
+        holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+        assert client.get("/readyz").json()["bundle"]["last_modified"] == MONDAY
+
+        bundles.poll(holder)  # unchanged: 304 to If-Modified-Since, nothing downloaded
+        assert server.requests[-1]["If-Modified-Since"] == MONDAY and "If-None-Match" not in server.requests[-1]
+        assert server.requests[-1]["Authorization"] == SECRET
+        assert client.get("/readyz").json()["status"] == "ready" and bundles.failures == 0
+
+        data_two, manifest_two = build(two)
+        server.offer = Offer(data_two, None, last_modified=TUESDAY)
+        bundles.poll(holder)  # changed: downloaded and put in service
+        ready = client.get("/readyz").json()
+        assert ready["ruleset"] == manifest_two.ruleset and ready["bundle"]["last_modified"] == TUESDAY
+        bundles.poll(holder)
+        assert server.requests[-1]["If-Modified-Since"] == TUESDAY and client.get("/readyz").json()["status"] == "ready"
+
+        server.required = {"Authorization": "Bearer the-rotated-token"}  # the store's token was rotated
+        bundles.poll(holder)
+        assert bundles.failures == 1 and bundles.next_wait() == 2 * bundles.poll_seconds  # backs off
+        ready_text = client.get("/readyz").text
+        assert "HTTP 401" in ready_text
+        shown = ready_text + client.get("/metrics").text + caplog.text + repr(client.app.state.settings)  # type: ignore[attr-defined]
+    assert "s3cr3t" not in shown and "acme-tenant-7" not in shown
+
+
+def test_a_token_rotated_in_the_headers_file_is_used_from_the_next_poll(server: BundleServer, tmp_path: Path) -> None:
+    one, _, _ = trees(tmp_path)
+    headers = tmp_path / "headers.yaml"
+    headers.write_text("Authorization: Bearer first-token\n")
+    server.required, server.offer = {"Authorization": "Bearer first-token"}, Offer(build(one)[0], '"v1"')
+    client = service(server, tmp_path, None, bundle_headers_file=headers)
+    holder, bundles = client.app.state.holder, client.app.state.bundles  # type: ignore[attr-defined]
+    server.required = {"Authorization": "Bearer second-token"}  # the store rotated it ...
+    bundles.poll(holder)
+    assert "HTTP 401" in client.get("/readyz").text
+    headers.write_text("Authorization: Bearer second-token\n")  # ... and so did the mounted Secret
+    bundles.poll(holder)
+    assert server.requests[-1]["Authorization"] == "Bearer second-token"
+    assert client.get("/readyz").json()["status"] == "ready"
+    headers.write_text("Authorization: [second-token\n")  # half written: a failed poll, the rules kept
+    bundles.poll(holder)
+    ready = client.get("/readyz").text
+    assert "not valid YAML or JSON" in ready and "second-token" not in ready
+    assert value(client.get("/metrics").text, "covreq_bundle_poll_failures_total", reason="download") == 2
+
+
+def test_the_operators_headers_do_not_follow_a_redirect_to_another_origin(server: BundleServer, tmp_path: Path) -> None:
+    one, _, _ = trees(tmp_path)
+    elsewhere = BundleServer()
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    try:
+        elsewhere.offer = Offer(build(one)[0], '"v1"')
+        server.offer = Offer(b"", None, status=302, headers={"Location": elsewhere.url})
+        (tmp_path / "headers.yaml").write_text("X-Api-Key: k-123456\n")
+        client = service(server, tmp_path, None, bundle_authorization=SECRET, bundle_headers_file=tmp_path / "headers.yaml")
+        assert client.get("/readyz").json()["status"] == "ready"
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()
+    assert server.requests[0]["Authorization"] == SECRET and server.requests[0]["X-Api-Key"] == "k-123456"
+    assert not {"Authorization", "X-Api-Key"} & set(elsewhere.requests[0])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Host: evil.example.org\n", "'Host': covreq sets this header itself"),
+    ('{"If-Modified-Since": "x"}', "'If-Modified-Since': covreq sets this header itself"),
+    ('{"X-Token": "secret-value\\r\\nX-Injected: 1"}', "'X-Token': the value must be printable ASCII"),
+    ("X Token: secret-value\n", "'X Token': not a header name"),
+    ("- secret-value\n", "must be a mapping of header: value"),
+    ("Authorization: Bearer secret-value\n", "Authorization is given twice"),
+    ("a: [secret-value\n", "headers.yaml:2:1: the bundle headers file is not valid YAML or JSON"),
+])
+def test_unusable_bundle_headers_stop_the_service_without_showing_a_value(
+        tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "headers.yaml").write_text(text)
+    settings = Settings(payers=FIXTURES / "payers.yaml", audit_path=tmp_path / "audit.jsonl",
+                        bundle_url="http://127.0.0.1:9/rules.tar.gz", bundle_headers_file=tmp_path / "headers.yaml",
+                        bundle_authorization="Bearer secret-value")
+    with pytest.raises(BundleError, match=re.escape(message)) as refused:
+        create_app(None, settings)
+    assert "secret-value" not in str(refused.value)
