@@ -31,6 +31,7 @@ from service.metrics import Metrics, worker_exited
 from service.middleware import AccessLog, BodyLimit, ConnectionCap
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
+from service.store.database import Database
 
 log = logging.getLogger("covreq.service")
 
@@ -67,6 +68,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             bundles.stop()
         if installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if app.state.database:
+            app.state.database.close()
         worker_exited()
 
 
@@ -103,7 +106,8 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
         deadline=settings.ehr_call_seconds)
     app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
     app.state.audit.check()
-    guard = Guard.from_settings(settings)
+    app.state.database = Database.from_settings(settings)  # issue 26 item 6: the replay store workers share
+    guard = Guard.from_settings(settings, app.state.database.replay if app.state.database else None)
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     app.include_router(v1.router)
     app.include_router(crd_routes.router)

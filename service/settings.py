@@ -82,6 +82,13 @@ class Settings:
     the adaptive-form URL) when ``fhir_base`` is not set (service/dtr/catalogue.py ``fhir_base``).
     ``dtr_keys`` is the key file that signs the context of DTR adaptive forms (service/dtr/signing.py;
     unset: a random key per process).
+
+    ``database_url`` is the database shared by workers and replicas (service/store/; the JWT
+    ``jti`` replay store): unset, one worker keeps used ``jti`` values in memory, and ``covreq serve
+    --workers N`` uses a SQLite file in ``data_dir``. ``decision_log_url`` ships the audit records
+    to an HTTP sink (service/decision_log.py), with the bearer token in ``decision_log_token_file``,
+    holding at most ``decision_log_max_records`` records and ``decision_log_max_bytes`` bytes while
+    the sink is away, and trying ``decision_log_shutdown_seconds`` to deliver the rest at shutdown.
     """
 
     max_body_bytes: int = 1_048_576
@@ -130,6 +137,14 @@ class Settings:
     dtr_max_orders: int = 20
     dtr_max_forms: int = 20
     dtr_max_response_bytes: int = 1_048_576
+    # the shared database and the decision-log sink (issue 26 items 6 and 8; docs/operations.md)
+    database_url: str | None = None
+    data_dir: Path = Path("covreq-data")
+    decision_log_url: str | None = None
+    decision_log_token_file: Path | None = None
+    decision_log_max_records: int = 10_000
+    decision_log_max_bytes: int = 16_777_216
+    decision_log_shutdown_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -148,7 +163,10 @@ class Settings:
         separated by spaces or commas), ``COVREQ_DTR_KEYS``, ``COVREQ_JWKS_REFRESH_SECONDS``,
         ``COVREQ_JWKS_MAX_AGE_SECONDS``, ``COVREQ_JWKS_TIMEOUT_SECONDS``, ``COVREQ_JWKS_ALLOW_HTTP``
         (``1`` for on), ``COVREQ_DTR_MAX_ORDERS``, ``COVREQ_DTR_MAX_FORMS``,
-        ``COVREQ_DTR_MAX_RESPONSE_BYTES``; absent variables keep the defaults."""
+        ``COVREQ_DTR_MAX_RESPONSE_BYTES``, ``COVREQ_DATABASE_URL``, ``COVREQ_DATA_DIR``,
+        ``COVREQ_DECISION_LOG_URL``, ``COVREQ_DECISION_LOG_TOKEN_FILE``, ``COVREQ_DECISION_LOG_MAX_RECORDS``,
+        ``COVREQ_DECISION_LOG_MAX_BYTES``, ``COVREQ_DECISION_LOG_SHUTDOWN_SECONDS``; absent variables keep
+        the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -196,4 +214,14 @@ class Settings:
             dtr_max_orders=_whole(env, "COVREQ_DTR_MAX_ORDERS", defaults.dtr_max_orders),
             dtr_max_forms=_whole(env, "COVREQ_DTR_MAX_FORMS", defaults.dtr_max_forms),
             dtr_max_response_bytes=_whole(env, "COVREQ_DTR_MAX_RESPONSE_BYTES", defaults.dtr_max_response_bytes),
+            # the shared database and the decision-log sink (issue 26 items 6 and 8)
+            database_url=env.get("COVREQ_DATABASE_URL") or None,
+            data_dir=Path(env.get("COVREQ_DATA_DIR") or defaults.data_dir),
+            decision_log_url=env.get("COVREQ_DECISION_LOG_URL") or None,
+            decision_log_token_file=(Path(env["COVREQ_DECISION_LOG_TOKEN_FILE"])
+                                     if env.get("COVREQ_DECISION_LOG_TOKEN_FILE") else None),
+            decision_log_max_records=_whole(env, "COVREQ_DECISION_LOG_MAX_RECORDS", defaults.decision_log_max_records),
+            decision_log_max_bytes=_whole(env, "COVREQ_DECISION_LOG_MAX_BYTES", defaults.decision_log_max_bytes),
+            decision_log_shutdown_seconds=float(env.get("COVREQ_DECISION_LOG_SHUTDOWN_SECONDS",
+                                                        defaults.decision_log_shutdown_seconds)),
         )
