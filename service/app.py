@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from service import heap, lookup, metrics, ops, v1
 from service.audit import AuditLog
+from service.decision_log import DecisionLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
 from service.fhir import r4
@@ -53,6 +54,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bundles: BundleSource | None = app.state.bundles
     if bundles:
         bundles.start(app.state.holder)
+    if app.state.audit.sink:
+        app.state.audit.sink.start()
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     log.info("serving", extra={"event": "started", "ruleset": app.state.holder.current.digest,
@@ -70,6 +73,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if app.state.database:
             app.state.database.close()
+        if app.state.audit.sink:
+            app.state.audit.sink.close()  # delivers what is left, within COVREQ_DECISION_LOG_SHUTDOWN_SECONDS
         worker_exited()
 
 
@@ -104,7 +109,8 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
         settings.fhir_servers,
         EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
         deadline=settings.ehr_call_seconds)
-    app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
+    app.state.audit = AuditLog(settings.audit_path, settings.strict_audit,
+                               DecisionLog.from_settings(settings, app.state.metrics.registry))  # issue 26 item 8
     app.state.audit.check()
     app.state.database = Database.from_settings(settings)  # issue 26 item 6: the replay store workers share
     guard = Guard.from_settings(settings, app.state.database.replay if app.state.database else None)
