@@ -24,7 +24,7 @@ from service.dtr.signing import Keyring
 from service.metrics import MULTIPROCESS_ENV
 from service.protocol import guarded
 from service.settings import Settings
-from service.store.database import shared_by_workers
+from service.store.database import share_between_workers
 
 RULES_ENV = "COVREQ_RULES"
 DTR_KEYS_ENV = "COVREQ_DTR_KEYS"
@@ -114,10 +114,11 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         raise StartupError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     if rules is not None:
         os.environ[RULES_ENV] = rules
+    if workers > 1:  # issue 26 item 6: one replay store for the workers (service/store/database.py)
+        share_between_workers()
     app = app_from_env()
     warn_without_public_url(app.state.settings, host)
-    settings = app.state.settings
-    limits = _connection_limits(settings)
+    limits = _connection_limits(app.state.settings)
     if workers > 1:  # the app was only a check: each worker builds its own
         if app.state.bundles:
             app.state.bundles.stop()  # removes the check's downloaded copy of the bundle
@@ -129,7 +130,7 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         # connections it accepts and each keep-alive response waits ~40 ms for a delayed ACK
         # (Kludex/uvicorn#3149); accepted sockets inherit TCP_NODELAY from the listener.
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with _metrics_folder(), _replica_key(), shared_by_workers(settings, workers):
+        with _metrics_folder(), _replica_key():
             ReloadingSupervisor(config, sockets=[listener]).run()
     else:
         uvicorn.run(app, host=host, port=port, log_config=None, **limits)

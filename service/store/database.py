@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import MutableMapping
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +17,7 @@ from service.store.replay import DatabaseReplay
 
 log = logging.getLogger("covreq.store")
 DATABASE_URL_ENV = "COVREQ_DATABASE_URL"
+DATA_DIR_ENV = "COVREQ_DATA_DIR"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Database:
         raises ValueError, naming the database without its password, when it cannot be used."""
         engine = open_engine(url)
         try:
+            if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+                Path(engine.url.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             revision = migrate.upgrade(engine)
         except (SQLAlchemyError, OSError) as exc:
             engine.dispose()
@@ -50,17 +53,8 @@ class Database:
         self.engine.dispose()
 
 
-@contextmanager
-def shared_by_workers(settings: Settings, workers: int) -> Iterator[None]:
-    """With several workers and no ``COVREQ_DATABASE_URL``, give them the embedded database (a SQLite
-    file in ``COVREQ_DATA_DIR``), migrated once here before they start."""
-    if workers <= 1 or settings.database_url:
-        yield
-        return
-    url = default_url(settings.data_dir)
-    Database.open(url).close()
-    os.environ[DATABASE_URL_ENV] = url
-    try:
-        yield
-    finally:
-        del os.environ[DATABASE_URL_ENV]
+def share_between_workers(env: MutableMapping[str, str] = os.environ) -> None:
+    """Before ``covreq serve --workers N`` starts: unless ``COVREQ_DATABASE_URL`` names a database,
+    name the embedded one (a SQLite file in ``COVREQ_DATA_DIR``), which every worker then opens."""
+    if not env.get(DATABASE_URL_ENV):
+        env[DATABASE_URL_ENV] = default_url(Path(env.get(DATA_DIR_ENV) or Settings.data_dir))

@@ -16,8 +16,7 @@ DEFAULT_FILE = "covreq.db"
 
 
 def default_url(data_dir: Path) -> str:
-    """The embedded database: a SQLite file in ``data_dir`` (made, owner-only, when missing)."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """The embedded database: a SQLite file in ``data_dir`` (the folder is made, owner-only, when it is opened)."""
     return f"sqlite:///{(data_dir / DEFAULT_FILE).resolve()}"
 
 
