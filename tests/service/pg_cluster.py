@@ -3,7 +3,7 @@
 ``postgres_url`` is session-scoped: ``initdb`` in a temporary folder, ``pg_ctl start`` with its unix
 socket in that folder and a free loopback port, one database made, the cluster stopped and removed
 at the end. PostgreSQL refuses to run as root, so as root (CI) the cluster runs as ``nobody``
-through ``runuser``. Skipped, saying why, when ``initdb`` is not installed.
+through ``runuser``. Skipped, saying why, when ``initdb`` is not installed (.ci/run installs it).
 """
 from __future__ import annotations
 
@@ -31,10 +31,16 @@ def _as_cluster_owner(command: list[str], folder: Path) -> list[str]:
     return [shutil.which("runuser") or "runuser", "-u", "nobody", "--", *command]
 
 
+def _binary(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else in Debian's ``/usr/lib/postgresql/<version>/bin``."""
+    installed = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: p.parts[-3])
+    return shutil.which(name) or (str(installed[-1]) if installed else None)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """The URL of an empty database in a PostgreSQL cluster started for this test session."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if not initdb or not pg_ctl:
         pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (PostgreSQL 15 server binaries)")
     folder = Path(tempfile.mkdtemp(prefix="covreq-pg-"))

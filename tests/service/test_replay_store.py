@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from pg_cluster import postgres_url  # noqa: F401 - the session's PostgreSQL cluster
 from serving import served, wait_until
@@ -108,6 +110,18 @@ def test_migrations_run_once_however_many_processes_start_together(database_url:
     database.close()
 
 
+def test_a_database_that_fails_answers_503_not_401_or_500(make_client: Callable[..., Any], tmp_path: Path,
+                                                          auth_files: dict[str, Path], keys: dict[str, Any],  # noqa: F811
+                                                          ig_order_sign: Callable[[], dict[str, Any]]) -> None:
+    url = f"sqlite:///{tmp_path / 'covreq.db'}"
+    client = make_client(auth_issuers=auth_files["issuers"], service_url=SERVICE_URL, database_url=url)
+    with client.app.state.database.engine.begin() as connection:
+        connection.execute(text("DROP TABLE jwt_replay"))  # every INSERT now fails
+    answer = client.post(CDS_PATH, json=ig_order_sign(), headers={"Authorization": f"Bearer {token(keys)}"})
+    assert answer.status_code == 503 and "replay store" in answer.json()["issue"][0]["diagnostics"]
+    assert client.post("/v1/requirements", json={"payer": "acme", "services": [{"code": "15823"}]}).status_code == 200
+
+
 def test_a_postgres_url_uses_psycopg_and_an_unusable_url_stops_the_start() -> None:
     assert normalized("postgres://u:p@db/covreq").startswith("postgresql+psycopg://u:p@db/covreq")
     with pytest.raises(ValueError, match="covreq takes sqlite or postgresql"):
@@ -115,6 +129,15 @@ def test_a_postgres_url_uses_psycopg_and_an_unusable_url_stops_the_start() -> No
     with pytest.raises(ValueError, match="cannot be used") as refused:
         Database.open("postgresql://covreq:secret-password@127.0.0.1:1/covreq")
     assert "secret-password" not in str(refused.value)
+
+
+def test_covreq_serve_does_not_start_on_a_database_it_cannot_use(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "COVREQ_AUDIT": str(tmp_path / "audit.jsonl"),
+           "COVREQ_DATABASE_URL": "postgresql://covreq:hunter2@127.0.0.1:1/covreq"}
+    started = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--rules", str(FIXTURE_RULES),
+                              "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1 and "hunter2" not in started.stdout + started.stderr
+    assert started.stderr.startswith("covreq serve: cannot start: the database postgresql+psycopg://covreq:***@")
 
 
 def _workers(serve_pid: int) -> list[int]:
