@@ -219,7 +219,7 @@ class DecisionLog:
         try:
             answer = client.post(self.config.url, content=body, headers={
                 "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"})
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - httpx's errors and anything else: the thread must live on
             self.failures.labels("network").inc()
             log.warning("the decision-log sink could not be reached", extra={
                 "event": "decision-log-post-failed", "error": type(exc).__name__, "records": len(batch)})

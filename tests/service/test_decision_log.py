@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
 from decision_sink import Sink
-from serving import wait_until
+from serving import served, wait_until
 from service import decision_log
 from service.decision_log import DecisionLog, SinkConfig
 
+FIXTURE_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
+FIXTURE_PAYERS = Path(__file__).resolve().parent / "fixtures" / "payers.yaml"
 V1_REQUEST = {"payer": "acme", "place_of_service": "22", "services": [{"code": "15823"}]}
 
 
@@ -65,6 +70,22 @@ def test_records_sent_while_the_sink_is_down_arrive_in_order_when_it_returns(
     assert len({json.loads(line)["id"] for line in written}) == 7
     assert all(post["Content-Encoding"] == "gzip" and post["Content-Type"] == "application/x-ndjson"
                and post["Authorization"] == "Bearer s3cret-sink-token" for post in sink.posts)
+
+
+def test_covreq_serve_ships_its_records_and_delivers_the_last_ones_on_sigterm(sink: Sink, tmp_path: Path) -> None:
+    env = {"PYTHONPATH": os.getcwd(), "COVREQ_PAYERS": str(FIXTURE_PAYERS), "COVREQ_DECISION_LOG_URL": sink.url}
+    with served(tmp_path, "--rules", str(FIXTURE_RULES), env=env) as service:
+        for _ in range(3):
+            assert httpx.post(service.base + "/v1/requirements", json=V1_REQUEST).status_code == 200
+        wait_until(lambda: len(sink.lines) == 3)
+        sink.status = 503  # the last records wait in the buffer...
+        assert httpx.post(service.base + "/v1/requirements", json=V1_REQUEST).status_code == 200
+        wait_until(lambda: len(sink.posts) >= 5)
+        sink.status = 200  # ...and go out during the shutdown
+        service.process.send_signal(signal.SIGTERM)
+        service.process.wait(timeout=30)
+    assert sink.lines == (tmp_path / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(sink.lines) == 4
 
 
 def _config(url: str, **overrides: Any) -> SinkConfig:
