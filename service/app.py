@@ -15,9 +15,9 @@ from starlette.responses import Response
 
 from service import heap, lookup, metrics, ops, v1
 from service.audit import AuditLog
-from service.decision_log import DecisionLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
+from service.decision_log import DecisionLog
 from service.fhir import r4
 from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits

@@ -294,7 +294,7 @@ class JwtVerifier:
         """Refuse a replayed ``jti``: in the shared store (kept until ``expires_at``), else in memory."""
         if self.shared is not None:
             if not self.shared.first_use((iss, jti), expires_at):
-                raise AuthError(f"JWT jti {jti[:_QUOTED]!r} was already used (replay)", True)
+                raise AuthError(f"JWT jti {_quoted(jti)} was already used (replay)", True)
             return
         with self._lock:
             if (iss, jti) in self._seen:
@@ -345,6 +345,7 @@ class Guard:
         return await self._checked(path, headers)
 
     async def _checked(self, path: str, headers: Mapping[str, str]) -> Caller:
+        """:meth:`caller`, in a worker thread when the replay check writes to a database."""
         if self.verifier is not None and self.verifier.shared is not None:
             return await asyncio.to_thread(self.caller, path, headers)
         return self.caller(path, headers)
