@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from decision_sink import Sink
 from serving import served, wait_until
 from service import decision_log
+from service.audit import AuditLog
 from service.decision_log import DecisionLog, SinkConfig
 
 FIXTURE_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
@@ -135,6 +136,28 @@ def test_strict_audit_answers_while_the_sink_is_down(make_client: Callable[..., 
     with make_client(decision_log_url=sink.url, strict_audit=True) as client:
         assert client.post("/v1/requirements", json=V1_REQUEST).status_code == 200  # the file took it
         assert client.get("/readyz").json()["status"] == "ready"
+
+
+class _Collected:
+    """A stand-in sink that keeps what it is offered."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def offer(self, line: bytes) -> None:
+        self.lines.append(line)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_sink_gets_a_record_for_every_answer_given(tmp_path: Path, strict: bool) -> None:
+    collected = _Collected()
+    audit = AuditLog(tmp_path / "audit.jsonl", strict, collected)  # type: ignore[arg-type]
+    assert audit.write({"api": "v1", "status": 200})
+    assert collected.lines == (tmp_path / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    audit.path = tmp_path / "gone" / "audit.jsonl"  # the file can no longer be written
+    assert not audit.write({"api": "v1", "status": 200})
+    # without strict audit the answer goes out, so the sink gets its record; under strict audit it is withheld
+    assert len(collected.lines) == (1 if strict else 2)
 
 
 def test_an_unusable_sink_setting_stops_the_start(make_client: Callable[..., Any], tmp_path: Path) -> None:
