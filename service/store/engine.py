@@ -11,6 +11,9 @@ from sqlalchemy.engine import make_url
 SQLITE_BUSY_MS = 5000
 #: Seconds a PostgreSQL connection may take to open.
 CONNECT_SECONDS = 5
+#: PostgreSQL connections a process keeps open, and the most it opens beyond them under load.
+POOL_SIZE = 5
+POOL_OVERFLOW = 5
 #: The default database's file name in the data folder.
 DEFAULT_FILE = "covreq.db"
 
@@ -44,7 +47,7 @@ def open_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
                          connect_args={"connect_timeout": CONNECT_SECONDS})
 
 

@@ -6,6 +6,9 @@ worker or replica it is tried, so the check needs no read-then-write race. A row
 expired anyway); expired rows are purged in batches of at most :data:`PURGE_BATCH`, at most every
 :data:`PURGE_SECONDS` while the last batch came back short (at once after a full one), by the
 process whose insert found the purge due.
+
+Other single-use ids (the SMART client assertions' ``jti``) may share the table: the first element
+of the key is then a scope of their own (``smart-client:<client_id>``), never an issuer URL.
 """
 from __future__ import annotations
 
