@@ -20,6 +20,7 @@ from service import heap, logs, lookup, metrics, ops, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
+from service.decision_log import DecisionLog
 from service.fhir import r4
 from service.fhir.outcome import operation_outcome
 from service.crd.envelope import Limits
@@ -42,6 +43,7 @@ from service.smart import routes as smart_routes
 from service.smart.authority import Authority
 from service.smart.enforce import ScopeCheck
 from service.tracing import tracing_from
+from service.store.database import Database
 
 log = logging.getLogger("covreq.service")
 #: FastAPI's own OpenTelemetry instrumentation (FastAPI 0.16x), off: its spans and logs would carry
@@ -74,6 +76,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bundles: BundleSource | None = app.state.bundles
     if bundles:
         bundles.start(app.state.holder)
+    if app.state.audit.sink:
+        app.state.audit.sink.start()
     r4.prepare()  # the FHIR models are imported now, not by the worker's first CRD call
     heap.settle()  # everything loaded so far lives as long as the worker
     app.state.metrics.start()
@@ -95,6 +99,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics.stop()
         if app.state.tracing:
             app.state.tracing.stop()
+        if app.state.database:
+            app.state.database.close()
+        if app.state.audit.sink:
+            app.state.audit.sink.close()  # delivers what is left, within COVREQ_DECISION_LOG_SHUTDOWN_SECONDS
         worker_exited()
         # uvicorn shuts the lifespan down once the requests under way have finished, or were cut
         # after COVREQ_SHUTDOWN_SECONDS (its "Cancel N running task(s)" error line says so)
@@ -180,10 +188,13 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
         settings.fhir_servers,
         EhrLimits(settings.ehr_timeout_seconds, settings.ehr_max_bytes, call_bytes=settings.ehr_call_max_bytes),
         deadline=settings.ehr_call_seconds)
-    app.state.audit = AuditLog(settings.audit_path, settings.strict_audit)
+    app.state.audit = AuditLog(settings.audit_path, settings.strict_audit,
+                               DecisionLog.from_settings(settings, app.state.metrics.registry))  # issue 26 item 8
     app.state.audit.check()
     app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
-    guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None)
+    app.state.database = Database.from_settings(settings)  # issue 26 item 6: the replay store workers share
+    guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None,
+                                app.state.database.replay if app.state.database else None)
     app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)

@@ -22,12 +22,15 @@ import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 from fastapi import Request
 
 from service.auth import ANONYMOUS, Caller
+
+if TYPE_CHECKING:
+    from service.decision_log import DecisionLog
 
 log = logging.getLogger("covreq.audit")
 #: Header a caller may send to name its request in the audit trail.
@@ -55,8 +58,10 @@ class AuditLog:
     so lines from several threads or worker processes never interleave, and the file is opened per
     record so that it can be rotated by moving it away."""
 
-    def __init__(self, path: Path, strict: bool = False) -> None:
+    def __init__(self, path: Path, strict: bool = False, sink: "DecisionLog | None" = None) -> None:
         self.path, self.strict = path, strict
+        #: The decision-log sink each record also goes to, as written (service/decision_log.py).
+        self.sink = sink
         self.failures = 0
         #: Whether the last record could not be written (shown by ``/readyz``).
         self.failing = False
@@ -74,8 +79,18 @@ class AuditLog:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def write(self, record: dict[str, Any]) -> bool:
-        """Append one record, stamped with the current UTC time; False when it could not be written."""
-        line = _line({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
+        """Append one record, stamped with the current UTC time and a unique ``id``; False when it could
+        not be written. The same line goes to the decision-log sink for every answer given (written, or
+        not written without strict audit)."""
+        line = _line({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "id": uuid.uuid4().hex,
+                      **record})
+        written = self._append(line)
+        if self.sink is not None and (written or not self.strict):
+            self.sink.offer(line)
+        return written
+
+    def _append(self, line: bytes) -> bool:
+        """Append one line to the file; False when it could not be written."""
         with self._lock:
             try:
                 fd = self._open()

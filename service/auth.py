@@ -5,11 +5,13 @@ the JWT names the EHR (``iss``), the service (``aud``), a short validity (``iat`
 nonce (``jti``). The service trusts the issuers listed in a configuration file, each with its
 public keys (a JWKS file, a PEM file, or a ``jwks_uri`` fetched as service/jwks.py says, and the
 key sets at the ``jku`` URLs listed for it, fetched as service/jku.py says), and refuses a ``jti``
-it has already seen.
+it has already seen (in this process, or in the database every worker and replica shares when one
+is configured: service/store/replay.py).
 Everything here is off unless configured (see docs/operations.md).
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -35,6 +37,7 @@ from service.smart import PUBLIC_PATHS as SMART_PUBLIC
 
 if TYPE_CHECKING:
     from service.smart.tokens import AccessTokens
+from service.store.replay import DatabaseReplay, StoreUnavailable
 
 log = logging.getLogger("covreq.auth")
 
@@ -245,10 +248,13 @@ def load_api_keys(path: Path) -> dict[str, bytes]:
 class JwtVerifier:
     """Verifies CDS Hooks JWTs: signature, ``iss``, ``aud``, ``exp``, ``iat`` and ``jti`` replay."""
 
-    def __init__(self, issuers: Mapping[str, Issuer], service_url: str, jku: JwksPolicy | None = None) -> None:
+    def __init__(self, issuers: Mapping[str, Issuer], service_url: str, jku: JwksPolicy | None = None,
+                 shared: DatabaseReplay | None = None) -> None:
         self.issuers, self.service_url = dict(issuers), service_url.rstrip("/")
         self.jku: JkuSets[TrustedKey] = JkuSets(lambda document, uri: jwks_keys(document, uri, skip_unusable=True),
                                                 jku)
+        #: The database's replay store, when workers or replicas share one; else the memory below.
+        self.shared = shared
         self._seen = ReplayCache(REPLAY_CACHE_SIZE, MAX_LIFETIME + 2 * LEEWAY)
 
     def verify(self, token: str, path: str) -> Caller:
@@ -312,12 +318,15 @@ class JwtVerifier:
             value = claims.get(name)
             if value is not None and (not isinstance(value, str) or len(value) > MAX_CLAIM_LENGTH):
                 raise AuthError(f"JWT {name} must be a string of at most {MAX_CLAIM_LENGTH} characters", True)
-        self._remember(iss, str(claims["jti"]))
+        self._remember(iss, str(claims["jti"]), claims["exp"] + LEEWAY)
         return Caller("jwt", iss, claims.get("sub"), claims.get("tenant"))
 
-    def _remember(self, iss: str, jti: str) -> None:
-        if not self._seen.first_use((iss, jti)):
-            raise AuthError(f"JWT jti {jti!r} was already used (replay)", True)
+    def _remember(self, iss: str, jti: str, expires_at: float) -> None:
+        """Refuse a replayed ``jti``: in the shared store (kept until ``expires_at``), else in memory."""
+        first = self.shared.first_use((iss, jti), expires_at) if self.shared is not None \
+            else self._seen.first_use((iss, jti))
+        if not first:
+            raise AuthError(f"JWT jti {_quoted(jti)} was already used (replay)", True)
 
 
 class Guard:
@@ -331,15 +340,17 @@ class Guard:
             raise AuthConfigError("a JWT on /v1/* needs trusted issuers and the service URL")
 
     @classmethod
-    def from_settings(cls, settings: Settings, smart: "AccessTokens | None" = None) -> "Guard":
-        """The guard the settings ask for (``smart``: the access tokens /fhir also takes); raises
-        :class:`AuthConfigError` if they are unusable."""
+    def from_settings(cls, settings: Settings, smart: "AccessTokens | None" = None,
+                      shared: DatabaseReplay | None = None) -> "Guard":
+        """The guard the settings ask for (``smart``: the access tokens /fhir also takes), refusing
+        replayed JWTs in ``shared`` when given; raises :class:`AuthConfigError` if the settings are
+        unusable."""
         issuers, url = settings.auth_issuers, settings.service_url
         if issuers is not None and not url:
             raise AuthConfigError("trusted JWT issuers need the service URL (the JWT audience)")
         policy = JwksPolicy(settings.jwks_refresh_seconds, settings.jwks_max_age_seconds,
                             settings.jwks_timeout_seconds, settings.jwks_allow_http)
-        verifier = JwtVerifier(load_issuers(issuers, policy), url, policy) if issuers and url else None
+        verifier = JwtVerifier(load_issuers(issuers, policy), url, policy, shared) if issuers and url else None
         return cls(verifier, load_api_keys(settings.api_keys) if settings.api_keys else None,
                    settings.v1_jwt, smart)
 
@@ -357,11 +368,18 @@ class Guard:
 
     async def authenticate(self, path: str, headers: Mapping[str, str]) -> Caller:
         """:meth:`caller`, after fetching an issuer's keys when its token needs that (once: the
-        fetch that just ran, or failed, is not repeated within its interval)."""
+        fetch that just ran, or failed, is not repeated within its interval). With a shared replay
+        store the check runs in a worker thread: its database write never holds the event loop."""
         try:
-            return self.caller(path, headers)
+            return await self._checked(path, headers)
         except KeysOutdated as outdated:
             await outdated.keys.refresh()
+        return await self._checked(path, headers)
+
+    async def _checked(self, path: str, headers: Mapping[str, str]) -> Caller:
+        """:meth:`caller`, in a worker thread when the replay check writes to a database."""
+        if self.verifier is not None and self.verifier.shared is not None:
+            return await asyncio.to_thread(self.caller, path, headers)
         return self.caller(path, headers)
 
     def caller(self, path: str, headers: Mapping[str, str]) -> Caller:
@@ -411,6 +429,9 @@ class Authenticate:
             started = time.perf_counter()
             try:
                 caller = await self.guard.authenticate(path, headers)
+            except StoreUnavailable as down:  # no check, no entry: 503, so a balancer may try another replica
+                await self.refuse(path, 503, str(down))(scope, receive, send)
+                return
             except AuthError as err:
                 log.warning("authentication refused: %s", err.message, extra={
                     "event": "auth-refused", "path": path, "reason": err.message,

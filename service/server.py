@@ -37,6 +37,7 @@ from service.metrics import MULTIPROCESS_ENV
 from service.protocol import guarded
 from service.settings import Settings
 from service.smart.tokens import AccessTokens
+from service.store.database import share_between_workers
 
 RULES_ENV = "COVREQ_RULES"
 DTR_KEYS_ENV = "COVREQ_DTR_KEYS"
@@ -263,6 +264,8 @@ def run(rules: str | None, host: str = "127.0.0.1", port: int = 8000, workers: i
         raise StartupError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     if rules is not None:
         os.environ[RULES_ENV] = rules
+    if workers > 1:  # issue 26 item 6: one replay store for the workers (service/store/database.py)
+        share_between_workers()
     app = app_from_env()
     settings: Settings = app.state.settings
     warn_without_public_url(settings, host)

@@ -117,6 +117,14 @@ class Settings:
     bucket per client, ``rate_limit_burst`` its size (default: the rate's count; service/ratelimit.py);
     ``otlp_endpoint`` sends a span per request by OTLP/HTTP to that collector base URL (the standard
     ``OTEL_EXPORTER_OTLP_*`` variables also do; service/tracing.py).
+    unset: a random key per process).
+
+    ``database_url`` is the database shared by workers and replicas (service/store/; the JWT
+    ``jti`` replay store): unset, one worker keeps used ``jti`` values in memory, and ``covreq serve
+    --workers N`` uses a SQLite file in ``data_dir``. ``decision_log_url`` ships the audit records
+    to an HTTP sink (service/decision_log.py), with the bearer token in ``decision_log_token_file``,
+    holding at most ``decision_log_max_records`` records and ``decision_log_max_bytes`` bytes while
+    the sink is away, and trying ``decision_log_shutdown_seconds`` to deliver the rest at shutdown.
     """
 
     max_body_bytes: int = 1_048_576
@@ -193,6 +201,14 @@ class Settings:
     bundle_headers_file: Path | None = None
     bundle_authorization: str | None = field(default=None, repr=False)
     # --
+    # the shared database and the decision-log sink (issue 26 items 6 and 8; docs/operations.md)
+    database_url: str | None = None
+    data_dir: Path = Path("covreq-data")
+    decision_log_url: str | None = None
+    decision_log_token_file: Path | None = None
+    decision_log_max_records: int = 10_000
+    decision_log_max_bytes: int = 16_777_216
+    decision_log_shutdown_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -216,7 +232,8 @@ class Settings:
         ``COVREQ_CRD_VERSION``, ``COVREQ_RATE_LIMIT``, ``COVREQ_RATE_LIMIT_BURST``,
         ``COVREQ_OTLP_ENDPOINT``, ``COVREQ_DTR_VERSION``, ``COVREQ_SSL_CERTFILE``, ``COVREQ_SSL_KEYFILE``,
         ``COVREQ_SSL_CA_CERTS``, ``COVREQ_SSL_CLIENT_CERT``, ``COVREQ_SHUTDOWN_SECONDS``,
-        ``COVREQ_BUNDLE_HEADERS_FILE``, ``COVREQ_BUNDLE_AUTHORIZATION``; absent variables keep the defaults."""
+        ``COVREQ_BUNDLE_HEADERS_FILE``, ``COVREQ_BUNDLE_AUTHORIZATION``,
+        ``COVREQ_DATABASE_URL``, ``COVREQ_DATA_DIR``, ``COVREQ_DECISION_LOG_URL``, ``COVREQ_DECISION_LOG_TOKEN_FILE``, ``COVREQ_DECISION_LOG_MAX_RECORDS``, ``COVREQ_DECISION_LOG_MAX_BYTES``, ``COVREQ_DECISION_LOG_SHUTDOWN_SECONDS``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -285,4 +302,14 @@ class Settings:
             shutdown_seconds=_seconds(env, "COVREQ_SHUTDOWN_SECONDS", defaults.shutdown_seconds),
             bundle_headers_file=_path(env, "COVREQ_BUNDLE_HEADERS_FILE"),
             bundle_authorization=env.get("COVREQ_BUNDLE_AUTHORIZATION") or None,
+            # the shared database and the decision-log sink (issue 26 items 6 and 8)
+            database_url=env.get("COVREQ_DATABASE_URL") or None,
+            data_dir=Path(env.get("COVREQ_DATA_DIR") or defaults.data_dir),
+            decision_log_url=env.get("COVREQ_DECISION_LOG_URL") or None,
+            decision_log_token_file=(Path(env["COVREQ_DECISION_LOG_TOKEN_FILE"])
+                                     if env.get("COVREQ_DECISION_LOG_TOKEN_FILE") else None),
+            decision_log_max_records=_whole(env, "COVREQ_DECISION_LOG_MAX_RECORDS", defaults.decision_log_max_records),
+            decision_log_max_bytes=_whole(env, "COVREQ_DECISION_LOG_MAX_BYTES", defaults.decision_log_max_bytes),
+            decision_log_shutdown_seconds=float(env.get("COVREQ_DECISION_LOG_SHUTDOWN_SECONDS",
+                                                        defaults.decision_log_shutdown_seconds)),
         )
