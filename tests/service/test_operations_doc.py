@@ -112,3 +112,20 @@ def test_the_audit_examples_have_the_fields_of_real_records(client, ig_order_sig
     assert set(v1) == set(v1_doc) and _shape(v1["decisions"]) == _shape(v1_doc["decisions"])
     assert set(cds) == set(cds_doc) and _shape(cds["decisions"][:1]) == _shape(cds_doc["decisions"])
 
+
+
+def test_the_production_checklist_names_only_sections_settings_and_metrics_that_exist() -> None:
+    """Issue 26: the checklist an operator follows top to bottom points at real sections, settings
+    and metrics of this page (a renamed section or setting would leave it pointing nowhere)."""
+    checklist = DOC.split("## Production checklist\n", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(checklist.split())
+    headings = set(re.findall(r"^#{2,3} (.+)$", DOC, re.M))
+    cited = re.findall(r'"([^"]+)"', flat)
+    assert len(cited) >= 20 and [c for c in cited if c not in headings] == []
+    settings = set(re.findall(r"^\| `(COVREQ_[A-Z_]+)` \|", DOC, re.M))
+    named = set(re.findall(r"`(COVREQ_[A-Z_]+)`", checklist))
+    assert len(named) >= 20 and named <= settings
+    metrics = set(re.findall(r"^\| `(covreq_[a-z_]+)` \|", DOC, re.M))
+    assert set(re.findall(r"`(covreq_[a-z_]+)`", checklist)) <= metrics
+    steps = re.findall(r"^(\d+)\. \*\*", checklist, re.M)
+    assert steps == [str(n) for n in range(1, len(steps) + 1)]
