@@ -3,10 +3,9 @@ or go away (connection refused) and come back on the same port."""
 from __future__ import annotations
 
 import gzip
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
+import loopback
 from serving import free_port
 
 
@@ -27,26 +26,18 @@ class Sink:
         """Listen (again) on the sink's port."""
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(loopback.QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 sink.posts.append(dict(self.headers))
                 if sink.status == 200:
                     sink.lines.extend(gzip.decompress(body).splitlines(keepends=True))
-                self.send_response(sink.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.send(sink.status)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = loopback.start(Handler, self.port)
 
     def down(self) -> None:
         """Stop listening: connections are refused until :meth:`up`."""
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+            loopback.stop(self._server)
             self._server = None

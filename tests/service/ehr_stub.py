@@ -3,12 +3,13 @@ recording every request with its bearer token."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterable
 from urllib.parse import parse_qs, urlsplit
+
+import loopback
 
 BASE_PATH = "/fhir"
 
@@ -100,7 +101,7 @@ def _matches(resource: dict[str, Any], query: dict[str, list[str]]) -> bool:
 
 def serve(stub: StubEhr) -> ThreadingHTTPServer:
     """Start the stub on 127.0.0.1 on a free port (``stub.url`` is its FHIR base); shut it down after."""
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(loopback.QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
@@ -122,11 +123,6 @@ def serve(stub: StubEhr) -> ThreadingHTTPServer:
                 pass  # covreq gave up waiting (timeouts, size limits): that is what was tested
             seen.finished = time.monotonic()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}{BASE_PATH}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = loopback.start(Handler)
+    stub.url = f"{loopback.origin(server)}{BASE_PATH}"
     return server

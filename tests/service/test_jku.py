@@ -4,10 +4,8 @@ rotation), never more often than the policy allows, and never from a URL not lis
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import loopback
 from service.auth import AuthConfigError, load_issuers
 from service.jwks import MAX_JWKS_BYTES
 
@@ -31,21 +30,13 @@ class JwksServer:
         self.fetches = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(loopback.QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 server.fetches += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(server.document)))
-                self.end_headers()
-                self.wfile.write(server.document)
+                self.send(200, server.document)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}/jwks.json"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.http = loopback.start(Handler)
+        self.url = f"{loopback.origin(self.http)}/jwks.json"
 
     def serve(self, *keys: tuple[str, Any]) -> None:
         """Publish the public halves of ``(kid, private key)`` pairs."""
@@ -58,8 +49,7 @@ class JwksServer:
 def jwks() -> Iterator[JwksServer]:
     server = JwksServer()
     yield server
-    server.http.shutdown()
-    server.http.server_close()
+    loopback.stop(server.http)
 
 
 def trusting(make_client, tmp_path: Path, jwks: JwksServer, **settings: Any) -> Any:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,6 +18,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+import loopback
 from service.auth import AuthConfigError, load_issuers
 from service.jwks import MAX_JWKS_BYTES, MAX_JWKS_KEYS, JwksPolicy
 
@@ -54,30 +53,19 @@ def jwk(key: Any, kid: str) -> dict[str, Any]:
 def jwks() -> Iterator[JwksServer]:
     state = JwksServer()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(loopback.QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
             state.gets += 1
             time.sleep(state.delay)
             try:
-                self.send_response(state.status)
-                for name, value in {"Content-Type": "application/json", **state.headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(state.body)))
-                self.end_headers()
-                self.wfile.write(state.body)
+                self.send(state.status, state.body, state.headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = loopback.start(Handler)
+    state.url = f"{loopback.origin(server)}/.well-known/jwks.json"
     yield state
-    server.shutdown()
-    server.server_close()
+    loopback.stop(server)
 
 
 @pytest.fixture(scope="module")

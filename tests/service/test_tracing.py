@@ -7,10 +7,8 @@ import gzip
 import json
 import logging
 import sys
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
 from fastapi.testclient import TestClient  # noqa: E402
 
 from serving import free_port, served, wait_until  # noqa: E402
+import loopback
 from service import Settings, create_app  # noqa: E402
 from service.tracing import traces_endpoint, tracing_from  # noqa: E402
 from tests.service.test_service_reload import REQUEST  # noqa: E402
@@ -45,7 +44,7 @@ class Collector:
         self.posts: list[dict[str, str]] = []
         collector = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(loopback.QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 coding = self.headers.get("Content-Encoding", "")
@@ -62,22 +61,13 @@ class Collector:
                                 "attributes": {a.key: _value(a.value) for a in span.attributes},
                                 "resource": resource, "scope": scope_spans.scope.name})
                 answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.send(200, answer, {"Content-Type": "application/x-protobuf"})
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = loopback.start(Handler)
+        self.url = loopback.origin(self.server)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)
 
 
 def _value(value: Any) -> Any:

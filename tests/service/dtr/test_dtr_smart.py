@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from unittest.mock import patch
@@ -17,6 +15,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+import loopback
 from dtr_helpers import BUNDLED_RULES, FIXTURES, bundles, package_request, response_of, service_request
 from fastapi.testclient import TestClient
 from serving import served
@@ -52,30 +51,20 @@ class JwksServer:
         self.jwks, self.hits = jwks, 0
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(loopback.QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
                 owner.hits += 1
-                body = json.dumps(owner.jwks).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send(200, json.dumps(owner.jwks).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = loopback.start(Handler)
+        self.url = f"{loopback.origin(self.server)}/jwks.json"
 
 
 @pytest.fixture()
 def jwks_server(keys: dict[str, Any]) -> Iterator[JwksServer]:
     server = JwksServer({"keys": [public_jwk(keys["ec"], "ec-1")]})
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    loopback.stop(server.server)
 
 
 @pytest.fixture()
