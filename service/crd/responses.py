@@ -39,8 +39,8 @@ def system_actions(answers: list[Answered], today: date, version: str) -> list[d
 
 
 def cards(answers: list[Answered], max_cards: int, today: date) -> list[dict[str, Any]]:
-    """One card per order whose answer needs someone to act (request prior authorization, or supply
-    what the answer depends on): instructions, not a restatement of the systemAction (CRD resp-12,
+    """One card per order whose answer needs someone to act (request prior authorization, supply
+    what the answer depends on, or ask the payer what covreq cannot tell): instructions, not a restatement of the systemAction (CRD resp-12,
     resp-25). Prior-authorization cards first; at most ``max_cards``. An order that already carries
     this answer gets its card again: a CDS client replaces the cards it shows with each response's.
     An order that is not valid R4 gets a card saying what is wrong with it."""
@@ -53,7 +53,10 @@ def cards(answers: list[Answered], max_cards: int, today: date) -> list[dict[str
 
 
 def _needs_action(a: Assertion) -> bool:
-    return a.pa_needed == "auth-needed" or "conditional" in (a.covered, a.pa_needed)
+    """Whether someone must act on an answer: request PA, supply what it depends on, or ask the
+    payer (``indeterminate``: covreq holds no rule for the code, or could not read or reach what
+    decides it)."""
+    return a.pa_needed in ("auth-needed", "indeterminate") or "conditional" in (a.covered, a.pa_needed)
 
 
 def _card(group: list[Answered], today: date) -> dict[str, Any]:
@@ -62,12 +65,15 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
     if order.problems:
         return _invalid_card(order, payer)
     authorize = [a.assertion for a in group if a.assertion.pa_needed == "auth-needed"]
-    depend = [a.assertion for a in group if a.assertion.pa_needed != "auth-needed"]
+    unknown = [a.assertion for a in group if a.assertion.pa_needed == "indeterminate"]
+    depend = [a.assertion for a in group if a.assertion.pa_needed not in ("auth-needed", "indeterminate")]
     needs = list(dict.fromkeys(f.replace("_", " ") for a in depend for f in a.facts_needed)) or ["more information"]
     if authorize:
         summary = f"{payer}: prior authorization needed for {order.display}"
-    else:
+    elif depend:
         summary = f"{payer}: {', '.join(needs)} needed to decide on {order.display}"
+    else:
+        summary = f"{payer}: ask {payer} whether {order.display} needs prior authorization"
     when = order.facts.get("date_of_service")
     paragraphs = [f"**Date of service:** {when} (from the order)" if when
                   else f"**Date of service assumed:** {today.isoformat()} (the order gives none)"]
@@ -75,10 +81,12 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
         paragraphs.append(f"**Request prior authorization** for {_codes(authorize)}.")
     if depend:
         paragraphs.append(f"**Not yet decided** for {_codes(depend)}: it depends on {', '.join(needs)}.")
+    if unknown:
+        paragraphs.append(f"**Not known to covreq** for {_codes(unknown)}: check with {payer} before scheduling.")
     documents = dict.fromkeys((d["text"], d["kind"]) for a in authorize for d in a.documentation)
     if documents:
         paragraphs.append("\n".join(["**Documentation to prepare:**", *(f"- {t} ({k})" for t, k in documents)]))
-    reasons = dict.fromkeys(r for a in [*authorize, *depend] for r in a.reasons)
+    reasons = dict.fromkeys(r for a in [*authorize, *depend, *unknown] for r in a.reasons)
     paragraphs.append("\n".join(["**Why:**", *(f"- {reason}" for reason in reasons)]))
     policies = {p["url"]: p for a in group for p in a.assertion.policies if p.get("url")}
     card = _card_of(order, payer, summary, "\n\n".join(paragraphs))

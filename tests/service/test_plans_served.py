@@ -60,6 +60,19 @@ def test_crd_never_asserts_covered_or_no_auth_for_a_code_no_rule_lists(bundled, 
                for r in value(subs, "reason"))
 
 
+def test_a_code_no_rule_lists_gets_a_card_telling_the_front_desk_to_ask_the_payer(bundled, crd) -> None:
+    """Regression: the answer was only in the systemAction; CDS clients show cards, so a front desk
+    saw nothing and could read the silence as "no authorization needed"."""
+    order = service_request("o1", "99213", pos="11")
+    order["occurrenceDateTime"] = "2024-06-03"
+    body = assert_ok(post(bundled, order_sign(order, prefetch={"coverage": coverage("Cigna", "Commercial", "cigna")})),
+                     crd)
+    (card,) = body["cards"]
+    assert card["summary"].startswith("Cigna: ask Cigna whether")
+    assert "**Not known to covreq** for CPT 99213" in card["detail"]
+    assert "covreq does not know whether this code needs Cigna prior authorization" in card["detail"]
+
+
 def test_crd_2_0_clients_get_a_conditional_with_its_reason(bundled, crd) -> None:
     subs = sign(bundled, crd, "Cigna", "Commercial", "99213",
                 extension={"davinci-crd.requestedVersion": "2.0"})
