@@ -160,7 +160,8 @@ def test_a_multi_worker_start_leaves_no_bundle_folder_of_its_start_up_check(
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     for name, value in {"COVREQ_BUNDLE_URL": server.url, "COVREQ_PAYERS": str(FIXTURES / "payers.yaml"),
-                        "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")}.items():
+                        "COVREQ_AUDIT": str(tmp_path / "audit.jsonl"), "COVREQ_DATA_DIR": str(tmp_path / "data"),
+                        "COVREQ_DATABASE_URL": ""}.items():  # run() names the workers' database here: undone after
         monkeypatch.setenv(name, value)
     monkeypatch.delenv(serving_module.RULES_ENV, raising=False)
     started: list[bool] = []
