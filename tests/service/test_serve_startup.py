@@ -7,13 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = ROOT / "docs" / "examples" / "mistakes"
 
 
 def serve(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", *args], capture_output=True, text=True,
+    """``covreq serve ARGS`` run to its end, on a free port unless ``ARGS`` name one (port 8000 may
+    be taken: by README command 1's service, say, which a newcomer runs before the tests)."""
+    port = [] if "--port" in args else ["--port", str(free_port())]
+    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", *args, *port], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
 
 
