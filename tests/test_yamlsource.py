@@ -2,6 +2,7 @@
 path located where it is written, found on demand in the composed nodes."""
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 import pytest
@@ -29,6 +30,13 @@ def _written_at(text: str, spot: Spot) -> str:
     return text.splitlines()[spot.line - 1][spot.column - 1:]
 
 
+def _folded_from(text: str, spot: Spot) -> str:
+    """The text from ``spot`` on, each line break with the indentation around it folded to one
+    space, as YAML reads a plain scalar written on several lines (a dumper wraps a long one)."""
+    lines = text.splitlines()
+    return re.sub(r" *\n *", " ", "\n".join([lines[spot.line - 1][spot.column - 1:], *lines[spot.line:]]))
+
+
 @settings(max_examples=60, deadline=None)
 @given(_DATA, st.sampled_from([False, True, None]))
 def test_every_value_is_read_as_the_safe_loader_reads_it_and_located_where_written(data: Any, flow: bool | None) -> None:
@@ -44,11 +52,23 @@ def test_every_value_is_read_as_the_safe_loader_reads_it_and_located_where_writt
         if spot.style in ("'", '"'):
             assert at.startswith(spot.style)
         elif spot.style is None:
-            assert at.startswith(spot.raw or "")
+            assert _folded_from(text, spot).startswith(spot.raw or "")
         if path and isinstance(path[-1], str):
             key_spot = locations.get((*path, KEY))
             assert key_spot is not None and key_spot.raw is None
             assert _written_at(text, key_spot)[:1] in (path[-1][:1] or "'", "'", '"')
+
+
+def test_a_plain_scalar_the_dumper_wrapped_onto_the_next_line_is_located_where_it_starts() -> None:
+    """Regression (issue 30): the property test above failed 1 run in 6 when a flow scalar such as
+    '0 0 ...' was wrapped at column 80; the location was right, the test read only its first line."""
+    data = ["a" * 60, " ".join("0" * 48)]
+    text = yaml.safe_dump({"top": data}, default_flow_style=True, sort_keys=False)
+    assert text.count("\n") > 1  # the second value runs over three lines
+    read, locations = load_yaml(text)
+    spot = locations.get(("top", 1))
+    assert read["top"] == data and spot is not None and spot.raw == data[1]
+    assert not _written_at(text, spot).startswith(data[1]) and _folded_from(text, spot).startswith(data[1])
 
 
 def test_a_path_past_a_value_or_through_a_missing_key_finds_the_nearest_written_parent() -> None:
