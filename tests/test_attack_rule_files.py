@@ -50,9 +50,11 @@ def write(folder: Path, when: str = 'place_of_service == "22"', codes: str = "[1
 
 
 def quickly(action: Callable[[], Any], guard: float = HANG_GUARD) -> Any:
-    began = time.perf_counter()
+    """Run ``action`` and assert it takes less than ``guard`` seconds of this process's CPU time
+    (work, not wall time: a busy machine does not make it miss); return what it returned."""
+    began = time.process_time()
     result = action()
-    assert time.perf_counter() - began < guard, "took too long"
+    assert time.process_time() - began < guard, "took too long"
     return result
 
 
@@ -161,9 +163,9 @@ def test_seventy_thousand_wide_ranges_load_linearly_and_a_line_costs_microsecond
     items = [f"{10000 + i % 80000}-{12000 + i % 80000}" for i in range(70_000)]
     rules = quickly(lambda: engine.load(write(tmp_path, codes=_codes(items))), 20.0)  # 2.4 s
     body = request(services=[{"code": str(20000 + 7 * i)} for i in range(200)])
-    began = time.perf_counter()
+    began = time.process_time()
     answer = rules.evaluate(body)
-    per_line = (time.perf_counter() - began) / 200
+    per_line = (time.process_time() - began) / 200
     assert {d["pa_needed"] for d in answer["decisions"]} == {"auth-needed"}
     assert per_line < 0.001, f"{per_line * 1e6:.0f} µs a line"  # 19 µs measured
 

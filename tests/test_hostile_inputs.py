@@ -20,7 +20,7 @@ from engine.request import MAX_ITEMS, MAX_LINES, MAX_TEXT
 from engine.yamlsource import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
 from service import Settings, create_app
 
-HANG_GUARD = 2.0  # seconds
+HANG_GUARD = 2.0  # seconds of CPU time
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_FIXTURES = ROOT / "tests" / "service" / "fixtures"
 POLICY = """id: hostile
@@ -44,10 +44,11 @@ def bundled() -> engine.RuleSet:
 
 
 def quickly(action: Callable[[], Any]) -> Any:
-    """Run ``action`` and assert it ends within the hang guard; return what it returned."""
-    began = time.perf_counter()
+    """Run ``action`` and assert it ends within the hang guard of CPU time (this process's work, so
+    that a busy machine does not make it miss); return what it returned."""
+    began = time.process_time()
     result = action()
-    assert time.perf_counter() - began < HANG_GUARD, "took too long"
+    assert time.process_time() - began < HANG_GUARD, "took too long"
     return result
 
 
