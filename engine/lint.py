@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 from urllib.parse import urlparse
 
 from . import ast
-from .codes import CodeRange, compress
+from .codes import CodeRange, compress, covered_items
 from .errors import Problem, did_you_mean
 from .loader import Tree, read_tree
 from .locate import condition_location, key_location, read_located
@@ -44,6 +44,7 @@ CHECKS: dict[str, CheckInfo] = {
                                           "match a request"),
     "W-unknown-plan": CheckInfo("warning", "a plan literal is not one of the payer's plans, so it can never match a "
                                            "request"),
+    "W-duplicate-code": CheckInfo("warning", "a code list names a code twice, or a code inside one of its ranges"),
     "W-unused-doc": CheckInfo("warning", "a documentation item no rule or default asks for"),
     "W-unused-value-set": CheckInfo("warning", "a value set no condition uses"),
     "W-source-url": CheckInfo("warning", "the source URL is a placeholder or not https"),
@@ -204,6 +205,23 @@ def _unused(tree: Tree) -> Iterator[Finding]:
                                    f"{noun} '{name}' is never used by the rules of policy '{family}'")
 
 
+def _duplicate_codes(path: str) -> Iterator[Finding]:
+    """Codes a list of the file already holds: listed twice, or inside one of the list's ranges."""
+    data, locations, _ = read_located(path)
+    top = data.get("codes") if isinstance(data, dict) else None
+    lists = [(("codes",), top if isinstance(top, list) else [])]
+    lists += [(("codes", i, "codes"), group.get("codes")) for i, group in enumerate(lists[0][1])
+              if isinstance(group, dict) and isinstance(group.get("codes"), list)]
+    for keys, items in lists:
+        plain = [(index, str(item)) for index, item in enumerate(items) if not isinstance(item, (dict, list))]
+        for at, holder in covered_items([text for _, text in plain]).items():
+            index, text = plain[at]
+            spot = locations.find((*keys, index))
+            said = "listed already" if holder == text else f"already in {holder}"
+            yield _finding("W-duplicate-code", Location(path, spot.line, spot.column),
+                           f"code \"{text}\" is {said}; drop it (covreq fmt does)")
+
+
 def _source(policy: Policy) -> Iterator[Finding]:
     url = urlparse(policy.url)
     host = (url.hostname or "").lower()
@@ -338,6 +356,8 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
         for policy in versions:
             findings += _idle_pauses(policy)
     findings += _unused(tree)
+    for path in sorted({p.location.path for p in tree.policies}):
+        findings += _duplicate_codes(path)
     findings += _expired(tree, today)
     findings += _conflicts(tree)
     unique = dict.fromkeys(findings)

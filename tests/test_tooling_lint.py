@@ -36,6 +36,7 @@ def codes_and_places(name: str) -> list[tuple[str, str, str]]:
     ("unused-value-set", [("W-unused-value-set", "policy.yaml:9:3", "value set 'diabetes' is never used")]),
     ("source-url", [("W-source-url", "policy.yaml:5:1", "is a placeholder")]),
     ("expired", [("W-expired", "policy.yaml:5:1", "ended on 2023-12-31 and no later version follows it")]),
+    ("duplicate-code", [("W-duplicate-code", "policy.yaml:6:22", "\"22513\" is already in 22510-22515")]),
     ("gap", [("W-gap", "policy.yaml:7:1", "for 64490-64495 no rule is always true and there is no default")]),
     ("pause", [("W-pause", "policy.yaml:6:6", "the pause from 2020-03-01 never applies: the policy is in force from"),
                ("W-pause", "policy.yaml:8:6", "the pause from 2022-05-01 lies inside the pause from 2022-01-01")]),
