@@ -27,7 +27,7 @@ from . import ast
 from .checker import Checker
 from .codes import CPT, EXPAND_BUDGET, HCPCS, CodeError, CodeSet, join, parse_member
 from .codegen import Lazy, compile_condition, compile_rules
-from .errors import ConditionError, Problem, did_you_mean
+from .errors import ConditionError, Problem, bad_date, did_you_mean
 from .parallel import Read, read_texts
 from .parser import parse_condition
 from .policy import (AUTH_NEEDED, COMPLETE, COVERED, NO_AUTH, PROGRAMS, CodeGroup, DocItem, DocRef, Location, Outcome,
@@ -639,7 +639,7 @@ def _date(value: Any, where: Callable[[], Location], problems: Problems) -> dt.d
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
-        problems.add(where(), "E-date", f"'{value}' is not a real calendar date")
+        problems.add(where(), "E-date", bad_date(str(value)))
         return None
 
 
