@@ -35,6 +35,7 @@ from .policy import (AUTH_NEEDED, COMPLETE, COVERED, NO_AUTH, PROGRAMS, CodeGrou
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
                          position_in_scalar)
+from .vocab import unknown_values
 
 TESTS_SUFFIX = ".tests.yaml"
 PAYER_FILE = "_payer.yaml"
@@ -380,6 +381,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
     _check_plans(named, payers, {p.id: p.payer for p in policies}, problems)
+    problems.extend(unknown_values(policies, payers))
     # A base's problem is found again in every plan override merged with it: report it once.
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(set(problems)))
 
