@@ -162,7 +162,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _fmt(args: argparse.Namespace) -> int:
-    return run_fmt(args.paths, args.check, sys.stdout, sys.stderr)
+    return run_fmt(args.paths, args.check or args.diff, sys.stdout, sys.stderr, args.diff)
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = _command(commands, "fmt", "rewrite policy files in normal form (comments kept)")
     fmt.add_argument("paths", nargs="+", metavar="PATH", help="policy files or folders of them")
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not in normal form")
+    fmt.add_argument("--diff", action="store_true", help="change nothing; show each change as a unified diff (implies --check)")
     fmt.set_defaults(run=_fmt)
 
     schema = _command(commands, "schema", "print the JSON Schema of policy, payer or tests files")

@@ -239,3 +239,27 @@ def compress(codes: list[str]) -> list[str]:
         run.append(code)
     flush()
     return out
+
+
+def covered_items(items: list[str], systems: tuple[str, ...] = (CPT, HCPCS)) -> dict[int, str]:
+    """Items of a code list that another item already holds, by index: the covering item (a range
+    holding a code listed on its own, or an earlier spelling of the same item). Items that do not
+    parse are skipped: the loader reports them."""
+    ranges: list[tuple[str, CodeRange]] = []
+    for item in items:
+        if "-" in item:
+            try:
+                ranges.append((item, parse_range(item, systems)))
+            except CodeError:
+                continue
+    seen: set[str] = set()
+    out: dict[int, str] = {}
+    for index, item in enumerate(items):
+        if item in seen:
+            out[index] = item
+        elif "-" not in item:
+            holder = next((text for text, rng in ranges if item in rng), None)
+            if holder is not None:
+                out[index] = holder
+        seen.add(item)
+    return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -10,6 +11,13 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the name in ``known`` closest to a misspelt ``word``, else ``""``."""
     close = difflib.get_close_matches(word, list(known), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def bad_date(text: str) -> str:
+    """How a date that cannot be read is worded, in policy files and requests alike."""
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return f"'{text}' is not a real calendar date"
+    return f"'{text}' is not a date written YYYY-MM-DD"
 
 
 @dataclass(frozen=True, order=True)

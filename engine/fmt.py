@@ -16,8 +16,10 @@ normal form; 2 a file cannot be read or parsed.
 """
 from __future__ import annotations
 
+import difflib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
@@ -27,13 +29,15 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from .codes import CPT, HCPCS, CodeError, item_order, parse_code_item
+from .codes import CPT, HCPCS, CodeError, covered_items, item_order, parse_code_item
 from .loader import PAYER_FILE, iter_rule_files, leaves_tree
 from .resources import schema_path
 from .yamlsource import YamlError, load_yaml
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 RULE_ORDER = ("id", "when", "pa_needed", "covered", "reason", "documentation")
+#: A line ending in a comment: what precedes it, the blanks before ``#``, the comment.
+_INLINE_COMMENT = re.compile(r"^(.*?\S)([ \t]+)(#.*)$")
 
 
 def _top_order() -> tuple[str, ...]:
@@ -54,6 +58,11 @@ class Formatted:
     def changed(self) -> bool:
         """True when the normal form differs from the file."""
         return self.before != self.after
+
+    def diff(self) -> str:
+        """The change from the file to its normal form, as a unified diff."""
+        return "".join(difflib.unified_diff(self.before.splitlines(keepends=True), self.after.splitlines(keepends=True),
+                                            self.path, f"{self.path} (formatted)"))
 
 
 def _yaml() -> YAML:
@@ -97,7 +106,9 @@ def _codes(seq: CommentedSeq, where: str, notes: list[str]) -> None:
         return  # a bare number YAML has re-read (e.g. 01234): only its spelling in the file is right
     if not all(_is_code_item(str(item)) for item in plain):
         return  # an item the loader will reject: leave the list to validate
-    ordered = [_scalar(c) for c in sorted(dict.fromkeys(map(str, plain)), key=item_order)]
+    covered = covered_items([str(item) for item in plain])
+    kept = [str(item) for index, item in enumerate(plain) if index not in covered]
+    ordered = [_scalar(c) for c in sorted(kept, key=item_order)]
     if [*map(str, ordered), *groups] == [item if isinstance(item, dict) else str(item) for item in seq]:
         return
     last = len(seq) - 1
@@ -108,6 +119,23 @@ def _codes(seq: CommentedSeq, where: str, notes: list[str]) -> None:
     seq[:] = [*ordered, *groups]
     if tail is not None:
         seq.ca.items[len(seq) - 1] = tail
+
+
+def _keep_comment_gaps(before: str, after: str) -> str:
+    """``after`` with the blanks before each rewritten line's end-of-line comment as ``before`` had
+    them (ruamel.yaml keeps a comment's column, so a line that shrinks or grows moves it)."""
+    gaps: dict[str, str | None] = {}
+    for line in before.splitlines():
+        match = _INLINE_COMMENT.match(line)
+        if match:  # a comment written twice with different gaps is left as ruamel puts it
+            gaps[match[3]] = match[2] if gaps.get(match[3], match[2]) == match[2] else None
+    unchanged = set(before.splitlines())
+    lines = after.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        match = _INLINE_COMMENT.match(line.rstrip("\n"))
+        if match and line.rstrip("\n") not in unchanged and gaps.get(match[3]):
+            lines[index] = f"{match[1]}{gaps[match[3]]}{match[3]}" + ("\n" if line.endswith("\n") else "")
+    return "".join(lines)
 
 
 def format_text(text: str, path: str = "<policy>") -> Formatted:
@@ -124,7 +152,7 @@ def format_text(text: str, path: str = "<policy>") -> Formatted:
             _codes(data["codes"], path, notes)
     out = io.StringIO()
     round_trip.dump(data, out)
-    return Formatted(path, text, out.getvalue(), tuple(notes))
+    return Formatted(path, text, _keep_comment_gaps(text, out.getvalue()), tuple(notes))
 
 
 def _policy_files(paths: Iterable[str]) -> list[Path]:
@@ -144,8 +172,9 @@ def _yaml_problem(text: str, exc: YAMLError) -> str:
     return f"{where}: E-yaml: {' '.join(str(getattr(exc, 'problem', None) or exc).split())}"
 
 
-def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO) -> int:
-    """The ``covreq fmt`` command: rewrite policy files in normal form, or with ``check`` only list them."""
+def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO, diff: bool = False) -> int:
+    """The ``covreq fmt`` command: rewrite policy files in normal form, or with ``check`` only list them
+    (with ``diff``, each with the unified diff of what would change)."""
     status = EXIT_OK
     for path in _policy_files(paths):
         try:
@@ -165,6 +194,8 @@ def run(paths: Iterable[str], check: bool, out: TextIO, err: TextIO) -> int:
             continue
         if check:
             print(f"{path}: not formatted (run covreq fmt {path})", file=out)
+            if diff:
+                out.write(result.diff())
             status = max(status, EXIT_CHANGES)
         else:
             path.write_text(result.after, encoding="utf-8")

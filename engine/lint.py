@@ -8,19 +8,18 @@ within a policy's dates and codes, and implication between conditions).
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence, TextIO
 from urllib.parse import urlparse
 
 from . import ast
-from .codes import CodeRange, compress
-from .errors import Problem, did_you_mean
+from .codes import CodeRange, compress, covered_items
+from .errors import Problem
 from .loader import Tree, read_tree
 from .locate import condition_location, key_location, read_located
 from .logic import Analysed, Scope, analyse, fold, implies
-from .policy import NO_AUTH, Location, Policy, Rule, known_plans
+from .policy import NO_AUTH, Location, Policy, Rule
 from .render import render
 from .report import Finding, checks_by_file, write_findings
 
@@ -40,10 +39,7 @@ CHECKS: dict[str, CheckInfo] = {
     "W-shadowed-exemption": CheckInfo("warning", "a rule a plan override puts before its base's rules is true "
                                                  "whenever an exemption (a no-auth rule) of the base is"),
     "W-constant": CheckInfo("warning", "a condition, or part of one, is always true or always false for the policy"),
-    "W-code-format": CheckInfo("warning", "a place of service, type of bill, state, modifier or sex literal can never "
-                                          "match a request"),
-    "W-unknown-plan": CheckInfo("warning", "a plan literal is not one of the payer's plans, so it can never match a "
-                                           "request"),
+    "W-duplicate-code": CheckInfo("warning", "a code list names a code twice, or a code inside one of its ranges"),
     "W-unused-doc": CheckInfo("warning", "a documentation item no rule or default asks for"),
     "W-unused-value-set": CheckInfo("warning", "a value set no condition uses"),
     "W-source-url": CheckInfo("warning", "the source URL is a placeholder or not https"),
@@ -55,16 +51,6 @@ CHECKS: dict[str, CheckInfo] = {
                                  "setting no rule names gets the implicit no-auth"),
 }
 
-#: fact -> (whole literal, prefix of a ``*`` pattern, how requests carry the fact)
-_SETTING_SHAPES = {
-    "place_of_service": (re.compile(r"^\d{2}$"), re.compile(r"^\d{0,2}$"), "two digits, e.g. \"22\""),
-    "type_of_bill": (re.compile(r"^[1-9][0-9A-Z]{1,2}$"), re.compile(r"^([1-9][0-9A-Z]{0,2})?$"),
-                     "two or three upper-case characters without a leading 0, e.g. \"13X\" or \"131\""),
-    "state": (re.compile(r"^[A-Z]{2}$"), re.compile(r"^[A-Z]{0,2}$"), "two upper-case letters, e.g. \"NY\""),
-    "modifiers": (re.compile(r"^[A-Z0-9]{2}$"), re.compile(r"^[A-Z0-9]{0,2}$"),
-                  "two upper-case letters or digits, e.g. \"RT\""),
-    "patient.sex": (re.compile(r"^[a-z]+$"), re.compile(r"^[a-z]*$"), "lower case, e.g. \"female\""),
-}
 _PLACEHOLDER_HOSTS = ("example.org", "example.com", "example.net", "example", "invalid", "localhost")
 
 
@@ -159,29 +145,6 @@ def _shadowed_exemptions(versions: list[Policy]) -> Iterator[Finding]:
                 break
 
 
-def _setting_literals(rule: Rule, info: Analysed) -> Iterator[Finding]:
-    for node, fact, text in info.setting_literals():
-        shape = _SETTING_SHAPES.get(fact)
-        if shape is None:
-            continue
-        whole, prefix, how = shape
-        if not (prefix.match(text[:-1]) if text.endswith("*") else whole.match(text)):
-            where = condition_location(rule, node.pos.line, node.pos.column)
-            yield _finding("W-code-format", where, f"rule '{rule.id}': \"{text}\" can never match {fact}, "
-                                                   f"which requests carry as {how}")
-
-
-def _plan_literals(rule: Rule, info: Analysed, payer: str, plans: frozenset[str]) -> Iterator[Finding]:
-    """A plan a condition tests that the payer does not know: requests naming it are refused."""
-    for node, fact, text in info.setting_literals():
-        if fact == "plan" and text not in plans:
-            where = condition_location(rule, node.pos.line, node.pos.column)
-            known = f"its plans are {', '.join(sorted(plans))}" if plans else "it has no plans"
-            yield _finding("W-unknown-plan", where, f"rule '{rule.id}': \"{text}\" is not a plan of payer "
-                                                    f"'{payer}', so it can never match a request ({known})"
-                                                    f"{did_you_mean(text, plans)}")
-
-
 def _unused(tree: Tree) -> Iterator[Finding]:
     used: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for policy in tree.policies:
@@ -202,6 +165,23 @@ def _unused(tree: Tree) -> Iterator[Finding]:
                 if (section, name) not in used[family]:
                     yield _finding(code, key_location(path, section, name),
                                    f"{noun} '{name}' is never used by the rules of policy '{family}'")
+
+
+def _duplicate_codes(path: str) -> Iterator[Finding]:
+    """Codes a list of the file already holds: listed twice, or inside one of the list's ranges."""
+    data, locations, _ = read_located(path)
+    top = data.get("codes") if isinstance(data, dict) else None
+    lists = [(("codes",), top if isinstance(top, list) else [])]
+    lists += [(("codes", i, "codes"), group.get("codes")) for i, group in enumerate(lists[0][1])
+              if isinstance(group, dict) and isinstance(group.get("codes"), list)]
+    for keys, items in lists:
+        plain = [(index, str(item)) for index, item in enumerate(items) if not isinstance(item, (dict, list))]
+        for at, holder in covered_items([text for _, text in plain]).items():
+            index, text = plain[at]
+            spot = locations.find((*keys, index))
+            said = "listed already" if holder == text else f"already in {holder}"
+            yield _finding("W-duplicate-code", Location(path, spot.line, spot.column),
+                           f"code \"{text}\" is {said}; drop it (covreq fmt does)")
 
 
 def _source(policy: Policy) -> Iterator[Finding]:
@@ -323,21 +303,19 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
     """Every finding of the tree: its load problems as errors, then the lint checks, sorted by place."""
     today = today or dt.date.today()
     findings: list[Finding] = [Finding(p) for p in tree.problems]
-    plans = known_plans(tree.policies, tree.payers)
     for versions in _files(tree).values():
         rules = _analysed(versions)
         scope = _scope(versions)
         findings += _constants(rules, scope)
         findings += _shadowed(rules, scope)
         findings += _shadowed_exemptions(versions)
-        for rule, info in rules:
-            findings += _setting_literals(rule, info)
-            findings += _plan_literals(rule, info, versions[0].payer, plans.get(versions[0].payer, frozenset()))
         findings += _gaps(versions, rules)
         findings += _source(versions[0])
         for policy in versions:
             findings += _idle_pauses(policy)
     findings += _unused(tree)
+    for path in sorted({p.location.path for p in tree.policies}):
+        findings += _duplicate_codes(path)
     findings += _expired(tree, today)
     findings += _conflicts(tree)
     unique = dict.fromkeys(findings)

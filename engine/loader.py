@@ -27,7 +27,7 @@ from . import ast
 from .checker import Checker
 from .codes import CPT, EXPAND_BUDGET, HCPCS, CodeError, CodeSet, join, parse_member
 from .codegen import Lazy, compile_condition, compile_rules
-from .errors import ConditionError, Problem, did_you_mean
+from .errors import ConditionError, Problem, bad_date, did_you_mean
 from .parallel import Read, read_texts
 from .parser import parse_condition
 from .policy import (AUTH_NEEDED, COMPLETE, COVERED, NO_AUTH, PROGRAMS, CodeGroup, DocItem, DocRef, Location, Outcome,
@@ -35,6 +35,7 @@ from .policy import (AUTH_NEEDED, COMPLETE, COVERED, NO_AUTH, PROGRAMS, CodeGrou
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
                          position_in_scalar)
+from .vocab import unknown_values
 
 TESTS_SUFFIX = ".tests.yaml"
 PAYER_FILE = "_payer.yaml"
@@ -380,6 +381,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
     _check_plans(named, payers, {p.id: p.payer for p in policies}, problems)
+    problems.extend(unknown_values(policies, payers))
     # A base's problem is found again in every plan override merged with it: report it once.
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(set(problems)))
 
@@ -639,7 +641,7 @@ def _date(value: Any, where: Callable[[], Location], problems: Problems) -> dt.d
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
-        problems.add(where(), "E-date", f"'{value}' is not a real calendar date")
+        problems.add(where(), "E-date", bad_date(str(value)))
         return None
 
 

@@ -56,17 +56,15 @@ class Analysed:
                     yield lit, fact, lit.text
             elif isinstance(node, (ast.Member, ast.Overlaps)):
                 subject = node.item if isinstance(node, ast.Member) else node.many
-                if isinstance(subject, ast.Fact):
-                    for text in self._members(node.set):
+                if isinstance(subject, ast.Fact) and isinstance(node.set, ast.ValueSetRef):
+                    for text in self.value_sets.get(node.set.name, ()):
                         yield node.set, subject.name, text
+                elif isinstance(subject, ast.Fact):
+                    for item in node.set.items:
+                        yield item, subject.name, item.text
             elif isinstance(node, ast.Contains) and isinstance(node.many, ast.Fact):
                 if isinstance(node.value, ast.Literal) and node.value.kind == "string":
                     yield node.value, node.many.name, node.value.text
-
-    def _members(self, ref: ast.SetRef) -> tuple[str, ...]:
-        if isinstance(ref, ast.ValueSetRef):
-            return tuple(self.value_sets.get(ref.name, ()))
-        return tuple(item.text for item in ref.items)
 
 
 def walk(node: object) -> Iterator[Any]:

@@ -12,7 +12,7 @@ import msgspec
 from . import contract
 from .clock import current_day
 from .codes import CPT, HCPCS, normalize, system_of
-from .errors import RequestError, did_you_mean
+from .errors import RequestError, bad_date, did_you_mean
 from .facts import DERIVED, OpenSet
 
 #: Most service lines one request may carry.
@@ -112,7 +112,7 @@ def _date(value: Any, where: Where) -> dt.date:
             raise ValueError
         day = dt.date.fromisoformat(value)
     except ValueError:
-        raise _fail(where, f"'{value}' is not a date written YYYY-MM-DD") from None
+        raise _fail(where, bad_date(value)) from None
     if not MIN_YEAR <= day.year <= MAX_YEAR:
         raise _fail(where, f"{value} is outside the years {MIN_YEAR}-{MAX_YEAR}")
     return day

@@ -148,9 +148,11 @@ def run_case(rules: RuleSet, file: str, line: int, case: dict[str, Any],
     return result, response
 
 
-def read_file(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
-    """The cases of one tests file with their lines, or the file's problems when it breaks the tests
-    schema (a misspelt key, a case without ``expect`` or ``error``)."""
+def read_file(path: Path, rejected: list[tuple[int, dict[str, Any]]] | None = None
+              ) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
+    """The cases of one tests file with their lines, and the file's problems where it breaks the tests
+    schema (a misspelt key, a case without ``expect`` or ``error``); a case with a problem is not
+    among the cases but is added to ``rejected``, when given."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -161,15 +163,31 @@ def read_file(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Proble
     problems = Problems()
     if not isinstance(data, dict):
         problems.add(Location(shown, 1, 1), "E-schema", "a tests file must be a YAML mapping with a 'cases' list")
-    elif not check_schema(Source(shown, data, locations, text), TESTS_SCHEMA, problems):
-        return [(locations.find(("cases", i)).line, case) for i, case in enumerate(data["cases"])], []
-    return [], sorted(problems)
+        return [], sorted(problems)
+    errors = check_schema(Source(shown, data, locations, text), TESTS_SCHEMA, problems)
+    cases = data.get("cases")
+    bad = {error.absolute_path[1] for error in errors if len(error.absolute_path) > 1}
+    if not isinstance(cases, list) or any(len(error.absolute_path) < 2 for error in errors):
+        return [], sorted(problems)
+    located = [(locations.find(("cases", i)).line, case) for i, case in enumerate(cases)]
+    if rejected is not None:
+        rejected += [pair for i, pair in enumerate(located) if i in bad]
+    return [pair for i, pair in enumerate(located) if i not in bad], sorted(problems)
 
 
 def run_file(rules: RuleSet, path: Path, coverage: Coverage | None = None) -> tuple[list[CaseResult], list[Problem]]:
-    """Run every case of one tests file; a malformed file gives its problems instead of results."""
-    cases, problems = read_file(path)
-    return [run_case(rules, str(path), line, case, coverage)[0] for line, case in cases], problems
+    """Run every case of one tests file, with the file's problems. A case the schema rejects is not
+    run, but its request is still tried, so that a refused request is reported beside the schema's
+    problems rather than after they are fixed."""
+    rejected: list[tuple[int, dict[str, Any]]] = []
+    cases, problems = read_file(path, rejected)
+    results = [run_case(rules, str(path), line, case, coverage)[0] for line, case in cases]
+    for line, case in rejected:
+        if isinstance(case, dict) and isinstance(case.get("request"), dict) and "error" not in case:
+            tried = run_case(rules, str(path), line, {"name": case.get("name", f"case at line {line}"),
+                                                      "request": case["request"]})[0]
+            results += [tried] if not tried.passed else []
+    return results, problems
 
 
 def run_tests(rules: RuleSet, root: str | Path,

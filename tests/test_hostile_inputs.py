@@ -144,7 +144,7 @@ def test_the_largest_request_allowed_is_answered_quickly(bundled: engine.RuleSet
     ("date_of_service", {"date_of_service": "9999-12-31"}, "9999-12-31 is outside the years 1900-2200"),
     ("date_of_service", {"date_of_service": "0001-01-01"}, "0001-01-01 is outside the years 1900-2200"),
     ("date_of_service", {"date_of_service": "+275760-09-13"}, "'+275760-09-13' is not a date written YYYY-MM-DD"),
-    ("date_of_service", {"date_of_service": "2024-02-30"}, "'2024-02-30' is not a date written YYYY-MM-DD"),
+    ("date_of_service", {"date_of_service": "2024-02-30"}, "'2024-02-30' is not a real calendar date"),
     ("patient.birth_date", {"patient": {"birth_date": "2100-01-01"}}, "2100-01-01 is after the date of service 2024-03-14"),
     ("authorizations[0].end", {"authorizations": [{"id": "A", "start": "2024-01-01", "end": "3000-01-01"}]},
      "3000-01-01 is outside the years 1900-2200"),

@@ -257,3 +257,26 @@ def test_memory_a_load_freed_is_given_back_to_the_system() -> None:
     release_freed_memory()
     assert before - _resident_mb() > 50
     assert len(kept) == 200
+
+
+@pytest.mark.parametrize("when, column, message", [
+    ('plan == "traditonal-choice"', 19, "\"traditonal-choice\" is not a plan of payer 'acme' (its plans are "
+                                        "traditional-choice), so plan can never equal it; did you mean "
+                                        "'traditional-choice'?"),
+    ('place_of_service in {"11", "221"}', 38, '"221" is not a CMS place-of-service code'),
+    ('state == "NX" or state in {"N*"}', 20, '"NX" is not a US state, district or territory code, so state can '
+                                             'never equal it'),
+    ('known(type_of_bill) and type_of_bill == "0131"', 51, '"0131" can never match type_of_bill'),
+    ('modifiers contains "rt"', 30, '"rt" can never match modifiers'),
+])
+def test_a_value_outside_its_facts_vocabulary_is_a_located_error(tmp_path: Path, when: str, column: int,
+                                                                  message: str) -> None:
+    """Regression (issue 27, item 1): `plan == "traditonal-choice"` validated although always false."""
+    (tmp_path / "_payer.yaml").write_text("payer: acme\nplans: {traditional-choice: Traditional}\n")
+    (tmp_path / "mri.yaml").write_text(
+        "id: acme-mri\ntitle: MRI\npayer: acme\neffective: 2024-01-01\n"
+        "source: {url: \"https://policies.acme.test/mri\"}\ncodes: [\"70551\"]\nrules:\n"
+        f"  - when: {when}\n    pa_needed: auth-needed\n  - when: true\n    pa_needed: no-auth\n")
+    problems = [(p.code, p.line, p.column, p.message) for p in read_tree(tmp_path).problems]
+    assert [(code, line, col) for code, line, col, _ in problems] == [("E-unknown-value", 8, column)], problems
+    assert message in problems[0][3]

@@ -161,14 +161,15 @@ def test_every_bundled_payer_declares_its_scope_and_none_claims_a_complete_list(
     assert decision["reasons"][0].startswith("covreq does not know whether this code needs Medicare prior authorization")
 
 
-def test_lint_warns_of_a_condition_testing_a_plan_the_payer_does_not_know(tmp_path: Path) -> None:
-    from engine.lint import lint_tree
+def test_a_condition_testing_a_plan_the_payer_does_not_know_is_an_error(tmp_path: Path) -> None:
+    """Regression (issue 27, item 1): a misspelt plan was only a lint warning; it is a load error."""
     tree(tmp_path, "payer: acme\nplans: {gold: Gold, silver: Silver}\n")
     (tmp_path / "mri.yaml").write_text(POLICY.format(plans="").replace("when: true", 'when: plan == "golt"'),
                                        encoding="utf-8")
-    findings = [f.problem for f in lint_tree(read_tree(tmp_path)) if f.problem.code == "W-unknown-plan"]
+    findings = [p for p in read_tree(tmp_path).problems if p.code == "E-unknown-value"]
     assert [(f.line, f.column) for f in findings] == [(8, 19)]
-    assert findings[0].message.endswith("(its plans are gold, silver); did you mean 'gold'?")
+    assert findings[0].message.endswith("(its plans are gold, silver), so plan can never equal it; "
+                                        "did you mean 'gold'?")
 
 
 def test_a_complete_list_whose_default_needs_authorization_says_so(tmp_path: Path) -> None:

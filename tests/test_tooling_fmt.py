@@ -110,3 +110,20 @@ def test_the_bundled_rules_and_the_guide_examples_are_in_normal_form(capsys: pyt
     pre-commit hook failed on the project's own tree."""
     assert main(["fmt", "--check", str(ROOT / "rules"), str(ROOT / "docs/examples/walkthrough")]) == 0, \
         capsys.readouterr().out
+
+
+def test_a_code_inside_a_range_of_the_list_is_dropped_comments_kept() -> None:
+    """Regression (issue 27, item 2): fmt kept 22513 beside 22510-22515."""
+    text = ("id: x  # the id\ntitle: X\npayer: acme\neffective: 2024-01-01\nsource: {url: 'https://p.test/x'}\n"
+            "codes: [\"22515\", 22510-22515, \"22513\"]  # spine\n")
+    result = format_text(text, "x.yaml")
+    assert 'codes: [22510-22515]  # spine\n' in result.after
+    assert result.after.startswith("id: x  # the id\n")
+
+
+def test_check_diff_shows_the_unified_diff(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 27, item 4): --check said "not formatted" without showing what."""
+    assert main(["fmt", "--check", "--diff", str(FMT / "messy.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert f"--- {FMT / 'messy.yaml'}\n+++ {FMT / 'messy.yaml'} (formatted)\n" in out
+    assert "\n@@ " in out and "\n+codes: " in out

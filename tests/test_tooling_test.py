@@ -163,3 +163,23 @@ def test_an_empty_folder_says_no_cases_were_found_without_a_coverage_figure(
 def test_tests_without_rules_in_scope_report_no_coverage_percentage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["test", str(FAILING / "policy.tests.yaml"), "--rules", str(COVERAGE)]) == 1
     assert "coverage: no rules under the tested path" in capsys.readouterr().out
+
+
+def test_schema_problems_and_refused_requests_are_reported_at_once_with_one_date_wording(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 27, item 5): request errors showed only once the schema errors were fixed,
+    and `test` worded an impossible date otherwise than `validate`."""
+    tests = tmp_path / "policy.tests.yaml"
+    text = (FAILING / "policy.tests.yaml").read_text(encoding="utf-8").replace("2024-03-01", "2024-02-30")
+    tests.write_text(text.replace("expect:", "expects:", 1), encoding="utf-8")
+    policy = (FAILING / "policy.yaml").read_text(encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(policy, encoding="utf-8")
+    assert main(["test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tests}:4:5: E-schema: unknown key 'expects'; did you mean 'expect'?" in out
+    assert f"{tests}:2:1: T-fail: adult outpatient: request refused: date_of_service: " in out
+    assert f"{tests}:5:1: T-fail: expects the wrong answer on purpose: request refused: date_of_service: " \
+           f"'2024-02-30' is not a real calendar date" in out
+    (tmp_path / "policy.yaml").write_text(policy.replace("effective: 2024-01-01", "effective: 2024-02-30"))
+    assert main(["validate", str(tmp_path / "policy.yaml")]) == 1
+    assert "E-date: '2024-02-30' is not a real calendar date" in capsys.readouterr().out
