@@ -84,7 +84,9 @@ documentation:
 def forms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Form]:
     tree = tmp_path_factory.mktemp("constructs")
     (tree / "testpayer").mkdir()
-    (tree / "testpayer" / "_payer.yaml").write_text("payer: testpayer\ntitle: Test payer\n")
+    (tree / "testpayer" / "_payer.yaml").write_text(  # the plans the constructs test, hostile quoting included
+        "payer: testpayer\ntitle: Test payer\nplans:\n  gold: Gold\n  silver: Silver\n"
+        "  'it''s \"gold\" */ define': A plan id quoted every way CQL quotes\n")
     for index in range(len(CONDITIONS)):
         (tree / "testpayer" / f"construct-{index}.yaml").write_text(_policy(index))
     ruleset = engine.load(Path(tree))
