@@ -30,7 +30,7 @@ from service import api_keys
 from service.crd import routes as crd_routes
 from service.dtr import routes as dtr_routes
 from service.jku import JkuSets
-from service.jwks import JwksPolicy, RemoteKeys, check_uri
+from service.jwks import JwksPolicy, RemoteKeys, check_uri, named_key
 from service.replay import ReplayCache
 from service.settings import Settings, read_config
 from service.smart import PUBLIC_PATHS as SMART_PUBLIC
@@ -150,8 +150,7 @@ class Issuer:
     def key(self, kid: str | None) -> TrustedKey:
         """The public key a token with this ``kid`` must verify against; raises
         :class:`KeysOutdated` when a fetch of the remote keys is due first."""
-        held = self.remote.keys if self.remote else self.keys
-        found = held.get(kid) if kid in held else next(iter(held.values())) if kid is None and len(held) == 1 else None
+        found = named_key(self.remote.keys if self.remote else self.keys, kid)
         if self.remote and self.remote.due(found is not None):
             raise KeysOutdated(f"the keys of issuer {self.iss!r} are being fetched from {self.remote.uri}", self.remote)
         if found is None:
@@ -302,7 +301,7 @@ class JwtVerifier:
         if not isinstance(jku, str):
             return issuer.key(kid)
         remote = self.jku.at(jku)
-        found = JkuSets.find(remote, kid)
+        found = named_key(remote.keys, kid)
         if remote.due(found is not None):
             raise KeysOutdated(f"the key set at {jku} is being fetched", remote)
         return found if found is not None else issuer.key(kid)

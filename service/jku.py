@@ -35,12 +35,3 @@ class JkuSets(Generic[K]):
             if uri not in self._sets:
                 self._sets[uri] = RemoteKeys(uri, self.policy, lambda document: self._parse(document, uri))
             return self._sets[uri]
-
-    @staticmethod
-    def find(keys: RemoteKeys[K], kid: str | None) -> K | None:
-        """The key with ``kid`` in a fetched set (the only one when the token names none and the set
-        holds one), or None."""
-        held = keys.keys
-        if kid in held:
-            return held[kid]
-        return next(iter(held.values())) if kid is None and len(held) == 1 else None

@@ -12,7 +12,6 @@ every unknown ``kid``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -21,6 +20,8 @@ from typing import Any, Callable, Generic, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+
+from service.hosts import is_loopback
 
 log = logging.getLogger("covreq.auth")
 
@@ -48,22 +49,23 @@ class JwksPolicy:
     allow_http: bool = False
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_uri(uri: Any, allow_http: bool = False) -> str:
     """``uri`` if keys may be fetched from it: https, or http to a loopback address (or anywhere
     with ``allow_http``); raises ValueError otherwise."""
     parts = urlsplit(uri) if isinstance(uri, str) else None
     if parts and parts.hostname and not parts.username and (
-            parts.scheme == "https" or parts.scheme == "http" and (allow_http or _loopback(parts.hostname))):
+            parts.scheme == "https" or parts.scheme == "http" and (allow_http or is_loopback(parts.hostname))):
         return str(uri)
     raise ValueError(f"jwks_uri must be an https:// URL (http:// only to a loopback address, or with "
                      f"COVREQ_JWKS_ALLOW_HTTP=1), not {uri!r}")
+
+
+def named_key(keys: Mapping[str | None, K], kid: Any) -> K | None:
+    """The key a token's ``kid`` names in ``keys``: the one with that kid, or, when the token names
+    none, the only key held; None otherwise."""
+    if kid in keys:
+        return keys[kid]
+    return next(iter(keys.values())) if kid is None and len(keys) == 1 else None
 
 
 class RemoteKeys(Generic[K]):

@@ -10,7 +10,6 @@ line (service/app.py).
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from engine.bundle import BundleError
 from service import logs
 from service.app import create_app
 from service.dtr.signing import Keyring
+from service.hosts import is_loopback
 from service.metrics import MULTIPROCESS_ENV
 from service.protocol import guarded
 from service.settings import Settings
@@ -319,11 +319,7 @@ def _log_listening(listener: socket.socket, tls: Tls | None, workers: int, servi
 def warn_without_public_url(settings: Settings, host: str) -> bool:
     """Warn (and return True) when the service listens beyond loopback with no public URL configured:
     the forms it hands out are then named after whichever local address a connection reached."""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback or settings.fhir_base or settings.service_url or settings.public_hosts:
+    if is_loopback(host) or settings.fhir_base or settings.service_url or settings.public_hosts:
         return False
     log.warning("listening on %s without COVREQ_FHIR_BASE, COVREQ_SERVICE_URL or COVREQ_PUBLIC_HOSTS: "
                 "Questionnaire canonicals are named after the local address each connection reached", host,

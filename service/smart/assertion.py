@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import jwt
 
 from service.auth import LEEWAY, MAX_CLAIM_LENGTH, MAX_LIFETIME, MAX_TOKEN_LENGTH, REPLAY_CACHE_SIZE, TrustedKey
+from service.jwks import named_key
 from service.replay import ReplayCache
 from service.smart.clients import ALGORITHMS, Client
 from service.smart.jwks import JwksCache, JwksError
@@ -73,11 +74,9 @@ class AssertionVerifier:
                 keys = await self.jwks.keys(client.jwks_uri, kid)
             except JwksError as err:
                 raise _refused(f"the client's JWKS could not be read: {err}") from None
-        fitting = {k: v for k, v in keys.items() if alg in v.algorithms}
-        if kid in fitting:
-            return fitting[kid]
-        if kid is None and len(fitting) == 1:
-            return next(iter(fitting.values()))
+        found = named_key({k: v for k, v in keys.items() if alg in v.algorithms}, kid)
+        if found is not None:
+            return found
         raise _refused(f"no {alg} key with kid {str(kid)[:64]!r} is registered for {client.client_id!r}")
 
     def _check(self, client_id: str, claims: Mapping[str, Any]) -> None:
