@@ -35,7 +35,7 @@ from .policy import (AUTH_NEEDED, COMPLETE, COVERED, NO_AUTH, PROGRAMS, CodeGrou
 from .resources import schema_path
 from .yamlsource import (KEY, MAX_FILE_BYTES, Locations, YamlError, check_size, load_yaml,
                          position_in_scalar)
-from .vocab import unknown_values
+from .vocab import PlansNamed, unknown_values, unlisted_plans
 
 TESTS_SUFFIX = ".tests.yaml"
 PAYER_FILE = "_payer.yaml"
@@ -344,7 +344,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
     by_id: dict[str, list[Draft | _Kept]] = {}
     overrides: dict[str, list[tuple[list[Policy], Draft | _Kept]]] = {}  # by the id they extend, in file order
     unread: set[str | None] = set()  # ids of policy files that could not be read (None: id unknown)
-    named: list[_PlansNamed] = []  # the plans each policy file names, checked against its payer's list
+    named: list[PlansNamed] = []  # the plans each policy file names, checked against its payer's list
     paths = list(iter_rule_files(root))
     for (path, shown, raw, text), read in read_texts(_texts(root, paths, files, digest, problems), len(paths), workers):
         source = _read_source(shown, text, read, problems)
@@ -358,7 +358,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
             unread.add(_written_id(source.data.get("id") if source else raw))
             continue
         if draft.data.get("plans"):
-            named.append(_PlansNamed(draft.data.get("payer"), draft.data.get("extends"),
+            named.append(PlansNamed(draft.data.get("payer"), draft.data.get("extends"),
                                      tuple(draft.data["plans"]), draft.at("plans")))
         slot: list[Policy] = []
         if valid:  # an invalid file is compiled for its other problems, and gives no policy
@@ -380,7 +380,7 @@ def read_tree(root: str | Path, workers: int | None = None) -> Tree:
                 slot.extend(p for d in _extend(child, bases, problems) if (p := _compile(d, problems, shared)))
     policies = [p for slot in slots for p in slot]
     _check_versions(policies, problems)
-    _check_plans(named, payers, {p.id: p.payer for p in policies}, problems)
+    problems.extend(unlisted_plans(named, payers, {p.id: p.payer for p in policies}))
     problems.extend(unknown_values(policies, payers))
     # A base's problem is found again in every plan override merged with it: report it once.
     return Tree(policies, payers, digest.hexdigest()[:16], files, sorted(set(problems)))
@@ -539,31 +539,6 @@ def _payer(source: Source, problems: Problems) -> PayerInfo | None:
                      Outcome(default.get("pa_needed", NO_AUTH), default.get("covered", COVERED), (),
                              default.get("reason", "")) if default else None,
                      plans, scope, plan_scopes, "plans" in data)
-
-
-@dataclass(frozen=True)
-class _PlansNamed:
-    """The plans one policy file names, where, and whose they are (its payer, or its base's)."""
-
-    payer: str | None
-    extends: str | None
-    plans: tuple[str, ...]
-    location: Location
-
-
-def _check_plans(named: list[_PlansNamed], payers: dict[str, PayerInfo], payer_of: dict[str, str],
-                 problems: Problems) -> None:
-    """A policy may name only plans its payer's ``_payer.yaml`` lists, when that file lists plans."""
-    for entry in named:
-        payer = entry.payer or payer_of.get(entry.extends or "")
-        info = payers.get(payer or "")
-        if info is None or not info.lists_plans:
-            continue
-        for plan in entry.plans:
-            if plan not in info.plans:
-                problems.add(entry.location, "E-plan",
-                             f"plan '{plan}' is not one of {payer}'s plans in {PAYER_FILE} "
-                             f"({', '.join(sorted(info.plans)) or 'none'}){did_you_mean(plan, info.plans)}")
 
 
 class _Kept:

@@ -1,4 +1,5 @@
-"""The values a condition may compare a fact with, where they are known, checked at load time.
+"""The values a policy may name, where they are known, checked at load time: the plans a policy
+lists, and the values a condition compares a fact with.
 
 A plan must be one of the payer's (its ``_payer.yaml`` list, else the plans its policies name), a
 place of service one of the CMS code set, a state a US state, district or territory code; a type of
@@ -9,13 +10,14 @@ the test always false, so it is an error (``E-unknown-value``) located at the li
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 from . import ast
 from .errors import Problem, did_you_mean
 from .locate import condition_location
 from .logic import analyse
-from .policy import PayerInfo, Policy, Rule, known_plans
+from .policy import Location, PayerInfo, Policy, Rule, known_plans
 
 #: CMS place-of-service codes (https://www.cms.gov/medicare/coding-billing/place-of-service-codes).
 PLACES_OF_SERVICE: dict[str, str] = {
@@ -90,6 +92,35 @@ def _rule_problems(rule: Rule, policy: Policy, vocabularies: Mapping[str, Iterab
             pos: ast.Pos = node.pos  # type: ignore[attr-defined]
             where = condition_location(rule, pos.line, pos.column)
             yield Problem(where.path, where.line, where.column, "E-unknown-value", f"rule '{rule.id}': {message}")
+
+
+@dataclass(frozen=True)
+class PlansNamed:
+    """The plans one policy file names, where, and whose they are (its payer, or its base's)."""
+
+    payer: str | None
+    extends: str | None
+    plans: tuple[str, ...]
+    location: Location
+
+
+def unlisted_plans(named: Iterable[PlansNamed], payers: Mapping[str, PayerInfo],
+                   payer_of: Mapping[str, str]) -> list[Problem]:
+    """``E-plan`` for each plan a policy names that its payer's ``_payer.yaml`` does not list (when
+    that file lists plans); ``payer_of`` gives the payer of each policy a file may extend."""
+    found = []
+    for entry in named:
+        payer = entry.payer or payer_of.get(entry.extends or "")
+        info = payers.get(payer or "")
+        if info is None or not info.lists_plans:
+            continue
+        for plan in entry.plans:
+            if plan not in info.plans:
+                where = entry.location
+                found.append(Problem(where.path, where.line, where.column, "E-plan",
+                                     f"plan '{plan}' is not one of {payer}'s plans in _payer.yaml "
+                                     f"({', '.join(sorted(info.plans)) or 'none'}){did_you_mean(plan, info.plans)}"))
+    return found
 
 
 def unknown_values(policies: Iterable[Policy], payers: Mapping[str, PayerInfo]) -> list[Problem]:
