@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import heap, logs, lookup, metrics, ops, v1
 from service.audit import AuditLog
@@ -35,7 +35,7 @@ from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
 from service.metrics import Metrics, worker_exited
-from service.middleware import AccessLog, BodyLimit, ConnectionCap
+from service.middleware import AccessLog, BodyLimit, ConnectionCap, StartWatch
 from service.ratelimit import RateLimit, limiter_from
 from service.responses import RULESET_HEADER, v1_error
 from service.settings import Settings
@@ -123,17 +123,11 @@ class CutAtShutdown:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def sending(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watch = StartWatch(send)
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receive, watch)
         except asyncio.CancelledError:
-            if started:
+            if watch.started:
                 raise
             log.warning("request cut: the service stopped before it was answered (COVREQ_SHUTDOWN_SECONDS)",
                         extra={"event": "request-cut", "path": logs.caller_text(scope["path"])})

@@ -22,6 +22,18 @@ class _TooLarge(Exception):
     pass
 
 
+class StartWatch:
+    """An ASGI ``send`` that passes every message on and notes whether the response has started
+    (``started``): until then a middleware may still answer in its place."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class BodyLimit:
     """Answers 413 when a body declares or streams more than ``max_bytes``.
 
@@ -40,7 +52,7 @@ class BodyLimit:
             await self.refuse(scope["path"])(scope, receive, send)
             return
         received = 0
-        started = False
+        watch = StartWatch(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -50,15 +62,10 @@ class BodyLimit:
                 raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, watch)
         except _TooLarge:
-            if not started:
+            if not watch.started:
                 await self.refuse(scope["path"])(scope, receive, send)
 
 
