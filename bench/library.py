@@ -18,8 +18,8 @@ from typing import Any, Callable
 import orjson
 
 import engine
-from engine import loader
-from engine.request import parse_request
+from engine.loading import loader
+from engine.evaluation.request import parse_request
 
 from .peers import PeerScanner, full_fact_bodies
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import engine
 from bench.batch import PROJECTED_LINES, measure, projection, render
 from bench.worklist import BAD_ROW_EVERY, write_worklist
-from engine.batch import answer_orders
+from engine.worklists.batch import answer_orders
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 

@@ -31,7 +31,7 @@ from typing import Iterator
 
 import pytest
 
-from engine.cli import build_parser
+from covreq.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.loader import read_tree
+from engine.loading.loader import read_tree
 
 BASE = """\
 id: acme-mri
@@ -91,7 +91,7 @@ def test_added_documentation_must_be_in_the_catalogue(tmp_path: Path) -> None:
 
 def _read_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> list[tuple[str, str, str]]:
     """Problems of the tree when ``change`` happens to the base file once it has been read."""
-    from engine import loader
+    from engine.loading import loader
     base = tmp_path / "mri.yaml"
     base.write_text(BASE, encoding="utf-8")
     (tmp_path / "mri-gold.yaml").write_text(GOLD, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""The one-step request decoder (engine/contract.py) agrees with the field-by-field reading on every
+"""The one-step request decoder (engine/evaluation/contract.py) agrees with the field-by-field reading on every
 body: the same Request with the same facts in the same order, or the same error naming the same field."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import RequestError
-from engine.request import _checked, _decoded, _Memo, parse_request
+from engine.evaluation.request import _checked, _decoded, _Memo, parse_request
 
 TODAY = dt.date(2025, 6, 1)
 BASE: dict[str, Any] = {

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from engine.facts import FACTS
-from engine.needs import Needs, needs_of
+from engine.language.facts import FACTS
+from engine.evaluation.needs import Needs, needs_of
 from engine.policy import Policy
 from service.dtr import facts as f
 from service.dtr.fhirpath import may_hold

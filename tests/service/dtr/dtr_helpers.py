@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
-from engine.facts import DATE, FACTS, ICD, NUMBER
+from engine.language.facts import DATE, FACTS, ICD, NUMBER
 from service.dtr.facts import CODE_FORMS, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX
 

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine import ast
-from engine.evaluate import run_policy
-from engine.logic import walk
-from engine.needs import needs_of
-from engine.request import parse_request
+from engine.language import ast
+from engine.evaluation.evaluate import run_policy
+from engine.language.logic import walk
+from engine.evaluation.needs import needs_of
+from engine.evaluation.request import parse_request
 from service.crd.envelope import read_envelope
 from service.crd.payers import PayerMap
 from service.crd.requests import read_call, v1_request
