@@ -22,7 +22,8 @@ import engine
 from engine.language.checker import MAX_DURATION_YEARS
 from engine.language.codes import EXPAND_BUDGET, EXPAND_LIMIT, CodeRange, CodeSet, join, merge_ranges, parse_code_set, parse_member
 from engine.language.compiler import shift_date
-from engine.loading.loader import MAX_CODE_GROUPS, read_tree
+from engine.loading.compiling import MAX_CODE_GROUPS
+from engine.loading.loader import read_tree
 from engine.language.parser import MAX_DEPTH, parse_condition
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Iterable, TextIO
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -30,7 +30,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from engine.language.codes import CPT, HCPCS, CodeError, covered_items, item_order, parse_code_item
-from engine.loading.loader import PAYER_FILE, iter_rule_files, leaves_tree
+from engine.loading.files import PAYER_FILE, iter_rule_files, leaves_tree
 from engine.resources import schema_path
 from engine.loading.yamlsource import YamlError, load_yaml
 

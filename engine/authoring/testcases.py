@@ -10,7 +10,9 @@ from typing import Any, Iterator
 
 from engine.authoring.coverage import Coverage
 from engine.errors import Problem, RequestError
-from engine.loading.loader import PAYER_FILE, TESTS_SUFFIX, Problems, Source, check_schema
+from engine.loading.files import PAYER_FILE, TESTS_SUFFIX
+from engine.loading.schema import check_schema
+from engine.loading.source import Problems, Source
 from engine.policy import Location
 from engine.evaluation.ruleset import RuleSet
 from engine.loading.yamlsource import YamlError, load_yaml

@@ -18,7 +18,7 @@ from engine.authoring.coverage import Coverage, Summary
 from engine.errors import Problem
 from engine.authoring.report import Check, Finding, write_findings
 from engine.evaluation.ruleset import RuleSet
-from engine.loading.loader import TESTS_SUFFIX
+from engine.loading.files import TESTS_SUFFIX
 from engine.authoring.testcases import CaseResult, policy_file_of, run_tests
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1

@@ -13,7 +13,8 @@ from engine.language.codes import CodeRange, code_parts
 from engine.errors import LoadError, RequestError, did_you_mean
 from engine.evaluation.evaluate import Answer, apply_authorizations, combine, may_be_authorized, run_policy
 from engine.language.facts import fact_of, unsettled
-from engine.loading.loader import loading, read_tree
+from engine.loading.files import loading
+from engine.loading.loader import read_tree
 from engine.evaluation.memo import MAX_KEY_BYTES, AnswerCache
 from engine.policy import (COMPLETE, CONDITIONAL, NO_AUTH, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule,
                      known_plans)

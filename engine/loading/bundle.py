@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from engine.errors import CovreqError
-from engine.loading.loader import digest_entry, iter_rule_files, named_digest_entry
+from engine.loading.files import digest_entry, iter_rule_files, named_digest_entry
 from engine.loading.yamlsource import MAX_FILE_BYTES
 
 MANIFEST = "manifest.json"

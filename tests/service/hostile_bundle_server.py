@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from engine.loading.bundle import FORMAT, MANIFEST, TREE, covreq_version
-from engine.loading.loader import named_digest_entry
+from engine.loading.files import named_digest_entry
 
 MIB = 1024 * 1024
 
