@@ -5,23 +5,22 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import msgspec
 
 from engine.evaluation import contract
+from engine.evaluation import fields
 from engine.evaluation.clock import current_day
+from engine.evaluation.fields import MAX_YEAR, MIN_YEAR, age_on
 from engine.language.codes import CPT, HCPCS, normalize, system_of
 from engine.errors import RequestError, bad_date, did_you_mean
 from engine.language.facts import DERIVED, OpenSet
 
 #: Most service lines one request may carry.
 MAX_LINES = contract.MAX_LINES
-#: Dates of service outside these years are refused as implausible.
-MIN_YEAR, MAX_YEAR = 1900, 2200
 #: Longest string accepted in any field (codes, ids, names); longer ones are refused, not echoed.
 MAX_TEXT = contract.MAX_TEXT
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: Most entries in any other list (diagnoses, modifiers, exemptions, authorizations).
 MAX_ITEMS = contract.MAX_ITEMS
 _SCALAR_FACTS = ("plan", "place_of_service", "type_of_bill", "state")
@@ -37,9 +36,6 @@ _PATIENT_KEYS = frozenset({"birth_date", "sex", "id"})
 _PROVIDER_KEYS = frozenset({"npi", "specialty", "network", "type", "state", "exemptions"})
 _AUTH_KEYS = frozenset({"id", "code", "start", "end"})
 _EMPTY: frozenset[str] = frozenset()
-#: Lists of modifiers or diagnoses of at most this many texts are remembered once normalized, at
-#: most this many lists of each: a bound on their memory whatever callers send.
-_SHORT_LIST, _REMEMBERED_LISTS = 8, 4096
 #: The (request_codes, other_codes) of a one-line request, as the order is complete or not.
 _ALONE = {True: (_EMPTY, _EMPTY), False: (_EMPTY, OpenSet())}
 
@@ -108,7 +104,7 @@ def _date(value: Any, where: Where) -> dt.date:
     if len(value) > MAX_TEXT:
         raise _too_long(value, where)
     try:
-        if not _ISO_DATE.fullmatch(value):  # fromisoformat also takes 20240314 and 2024-W11-4
+        if not fields.ISO_DATE.fullmatch(value):  # fromisoformat also takes 20240314 and 2024-W11-4
             raise ValueError
         day = dt.date.fromisoformat(value)
     except ValueError:
@@ -140,11 +136,6 @@ def _object(value: Any, where: Where, keys: frozenset[str]) -> Mapping[str, Any]
         raise _fail((*where, unknown),
                     "unknown field" + (did_you_mean(unknown, keys) or f"; expected one of {', '.join(sorted(keys))}"))
     return value
-
-
-def age_on(birth: dt.date, day: dt.date) -> int:
-    """Whole years from ``birth`` to ``day``."""
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
 def trip_counts(dates: list[dt.date]) -> tuple[int, int]:
@@ -372,172 +363,72 @@ def _checked(body: Any, today: dt.date | None) -> Request:
     return Request(payer, common.get("plan"), as_of, tuple(lines), auths, explain)
 
 
-class _Unsure(Exception):
-    """The decoded request needs reading field by field (it may be wrong, or unusual but right)."""
-
-
-def _blank() -> str:
-    """A decoded text field is blank: for the field-by-field reading to word (``value.strip() or _blank()``)."""
-    raise _Unsure
-
-
-class _Memo(dict):  # type: ignore[type-arg]
-    """A function of one hashable argument, remembered: ``memo[x]`` is ``compute(x)``, kept when
-    ``keep(x)`` holds, at most ``size`` values (a full memo starts again). A hit is one dict lookup
-    in C, with no Python frame: a request reads several of the memos below, each line one or two.
-    Reads and writes are atomic under the GIL, so threads share a memo without a lock."""
-
-    __slots__ = ("_compute", "_size", "_keep")
-
-    def __init__(self, compute: Callable[[Any], Any], size: int, keep: Callable[[Any], bool] | None = None) -> None:
-        super().__init__()
-        self._compute, self._size, self._keep = compute, size, keep
-
-    def __missing__(self, key: Any) -> Any:
-        value = self._compute(key)
-        if self._keep is None or self._keep(key):
-            if len(self) >= self._size:
-                self.clear()
-            self[key] = value
-        return value
-
-
-def _remembered(size: int, keep: Callable[[Any], bool] | None = None) -> Callable[[Callable[[Any], Any]], _Memo]:
-    """Decorator: the function as a :class:`_Memo` (read it as ``function[argument]``)."""
-    return lambda compute: _Memo(compute, size, keep)
-
-
-def _short(texts: tuple[str, ...]) -> bool:
-    """Lists of at most :data:`_SHORT_LIST` texts are remembered (the same few repeat); longer ones
-    are normalized afresh, so the memory callers can make the memos keep stays bounded."""
-    return len(texts) <= _SHORT_LIST
-
-
-@_remembered(65536)
-def _day(text: str) -> dt.date:
-    """A date written YYYY-MM-DD within the accepted years (dates repeat, so this is remembered)."""
-    if not _ISO_DATE.fullmatch(text):
-        raise _Unsure
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise _Unsure from None
-    if not MIN_YEAR <= day.year <= MAX_YEAR:
-        raise _Unsure
-    return day
-
-
-@_remembered(65536)
-def _birth(written_as_of: tuple[str, dt.date]) -> tuple[dt.date, int]:
-    """A birth date (as written, with the date of service) on or before the date of service, with
-    the age then (both repeat, so remembered)."""
-    text, as_of = written_as_of
-    birth = _day[text]
-    if birth > as_of:
-        raise _Unsure
-    return birth, age_on(birth, as_of)
-
-
-@_remembered(65536)
-def _service_code(raw: str | int) -> tuple[str, str]:
-    """A line's code normalized, with its system (codes repeat, so this is remembered)."""
-    code = normalize(str(raw))
-    system = system_of(code)
-    if system not in (CPT, HCPCS):
-        raise _Unsure
-    return code, system  # type: ignore[return-value]
-
-
-@_remembered(_REMEMBERED_LISTS, _short)
-def _modifiers(texts: tuple[str, ...]) -> frozenset[str]:
-    """A line's modifiers, upper case."""
-    return frozenset([(m.strip() or _blank()).upper() for m in texts])
-
-
-@_remembered(_REMEMBERED_LISTS, _short)
-def _diagnoses(texts: tuple[str, ...]) -> frozenset[str]:
-    """A request's diagnosis codes normalized."""
-    return frozenset([normalize(text.strip() or _blank()) for text in texts])
-
-
-@_remembered(65536)
-def _bill_type(text: str) -> str:
-    """A type of bill as facts hold it: upper case, no leading zeros (the same few repeat)."""
-    return (text.strip() or _blank()).upper().lstrip("0")
-
-
-@_remembered(_REMEMBERED_LISTS, _short)
-def _exemptions(texts: tuple[str, ...]) -> frozenset[str]:
-    """A provider's exemptions stripped."""
-    return frozenset([text.strip() or _blank() for text in texts])
-
-
 def _decoded(body: Any, today: dt.date | None) -> Request | None:
     """The request decoded in one step (engine/evaluation/contract.py), then its facts derived; None when
     anything is unusual, for :func:`_checked` to decide. Both give equal requests."""
     try:
         return _request(msgspec.convert(body, contract.Body), today)
-    except (msgspec.ValidationError, _Unsure):
+    except (msgspec.ValidationError, fields.Unsure):
         return None
 
 
 def _request(body: contract.Body, today: dt.date | None) -> Request:  # noqa: C901 - one step per field
-    payer = body.payer.strip() or _blank()  # first, as _checked words a blank payer before the rest
-    as_of = _day[body.date_of_service] if body.date_of_service is not None else (today or current_day())
+    payer = body.payer.strip() or fields.blank()  # first, as _checked words a blank payer before the rest
+    as_of = fields.day[body.date_of_service] if body.date_of_service is not None else (today or current_day())
     common: dict[str, Any] = {"payer": body.payer, "date_of_service": as_of}
     if body.plan is not None:
-        common["plan"] = (body.plan.strip() or _blank())
+        common["plan"] = (body.plan.strip() or fields.blank())
     if body.place_of_service is not None:
-        common["place_of_service"] = (body.place_of_service.strip() or _blank())
+        common["place_of_service"] = (body.place_of_service.strip() or fields.blank())
     if body.type_of_bill is not None:
-        common["type_of_bill"] = _bill_type[body.type_of_bill]
+        common["type_of_bill"] = fields.bill_type[body.type_of_bill]
     if body.state is not None:
-        common["state"] = (body.state.strip() or _blank()).upper()
+        common["state"] = (body.state.strip() or fields.blank()).upper()
     patient = body.patient
     if patient is not None:
         if patient.birth_date is not None:
-            common["patient.birth_date"], common["patient.age"] = _birth[patient.birth_date, as_of]
+            common["patient.birth_date"], common["patient.age"] = fields.birth[patient.birth_date, as_of]
         if patient.sex is not None:
-            common["patient.sex"] = (patient.sex.strip() or _blank()).lower()
+            common["patient.sex"] = (patient.sex.strip() or fields.blank()).lower()
     if body.diagnoses is not None:
-        common["diagnoses"] = _diagnoses[body.diagnoses]
+        common["diagnoses"] = fields.diagnoses[body.diagnoses]
     provider = body.provider
     exemptions = _EMPTY
     if provider is not None:
         if provider.npi is not None:
-            common["provider.npi"] = (provider.npi.strip() or _blank())
+            common["provider.npi"] = (provider.npi.strip() or fields.blank())
         if provider.specialty is not None:
-            common["provider.specialty"] = (provider.specialty.strip() or _blank())
+            common["provider.specialty"] = (provider.specialty.strip() or fields.blank())
         if provider.network is not None:
-            common["provider.network"] = (provider.network.strip() or _blank())
+            common["provider.network"] = (provider.network.strip() or fields.blank())
         if provider.type is not None:
-            common["provider.type"] = (provider.type.strip() or _blank()).lower()
+            common["provider.type"] = (provider.type.strip() or fields.blank()).lower()
         if provider.exemptions:
-            exemptions = _exemptions[provider.exemptions]
+            exemptions = fields.exemptions[provider.exemptions]
     common["provider.exemptions"] = exemptions
     order = _order_of(common, len(body.services), body.order_complete is True)
     lines = []
     for service in body.services:
-        code, system = _service_code[service.code]
-        if service.system is not None and (service.system.strip() or _blank()).upper() != system:
-            raise _Unsure
+        code, system = fields.service_code[service.code]
+        if service.system is not None and (service.system.strip() or fields.blank()).upper() != system:
+            raise fields.Unsure
         facts = common if order is None else order.line(common, code)  # one line: its facts are the common ones
         facts["code"], facts["system"] = code, system
-        facts["modifiers"] = _modifiers[service.modifiers] if service.modifiers else _EMPTY
+        facts["modifiers"] = fields.modifiers[service.modifiers] if service.modifiers else _EMPTY
         facts["units"] = service.units
         if service.stage is not None:
-            facts["stage"] = (service.stage.strip() or _blank()).lower()
+            facts["stage"] = (service.stage.strip() or fields.blank()).lower()
         if service.trial_place_of_service is not None:
-            facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or _blank())
+            facts["trial_place_of_service"] = (service.trial_place_of_service.strip() or fields.blank())
         if service.revenue_code is not None:
-            facts["revenue_code"] = _revenue_code(service.revenue_code) or _blank()
+            facts["revenue_code"] = _revenue_code(service.revenue_code) or fields.blank()
         if service.trip_dates is not None or service.round_trips_in_10_days is not None \
                 or service.round_trip_weeks is not None:
-            _trips(facts, [_day[d] for d in service.trip_dates or ()],
+            _trips(facts, [fields.day[d] for d in service.trip_dates or ()],
                    {name: getattr(service, name) for name in TRIP_FACTS})
         lines.append(Line(code, system, facts))
     if body.request_id is not None and not body.request_id.strip():
-        raise _Unsure
+        raise fields.Unsure
     auths = _authorizations(body.authorizations) if body.authorizations is not None else ()
     return Request(payer, common.get("plan"), as_of, tuple(lines), auths,
                    body.explain is True)

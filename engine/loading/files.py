@@ -18,7 +18,7 @@ from engine.policy import Location
 TESTS_SUFFIX = ".tests.yaml"
 
 
-PAYER_FILE = "read_payer.yaml"
+PAYER_FILE = "_payer.yaml"
 
 
 @contextmanager
