@@ -101,3 +101,10 @@ def test_the_library_api_is_the_documented_one() -> None:
     answer = rules.evaluate({"payer": "medicare", "date_of_service": "2024-03-14", "place_of_service": "22",
                              "services": [{"code": "15823"}]})
     assert answer["decisions"][0]["pa_needed"] == "auth-needed"
+
+
+def test_docs_architecture_names_every_module() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    unnamed = sorted(str(path.relative_to(ROOT)) for name, path in _modules().items()
+                     if path.name != "__init__.py" and f"`{path.relative_to(ROOT)}`" not in text)
+    assert unnamed == []
