@@ -94,9 +94,9 @@ class Wording:
         parts, compound = [], False
         for operand in node.operands:
             text, inner = self.holds(operand, negated), _compound(operand, negated)
-            if inner is not None and inner != conjunction:
-                many = len(operand.operands) > 2  # type: ignore[union-attr]
-                text = ("all of " if many else "both ") + text if inner else ("any of " if many else "either ") + text
+            if inner is not None and inner[0] != conjunction:
+                many = inner[1] > 2
+                text = ("all of " if many else "both ") + text if inner[0] else ("any of " if many else "either ") + text
                 compound = True
             parts.append(text)
         if compound:
@@ -130,13 +130,13 @@ class Wording:
         return node.name if isinstance(node, ast.Fact) else None
 
 
-def _compound(node: ast.Expr, negated: bool) -> bool | None:
-    """Whether ``node`` reads as a conjunction (True) or a disjunction (False) under ``negated``; None
-    for a predicate."""
+def _compound(node: ast.Expr, negated: bool) -> tuple[bool, int] | None:
+    """Whether ``node`` reads as a conjunction (True) or a disjunction (False) under ``negated``, and
+    of how many operands; None for a predicate."""
     if isinstance(node, ast.Not):
         return _compound(node.operand, not negated)
     if isinstance(node, (ast.And, ast.Or)):
-        return isinstance(node, ast.And) != negated
+        return isinstance(node, ast.And) != negated, len(node.operands)
     return None
 
 
