@@ -628,7 +628,8 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     end = _date(data["end"], partial(draft.at, "end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
-    value_sets = shared.mapping({name: shared.value(s.texts(*_values_key(s, key))) for name, (s, key) in draft.value_sets.items()})
+    value_sets = shared.mapping({name: shared.value(s.texts(*_values_key(s, key)))
+                                 for name, (s, key) in draft.value_sets.items()})
     titles = shared.mapping({name: text(s.value_at(key)["title"]) for name, (s, key) in draft.value_sets.items()
                              if isinstance(s.value_at(key), dict) and "title" in s.value_at(key)})
     conditions = _Conditions(value_sets, shared)

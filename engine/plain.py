@@ -96,7 +96,8 @@ class Wording:
             text, inner = self.holds(operand, negated), _compound(operand, negated)
             if inner is not None and inner[0] != conjunction:
                 many = inner[1] > 2
-                text = ("all of " if many else "both ") + text if inner[0] else ("any of " if many else "either ") + text
+                lead = ("all of " if many else "both ") if inner[0] else ("any of " if many else "either ")
+                text = lead + text
                 compound = True
             parts.append(text)
         if compound:

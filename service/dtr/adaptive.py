@@ -156,7 +156,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
         item = dict(form.item(DOC_PREFIX + doc["id"]) or doc_item(doc["id"], doc["text"], doc["kind"], None))
         if doc.get("required_when"):
             item["required"] = False
-            item["text"] += f" (needed when {doc['required_when']})"
+            item["text"] += f" (needed {doc['required_when']})"
         doc_items.append(item)
     pending = [n for n in asking if n not in answers.given]
     pending += [i["linkId"] for i in doc_items if i["required"] and i["linkId"] not in answers.items]
