@@ -93,7 +93,8 @@ def _question(form: Form, name: str) -> dict[str, Any]:
 
 
 def _decision_text(decision: Mapping[str, Any]) -> str:
-    owed = "; ".join(d["text"] for d in decision.get("documentation", []))
+    owed = "; ".join(d["text"] + (f" (needed {d['required_when']})" if d.get("required_when") else "")
+                     for d in decision.get("documentation", []))
     needs = ", ".join(decision.get("info_needed", []))
     parts = [f"Prior authorization: {decision['pa_needed']}.", *decision.get("reasons", [])]
     if needs:

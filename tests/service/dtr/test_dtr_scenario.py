@@ -152,3 +152,5 @@ def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_wh
     done = next_question(response)
     assert done["status"] == "completed"
     assert coverage_information(done)["pa-needed"] == ["auth-needed"]
+    (said,) = [i["text"] for i in form_of(done)["item"] if i["linkId"] == "decision"]
+    assert "(needed when the stage is permanent)" in said and "==" not in said  # the decision says when, too
