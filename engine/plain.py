@@ -45,7 +45,7 @@ class Wording:
         """``expr`` as a clause that completes "needed ...": "when ...", "unless ...", "always"."""
         if isinstance(expr, ast.Literal):
             return "always" if expr.text == "true" else "never"
-        if isinstance(expr, ast.Not):
+        if isinstance(expr, ast.Not) and not _negative(expr.operand):
             return "unless " + self.holds(expr.operand)
         return "when " + self.holds(expr)
 
@@ -139,6 +139,12 @@ def _compound(node: ast.Expr, negated: bool) -> tuple[bool, int] | None:
     if isinstance(node, (ast.And, ast.Or)):
         return isinstance(node, ast.And) != negated, len(node.operands)
     return None
+
+
+def _negative(node: ast.Expr) -> bool:
+    """Whether ``node`` reads as a negation ("is not", "not in"): "unless" before it would be a double one."""
+    return (isinstance(node, ast.Not) or isinstance(node, ast.Member) and node.negated
+            or isinstance(node, ast.Compare) and node.op == "!=")
 
 
 def _member(text: str, fact: str | None) -> str:

@@ -71,6 +71,16 @@ def test_negations_are_pushed_down_to_the_predicates(text: str, expected: str) -
     assert words(text) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("not not (units > 1)", "when the number of units is more than 1"),
+    ('not (state not in {"CA"})', "when the state is CA"),
+    ('not (plan != "gold")', "when the plan is gold"),
+    ('not (plan == "gold")', "unless the plan is gold"),
+])
+def test_a_negated_negation_reads_when_never_unless_not(text: str, expected: str) -> None:
+    assert words(text) == expected
+
+
 def test_mixed_and_and_or_read_unambiguously() -> None:
     assert words('units > 1 and (state == "CA" or state == "FL")') == \
         "when the number of units is more than 1, and either the state is CA or the state is FL"
