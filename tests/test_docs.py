@@ -9,6 +9,7 @@ import yaml
 
 import engine
 from engine.checker import Checker
+from engine.facts import FACTS
 from engine.parser import parse_condition
 from engine.plain import needed_when
 from engine.testcases import run_file
@@ -82,3 +83,10 @@ def test_the_plain_english_examples_of_the_guide_are_what_people_read() -> None:
     assert len(rows) == 6
     for condition, reads in rows:
         assert needed_when([condition], members, titles) == reads, condition
+
+
+def test_the_fact_table_says_how_people_read_each_fact_as_the_catalogue_does() -> None:
+    text = (DOCS / "conditions.md").read_text(encoding="utf-8")
+    read = dict(re.findall(r"^\| `([a-z_.0-9]+)` \|.*\| ([^|]+) \|$", text.split("## Facts", 1)[1].split("\n### ", 1)[0],
+                           flags=re.M))
+    assert read == {name: spec.title + (f"; one: {spec.member}" if spec.member else "") for name, spec in FACTS.items()}
