@@ -281,3 +281,18 @@ def test_a_value_outside_its_facts_vocabulary_is_a_located_error(tmp_path: Path,
     problems = [(p.code, p.line, p.column, p.message) for p in read_tree(tmp_path).problems]
     assert [(code, line, col) for code, line, col, _ in problems] == [("E-unknown-value", 8, column)], problems
     assert message in problems[0][3]
+
+
+def test_a_value_set_title_is_kept_and_a_bad_one_or_a_titled_set_without_values_is_located(tmp_path: Path) -> None:
+    sets = ("value_sets:\n"
+            "  good: {title: malignant vertebral compression fracture, values: [C79.51, C90.0*]}\n"
+            "  plain: [C41.2]\n"
+            "rules:\n  - when: diagnoses overlaps good or diagnoses overlaps plain\n    pa_needed: auth-needed\n")
+    write(tmp_path, "p.yaml", POLICY + sets)
+    (policy,) = read_tree(tmp_path).policies
+    assert policy.value_sets == {"good": ("C79.51", "C90.0*"), "plain": ("C41.2",)}
+    assert policy.value_set_titles == {"good": "malignant vertebral compression fracture"}
+    write(tmp_path, "p.yaml", POLICY + "value_sets:\n  bad:\n    title: 'a \"quoted\" title'\n    values: [C41.2]\n"
+                                       "  empty: {title: nothing}\n")
+    found = {(p.line, p.column, p.code, p.message.split(":")[0]) for p in read_tree(tmp_path).problems}
+    assert found == {(9, 12, "E-schema", "value_sets.bad.title"), (11, 10, "E-schema", "value_sets.empty")}
