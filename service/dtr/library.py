@@ -46,7 +46,13 @@ class Library:
 
     def expression(self, define: str) -> dict[str, Any]:
         """A CQL Expression that reads one of the library's defines."""
-        return {"language": "text/cql", "expression": f'"{self.name}"."{define}"'}
+        return cql_expression(self.name, define)
+
+
+def cql_expression(library: str, define: str) -> dict[str, Any]:
+    """A CQL Expression that reads ``define`` of the library named ``library`` (``"<library>"."<define>"``,
+    the shape the DTR test kit checks: ``text/cql``, starting with the library's name)."""
+    return {"language": "text/cql", "expression": f'"{library}"."{define}"'}
 
 
 def library_url(base: str, policy_id: str) -> str:

@@ -1,13 +1,13 @@
 """The FHIRPath in the generated forms, evaluated with fhirpathpy: enablement of documentation
-items agrees with the engine, and pre-population reads what covreq's own CRD reader reads."""
+items agrees with the engine. (Pre-population is CQL: tests/service/dtr/test_dtr_cql.py.)"""
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
 import pytest
-from dtr_helpers import (BUNDLED_RULES, FIXTURES, ICD10CM, assert_constraints, coverage, fact_values, fhirpath,
-                         order_lines, parses_as_r4, service_request, variables_of)
+from dtr_helpers import (BUNDLED_RULES, assert_constraints, fact_values, fhirpath, order_lines, parses_as_r4,
+                         variables_of)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,12 +17,8 @@ from engine.evaluate import run_policy
 from engine.logic import walk
 from engine.needs import needs_of
 from engine.request import parse_request
-from service.crd.envelope import read_envelope
-from service.crd.payers import PayerMap
-from service.crd.requests import read_call, v1_request
-from service.fhir.index import ResourceIndex
 from service.dtr.catalogue import Catalogue
-from service.dtr.facts import INITIAL_EXPRESSIONS, ITEM_SPECS, NOT_ASKED, answer_values, askable, v1_body
+from service.dtr.facts import ITEM_SPECS, NOT_ASKED, answer_values, askable, v1_body
 from service.dtr.questionnaire import DOC_PREFIX, Form
 
 RULES = engine.load(BUNDLED_RULES)
@@ -113,26 +109,3 @@ def test_every_bundled_form_is_valid_r4_and_passes_the_profiles_constraints(poli
     for resource in (form.questionnaire, *form.value_sets):
         parses_as_r4(resource)
         assert_constraints(resource)
-
-
-def test_initial_expressions_read_what_the_crd_reader_reads() -> None:
-    patient = {"resourceType": "Patient", "id": "pat-1", "gender": "female", "birthDate": "1950-02-03",
-               "address": [{"use": "old", "state": "NY"}, {"use": "home", "state": "CA"}]}
-    order = {**service_request(pos="22"), "reasonCode": [
-        {"coding": [{"system": ICD10CM, "code": "H02.831"}]}, {"coding": [{"system": "http://snomed.info/sct",
-                                                                          "code": "1234"}]}]}
-    envelope = read_envelope({"hook": "order-sign", "hookInstance": "h-1",
-                              "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [
-                                  {"resource": order}]}},
-                              "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "type": "searchset", "entry": [
-                                  {"resource": coverage()}]}}}, "order-sign")
-    call = read_call(envelope, ResourceIndex(envelope.prefetch.values()), PayerMap.load(FIXTURES / "payers.yaml"),
-                     {"medicare"}, dt.date(2024, 3, 1), coverage_known=True)
-    read = v1_request(call, call.orders[0])
-    context = {"patient": patient, "clinical": order}
-    found = {name: fhirpath({}, expression, context) for name, expression in INITIAL_EXPRESSIONS.items()}
-    assert found["patient.birth_date"] == [read["patient"]["birth_date"]]
-    assert found["patient.sex"] == [read["patient"]["sex"]]
-    assert found["state"] == [read["state"]] == ["CA"]
-    assert found["place_of_service"] == [read["place_of_service"]] == ["22"]
-    assert [c["code"] for c in found["diagnoses"]] == read["diagnoses"] == ["H02.831"]

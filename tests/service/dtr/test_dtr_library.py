@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from test_dtr_fhirpath import FORMS, RULES
 
 from service.dtr.cql import define_name
-from service.dtr.facts import INITIAL_EXPRESSIONS
+from service.dtr.facts import PRE_POPULATED
 from service.dtr.library import CQF_LIBRARY
 
 BLEPH_LIBRARY = "http://testserver/fhir/Library/medicare-opd-blepharoplasty"
@@ -78,7 +78,7 @@ def test_every_pre_populated_item_has_its_define_in_the_library() -> None:
         defines = {d["name"] for d in form.library.elm["library"]["statements"]["def"]}
         for group in form.questionnaire["item"]:
             for item in group.get("item", []):
-                if item["linkId"] in INITIAL_EXPRESSIONS:
+                if item["linkId"] in PRE_POPULATED:
                     assert define_name(item["linkId"]) in defines, (policy.id, item["linkId"])
                     expression = form.library.expression(define_name(item["linkId"]))
                     assert expression["expression"].startswith(f'"{form.library.name}".')  # as the kit checks
