@@ -3,6 +3,7 @@ adaptive responses, and FHIR checks (fhir.resources models, FHIRPath constraints
 evaluated with fhirpathpy)."""
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import json
@@ -196,6 +197,39 @@ def variables_of(questionnaire: dict[str, Any], response: dict[str, Any]) -> dic
     """The Questionnaire's root FHIRPath variables, evaluated on ``response``."""
     return {e["valueExpression"]["name"]: fhirpath(response, e["valueExpression"]["expression"])
             for e in questionnaire.get("extension", []) if e["url"] == VARIABLE}
+
+
+#: The item expressions the Inferno DTR kit requires in CQL (cql_test.rb, check_item_extension).
+KIT_ITEM_EXPRESSIONS = tuple(f"http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-{kind}Expression"
+                             for kind in ("initial", "candidate", "context"))
+
+
+def library_defines(library: dict[str, Any]) -> set[str]:
+    """The defines of a Library resource, read from its ELM content."""
+    (elm,) = [c["data"] for c in library["content"] if c["contentType"] == "application/elm+json"]
+    return {d["name"] for d in json.loads(base64.b64decode(elm))["library"]["statements"]["def"]}
+
+
+def kit_item_expression_faults(questionnaire: dict[str, Any], libraries: dict[str, set[str]]) -> list[str]:
+    """What the kit's verify_questionnaire_items would find wrong in ``questionnaire``: an item's
+    initial, candidate or context expression not ``text/cql``, or (the kit's check_expression_format)
+    not starting with the name of a Library given (``libraries``: name -> defines); stricter than the
+    kit, also one naming no define of that Library. Empty when every item expression passes."""
+    faults = []
+    pending = list(questionnaire.get("item", []))
+    while pending:
+        item = pending.pop()
+        pending.extend(item.get("item", []))
+        for ext in item.get("extension", []):
+            if ext["url"] not in KIT_ITEM_EXPRESSIONS:
+                continue
+            expression = ext["valueExpression"]
+            named = re.fullmatch(r'"([^"]+)"\."([^"]+)"', expression["expression"])
+            if expression["language"] != "text/cql":
+                faults.append(f"{item['linkId']}: {expression['language']}, not text/cql")
+            elif not named or named[2] not in libraries.get(named[1], set()):
+                faults.append(f"{item['linkId']}: {expression['expression']} names no define of a Library given")
+    return faults
 
 
 def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:

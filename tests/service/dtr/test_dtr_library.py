@@ -11,7 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtr_helpers import assert_constraints, bundles, package_request, parses_as_r4, service_request
+from dtr_helpers import (assert_constraints, bundles, kit_item_expression_faults, library_defines, package_request,
+                         parses_as_r4, service_request)
 from fastapi.testclient import TestClient
 from test_dtr_fhirpath import FORMS, RULES
 
@@ -71,17 +72,21 @@ def test_a_library_resolves_by_id_by_url_and_by_url_and_version(dtr_client: Test
     assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
 
 
-def test_every_pre_populated_item_has_its_define_in_the_library() -> None:
-    """A form can read each pre-population value from its Library: ``"<library>"."<define>"``."""
+def test_every_pre_populated_item_reads_its_define_in_cql_as_the_kit_requires() -> None:
+    """Each pre-populated item's initialExpression is ``text/cql`` naming its fact's define in the
+    form's Library (``"<library>"."<define>"``): the kit's "Initial expression logic not written in
+    CQL" and expression-format checks, on every bundled form."""
+    prepopulated = 0
     for policy in RULES.policy_versions():
         form = FORMS.form(policy)
-        defines = {d["name"] for d in form.library.elm["library"]["statements"]["def"]}
+        assert kit_item_expression_faults(form.questionnaire, {form.library.name: library_defines(form.library.resource)}) == []
         for group in form.questionnaire["item"]:
             for item in group.get("item", []):
                 if item["linkId"] in PRE_POPULATED:
-                    assert define_name(item["linkId"]) in defines, (policy.id, item["linkId"])
-                    expression = form.library.expression(define_name(item["linkId"]))
-                    assert expression["expression"].startswith(f'"{form.library.name}".')  # as the kit checks
+                    (initial,) = item["extension"]
+                    assert initial["valueExpression"] == form.library.expression(define_name(item["linkId"]))
+                    prepopulated += 1
+    assert prepopulated > 0
 
 
 def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any, tmp_path: Path) -> None:
