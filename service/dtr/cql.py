@@ -1,8 +1,10 @@
 """A policy version's logic as one CQL library, written from its checked conditions (never from
 rule text): CQL text for people, ELM JSON for engines.
 
-The library reads the patient's FHIR data (the Patient, the order as a ServiceRequest, Conditions)
-and takes each fact as a parameter too, named as the fact catalogue names it (``place_of_service``,
+The library reads the patient's FHIR data (the Patient, Conditions) and the order the form is
+filled for, which the DTR client passes as the parameter ``service_request`` or ``device_request``
+(the names the DTR reference app and the DTR test kit's libraries use). It takes each fact as a
+parameter too, named as the fact catalogue names it (``place_of_service``,
 ``patient.birth_date``): a parameter given wins over what the record says. Its defines:
 
 - one per fact, named for people (``"Place of service"``), normalized as the engine normalizes
@@ -39,6 +41,8 @@ _UPPER = {"state", "modifiers", "system"}
 _LOWER = {"patient.sex", "stage"}
 _CQL_TYPES = {NUMBER: "Decimal", DATE: "Date", BOOL: "Boolean"}
 _OPS = {"==": "=", "!=": "!="}
+#: The parameters that pass the order the form is filled for (as the DTR reference app names them).
+SERVICE_REQUEST, DEVICE_REQUEST = "service_request", "device_request"
 #: The answers a policy can give about prior authorization and coverage.
 PA, COVERAGE = "Prior authorization", "Coverage"
 _HCPCS_SHAPE = "^[A-V][0-9]{4}$"
@@ -90,9 +94,9 @@ class Logic:
             self.defines[name] = Define(name, expression, result)
         return c.ref(name)
 
-    def parameter(self, name: str) -> Cql:
-        """A reference to parameter ``name`` (declared with the fact's type)."""
-        self.parameters.setdefault(name, parameter_type(name))
+    def parameter(self, name: str, type_: str | None = None) -> Cql:
+        """A reference to parameter ``name``, declared with ``type_`` (default: the fact's type)."""
+        self.parameters.setdefault(name, type_ or parameter_type(name))
         return c.parameter(name)
 
 
@@ -147,9 +151,16 @@ class FactDefines:
     def _record(self, fact: str, found: Cql) -> Cql:
         return c.coalesce(self.logic.parameter(fact), found)
 
-    def order(self) -> Cql:
-        """The order: the patient's ServiceRequest (the draft the form is about)."""
-        return self.logic.define("Order", "ServiceRequest", lambda: c.first(c.retrieve("ServiceRequest")))
+    def orders(self) -> tuple[Cql, Cql]:
+        """The order the form is filled for, as the DTR client passes it: a ServiceRequest or a
+        DeviceRequest parameter (null when not given: the patient's other orders are not it)."""
+        return (self.logic.parameter(SERVICE_REQUEST, "FHIR.ServiceRequest"),
+                self.logic.parameter(DEVICE_REQUEST, "FHIR.DeviceRequest"))
+
+    def _order_concepts(self, element: str) -> Cql:
+        """The CodeableConcepts of a list ``element`` of whichever order is given."""
+        return c.flatten(c.list_of([c.elements(c.prop(order, element), "FHIR.CodeableConcept")
+                                    for order in self.orders()], "List<FHIR.CodeableConcept>"))
 
     def patient(self) -> Cql:
         """The Patient."""
@@ -159,7 +170,9 @@ class FactDefines:
         return c.literal(self.payer)
 
     def _code(self) -> Cql:
-        concepts = c.list_of([c.prop(self.order(), "code")], "FHIR.CodeableConcept")
+        service, device = self.orders()
+        concepts = c.list_of([c.prop(service, "code"), c.as_fhir(c.prop(device, "code"), "CodeableConcept")],
+                             "FHIR.CodeableConcept")
         return _normal_code(self._record("code", c.first(_codes(concepts, sorted(BILLING_SYSTEMS)))))
 
     def _system(self) -> Cql:
@@ -168,13 +181,17 @@ class FactDefines:
         return c.call("Upper", c.coalesce(self.logic.parameter("system"), shape))
 
     def _date_of_service(self) -> Cql:
-        occurrence = c.prop(self.order(), "occurrence")
-        on = c.date_from(c.prop(c.as_fhir(occurrence, "dateTime"), "value"))
-        start = c.date_from(c.prop(c.as_fhir(occurrence, "Period"), "start.value"))
-        return c.coalesce(self.logic.parameter("date_of_service"), on, start, c.today())
+        days = []
+        for order in self.orders():
+            occurrence = c.prop(order, "occurrence")
+            days.append(c.date_from(c.prop(c.as_fhir(occurrence, "dateTime"), "value")))
+            days.append(c.date_from(c.prop(c.as_fhir(occurrence, "Period"), "start.value")))
+        # CQL's Coalesce takes at most five operands
+        return c.coalesce(self.logic.parameter("date_of_service"), c.coalesce(*days), c.today())
 
     def _place_of_service(self) -> Cql:
-        return self._record("place_of_service", c.first(_codes(c.prop(self.order(), "locationCode"), [POS])))
+        service, _device = self.orders()  # a DeviceRequest has no location code
+        return self._record("place_of_service", c.first(_codes(c.prop(service, "locationCode"), [POS])))
 
     def _patient_birth_date(self) -> Cql:
         return self._record("patient.birth_date", c.prop(self.patient(), "birthDate.value"))
@@ -203,7 +220,7 @@ class FactDefines:
 
     def _diagnoses(self) -> Cql:
         conditions = _codes(c.query(c.retrieve("Condition"), "D", None, c.prop(c.alias("D"), "code")), [ICD10CM])
-        reasons = _codes(c.prop(self.order(), "reasonCode"), [ICD10CM])
+        reasons = _codes(self._order_concepts("reasonCode"), [ICD10CM])
         recorded = c.flatten(c.list_of([conditions, reasons], "List<String>"))
         given = self._record("diagnoses", recorded)
         return _empty_is_unknown(c.query(given, "X", None, _normal_code(c.alias("X"))))

@@ -64,7 +64,7 @@ def _parameter(name: str, use: str, cql_type: str) -> dict[str, Any]:
     many = cql_type.startswith("List<")
     element = cql_type[5:-1] if many else cql_type
     return {"name": name, "use": use, "min": 0, "max": "*" if many else "1",
-            "type": _FHIR_TYPES.get(element, element)}
+            "type": _FHIR_TYPES.get(element, element.removeprefix("FHIR."))}
 
 
 def build_library(base: str, policy: Policy, resource_id: str) -> Library:
@@ -87,7 +87,7 @@ def build_library(base: str, policy: Policy, resource_id: str) -> Library:
                        f"{policy.version} ({policy.url}) in CQL, generated from its conditions: which "
                        "documentation is owed and whether prior authorization is needed.",
         "parameter": parameters,
-        "dataRequirement": [{"type": t} for t in ("Patient", "ServiceRequest", "Condition")],
+        "dataRequirement": [{"type": t} for t in ("Patient", "Condition")],
         "content": content,
     }
     return Library(resource, text, elm)
