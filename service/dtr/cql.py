@@ -81,11 +81,22 @@ class Define:
 
 
 @dataclass
+class Function:
+    """One ``define function`` of the library."""
+
+    name: str
+    operands: tuple[tuple[str, str], ...]  # each one's name and CQL type
+    expression: Cql
+
+
+@dataclass
 class Logic:
-    """The statements of one library as they are written: parameters, then defines in order."""
+    """The statements of one library as they are written: parameters, then defines in order, then
+    functions."""
 
     parameters: dict[str, str] = field(default_factory=dict)  # name -> CQL type
     defines: dict[str, Define] = field(default_factory=dict)
+    functions: dict[str, Function] = field(default_factory=dict)
 
     def define(self, name: str, result: str, build: Callable[[], Cql]) -> Cql:
         """A reference to define ``name``, written (once, after those it reads) by ``build``."""
@@ -100,6 +111,11 @@ class Logic:
         return c.parameter(name)
 
 
+def normal_code(text: Cql) -> Cql:
+    """A code as facts hold it: upper case, without dots or blanks."""
+    return c.call("Upper", c.replace_matches(text, "[.\\s]", ""))
+
+
 def _codes(concepts: Cql, systems: list[str]) -> Cql:
     """The codes of a list of CodeableConcepts whose coding system is one of ``systems``."""
     coding = c.alias("K")
@@ -107,11 +123,6 @@ def _codes(concepts: Cql, systems: list[str]) -> Cql:
     codings = c.elements(c.prop(c.alias("C"), "coding"), "FHIR.Coding")
     per_concept = c.query(codings, "K", in_system, c.prop(coding, "code.value"))
     return c.flatten(c.query(c.elements(concepts, "FHIR.CodeableConcept"), "C", None, per_concept))
-
-
-def _normal_code(text: Cql) -> Cql:
-    """A code as facts hold it: upper case, without dots or blanks."""
-    return c.call("Upper", c.replace_matches(text, "[.\\s]", ""))
 
 
 def _empty_is_unknown(values: Cql) -> Cql:
@@ -139,7 +150,7 @@ class FactDefines:
         if many:
             given = c.coalesce(given, c.list_of([], "String")) if fact in ALWAYS else given
             if fact in _UPPER or FACTS[fact].type in (CODE, ICD):
-                normal = _normal_code(c.alias("X")) if FACTS[fact].type in (CODE, ICD) else c.call("Upper", c.alias("X"))
+                normal = normal_code(c.alias("X")) if FACTS[fact].type in (CODE, ICD) else c.call("Upper", c.alias("X"))
                 given = c.query(given, "X", None, normal)
             return given
         if fact in _UPPER:
@@ -173,7 +184,7 @@ class FactDefines:
         service, device = self.orders()
         concepts = c.list_of([c.prop(service, "code"), c.as_fhir(c.prop(device, "code"), "CodeableConcept")],
                              "FHIR.CodeableConcept")
-        return _normal_code(self._record("code", c.first(_codes(concepts, sorted(BILLING_SYSTEMS)))))
+        return normal_code(self._record("code", c.first(_codes(concepts, sorted(BILLING_SYSTEMS)))))
 
     def _system(self) -> Cql:
         code = self.ref("code")
@@ -223,7 +234,7 @@ class FactDefines:
         reasons = _codes(self._order_concepts("reasonCode"), [ICD10CM])
         recorded = c.flatten(c.list_of([conditions, reasons], "List<String>"))
         given = self._record("diagnoses", recorded)
-        return _empty_is_unknown(c.query(given, "X", None, _normal_code(c.alias("X"))))
+        return _empty_is_unknown(c.query(given, "X", None, normal_code(c.alias("X"))))
 
     def _type_of_bill(self) -> Cql:
         return c.replace_matches(c.call("Upper", self.logic.parameter("type_of_bill")), "^0+", "")
@@ -399,6 +410,9 @@ def cql_text(policy: Policy, logic: Logic) -> str:
         if define.name == "Patient":  # implicit in the Patient context
             continue
         lines += [f"define {c.quoted(define.name)}:", f"  {define.expression.text}", ""]
+    for function in logic.functions.values():
+        operands = ", ".join(f"{c.quoted(name)} {type_}" for name, type_ in function.operands)
+        lines += [f"define function {c.quoted(function.name)}({operands}):", f"  {function.expression.text}", ""]
     return "\n".join(lines)
 
 
@@ -412,6 +426,10 @@ def elm_library(policy: Policy, logic: Logic) -> dict[str, Any]:
                    "expression": c.singleton(c.retrieve("Patient")).elm}]
     statements += [{"name": d.name, "context": "Patient", "accessLevel": "Public", "expression": d.expression.elm}
                    for d in logic.defines.values() if d.name != "Patient"]
+    statements += [{"type": "FunctionDef", "name": f.name, "context": "Patient", "accessLevel": "Public",
+                    "operand": [{"name": name, "operandTypeSpecifier": c.type_specifier(type_)}
+                                for name, type_ in f.operands],
+                    "expression": f.expression.elm} for f in logic.functions.values()]
     return {"library": {
         "identifier": {"id": library_name(policy), "version": policy.version},
         "schemaIdentifier": {"id": "urn:hl7-org:elm", "version": "r1"},

@@ -1,16 +1,20 @@
 """One FHIR Library per form: the policy version's CQL (``text/cql``) and its ELM
 (``application/elm+json``), base64 in ``Library.content``, with the parameters it takes and the
-defines it offers. A form names its Library with the ``cqf-library`` extension and reads its
-pre-population defines as ``"<Library name>"."<define>"`` (CQL, docs/dtr.md "Libraries")."""
+defines it offers. A form names its Library with the ``cqf-library`` extension, reads its
+pre-population defines as ``"<Library name>"."<define>"`` and its answers functions as
+``"<Library name>"."Answers: <define>"(%resource)`` (CQL, docs/dtr.md "Libraries")."""
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
 from typing import Any
 
+from engine.needs import needs_of
 from engine.policy import Policy
 from service.dtr.cql import cql_text, elm_library, library_logic, library_name
+from service.dtr.cqlanswers import add_answers_functions
 from service.dtr.cqlexpr import elm_text
+from service.dtr.fhirpath import variable_facts
 
 #: The Using CQL with FHIR IG's profiles the DTR IG names for libraries: CQL and ELM content.
 PROFILES = ("http://hl7.org/fhir/uv/cql/StructureDefinition/cql-library",
@@ -71,6 +75,7 @@ def build_library(base: str, policy: Policy, resource_id: str) -> Library:
     """The Library of one policy version under the canonical ``base``, with id ``resource_id``
     (the form's own)."""
     logic = library_logic(policy)
+    add_answers_functions(logic, variable_facts(read.spec.name for read in needs_of(policy).facts))
     text = cql_text(policy, logic)
     elm = elm_library(policy, logic)
     content = [{"contentType": "text/cql", "data": base64.b64encode(text.encode()).decode()},

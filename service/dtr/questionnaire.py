@@ -23,9 +23,9 @@ from engine.facts import FACTS
 from engine.needs import Needs, needs_of
 from engine.policy import Policy
 from service.dtr import facts as f
-from service.dtr.fhirpath import may_hold
-from service.dtr.fhirpath import variables as fhirpath_variables
 from service.dtr.cql import define_name, library_name
+from service.dtr.cqlanswers import variable_expression
+from service.dtr.fhirpath import may_hold, variable_facts
 from service.dtr.library import CQF_LIBRARY, Library, build_library, cql_expression, library_url
 
 SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
@@ -69,7 +69,7 @@ class Form:
 
     @property
     def variables(self) -> list[dict[str, Any]]:
-        """The form's FHIRPath variables (one per fact its conditions read)."""
+        """The form's root variables: one per fact its conditions read, its answers (CQL)."""
         return [e for e in self.questionnaire["extension"] if e["url"] == f"{EXT}/variable"]
 
     @cached_property
@@ -192,8 +192,8 @@ def build_form(base: str, policy: Policy) -> Form:
         groups.append({"linkId": "facts", "text": "About this order", "type": "group", "item": fact_items})
     if doc_items:
         groups.append({"linkId": "documentation", "text": "Documentation", "type": "group", "item": doc_items})
-    variables = [_extension(f"{EXT}/variable", valueExpression={**_expression(expr), "name": name})
-                 for name, expr in fhirpath_variables(reads)]
+    variables = [_extension(f"{EXT}/variable", valueExpression=variable_expression(library_name(policy), fact))
+                 for fact in variable_facts(reads)]
     questionnaire = {
         "resourceType": "Questionnaire", "id": resource_id(policy.id, policy.version),
         "meta": {"profile": [STANDARD_PROFILE]}, "text": _about(policy, "Every question"),

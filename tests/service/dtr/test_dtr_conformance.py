@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from dtr_helpers import (BUNDLED_RULES, CPT, FIXTURES, KIT_ITEM_EXPRESSIONS, MANUAL, PAYER_ID, answer, assert_constraints,
-                         bundles, form_of, fhirpath, kit_item_expression_faults, library_defines, parses_as_r4,
-                         response_of)
+                         bundles, form_of, fhirpath, kit_item_expression_faults, kit_root_expression_faults,
+                         library_defines, parses_as_r4, response_of)
 from fastapi.testclient import TestClient
 
 import engine
@@ -139,8 +139,9 @@ def test_next_question_replays_to_a_completed_response(module_client: TestClient
                                                       version: str | None) -> None:
     """The kit's adaptive flow: every $next-question answer is a 200 QuestionnaireResponse (not
     Parameters) with its contained form, and the sequence ends completed. Each contained form passes
-    the kit's item-expression checks (adaptive_next_questionnaire_expressions_test: initial
-    expressions in CQL, named by a Library of the package) and names that Library (cqf-library)."""
+    the kit's expression checks (adaptive_next_questionnaire_expressions_test and _extensions_test:
+    initial expressions and root variables in CQL, named by a Library of the package) and names that
+    Library (cqf-library)."""
     response = response_of(bundles(package)[0])
     libraries = [e["resource"] for e in bundles(package)[0]["entry"] if e["resource"]["resourceType"] == "Library"]
     defines = {library["name"]: library_defines(library) for library in libraries}
@@ -161,6 +162,7 @@ def test_next_question_replays_to_a_completed_response(module_client: TestClient
         assert_constraints(response, answered(version))
         assert form_of(response)["meta"]["profile"] == [f"{DTR_SD}/dtr-questionnaire-adapt"]
         assert kit_item_expression_faults(form_of(response), defines) == []
+        assert kit_root_expression_faults(form_of(response), defines) == []
         assert {e["valueCanonical"] for e in form_of(response)["extension"] if e["url"] == CQF_LIBRARY} \
             == {library["url"] for library in libraries}  # the kit's check_library_references
         initial += json.dumps(form_of(response)).count(KIT_ITEM_EXPRESSIONS[0])

@@ -11,8 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtr_helpers import (assert_constraints, bundles, kit_item_expression_faults, library_defines, package_request,
-                         parses_as_r4, service_request)
+from dtr_helpers import (LIBRARY_STATEMENT, assert_constraints, bundles, kit_item_expression_faults,
+                         kit_root_expression_faults, library_defines, package_request, parses_as_r4, service_request)
 from fastapi.testclient import TestClient
 from test_dtr_fhirpath import FORMS, RULES
 
@@ -87,6 +87,22 @@ def test_every_pre_populated_item_reads_its_define_in_cql_as_the_kit_requires() 
                     assert initial["valueExpression"] == form.library.expression(define_name(item["linkId"]))
                     prepopulated += 1
     assert prepopulated > 0
+
+
+def test_every_root_variable_is_cql_calling_its_librarys_answers_function_as_the_kit_requires() -> None:
+    """The kit's verify_questionnaire_extensions on every bundled form: no "Variable expression
+    logic not written in CQL" (every root ``variable`` is ``text/cql``) and no misformatted
+    expression (each starts with the Library's name); stricter, each calls a function of that
+    Library on ``%resource``."""
+    variables = 0
+    for policy in RULES.policy_versions():
+        form = FORMS.form(policy)
+        assert kit_root_expression_faults(form.questionnaire, {form.library.name: library_defines(form.library.resource)}) == []
+        for variable in form.variables:
+            named = LIBRARY_STATEMENT.fullmatch(variable["valueExpression"]["expression"])
+            assert named is not None and named[3] == "(%resource)", variable
+            variables += 1
+    assert variables > 0
 
 
 def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any, tmp_path: Path) -> None:
