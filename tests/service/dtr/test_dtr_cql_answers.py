@@ -84,7 +84,8 @@ def test_the_answers_functions_read_codings_strings_groups_and_the_root_as_the_e
 
 def _enablement(form: Form, facts: dict[str, Any], variables: dict[str, Any]) -> None:
     """Each documentation item with an enableWhenExpression is enabled, on these variables,
-    exactly when the engine may owe it for ``facts``."""
+    exactly when the engine may owe it for ``facts``; and enabled too with every variable empty (a
+    client that runs no CQL asks more, never less)."""
     try:
         line = parse_request(v1_body({"payer": form.policy.payer, **facts}), form.policy.effective).lines[0]
     except engine.RequestError:
@@ -97,6 +98,8 @@ def _enablement(form: Form, facts: dict[str, Any], variables: dict[str, Any]) ->
             if item["linkId"].startswith(DOC_PREFIX) and expressions:
                 enabled = fhirpath(response, expressions[0], variables)
                 assert enabled == [item["linkId"][len(DOC_PREFIX):] in owed], (item["linkId"], facts, variables)
+                if enabled == [True]:
+                    assert fhirpath(response, expressions[0], {name: [] for name in variables}) == [True]
 
 
 # Each example is one node process running a batch of cases; failures name their case, so they are
