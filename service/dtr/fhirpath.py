@@ -37,7 +37,7 @@ def _string(text: str) -> str:
 
 
 def variable_name(fact: str) -> str:
-    """The FHIRPath variable that holds a fact's answers, a FHIR id that is also a FHIRPath name
+    """The name of the variable that holds a fact's answers, a FHIR id that is also a FHIRPath name
     (``place_of_service`` -> ``placeOfService``)."""
     first, *rest = re.split(r"[._]", fact)
     return first + "".join(part.capitalize() for part in rest)

@@ -1,16 +1,17 @@
 """The forms' root variables: CQL calling the form Library's answers functions on the
-QuestionnaireResponse being filled (``%resource``), run with the CQL reference engine. They read
-answers as the engine reads them, and the FHIRPath enablement of documentation items, evaluated on
-them, agrees with the engine on which items may be owed."""
+QuestionnaireResponse being filled (``%resource``), compiled by the reference CQL-to-ELM translator
+and run with the CQL reference engine. They read answers as the engine reads them, and the FHIRPath
+enablement of documentation items, evaluated on them, agrees with the engine on which items may be
+owed."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from cql_engine import run_elm
-from dtr_helpers import ICD10CM, LIBRARY_STATEMENT, POS, fhirpath
+from cql_engine import run_elm, translate
+from dtr_helpers import ICD10CM, POS, fhirpath
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_dtr_cql import translated
 from test_dtr_fhirpath import FORMS, RULES, answered, answers_response
 
 import engine
@@ -26,43 +27,49 @@ PATIENT = {"resourceType": "Bundle", "type": "collection",
            "entry": [{"resource": {"resourceType": "Patient", "id": "pat-1"}}]}
 
 
-def variables_library(form: Form) -> dict[str, Any]:
-    """An ELM library that includes the form's Library and defines each root variable of the form
-    as its served expression, ``"<Library>"."<function>"(%resource)``, means: the function called on
-    the parameter ``%resource`` (as the CQL-to-ELM translator reads SDC's context variables)."""
-    library = form.library
-    statements = []
-    for variable in form.variables:
-        named = LIBRARY_STATEMENT.fullmatch(variable["valueExpression"]["expression"])
-        assert named is not None and named[1] == library.name and named[3] == f"(%{RESOURCE})", variable
-        call = c.function_ref(named[1], named[2], c.external(RESOURCE))
-        statements.append({"name": variable["valueExpression"]["name"], "context": "Patient", "accessLevel": "Public",
-                           "expression": call.elm})
-    return {"library": {
-        "identifier": {"id": f"{library.name}Variables", "version": library.resource["version"]},
-        "schemaIdentifier": {"id": "urn:hl7-org:elm", "version": "r1"},
-        "usings": {"def": [{"localIdentifier": "System", "uri": c.SYSTEM},
-                           {"localIdentifier": "FHIR", "uri": c.FHIR, "version": "4.0.1"}]},
-        "includes": {"def": [{"localIdentifier": library.name, "path": library.name,
-                              "version": library.resource["version"]}]},
-        "parameters": {"def": [{"name": f"%{RESOURCE}", "accessLevel": "Public",
-                                "parameterTypeSpecifier": c.type_specifier("FHIR.QuestionnaireResponse")}]},
-        "contexts": {"def": [{"name": "Patient"}]},
-        "statements": {"def": statements},
-    }}
+def variables_cql(form: Form) -> str:
+    """A CQL library that includes the form's Library and defines each root variable of the form
+    as its served expression (``"<Library>"."<function>"(%resource)``), SDC's ``%resource`` being
+    the parameter of that name (as the CQL-to-ELM translator reads context variables)."""
+    library, version = form.library.name, form.library.resource["version"]
+    named, version = c.quoted(library), c.literal(version).text
+    lines = [f"library {c.quoted(library + 'Variables')} version {version}", "using FHIR version '4.0.1'",
+             f"include {named} version {version} called {named}",
+             f"parameter {c.quoted('%' + RESOURCE)} FHIR.QuestionnaireResponse", "context Patient"]
+    lines += [f"define {c.quoted(v['valueExpression']['name'])}: {v['valueExpression']['expression']}"
+              for v in form.variables]
+    return "\n".join(lines)
 
 
-def cql_variables(cases: list[tuple[Form, dict[str, Any]]],
-                  elm: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def _key(form: Form) -> str:
+    return f"{form.policy.id}|{form.policy.version}"
+
+
+@lru_cache(maxsize=1)
+def served() -> dict[str, dict[str, Any]]:
+    """Every bundled form's Library and its variables library (key ``<key> variables``), translated
+    by the reference translator, each variables library against the Library it includes."""
+    forms = [FORMS.form(policy) for policy in RULES.policy_versions()]
+    return translate({**{_key(form): form.library.cql for form in forms},
+                      **{_key(form) + " variables": variables_cql(form) for form in forms}})
+
+
+def cql_variables(cases: list[tuple[Form, dict[str, Any]]], reference: bool = False) -> list[dict[str, Any]]:
     """The root variables of each form on its QuestionnaireResponse, run by cql-execution in one
-    node process (``elm``: the forms' Library ELM by key, default the generated one)."""
+    node process: the served expressions (translated) calling the Library's generated ELM, or with
+    ``reference`` the translator's ELM of the Library's CQL."""
     libraries: dict[str, dict[str, Any]] = {}
     for form, _response in cases:
-        key = f"{form.policy.id}|{form.policy.version}"
-        libraries[key] = (elm or {}).get(key, form.library.elm)
-        libraries[key + " variables"] = variables_library(form)
-    return run_elm(libraries, [{"library": f"{form.policy.id}|{form.policy.version} variables", "bundle": PATIENT,
+        libraries[_key(form)] = served()[_key(form)]["elm"] if reference else form.library.elm
+        libraries[_key(form) + " variables"] = served()[_key(form) + " variables"]["elm"]
+    return run_elm(libraries, [{"library": _key(form) + " variables", "bundle": PATIENT,
                                 "parameters": {f"%{RESOURCE}": response}} for form, response in cases])
+
+
+def test_every_served_variable_compiles_against_its_library_with_the_reference_translator() -> None:
+    found = served()
+    assert len(found) == 2 * len(RULES.policy_versions())
+    assert {key: result["errors"] for key, result in found.items()} == {key: [] for key in found}
 
 
 def test_the_answers_functions_read_codings_strings_groups_and_the_root_as_the_engine_normalizes() -> None:
@@ -122,5 +129,4 @@ def test_the_translated_cql_functions_read_the_answers_as_the_generated_elm(
     """The answers functions' CQL text means what their ELM does: with the translator's ELM of the
     Library, every variable has the value the generated ELM gives it."""
     cases = [(form, answers_response(facts)) for form, facts in batch]
-    reference = {key: found["elm"] for key, found in translated().items()}
-    assert cql_variables(cases, reference) == cql_variables(cases)
+    assert cql_variables(cases, reference=True) == cql_variables(cases)
