@@ -23,8 +23,8 @@ class Answer:
 
     pa_needed: str
     covered: str
-    #: (item, its policy, condition text when it is required only if that holds, else None)
-    documentation: list[tuple[DocRef, Policy, str | None]] = field(default_factory=list)
+    #: (item, its policy, the texts of the conditions it is required only if they hold, None when always)
+    documentation: list[tuple[DocRef, Policy, tuple[str, ...] | None]] = field(default_factory=list)
     info_needed: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
     possible: set[str] = field(default_factory=set)
@@ -70,16 +70,15 @@ def run_policy(policy: Policy, facts: Mapping[str, Any], sink: RuleSink | None =
 
 
 def _documents(policy: Policy, outcome: Outcome, facts: Mapping[str, Any],
-               undecided: str | None) -> list[tuple[DocRef, Policy, str | None]]:
-    """The outcome's documentation items that may be required, each with the condition (if any)
-    on which it depends: the undecided rule's own, and the item's own when that is unknown."""
+               undecided: str | None) -> list[tuple[DocRef, Policy, tuple[str, ...] | None]]:
+    """The outcome's documentation items that may be required, each with the conditions on which it
+    depends: the undecided rule's own, and the item's own when that is unknown."""
     found = []
     for ref in outcome.documentation:
         state = True if ref.test is None else ref.test.run(facts)
         if state is False:
             continue
-        conditions = [c for c in (undecided, ref.when if state is None else None) if c]
-        found.append((ref, policy, " and ".join(f"({c})" if len(conditions) > 1 else c for c in conditions) or None))
+        found.append((ref, policy, tuple(c for c in (undecided, ref.when if state is None else None) if c) or None))
     return found
 
 

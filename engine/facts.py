@@ -36,12 +36,17 @@ def fact_of(facts: Mapping[str, Any], name: str) -> Any:
 
 @dataclass(frozen=True)
 class FactSpec:
-    """One fact: its type and, for multi-valued facts, ``many=True`` (a set of ``type``)."""
+    """One fact: its type and, for multi-valued facts, ``many=True`` (a set of ``type``). ``title``
+    names it for people reading a condition in plain English (engine/plain.py): a noun phrase with its
+    article ("the patient's age"; plural for a multi-valued fact), and ``member`` one of its values
+    ("diagnosis")."""
 
     name: str
     type: str
     many: bool = False
     doc: str = ""
+    title: str = ""
+    member: str = ""
 
     @property
     def type_name(self) -> str:
@@ -50,37 +55,45 @@ class FactSpec:
 
 
 FACTS: dict[str, FactSpec] = {spec.name: spec for spec in (
-    FactSpec("payer", STRING, doc="payer id"),
-    FactSpec("plan", STRING, doc="plan or product id"),
-    FactSpec("date_of_service", DATE, doc="the date of service; today when absent"),
-    FactSpec("place_of_service", STRING, doc="CMS two-digit place-of-service code"),
-    FactSpec("type_of_bill", STRING, doc="type of bill, e.g. 131 or 13X"),
-    FactSpec("state", STRING, doc="two-letter state"),
-    FactSpec("patient.age", NUMBER, doc="whole years at the date of service"),
-    FactSpec("patient.birth_date", DATE),
-    FactSpec("patient.sex", STRING),
-    FactSpec("diagnoses", ICD, many=True, doc="ICD-10-CM diagnosis codes"),
-    FactSpec("provider.npi", STRING),
-    FactSpec("provider.specialty", STRING),
-    FactSpec("provider.network", STRING, doc="in or out"),
+    FactSpec("payer", STRING, doc="payer id", title="the payer"),
+    FactSpec("plan", STRING, doc="plan or product id", title="the plan"),
+    FactSpec("date_of_service", DATE, doc="the date of service; today when absent", title="the date of service"),
+    FactSpec("place_of_service", STRING, doc="CMS two-digit place-of-service code", title="the place of service"),
+    FactSpec("type_of_bill", STRING, doc="type of bill, e.g. 131 or 13X", title="the type of bill"),
+    FactSpec("state", STRING, doc="two-letter state", title="the state"),
+    FactSpec("patient.age", NUMBER, doc="whole years at the date of service", title="the patient's age"),
+    FactSpec("patient.birth_date", DATE, title="the patient's date of birth"),
+    FactSpec("patient.sex", STRING, title="the patient's sex"),
+    FactSpec("diagnoses", ICD, many=True, doc="ICD-10-CM diagnosis codes", title="the diagnoses", member="diagnosis"),
+    FactSpec("provider.npi", STRING, title="the provider's NPI"),
+    FactSpec("provider.specialty", STRING, title="the provider's specialty"),
+    FactSpec("provider.network", STRING, doc="in or out", title="the provider's network status"),
     FactSpec("provider.type", STRING, doc="the kind of provider where a program depends on it, lower case: "
-                                          "va (Veterans Affairs), ihs (Indian Health Service or tribal)"),
-    FactSpec("provider.exemptions", STRING, many=True, doc="programs the provider is exempt from"),
-    FactSpec("code", CODE, doc="the service line's CPT or HCPCS code"),
-    FactSpec("system", STRING, doc="CPT or HCPCS"),
-    FactSpec("modifiers", STRING, many=True),
-    FactSpec("units", NUMBER),
-    FactSpec("stage", STRING, doc="trial, permanent, initial, replacement ..."),
-    FactSpec("trial_place_of_service", STRING, doc="for a permanent implant: the place of service of its trial"),
-    FactSpec("revenue_code", STRING, doc="the line's revenue code on an institutional claim, four digits (0450)"),
+                                          "va (Veterans Affairs), ihs (Indian Health Service or tribal)",
+             title="the kind of provider"),
+    FactSpec("provider.exemptions", STRING, many=True, doc="programs the provider is exempt from",
+             title="the provider's exemptions", member="exemption of the provider"),
+    FactSpec("code", CODE, doc="the service line's CPT or HCPCS code", title="the billing code"),
+    FactSpec("system", STRING, doc="CPT or HCPCS", title="the code system"),
+    FactSpec("modifiers", STRING, many=True, title="the modifiers", member="modifier"),
+    FactSpec("units", NUMBER, title="the number of units"),
+    FactSpec("stage", STRING, doc="trial, permanent, initial, replacement ...", title="the stage"),
+    FactSpec("trial_place_of_service", STRING, doc="for a permanent implant: the place of service of its trial",
+             title="the trial's place of service"),
+    FactSpec("revenue_code", STRING, doc="the line's revenue code on an institutional claim, four digits (0450)",
+             title="the revenue code"),
     FactSpec("round_trips_in_10_days", NUMBER, doc="transport: the most round trips the schedule plans in any "
-                                                   "10 consecutive days"),
+                                                   "10 consecutive days",
+             title="the most round trips in any 10 consecutive days"),
     FactSpec("round_trip_weeks", NUMBER, doc="transport: the most consecutive weeks of the schedule with at "
-                                             "least one round trip each"),
+                                             "least one round trip each",
+             title="the most consecutive weeks with a round trip each"),
     FactSpec("other_codes", CODE, many=True, doc="codes of the other lines of the order: known in part (an "
-                                                 "open set) unless the request says the order is complete"),
+                                                 "open set) unless the request says the order is complete",
+             title="the order's other codes", member="code elsewhere on the order"),
     FactSpec("request_codes", CODE, many=True, doc="codes of the other lines of this request, a code not sent "
-                                                   "being absent"),
+                                                   "being absent",
+             title="the request's other codes", member="code on another line of the request"),
 )}
 
 #: Facts every request carries on every line (required, defaulted or inferred by engine/request.py):

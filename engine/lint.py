@@ -42,6 +42,7 @@ CHECKS: dict[str, CheckInfo] = {
     "W-duplicate-code": CheckInfo("warning", "a code list names a code twice, or a code inside one of its ranges"),
     "W-unused-doc": CheckInfo("warning", "a documentation item no rule or default asks for"),
     "W-unused-value-set": CheckInfo("warning", "a value set no condition uses"),
+    "W-untitled-value-set": CheckInfo("notice", "a value set people read in a documentation condition has no title"),
     "W-source-url": CheckInfo("warning", "the source URL is a placeholder or not https"),
     "W-expired": CheckInfo("notice", "the latest version of a policy ended before today (kept to answer past dates "
                                      "of service, or forgotten?)"),
@@ -165,6 +166,28 @@ def _unused(tree: Tree) -> Iterator[Finding]:
                 if (section, name) not in used[family]:
                     yield _finding(code, key_location(path, section, name),
                                    f"{noun} '{name}' is never used by the rules of policy '{family}'")
+
+
+def _untitled(versions: list[Policy]) -> Iterator[Finding]:
+    """Value sets of the file without a title that people read (engine/plain.py) in a documentation
+    item's condition, or in the condition of a rule that owes documentation (when it is undecided)."""
+    path = versions[0].location.path
+    data = read_located(path)[0] or {}
+    written = data.get("value_sets") if isinstance(data.get("value_sets"), dict) else {}
+    shown: set[str] = set()
+    for policy in versions:
+        outcomes = [(rule.when, rule.outcome) for rule in _own_rules(policy)] + [(None, policy.default)]
+        for when, outcome in outcomes:
+            texts = [ref.when for ref in outcome.documentation if ref.when]
+            texts += [when] if when and outcome.documentation else []
+            shown.update(name for text in texts for name in analyse(text, policy.value_sets).used_value_sets)
+    for name in sorted(shown):
+        entry = written.get(name)
+        if entry is not None and not isinstance(entry, dict):
+            yield _finding("W-untitled-value-set", key_location(path, "value_sets", name),
+                           f"value set '{name}' is read in a condition people see with the documentation it "
+                           f"decides, where it reads \"one of the {name.replace('_', ' ')}\"; give it a title "
+                           f"(`{name}: {{title: ..., values: [...]}}`)")
 
 
 def _duplicate_codes(path: str) -> Iterator[Finding]:
@@ -311,6 +334,7 @@ def lint_tree(tree: Tree, today: dt.date | None = None) -> list[Finding]:
         findings += _shadowed_exemptions(versions)
         findings += _gaps(versions, rules)
         findings += _source(versions[0])
+        findings += _untitled(versions)
         for policy in versions:
             findings += _idle_pauses(policy)
     findings += _unused(tree)

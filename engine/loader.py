@@ -623,12 +623,15 @@ def _date(value: Any, where: Callable[[], Location], problems: Problems) -> dt.d
 def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None:
     """Compile one draft; record problems and return None when it cannot be used."""
     before = len(problems)
-    src, data = draft.source, draft.data
+    src, data, text = draft.source, draft.data, shared.value
     effective = _date(data["effective"], partial(draft.at, "effective"), problems)
     end = _date(data["end"], partial(draft.at, "end"), problems) if data.get("end") else None
     if effective and end and end < effective:
         problems.add(draft.at("end"), "E-date", f"end {end} is before effective {effective}")
-    value_sets = shared.mapping({name: shared.value(s.texts(*key)) for name, (s, key) in draft.value_sets.items()})
+    value_sets = shared.mapping({name: shared.value(s.texts(*_values_key(s, key)))
+                                 for name, (s, key) in draft.value_sets.items()})
+    titles = shared.mapping({name: text(s.value_at(key)["title"]) for name, (s, key) in draft.value_sets.items()
+                             if isinstance(s.value_at(key), dict) and "title" in s.value_at(key)})
     conditions = _Conditions(value_sets, shared)
     catalogue = shared.mapping({doc_id: shared.value(DocItem(doc_id, s.value_at(key)["text"], s.value_at(key).get("kind", "clinical")))
                                 for doc_id, (s, key) in draft.documentation.items()})
@@ -653,14 +656,13 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
     problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
-    text = shared.value
     return Policy(
         id=text(data["id"]), title=text(data["title"]), payer=text(data["payer"]),
         version=text(str(data.get("version", data["effective"]))), effective=effective, end=end,
         url=text(data["source"]["url"]), citation=text(data["source"].get("citation", "")),
         notes=text(data.get("notes", "")), plans=text(frozenset(data["plans"])) if data.get("plans") else None,
         extends=data.get("extends"), code_groups=groups, rules=tuple(rules), default=default,
-        documentation=catalogue, value_sets=value_sets,
+        documentation=catalogue, value_sets=value_sets, value_set_titles=titles,
         auth_validity=_validity(data.get("authorization", {})),
         questionnaire=data.get("questionnaire"), location=src.at("id"),
         program=shared.program(tuple(r.when for r in rules), tuple(
@@ -669,6 +671,11 @@ def _compile(draft: Draft, problems: Problems, shared: _Shared) -> Policy | None
         files=tuple(dict.fromkeys(s.path for s, _ in [(src, ()), *draft.rules])),
         pauses=shared.value(pauses),
     )
+
+
+def _values_key(source: Source, key: tuple[object, ...]) -> tuple[object, ...]:
+    """Where the members of the value set at ``key`` are: its list, or the ``values`` of a titled set."""
+    return (*key, "values") if isinstance(source.value_at(key), dict) else key
 
 
 def _with_documentation(outcome: Outcome, added: tuple[DocRef, ...], shared: _Shared) -> Outcome:

@@ -124,6 +124,8 @@ class Policy:
     default: Outcome
     documentation: Mapping[str, DocItem]
     value_sets: Mapping[str, tuple[str, ...]]
+    #: Value set name -> its title, for the sets whose file gives one (read in plain English, engine/plain.py).
+    value_set_titles: Mapping[str, str]
     auth_validity: tuple[int, str] | None  # (amount, "day" | "month"), start date counting as day 1
     questionnaire: str | None
     location: Location

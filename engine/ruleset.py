@@ -15,6 +15,7 @@ from .evaluate import Answer, apply_authorizations, combine, may_be_authorized, 
 from .facts import fact_of, unsettled
 from .loader import loading, read_tree
 from .memo import MAX_KEY_BYTES, AnswerCache
+from .plain import needed_when
 from .policy import (COMPLETE, CONDITIONAL, NO_AUTH, PROGRAMS, UNKNOWN, Outcome, PayerInfo, Policy, Rule,
                      known_plans)
 from .request import Line, Request, parse_request
@@ -274,7 +275,7 @@ class RuleSet:
             apply_authorizations(answer, line, request.as_of, request.authorizations)
         else:
             answer = self._unlisted(request, line)
-        decision = _render(line, answer)
+        decision = _render(line, answer, request.explain)
         if request.explain:
             decision["trace"] = trace
         elif not policies:
@@ -358,17 +359,22 @@ def _policy_key(policy: Policy, facts: Mapping[str, Any]) -> tuple[Hashable, ...
     return id(policy), index, states, unknown_at, unsettled_facts, pending
 
 
-def _render(line: Line, answer: Answer) -> dict[str, Any]:
+def _render(line: Line, answer: Answer, explain: bool = False) -> dict[str, Any]:
+    """The v1 decision of ``answer``. A documentation item owed only under conditions says when in
+    plain English (``required_when``); with ``explain``, also as the conditions' text (``condition``)."""
     documentation: dict[str, dict[str, Any]] = {}
     unconditional: set[str] = set()
-    for ref, policy, when in answer.documentation:
+    for ref, policy, conditions in answer.documentation:
         item = policy.documentation[ref.id]
         entry = documentation.setdefault(ref.id, {"id": item.id, "text": item.text, "kind": item.kind})
-        if when is None:
+        if not conditions:
             unconditional.add(ref.id)
             entry.pop("required_when", None)
+            entry.pop("condition", None)
         elif ref.id not in unconditional:
-            entry["required_when"] = when
+            entry["required_when"] = needed_when(conditions, policy.value_sets, policy.value_set_titles)
+            if explain:
+                entry["condition"] = " and ".join(f"({c})" if len(conditions) > 1 else c for c in conditions)
     decision: dict[str, Any] = {
         "code": line.code, "system": line.system, "pa_needed": answer.pa_needed, "covered": answer.covered,
         "documentation": list(documentation.values()), "info_needed": sorted(answer.info_needed),

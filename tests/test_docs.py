@@ -5,10 +5,13 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 import engine
 from engine.checker import Checker
+from engine.facts import FACTS
 from engine.parser import parse_condition
+from engine.plain import needed_when
 from engine.testcases import run_file
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -66,3 +69,24 @@ def test_the_docs_are_self_contained() -> None:
         paths = [t for t in re.findall(r"`((?:\.ci|docs|engine|service|tests|rules|bench|grammar)/[\w./-]*)`", text)]
         missing = [t for t in links if not (doc.parent / t).exists()] + [t for t in paths if not (root / t).exists()]
         assert missing == [], doc
+
+
+def test_the_plain_english_examples_of_the_guide_are_what_people_read() -> None:
+    guide = (DOCS / "authoring.md").read_text(encoding="utf-8")
+    section = guide.split("### How people read conditions", 1)[1].split("\n### ", 1)[0]
+    policy = yaml.safe_load(next(b for b in blocks("authoring.md", "yaml") if b.startswith("id:")))
+    sets = {**policy["value_sets"], **yaml.safe_load(re.search(r"\(`malignant_vcf` here is `(\{.*?\})`", section)[1]
+                                                     .replace("{title:", "{malignant_vcf: {title:") + "}")}
+    members = {name: entry["values"] if isinstance(entry, dict) else entry for name, entry in sets.items()}
+    titles = {name: entry["title"] for name, entry in sets.items() if isinstance(entry, dict)}
+    rows = re.findall(r"^\| `(.+?)` \| (.+?) \|$", section, flags=re.M)
+    assert len(rows) == 6
+    for condition, reads in rows:
+        assert needed_when([condition], members, titles) == reads, condition
+
+
+def test_the_fact_table_says_how_people_read_each_fact_as_the_catalogue_does() -> None:
+    text = (DOCS / "conditions.md").read_text(encoding="utf-8")
+    read = dict(re.findall(r"^\| `([a-z_.0-9]+)` \|.*\| ([^|]+) \|$", text.split("## Facts", 1)[1].split("\n### ", 1)[0],
+                           flags=re.M))
+    assert read == {name: spec.title + (f"; one: {spec.member}" if spec.member else "") for name, spec in FACTS.items()}

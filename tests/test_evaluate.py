@@ -38,10 +38,15 @@ def test_blepharoplasty_example_answers_by_setting(good_rules: engine.RuleSet, p
     assert ids == ({"history-and-physical", "photographs", "visual-fields"} if expected == "auth-needed" else set())
 
 
-def test_conditional_documentation_names_its_condition(good_rules: engine.RuleSet) -> None:
+def test_conditional_documentation_says_when_in_plain_english_and_explain_keeps_the_condition(
+        good_rules: engine.RuleSet) -> None:
     docs = {d["id"]: d for d in decide(good_rules, place_of_service="22")["documentation"]}
-    assert docs["visual-fields"]["required_when"] == "diagnoses overlaps {H53.4*}"
+    assert docs["visual-fields"]["required_when"] == "when a diagnosis is H53.4*"
+    assert "condition" not in docs["visual-fields"]  # the rule syntax only where authors look
     assert "required_when" not in docs["photographs"]
+    explained = {d["id"]: d for d in decide(good_rules, place_of_service="22", explain=True)["documentation"]}
+    assert explained["visual-fields"]["condition"] == "diagnoses overlaps {H53.4*}"
+    assert explained["visual-fields"]["required_when"] == "when a diagnosis is H53.4*"
     with_dx = {d["id"]: d for d in decide(good_rules, place_of_service="22", diagnoses=["H53.40"])["documentation"]}
     assert "required_when" not in with_dx["visual-fields"]
     without = {d["id"] for d in decide(good_rules, place_of_service="22", diagnoses=["H02.831"])["documentation"]}

@@ -148,6 +148,17 @@ def test_paired_codes_are_one_order_and_plans_follow_the_payer(browser: WebDrive
     assert [(c["code"], c["value"]) for c in answers(browser)] == [("64490", "no-auth")]
 
 
+def test_documentation_owed_only_for_some_diagnoses_says_which_in_plain_english(browser: WebDriver,
+                                                                                base_url: str) -> None:
+    open_page(browser, base_url)
+    fill(browser, "64612, J0585")
+    browser.find_element(By.ID, "submit").click()
+    card = answers(browser)[0]
+    assert "Needed when a diagnosis is a chronic migraine code (G43.7*)" in card["text"]
+    assert "Needed when a diagnosis is a dystonia code (G24*)" in card["text"]
+    assert "overlaps" not in card["text"] and "Only when" not in card["text"]  # no rule syntax
+
+
 def test_a_bad_code_is_reported_at_its_field(browser: WebDriver, base_url: str) -> None:
     open_page(browser, base_url)
     fill(browser, "15823 ABC")

@@ -34,6 +34,8 @@ def codes_and_places(name: str) -> list[tuple[str, str, str]]:
     ("unknown-plan", [("E-unknown-value", "policy.yaml:9:28", '"golt" is not a plan of payer \'acme\'')]),
     ("unused-doc", [("W-unused-doc", "policy.yaml:13:3", "documentation item 'glare-test' is never used")]),
     ("unused-value-set", [("W-unused-value-set", "policy.yaml:9:3", "value set 'diabetes' is never used")]),
+    ("untitled-value-set", [("W-untitled-value-set", "policy.yaml:8:3",
+                             "value set 'malignant_vcf' is read in a condition people see")]),
     ("source-url", [("W-source-url", "policy.yaml:5:1", "is a placeholder")]),
     ("expired", [("W-expired", "policy.yaml:5:1", "ended on 2023-12-31 and no later version follows it")]),
     ("duplicate-code", [("W-duplicate-code", "policy.yaml:6:22", "\"22513\" is already in 22510-22515")]),

@@ -83,9 +83,10 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
         paragraphs.append(f"**Not yet decided** for {_codes(depend)}: it depends on {', '.join(needs)}.")
     if unknown:
         paragraphs.append(f"**Not known to covreq** for {_codes(unknown)}: check with {payer} before scheduling.")
-    documents = dict.fromkeys((d["text"], d["kind"]) for a in authorize for d in a.documentation)
+    documents = _documents(authorize)
     if documents:
-        paragraphs.append("\n".join(["**Documentation to prepare:**", *(f"- {t} ({k})" for t, k in documents)]))
+        items = [f"- {text} ({kind})" + (f", needed {when}" if when else "") for (text, kind), when in documents.items()]
+        paragraphs.append("\n".join(["**Documentation to prepare:**", *items]))
     reasons = dict.fromkeys(r for a in [*authorize, *depend, *unknown] for r in a.reasons)
     paragraphs.append("\n".join(["**Why:**", *(f"- {reason}" for reason in reasons)]))
     policies = {p["url"]: p for a in group for p in a.assertion.policies if p.get("url")}
@@ -94,6 +95,16 @@ def _card(group: list[Answered], today: date) -> dict[str, Any]:
         card["links"] = [{"label": f"{p['title']} (version {p['version']})" if p.get("version")
                           else p["title"], "url": url, "type": "absolute"} for url, p in policies.items()]
     return card
+
+
+def _documents(assertions: list[Assertion]) -> dict[tuple[str, str], str | None]:
+    """Each documentation item of ``assertions`` once, by text and kind, with when it is needed in
+    plain English (the first condition met), or None when some assertion owes it in every case."""
+    owed: dict[tuple[str, str], str | None] = {}
+    for doc in (doc for a in assertions for doc in a.documentation):
+        key, when = (doc["text"], doc["kind"]), doc.get("required_when")
+        owed[key] = None if when is None or (key in owed and owed[key] is None) else owed.get(key, when)
+    return owed
 
 
 def _invalid_card(order: Order, payer: str) -> dict[str, Any]:

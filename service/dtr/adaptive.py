@@ -99,7 +99,8 @@ def _library(form: Form) -> list[dict[str, Any]]:
 
 
 def _decision_text(decision: Mapping[str, Any]) -> str:
-    owed = "; ".join(d["text"] for d in decision.get("documentation", []))
+    owed = "; ".join(d["text"] + (f" (needed {d['required_when']})" if d.get("required_when") else "")
+                     for d in decision.get("documentation", []))
     needs = ", ".join(decision.get("info_needed", []))
     parts = [f"Prior authorization: {decision['pa_needed']}.", *decision.get("reasons", [])]
     if needs:
@@ -162,7 +163,7 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
         item = dict(form.item(DOC_PREFIX + doc["id"]) or doc_item(doc["id"], doc["text"], doc["kind"], None))
         if doc.get("required_when"):
             item["required"] = False
-            item["text"] += f" (needed when {doc['required_when']})"
+            item["text"] += f" (needed {doc['required_when']})"
         doc_items.append(item)
     pending = [n for n in asking if n not in answers.given]
     pending += [i["linkId"] for i in doc_items if i["required"] and i["linkId"] not in answers.items]

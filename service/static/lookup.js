@@ -157,7 +157,7 @@ function checklist(decision, index) {
     label.htmlFor = box.id;
     label.append(" ", element("span", item.kind, "kind"));
     li.append(box, label);
-    if (item.required_when) li.append(element("p", `Only when: ${item.required_when}`, "when"));
+    if (item.required_when) li.append(element("p", `Needed ${item.required_when}`, "when"));
     return li;
   });
   items.className = "checklist";

@@ -2,6 +2,9 @@
 a restatement of the systemAction (CRD resp-12, resp-25), named by the order's own text."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +93,18 @@ def test_a_re_sent_order_with_nothing_new_gets_its_card_again_and_no_action(clie
     again = assert_ok(post(client, order_sign(first["systemActions"][0]["resource"])), crd)
     assert again["systemActions"] == []  # present (a primary hook's answer has it), nothing to update
     assert without_uuids(again["cards"]) == without_uuids(first["cards"])
+
+
+def test_documentation_owed_only_under_a_condition_says_when_in_plain_english(make_client, crd, tmp_path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "rules", rules)
+    policy = rules / "acme" / "eyelid-surgery.yaml"
+    policy.write_text(policy.read_text()
+                      .replace("documentation: [photographs, patient-attestation]",
+                               "documentation: [photographs, {id: visual-fields, when: not (diagnoses overlaps ptosis)}]")
+                      .replace("documentation:\n", "value_sets:\n  ptosis: {title: congenital ptosis, values: [Q10.0]}\n"
+                                                   "documentation:\n  visual-fields: {text: Visual field studies}\n"))
+    (card,) = assert_ok(post(make_client(rules=rules), order_sign(eyelid_order())), crd)["cards"]
+    assert "- Visual field studies (clinical), needed unless a diagnosis is a congenital ptosis (Q10.0)" in card["detail"]
+    assert "- Photographs showing the eyelid position (clinical)\n" in card["detail"]
+    assert "overlaps" not in card["detail"] and "diagnoses" not in card["detail"]  # no rule syntax

@@ -172,3 +172,15 @@ def test_a_misspelt_field_gets_a_did_you_mean(client) -> None:
     assert _error(client.post("/v1/requirements", json=line), 422, "services[0].unitz").endswith(
         "did you mean 'units'?")
     assert "expected one of" in _error(client.post("/v1/requirements", json={**EYELID, "zzz": 1}), 422, "zzz")
+
+
+def test_a_document_owed_for_some_diagnoses_says_which_in_plain_english_and_explain_adds_the_rule_text(
+        make_client) -> None:
+    client = make_client(rules=BUNDLED_RULES)
+    request = {"payer": "medicare", "date_of_service": "2024-03-14", "place_of_service": "22",
+               "services": [{"code": "64612"}, {"code": "J0585"}]}
+    for explain in (False, True):
+        decision = client.post("/v1/requirements", json={**request, "explain": explain}).json()["decisions"][0]
+        (migraine,) = [d for d in decision["documentation"] if d["id"] == "chronic-migraine-history"]
+        assert migraine["required_when"] == "when a diagnosis is a chronic migraine code (G43.7*)"
+        assert migraine.get("condition") == ("diagnoses overlaps chronic_migraine" if explain else None)

@@ -143,7 +143,7 @@ def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_wh
     response = response_of(bundle)
     documents = {i["linkId"]: i for i in items(form_of(response), "documentation")}
     trial = documents["documentation.trial-results"]
-    assert trial["required"] is False and trial["text"].endswith('(needed when stage == "permanent")')
+    assert trial["required"] is False and trial["text"].endswith("(needed when the stage is permanent)")  # not rule text
     assert all(i["required"] for k, i in documents.items() if k != "documentation.trial-results")
     for link_id in documents:
         if link_id != "documentation.trial-results":
@@ -152,3 +152,5 @@ def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_wh
     done = next_question(response)
     assert done["status"] == "completed"
     assert coverage_information(done)["pa-needed"] == ["auth-needed"]
+    (said,) = [i["text"] for i in form_of(done)["item"] if i["linkId"] == "decision"]
+    assert "(needed when the stage is permanent)" in said and "==" not in said  # the decision says when, too
