@@ -296,3 +296,28 @@ def test_a_value_set_title_is_kept_and_a_bad_one_or_a_titled_set_without_values_
                                        "  empty: {title: nothing}\n")
     found = {(p.line, p.column, p.code, p.message.split(":")[0]) for p in read_tree(tmp_path).problems}
     assert found == {(9, 12, "E-schema", "value_sets.bad.title"), (11, 10, "E-schema", "value_sets.empty")}
+
+
+@pytest.mark.parametrize("where", ["rule", "default", "add_documentation"])
+def test_a_value_outside_its_vocabulary_in_a_documentation_condition_is_a_located_error(tmp_path: Path,
+                                                                                        where: str) -> None:
+    """A documentation item owed only "when place_of_service == '221'" could never be owed: the same
+    E-unknown-value as in a rule's condition, located at the literal."""
+    ref = "[{id: notes, when: 'place_of_service == \"221\"'}]"
+    body = ("id: acme-mri\ntitle: MRI\npayer: acme\neffective: 2024-01-01\n"
+            "source: {url: \"https://policies.acme.test/mri\"}\ncodes: [\"70551\"]\n"
+            "documentation: {notes: {text: Notes}}\n")
+    if where == "rule":
+        body += f"rules:\n  - when: true\n    pa_needed: auth-needed\n    documentation: {ref}\n"
+    elif where == "default":
+        body += f"rules:\n  - when: false\n    pa_needed: no-auth\ndefault:\n  pa_needed: auth-needed\n  documentation: {ref}\n"
+    else:  # a plan override adding documentation to its base's answers
+        (tmp_path / "mri.yaml").write_text(body + "rules:\n  - when: true\n    pa_needed: auth-needed\n")
+        body = f"id: acme-mri-gold\nextends: acme-mri\nplans: [gold]\nadd_documentation: {ref}\n"
+    (tmp_path / ("mri-gold.yaml" if where == "add_documentation" else "mri.yaml")).write_text(body)
+    problems = [(p.code, p.line, p.message) for p in read_tree(tmp_path).problems]
+    line = body[:body.index('"221"')].count("\n") + 1
+    column = body.splitlines()[line - 1].index('"221"') + 1
+    assert [(code, ln) for code, ln, _ in problems] == [("E-unknown-value", line)], problems
+    assert '"221" is not a CMS place-of-service code' in problems[0][2]
+    assert [(p.line, p.column) for p in read_tree(tmp_path).problems] == [(line, column)]

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 from engine.language import ast
-from engine.errors import Problem, did_you_mean
-from engine.loading.locate import condition_location
+from engine.errors import ConditionError, Problem, did_you_mean
+from engine.loading.locate import condition_location, read_located
 from engine.language.logic import analyse
 from engine.policy import Location, PayerInfo, Policy, Rule, known_plans
+from engine.loading.yamlsource import position_in_scalar
 
 #: CMS place-of-service codes (https://www.cms.gov/medicare/coding-billing/place-of-service-codes).
 PLACES_OF_SERVICE: dict[str, str] = {
@@ -94,6 +95,47 @@ def _rule_problems(rule: Rule, policy: Policy, vocabularies: Mapping[str, Iterab
             yield Problem(where.path, where.line, where.column, "E-unknown-value", f"rule '{rule.id}': {message}")
 
 
+def _documentation_conditions(data: object) -> Iterator[tuple[tuple[object, ...], str]]:
+    """(key, text) of every ``when`` of a documentation reference in a policy file's data: in its
+    rules' and default's documentation, and in ``add_documentation``."""
+    if not isinstance(data, dict):
+        return
+    lists: list[tuple[object, ...]] = [("add_documentation",), ("default", "documentation")]
+    rules = data.get("rules")
+    lists += [("rules", i, "documentation") for i in range(len(rules) if isinstance(rules, list) else 0)]
+    for key in lists:
+        refs: object = data
+        for part in key:
+            refs = refs.get(part) if isinstance(refs, dict) else (  # type: ignore[assignment]
+                refs[part] if isinstance(refs, list) and isinstance(part, int) else None)
+        for j, ref in enumerate(refs if isinstance(refs, list) else ()):
+            if isinstance(ref, dict) and isinstance(ref.get("when"), str):
+                yield (*key, j, "when"), ref["when"]
+
+
+def _documentation_problems(policy: Policy, vocabularies: Mapping[str, Iterable[str]]) -> Iterator[Problem]:
+    """``E-unknown-value`` in the conditions of the documentation references written in the policy's
+    own file (an override's inherited ones are its base's to report)."""
+    if not any(ref.when for outcome in (*(r.outcome for r in policy.rules), policy.default)
+               for ref in outcome.documentation):
+        return
+    path = policy.location.path
+    data, locations, lines = read_located(path)
+    for key, text in _documentation_conditions(data):
+        try:
+            literals = analyse(text, policy.value_sets).setting_literals()
+            found = [(node, _problem(fact, literal, vocabularies, policy.payer)) for node, fact, literal in literals]
+        except ConditionError:  # refused by the loader, and reported where it was refused
+            continue
+        spot = locations.get(key)
+        for node, message in found:
+            if message is None or spot is None:
+                continue
+            pos: ast.Pos = node.pos  # type: ignore[attr-defined]
+            line, column = position_in_scalar(spot, pos.line, pos.column, list(lines))
+            yield Problem(path, line, column, "E-unknown-value", f"documentation condition: {message}")
+
+
 @dataclass(frozen=True)
 class PlansNamed:
     """The plans one policy file names, where, and whose they are (its payer, or its base's)."""
@@ -134,4 +176,5 @@ def unknown_values(policies: Iterable[Policy], payers: Mapping[str, PayerInfo]) 
         for rule in policy.rules:
             if rule.location.path == policy.location.path:  # an override's inherited rules are its base's
                 problems.update(dict.fromkeys(_rule_problems(rule, policy, vocabularies)))
+        problems.update(dict.fromkeys(_documentation_problems(policy, vocabularies)))
     return list(problems)

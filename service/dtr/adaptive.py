@@ -26,6 +26,7 @@ from service.crd.requests import Line, Order
 from service.dtr import facts as f
 from service.dtr.answers import ORIGIN, check_origin
 from service.dtr.catalogue import Catalogue
+from service.dtr.library import CQF_LIBRARY
 from service.dtr.signing import CONTEXT_EXPRESSION, CONTEXT_URL, Context, Keyring, Signed
 from service.dtr.versions import VERSIONS, DtrVersion
 from service.fhir import r4
@@ -90,6 +91,11 @@ def _question(form: Form, name: str) -> dict[str, Any]:
     question = {**(form.item(name) or fact_item(name, None)), "required": True}
     question.pop("readOnly", None)
     return question
+
+
+def _library(form: Form) -> list[dict[str, Any]]:
+    """The adaptive form's ``cqf-library``: the Library its questions' CQL initialExpressions read."""
+    return [e for e in form.adaptive["extension"] if e["url"] == CQF_LIBRARY]
 
 
 def _decision_text(decision: Mapping[str, Any]) -> str:
@@ -172,7 +178,8 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
     contained = {
         "resourceType": "Questionnaire", "id": FORM_ID, "meta": {"profile": [ADAPTIVE_PROFILE]},
         "text": narrative(f"The questions of {form.questionnaire['title']} asked so far."),
-        "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables], "derivedFrom": [form.adaptive_canonical],
+        "extension": [{"url": ADAPTIVE, "valueUrl": base}, *form.variables, *_library(form)],
+        "derivedFrom": [form.adaptive_canonical],
         "name": form.questionnaire["name"], "status": "active", "subjectType": ["Patient"],
         "title": form.questionnaire["title"],
         "item": [{**g, "item": items} if items else g for g, items in groups],

@@ -1,8 +1,10 @@
 """A policy version's logic as one CQL library, written from its checked conditions (never from
 rule text): CQL text for people, ELM JSON for engines.
 
-The library reads the patient's FHIR data (the Patient, the order as a ServiceRequest, Conditions)
-and takes each fact as a parameter too, named as the fact catalogue names it (``place_of_service``,
+The library reads the patient's FHIR data (the Patient, Conditions) and the order the form is
+filled for, which the DTR client passes as the parameter ``service_request`` or ``device_request``
+(the names the DTR reference app and the DTR test kit's libraries use). It takes each fact as a
+parameter too, named as the fact catalogue names it (``place_of_service``,
 ``patient.birth_date``): a parameter given wins over what the record says. Its defines:
 
 - one per fact, named for people (``"Place of service"``), normalized as the engine normalizes
@@ -39,6 +41,8 @@ _UPPER = {"state", "modifiers", "system"}
 _LOWER = {"patient.sex", "stage"}
 _CQL_TYPES = {NUMBER: "Decimal", DATE: "Date", BOOL: "Boolean"}
 _OPS = {"==": "=", "!=": "!="}
+#: The parameters that pass the order the form is filled for (as the DTR reference app names them).
+SERVICE_REQUEST, DEVICE_REQUEST = "service_request", "device_request"
 #: The answers a policy can give about prior authorization and coverage.
 PA, COVERAGE = "Prior authorization", "Coverage"
 _HCPCS_SHAPE = "^[A-V][0-9]{4}$"
@@ -77,11 +81,22 @@ class Define:
 
 
 @dataclass
+class Function:
+    """One ``define function`` of the library."""
+
+    name: str
+    operands: tuple[tuple[str, str], ...]  # each one's name and CQL type
+    expression: Cql
+
+
+@dataclass
 class Logic:
-    """The statements of one library as they are written: parameters, then defines in order."""
+    """The statements of one library as they are written: parameters, then defines in order, then
+    functions."""
 
     parameters: dict[str, str] = field(default_factory=dict)  # name -> CQL type
     defines: dict[str, Define] = field(default_factory=dict)
+    functions: dict[str, Function] = field(default_factory=dict)
 
     def define(self, name: str, result: str, build: Callable[[], Cql]) -> Cql:
         """A reference to define ``name``, written (once, after those it reads) by ``build``."""
@@ -90,10 +105,15 @@ class Logic:
             self.defines[name] = Define(name, expression, result)
         return c.ref(name)
 
-    def parameter(self, name: str) -> Cql:
-        """A reference to parameter ``name`` (declared with the fact's type)."""
-        self.parameters.setdefault(name, parameter_type(name))
+    def parameter(self, name: str, type_: str | None = None) -> Cql:
+        """A reference to parameter ``name``, declared with ``type_`` (default: the fact's type)."""
+        self.parameters.setdefault(name, type_ or parameter_type(name))
         return c.parameter(name)
+
+
+def normal_code(text: Cql) -> Cql:
+    """A code as facts hold it: upper case, without dots or blanks."""
+    return c.call("Upper", c.replace_matches(text, "[.\\s]", ""))
 
 
 def _codes(concepts: Cql, systems: list[str]) -> Cql:
@@ -103,11 +123,6 @@ def _codes(concepts: Cql, systems: list[str]) -> Cql:
     codings = c.elements(c.prop(c.alias("C"), "coding"), "FHIR.Coding")
     per_concept = c.query(codings, "K", in_system, c.prop(coding, "code.value"))
     return c.flatten(c.query(c.elements(concepts, "FHIR.CodeableConcept"), "C", None, per_concept))
-
-
-def _normal_code(text: Cql) -> Cql:
-    """A code as facts hold it: upper case, without dots or blanks."""
-    return c.call("Upper", c.replace_matches(text, "[.\\s]", ""))
 
 
 def _empty_is_unknown(values: Cql) -> Cql:
@@ -135,7 +150,7 @@ class FactDefines:
         if many:
             given = c.coalesce(given, c.list_of([], "String")) if fact in ALWAYS else given
             if fact in _UPPER or FACTS[fact].type in (CODE, ICD):
-                normal = _normal_code(c.alias("X")) if FACTS[fact].type in (CODE, ICD) else c.call("Upper", c.alias("X"))
+                normal = normal_code(c.alias("X")) if FACTS[fact].type in (CODE, ICD) else c.call("Upper", c.alias("X"))
                 given = c.query(given, "X", None, normal)
             return given
         if fact in _UPPER:
@@ -147,9 +162,16 @@ class FactDefines:
     def _record(self, fact: str, found: Cql) -> Cql:
         return c.coalesce(self.logic.parameter(fact), found)
 
-    def order(self) -> Cql:
-        """The order: the patient's ServiceRequest (the draft the form is about)."""
-        return self.logic.define("Order", "ServiceRequest", lambda: c.first(c.retrieve("ServiceRequest")))
+    def orders(self) -> tuple[Cql, Cql]:
+        """The order the form is filled for, as the DTR client passes it: a ServiceRequest or a
+        DeviceRequest parameter (null when not given: the patient's other orders are not it)."""
+        return (self.logic.parameter(SERVICE_REQUEST, "FHIR.ServiceRequest"),
+                self.logic.parameter(DEVICE_REQUEST, "FHIR.DeviceRequest"))
+
+    def _order_concepts(self, element: str) -> Cql:
+        """The CodeableConcepts of a list ``element`` of whichever order is given."""
+        return c.flatten(c.list_of([c.elements(c.prop(order, element), "FHIR.CodeableConcept")
+                                    for order in self.orders()], "List<FHIR.CodeableConcept>"))
 
     def patient(self) -> Cql:
         """The Patient."""
@@ -159,8 +181,10 @@ class FactDefines:
         return c.literal(self.payer)
 
     def _code(self) -> Cql:
-        concepts = c.list_of([c.prop(self.order(), "code")], "FHIR.CodeableConcept")
-        return _normal_code(self._record("code", c.first(_codes(concepts, sorted(BILLING_SYSTEMS)))))
+        service, device = self.orders()
+        concepts = c.list_of([c.prop(service, "code"), c.as_fhir(c.prop(device, "code"), "CodeableConcept")],
+                             "FHIR.CodeableConcept")
+        return normal_code(self._record("code", c.first(_codes(concepts, sorted(BILLING_SYSTEMS)))))
 
     def _system(self) -> Cql:
         code = self.ref("code")
@@ -168,13 +192,17 @@ class FactDefines:
         return c.call("Upper", c.coalesce(self.logic.parameter("system"), shape))
 
     def _date_of_service(self) -> Cql:
-        occurrence = c.prop(self.order(), "occurrence")
-        on = c.date_from(c.prop(c.as_fhir(occurrence, "dateTime"), "value"))
-        start = c.date_from(c.prop(c.as_fhir(occurrence, "Period"), "start.value"))
-        return c.coalesce(self.logic.parameter("date_of_service"), on, start, c.today())
+        days = []
+        for order in self.orders():
+            occurrence = c.prop(order, "occurrence")
+            days.append(c.date_from(c.prop(c.as_fhir(occurrence, "dateTime"), "value")))
+            days.append(c.date_from(c.prop(c.as_fhir(occurrence, "Period"), "start.value")))
+        # CQL's Coalesce takes at most five operands
+        return c.coalesce(self.logic.parameter("date_of_service"), c.coalesce(*days), c.today())
 
     def _place_of_service(self) -> Cql:
-        return self._record("place_of_service", c.first(_codes(c.prop(self.order(), "locationCode"), [POS])))
+        service, _device = self.orders()  # a DeviceRequest has no location code
+        return self._record("place_of_service", c.first(_codes(c.prop(service, "locationCode"), [POS])))
 
     def _patient_birth_date(self) -> Cql:
         return self._record("patient.birth_date", c.prop(self.patient(), "birthDate.value"))
@@ -203,10 +231,10 @@ class FactDefines:
 
     def _diagnoses(self) -> Cql:
         conditions = _codes(c.query(c.retrieve("Condition"), "D", None, c.prop(c.alias("D"), "code")), [ICD10CM])
-        reasons = _codes(c.prop(self.order(), "reasonCode"), [ICD10CM])
+        reasons = _codes(self._order_concepts("reasonCode"), [ICD10CM])
         recorded = c.flatten(c.list_of([conditions, reasons], "List<String>"))
         given = self._record("diagnoses", recorded)
-        return _empty_is_unknown(c.query(given, "X", None, _normal_code(c.alias("X"))))
+        return _empty_is_unknown(c.query(given, "X", None, normal_code(c.alias("X"))))
 
     def _type_of_bill(self) -> Cql:
         return c.replace_matches(c.call("Upper", self.logic.parameter("type_of_bill")), "^0+", "")
@@ -382,6 +410,9 @@ def cql_text(policy: Policy, logic: Logic) -> str:
         if define.name == "Patient":  # implicit in the Patient context
             continue
         lines += [f"define {c.quoted(define.name)}:", f"  {define.expression.text}", ""]
+    for function in logic.functions.values():
+        operands = ", ".join(f"{c.quoted(name)} {type_}" for name, type_ in function.operands)
+        lines += [f"define function {c.quoted(function.name)}({operands}):", f"  {function.expression.text}", ""]
     return "\n".join(lines)
 
 
@@ -395,6 +426,10 @@ def elm_library(policy: Policy, logic: Logic) -> dict[str, Any]:
                    "expression": c.singleton(c.retrieve("Patient")).elm}]
     statements += [{"name": d.name, "context": "Patient", "accessLevel": "Public", "expression": d.expression.elm}
                    for d in logic.defines.values() if d.name != "Patient"]
+    statements += [{"type": "FunctionDef", "name": f.name, "context": "Patient", "accessLevel": "Public",
+                    "operand": [{"name": name, "operandTypeSpecifier": c.type_specifier(type_)}
+                                for name, type_ in f.operands],
+                    "expression": f.expression.elm} for f in logic.functions.values()]
     return {"library": {
         "identifier": {"id": library_name(policy), "version": policy.version},
         "schemaIdentifier": {"id": "urn:hl7-org:elm", "version": "r1"},

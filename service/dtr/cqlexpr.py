@@ -96,6 +96,29 @@ def parameter(name: str) -> Cql:
     return Cql(quoted(name), {"type": "ParameterRef", "name": name})
 
 
+def operand(name: str) -> Cql:
+    """A reference to an operand of the function being defined."""
+    return Cql(quoted(name), {"type": "OperandRef", "name": name})
+
+
+def external(name: str) -> Cql:
+    """An SDC context variable (``%resource``: the QuestionnaireResponse being filled), which CQL
+    reads as the parameter of that name, ``%`` included (as the CQL-to-ELM translator does)."""
+    return Cql(f"%{name}", {"type": "ParameterRef", "name": f"%{name}"})
+
+
+def local_function_ref(name: str, *operands: Cql) -> Cql:
+    """A call of function ``name`` of the same library: ``"Name"(a, ...)``."""
+    return Cql(f"{quoted(name)}({', '.join(o.text for o in operands)})",
+               {"type": "FunctionRef", "name": name, "operand": [o.elm for o in operands]})
+
+
+def function_ref(library: str, name: str, *operands: Cql) -> Cql:
+    """A call of function ``name`` of the included library ``library``: ``"Lib"."Name"(a, ...)``."""
+    return Cql(f"{quoted(library)}.{quoted(name)}({', '.join(o.text for o in operands)})",
+               {"type": "FunctionRef", "libraryName": library, "name": name, "operand": [o.elm for o in operands]})
+
+
 def alias(name: str) -> Cql:
     """A query alias (``X`` in ``[Condition] X where ...``)."""
     return Cql(name, {"type": "AliasRef", "name": name})

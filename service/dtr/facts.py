@@ -53,14 +53,9 @@ QUESTIONS = {
     "round_trips_in_10_days": "Most round trips planned in any 10 consecutive days",
     "round_trip_weeks": "Most consecutive weeks planned with at least one round trip each",
 }
-#: FHIRPath that pre-populates a fact from the launch context (%patient, %clinical: the order).
-INITIAL_EXPRESSIONS = {
-    "patient.birth_date": "%patient.birthDate",
-    "patient.sex": "%patient.gender",
-    "state": "%patient.address.where(use.empty() or use != 'old').state.first()",
-    "place_of_service": f"%clinical.locationCode.coding.where(system = '{POS}').code.first()",
-    "diagnoses": f"%clinical.reasonCode.coding.where(system = '{ICD10CM}')",
-}
+#: Facts the form pre-populates from the EHR's data: each item's initialExpression reads the Library's
+#: define of the fact (CQL, service/dtr/cql.py), from the Patient, the order and its Conditions.
+PRE_POPULATED = ("patient.birth_date", "patient.sex", "state", "place_of_service", "diagnoses")
 
 
 #: Facts whose answers are codes of a known form: the pattern and how it is told to the user.

@@ -1,4 +1,6 @@
-"""Conditions of the policy language as FHIRPath over a QuestionnaireResponse's answers.
+"""Conditions of the policy language as FHIRPath over a QuestionnaireResponse's answers, which
+the form's root variables hold (one per fact, computed by the form's CQL Library:
+service/dtr/cqlanswers.py).
 
 FHIRPath's empty collection behaves like covreq's unknown under ``and``, ``or``, ``not()``,
 comparisons and ``in``, so a condition keeps its three-valued meaning. What has no faithful
@@ -14,10 +16,10 @@ from typing import Iterable
 
 from engine.language import ast
 from engine.language.codes import CodeRange, CodeSet
-from engine.language.facts import ALWAYS, BOOL, CODE, DATE, ICD, NUMBER
+from engine.language.facts import ALWAYS
 from engine.language.logic import Analysed
 from engine.evaluation.needs import Route
-from service.dtr.facts import ITEM_SPECS, ORDER_COMPLETE
+from service.dtr.facts import ORDER_COMPLETE
 
 #: The multi-valued fact known only in part unless the order is complete.
 OPEN = "other_codes"
@@ -25,18 +27,9 @@ OPEN = "other_codes"
 AGE, BIRTH, DAY = "patient.age", "patient.birth_date", "date_of_service"
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 
-#: What the engine does to a given string before comparing it, in FHIRPath.
-_NORMALIZE = {"type_of_bill": ".upper().replaceMatches('^0+', '')", "state": ".upper()",
-              "modifiers": ".upper()", "patient.sex": ".lower()", "provider.type": ".lower()"}
-
 
 class _Untranslatable(Exception):
     pass
-
-
-def answers(link_id: str) -> str:
-    """The answers given to the item ``link_id``."""
-    return f"%resource.repeat(item).where(linkId = {_string(link_id)}).answer.value"
 
 
 def _string(text: str) -> str:
@@ -44,34 +37,28 @@ def _string(text: str) -> str:
 
 
 def variable_name(fact: str) -> str:
-    """The FHIRPath variable that holds a fact's answers, a FHIR id that is also a FHIRPath name
+    """The name of the variable that holds a fact's answers, a FHIR id that is also a FHIRPath name
     (``place_of_service`` -> ``placeOfService``)."""
     first, *rest = re.split(r"[._]", fact)
     return first + "".join(part.capitalize() for part in rest)
 
 
-def variable(fact: str) -> str | None:
-    """The expression of a fact's variable: its answers, codings read as codes, normalized as the
-    engine normalizes them; None for facts no answer gives (the age is derived, the payer is the
-    form's own). ``request_codes`` are the form's ``other_codes``, which ``order_complete`` closes."""
-    if fact in (AGE, "payer"):
-        return None
-    spec = ITEM_SPECS[fact]
-    item = "other_codes" if fact == "request_codes" else fact
-    if spec.type in (NUMBER, DATE, BOOL):
-        return answers(item)
-    suffix = ".upper().replace('.', '')" if spec.type in (ICD, CODE) else _NORMALIZE.get(fact, "")
-    return f"{answers(item)}.select(iif(code.exists(), code, $this){suffix})"
+def has_variable(fact: str) -> bool:
+    """Whether a fact has a variable: not the age (derived: read through the date of birth and the
+    date of service) nor the payer (the form's own)."""
+    return fact not in (AGE, "payer")
 
 
-def variables(facts: Iterable[str]) -> list[tuple[str, str]]:
-    """(name, expression) of the variables conditions over ``facts`` read."""
-    names = [*facts, *([ORDER_COMPLETE.name] if OPEN in facts else []), *((BIRTH, DAY) if AGE in facts else ())]
-    return [(variable_name(n), expression) for n in dict.fromkeys(names) if (expression := variable(n))]
+def variable_facts(facts: Iterable[str]) -> list[str]:
+    """The facts whose variables conditions over ``facts`` read (each variable holds its fact's
+    answers: service/dtr/cqlanswers.py); ``order_complete`` closes ``other_codes``."""
+    read = list(facts)
+    names = [*read, *([ORDER_COMPLETE.name] if OPEN in read else []), *((BIRTH, DAY) if AGE in read else ())]
+    return [n for n in dict.fromkeys(names) if has_variable(n)]
 
 
 def _fact(name: str) -> str:
-    if variable(name) is None:  # the age outside a comparison with a number, the payer
+    if not has_variable(name):  # the age outside a comparison with a number, the payer
         raise _Untranslatable
     return "%" + variable_name(name)
 

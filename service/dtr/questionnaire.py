@@ -6,7 +6,8 @@ for every load of the same rules. Items (linkIds are stable too):
 - group ``order``: the billing code, the date of service and the plan (unless the rules ask it), and
   the order's other codes when the rules read them, filled by the server;
 - group ``facts``: one question per fact the policy's conditions read (answer options from the
-  values they test it against, an SDC ``initialExpression`` where the EHR's data can tell);
+  values they test it against, an SDC ``initialExpression`` in CQL where the EHR's data can tell:
+  the fact's define in the form's Library, ``"<library>"."<define>"``);
 - group ``documentation``: one item per documentation item (``documentation.<id>``), enabled by
   an SDC ``enableWhenExpression`` only while one of the rules that list it may still decide.
 """
@@ -22,9 +23,10 @@ from engine.language.facts import FACTS
 from engine.evaluation.needs import Needs, needs_of
 from engine.policy import Policy
 from service.dtr import facts as f
-from service.dtr.fhirpath import may_hold
-from service.dtr.fhirpath import variables as fhirpath_variables
-from service.dtr.library import CQF_LIBRARY, Library, build_library, library_url
+from service.dtr.cql import define_name, library_name
+from service.dtr.cqlanswers import variable_expression
+from service.dtr.fhirpath import may_hold, variable_facts
+from service.dtr.library import CQF_LIBRARY, Library, build_library, cql_expression, library_url
 
 SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
 DTR = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition"
@@ -67,7 +69,7 @@ class Form:
 
     @property
     def variables(self) -> list[dict[str, Any]]:
-        """The form's FHIRPath variables (one per fact its conditions read)."""
+        """The form's root variables: one per fact its conditions read, its answers (CQL)."""
         return [e for e in self.questionnaire["extension"] if e["url"] == f"{EXT}/variable"]
 
     @cached_property
@@ -124,14 +126,16 @@ def _value_set(base: str, policy: Policy, fact: str, values: tuple[str, ...], se
     }
 
 
-def fact_item(name: str, answer_value_set: str | None) -> dict[str, Any]:
-    """The question that asks a fact, its answer options from ``answer_value_set`` (``url|version``)."""
+def fact_item(name: str, answer_value_set: str | None, library: str | None = None) -> dict[str, Any]:
+    """The question that asks a fact, its answer options from ``answer_value_set`` (``url|version``),
+    pre-populated by the fact's define in the CQL library named ``library`` (if given) when the
+    EHR's data can tell it."""
     spec = FACTS[name]
     asked = f.item_type(spec, answer_value_set is not None or name == "patient.sex")
     item: dict[str, Any] = {"linkId": name, "text": f.QUESTIONS.get(name, spec.doc or name), "type": asked.type}
-    if name in f.INITIAL_EXPRESSIONS:
+    if library is not None and name in f.PRE_POPULATED:
         item["extension"] = [_extension(f"{SDC}/sdc-questionnaire-initialExpression",
-                                        valueExpression=_expression(f.INITIAL_EXPRESSIONS[name]))]
+                                        valueExpression=cql_expression(library, define_name(name)))]
     if asked.repeats:
         item["repeats"] = True
     if answer_value_set is not None:
@@ -178,7 +182,7 @@ def build_form(base: str, policy: Policy) -> Form:
             vs = _value_set(base, policy, name, read.values, read.value_sets)
             value_sets.append(vs)
             answer_value_set = f"{vs['url']}|{vs['version']}"
-        fact_items.append(fact_item(name, answer_value_set))
+        fact_items.append(fact_item(name, answer_value_set, library_name(policy)))
     pairing = ("other_codes", f.ORDER_COMPLETE.name) if reads.keys() & {"other_codes", "request_codes"} else ()
     plan = () if "plan" in reads else ("plan",)
     order_items = [known_item(name) for name in (*ORDER_FACTS, *plan, *pairing)]
@@ -188,8 +192,8 @@ def build_form(base: str, policy: Policy) -> Form:
         groups.append({"linkId": "facts", "text": "About this order", "type": "group", "item": fact_items})
     if doc_items:
         groups.append({"linkId": "documentation", "text": "Documentation", "type": "group", "item": doc_items})
-    variables = [_extension(f"{EXT}/variable", valueExpression={**_expression(expr), "name": name})
-                 for name, expr in fhirpath_variables(reads)]
+    variables = [_extension(f"{EXT}/variable", valueExpression=variable_expression(library_name(policy), fact))
+                 for fact in variable_facts(reads)]
     questionnaire = {
         "resourceType": "Questionnaire", "id": resource_id(policy.id, policy.version),
         "meta": {"profile": [STANDARD_PROFILE]}, "text": _about(policy, "Every question"),

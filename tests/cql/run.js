@@ -1,12 +1,14 @@
 // Runs an ELM library with the CQL reference engine (cql-execution + cql-exec-fhir).
 // stdin: {"libraries": {"<key>": <ELM JSON>, ...},
 //         "cases": [{"library": "<key>", "bundle": <FHIR Bundle>, "parameters": {...}}, ...]}
+// (a parameter of a FHIR type is given as the resource's JSON)
 // stdout: one object per case, each define's value as JSON (Dates as ISO text, FHIR data left out).
 'use strict';
 const cql = require('cql-execution');
 const fhir = require('cql-exec-fhir');
 
 const DATE = '{urn:hl7-org:elm-types:r1}Date';
+const FHIR = '{http://hl7.org/fhir}';
 
 function readStdin() {
   return new Promise((resolve) => {
@@ -16,14 +18,17 @@ function readStdin() {
   });
 }
 
-// Parameters typed as the library declares them (JSON has no dates).
-function typed(elm, given) {
+// Parameters typed as the library declares them (JSON has no dates; FHIR resources are wrapped
+// as cql-exec-fhir reads them).
+function typed(elm, given, wrapper) {
   const out = {};
   for (const def of (elm.library.parameters || {}).def || []) {
     if (!(def.name in given) || given[def.name] === null) continue;
     const spec = def.parameterTypeSpecifier || {};
     const value = given[def.name];
-    out[def.name] = spec.name === DATE ? cql.Date.parse(value) : value;
+    if (spec.name === DATE) out[def.name] = cql.Date.parse(value);
+    else if ((spec.name || '').startsWith(FHIR)) out[def.name] = wrapper.wrap(value);
+    else out[def.name] = value;
   }
   return out;
 }
@@ -38,8 +43,11 @@ function plain(value) {
 
 async function main() {
   const input = JSON.parse(await readStdin());
+  // Every library given can be included by the others (by its identifier and version).
+  const repository = new cql.Repository(Object.values(input.libraries));
   const libraries = {};
-  for (const [key, elm] of Object.entries(input.libraries)) libraries[key] = new cql.Library(elm);
+  for (const [key, elm] of Object.entries(input.libraries)) libraries[key] = new cql.Library(elm, repository);
+  const wrapper = fhir.FHIRWrapper.FHIRv401();
   const results = [];
   // One source for all cases: building one reads the FHIR model info, which costs more than a case.
   const source = fhir.PatientSource.FHIRv401();
@@ -47,7 +55,7 @@ async function main() {
     const elm = input.libraries[item.library];
     const library = libraries[item.library];
     source.loadBundles([item.bundle]);
-    const executor = new cql.Executor(library, new cql.CodeService({}), typed(elm, item.parameters || {}));
+    const executor = new cql.Executor(library, new cql.CodeService({}), typed(elm, item.parameters || {}, wrapper));
     const answer = await executor.exec(source);
     const patients = Object.values(answer.patientResults);
     if (patients.length !== 1) throw new Error(`a case ran for ${patients.length} patients, not 1`);

@@ -1,6 +1,7 @@
 // Translates CQL to ELM with the reference CQL-to-ELM translator (@cqframework/cql, the
 // cqframework translator built for JavaScript), FHIR 4.0.1 read from cql-exec-fhir's model info.
-// argv[2]: the node_modules directory. stdin: {"<key>": "<CQL text>", ...}
+// argv[2]: the node_modules directory. stdin: {"<key>": "<CQL text>", ...} (a library may include
+// another one of them by name and version)
 // stdout: {"<key>": {"elm": <ELM JSON>, "errors": ["line:column message", ...]}, ...}
 'use strict';
 const fs = require('fs');
@@ -8,6 +9,10 @@ const path = require('path');
 const { pathToFileURL } = require('url');
 
 async function main() {
+  // stdout is the answer: what the translator prints (its logging, on loading an included library)
+  // goes to stderr.
+  const answer = process.stdout.write.bind(process.stdout);
+  process.stdout.write = process.stderr.write.bind(process.stderr);
   const modules = process.argv[2];
   const load = (file) => import(pathToFileURL(path.join(modules, '@cqframework', 'cql', file)).href);
   const { SystemModelInfoProvider } = await load('cql.mjs');
@@ -24,16 +29,28 @@ async function main() {
   const units = translator.createUcumService(refuse, (unit) => (calendar.test(unit) ? null : `not a calendar unit: ${unit}`),
     refuse, refuse);
   const sources = JSON.parse(fs.readFileSync(0, 'utf8'));
+  // A library may include another of the same batch, by its CQL name and version.
+  const byName = {};
+  for (const text of Object.values(sources)) {
+    const header = /^library\s+"?([A-Za-z0-9_]+)"?\s+version\s+'([^']*)'/.exec(text);
+    if (header) byName[`${header[1]}|${header[2]}`] = text;
+  }
+  const included = translator.createLibrarySourceProvider((id, _system, version) => {
+    const text = byName[`${id}|${version}`];
+    return text === undefined ? null : translator.stringAsSource(text);
+  });
   const out = {};
   for (const [key, text] of Object.entries(sources)) {
-    const translated = translator.CqlTranslator.fromText(text, new translator.LibraryManager(models, undefined, undefined, units));
+    const libraries = new translator.LibraryManager(models, undefined, undefined, units);
+    libraries.librarySourceLoader.registerProvider(included);
+    const translated = translator.CqlTranslator.fromText(text, libraries);
     const errors = translated.errors.asJsReadonlyArrayView();
     out[key] = {
       elm: JSON.parse(translated.toJson()),
       errors: Array.from(errors, (e) => `${e.locator ? `${e.locator.startLine}:${e.locator.startChar} ` : ''}${e.message}`),
     };
   }
-  process.stdout.write(JSON.stringify(out));
+  answer(JSON.stringify(out));
 }
 
 main().catch((err) => {

@@ -3,6 +3,7 @@ adaptive responses, and FHIR checks (fhir.resources models, FHIRPath constraints
 evaluated with fhirpathpy)."""
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import json
@@ -192,10 +193,64 @@ def assert_constraints(resource: dict[str, Any], version: str = "2.0.1") -> None
         assert_constraints(found, version)
 
 
-def variables_of(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """The Questionnaire's root FHIRPath variables, evaluated on ``response``."""
-    return {e["valueExpression"]["name"]: fhirpath(response, e["valueExpression"]["expression"])
-            for e in questionnaire.get("extension", []) if e["url"] == VARIABLE}
+#: The item expressions the Inferno DTR kit requires in CQL (cql_test.rb, check_item_extension).
+KIT_ITEM_EXPRESSIONS = tuple(f"http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-{kind}Expression"
+                             for kind in ("initial", "candidate", "context"))
+
+
+def library_defines(library: dict[str, Any]) -> set[str]:
+    """The statements (defines and functions) of a Library resource, read from its ELM content."""
+    (elm,) = [c["data"] for c in library["content"] if c["contentType"] == "application/elm+json"]
+    return {d["name"] for d in json.loads(base64.b64decode(elm))["library"]["statements"]["def"]}
+
+
+#: The root expressions the Inferno DTR kit requires in CQL (cql_test.rb, check_questionnaire_extensions).
+KIT_ROOT_EXPRESSIONS = (VARIABLE, "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-launchContext",
+                        "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-itemPopulationContext")
+#: A CQL expression naming a statement of a library: ``"<library>"."<define>"``, or a call of one
+#: of its functions on the QuestionnaireResponse being filled (``(%resource)``).
+LIBRARY_STATEMENT = re.compile(r'"([^"]+)"\."([^"]+)"(\(%resource\))?')
+
+
+def _expression_fault(where: str, expression: dict[str, Any], libraries: dict[str, set[str]]) -> str | None:
+    """What the kit's check_for_cql and check_expression_format find wrong in one Expression:
+    not ``text/cql``, or not starting with a Library's name; stricter than the kit, naming no
+    statement of that Library."""
+    named = LIBRARY_STATEMENT.fullmatch(expression["expression"])
+    if expression["language"] != "text/cql":
+        return f"{where}: {expression['language']}, not text/cql"
+    if not named or named[2] not in libraries.get(named[1], set()):
+        return f"{where}: {expression['expression']} names no statement of a Library given"
+    return None
+
+
+def kit_root_expression_faults(questionnaire: dict[str, Any], libraries: dict[str, set[str]]) -> list[str]:
+    """What the kit's verify_questionnaire_extensions would find wrong in ``questionnaire``'s root
+    variable, launchContext and itemPopulationContext expressions ("Variable expression logic not
+    written in CQL", "Expression in questionnaire misformatted"); ``libraries``: name -> statements."""
+    return [fault for ext in questionnaire.get("extension", [])
+            if ext["url"] in KIT_ROOT_EXPRESSIONS and "valueExpression" in ext
+            and (fault := _expression_fault(ext["valueExpression"].get("name", ext["url"]), ext["valueExpression"],
+                                            libraries))]
+
+
+def kit_item_expression_faults(questionnaire: dict[str, Any], libraries: dict[str, set[str]]) -> list[str]:
+    """What the kit's verify_questionnaire_items would find wrong in ``questionnaire``: an item's
+    initial, candidate or context expression not ``text/cql``, or (the kit's check_expression_format)
+    not starting with the name of a Library given (``libraries``: name -> defines); stricter than the
+    kit, also one naming no define of that Library. Empty when every item expression passes."""
+    faults = []
+    pending = list(questionnaire.get("item", []))
+    while pending:
+        item = pending.pop()
+        pending.extend(item.get("item", []))
+        for ext in item.get("extension", []):
+            if ext["url"] not in KIT_ITEM_EXPRESSIONS:
+                continue
+            fault = _expression_fault(item["linkId"], ext["valueExpression"], libraries)
+            if fault is not None:
+                faults.append(fault)
+    return faults
 
 
 def fact_values(name: str, tested: tuple[str, ...]) -> st.SearchStrategy[Any]:

@@ -18,13 +18,15 @@ import re
 from typing import Any
 
 import pytest
-from dtr_helpers import (BUNDLED_RULES, CPT, FIXTURES, MANUAL, PAYER_ID, answer, assert_constraints, bundles, form_of, fhirpath,
-                         parses_as_r4, response_of)
+from dtr_helpers import (BUNDLED_RULES, CPT, FIXTURES, KIT_ITEM_EXPRESSIONS, MANUAL, PAYER_ID, answer, assert_constraints,
+                         bundles, form_of, fhirpath, kit_item_expression_faults, kit_root_expression_faults,
+                         library_defines, parses_as_r4, response_of)
 from fastapi.testclient import TestClient
 
 import engine
 from service.dtr.adaptive import Answers, decide, envelope, next_question, page
 from service.dtr.catalogue import Catalogue
+from service.dtr.library import CQF_LIBRARY
 from service.dtr.questionnaire import adaptive_id
 from service.dtr.signing import Keyring
 from service.dtr.versions import DTR_SD, INPUT_PROFILE, PAYER_CAPABILITIES, VERSIONS
@@ -136,9 +138,14 @@ def test_the_adaptive_response_carries_the_versions_shapes(package: dict[str, An
 def test_next_question_replays_to_a_completed_response(module_client: TestClient, package: dict[str, Any],
                                                       version: str | None) -> None:
     """The kit's adaptive flow: every $next-question answer is a 200 QuestionnaireResponse (not
-    Parameters) with its contained form, and the sequence ends completed."""
+    Parameters) with its contained form, and the sequence ends completed. Each contained form passes
+    the kit's expression checks (adaptive_next_questionnaire_expressions_test and _extensions_test:
+    initial expressions and root variables in CQL, named by a Library of the package) and names that
+    Library (cqf-library)."""
     response = response_of(bundles(package)[0])
-    seen = []
+    libraries = [e["resource"] for e in bundles(package)[0]["entry"] if e["resource"]["resourceType"] == "Library"]
+    defines = {library["name"]: library_defines(library) for library in libraries}
+    seen, initial = [], 0
     for step in range(4):
         if step == 1:
             response = answer(response, "place_of_service", POS_22)
@@ -154,10 +161,16 @@ def test_next_question_replays_to_a_completed_response(module_client: TestClient
         parses_as_r4(response)
         assert_constraints(response, answered(version))
         assert form_of(response)["meta"]["profile"] == [f"{DTR_SD}/dtr-questionnaire-adapt"]
+        assert kit_item_expression_faults(form_of(response), defines) == []
+        assert kit_root_expression_faults(form_of(response), defines) == []
+        assert {e["valueCanonical"] for e in form_of(response)["extension"] if e["url"] == CQF_LIBRARY} \
+            == {library["url"] for library in libraries}  # the kit's check_library_references
+        initial += json.dumps(form_of(response)).count(KIT_ITEM_EXPRESSIONS[0])
         seen.append(response["status"])
         if response["status"] == "completed":
             break
     assert seen[-1] == "completed", seen
+    assert initial > 0  # place_of_service is asked, pre-populated by CQL
 
 
 def test_a_first_call_the_sdc_way_with_no_items_yet_gets_the_first_questions(module_client: TestClient,

@@ -38,9 +38,20 @@ BUILT = {f"{p.id}|{p.version}": build_library(FORMS.base, p, "id") for p in RULE
 LIBRARIES = {key: library.elm for key, library in BUILT.items()}
 
 
-def record(facts: dict[str, Any], in_record: set[str], period: bool) -> dict[str, Any]:
-    """A FHIR Bundle with the Patient, the order (a ServiceRequest) and Conditions stating the facts
-    of ``in_record``."""
+#: An order of the same patient that the form is not filled for, first in the record: the
+#: libraries read only the order the DTR client passes (``service_request``), never this one.
+OTHER_ORDER = {"resourceType": "ServiceRequest", "id": "sr-other", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/pat-1"}, "occurrenceDateTime": "1999-01-01",
+               "code": {"coding": [{"system": CPT, "code": "99999"}]},
+               "locationCode": [{"coding": [{"system": POS, "code": "99"}]}],
+               "reasonCode": [{"coding": [{"system": ICD10CM, "code": "Z99.89"}]}]}
+
+
+def record(facts: dict[str, Any], in_record: set[str], period: bool,
+           parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bundle and parameters of a library run: a FHIR Bundle with the Patient, another order,
+    the order (a ServiceRequest) and Conditions stating the facts of ``in_record``; the order is
+    passed as ``service_request``, as the DTR client passes the order it was launched for."""
     patient: dict[str, Any] = {"resourceType": "Patient", "id": "pat-1"}
     order: dict[str, Any] = {"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft", "intent": "order",
                              "subject": {"reference": "Patient/pat-1"}}
@@ -67,8 +78,9 @@ def record(facts: dict[str, Any], in_record: set[str], period: bool) -> dict[str
         else:
             entries.append({"resource": {"resourceType": "Condition", "id": f"c-{index}", "code": coding,
                                          "subject": {"reference": "Patient/pat-1"}}})
-    return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"resource": patient}, {"resource": order}, *entries]}
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": patient}, {"resource": OTHER_ORDER}, {"resource": order}, *entries]}
+    return {"bundle": bundle, "parameters": {**(parameters or {}), cql.SERVICE_REQUEST: order}}
 
 
 def set_samples(policy: Policy) -> dict[str, tuple[str, ...]]:
@@ -104,8 +116,8 @@ def cases(draw: st.DrawFn) -> tuple[Form, dict[str, Any], dict[str, Any]]:
             sample = draw(st.sampled_from(samples))
             facts[name] = sorted({*facts.get(name, []), sample}) if FACTS[name].many else sample
     in_record = {name for name in FROM_RECORD if name in facts and draw(st.booleans())}
-    case = {"library": f"{form.policy.id}|{form.policy.version}", "bundle": record(facts, in_record, draw(st.booleans())),
-            "parameters": {name: value for name, value in facts.items() if name not in in_record}}
+    case = {"library": f"{form.policy.id}|{form.policy.version}",
+            **record(facts, in_record, draw(st.booleans()), {n: v for n, v in facts.items() if n not in in_record})}
     return form, facts, case
 
 
@@ -146,7 +158,7 @@ def test_every_bundled_library_runs_and_answers_as_the_engine_for_an_order_alone
         if not (policy.code_groups and policy.code_groups[0].codes.exact):
             continue
         facts = {"code": sorted(policy.code_groups[0].codes.exact)[0], "date_of_service": policy.effective.isoformat()}
-        cases.append({"library": f"{policy.id}|{policy.version}", "bundle": record(facts, set(facts), False)})
+        cases.append({"library": f"{policy.id}|{policy.version}", **record(facts, set(facts), False)})
         expected.append((FORMS.form(policy), facts))
     started = time.perf_counter()
     results = run_elm(LIBRARIES, cases)
@@ -164,10 +176,10 @@ def test_the_fact_defines_read_what_the_crd_reader_reads() -> None:
         facts.ref(name)
     policy = next(iter(RULES.policy_versions()))
     elm = cql.elm_library(policy, logic)
-    bundle = record({"patient.birth_date": "1950-02-29"[:8] + "03", "patient.sex": "female", "state": "ca",
-                     "place_of_service": "22", "diagnoses": ["H02.831", "m54.50"], "code": "15823",
-                     "date_of_service": "2024-03-14"}, set(FROM_RECORD), False)
-    (found,) = run_elm({"x": elm}, [{"library": "x", "bundle": bundle, "parameters": {"type_of_bill": "0131"}}])
+    run = record({"patient.birth_date": "1950-02-29"[:8] + "03", "patient.sex": "female", "state": "ca",
+                  "place_of_service": "22", "diagnoses": ["H02.831", "m54.50"], "code": "15823",
+                  "date_of_service": "2024-03-14"}, set(FROM_RECORD), False, {"type_of_bill": "0131"})
+    (found,) = run_elm({"x": elm}, [{"library": "x", **run}])
     assert found["Patient birth date"] == "1950-02-03" and found["Patient age"] == 74
     assert found["Patient sex"] == "female" and found["State"] == "CA" and found["Place of service"] == "22"
     assert sorted(found["Diagnoses"]) == ["H02831", "M5450"]
@@ -181,8 +193,8 @@ def test_ages_count_whole_years_as_the_engine_does() -> None:
     elm = cql.elm_library(next(iter(RULES.policy_versions())), logic)
     pairs = [("2000-02-29", "2001-02-28"), ("2000-02-29", "2001-03-01"), ("2000-02-29", "2004-02-29"),
              ("1990-12-31", "2024-12-30"), ("1990-12-31", "2024-12-31"), ("2024-03-14", "2024-03-14")]
-    found = run_elm({"x": elm}, [{"library": "x", "bundle": record({}, set(), False), "parameters": {
-        "patient.birth_date": birth, "date_of_service": day}} for birth, day in pairs])
+    found = run_elm({"x": elm}, [{"library": "x", **record({}, set(), False, {
+        "patient.birth_date": birth, "date_of_service": day})} for birth, day in pairs])
     for (birth, day), result in zip(pairs, found):
         born, on = dt.date.fromisoformat(birth), dt.date.fromisoformat(day)
         assert result["Patient age"] == on.year - born.year - ((on.month, on.day) < (born.month, born.day))
@@ -201,8 +213,8 @@ def test_the_documented_library_example_is_what_is_generated_and_what_cql_execut
     assert _doc_example("cql-rule", "cql") in library.cql
     runs = json.loads(_doc_example("cql-run", "json"))
     facts = {"code": "15823", "date_of_service": "2024-03-14"}
-    found = run_elm({"x": library.elm}, [{"library": "x", "bundle": record(facts, set(facts), False),
-                                          "parameters": run["parameters"]} for run in runs])
+    found = run_elm({"x": library.elm}, [{"library": "x", **record(facts, set(facts), False, run["parameters"])}
+                                         for run in runs])
     for run, result in zip(runs, found):
         assert {name: result[name] for name in run["results"]} == run["results"]
         assert assert_agrees(FORMS.form(policy), {**facts, **run["parameters"]}, result)
@@ -233,3 +245,34 @@ def test_the_translated_cql_answers_as_the_generated_elm(batch: list[tuple[Form,
     theirs = run_elm({key: translated()[key]["elm"] for key in used}, [case for _form, _facts, case in batch])
     for (_form, facts, case), mine, reference in zip(batch, ours, theirs):
         assert {name: reference.get(name) for name in mine} == mine, (case["library"], facts)
+
+
+def test_pre_population_reads_the_order_the_form_is_launched_for_not_the_patients_first() -> None:
+    """Two orders in the record; the DTR client passes the second (``service_request``, or a
+    DeviceRequest as ``device_request``): every fact read from an order is the passed one's, and
+    with no order passed none is read from the record's orders."""
+    logic = cql.Logic()
+    facts = cql.FactDefines(logic, "medicare")
+    for name in ("place_of_service", "diagnoses", "code", "date_of_service"):
+        facts.ref(name)
+    elm = cql.elm_library(next(iter(RULES.policy_versions())), logic)
+    launched = {"resourceType": "ServiceRequest", "id": "sr-2", "status": "draft", "intent": "order",
+                "subject": {"reference": "Patient/pat-1"}, "occurrenceDateTime": "2024-03-14",
+                "code": {"coding": [{"system": CPT, "code": "15823"}]},
+                "locationCode": [{"coding": [{"system": POS, "code": "22"}]}],
+                "reasonCode": [{"coding": [{"system": ICD10CM, "code": "H02.831"}]}]}
+    device = {"resourceType": "DeviceRequest", "id": "dr-1", "status": "draft", "intent": "order",
+              "subject": {"reference": "Patient/pat-1"}, "occurrencePeriod": {"start": "2024-04-02"},
+              "codeCodeableConcept": {"coding": [{"system": HCPCS, "code": "E0470"}]},
+              "reasonCode": [{"coding": [{"system": ICD10CM, "code": "G47.33"}]}]}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "pat-1"}}, {"resource": OTHER_ORDER}, {"resource": launched},
+        {"resource": device}]}
+    found = run_elm({"x": elm}, [{"library": "x", "bundle": bundle, "parameters": parameters} for parameters in (
+        {cql.SERVICE_REQUEST: launched}, {cql.DEVICE_REQUEST: device}, {})])
+    by_service, by_device, by_none = found
+    assert (by_service["Place of service"], by_service["Diagnoses"], by_service["Code"], by_service["Date of service"]) \
+        == ("22", ["H02831"], "15823", "2024-03-14")
+    assert (by_device["Place of service"], by_device["Diagnoses"], by_device["Code"], by_device["Date of service"]) \
+        == (None, ["G4733"], "E0470", "2024-04-02")
+    assert by_none["Place of service"] is None and by_none["Diagnoses"] is None and by_none["Code"] is None

@@ -134,8 +134,8 @@ def constructs(draw: st.DrawFn, forms: dict[str, Form]) -> tuple[Form, dict[str,
         born = born.replace(year=born.year - years, day=min(born.day, 28)) + dt.timedelta(days=shift)
         facts["patient.birth_date"] = born.isoformat()
     in_record = {name for name in FROM_RECORD if name in facts and draw(st.booleans())}
-    case = {"library": form.policy.id, "bundle": record(facts, in_record, draw(st.booleans())),
-            "parameters": {name: value for name, value in facts.items() if name not in in_record}}
+    case = {"library": form.policy.id,
+            **record(facts, in_record, draw(st.booleans()), {n: v for n, v in facts.items() if n not in in_record})}
     return form, facts, case
 
 

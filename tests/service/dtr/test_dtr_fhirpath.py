@@ -1,28 +1,21 @@
-"""The FHIRPath in the generated forms, evaluated with fhirpathpy: enablement of documentation
-items agrees with the engine, and pre-population reads what covreq's own CRD reader reads."""
+"""The FHIRPath in the generated forms: which documentation items have an enablement, and the
+forms' validity. (Enablement evaluated with fhirpathpy on the CQL variables, agreeing with the
+engine: tests/service/dtr/test_dtr_cql_answers.py; pre-population: test_dtr_cql.py.)"""
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
 import pytest
-from dtr_helpers import (BUNDLED_RULES, FIXTURES, ICD10CM, assert_constraints, coverage, fact_values, fhirpath,
-                         order_lines, parses_as_r4, service_request, variables_of)
-from hypothesis import HealthCheck, given, settings
+from dtr_helpers import BUNDLED_RULES, assert_constraints, fact_values, order_lines, parses_as_r4
 from hypothesis import strategies as st
 
 import engine
 from engine.language import ast
-from engine.evaluation.evaluate import run_policy
 from engine.language.logic import walk
 from engine.evaluation.needs import needs_of
-from engine.evaluation.request import parse_request
-from service.crd.envelope import read_envelope
-from service.crd.payers import PayerMap
-from service.crd.requests import read_call, v1_request
-from service.fhir.index import ResourceIndex
 from service.dtr.catalogue import Catalogue
-from service.dtr.facts import INITIAL_EXPRESSIONS, ITEM_SPECS, NOT_ASKED, answer_values, askable, v1_body
+from service.dtr.facts import ITEM_SPECS, NOT_ASKED, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX, Form
 
 RULES = engine.load(BUNDLED_RULES)
@@ -55,30 +48,11 @@ def answered(draw: st.DrawFn) -> tuple[Form, dict[str, Any]]:
     return FORMS.form(policy), facts
 
 
-def _response(facts: dict[str, Any]) -> dict[str, Any]:
+def answers_response(facts: dict[str, Any]) -> dict[str, Any]:
     """A QuestionnaireResponse answering one item per fact."""
     return {"resourceType": "QuestionnaireResponse", "status": "in-progress", "item": [
         {"linkId": "facts", "item": [{"linkId": name, "answer": answer_values(ITEM_SPECS[name], value)}
                                      for name, value in facts.items()]}]}
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(answered())
-def test_documentation_items_are_enabled_exactly_when_the_engine_may_owe_them(case: tuple[Form, dict[str, Any]]) -> None:
-    form, facts = case
-    try:
-        line = parse_request(v1_body({"payer": form.policy.payer, **facts}), form.policy.effective).lines[0]
-    except engine.RequestError:
-        return  # facts no request can state (e.g. a birth date after the date of service)
-    owed = {ref.id for ref, _policy, _when in run_policy(form.policy, line.facts).documentation}
-    response = _response(facts)
-    variables = variables_of(form.questionnaire, response)
-    for group in form.questionnaire["item"]:
-        for item in group.get("item", []):
-            expressions = [e["valueExpression"]["expression"] for e in item.get("extension", []) if e["url"] == ENABLE]
-            if item["linkId"].startswith(DOC_PREFIX) and expressions:
-                enabled = fhirpath(response, expressions[0], variables)
-                assert enabled == [item["linkId"][len(DOC_PREFIX):] in owed], (item["linkId"], facts)
 
 
 def _beyond_fhirpath(info: Any) -> bool:
@@ -113,26 +87,3 @@ def test_every_bundled_form_is_valid_r4_and_passes_the_profiles_constraints(poli
     for resource in (form.questionnaire, *form.value_sets):
         parses_as_r4(resource)
         assert_constraints(resource)
-
-
-def test_initial_expressions_read_what_the_crd_reader_reads() -> None:
-    patient = {"resourceType": "Patient", "id": "pat-1", "gender": "female", "birthDate": "1950-02-03",
-               "address": [{"use": "old", "state": "NY"}, {"use": "home", "state": "CA"}]}
-    order = {**service_request(pos="22"), "reasonCode": [
-        {"coding": [{"system": ICD10CM, "code": "H02.831"}]}, {"coding": [{"system": "http://snomed.info/sct",
-                                                                          "code": "1234"}]}]}
-    envelope = read_envelope({"hook": "order-sign", "hookInstance": "h-1",
-                              "context": {"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [
-                                  {"resource": order}]}},
-                              "prefetch": {"patient": patient, "coverage": {"resourceType": "Bundle", "type": "searchset", "entry": [
-                                  {"resource": coverage()}]}}}, "order-sign")
-    call = read_call(envelope, ResourceIndex(envelope.prefetch.values()), PayerMap.load(FIXTURES / "payers.yaml"),
-                     {"medicare"}, dt.date(2024, 3, 1), coverage_known=True)
-    read = v1_request(call, call.orders[0])
-    context = {"patient": patient, "clinical": order}
-    found = {name: fhirpath({}, expression, context) for name, expression in INITIAL_EXPRESSIONS.items()}
-    assert found["patient.birth_date"] == [read["patient"]["birth_date"]]
-    assert found["patient.sex"] == [read["patient"]["sex"]]
-    assert found["state"] == [read["state"]] == ["CA"]
-    assert found["place_of_service"] == [read["place_of_service"]] == ["22"]
-    assert [c["code"] for c in found["diagnoses"]] == read["diagnoses"] == ["H02.831"]

@@ -1,6 +1,7 @@
 """The forms' CQL Libraries as a DTR client and the Inferno DTR kit see them: in every package
 Bundle, with CQL and ELM content, named by the Questionnaire's ``cqf-library`` and readable by id
-and by canonical url."""
+and by canonical url; the forms' expressions in CQL naming them; run as served, pre-populating
+from the launched order."""
 from __future__ import annotations
 
 import base64
@@ -11,12 +12,14 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dtr_helpers import assert_constraints, bundles, package_request, parses_as_r4, service_request
+from cql_engine import run_elm
+from dtr_helpers import (LIBRARY_STATEMENT, assert_constraints, bundles, kit_item_expression_faults,
+                         kit_root_expression_faults, library_defines, package_request, parses_as_r4, service_request)
 from fastapi.testclient import TestClient
 from test_dtr_fhirpath import FORMS, RULES
 
-from service.dtr.cql import define_name
-from service.dtr.facts import INITIAL_EXPRESSIONS
+from service.dtr.cql import SERVICE_REQUEST, define_name
+from service.dtr.facts import PRE_POPULATED
 from service.dtr.library import CQF_LIBRARY
 
 BLEPH_LIBRARY = "http://testserver/fhir/Library/medicare-opd-blepharoplasty"
@@ -71,17 +74,37 @@ def test_a_library_resolves_by_id_by_url_and_by_url_and_version(dtr_client: Test
     assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
 
 
-def test_every_pre_populated_item_has_its_define_in_the_library() -> None:
-    """A form can read each pre-population value from its Library: ``"<library>"."<define>"``."""
+def test_every_pre_populated_item_reads_its_define_in_cql_as_the_kit_requires() -> None:
+    """Each pre-populated item's initialExpression is ``text/cql`` naming its fact's define in the
+    form's Library (``"<library>"."<define>"``): the kit's "Initial expression logic not written in
+    CQL" and expression-format checks, on every bundled form."""
+    prepopulated = 0
     for policy in RULES.policy_versions():
         form = FORMS.form(policy)
-        defines = {d["name"] for d in form.library.elm["library"]["statements"]["def"]}
+        assert kit_item_expression_faults(form.questionnaire, {form.library.name: library_defines(form.library.resource)}) == []
         for group in form.questionnaire["item"]:
             for item in group.get("item", []):
-                if item["linkId"] in INITIAL_EXPRESSIONS:
-                    assert define_name(item["linkId"]) in defines, (policy.id, item["linkId"])
-                    expression = form.library.expression(define_name(item["linkId"]))
-                    assert expression["expression"].startswith(f'"{form.library.name}".')  # as the kit checks
+                if item["linkId"] in PRE_POPULATED:
+                    (initial,) = item["extension"]
+                    assert initial["valueExpression"] == form.library.expression(define_name(item["linkId"]))
+                    prepopulated += 1
+    assert prepopulated > 0
+
+
+def test_every_root_variable_is_cql_calling_its_librarys_answers_function_as_the_kit_requires() -> None:
+    """The kit's verify_questionnaire_extensions on every bundled form: no "Variable expression
+    logic not written in CQL" (every root ``variable`` is ``text/cql``) and no misformatted
+    expression (each starts with the Library's name); stricter, each calls a function of that
+    Library on ``%resource``."""
+    variables = 0
+    for policy in RULES.policy_versions():
+        form = FORMS.form(policy)
+        assert kit_root_expression_faults(form.questionnaire, {form.library.name: library_defines(form.library.resource)}) == []
+        for variable in form.variables:
+            named = LIBRARY_STATEMENT.fullmatch(variable["valueExpression"]["expression"])
+            assert named is not None and named[3] == "(%resource)", variable
+            variables += 1
+    assert variables > 0
 
 
 def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any, tmp_path: Path) -> None:
@@ -98,3 +121,30 @@ def test_with_trusted_issuers_reading_a_library_needs_a_jwt(make_dtr_client: Any
 def test_every_bundled_library_is_valid_r4() -> None:
     for policy in RULES.policy_versions():
         parses_as_r4(FORMS.form(policy).library.resource)
+
+
+def test_as_served_the_initial_expressions_pre_populate_from_the_launched_order(dtr_client: TestClient) -> None:
+    """A client that renders the standard form itself reads it and its Library, and runs the
+    Library (cql-execution) on the patient's record with the launched order passed as
+    ``service_request``: every initialExpression's define gives the launched order's value, not
+    the one of the patient's other order listed first."""
+    form = dtr_client.get("/fhir/Questionnaire/medicare-opd-botulinum-toxin.2020-07-01").json()
+    (canonical,) = [e["valueCanonical"] for e in form["extension"] if e["url"] == CQF_LIBRARY]
+    (library,) = [e["resource"] for e in dtr_client.get(f"/fhir/Library?url={canonical}").json()["entry"]]
+    elm = json.loads(_content(library)["application/elm+json"])
+    other = service_request("64612", pos="11", diagnoses=("Z00.00",), order_id="sr-other")
+    launched = service_request("64615", pos="22", diagnoses=("G24.3",), order_id="sr-launched")
+    patient = {"resourceType": "Patient", "id": "pat-1", "gender": "female", "birthDate": "1950-02-03"}
+    record = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": r} for r in (patient, other, launched)]}
+    (found,) = run_elm({"x": elm}, [{"library": "x", "bundle": record, "parameters": {SERVICE_REQUEST: launched}}])
+    initial = {}
+    for group in form["item"]:
+        for item in group.get("item", []):
+            for ext in item.get("extension", []):
+                if ext["url"].endswith("sdc-questionnaire-initialExpression"):
+                    named = LIBRARY_STATEMENT.fullmatch(ext["valueExpression"]["expression"])
+                    assert named is not None and named[1] == library["name"]
+                    initial[item["linkId"]] = found[named[2]]
+    assert initial == {"place_of_service": "22", "diagnoses": ["G243"]}
+    assert found["Code"] == "64615"
