@@ -140,17 +140,19 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
          base: str, digest: str, keys: Keyring, version: DtrVersion, since: Signed | None = None,
          carried: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The QuestionnaireResponse, in ``version``'s shapes, that asks what ``decision`` still depends
-    on, then the documentation it owes; ``completed`` with the decision (as text and as CRD
+    on and what decides the documentation it may owe (the facts of a documentation item's pending
+    condition), then the documentation it owes; ``completed`` with the decision (as text and as CRD
     coverage-information) when neither is left. ``envelope`` (:func:`envelope`) ties it to its
     Coverage and orders; the other elements of ``carried`` (the response answered) are kept. What it
     says the server filled and decided is signed with ``keys`` (keeping the times of ``since``)."""
     known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS, f.ORDER_COMPLETE.name)) if n in answers.known]
     conditional = "conditional" in (decision["pa_needed"], decision["covered"])
-    asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
-              if n not in answers.known and n in FACTS]
+    docs = decision.get("documentation", [])
+    deciding = decision.get("info_needed", []) if conditional else []
+    owed_if = [name for doc in docs if doc.get("required_when") for name in form.documentation_facts.get(doc["id"], ())]
+    asking = [n for n in f.askable([*deciding, *owed_if]) if n not in answers.known and n in FACTS]
     fact_names = list(dict.fromkeys([*[n for n in answers.given if n not in answers.known], *asking]))
     fact_items = [_question(form, n) for n in fact_names]
-    docs = decision.get("documentation", [])
     doc_items = []
     for doc in docs:
         item = dict(form.item(DOC_PREFIX + doc["id"]) or doc_item(doc["id"], doc["text"], doc["kind"], None))

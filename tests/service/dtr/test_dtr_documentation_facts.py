@@ -1,0 +1,85 @@
+"""DTR forms ask what decides the documentation owed, not only what decides prior authorization, and
+offer the payer's plans with their titles."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from dtr_helpers import BUNDLED_RULES, ICD10CM, answer, asked, form_of, items
+
+import engine
+from service.dtr.adaptive import Answers, decide, envelope, next_question, page
+from service.dtr.catalogue import Catalogue
+from service.dtr.questionnaire import Form
+from service.dtr.signing import Keyring
+from service.dtr.versions import VERSIONS
+
+RULESET = engine.load(BUNDLED_RULES)
+FORMS = Catalogue(RULESET, "http://example.org/fhir")
+KEYS = Keyring.ephemeral()
+#: 64612 with its toxin on a complete order in a hospital OPD: PA needed, two documents owed by diagnosis.
+ORDER = {"code": "64612", "date_of_service": "2024-03-14", "place_of_service": "22", "other_codes": ["J0585"],
+         "order_complete": True}
+
+
+def form(policy_id: str) -> Form:
+    return FORMS.form(next(p for p in RULESET.policy_versions() if p.id == policy_id))
+
+
+def start(version: str, known: dict[str, Any]) -> dict[str, Any]:
+    """The first adaptive response of the botulinum-toxin form for an order telling ``known``."""
+    botox = form("medicare-opd-botulinum-toxin")
+    ties = envelope(VERSIONS[version], ["Coverage/cov-1"], ["ServiceRequest/sr-1"], "Patient/pat-1", ["withpa"])
+    return page(botox, Answers(known=dict(known)), decide(RULESET, botox, known), ties, FORMS.base, RULESET.digest,
+                KEYS, VERSIONS[version])
+
+
+def docs_of(response: dict[str, Any]) -> dict[str, bool]:
+    """The documentation items a response's form lists, with whether each is required."""
+    return {i["linkId"].removeprefix("documentation."): i["required"] for i in items(form_of(response), "documentation")}
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_the_adaptive_form_asks_the_diagnoses_a_pending_documentation_condition_reads(version: str) -> None:
+    """Regression (issue 27, item 8): with PA decided, the form listed the migraine and dystonia
+    documents "when" a diagnosis but never asked the diagnoses, and an answer to them was refused
+    (400, "not an item of the contained Questionnaire")."""
+    first = start(version, ORDER)
+    assert first["status"] == "in-progress" and asked(first)[0] == "diagnoses"
+    assert [i["linkId"] for i in items(form_of(first), "facts")] == ["diagnoses"]
+    assert docs_of(first)["chronic-migraine-history"] is False and docs_of(first)["dystonia-function"] is False
+    migraine = next_question(answer(first, "diagnoses", {"valueCoding": {"system": ICD10CM, "code": "G43.709"}}),
+                             FORMS, RULESET, KEYS)
+    owed = docs_of(migraine)
+    assert owed["chronic-migraine-history"] is True and "dystonia-function" not in owed
+    assert "diagnoses" not in asked(migraine)  # answered, and kept in the form with its answer
+    assert [i["linkId"] for i in items(form_of(migraine), "facts")] == ["diagnoses"]
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_a_diagnosis_the_order_tells_is_not_asked_and_settles_the_documentation(version: str) -> None:
+    first = start(version, {**ORDER, "diagnoses": ["G24.5"]})
+    assert "diagnoses" not in asked(first)
+    assert "chronic-migraine-history" not in docs_of(first) and docs_of(first)["dystonia-function"] is True
+
+
+def test_the_standard_form_asks_every_fact_a_documentation_condition_reads() -> None:
+    botox = form("medicare-opd-botulinum-toxin")
+    assert botox.documentation_facts == {"chronic-migraine-history": ("diagnoses",),
+                                         "dystonia-function": ("diagnoses",)}
+    assert botox.item("diagnoses") is not None
+    spinal = form("medicare-opd-spinal-neurostimulators")
+    assert spinal.documentation_facts["trial-results"] == ("stage",) and spinal.item("stage") is not None
+
+
+def test_the_plan_question_offers_the_payers_plans_with_their_titles() -> None:
+    """Regression (issue 27, item 9): the plan question offered only the plan the rules test
+    (commercial-aso), not the payer's plans."""
+    sleep = form("florida-blue-sleep-studies")
+    plan = sleep.item("plan")
+    assert plan is not None and plan["type"] == "open-choice"
+    (value_set,) = [vs for vs in sleep.value_sets if f"{vs['url']}|{vs['version']}" == plan["answerValueSet"]]
+    offered = {c["code"]: c["display"] for c in value_set["expansion"]["contains"]}
+    assert offered == RULESET.plan_titles("florida-blue")
+    assert offered["commercial-aso"] == "Florida Blue self-insured employer plans (administrative services only)"
+    assert value_set["compose"]["include"][0]["concept"] == [{"code": c, "display": t} for c, t in offered.items()]
