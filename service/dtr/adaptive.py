@@ -287,8 +287,9 @@ def _walk(items: Any, path: str) -> Iterable[tuple[dict[str, Any], str]]:
 def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], version: DtrVersion,
                  form: Form | None = None) -> Answers:
     """The facts and documents a QuestionnaireResponse gives; raises FhirError (400) when an
-    answer is not an item of the contained Questionnaire or does not fit the item (its type as
-    ``form``, the server's own, defines it when given; service/dtr/answers.py for its origin)."""
+    answer is not an item of the contained Questionnaire (nor a question of ``form``, the server's
+    own, when given) or does not fit the item (its type as ``form`` defines it when given;
+    service/dtr/answers.py for its origin)."""
     defined = {}
     for group in as_list(questionnaire.get("item")):
         for item in as_list(member(group, "item")):
@@ -297,6 +298,8 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
     found = Answers()
     for item, where in _walk(response.get("item"), "QuestionnaireResponse"):
         link_id = item["linkId"]
+        if link_id not in defined and (own := _own_question(form, link_id)) is not None:
+            defined[link_id] = ("facts", own)  # a question of the server's form the page had not asked yet
         if link_id not in defined:
             raise FhirError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
         group, definition = defined[link_id]
@@ -331,6 +334,12 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
             found.given[link_id] = value
             found.items[link_id] = item
     return found
+
+
+def _own_question(form: Form | None, link_id: str) -> dict[str, Any] | None:
+    """The question about a fact the server's ``form`` asks a user (not one the server fills), or None."""
+    item = form.item(link_id) if form is not None and link_id in FACTS and link_id not in SERVER_ONLY else None
+    return None if item is None or item.get("readOnly") else item
 
 
 def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -13,6 +13,7 @@ from service.dtr.catalogue import Catalogue
 from service.dtr.questionnaire import Form
 from service.dtr.signing import Keyring
 from service.dtr.versions import VERSIONS
+from service.fhir.outcome import FhirError
 
 RULESET = engine.load(BUNDLED_RULES)
 FORMS = Catalogue(RULESET, "http://example.org/fhir")
@@ -83,3 +84,35 @@ def test_the_plan_question_offers_the_payers_plans_with_their_titles() -> None:
     assert offered == RULESET.plan_titles("florida-blue")
     assert offered["commercial-aso"] == "Florida Blue self-insured employer plans (administrative services only)"
     assert value_set["compose"]["include"][0]["concept"] == [{"code": c, "display": t} for c, t in offered.items()]
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_an_answer_to_a_question_of_the_form_not_yet_asked_is_taken_and_kept_in_the_form(version: str) -> None:
+    """A client that shows the standard form may answer one of its questions the page has not asked
+    (here the type of bill): taken, not refused as "not an item of the contained Questionnaire"."""
+    first = start(version, ORDER)
+    assert [q for q in asked(first) if not q.startswith("documentation.")] == ["diagnoses"]
+    early = answer(first, "diagnoses", {"valueCoding": {"system": ICD10CM, "code": "G24.5"}})
+    group = next(g for g in early["item"] if g["linkId"] == "facts")
+    group["item"].append({"linkId": "type_of_bill", "answer": [{"valueString": "131",
+                                                                "extension": answer_extension(early)}]})
+    reply = next_question(early, FORMS, RULESET, KEYS)
+    assert [i["linkId"] for i in items(form_of(reply), "facts")] == ["diagnoses", "type_of_bill"]
+    assert docs_of(reply)["dystonia-function"] is True and "chronic-migraine-history" not in docs_of(reply)
+    inpatient = next_question(answer(reply, "type_of_bill", {"valueString": "111"}), FORMS, RULESET, KEYS)
+    assert inpatient["status"] == "completed" and not docs_of(inpatient)  # an inpatient bill: no PA, as the rules say
+
+
+def test_an_answer_to_a_fact_the_form_never_asks_is_still_refused() -> None:
+    first = answer(start("2.2", ORDER), "diagnoses", {"valueCoding": {"system": ICD10CM, "code": "G24.5"}})
+    group = next(g for g in first["item"] if g["linkId"] == "facts")
+    group["item"].append({"linkId": "units", "answer": [{"valueDecimal": 2, "extension": answer_extension(first)}]})
+    with pytest.raises(FhirError) as refused:
+        next_question(first, FORMS, RULESET, KEYS)
+    assert refused.value.status == 400 and "'units' is not an item of the contained Questionnaire" in str(refused.value)
+
+
+def answer_extension(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The information-origin extension the helpers stamp on a person's answer in ``response``."""
+    return next(a["extension"] for g in response["item"] if g["linkId"] == "facts" for i in g["item"]
+                for a in i["answer"])
