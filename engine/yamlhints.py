@@ -19,8 +19,6 @@ import yaml
 _ITEMS = re.compile(r"(?:-(?: +|$))*")
 #: A line that starts with a plain or quoted key followed by ':'.
 _KEY = re.compile(r"""(?:[^\s#'"\-?:,\[\]{}][^:#]*?|'[^']*'|"[^"]*")\s*:(?:\s|$)""")
-
-
 #: A line ending with a block scalar's indicator ('|' or '>'): the lines under it are its text.
 _BLOCK_TEXT = re.compile(r"(?:^\s*|:\s+|-\s+)([|>][-+0-9]*)\s*(?:#.*)?$")
 #: The kinds of level a line of each kind may line up with: a list may sit at its key's column.
@@ -140,9 +138,9 @@ def _scan_back(lines: list[str], index: int) -> Hint | None:
             return hint
         after = _next(lines, back)
         kind_after = _kind(lines[after], _lead(lines[after])) if after is not None else None
-        items = _ITEMS.match(text, lead)
-        if (after is not None and kind_after == "list item" and _lead(lines[after]) > lead and items.end() > lead
-                and _kind(text, items.end()) == "line" and not _BLOCK_TEXT.search(text)):
+        end = _ITEMS.match(text, lead).end()  # type: ignore[union-attr]
+        if (after is not None and kind_after == "list item" and _lead(lines[after]) > lead and end > lead
+                and _kind(text, end) == "line" and not _BLOCK_TEXT.search(text)):
             return Hint(f"this list item is indented {_spaces(_lead(lines[after]) - lead)} less than the list items "
                         f"below it, so YAML reads them as more of its text: move it to column "
                         f"{_lead(lines[after]) + 1}, like line {after + 1}", back + 1, lead + 1)
@@ -159,11 +157,10 @@ def _open_levels(lines: list[str], index: int) -> list[_Level]:
         text = lines[back]
         if not _content(text) or "\t" in text[:len(text) - len(text.lstrip(" \t"))]:
             continue
-        lead = len(text) - len(text.lstrip(" "))
+        lead = _lead(text)
         if limit is not None and lead >= limit:
             continue
-        items = _ITEMS.match(text, lead)
-        end = items.end() if items else lead
+        end = _ITEMS.match(text, lead).end()  # type: ignore[union-attr]  # the pattern matches the empty text
         columns = [lead + found.start() for found in re.finditer(r"-", text[lead:end])]
         levels += [_Level(column, "list item", back) for column in columns]
         if end < len(text):
