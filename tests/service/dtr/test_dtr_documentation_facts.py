@@ -116,3 +116,18 @@ def answer_extension(response: dict[str, Any]) -> list[dict[str, Any]]:
     """The information-origin extension the helpers stamp on a person's answer in ``response``."""
     return next(a["extension"] for g in response["item"] if g["linkId"] == "facts" for i in g["item"]
                 for a in i["answer"])
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_the_adaptive_plan_question_offers_the_payers_plans_and_takes_any_of_them(version: str) -> None:
+    sleep = form("florida-blue-sleep-studies")
+    known = {"code": "95810", "date_of_service": "2024-03-14"}
+    ties = envelope(VERSIONS[version], ["Coverage/cov-1"], ["ServiceRequest/sr-1"], "Patient/pat-1", ["withpa"])
+    first = page(sleep, Answers(known=dict(known)), decide(RULESET, sleep, known), ties, FORMS.base, RULESET.digest,
+                 KEYS, VERSIONS[version])
+    (plan,) = [i for i in items(form_of(first), "facts") if i["linkId"] == "plan"]
+    assert plan["answerValueSet"] == sleep.item("plan")["answerValueSet"]  # type: ignore[index]
+    hmo = next_question(answer(first, "plan", {"valueCoding": {"code": "commercial-hmo"}}), FORMS, RULESET, KEYS)
+    assert "plan" not in asked(hmo) and docs_of(hmo)  # a plan the rules do not name: the program applies
+    aso = next_question(answer(first, "plan", {"valueCoding": {"code": "commercial-aso"}}), FORMS, RULESET, KEYS)
+    assert aso["status"] == "completed" and not docs_of(aso)
