@@ -155,6 +155,6 @@ def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_wh
     assert done["status"] == "completed" and "documentation.trial-results" not in asked(done)
     assert coverage_information(done)["pa-needed"] == ["auth-needed"]
     (said,) = [i["text"] for i in form_of(done)["item"] if i["linkId"] == "decision"]
-    assert "(needed when the stage is permanent)" in said and "==" not in said  # the decision says when, too
+    assert "==" not in said and "stage" not in said  # worded for people; the stage answered, nothing pending
     permanent = next_question(answer(response, "stage", {"valueString": "permanent"}))
     assert permanent["status"] == "in-progress" and asked(permanent) == ["documentation.trial-results"]
