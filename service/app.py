@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import heap, logs, lookup, metrics, ops, v1
+from service import heap, logs, lookup, metrics, ops, palist, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
@@ -199,6 +199,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.include_router(smart_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
+    app.include_router(palist.router)
     app.include_router(metrics.router)
 
     @app.exception_handler(HTTPException)
