@@ -382,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     report = _command(commands, "report", "reports payers publish (CMS-0057-F), made from the rules")
-    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT")
-    listing = reports.add_parser("pa-list", formatter_class=_HelpFormatter,
+    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT", help="the report to write")
+    listing = reports.add_parser("pa-list", formatter_class=_HelpFormatter, epilog=report.epilog,
                                  help="the items and services that need prior authorization on a date",
                                  description="The items and services that need prior authorization on a date, "
                                              "with the conditions and settings that decide it (docs/pa-list.md).")
