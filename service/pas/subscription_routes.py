@@ -1,5 +1,5 @@
-"""``/fhir/Subscription``: PAS subscriptions (R4 Subscriptions Backport) created, read, searched,
-deleted, and their ``$status``.
+"""``/fhir/Subscription``: PAS subscriptions (R4 Subscriptions Backport) created, updated, read,
+searched, deleted, and their ``$status``.
 
 A create is checked against the PAS profile and topic (400 OperationOutcome naming the element
 otherwise) and against the endpoints covreq may notify; it is stored ``requested`` and answered
@@ -21,7 +21,7 @@ from service.dtr.catalogue import PREFIX, fhir_base
 from service.fhir.outcome import FhirError, operation_outcome
 from service.pas.notifier import Notifier
 from service.pas.subscription_store import ACTIVE, ERROR, OFF, REQUESTED, Subscription, SubscriptionStore
-from service.pas.subscriptions import read_subscription, status_parameters
+from service.pas.subscriptions import SubscriptionRequest, read_subscription, status_parameters
 from service.responses import json_response
 from service.v1 import parse_json
 
@@ -60,19 +60,25 @@ async def _in_thread(work: Any, *args: Any) -> Any:
     return await anyio.to_thread.run_sync(work, *args)
 
 
+async def _wanted(request: Request) -> SubscriptionRequest:
+    """The Subscription of the request's body, checked, its endpoint one covreq may notify."""
+    try:
+        body = parse_json(await request.body())
+    except ValueError as err:
+        raise FhirError(400, f"malformed JSON: {err}") from err
+    wanted = read_subscription(body, dt.datetime.now(dt.timezone.utc))
+    refused = await _notifier(request).reachable(wanted.channel.endpoint)
+    if refused is not None:
+        raise FhirError(400, refused, "Subscription.channel.endpoint")
+    return wanted
+
+
 @router.post(SUBSCRIPTIONS, summary="PAS: subscribe to the decisions of an organization's pended requests", status_code=201)
 async def create(request: Request, tasks: BackgroundTasks) -> Response:
     """A PAS Subscription in; 201 with the stored Subscription (status requested) and its Location,
     the handshake sent after the answer."""
     try:
-        try:
-            body = parse_json(await request.body())
-        except ValueError as err:
-            raise FhirError(400, f"malformed JSON: {err}") from err
-        wanted = read_subscription(body, dt.datetime.now(dt.timezone.utc))
-        refused = await _notifier(request).reachable(wanted.channel.endpoint)
-        if refused is not None:
-            raise FhirError(400, refused, "Subscription.channel.endpoint")
+        wanted = await _wanted(request)
     except FhirError as err:
         return _refused(request, err)
     base = fhir_base(request)
@@ -80,6 +86,24 @@ async def create(request: Request, tasks: BackgroundTasks) -> Response:
                                     dt.datetime.now(dt.timezone.utc))
     tasks.add_task(_notifier(request).handshake, subscription)
     return _fhir(request, subscription.as_resource(), 201, {"Location": f"{base}/Subscription/{subscription.id}"})
+
+
+@router.put(SUBSCRIPTIONS + "/{subscription_id}", summary="PAS: update a Subscription")
+async def replace(request: Request, subscription_id: str, tasks: BackgroundTasks) -> Response:
+    """A PAS Subscription in (its ``id``, when given, the one in the URL); 200 with it stored,
+    status requested again, and a new handshake sent after the answer; 404 when there is none."""
+    try:
+        wanted = await _wanted(request)
+        if wanted.resource.get("id", subscription_id) != subscription_id:
+            raise FhirError(400, "the Subscription's id is not the one in the URL", "Subscription.id")
+        await _found(request, subscription_id)
+    except FhirError as err:
+        return _refused(request, err)
+    subscription = await _in_thread(_store(request).replace, wanted, subscription_id, fhir_base(request))
+    if subscription is None:
+        return _refused(request, FhirError(404, f"no Subscription with id {subscription_id[:64]!r}", "Subscription.id"))
+    tasks.add_task(_notifier(request).handshake, subscription)
+    return _fhir(request, subscription.as_resource())
 
 
 @router.get(SUBSCRIPTIONS + "/{subscription_id}", summary="PAS: read a Subscription")

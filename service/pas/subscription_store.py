@@ -78,6 +78,15 @@ def _row(row: Any) -> Subscription:
                         row.last_sent_at)
 
 
+def _columns(request: SubscriptionRequest, subscription_id: str, base: str) -> dict[str, Any]:
+    """The columns a create or an update writes."""
+    channel = request.channel
+    return {"status": REQUESTED, "endpoint": channel.endpoint, "payload": channel.payload, "content": channel.content,
+            "headers": json.dumps(channel.headers), "heartbeat": channel.heartbeat,
+            "end_at": request.end.timestamp() if request.end else None, "base": base,
+            "resource": json.dumps(stored_resource(request.resource, subscription_id, REQUESTED))}
+
+
 class SubscriptionStore:
     """The subscription tables of one database, opened on first use."""
 
@@ -107,18 +116,25 @@ class SubscriptionStore:
 
     def create(self, request: SubscriptionRequest, subscription_id: str, base: str, now: dt.datetime) -> Subscription:
         """Store a new subscription, status ``requested`` until its handshake is answered."""
-        channel = request.channel
-        resource = stored_resource(request.resource, subscription_id, REQUESTED)
         with self.database.engine.begin() as connection:
-            connection.execute(insert(pas_subscription).values(
-                id=subscription_id, status=REQUESTED, endpoint=channel.endpoint, payload=channel.payload,
-                content=channel.content, headers=json.dumps(channel.headers), heartbeat=channel.heartbeat,
-                end_at=request.end.timestamp() if request.end else None, base=base, resource=json.dumps(resource),
-                events=0, created_at=now.timestamp()))
+            connection.execute(insert(pas_subscription).values(id=subscription_id, **_columns(request, subscription_id, base),
+                                                               events=0, created_at=now.timestamp()))
             connection.execute(insert(pas_subscription_org), [{"org": org, "subscription_id": subscription_id}
                                                               for org in request.orgs])
-        return Subscription(subscription_id, REQUESTED, channel, base, 0,
-                            request.end.timestamp() if request.end else None, resource, None)
+        return self.get(subscription_id)  # type: ignore[return-value]
+
+    def replace(self, request: SubscriptionRequest, subscription_id: str, base: str) -> Subscription | None:
+        """Replace a subscription's channel, filter and resource (an update), status ``requested``
+        again until the new handshake is answered; its events count goes on. None when there is none."""
+        with self.database.engine.begin() as connection:
+            changed = connection.execute(update(pas_subscription).where(pas_subscription.c.id == subscription_id)
+                                         .values(**_columns(request, subscription_id, base), last_error=None)).rowcount
+            if not changed:
+                return None
+            connection.execute(delete(pas_subscription_org).where(pas_subscription_org.c.subscription_id == subscription_id))
+            connection.execute(insert(pas_subscription_org), [{"org": org, "subscription_id": subscription_id}
+                                                              for org in request.orgs])
+        return self.get(subscription_id)
 
     def get(self, subscription_id: str) -> Subscription | None:
         """The subscription with that id, or None."""

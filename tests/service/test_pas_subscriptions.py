@@ -279,3 +279,19 @@ def test_a_subscription_made_on_one_replica_is_notified_by_another_with_postgres
             connection.execute(delete(pas_subscription_org))
             connection.execute(delete(pas_subscription))
         database.close()
+
+
+def test_an_update_replaces_the_filter_and_channel_and_hands_shake_again(pas_client: TestClient,
+                                                                          receiver: Receiver) -> None:
+    subscription_id = _created(pas_client, receiver)
+    changed = subscription(receiver.url, content="id-only")
+    changed["_criteria"]["extension"][0]["valueString"] = "org-identifier=N123456"
+    updated = pas_client.put(f"/fhir/Subscription/{subscription_id}", json={**changed, "id": subscription_id})
+    assert updated.status_code == 200 and updated.json()["status"] == "requested"
+    assert kinds(receiver) == ["handshake", "handshake"]
+    notifier, response = pas_client.app.state.pas_notifier, fixture("kit-valid_pa_response_bundle.json")
+    assert asyncio.run(notify_decision(notifier, response, [ORG])) == []
+    [delivery] = asyncio.run(notify_decision(notifier, response, ["N123456"]))
+    assert delivery.delivered and "resource" not in receiver.posts[-1][2]["entry"][1]
+    assert pas_client.put(f"/fhir/Subscription/{subscription_id}", json={**changed, "id": "other"}).status_code == 400
+    assert pas_client.put("/fhir/Subscription/nothing-here", json={**changed, "id": "nothing-here"}).status_code == 404
