@@ -119,7 +119,7 @@ class Notifier:
         bundle = notification(subscription.base, subscription.id, subscription.status, "handshake", 0, now)
         sent = await self.deliver(subscription, bundle, "handshake")
         await asyncio.to_thread(self.store.set_status, subscription.id, ACTIVE if sent.delivered else ERROR,
-                                None if sent.delivered else f"handshake: {sent.outcome}")
+                                None if sent.delivered else f"handshake: {sent.outcome}", now if sent.delivered else None)
         return sent
 
     async def heartbeats(self, now: dt.datetime) -> list[Delivery]:
@@ -129,17 +129,18 @@ class Notifier:
                 for s in due]
 
     async def run_heartbeats(self, stop: asyncio.Event, tick: float = 5.0) -> None:
-        """Send due heartbeats every ``tick`` seconds until ``stop`` is set (once the database is in use)."""
-        while not stop.is_set():
+        """Every ``tick`` seconds until ``stop`` is set, send the heartbeats due (once the database is in use)."""
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), tick)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 if self.store.in_use():
                     await self.heartbeats(dt.datetime.now(dt.timezone.utc))
             except Exception:  # noqa: BLE001 - a database or network failure must not end the loop
                 log.warning("heartbeats not sent", exc_info=True, extra={"event": "pas-heartbeat-failed"})
-            try:
-                await asyncio.wait_for(stop.wait(), tick)
-            except asyncio.TimeoutError:
-                pass
 
     async def decided(self, response: dict[str, Any], org_identifiers: Sequence[str],
                       now: dt.datetime | None = None) -> list[Delivery]:

@@ -150,11 +150,15 @@ class SubscriptionStore:
         with self.database.engine.connect() as connection:
             return [_row(row) for row in connection.execute(query)]
 
-    def set_status(self, subscription_id: str, status: str, error: str | None = None) -> None:
-        """Record the subscription's status (and why delivery failed, when it did)."""
+    def set_status(self, subscription_id: str, status: str, error: str | None = None,
+                   sent_at: dt.datetime | None = None) -> None:
+        """Record the subscription's status (and why delivery failed, when it did; when a
+        notification went, ``sent_at``: the next heartbeat is a period after it)."""
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if sent_at is not None:
+            values["last_sent_at"] = sent_at.timestamp()
         with self.database.engine.begin() as connection:
-            connection.execute(update(pas_subscription).where(pas_subscription.c.id == subscription_id)
-                               .values(status=status, last_error=error))
+            connection.execute(update(pas_subscription).where(pas_subscription.c.id == subscription_id).values(**values))
 
     def delete(self, subscription_id: str) -> bool:
         """Remove a subscription; False when there was none."""

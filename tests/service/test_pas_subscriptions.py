@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 import loopback
 from pg_cluster import postgres_url  # noqa: F401 - the session's PostgreSQL cluster
@@ -295,3 +295,26 @@ def test_an_update_replaces_the_filter_and_channel_and_hands_shake_again(pas_cli
     assert delivery.delivered and "resource" not in receiver.posts[-1][2]["entry"][1]
     assert pas_client.put(f"/fhir/Subscription/{subscription_id}", json={**changed, "id": "other"}).status_code == 400
     assert pas_client.put("/fhir/Subscription/nothing-here", json={**changed, "id": "nothing-here"}).status_code == 404
+
+
+def test_the_heartbeat_loop_of_a_running_service_sends_due_heartbeats_and_stops_with_it(
+        pas_client: TestClient, receiver: Receiver) -> None:
+    subscription_id = _created(pas_client, receiver, extension=[{"url": HEARTBEAT, "valueUnsignedInt": 60}])
+    notifier = pas_client.app.state.pas_notifier
+    assert asyncio.run(notifier.heartbeats(dt.datetime.now(dt.timezone.utc))) == []  # the handshake just went
+    with notifier.store.database.engine.begin() as connection:  # a period has passed since
+        connection.execute(update(pas_subscription).where(pas_subscription.c.id == subscription_id)
+                           .values(last_sent_at=pas_subscription.c.last_sent_at - 61))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(notifier.run_heartbeats(stop, tick=0.05))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(receiver.posts) == 2:
+                break
+        stop.set()
+        await asyncio.wait_for(loop, 5)
+
+    asyncio.run(run())
+    assert kinds(receiver) == ["handshake", "heartbeat"]
