@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from . import ast
-from .codes import EXPAND_LIMIT, system_of
+from .codes import EXPAND_LIMIT, CodeRange, system_of
 from .errors import did_you_mean
 from .logic import Analysed, analyse, walk
 from .policy import AUTH_NEEDED, CodeGroup, Outcome, Policy
@@ -68,7 +68,7 @@ class Setting:
 
 @dataclass(frozen=True)
 class Item:
-    """One code (or a range or wildcard too long to write out) that needs prior authorization."""
+    """One code (or a range too long to write out) that needs prior authorization."""
 
     code: str
     system: str
@@ -150,15 +150,18 @@ def pa_list(rules: RuleSet, payer: str, day: dt.date, plan: str | None = None) -
 
 
 def _codes(group: CodeGroup) -> Iterator[str]:
-    """The group's codes written out; a range longer than EXPAND_LIMIT and a wildcard as themselves."""
+    """The group's codes written out (policies list CPT and HCPCS codes and ranges, no wildcards);
+    a range longer than EXPAND_LIMIT as itself, ``first-last``."""
     yield from sorted(group.codes.exact)
     for r in group.codes.ranges:
         if len(r) <= EXPAND_LIMIT:
             yield from r.codes()
         else:
-            first, last = r.codes()[0], f"{r.prefix}{r.high:0{r.width}d}{r.suffix}"
-            yield f"{first}-{last}"
-    yield from (f"{prefix}*" for prefix in group.codes.prefixes)
+            yield f"{_spelled(r, r.low)}-{_spelled(r, r.high)}"
+
+
+def _spelled(r: CodeRange, number: int) -> str:
+    return f"{r.prefix}{number:0{r.width}d}{r.suffix}"
 
 
 def _listed(rules: RuleSet, payer: str, plan: str | None, day: dt.date) -> Iterator[tuple[str, CodeGroup, Policy]]:
@@ -181,7 +184,7 @@ def _listed(rules: RuleSet, payer: str, plan: str | None, day: dt.date) -> Itera
 
 
 def _plain(policy: Policy, plan: str | None) -> tuple[Policy, ...]:
-    """For a range or wildcard row: the policy when it applies to ``plan`` (overrides not resolved)."""
+    """For a range row: the policy when it applies to ``plan`` (overrides are not resolved by range)."""
     if plan is None:
         return (policy,) if policy.extends is None else ()
     return (policy,) if policy.plans is None or plan in policy.plans else ()
@@ -207,7 +210,7 @@ def _item(policy: Policy, group: CodeGroup, code: str, plan: str | None, day: dt
     requirement = ALWAYS if len(steps) == 1 else CONDITIONAL
     settings = () if requirement == ALWAYS else _settings(policy, conditions, given, chain)
     ends = [d for d in (policy.end, group.end) if d is not None]
-    return Item(code, system or ("CPT" if code[:1].isdigit() else "HCPCS"), policy, requirement, steps, settings,
+    return Item(code, system or str(system_of(code.partition("-")[0])), policy, requirement, steps, settings,
                 max(policy.effective, group.effective or policy.effective), min(ends) if ends else None)
 
 

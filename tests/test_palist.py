@@ -132,6 +132,12 @@ def test_a_code_needing_pa_only_under_a_condition_is_listed_with_it_and_a_code_n
     assert first.condition() == "Needed only when patient.age < 18 (Therapy for children needs authorization)."
 
 
+def test_a_range_too_long_to_write_out_is_one_row(tmp_path: Path) -> None:
+    policy = POLICY.format(title="Supplies").replace('codes: ["97110", "97112", 97530-97533]', "codes: [A0001-A2500]")
+    listing = pa_list(_tree(tmp_path, policy.replace(' and code != "97112"', "")), "acme", DAY)
+    assert [(i.code, i.system, i.requirement) for i in listing.items] == [("A0001-A2500", "HCPCS", CONDITIONAL)]
+
+
 def test_unknown_payer_and_plan_are_refused_with_the_known_names(bundled: engine.RuleSet) -> None:
     with pytest.raises(PaListError, match="unknown payer 'medicar'.*did you mean 'medicare'"):
         pa_list(bundled, "medicar", DAY)
