@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeAlias
 
 from . import ast
 from .codes import EXPAND_LIMIT, CodeRange, system_of
@@ -139,9 +139,10 @@ def pa_list(rules: RuleSet, payer: str, day: dt.date, plan: str | None = None) -
         known = sorted(rules.plans(payer))
         raise PaListError(f"unknown plan '{plan}' for payer '{payer}' (its plans: {', '.join(known) or 'none'})"
                           f"{did_you_mean(plan, known)}")
-    items = []
+    items: list[Item] = []
+    memo: dict[tuple[int, str], Answer] = {}
     for code, group, policy in _listed(rules, payer, plan, day):
-        item = _item(policy, group, code, plan, day)
+        item = _item(policy, group, code, plan, day, memo)
         if item is not None:
             items.append(item)
     items.sort(key=lambda i: (i.code, i.policy.id))
@@ -190,28 +191,46 @@ def _plain(policy: Policy, plan: str | None) -> tuple[Policy, ...]:
     return (policy,) if policy.plans is None or plan in policy.plans else ()
 
 
-def _item(policy: Policy, group: CodeGroup, code: str, plan: str | None, day: dt.date) -> Item | None:
+#: The facts that make a policy's answer differ from code to code when its rules read them.
+_CODE_FACTS = frozenset({"code", "system"})
+#: What a policy answers for a code on the date: (requirement, steps, settings), or None when it never
+#: needs prior authorization; kept per policy, and per code only for the policies whose rules read it.
+Answer: TypeAlias = "tuple[str, tuple[Step, ...], tuple[Setting, ...]] | None"
+
+
+def _item(policy: Policy, group: CodeGroup, code: str, plan: str | None, day: dt.date,
+          memo: dict[tuple[int, str], Answer]) -> Item | None:
     """The list entry of ``code`` under ``policy``, or None when it never needs prior authorization."""
-    given: dict[str, Any] = {"payer": policy.payer, "date_of_service": day}
     system = system_of(code)
-    if system is not None:
-        given |= {"code": code, "system": system}
+    by_code = system is None or any(rule.facts & _CODE_FACTS for rule in policy.rules)
+    key = (id(policy), code if by_code else "")
+    if key not in memo:
+        memo[key] = _answer(policy, code if system else None, plan, day)
+    found = memo[key]
+    if found is None:
+        return None
+    ends = [d for d in (policy.end, group.end) if d is not None]
+    return Item(code, system or str(system_of(code.partition("-")[0])), policy, *found,
+                max(policy.effective, group.effective or policy.effective), min(ends) if ends else None)
+
+
+def _answer(policy: Policy, code: str | None, plan: str | None, day: dt.date) -> Answer:
+    """What ``policy`` answers for ``code`` (None: a range row) on ``day`` (see :data:`Answer`)."""
+    given: dict[str, Any] = {"payer": policy.payer, "date_of_service": day}
+    if code is not None:
+        given |= {"code": code, "system": system_of(code)}
     if plan is not None:
         given["plan"] = plan
     conditions = [analyse(rule.when, policy.value_sets) for rule in policy.rules]
     chain = _chain(policy, conditions, Partial(given))
-    outcomes = [outcome for _, outcome, _ in chain]
-    if all(o.pa_needed != AUTH_NEEDED for o in outcomes):
+    if all(outcome.pa_needed != AUTH_NEEDED for _, outcome, _ in chain):
         return None
     while len(chain) > 1 and chain[-2][1].pa_needed == chain[-1][1].pa_needed:
         del chain[-2]  # an undecided rule that answers as what follows it changes nothing
     steps = tuple(Step(None if when is None else render(spelled(when, policy.value_sets)), outcome.pa_needed,
                        outcome.reason or reason) for when, outcome, reason in chain)
     requirement = ALWAYS if len(steps) == 1 else CONDITIONAL
-    settings = () if requirement == ALWAYS else _settings(policy, conditions, given, chain)
-    ends = [d for d in (policy.end, group.end) if d is not None]
-    return Item(code, system or str(system_of(code.partition("-")[0])), policy, requirement, steps, settings,
-                max(policy.effective, group.effective or policy.effective), min(ends) if ends else None)
+    return requirement, steps, () if requirement == ALWAYS else _settings(policy, conditions, given, chain)
 
 
 def _chain(policy: Policy, conditions: list[Analysed], partial: Partial) -> list[tuple[Any, Outcome, str]]:
