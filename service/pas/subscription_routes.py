@@ -21,7 +21,7 @@ from service.dtr.catalogue import PREFIX, fhir_base
 from service.fhir.outcome import FhirError, operation_outcome
 from service.pas.notifier import Notifier
 from service.pas.subscription_store import ACTIVE, ERROR, OFF, REQUESTED, Subscription, SubscriptionStore
-from service.pas.subscriptions import SubscriptionRequest, read_subscription, status_parameters
+from service.pas.subscriptions import PAS_PROFILE, TOPIC, SubscriptionRequest, read_subscription, status_parameters
 from service.responses import json_response
 from service.v1 import parse_json
 
@@ -29,6 +29,17 @@ SUBSCRIPTIONS = PREFIX + "/Subscription"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _STATUSES = (REQUESTED, ACTIVE, ERROR, OFF)
+TOPIC_CANONICAL = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                   "capabilitystatement-subscriptiontopic-canonical")
+STATUS_OPERATION = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"
+#: The Subscription entry of the CapabilityStatement (``/fhir/metadata``), as the PAS IG asks of servers.
+CAPABILITY: dict[str, Any] = {
+    "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": TOPIC}],
+    "type": "Subscription", "supportedProfile": [PAS_PROFILE],
+    "interaction": [{"code": code} for code in ("create", "read", "update", "delete", "search-type")],
+    "searchParam": [{"name": "status", "type": "token"}],
+    "operation": [{"name": "status", "definition": STATUS_OPERATION}],
+}
 router = APIRouter(tags=["FHIR: Da Vinci PAS subscriptions"])
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import delete, update
 
 import loopback
 from pg_cluster import postgres_url  # noqa: F401 - the session's PostgreSQL cluster
+from service.fhir import r4
 from service.pas.notifier import notify_decision
 from service.pas.subscription_store import pas_subscription, pas_subscription_org
 from service.pas.subscriptions import CONTENT, HEARTBEAT
@@ -318,3 +319,11 @@ def test_the_heartbeat_loop_of_a_running_service_sends_due_heartbeats_and_stops_
 
     asyncio.run(run())
     assert kinds(receiver) == ["handshake", "heartbeat"]
+
+
+def test_the_capability_statement_offers_subscriptions_on_the_pas_topic(pas_client: TestClient) -> None:
+    statement = pas_client.get("/fhir/metadata").json()
+    [entry] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    assert entry["extension"][0]["valueCanonical"] == "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic"
+    assert {i["code"] for i in entry["interaction"]} == {"create", "read", "update", "delete", "search-type"}
+    assert r4.problems(statement, "CapabilityStatement") == []
