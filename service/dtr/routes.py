@@ -12,7 +12,7 @@ import engine
 
 from service.dtr.adaptive import next_question
 from service.dtr.catalogue import PREFIX, fhir_base, forms_of
-from service.pas.subscription_routes import CAPABILITY as subscription_capability
+from service.pas.subscriptions import CAPABILITY as subscription_capability
 from service.dtr.limits import DtrLimits, off_loop
 from service.dtr.package import package
 from service.dtr.security import security_of

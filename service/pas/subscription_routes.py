@@ -3,8 +3,9 @@ searched, deleted, and their ``$status``.
 
 A create is checked against the PAS profile and topic (400 OperationOutcome naming the element
 otherwise) and against the endpoints covreq may notify; it is stored ``requested`` and answered
-201, then the handshake is sent and the subscription becomes ``active`` (or ``error``). Reads
-never return the channel's headers, which may hold the subscriber's credentials.
+201, then the handshake is sent and the subscription becomes ``active`` (or ``error``). Each
+subscription belongs to the caller that made it (its credentials): another caller neither sees nor
+changes it. Reads never return the channel's headers, which may hold the subscriber's credentials.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.audit import caller_of
 from service.dtr.catalogue import PREFIX, fhir_base
 from service.fhir.outcome import FhirError, operation_outcome
 from service.pas.notifier import Notifier
 from service.pas.subscription_store import ACTIVE, ERROR, OFF, REQUESTED, Subscription, SubscriptionStore
-from service.pas.subscriptions import PAS_PROFILE, TOPIC, SubscriptionRequest, read_subscription, status_parameters
+from service.pas.subscriptions import SubscriptionRequest, read_subscription, status_parameters
 from service.responses import json_response
 from service.v1 import parse_json
 
@@ -29,17 +31,6 @@ SUBSCRIPTIONS = PREFIX + "/Subscription"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _STATUSES = (REQUESTED, ACTIVE, ERROR, OFF)
-TOPIC_CANONICAL = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-                   "capabilitystatement-subscriptiontopic-canonical")
-STATUS_OPERATION = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"
-#: The Subscription entry of the CapabilityStatement (``/fhir/metadata``), as the PAS IG asks of servers.
-CAPABILITY: dict[str, Any] = {
-    "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": TOPIC}],
-    "type": "Subscription", "supportedProfile": [PAS_PROFILE],
-    "interaction": [{"code": code} for code in ("create", "read", "update", "delete", "search-type")],
-    "searchParam": [{"name": "status", "type": "token"}],
-    "operation": [{"name": "status", "definition": STATUS_OPERATION}],
-}
 router = APIRouter(tags=["FHIR: Da Vinci PAS subscriptions"])
 
 
@@ -59,8 +50,16 @@ def _refused(request: Request, err: FhirError) -> JSONResponse:
     return operation_outcome(err.status, err.message, request.app.state.holder.current.digest, err.expression)
 
 
+def owner_of(request: Request) -> str:
+    """Who a subscription belongs to: the authenticated caller (every caller alike when authentication is off)."""
+    caller = caller_of(request)
+    return f"{caller.kind}:{caller.name}:{caller.subject or ''}"[:512]
+
+
 async def _found(request: Request, subscription_id: str) -> Subscription:
-    found = await _in_thread(_store(request).get, subscription_id) if _ID.fullmatch(subscription_id) else None
+    """The caller's subscription with that id; a 404 (another caller's is not even said to exist)."""
+    found = (await _in_thread(_store(request).get, subscription_id, owner_of(request))
+             if _ID.fullmatch(subscription_id) else None)
     if found is None:
         raise FhirError(404, f"no Subscription with id {subscription_id[:64]!r}", "Subscription.id")
     return found
@@ -94,7 +93,7 @@ async def create(request: Request, tasks: BackgroundTasks) -> Response:
         return _refused(request, err)
     base = fhir_base(request)
     subscription = await _in_thread(_store(request).create, wanted, str(uuid.uuid4()), base,
-                                    dt.datetime.now(dt.timezone.utc))
+                                    dt.datetime.now(dt.timezone.utc), owner_of(request))
     tasks.add_task(_notifier(request).handshake, subscription)
     return _fhir(request, subscription.as_resource(), 201, {"Location": f"{base}/Subscription/{subscription.id}"})
 
@@ -110,7 +109,8 @@ async def replace(request: Request, subscription_id: str, tasks: BackgroundTasks
         await _found(request, subscription_id)
     except FhirError as err:
         return _refused(request, err)
-    subscription = await _in_thread(_store(request).replace, wanted, subscription_id, fhir_base(request))
+    subscription = await _in_thread(_store(request).replace, wanted, subscription_id, fhir_base(request),
+                                    owner_of(request))
     if subscription is None:
         return _refused(request, FhirError(404, f"no Subscription with id {subscription_id[:64]!r}", "Subscription.id"))
     tasks.add_task(_notifier(request).handshake, subscription)
@@ -131,7 +131,7 @@ async def search(request: Request, status: str | None = None) -> Response:
     """A searchset Bundle of the Subscriptions (of one status), oldest first, at most 100."""
     if status is not None and status not in _STATUSES:
         return _refused(request, FhirError(400, f"status is one of {', '.join(_STATUSES)}", "status"))
-    found = await _in_thread(_store(request).search, status)
+    found = await _in_thread(_store(request).search, owner_of(request), status)
     base = fhir_base(request)
     return _fhir(request, {"resourceType": "Bundle", "type": "searchset", "total": len(found),
                            "entry": [{"fullUrl": f"{base}/Subscription/{s.id}", "resource": s.as_resource(),
@@ -155,6 +155,7 @@ async def status_of(request: Request, subscription_id: str) -> Response:
 @router.delete(SUBSCRIPTIONS + "/{subscription_id}", summary="PAS: end a Subscription")
 async def remove(request: Request, subscription_id: str) -> Response:
     """204 once the subscription is gone; 404 when there is none."""
-    if not _ID.fullmatch(subscription_id) or not await _in_thread(_store(request).delete, subscription_id):
+    if not _ID.fullmatch(subscription_id) or not await _in_thread(_store(request).delete, subscription_id,
+                                                                  owner_of(request)):
         return _refused(request, FhirError(404, f"no Subscription with id {subscription_id[:64]!r}", "Subscription.id"))
     return Response(status_code=204)

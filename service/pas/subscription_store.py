@@ -44,6 +44,7 @@ pas_subscription = Table(
     Column("created_at", Float, nullable=False),
     Column("last_sent_at", Float),
     Column("last_error", String(200)),
+    Column("owner", String(512), nullable=False),
 )
 pas_subscription_org = Table(
     "pas_subscription_org", metadata,
@@ -65,6 +66,7 @@ class Subscription:
     end_at: float | None
     resource: dict[str, Any]
     last_sent_at: float | None
+    owner: str
 
     def as_resource(self) -> dict[str, Any]:
         """The Subscription resource with its current status."""
@@ -75,7 +77,7 @@ def _row(row: Any) -> Subscription:
     headers = tuple(tuple(pair) for pair in json.loads(row.headers))
     channel = Channel(row.endpoint, row.payload, row.content, headers, row.heartbeat)  # type: ignore[arg-type]
     return Subscription(row.id, row.status, channel, row.base, row.events, row.end_at, json.loads(row.resource),
-                        row.last_sent_at)
+                        row.last_sent_at, row.owner)
 
 
 def _columns(request: SubscriptionRequest, subscription_id: str, base: str) -> dict[str, Any]:
@@ -85,6 +87,11 @@ def _columns(request: SubscriptionRequest, subscription_id: str, base: str) -> d
             "headers": json.dumps(channel.headers), "heartbeat": channel.heartbeat,
             "end_at": request.end.timestamp() if request.end else None, "base": base,
             "resource": json.dumps(stored_resource(request.resource, subscription_id, REQUESTED))}
+
+
+def _owned(subscription_id: str, owner: str) -> Any:
+    """The row of that id, when ``owner`` made it."""
+    return and_(pas_subscription.c.id == subscription_id, pas_subscription.c.owner == owner)
 
 
 class SubscriptionStore:
@@ -114,20 +121,23 @@ class SubscriptionStore:
             if self._opened and self._database is not None:
                 self._database.close()
 
-    def create(self, request: SubscriptionRequest, subscription_id: str, base: str, now: dt.datetime) -> Subscription:
-        """Store a new subscription, status ``requested`` until its handshake is answered."""
+    def create(self, request: SubscriptionRequest, subscription_id: str, base: str, now: dt.datetime,
+               owner: str) -> Subscription:
+        """Store a new subscription of ``owner`` (the caller who made it), status ``requested``
+        until its handshake is answered."""
         with self.database.engine.begin() as connection:
             connection.execute(insert(pas_subscription).values(id=subscription_id, **_columns(request, subscription_id, base),
-                                                               events=0, created_at=now.timestamp()))
+                                                               events=0, created_at=now.timestamp(), owner=owner))
             connection.execute(insert(pas_subscription_org), [{"org": org, "subscription_id": subscription_id}
                                                               for org in request.orgs])
         return self.get(subscription_id)  # type: ignore[return-value]
 
-    def replace(self, request: SubscriptionRequest, subscription_id: str, base: str) -> Subscription | None:
+    def replace(self, request: SubscriptionRequest, subscription_id: str, base: str, owner: str) -> Subscription | None:
         """Replace a subscription's channel, filter and resource (an update), status ``requested``
-        again until the new handshake is answered; its events count goes on. None when there is none."""
+        again until the new handshake is answered; its events count goes on. None when ``owner``
+        has none with that id."""
         with self.database.engine.begin() as connection:
-            changed = connection.execute(update(pas_subscription).where(pas_subscription.c.id == subscription_id)
+            changed = connection.execute(update(pas_subscription).where(_owned(subscription_id, owner))
                                          .values(**_columns(request, subscription_id, base), last_error=None)).rowcount
             if not changed:
                 return None
@@ -136,15 +146,17 @@ class SubscriptionStore:
                                                               for org in request.orgs])
         return self.get(subscription_id)
 
-    def get(self, subscription_id: str) -> Subscription | None:
-        """The subscription with that id, or None."""
+    def get(self, subscription_id: str, owner: str | None = None) -> Subscription | None:
+        """The subscription with that id (of ``owner``, when given), or None."""
+        where = pas_subscription.c.id == subscription_id if owner is None else _owned(subscription_id, owner)
         with self.database.engine.connect() as connection:
-            row = connection.execute(select(pas_subscription).where(pas_subscription.c.id == subscription_id)).first()
+            row = connection.execute(select(pas_subscription).where(where)).first()
         return _row(row) if row else None
 
-    def search(self, status: str | None = None) -> list[Subscription]:
-        """Subscriptions (of one status when given), oldest first, at most :data:`SEARCH_LIMIT`."""
-        query = select(pas_subscription).order_by(pas_subscription.c.created_at).limit(SEARCH_LIMIT)
+    def search(self, owner: str, status: str | None = None) -> list[Subscription]:
+        """The subscriptions of ``owner`` (of one status when given), oldest first, at most :data:`SEARCH_LIMIT`."""
+        query = (select(pas_subscription).where(pas_subscription.c.owner == owner)
+                 .order_by(pas_subscription.c.created_at).limit(SEARCH_LIMIT))
         if status is not None:
             query = query.where(pas_subscription.c.status == status)
         with self.database.engine.connect() as connection:
@@ -160,11 +172,13 @@ class SubscriptionStore:
         with self.database.engine.begin() as connection:
             connection.execute(update(pas_subscription).where(pas_subscription.c.id == subscription_id).values(**values))
 
-    def delete(self, subscription_id: str) -> bool:
-        """Remove a subscription; False when there was none."""
+    def delete(self, subscription_id: str, owner: str) -> bool:
+        """Remove a subscription of ``owner``; False when it has none with that id."""
         with self.database.engine.begin() as connection:
+            if not connection.execute(delete(pas_subscription).where(_owned(subscription_id, owner))).rowcount:
+                return False
             connection.execute(delete(pas_subscription_org).where(pas_subscription_org.c.subscription_id == subscription_id))
-            return connection.execute(delete(pas_subscription).where(pas_subscription.c.id == subscription_id)).rowcount > 0
+            return True
 
     def matching(self, orgs: tuple[str, ...], now: dt.datetime) -> list[Subscription]:
         """The live subscriptions (active, or in error after a failed delivery) filtering on one of ``orgs``."""

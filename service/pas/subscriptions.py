@@ -36,6 +36,15 @@ MAX_ORGS, MAX_ID_CHARS, MAX_URL_CHARS = 20, 256, 2048
 MAX_HEADERS, MAX_HEADER_CHARS = 10, 1024
 #: Shortest heartbeat period a subscriber may ask for, in seconds.
 MIN_HEARTBEAT = 10
+STATUS_OPERATION = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"
+#: The Subscription entry of the CapabilityStatement (``/fhir/metadata``), as the PAS IG asks of servers.
+CAPABILITY: dict[str, Any] = {
+    "extension": [{"url": _BACKPORT + "capabilitystatement-subscriptiontopic-canonical", "valueCanonical": TOPIC}],
+    "type": "Subscription", "supportedProfile": [PAS_PROFILE],
+    "interaction": [{"code": code} for code in ("create", "read", "update", "delete", "search-type")],
+    "searchParam": [{"name": "status", "type": "token"}],
+    "operation": [{"name": "status", "definition": STATUS_OPERATION}],
+}
 _HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}): ?([\x20-\x7e]*)")
 _ORG = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,%d}" % MAX_ID_CHARS)  # printable, no blank, no comma
 

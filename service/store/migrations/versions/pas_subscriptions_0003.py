@@ -1,5 +1,5 @@
 """Da Vinci PAS subscriptions (R4 Subscriptions Backport): each subscription with its rest-hook
-channel and events count, and the submitter organization identifiers it filters on.
+channel, events count and owner (the caller who made it), and the submitter organization identifiers it filters on.
 
 Revision ID: pas_subscriptions
 Revises: 0001
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("last_sent_at", sa.Float),
         sa.Column("last_error", sa.String(200)),
+        sa.Column("owner", sa.String(512), nullable=False),
     )
     op.create_table(
         "pas_subscription_org",
