@@ -148,17 +148,18 @@ class Notifier:
         _check_response(response)
         now = now or dt.datetime.now(dt.timezone.utc)
         found = await asyncio.to_thread(self.store.matching, tuple(dict.fromkeys(org_identifiers)), now)
-        deliveries = []
-        for subscription in found:
-            number = await asyncio.to_thread(self.store.next_event, subscription.id, now)
-            bundle = notification(subscription.base, subscription.id, subscription.status, "event-notification",
-                                  number, now, response, subscription.channel.content)
-            sent = await self.deliver(subscription, bundle, "event-notification", number)
-            if sent.delivered != (subscription.status == ACTIVE):
-                await asyncio.to_thread(self.store.set_status, subscription.id, ACTIVE if sent.delivered else ERROR,
-                                        None if sent.delivered else f"event {number}: {sent.outcome}")
-            deliveries.append(sent)
-        return deliveries
+        return list(await asyncio.gather(*(self._event(s, response, now) for s in found)))
+
+    async def _event(self, subscription: Subscription, response: dict[str, Any], now: dt.datetime) -> Delivery:
+        """One event to one subscription (each endpoint's retries run alongside the others')."""
+        number = await asyncio.to_thread(self.store.next_event, subscription.id, now)
+        bundle = notification(subscription.base, subscription.id, subscription.status, "event-notification",
+                              number, now, response, subscription.channel.content)
+        sent = await self.deliver(subscription, bundle, "event-notification", number)
+        if sent.delivered != (subscription.status == ACTIVE):
+            await asyncio.to_thread(self.store.set_status, subscription.id, ACTIVE if sent.delivered else ERROR,
+                                    None if sent.delivered else f"event {number}: {sent.outcome}")
+        return sent
 
 
 def _check_response(response: Any) -> None:

@@ -327,3 +327,21 @@ def test_the_capability_statement_offers_subscriptions_on_the_pas_topic(pas_clie
     assert entry["extension"][0]["valueCanonical"] == "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic"
     assert {i["code"] for i in entry["interaction"]} == {"create", "read", "update", "delete", "search-type"}
     assert r4.problems(statement, "CapabilityStatement") == []
+
+
+def test_every_subscription_of_the_submitter_gets_the_event_each_retried_on_its_own(
+        make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    receivers = [Receiver(), Receiver()]
+    try:
+        client = make_client(database_url=f"sqlite:///{tmp_path / 'covreq.db'}",
+                             subscription_endpoints=tuple(r.url for r in receivers))
+        made = [_created(client, r) for r in receivers]
+        notifier = client.app.state.pas_notifier
+        notifier.first_pause = 0.3
+        receivers[0].statuses = [503, 503]
+        deliveries = asyncio.run(notify_decision(notifier, fixture("kit-valid_pa_response_bundle.json"), [ORG]))
+        assert sorted((d.subscription, d.event, d.delivered) for d in deliveries) == sorted((m, 1, True) for m in made)
+        assert [len(r.posts) for r in receivers] == [4, 2]
+    finally:
+        for r in receivers:
+            loopback.stop(r.server)
