@@ -52,7 +52,7 @@ class Step:
 @dataclass(frozen=True)
 class Setting:
     """Where a code needs prior authorization, for one setting fact: ``only`` these values, or any
-    value ``except`` these (both empty: any)."""
+    value ``except`` these (both empty: no one value decides it; the condition says when)."""
 
     fact: str
     only: tuple[str, ...] = ()
@@ -63,7 +63,9 @@ class Setting:
         name = SETTING_FACTS[self.fact]
         if self.only:
             return f"{name} {', '.join(self.only)}"
-        return f"any {name} except {', '.join(self.excepted)}"
+        if self.excepted:
+            return f"any {name} except {', '.join(self.excepted)}"
+        return f"{name}: as the condition says"  # no single value the policy names leads there
 
 
 @dataclass(frozen=True)

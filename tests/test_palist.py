@@ -138,6 +138,14 @@ def test_a_range_too_long_to_write_out_is_one_row(tmp_path: Path) -> None:
     assert [(i.code, i.system, i.requirement) for i in listing.items] == [("A0001-A2500", "HCPCS", CONDITIONAL)]
 
 
+def test_a_setting_no_single_value_decides_is_left_to_the_condition(tmp_path: Path) -> None:
+    policy = POLICY.format(title="Therapy").replace(
+        'patient.age < 18 and code != "97112"', 'not known(place_of_service) and not known(type_of_bill)')
+    [first, *_] = pa_list(_tree(tmp_path, policy), "acme", DAY).items
+    assert first.settings_text() == "place of service: as the condition says; type of bill: as the condition says"
+    assert first.condition().startswith("Needed only when not known(place_of_service) and not known(type_of_bill)")
+
+
 def test_unknown_payer_and_plan_are_refused_with_the_known_names(bundled: engine.RuleSet) -> None:
     with pytest.raises(PaListError, match="unknown payer 'medicar'.*did you mean 'medicare'"):
         pa_list(bundled, "medicar", DAY)
