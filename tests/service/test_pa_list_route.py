@@ -12,7 +12,10 @@ from fastapi.testclient import TestClient
 
 from admin import ADMIN
 from service.api_keys import hash_key
-from conftest import BUNDLED_RULES, FIXTURE_RULES
+
+HERE = Path(__file__).resolve().parent
+FIXTURE_RULES = HERE / "fixtures" / "rules"
+BUNDLED_RULES = HERE.parents[1] / "rules"
 
 
 def test_each_format_has_its_type_and_the_bundled_medicare_list_names_blepharoplasty(
