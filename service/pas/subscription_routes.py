@@ -138,8 +138,9 @@ async def search(request: Request, status: str | None = None) -> Response:
                                       "search": {"mode": "match"}} for s in found]})
 
 
-@router.api_route(SUBSCRIPTIONS + "/{subscription_id}/$status", methods=["GET", "POST"],
-                  summary="PAS: a Subscription's status (backport $status)")
+@router.get(SUBSCRIPTIONS + "/{subscription_id}/$status", summary="PAS: a Subscription's status (backport $status)")
+@router.post(SUBSCRIPTIONS + "/{subscription_id}/$status", summary="PAS: a Subscription's status (backport $status)",
+             operation_id="status_of_subscription_post")
 async def status_of(request: Request, subscription_id: str) -> Response:
     """A searchset Bundle with the subscription's SubscriptionStatus (type query-status)."""
     try:
