@@ -21,6 +21,7 @@ from .codes import EXPAND_LIMIT, CodeRange, system_of
 from .errors import did_you_mean
 from .logic import Analysed, analyse, walk
 from .policy import AUTH_NEEDED, CodeGroup, Outcome, Policy
+from .plain import wording
 from .render import render
 from .residual import Partial, spelled
 from .ruleset import RuleSet
@@ -38,15 +39,17 @@ class PaListError(ValueError):
 
 @dataclass(frozen=True)
 class Step:
-    """One undecided rule (or the final answer, ``when`` None) on the way to a code's answer."""
+    """One undecided rule (or the final answer, ``when`` None) on the way to a code's answer: its
+    condition as rule text (``when``, for programs and authors) and in plain English (``words``)."""
 
     when: str | None
+    words: str | None
     pa_needed: str
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
         """The step as a JSON-ready mapping."""
-        return {"when": self.when, "pa_needed": self.pa_needed, "reason": self.reason}
+        return {"when": self.when, "words": self.words, "pa_needed": self.pa_needed, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class PaList:
 
 
 def _clause(step: Step) -> str:
-    return f"{step.when} ({step.reason.rstrip('.')})" if step.reason else str(step.when)
+    return f"{step.words} ({step.reason.rstrip('.')})" if step.reason else str(step.words)
 
 
 def pa_list(rules: RuleSet, payer: str, day: dt.date, plan: str | None = None) -> PaList:
@@ -229,7 +232,9 @@ def _answer(policy: Policy, code: str | None, plan: str | None, day: dt.date) ->
         return None
     while len(chain) > 1 and chain[-2][1].pa_needed == chain[-1][1].pa_needed:
         del chain[-2]  # an undecided rule that answers as what follows it changes nothing
-    steps = tuple(Step(None if when is None else render(spelled(when, policy.value_sets)), outcome.pa_needed,
+    steps = tuple(Step(None, None, outcome.pa_needed, outcome.reason or reason) if when is None else
+                  Step(render(spelled(when, policy.value_sets)),
+                       wording(when, policy.value_sets, policy.value_set_titles).holds(when), outcome.pa_needed,
                        outcome.reason or reason) for when, outcome, reason in chain)
     requirement = ALWAYS if len(steps) == 1 else CONDITIONAL
     return requirement, steps, () if requirement == ALWAYS else _settings(policy, conditions, given, chain)

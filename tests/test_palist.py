@@ -37,9 +37,10 @@ def test_medicare_2026_lists_blepharoplasty_for_the_hospital_outpatient_departme
     assert item.settings_text() == "place of service 19, 22; type of bill 13*"
     assert [s.pa_needed for s in item.steps] == [NO_AUTH, NO_AUTH, NO_AUTH, AUTH_NEEDED]
     assert item.steps[0].when == 'provider.exemptions contains "medicare-opd-pa"'
-    # value sets are written out for readers without the policy file, with the author's reason
-    assert 'place_of_service not in {"19", "22"} (The program covers hospital outpatient departments only' \
-        in item.condition()
+    # in plain English, value sets written out for readers without the policy file, with the author's reason
+    assert ("the place of service is not one of the opd pos (19, 22) (The program covers hospital outpatient "
+            "departments only") in item.condition()
+    assert item.steps[2].when == 'not known(type_of_bill) and place_of_service not in {"19", "22"}'  # for programs
     assert item.condition().startswith("Needed unless ")
     assert (item.effective, item.end) == (dt.date(2020, 7, 1), None)
 
@@ -83,7 +84,8 @@ def test_a_plan_whose_rules_exclude_it_lists_nothing_and_other_plans_list_the_co
     ppo = pa_list(bundled, "florida-blue", DAY, "commercial-ppo")
     assert ppo.items and all(i.requirement == ALWAYS for i in ppo.items)
     anyplan = pa_list(bundled, "florida-blue", DAY)
-    assert all('plan == "commercial-aso"' in i.condition() for i in anyplan.items)
+    assert all("unless the plan is commercial-aso" in i.condition() for i in anyplan.items)
+    assert all(i.steps[0].when == 'plan == "commercial-aso"' for i in anyplan.items)
 
 
 def test_settings_say_any_place_except_those_the_rules_exempt_and_plan_overrides_apply() -> None:
@@ -91,8 +93,8 @@ def test_settings_say_any_place_except_those_the_rules_exempt_and_plan_overrides
     listing = pa_list(rules, "acme", dt.date(2024, 2, 1), "commercial")
     mri = _item(listing, "70551", "acme-imaging")
     assert mri is not None and mri.settings_text() == "any place of service except 23, 21, 20"
-    assert mri.condition() == ('Needed unless place_of_service in {"23", "21", "20"} (Emergency, urgent care and '
-                               'inpatient imaging needs no authorization).')
+    assert mri.condition() == ("Needed unless the place of service is one of the no pa settings (23, 21, 20) "
+                               "(Emergency, urgent care and inpatient imaging needs no authorization).")
     advantage = pa_list(rules, "acme", dt.date(2024, 2, 1), "advantage")
     assert {i.code for i in advantage.items} == {"74176", "74177", "74178"}  # brain MRI freed by the override
     assert {i.policy.id for i in advantage.items} == {"acme-imaging-advantage"}
@@ -129,7 +131,8 @@ def test_a_code_needing_pa_only_under_a_condition_is_listed_with_it_and_a_code_n
     assert [i.code for i in listing.items] == ["97110", "97530", "97531", "97532", "97533"]  # ranges written out
     first = listing.items[0]
     assert first.requirement == CONDITIONAL and first.settings_text() == "any setting"
-    assert first.condition() == "Needed only when patient.age < 18 (Therapy for children needs authorization)."
+    assert first.condition() == ("Needed only when the patient's age is less than 18 (Therapy for children needs "
+                                 "authorization).")
 
 
 def test_a_range_too_long_to_write_out_is_one_row(tmp_path: Path) -> None:
@@ -143,7 +146,8 @@ def test_a_setting_no_single_value_decides_is_left_to_the_condition(tmp_path: Pa
         'patient.age < 18 and code != "97112"', 'not known(place_of_service) and not known(type_of_bill)')
     [first, *_] = pa_list(_tree(tmp_path, policy), "acme", DAY).items
     assert first.settings_text() == "place of service: as the condition says; type of bill: as the condition says"
-    assert first.condition().startswith("Needed only when not known(place_of_service) and not known(type_of_bill)")
+    assert first.condition().startswith("Needed only when the place of service is not known and the type of bill is "
+                                        "not known")
 
 
 def test_unknown_payer_and_plan_are_refused_with_the_known_names(bundled: engine.RuleSet) -> None:
