@@ -1,4 +1,4 @@
-"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema, serve and hash-key.
+"""The ``covreq`` command line: validate, test, lint, diff, fmt, eval, batch, bundle, schema, serve, report and hash-key.
 
 Each command's logic lives in its own module; this one only wires arguments.
 Exit codes: 0 success; 1 problems found (invalid rules, failing tests, lint findings, changed answers
@@ -27,6 +27,8 @@ from engine.authoring.lint import run as run_lint
 from engine.loading.loader import read_tree
 from engine.authoring.report import FORMATS, Finding, checks_by_file, write_findings, write_problems
 from engine.resources import schema_path
+from engine.publishing.palist import PaListError, pa_list
+from engine.publishing.palist_output import PA_LIST_FORMATS, render_pa_list
 from engine.evaluation.ruleset import RuleSet, load
 from engine.authoring.testcases import iter_test_files, read_file, rule_tree_of
 from engine.authoring.testcmd import run as run_test_command
@@ -200,6 +202,19 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report_pa_list(args: argparse.Namespace) -> int:
+    rules = _load_or_report(args.rules)
+    if rules is None:
+        return EXIT_PROBLEMS
+    try:
+        listing = pa_list(rules, args.payer, args.date, args.plan)
+    except PaListError as exc:
+        print(f"covreq report pa-list: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(render_pa_list(listing, args.format))
+    return EXIT_OK
+
+
 def _hash_key(args: argparse.Namespace) -> int:
     from service.api_keys import hash_key  # no web stack needed
 
@@ -231,6 +246,7 @@ EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "fmt": ("every file in normal form (or rewritten)", "--check: a file is not in normal form", "a file cannot be parsed"),
     "schema": ("schema printed", "(not used)", "bad usage"),
     "serve": ("stopped", "cannot start: the rule tree, the settings or the address are unusable", "bad usage"),
+    "report": ("report written", "the rule tree does not load", "bad usage, or a payer or plan the rules do not know"),
     "hash-key": ("hash printed", "(not used)", "bad usage, or the key is too short or not one word of printable ASCII"),
 }
 
@@ -364,6 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-client-cert", choices=("none", "optional", "required"),
                        help="ask for a client certificate (default: required with --ssl-ca-certs, else none)")
     serve.set_defaults(run=_serve)
+
+    report = _command(commands, "report", "reports payers publish (CMS-0057-F), made from the rules")
+    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT", help="the report to write")
+    listing = reports.add_parser("pa-list", formatter_class=_HelpFormatter, epilog=report.epilog,
+                                 help="the items and services that need prior authorization on a date",
+                                 description="The items and services that need prior authorization on a date, "
+                                             "with the conditions and settings that decide it (docs/pa-list.md).")
+    listing.add_argument("--rules", required=True, metavar="PATH", help=rules_help)
+    listing.add_argument("--payer", required=True, help="the payer id")
+    listing.add_argument("--plan", help="the plan id (default: the policies of every plan, without plan overrides)")
+    listing.add_argument("--date", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                         help="the date of service the list is for")
+    listing.add_argument("--format", choices=PA_LIST_FORMATS, default="csv", help="output format")
+    listing.set_defaults(run=_report_pa_list)
 
     hashing = _command(commands, "hash-key", "print the line of the API key file (COVREQ_API_KEYS) "
                                              "for a key read from standard input")

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import heap, logs, lookup, metrics, ops, v1
+from service import heap, logs, lookup, metrics, ops, palist, v1
 from service.audit import AuditLog
 from service.auth import Authenticate, Guard
 from service.crd import routes as crd_routes
@@ -34,6 +34,9 @@ from service.dtr.versions import version as dtr_version
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
+from service.pas import subscription_routes
+from service.pas.notifier import Notifier
+from service.pas.subscription_store import SubscriptionStore
 from service.metrics import Metrics, worker_exited
 from service.middleware import AccessLog, BodyLimit, ConnectionCap, StartWatch
 from service.ratelimit import RateLimit, limiter_from
@@ -89,9 +92,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning("the payer mapping matches payers by name too (match_by_name: true): a Coverage that "
                     "names a payer without its identifier is answered",
                     extra={"event": "payers-by-name", "file": str(app.state.settings.payers)})
+    heartbeats_stop = asyncio.Event()
+    heartbeats = asyncio.create_task(app.state.pas_notifier.run_heartbeats(heartbeats_stop))
     try:
         yield
     finally:
+        heartbeats_stop.set()
+        await heartbeats
+        app.state.pas_subscriptions.close()
         if bundles:
             bundles.stop()
         if installed:
@@ -189,6 +197,8 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.database = Database.from_settings(settings)  # issue 26 item 6: the replay store workers share
     guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None,
                                 app.state.database.replay if app.state.database else None)
+    app.state.pas_subscriptions = SubscriptionStore(settings, app.state.database)  # opened on first use
+    app.state.pas_notifier = Notifier(app.state.pas_subscriptions, settings)
     app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)
@@ -199,6 +209,8 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.include_router(smart_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
+    app.include_router(palist.router)
+    app.include_router(subscription_routes.router)
     app.include_router(metrics.router)
 
     @app.exception_handler(HTTPException)

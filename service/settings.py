@@ -81,6 +81,10 @@ class Settings:
     ``bundle_poll_seconds``, each download allowed ``bundle_timeout_seconds``, signatures verified
     with ``bundle_public_key`` (required when set), unpacked under ``bundle_dir`` (default: a
     temporary folder).
+    ``subscription_endpoints`` are the URLs (or URL prefixes ending in ``/``) PAS subscriptions may
+    have covreq notify (``*``: any https URL whose host has only public addresses); each
+    notification gets ``subscription_timeout_seconds`` per attempt and ``subscription_attempts``
+    attempts (service/pas/notifier.py).
     ``fhir_servers`` are the EHR FHIR base URLs a CDS Hooks call may have covreq query (``*``: any
     https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``, and all the
     queries of one call together, with their R4 checks, ``ehr_call_seconds`` and
@@ -209,6 +213,10 @@ class Settings:
     decision_log_max_records: int = 10_000
     decision_log_max_bytes: int = 16_777_216
     decision_log_shutdown_seconds: float = 5.0
+    # -- PAS subscriptions: where notifications may go, and how hard covreq tries (service/pas/notifier.py) --
+    subscription_endpoints: tuple[str, ...] = ()
+    subscription_timeout_seconds: float = 5.0
+    subscription_attempts: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -312,4 +320,9 @@ class Settings:
             decision_log_max_bytes=_whole(env, "COVREQ_DECISION_LOG_MAX_BYTES", defaults.decision_log_max_bytes),
             decision_log_shutdown_seconds=float(env.get("COVREQ_DECISION_LOG_SHUTDOWN_SECONDS",
                                                         defaults.decision_log_shutdown_seconds)),
+            # PAS subscriptions (service/pas/notifier.py)
+            subscription_endpoints=tuple(env.get("COVREQ_SUBSCRIPTION_ENDPOINTS", "").replace(",", " ").split()),
+            subscription_timeout_seconds=_seconds(env, "COVREQ_SUBSCRIPTION_TIMEOUT_SECONDS",
+                                                  defaults.subscription_timeout_seconds),
+            subscription_attempts=_whole(env, "COVREQ_SUBSCRIPTION_ATTEMPTS", defaults.subscription_attempts),
         )

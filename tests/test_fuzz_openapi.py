@@ -20,7 +20,8 @@ EXAMPLES = int(os.environ.get("COVREQ_FUZZ_EXAMPLES", "40"))
 AUDIT = Path(tempfile.mkdtemp(prefix="covreq-fuzz-")) / "audit.jsonl"
 
 app = create_app(str(SERVICE_TESTS / "fixtures" / "rules"),
-                 Settings(payers=SERVICE_TESTS / "fixtures" / "payers.yaml", audit_path=AUDIT))
+                 Settings(payers=SERVICE_TESTS / "fixtures" / "payers.yaml", audit_path=AUDIT,
+                          data_dir=AUDIT.parent / "data"))  # the database PAS opens on first use
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

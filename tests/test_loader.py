@@ -205,16 +205,16 @@ def test_an_override_of_a_base_missing_from_the_tree_is_still_reported(tmp_path:
 
 
 @pytest.mark.parametrize("text, line, column, message", [
-    ("reason: Note: see above\n", 1, 13, "a ': ' where no key can start; quote a value that contains \": \""),
+    ("reason: Note: see above\n", 1, 13, "a value holds ': ', which YAML reads as the start of a key; quote the "
+                                         "whole value"),
     ("rules:\n  - when: true\n    pa_needed: no-auth\n   reason: x\n", 4, 4,
-     "this line is indented differently from the lines above it; give the entries of one mapping or list "
-     "the same indentation (it starts at line 2, column 3)"),
-    ("id: x\n\ttitle: y\n", 2, 1, "a tab character; indent with spaces"),
+     "this key is indented 1 space less than the keys above it: move it to column 5, like line 2"),
+    ("id: x\n\ttitle: y\n", 2, 1, "this line is indented with a tab, and YAML allows only spaces"),
     ("reason: \"abc\ntitle: y\n", 3, 1, "a quoted value is never closed; add the closing quote to the value "
                                        "that starts at line 1, column 9"),
     ("codes: [\"1\", \"2\"\ntitle: y\n", 2, 1, "a [ ... ] list is not closed, or misses a comma"),
     ("source: {url: x\n", 2, 1, "a { ... } mapping is not closed, or misses a comma"),
-    ("id: x\ntitle\npayer: z\n", 3, 1, "a line that is not 'key: value'; add the ':' after the key at line 2"),
+    ("id: x\ntitle\npayer: z\n", 2, 1, "this line is neither 'key: value' nor indented under a key; add the ':'"),
     ("codes: [*]\n", 1, 10, "'*' starts an alias in YAML; quote a value"),
     ("reason: @home\n", 1, 9, "a value cannot start with '@'; quote the value"),
     ("reason: 'it's'\n", 1, 13, "more text after a value; quote the whole value"),

@@ -39,7 +39,57 @@ def test_json_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:
     main(["diff", OLD, NEW, "--requests", REQUESTS, "--format", "markdown"])
     out = capsys.readouterr().out
     assert out.startswith("### covreq diff: 4 of 5 service line(s) in 3 request(s) answer differently\n")
-    assert "#### `acme-imaging`" in out and "| 74176 |" in out and "| pa_needed | no-auth | auth-needed |" in out
+    assert "#### `acme-imaging`" in out and "| 74176 | 1 | " in out
+    assert "pa_needed: no-auth → auth-needed<br>documentation: [] → [order, prior-imaging]" in out
+
+
+def _with_beta(tree: Path, into: Path) -> Path:
+    """A copy of ``tree`` with a second payer, beta, whose one policy governs 70551."""
+    shutil.copytree(tree, into)
+    (into / "beta").mkdir()
+    (into / "beta" / "_payer.yaml").write_text("payer: beta\n")
+    imaging = (Path(NEW) / "acme" / "imaging.yaml").read_text()
+    (into / "beta" / "imaging.yaml").write_text(imaging.replace("acme", "beta").replace('70551-70553, "74176"', '"70551"'))
+    return into
+
+
+def test_a_payer_new_in_the_new_tree_is_one_summary_line_not_a_refusal_per_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 27, item 6): after a payer was added, every line of its requests repeated the
+    old tree's long "unknown payer" refusal."""
+    requests = tmp_path / "r.jsonl"
+    beta = [json.dumps({"payer": "beta", "date_of_service": "2024-05-01", "place_of_service": pos,
+                        "services": [{"code": "70551"}, {"code": "99213"}]}) for pos in ("11", "21", "22")]
+    requests.write_text((DIFF / "requests.jsonl").read_text() + "\n".join(beta) + "\n")
+    new = _with_beta(Path(NEW), tmp_path / "new")
+    assert main(["diff", OLD, str(new), "--requests", str(requests)]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == [
+        "4 of 5 service line(s) in 3 request(s) answer differently",
+        "payer 'beta' new in this tree: 3 request(s), 6 service line(s) (3 unknown, 2 auth-needed, 1 no-auth)"]
+    assert "unknown payer" not in out and "beta" not in "".join(out.splitlines()[2:])
+    main(["diff", str(new), OLD, "--requests", str(requests), "--format", "json"])
+    assert json.loads(capsys.readouterr().out)["payers"] == [
+        {"payer": "beta", "status": "removed", "requests": 3, "lines": 6,
+         "answers": {"unknown": 3, "auth-needed": 2, "no-auth": 1}}]
+    assert main(["diff", OLD, OLD, "--requests", str(requests)]) == 0  # both trees refuse beta alike
+    capsys.readouterr()
+    assert main(["diff", str(new), str(_with_beta(Path(OLD), tmp_path / "old")), "--requests", str(requests),
+                 "--format", "markdown"]) == 1
+    assert "beta" not in capsys.readouterr().out.split("\n", 1)[1]  # a payer both know is compared as any other
+
+
+def test_markdown_gives_one_row_per_kind_of_change_not_one_per_field_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 27, item 6): each changed service line took one markdown row per field (six
+    for a newly governed code); lines that change alike now share one row that counts them."""
+    requests = tmp_path / "r.jsonl"
+    requests.write_text("".join(json.dumps({"payer": "acme", "date_of_service": "2024-05-01", "place_of_service": "22",
+                                            "services": [{"code": "74176"}]}) + "\n" for _ in range(5)))
+    assert main(["diff", OLD, NEW, "--requests", str(requests), "--format", "markdown"]) == 1
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 74176 ")]
+    assert len(rows) == 1 and rows[0].startswith("| 74176 | 5 | ") and "policies: [] → [acme-imaging]" in rows[0]
+    assert rows[0].endswith(f"`{requests}:1` #1, `{requests}:2` #1, `{requests}:3` #1 and 2 more |")
 
 
 @pytest.mark.parametrize("args, message", [

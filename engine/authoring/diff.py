@@ -14,7 +14,7 @@ import json
 import subprocess
 import tarfile
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TextIO
@@ -49,6 +49,28 @@ class Change:
 
 
 @dataclass(frozen=True)
+class PayerChange:
+    """Requests for a payer only one tree knows: one summary instead of a refusal on every line."""
+
+    payer: str
+    status: str  # "new" (only the new tree knows it) or "removed" (only the old tree does)
+    requests: int
+    lines: int
+    #: how the tree that knows the payer answers its lines: (pa_needed, lines), most first
+    answers: tuple[tuple[str, int], ...]
+
+    def __str__(self) -> str:
+        tree = "new in this tree" if self.status == "new" else "no longer in this tree"
+        answers = ", ".join(f"{count} {value}" for value, count in self.answers)
+        return f"payer '{self.payer}' {tree}: {self.requests} request(s), {self.lines} service line(s) ({answers})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"payer": self.payer, "status": self.status, "requests": self.requests, "lines": self.lines,
+                "answers": dict(self.answers)}
+
+
+@dataclass(frozen=True)
 class Result:
     """All changes, with the totals they are out of."""
 
@@ -58,6 +80,7 @@ class Result:
     #: requests both trees refused, and the first of them as ``file:line: message``
     refused: int = 0
     first_refusal: str = ""
+    payers: tuple[PayerChange, ...] = ()
 
     def grouped(self) -> dict[str, dict[str, list[Change]]]:
         """Changes by policy ids (joined) and then by code, both sorted."""
@@ -98,18 +121,28 @@ def _answer(rules: RuleSet, body: Any) -> list[dict[str, Any]]:
 
 
 def compare(old: RuleSet, new: RuleSet, requests: Iterator[tuple[str, Any]]) -> Result:
-    """Evaluate every request in both rule sets and collect the lines whose answers differ."""
+    """Evaluate every request in both rule sets and collect the lines whose answers differ; the
+    requests for a payer only one tree knows are counted per payer, not listed line by line."""
     changes: list[Change] = []
     count = lines = refused = 0
     first_refusal = ""
+    known = {"old": set(old.payers()), "new": set(new.payers())}
+    tallies: dict[tuple[str, str], list[Any]] = {}  # (payer, status) -> [requests, lines, Counter]
     for source, body in requests:
         count += 1
         before, after = _answer(old, body), _answer(new, body)
         if "error" in before[0] and "error" in after[0]:
             refused += 1
             first_refusal = first_refusal or f"{source}: {after[0]['error']}"
-        services = body.get("services") if isinstance(body, dict) and isinstance(body.get("services"), list) else []
         lines += max(len(before), len(after))
+        if status := _payer_status(body, known):
+            answered = after if status == "new" else before
+            tally = tallies.setdefault((body["payer"], status), [0, 0, Counter()])
+            tally[0] += 1
+            tally[1] += len(answered)
+            tally[2].update(str(line.get("pa_needed") or "refused") for line in answered)
+            continue
+        services = body.get("services") if isinstance(body, dict) and isinstance(body.get("services"), list) else []
         for index in range(max(len(before), len(after))):
             was = before[index] if index < len(before) else {}
             now = after[index] if index < len(after) else {}
@@ -119,7 +152,17 @@ def compare(old: RuleSet, new: RuleSet, requests: Iterator[tuple[str, Any]]) -> 
             service = services[index] if index < len(services) and isinstance(services[index], dict) else {}
             ids = sorted({*(was.get("policies") or []), *(now.get("policies") or [])})
             changes.append(Change(source, index + 1, str(service.get("code", "*")), tuple(ids), fields))
-    return Result(count, lines, tuple(changes), refused, first_refusal)
+    payers = tuple(PayerChange(payer, status, requests_, lines_, tuple(answers.most_common()))
+                   for (payer, status), (requests_, lines_, answers) in sorted(tallies.items()))
+    return Result(count, lines, tuple(changes), refused, first_refusal, payers)
+
+
+def _payer_status(body: Any, known: dict[str, set[str]]) -> str | None:
+    """"new" or "removed" when the request names a payer only one tree knows, else None."""
+    payer = body.get("payer") if isinstance(body, dict) else None
+    if not isinstance(payer, str) or (payer in known["old"]) == (payer in known["new"]):
+        return None
+    return "new" if payer in known["new"] else "removed"
 
 
 def _show(value: Any) -> str:
@@ -129,30 +172,52 @@ def _show(value: Any) -> str:
 
 
 def _headline(result: Result) -> str:
+    """The totals: lines that change out of those compared (a payer only one tree knows is summed up apart)."""
     changed = len(result.changes)
+    lines = result.lines - sum(p.lines for p in result.payers)
+    requests = result.requests - sum(p.requests for p in result.payers)
     refused = f"; {result.refused} request(s) refused by both trees" if result.refused else ""
-    return (f"{changed} of {result.lines} service line(s) in {result.requests} request(s) answer differently{refused}"
-            if changed else f"no answer changes ({result.lines} service line(s) in {result.requests} request(s){refused})")
+    if changed:
+        return f"{changed} of {lines} service line(s) in {requests} request(s) answer differently{refused}"
+    others = " for the payers both trees know" if result.payers else ""
+    return f"no answer changes{others} ({lines} service line(s) in {requests} request(s){refused})"
+
+
+def _grouped_fields(changes: list[Change]) -> list[tuple[tuple[tuple[str, Any, Any], ...], list[Change]]]:
+    """The changes of one code grouped by what changes, in order of first appearance."""
+    groups: dict[str, tuple[tuple[tuple[str, Any, Any], ...], list[Change]]] = {}
+    for change in changes:
+        key = json.dumps(change.fields, sort_keys=True, default=str)
+        groups.setdefault(key, (change.fields, []))[1].append(change)
+    return list(groups.values())
+
+
+def _where(changes: list[Change], most: int = 3) -> str:
+    """Up to ``most`` of the service lines changed, as ``file:line #service``, and how many more."""
+    shown = ", ".join(f"`{c.source}` #{c.line}" for c in changes[:most])
+    return shown + (f" and {len(changes) - most} more" if len(changes) > most else "")
 
 
 def write(result: Result, fmt: str, out: TextIO) -> None:
     """Write the result as ``text``, ``json`` or ``markdown``."""
     if fmt == "json":
         json.dump({"requests": result.requests, "lines": result.lines,
-                   "changes": [c.as_dict() for c in result.changes]}, out, indent=2)
+                   "changes": [c.as_dict() for c in result.changes],
+                   "payers": [p.as_dict() for p in result.payers]}, out, indent=2)
         out.write("\n")
         return
     if fmt == "markdown":
         out.write(f"### covreq diff: {_headline(result)}\n")
+        out.write("".join(f"\n- {payer}" for payer in result.payers) + ("\n" if result.payers else ""))
         for policy, codes in result.grouped().items():
-            out.write(f"\n#### `{policy}`\n\n| code | request | line | field | before | after |\n"
-                      "|---|---|---|---|---|---|\n")
+            out.write(f"\n#### `{policy}`\n\n| code | lines | what changes | where |\n|---|---|---|---|\n")
             for code, changes in codes.items():
-                for c in changes:
-                    for name, old, new in c.fields:
-                        out.write(f"| {code} | `{c.source}` | {c.line} | {name} | {_show(old)} | {_show(new)} |\n")
+                for fields, alike in _grouped_fields(changes):
+                    what = "<br>".join(f"{name}: {_show(old)} → {_show(new)}" for name, old, new in fields)
+                    out.write(f"| {code} | {len(alike)} | {what} | {_where(alike)} |\n")
         return
     out.write(_headline(result) + "\n")
+    out.write("".join(f"{payer}\n" for payer in result.payers))
     for policy, codes in result.grouped().items():
         out.write(f"\n{policy}\n")
         for code, changes in codes.items():
@@ -217,4 +282,4 @@ def run(old: str | None, new: str | None, requests: str, fmt: str, out: TextIO, 
         print(f"covreq diff: {exc}", file=err)
         return EXIT_ERROR
     write(result, fmt, out)
-    return EXIT_CHANGED if result.changes else EXIT_SAME
+    return EXIT_CHANGED if result.changes or result.payers else EXIT_SAME

@@ -168,6 +168,10 @@ class RuleSet:
         self._selections[key] = chosen
         return chosen
 
+    def policies_for(self, payer: str, plan: str | None, code: str, day: dt.date) -> tuple[Policy, ...]:
+        """The policies that decide ``code`` on ``day`` for ``plan`` (:meth:`select` by code)."""
+        return self._select(payer, plan, code, day)
+
     def select_cache_info(self) -> dict[str, int]:
         """Hits, misses and size of the selection cache."""
         return {"hits": self._select_hits, "misses": self._select_misses, "size": len(self._selections),

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from engine.loading.yamlhints import explain
+
 #: Largest YAML file accepted, in bytes.
 MAX_FILE_BYTES = 1_000_000
 #: Most values one file may expand to (guards against alias bombs).
@@ -261,8 +263,7 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise YamlError(_explained(exc), (mark.line + 1) if mark else 1, (mark.column + 1) if mark else 1) from None
+        raise YamlError(*explain(exc, text)) from None
     except yaml.YAMLError as exc:
         raise YamlError(str(exc)) from None
     except RecursionError:
@@ -275,49 +276,6 @@ def load_yaml(text: str) -> tuple[Any, Locations]:
         raise YamlError("YAML nests too deeply", code="E-yaml-too-deep") from None
     _check_characters(text, node)
     return data, Locations(node)
-
-
-#: The common YAML mistakes: (pattern of PyYAML's "context problem" text, what happened, how to fix it).
-#: ``{start}`` is where the construct that failed starts, ``{0}`` the pattern's first group.
-_MISTAKES: tuple[tuple[re.Pattern[str], str, str], ...] = tuple((re.compile(pattern), what, fix) for pattern, what, fix in (
-    (r"mapping values are not allowed here", "a ': ' where no key can start",
-     'quote a value that contains ": " (reason: "Note: ..."), or indent this key like the keys above it'),
-    (r"block (collection|mapping) expected <block end>, but found '(<block mapping start>|\?)'",
-     "this line is indented differently from the lines above it",
-     "give the entries of one mapping or list the same indentation (it starts at {start})"),
-    (r"block mapping expected <block end>, but found '-'", "a list item where a key was expected",
-     "indent the '-' items under their key"),
-    (r"block mapping expected <block end>, but found '<scalar>'", "more text after a value",
-     "quote the whole value (in single quotes, write an apostrophe twice: 'it''s')"),
-    (r"found character '\\t' that cannot start any token", "a tab character", "indent with spaces, YAML does not allow tabs"),
-    (r"found character '(.)' that cannot start any token", "a value cannot start with '{0}'", "quote the value"),
-    (r"(alias expected alphabetic or numeric character|found undefined alias)", "'*' starts an alias in YAML",
-     "quote a value that starts with '*' or '&' (\"*\")"),
-    (r"quoted scalar found unexpected end of stream", "a quoted value is never closed",
-     "add the closing quote to the value that starts at {start}"),
-    (r"flow sequence expected ',' or '\]'", "a [ ... ] list is not closed, or misses a comma",
-     "close the list that starts at {start} with ']' and separate its items with ', '"),
-    (r"flow mapping expected ',' or '\}'", "a {{ ... }} mapping is not closed, or misses a comma",
-     "close the mapping that starts at {start} with '}}' and separate its entries with ', '"),
-    (r"simple key could not find expected ':'", "a line that is not 'key: value'",
-     "add the ':' after the key at {start}, or indent a continued value under its key"),
-    (r"block scalar expected a comment or a line break", "text on the line of '|' or '>'",
-     "start the block's text on the next line, indented"),
-))
-
-
-def _explained(exc: yaml.MarkedYAMLError) -> str:
-    """PyYAML's message for ``exc``, reworded with a hint for the common mistakes."""
-    text = " ".join(filter(None, [exc.context, exc.problem]))
-    start = (f"line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}" if exc.context_mark
-             else "the start")
-    for pattern, what, fix in _MISTAKES:
-        if found := pattern.search(text):
-            return f"{what.format(*found.groups())}; {fix.format(*found.groups(), start=start)}"
-    mark = exc.problem_mark
-    if exc.context_mark and mark and exc.context_mark.line != mark.line:
-        text += f" (it starts at {start})"
-    return text or "invalid YAML"
 
 
 def _check_expansion(root: yaml.Node) -> None:

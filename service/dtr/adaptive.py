@@ -147,17 +147,19 @@ def page(form: Form, answers: Answers, decision: Mapping[str, Any], envelope: Ma
          base: str, digest: str, keys: Keyring, version: DtrVersion, since: Signed | None = None,
          carried: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The QuestionnaireResponse, in ``version``'s shapes, that asks what ``decision`` still depends
-    on, then the documentation it owes; ``completed`` with the decision (as text and as CRD
+    on and what decides the documentation it may owe (the facts of a documentation item's pending
+    condition), then the documentation it owes; ``completed`` with the decision (as text and as CRD
     coverage-information) when neither is left. ``envelope`` (:func:`envelope`) ties it to its
     Coverage and orders; the other elements of ``carried`` (the response answered) are kept. What it
     says the server filled and decided is signed with ``keys`` (keeping the times of ``since``)."""
     known = [n for n in dict.fromkeys((*ORDER_FACTS, *FACTS, f.ORDER_COMPLETE.name)) if n in answers.known]
     conditional = "conditional" in (decision["pa_needed"], decision["covered"])
-    asking = [n for n in f.askable(decision.get("info_needed", []) if conditional else [])
-              if n not in answers.known and n in FACTS]
+    docs = decision.get("documentation", [])
+    deciding = decision.get("info_needed", []) if conditional else []
+    owed_if = [name for doc in docs if doc.get("required_when") for name in form.documentation_facts.get(doc["id"], ())]
+    asking = [n for n in f.askable([*deciding, *owed_if]) if n not in answers.known and n in FACTS]
     fact_names = list(dict.fromkeys([*[n for n in answers.given if n not in answers.known], *asking]))
     fact_items = [_question(form, n) for n in fact_names]
-    docs = decision.get("documentation", [])
     doc_items = []
     for doc in docs:
         item = dict(form.item(DOC_PREFIX + doc["id"]) or doc_item(doc["id"], doc["text"], doc["kind"], None))
@@ -293,8 +295,9 @@ def _walk(items: Any, path: str) -> Iterable[tuple[dict[str, Any], str]]:
 def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], version: DtrVersion,
                  form: Form | None = None) -> Answers:
     """The facts and documents a QuestionnaireResponse gives; raises FhirError (400) when an
-    answer is not an item of the contained Questionnaire or does not fit the item (its type as
-    ``form``, the server's own, defines it when given; service/dtr/answers.py for its origin)."""
+    answer is not an item of the contained Questionnaire (nor a question of ``form``, the server's
+    own, when given) or does not fit the item (its type as ``form`` defines it when given;
+    service/dtr/answers.py for its origin)."""
     defined = {}
     for group in as_list(questionnaire.get("item")):
         for item in as_list(member(group, "item")):
@@ -303,6 +306,8 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
     found = Answers()
     for item, where in _walk(response.get("item"), "QuestionnaireResponse"):
         link_id = item["linkId"]
+        if link_id not in defined and (own := _own_question(form, link_id)) is not None:
+            defined[link_id] = ("facts", own)  # a question of the server's form the page had not asked yet
         if link_id not in defined:
             raise FhirError(400, f"'{link_id}' is not an item of the contained Questionnaire", where)
         group, definition = defined[link_id]
@@ -337,6 +342,12 @@ def read_answers(response: Mapping[str, Any], questionnaire: Mapping[str, Any], 
             found.given[link_id] = value
             found.items[link_id] = item
     return found
+
+
+def _own_question(form: Form | None, link_id: str) -> dict[str, Any] | None:
+    """The question about a fact the server's ``form`` asks a user (not one the server fills), or None."""
+    item = form.item(link_id) if form is not None and link_id in FACTS and link_id not in SERVER_ONLY else None
+    return None if item is None or item.get("readOnly") else item
 
 
 def _contained_form(response: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -33,12 +33,15 @@ class Catalogue:
         self._forms: dict[int, Form] = {}
         self._canonicals: dict[tuple[str, str | None], str | None] = {}
         self._lock = threading.Lock()
+        #: per payer, its plans' titles by id (the rule set itself is not kept: catalogues are per rule set)
+        self._plans = {payer: {plan: ruleset.plan_title(payer, plan) for plan in sorted(ruleset.plans(payer))}
+                       for payer in ruleset.payers()}
 
     def form(self, policy: Policy) -> Form:
         """The form of one policy version of this rule set."""
         found = self._forms.get(id(policy))
         if found is None:
-            found = build_form(self.base, policy)
+            found = build_form(self.base, policy, self._plans.get(policy.payer))
             with self._lock:
                 found = self._forms.setdefault(id(policy), found)
         return found

@@ -17,8 +17,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Mapping
 
+from engine.language.ast import facts_of
 from engine.language.facts import FACTS
 from engine.evaluation.needs import Needs, needs_of
 from engine.policy import Policy
@@ -78,6 +79,17 @@ class Form:
         base = self.questionnaire["url"].removesuffix(f"/Questionnaire/{self.policy.id}")
         return build_library(base, self.policy, self.questionnaire["id"])
 
+    @cached_property
+    def documentation_facts(self) -> dict[str, tuple[str, ...]]:
+        """Per documentation item id, the facts its own ``when`` conditions read (what decides
+        whether it is owed once a rule lists it), in order; items without one are left out."""
+        found: dict[str, dict[str, None]] = {}
+        for doc, routes in needs_of(self.policy).documentation:
+            for route in routes:
+                if route.own is not None:
+                    found.setdefault(doc.id, {}).update(dict.fromkeys(sorted(facts_of(route.own.expr))))
+        return {doc_id: tuple(names) for doc_id, names in found.items()}
+
     def item(self, link_id: str) -> dict[str, Any] | None:
         """The item with ``link_id`` (groups searched), or None."""
         for group in self.questionnaire["item"]:
@@ -110,20 +122,37 @@ def _expression(expr: str) -> dict[str, Any]:
     return {"language": "text/fhirpath", "expression": expr}
 
 
-def _value_set(base: str, policy: Policy, fact: str, values: tuple[str, ...], sets: tuple[str, ...]) -> dict[str, Any]:
+def _value_set(base: str, policy: Policy, fact: str, values: tuple[str, ...], sets: tuple[str, ...],
+               titles: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ValueSet of a fact's answer options: the values the rules test, or for the plan the
+    payer's plans, each with its title (``titles``)."""
     system = f.SYSTEMS.get(fact, f"{base}/CodeSystem/{fact}")
     vs_id = resource_id(f"{policy.id}.{fact}", policy.version)
     named = f" (value sets {', '.join(sets)})" if sets else ""
+    concepts = [{"code": v, **({"display": titles[v]} if titles and v in titles else {})} for v in values]
+    if titles:
+        title, description = (f"{f.QUESTIONS.get(fact, fact)}: plans of {policy.payer}",
+                              f"The plans of payer {policy.payer} that policy {policy.id} version {policy.version} "
+                              f"may apply to, with their titles (_payer.yaml).")
+    else:
+        title, description = (f"{f.QUESTIONS.get(fact, fact)}: values {policy.title} tests",
+                              f"The values of {fact} that the rules of policy {policy.id} version {policy.version} "
+                              f"test{named}. Other values are accepted as answers.")
     return {
         "resourceType": "ValueSet", "id": vs_id, "url": f"{base}/ValueSet/{policy.id}.{fact}",
         "version": policy.version, "name": _name(f"{policy.id}-{fact}"), "status": "active",
-        "title": f"{f.QUESTIONS.get(fact, fact)}: values {policy.title} tests",
-        "description": f"The values of {fact} that the rules of policy {policy.id} version {policy.version} "
-                       f"test{named}. Other values are accepted as answers.",
-        "compose": {"include": [{"system": system, "concept": [{"code": v} for v in values]}]},
+        "title": title, "description": description,
+        "compose": {"include": [{"system": system, "concept": concepts}]},
         "expansion": {"timestamp": f"{policy.effective.isoformat()}T00:00:00Z", "total": len(values),
-                      "contains": [{"system": system, "code": v} for v in values]},
+                      "contains": [{"system": system, **concept} for concept in concepts]},
     }
+
+
+def _plan_options(policy: Policy, tested: tuple[str, ...], plans: Mapping[str, str]) -> tuple[str, ...]:
+    """The plans a plan question offers: the payer's (those the policy is limited to, when it is),
+    then any other value its rules test."""
+    offered = [plan for plan in plans if not policy.plans or plan in policy.plans]
+    return tuple(dict.fromkeys([*offered, *tested]))
 
 
 def fact_item(name: str, answer_value_set: str | None, library: str | None = None) -> dict[str, Any]:
@@ -167,8 +196,9 @@ def doc_item(item_id: str, text: str, kind: str, enable: str | None) -> dict[str
     return item
 
 
-def build_form(base: str, policy: Policy) -> Form:
-    """The Questionnaire and ValueSets of one policy version, under the canonical ``base``."""
+def build_form(base: str, policy: Policy, plans: Mapping[str, str] | None = None) -> Form:
+    """The Questionnaire and ValueSets of one policy version, under the canonical ``base``; a plan
+    question offers the payer's ``plans`` (id -> title, from its ``_payer.yaml``)."""
     needs: Needs = needs_of(policy)
     value_sets: list[dict[str, Any]] = []
     reads = {read.spec.name: read for read in needs.facts}
@@ -178,8 +208,12 @@ def build_form(base: str, policy: Policy) -> Form:
             continue
         read = reads.get(name)
         answer_value_set = None
-        if read is not None and read.values:
-            vs = _value_set(base, policy, name, read.values, read.value_sets)
+        values = read.values if read is not None else ()
+        titles = plans if name == "plan" and plans else None
+        if titles:
+            values = _plan_options(policy, values, titles)
+        if read is not None and values:
+            vs = _value_set(base, policy, name, values, read.value_sets, titles)
             value_sets.append(vs)
             answer_value_set = f"{vs['url']}|{vs['version']}"
         fact_items.append(fact_item(name, answer_value_set, library_name(policy)))

@@ -12,6 +12,7 @@ import engine
 
 from service.dtr.adaptive import next_question
 from service.dtr.catalogue import PREFIX, fhir_base, forms_of
+from service.pas.subscriptions import CAPABILITY as subscription_capability
 from service.dtr.limits import DtrLimits, off_loop
 from service.dtr.package import package
 from service.dtr.security import security_of
@@ -78,6 +79,7 @@ def metadata(request: Request) -> JSONResponse:
     statement = capability_statement(fhir_base(request), ruleset.digest, ruleset.loaded_at,
                                      security_of(request.app.state.settings))
     smart_security(statement["rest"][0], request)
+    statement["rest"][0]["resource"].append(subscription_capability)  # Da Vinci PAS (service/pas/)
     return _fhir(statement, ruleset.digest)
 
 

@@ -29,6 +29,7 @@ OPERATIONS = {
     "next-question": ("Questionnaire", "r"),
     "log-questionnaire-errors": ("Questionnaire", "r"),
     "expand": ("ValueSet", "r"),
+    "status": ("Subscription", "r"),  # R4 Subscriptions Backport (service/pas/subscription_routes.py)
 }
 #: What a plain REST interaction needs: (method, whether an id is named) -> permission.
 _INTERACTIONS = {("GET", False): "s", ("HEAD", False): "s", ("POST", False): "c", ("GET", True): "r",

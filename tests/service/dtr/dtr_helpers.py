@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
+from engine.language.ast import facts_of
 from engine.language.facts import DATE, FACTS, ICD, NUMBER
+from engine.language.parser import parse_condition
 from service.dtr.facts import CODE_FORMS, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX
 
@@ -285,8 +287,12 @@ def order_lines(draw: st.DrawFn, reads: dict[str, Any]) -> dict[str, Any]:
 
 
 def questions_are_owed(response: dict[str, Any], decision: dict[str, Any]) -> None:
-    """Every question the response's form asks is a fact the decision waits for or a document it owes."""
+    """Every question the response's form asks is a fact the decision waits for, a fact that decides
+    whether a document is owed (one its pending condition reads) or a document it owes. ``decision``
+    is answered with ``explain``, which gives a pending document's condition as rule text."""
     waiting = askable(decision["info_needed"]) if "conditional" in (decision["pa_needed"], decision["covered"]) else []
+    waiting += askable(name for d in decision["documentation"] if d.get("condition")
+                       for name in sorted(facts_of(parse_condition(d["condition"]))))
     documents = {DOC_PREFIX + d["id"] for d in decision["documentation"]}
     for link_id in asked(response):
         assert link_id in waiting or link_id in documents, (link_id, decision)

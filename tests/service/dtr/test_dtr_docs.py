@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 import jwt
-from dtr_helpers import REPO, answer, asked, bundles, response_of, server_answers, with_answer
+from dtr_helpers import REPO, answer, asked, bundles, form_of, items, response_of, server_answers, with_answer
 from fastapi.testclient import TestClient
 from test_dtr_tampering import TAMPERINGS
 
@@ -19,6 +19,9 @@ DOC = (REPO / "docs" / "dtr.md").read_text(encoding="utf-8")
 EXAMPLES = {m["name"]: json.loads(m["body"]) for m in re.finditer(
     r"<!-- example: (?P<name>[\w-]+) -->\n```json\n(?P<body>.*?)\n```", DOC, re.S)}
 MASKED_SUBS = {"date", "coverage-assertion-id", CONTEXT_URL}
+#: The walkthrough's excerpts: parts of what each call returns (keys and list items left out are not shown).
+EXCERPTS = {m["name"]: json.loads(m["body"]) for m in re.finditer(
+    r"<!-- excerpt: (?P<name>[\w-]+) -->\n\s*```json\n(?P<body>.*?)\n\s*```", DOC, re.S)}
 
 
 def mask(value: Any) -> Any:
@@ -66,6 +69,36 @@ def test_answering_22_leaves_only_the_six_documentation_items_as_documented(clie
     result = reply.json()
     assert result["status"] == "in-progress"
     assert len(asked(result)) == 6 and all(q.startswith("documentation.") for q in asked(result))
+
+
+def shows(actual: Any, excerpt: Any) -> bool:
+    """Whether ``excerpt`` is a part of ``actual``: its keys with values that are parts of theirs,
+    its list items the first items of the list, in order."""
+    if isinstance(excerpt, dict):
+        return isinstance(actual, dict) and all(k in actual and shows(actual[k], v) for k, v in excerpt.items())
+    if isinstance(excerpt, list):
+        return isinstance(actual, list) and len(excerpt) <= len(actual) and all(map(shows, actual, excerpt))
+    return bool(actual == excerpt)
+
+
+def test_the_walkthrough_shows_what_each_of_the_three_calls_returns(client: TestClient) -> None:
+    assert set(EXCERPTS) == {"dtr-walk-asked", "dtr-walk-owed", "dtr-walk-decided"}
+    start = response_of(bundles(client.post("/fhir/Questionnaire/$questionnaire-package",
+                                            json=EXAMPLES["dtr-package-request"]).json())[0])
+    groups = {g["linkId"]: g for g in form_of(start)["item"]}
+    assert start["status"] == "in-progress" and shows(groups["facts"], EXCERPTS["dtr-walk-asked"])
+    assert len(groups["facts"]["item"]) == len(EXCERPTS["dtr-walk-asked"]["item"])  # nothing else is asked
+    second = client.post("/fhir/Questionnaire/$next-question", json=answer(start, "place_of_service",
+                                                                           {"valueString": "22"})).json()
+    owed = next(g for g in form_of(second)["item"] if g["linkId"] == "documentation")
+    assert shows(owed, EXCERPTS["dtr-walk-owed"]) and len(owed["item"]) == len(EXCERPTS["dtr-walk-owed"]["item"])
+    attached = second
+    for item in items(form_of(second), "documentation"):
+        attached = answer(attached, item["linkId"], {"valueAttachment": {"title": "record.pdf"}})
+    third = client.post("/fhir/Questionnaire/$next-question", json=attached).json()
+    assert third["status"] == "completed" and not asked(third)
+    assert any(shows(e, EXCERPTS["dtr-walk-decided"]) for e in third["extension"])
+    assert any(i["linkId"] == "decision" and i["type"] == "display" for i in form_of(third)["item"])
 
 
 THREATS = DOC.split("## Threat model", 1)[1].split("\n## ", 1)[0]

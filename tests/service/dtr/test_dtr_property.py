@@ -57,9 +57,10 @@ def orders(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def library_decision(facts: dict[str, Any]) -> dict[str, Any] | None:
-    """What the library answers for the facts, None when no request can state them."""
+    """What the library answers for the facts (explained: pending documents say their conditions),
+    None when no request can state them."""
     try:
-        return RULES.evaluate(v1_body(facts))["decisions"][0]  # type: ignore[no-any-return]
+        return RULES.evaluate({**v1_body(facts), "explain": True})["decisions"][0]  # type: ignore[no-any-return]
     except engine.RequestError:
         return None
 

@@ -145,12 +145,16 @@ def test_documentation_owed_only_under_an_open_condition_is_optional_and_says_wh
     trial = documents["documentation.trial-results"]
     assert trial["required"] is False and trial["text"].endswith("(needed when the stage is permanent)")  # not rule text
     assert all(i["required"] for k, i in documents.items() if k != "documentation.trial-results")
+    assert asked(response)[0] == "stage"  # what decides whether the trial results are owed
     for link_id in documents:
         if link_id != "documentation.trial-results":
             response = answer(response, link_id, {"valueAttachment": {"title": "record.pdf"}}
                               if documents[link_id]["type"] == "attachment" else {"valueBoolean": True})
-    done = next_question(response)
-    assert done["status"] == "completed"
+    assert next_question(response)["status"] == "in-progress"  # the stage is still to be told
+    done = next_question(answer(response, "stage", {"valueString": "trial"}))
+    assert done["status"] == "completed" and "documentation.trial-results" not in asked(done)
     assert coverage_information(done)["pa-needed"] == ["auth-needed"]
     (said,) = [i["text"] for i in form_of(done)["item"] if i["linkId"] == "decision"]
-    assert "(needed when the stage is permanent)" in said and "==" not in said  # the decision says when, too
+    assert "==" not in said and "stage" not in said  # worded for people; the stage answered, nothing pending
+    permanent = next_question(answer(response, "stage", {"valueString": "permanent"}))
+    assert permanent["status"] == "in-progress" and asked(permanent) == ["documentation.trial-results"]

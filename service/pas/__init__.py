@@ -1,0 +1,1 @@
+"""Da Vinci PAS: prior-authorization requests, their decisions and the subscriptions that announce them."""
