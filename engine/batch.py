@@ -6,6 +6,7 @@ answered by a back-end: :func:`answer_orders` in this process, or ``dask_batch``
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import functools
 import json
 import operator
@@ -15,8 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from .errors import RequestError
+from .evaluate import run_policy
 from .parquet import read_parquet, write_parquet
+from .policy import AUTH_NEEDED
 from .progress import Progress
+from .request import parse_request
 from .ruleset import RuleSet
 from .worklist import Order, Rejection, WorklistError, read_csv, read_jsonl
 
@@ -60,14 +64,16 @@ class Summary:
     pa_by_policy: Counter[str] = field(default_factory=Counter)
     rejected: list[Rejection] = field(default_factory=list)
 
-    def count(self, answer: AnsweredLine) -> None:
-        """Add one answered line."""
+    def count(self, answer: AnsweredLine, requiring: Iterable[str] | None = None) -> None:
+        """Add one answered line; ``requiring`` names the policies that decided PA was needed, when
+        the decision names others too (by default, every policy it names)."""
         self.lines += 1
         pa_needed = answer.decision["pa_needed"]
         self.answers[pa_needed] += 1
-        if pa_needed == "auth-needed":
+        if pa_needed == AUTH_NEEDED:
             self.pa_by_payer[answer.payer] += 1
-            self.pa_by_policy.update(p["id"] for p in answer.decision["policies"])
+            self.pa_by_policy.update(requiring if requiring is not None else
+                                     (p["id"] for p in answer.decision["policies"]))
 
     def merge(self, other: Summary) -> None:
         """Add the counts of a summary of other orders (a partition answered elsewhere)."""
@@ -186,6 +192,14 @@ def format_of(path: Path) -> Format:
 Backend = Callable[[RuleSet, list[Order], Callable[[AnsweredLine], Any], Summary, Progress], list[Rendered]]
 
 
+def requiring_policies(rules: RuleSet, body: dict[str, Any], as_of: str) -> list[list[str]]:
+    """Per line of an answered request, the ids of the policies whose own answer is auth-needed: a
+    decision names every policy that was consulted, one of which may have answered no-auth."""
+    request = parse_request(body, dt.date.fromisoformat(as_of))
+    return [[policy.id for policy in rules.select(request.payer, request.plan, line, request.as_of)
+             if run_policy(policy, line.facts).pa_needed == AUTH_NEEDED] for line in request.lines]
+
+
 def answer_orders(rules: RuleSet, orders: Iterable[Order], render: Callable[[AnsweredLine], Any],
                   summary: Summary, progress: Progress | None = None) -> list[Rendered]:
     """Evaluate each order as one request and render each of its lines, as ``(row, line, record)``;
@@ -198,10 +212,16 @@ def answer_orders(rules: RuleSet, orders: Iterable[Order], render: Callable[[Ans
             summary.rejected += order.reject(err)
         else:
             summary.orders += 1
+            requiring: list[list[str]] | None = None
             for line, (row, decision) in enumerate(zip(order.rows, response["decisions"]), start=1):
                 answer = AnsweredLine(row, order.order_id, line, order.body["payer"], response["as_of"],
                                       response["ruleset"], decision)
-                summary.count(answer)
+                if decision["pa_needed"] == AUTH_NEEDED and len(decision["policies"]) > 1:
+                    # rare (programs that overlap): the policies' own answers, once per order
+                    requiring = requiring or requiring_policies(rules, order.body, response["as_of"])
+                    summary.count(answer, requiring[line - 1])
+                else:
+                    summary.count(answer)
                 answered.append((row, line, render(answer)))
         if progress:
             progress.advance(len(order.rows))
