@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,8 @@ def test_progress_bar_on_a_terminal_and_nothing_when_piped(tmp_path: Path) -> No
         bar.advance(3)
     assert "[" + "#" * 8 in screen.getvalue() and "1/4 lines" in screen.getvalue()
     assert "4/4 lines 100%" in screen.getvalue() and screen.getvalue().endswith("\r\033[K")
+    assert re.search(r"1/4 lines  25% [\d,]+ lines/s, \d+m\d\ds left", screen.getvalue())
+    assert "0m00s left" in screen.getvalue()  # the last draw: nothing left
     pipe = io.StringIO()
     with Progress(4, pipe, interval=0) as bar:
         bar.advance(4)
