@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence, TextIO
 
 from .errors import RequestError
 from .evaluate import run_policy
-from .parquet import is_dataset, read_parquet, write_parquet
+from .parquet import GLOB_CHARACTERS, is_dataset, read_parquet, write_parquet
 from .policy import AUTH_NEEDED
 from .progress import Progress
 from .request import parse_request
@@ -270,6 +270,8 @@ def run(rules: RuleSet, source: Path | str, target: Path | str, report: TextIO,
         answered.sort(key=operator.itemgetter(0, 1))
         writing.write((record for _, _, record in answered), target)
     name = posixpath.basename(str(source).rstrip("/"))
+    if GLOB_CHARACTERS & set(name):
+        name = posixpath.join(posixpath.basename(posixpath.dirname(str(source))), name)
     for rejection in sorted(summary.rejected):
         report.write(f"covreq batch: {name} row {rejection.row}: {rejection.reason}; skipped\n")
     for failure in summary.failed:

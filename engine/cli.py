@@ -132,7 +132,7 @@ def _batch(args: argparse.Namespace) -> int:
     if rules is None:
         return EXIT_PROBLEMS
     try:
-        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr, _batch_backend(args))
+        summary = run_batch(rules, args.orders, args.output, sys.stderr, _batch_backend(args))
     except (WorklistError, BundleError) as exc:
         print(f"covreq batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
