@@ -17,6 +17,7 @@ Everything else happens on the workers, with Dask's own machinery:
 """
 from __future__ import annotations
 
+import logging
 import math
 import posixpath
 import sys
@@ -149,6 +150,9 @@ def answer_dataset(client: Client, rules: engine.RuleSet, bundle: bytes, source:
     the module's docstring); ``by_order`` declares each file of ``source`` to hold whole orders."""
     import dask
     import dask.dataframe as dd
+
+    # a local cluster's scheduler runs in this process: its notes on each shuffle are not the user's
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
 
     header, pieces = plan(source, sys.maxsize if by_order else PIECE_ROWS)  # by order: a piece per file
     for note in read_rows(header, [])[2]:
