@@ -54,11 +54,12 @@ _COUNTS = msgspec.msgpack.Decoder(Counts)
 
 
 def _frame(rows: Iterable[tuple[int, list[str]]], width: int, piece: int) -> pd.DataFrame:
-    """Numbered text rows as a frame of ``c0``, ``c1``, ... with :data:`ROW` and :data:`PIECE`."""
+    """Numbered text rows as a frame of ``c0``, ``c1``, ... (cells stripped, so that the shuffle
+    groups order ids as :func:`engine.worklist.read_rows` does) with :data:`ROW` and :data:`PIECE`."""
     numbers, cells = [], []
     for number, values in rows:
         numbers.append(number)
-        cells.append(values)
+        cells.append([value.strip() for value in values])  # as read_rows takes them: " A1" is order A1
     frame = pd.DataFrame(cells or None, columns=[f"c{i}" for i in range(width)], dtype=object)
     frame[ROW] = pd.Series(numbers, dtype="int64", index=frame.index)
     frame[PIECE] = pd.Series([piece] * len(numbers), dtype="int64", index=frame.index)
