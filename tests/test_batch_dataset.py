@@ -113,6 +113,14 @@ def test_an_input_declared_partitioned_by_order_is_not_shuffled_and_a_split_orde
     assert got == [r for r in answers(tmp_path / "single.parquet") if r["order_id"] != split]
 
 
+def _runs_of_failed_tasks(dask_scheduler: Any) -> dict[str, int]:
+    """On the scheduler: how many times each task that failed in its own code was started."""
+    log = [(str(entry[0]), entry[1], entry[2]) for entry in dask_scheduler.transition_log]
+    failed = {key for key, start, finish in log if (start, finish) == ("processing", "erred")}
+    return {key: sum(1 for k, start, finish in log if k == key and (start, finish) == ("waiting", "processing"))
+            for key in failed}
+
+
 def _corrupt(path: Path) -> None:
     """Overwrite the first page header of a Parquet file: its footer stays readable, its rows do not."""
     data = bytearray(path.read_bytes())
@@ -132,6 +140,8 @@ def test_a_failing_partition_is_retried_then_reported_by_number_and_the_others_a
     assert re.search(r"covreq batch: partition 2 of 3 \(claims-1\.parquet\) failed after 2 retries: "
                      r"WorklistError at parquet\.py:\d+ \(piece_rows\): cannot read .*claims-1\.parquet", err)
     assert "1 partition(s) failed, their lines not written" in err and "Traceback" not in err
+    runs = cluster.run_on_scheduler(_runs_of_failed_tasks)
+    assert runs and set(runs.values()) == {3}  # the reading task ran three times: once, then the two retries
     written = {r["row"] for r in answers(tmp_path / "answers")}
     assert written and written <= set(range(1, 201)) | set(range(401, 601))
     assert written & set(range(1, 201)) and written & set(range(401, 601))
