@@ -42,17 +42,21 @@ def run_cluster(dataset: Path, target: Path, workers: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     peaks: dict[int, int] = {}
     began = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as child:
-        driver = psutil.Process(child.pid)
-        while child.poll() is None:
-            try:
-                for process in driver.children(recursive=True):
-                    peaks[process.pid] = max(peaks.get(process.pid, 0), process.memory_info().rss)
-            except psutil.Error:
-                pass  # a process ended between the listing and the reading
-            time.sleep(0.2)
-        out, err = child.communicate()
-    seconds = time.perf_counter() - began
+    # files, not pipes: the rejected rows fill a pipe's buffer long before the end, and the child would wait
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        with subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True, env=env) as child:
+            driver = psutil.Process(child.pid)
+            while child.poll() is None:
+                try:
+                    for process in driver.children(recursive=True):
+                        peaks[process.pid] = max(peaks.get(process.pid, 0), process.memory_info().rss)
+                except psutil.Error:
+                    pass  # a process ended between the listing and the reading
+                time.sleep(0.2)
+        seconds = time.perf_counter() - began
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if child.returncode != 0 or not out.strip():
         raise RuntimeError(f"covreq batch on {workers} worker(s) failed ({child.returncode}): {err[-2000:]}")
     result = json.loads(out.strip().splitlines()[-1])
