@@ -4,6 +4,7 @@ checked; a failing partition is reported by number. One in-process LocalCluster 
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -156,6 +157,22 @@ def test_csv_in_and_a_dataset_folder_out_on_the_cluster_as_one_process_writes_it
         dask_batch.DaskBackend(scheduler=cluster.scheduler.address))
     assert [p.name for p in (tmp_path / "answers").iterdir()] == ["part.00000.parquet"]
     assert answers(tmp_path / "answers") == answers(tmp_path / "single.parquet")
+
+
+def test_json_lines_in_and_out_on_the_cluster_as_one_process_writes_them(
+        cluster: Any, rules: engine.RuleSet, tmp_path: Path) -> None:
+    source = tmp_path / "orders.jsonl"
+    source.write_text("\n".join(json.dumps(body) for body in [
+        {"request_id": "J1", "payer": "medicare", "date_of_service": "2024-03-14", "place_of_service": "22",
+         "services": [{"code": "64612"}, {"code": "J0585"}]},
+        {"payer": "medicare", "date_of_service": "2024-03-14", "services": [{"code": "15823"}]},
+        {"payer": "nobody", "services": [{"code": "15823"}]}]) + "\n")
+    alone, spread = io.StringIO(), io.StringIO()
+    run(rules, source, tmp_path / "one.jsonl", alone)
+    run(rules, source, tmp_path / "many.jsonl", spread, dask_batch.DaskBackend(scheduler=cluster.scheduler.address))
+    assert (tmp_path / "many.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+    assert spread.getvalue() == alone.getvalue() and "orders.jsonl row 3: payer: unknown payer" in alone.getvalue()
+    assert len((tmp_path / "one.jsonl").read_text().splitlines()) == 3
 
 
 def test_an_output_folder_holding_files_is_refused_before_anything_runs(
