@@ -183,11 +183,11 @@ def answer_dataset(client: Client, rules: engine.RuleSet, bundle: bytes, source:
     with Progress(total, report) as progress:
         for future in as_completed(futures):
             number = numbers[future.key]
-            if future.status == "error":
+            if future.status != "finished":  # an error after the retries, or cancelled (the cluster went away)
                 where = pieces[number].path if by_order or order is None else f"output {part_name(number)}"
+                why = _where(future.exception()) if future.status == "error" else future.status
                 summary.failed.append(f"partition {number + 1} of {len(futures)} ({posixpath.basename(where)}) failed "
-                                      f"after {RETRIES} retries: {_where(future.exception())}; its lines are not "
-                                      "in the output")
+                                      f"after {RETRIES} retries: {why}; its lines are not in the output")
             else:
                 part = read_result(future.result(), _COUNTS).summary()
                 summary.merge(part)
