@@ -4,7 +4,7 @@
 files (bench/worklist.py), then runs ``covreq batch --rules rules/ DATASET/ -o OUT/ --dask-workers N``
 for each N as a child process (the driver), and prints per N: wall seconds (cluster start
 included), lines per second, lines per second per worker, the driver's peak RSS (its own
-``ru_maxrss``, without its children) and each worker's peak RSS (sampled every 0.2 s), then the
+``VmHWM``, without its children; Linux) and each worker's peak RSS (sampled every 0.2 s), then the
 scaling from 1 to 2 workers and the projection of 100M lines.
 """
 from __future__ import annotations
@@ -26,9 +26,13 @@ from .worklist import write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
-#: The driver: ``covreq batch`` with its own peak RSS (kB) printed as JSON on stdout at the end.
-_DRIVER = ("import json, resource, sys\nfrom engine.cli import main\ncode = main(sys.argv[1:])\n"
-           "print(json.dumps({'code': code, 'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+#: The driver: ``covreq batch`` with its own peak RSS (kB) printed as JSON on stdout at the end. The
+#: peak is VmHWM, which starts anew at exec: ``ru_maxrss`` keeps the peak of the process before its
+#: exec, a fork of this one, which holds the generated dataset.
+_DRIVER = ("import json, re, sys\nfrom engine.cli import main\ncode = main(sys.argv[1:])\n"
+           "with open('/proc/self/status') as status:\n"
+           "    peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', status.read()).group(1))\n"
+           "print(json.dumps({'code': code, 'rss_kb': peak}))")
 #: Hours a 100M-line job is sized to finish in.
 TARGET_HOURS = 2.0
 
