@@ -159,6 +159,29 @@ def test_csv_in_and_a_dataset_folder_out_on_the_cluster_as_one_process_writes_it
     assert answers(tmp_path / "answers") == answers(tmp_path / "single.parquet")
 
 
+def test_a_dataset_at_an_fsspec_url_is_read_and_written_by_the_workers(
+        cluster: Any, rules: engine.RuleSet, tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")  # shared by this process's workers, as s3:// is by a cluster's
+    table = worklist_table(tmp_path, 400)
+    for n, start in enumerate((0, 150)):
+        with memory.open(f"/claims-url/part-{n}.parquet", "wb") as stream:
+            pq.write_table(table.slice(start, 250 if n else 150), stream)
+    try:
+        run(rules, "memory://claims-url/", "memory://answers-url/", io.StringIO(),
+            dask_batch.DaskBackend(scheduler=cluster.scheduler.address))
+        run(rules, "memory://claims-url/", tmp_path / "single.parquet", io.StringIO())
+        parts = memory.ls("/answers-url", detail=False)
+        assert parts and all(p.rsplit("/", 1)[1].startswith("part.") for p in parts)
+        got = []
+        for part in parts:
+            with memory.open(part, "rb") as stream:
+                got += pq.read_table(stream).to_pylist()
+        assert sorted(got, key=lambda r: (r["row"], r["line"])) == answers(tmp_path / "single.parquet")
+    finally:
+        memory.rm(["/claims-url", "/answers-url"], recursive=True)
+
+
 def test_json_lines_in_and_out_on_the_cluster_as_one_process_writes_them(
         cluster: Any, rules: engine.RuleSet, tmp_path: Path) -> None:
     source = tmp_path / "orders.jsonl"

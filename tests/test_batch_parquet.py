@@ -24,7 +24,7 @@ RULES = ROOT / "rules"
 ORDERS = ROOT / "docs" / "examples" / "orders.csv"
 
 
-def _batch(source: Path, target: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _batch(source: Path | str, target: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(["batch", "--rules", str(RULES), str(source), "-o", str(target)])
     return code, capsys.readouterr().err
 
@@ -178,14 +178,15 @@ def test_an_output_folder_gets_one_part_file_from_one_process(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda d: None, "claims: no Parquet file found there"),
+    (lambda d: "nosuch://bucket/claims/", "cannot open nosuch://bucket/claims/: Protocol not known: nosuch"),
     (lambda d: pq.write_table(pa.table({"payer": ["x"], "code": ["1"]}), d / "a.parquet") or pq.write_table(
         pa.table({"code": ["1"], "payer": ["x"]}), d / "b.parquet"), "b.parquet: its columns (code, payer) are not those of"),
 ])
 def test_a_dataset_that_cannot_be_used_is_refused_and_nothing_written(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str) -> None:
     (tmp_path / "claims").mkdir()
-    make(tmp_path / "claims")
-    code, err = _batch(tmp_path / "claims", tmp_path / "out.csv", capsys)
+    source = make(tmp_path / "claims") or tmp_path / "claims"  # a URL, or the folder made
+    code, err = _batch(source, tmp_path / "out.csv", capsys)
     assert code == 2 and message in err and not (tmp_path / "out.csv").exists()
 
 
