@@ -1,4 +1,4 @@
-"""Synthetic batch worklists (CSV) over a rule tree: orders of one to three service lines whose rows are
+"""Synthetic batch worklists (CSV, or a Parquet dataset of several files) over a rule tree: orders of one to three service lines whose rows are
 not always adjacent, with every fact a real export carries and a few bad rows. Seeded: a size always
 gives the same file."""
 from __future__ import annotations
@@ -32,6 +32,32 @@ def codes_by_payer(rules: engine.RuleSet) -> dict[str, list[str]]:
 
 def write_worklist(rules_path: Path, lines: int, target: Path, seed: int = 17) -> int:
     """Write a CSV worklist of ``lines`` service lines over the rules at ``rules_path``; return its orders."""
+    rows, orders = worklist_rows(rules_path, lines, seed)
+    with target.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+    return orders
+
+
+def write_dataset(rules_path: Path, lines: int, folder: Path, files: int = 6, seed: int = 17) -> int:
+    """Write the worklist of :func:`write_worklist` as a Parquet dataset of ``files`` files of about
+    equal size (text columns; an order's rows may straddle two files) into ``folder``; return its orders."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows, orders = worklist_rows(rules_path, lines, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = -(-len(rows) // files)
+    for n in range(files):
+        part = rows[n * size:(n + 1) * size]
+        pq.write_table(pa.table({name: [row[i] for row in part] for i, name in enumerate(COLUMNS)}),
+                       folder / f"claims-{n:02d}.parquet")
+    return orders
+
+
+def worklist_rows(rules_path: Path, lines: int, seed: int = 17) -> tuple[list[list[str]], int]:
+    """The rows (cells of :data:`COLUMNS`) of a seeded worklist of ``lines`` lines, and its number of orders."""
     chooser = random.Random(seed)
     codes = codes_by_payer(engine.load(rules_path))
     payers = list(codes)
@@ -53,8 +79,4 @@ def write_worklist(rules_path: Path, lines: int, target: Path, seed: int = 17) -
         window = rows[start:start + _WINDOW]
         chooser.shuffle(window)
         rows[start:start + _WINDOW] = window
-    with target.open("w", encoding="utf-8", newline="") as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-    return orders
+    return rows, orders

@@ -117,13 +117,16 @@ def _batch_backend(args: argparse.Namespace) -> Backend:
         raise WorklistError("--dask-tls-ca-file and --dask-tls-cert (and --dask-tls-key) go together, "
                             "with --dask-scheduler tls://HOST:PORT")
     if args.dask_workers is None and args.dask_scheduler is None:
+        if args.partitioned_by_order:
+            raise WorklistError("--partitioned-by-order goes with --dask-workers or --dask-scheduler")
         return answer_orders
     try:
         from dask_batch import DaskBackend, Tls
     except ImportError as exc:
         raise WorklistError(f"--dask-workers and --dask-scheduler need Dask ({exc.name} is missing): "
                             "pip install 'covreq[dask]'") from None
-    return DaskBackend(args.dask_workers, args.dask_scheduler, tls=Tls(*tls) if any(tls) else None)
+    return DaskBackend(args.dask_workers, args.dask_scheduler, tls=Tls(*tls) if any(tls) else None,
+                       partitioned_by_order=args.partitioned_by_order)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -131,11 +134,11 @@ def _batch(args: argparse.Namespace) -> int:
     if rules is None:
         return EXIT_PROBLEMS
     try:
-        summary = run_batch(rules, Path(args.orders), Path(args.output), sys.stderr, _batch_backend(args))
+        summary = run_batch(rules, args.orders, args.output, sys.stderr, _batch_backend(args))
     except (WorklistError, BundleError) as exc:
         print(f"covreq batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_PROBLEMS if summary.rejected else EXIT_OK
+    return EXIT_PROBLEMS if summary.rejected or summary.failed else EXIT_OK
 
 
 def _bundle(args: argparse.Namespace) -> int:
@@ -301,14 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = _command(commands, "batch", "answer a worklist of orders (CSV, JSONL or Parquet), one row per service line")
     batch.add_argument("--rules", required=True, metavar="PATH", help=rules_help)
-    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet",
-                       help="the worklist; its suffix gives its format (docs/lookup.md)")
-    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet",
-                       help="the answers; its suffix gives its format")
+    batch.add_argument("orders", metavar="ORDERS.csv|ORDERS.jsonl|ORDERS.parquet|DATASET/",
+                       help="the worklist; its suffix gives its format; a folder, a glob or a URL of Parquet files "
+                            "is a dataset (docs/lookup.md)")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT.csv|OUT.jsonl|OUT.parquet|FOLDER/",
+                       help="the answers; its suffix gives its format; a name ending in / is a Parquet dataset "
+                            "(written by the workers on Dask)")
     cluster = batch.add_mutually_exclusive_group()
     cluster.add_argument("--dask-workers", type=_workers, metavar="N", help="answer on a local Dask cluster of N workers")
     cluster.add_argument("--dask-scheduler", metavar="ADDRESS",
                          help="answer on the Dask cluster at ADDRESS (tls://host:8786, or tcp:// on a trusted network)")
+    batch.add_argument("--partitioned-by-order", action="store_true",
+                       help="on Dask: each file of the Parquet dataset holds whole orders, so its rows are not "
+                            "shuffled by order_id (checked: an order found in two files is rejected)")
     batch.add_argument("--dask-tls-ca-file", metavar="CA.pem", help="TLS to the Dask cluster: its CA certificate")
     batch.add_argument("--dask-tls-cert", metavar="CERT.pem", help="TLS to the Dask cluster: this client's certificate")
     batch.add_argument("--dask-tls-key", metavar="KEY.pem",

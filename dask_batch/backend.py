@@ -22,7 +22,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TextIO
 
 import msgspec
 from distributed import Client, LocalCluster, as_completed
@@ -79,16 +79,36 @@ def pack(orders: list[Order]) -> bytes:
     return marshal.dumps([tuple(vars(order).values()) for order in orders])
 
 
-class _Result(msgspec.Struct, array_like=True):
-    """What a worker sends back for one partition: its rendered lines (a CSV or Parquet row's cells,
-    or a JSON Lines text) and its summary; plain data, decoded against these types."""
+class Counts(msgspec.Struct, array_like=True):
+    """A partition's :class:`Summary` as plain data, for the trip back to the driver."""
 
-    lines: list[tuple[int, int, str | list[int | str]]]
     orders: int
+    lines: int
     answers: dict[str, int]
     pa_by_payer: dict[str, int]
     pa_by_policy: dict[str, int]
     rejected: list[tuple[int, str]]
+    failed: list[str]
+
+    @classmethod
+    def of(cls, summary: Summary) -> Counts:
+        """The counts of ``summary``."""
+        return cls(summary.orders, summary.lines, summary.answers, summary.pa_by_payer, summary.pa_by_policy,
+                   [(r.row, r.reason) for r in summary.rejected], summary.failed)
+
+    def summary(self) -> Summary:
+        """The :class:`Summary` these counts were made of."""
+        return Summary(self.orders, self.lines, Counter(self.answers), Counter(self.pa_by_payer),
+                       Counter(self.pa_by_policy), [Rejection(row, reason) for row, reason in self.rejected],
+                       list(self.failed))
+
+
+class _Result(msgspec.Struct, array_like=True):
+    """What a worker sends back for one partition: its rendered lines (a CSV or Parquet row's cells,
+    or a JSON Lines text) and its counts; plain data, decoded against these types."""
+
+    lines: list[tuple[int, int, str | list[int | str]]]
+    counts: Counts
 
 
 _DECODER = msgspec.msgpack.Decoder(_Result)
@@ -96,22 +116,24 @@ _DECODER = msgspec.msgpack.Decoder(_Result)
 
 def encode(answered: list[Rendered], summary: Summary) -> bytes:
     """A partition's answer as MessagePack bytes, for the trip back to the driver."""
-    return msgspec.msgpack.encode(_Result(answered, summary.orders, summary.answers, summary.pa_by_payer,
-                                          summary.pa_by_policy, [(r.row, r.reason) for r in summary.rejected]))
+    return msgspec.msgpack.encode(_Result(answered, Counts.of(summary)))
 
 
-def decode(result: object) -> tuple[list[Rendered], Summary]:
-    """The lines and summary a worker sent; :class:`WorklistError` for anything else. Only bytes are
-    accepted, read by a decoder of plain data that cannot construct objects, let alone run code."""
+def read_result(result: object, decoder: msgspec.msgpack.Decoder[Any]) -> Any:
+    """What a worker sent, read by ``decoder``; :class:`WorklistError` for anything else. Only bytes
+    are accepted, read by a decoder of plain data that cannot construct objects, let alone run code."""
     if not isinstance(result, bytes):
         raise WorklistError(f"a Dask worker answered with a {type(result).__name__}, not covreq's bytes")
     try:
-        sent = _DECODER.decode(result)
+        return decoder.decode(result)
     except msgspec.MsgspecError as err:
         raise WorklistError(f"a Dask worker answered with something that is not covreq's result: {err}") from None
-    summary = Summary(sent.orders, len(sent.lines), Counter(sent.answers), Counter(sent.pa_by_payer),
-                      Counter(sent.pa_by_policy), [Rejection(row, reason) for row, reason in sent.rejected])
-    return sent.lines, summary  # type: ignore[return-value]
+
+
+def decode(result: object) -> tuple[list[Rendered], Summary]:
+    """The lines and summary a worker sent (see :func:`read_result`)."""
+    sent = read_result(result, _DECODER)
+    return sent.lines, sent.counts.summary()  # type: ignore[no-any-return]
 
 
 def answer_partition(bundle: bytes, digest: str, orders: bytes, render: Callable[[AnsweredLine], Any]) -> bytes:
@@ -120,6 +142,14 @@ def answer_partition(bundle: bytes, digest: str, orders: bytes, render: Callable
     answered = answer_orders(worker_rules(bundle, digest), [Order(*fields) for fields in marshal.loads(orders)],
                              render, summary)
     return encode(answered, summary)
+
+
+def _bundle(rules: engine.RuleSet) -> bytes:
+    """The rule tree ``rules`` was loaded from, as a bundle; :class:`WorklistError` if it has changed since."""
+    data, manifest = build(Path(rules.source))
+    if manifest.ruleset != rules.digest:
+        raise WorklistError(f"the rule tree {rules.source} changed after it was loaded; run the batch again")
+    return data
 
 
 @dataclass(frozen=True)
@@ -150,13 +180,14 @@ class DaskBackend:
     configuration when ``tls`` is None)."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
-                 partition_lines: int = PARTITION_LINES, connect_seconds: float = 30.0, tls: Tls | None = None) -> None:
+                 partition_lines: int = PARTITION_LINES, connect_seconds: float = 30.0, tls: Tls | None = None,
+                 partitioned_by_order: bool = False) -> None:
         if (workers is None) == (scheduler is None):
             raise ValueError("give either a number of local workers or a scheduler address")
         if tls is not None and not (scheduler or "").startswith("tls://"):
             raise WorklistError("the Dask TLS files need a tls:// scheduler address")
         self.workers, self.scheduler, self.partition_lines = workers, scheduler, partition_lines
-        self.connect_seconds, self.tls = connect_seconds, tls
+        self.connect_seconds, self.tls, self.partitioned_by_order = connect_seconds, tls, partitioned_by_order
 
     @contextmanager
     def _client(self) -> Iterator[Client]:
@@ -175,12 +206,19 @@ class DaskBackend:
                           security=Security.temporary()) as cluster, Client(cluster) as client:
             yield client
 
+    def answer_dataset(self, rules: engine.RuleSet, source: str, target: str, report: TextIO) -> Summary:
+        """Answer the Parquet dataset ``source`` into the folder ``target``, the workers reading and
+        writing the data (:mod:`dask_batch.dataset`)."""
+        from .dataset import answer_dataset  # pandas and dask.dataframe: imported for datasets only
+
+        data = _bundle(rules)
+        with self._client() as client:
+            return answer_dataset(client, rules, data, source, target, report, self.partitioned_by_order)
+
     def __call__(self, rules: engine.RuleSet, orders: list[Order], render: Callable[[AnsweredLine], Any],
                  summary: Summary, progress: Progress) -> list[Rendered]:
         """Answer ``orders`` on the cluster; the partial summaries are added to ``summary``."""
-        data, manifest = build(Path(rules.source))
-        if manifest.ruleset != rules.digest:
-            raise WorklistError(f"the rule tree {rules.source} changed after it was loaded; run the batch again")
+        data = _bundle(rules)
         answered: list[Rendered] = []
         with self._client() as client:
             bundle = client.scatter(data, broadcast=True)

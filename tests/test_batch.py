@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,21 @@ def test_summary_counts_pa_lines_by_payer_and_policy(tmp_path: Path, capsys: pyt
     assert set(by_policy) >= {"medicare-opd-panniculectomy", "alabama-medicaid-facet-joint-interventions"}
 
 
+def test_regression_a_policy_is_counted_only_on_lines_where_it_decided_pa_was_needed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # at POS 22 the ASC demonstration answers no-auth and the OPD program requires PA; at POS 24
+    # the other way round: each line names both policies, each counts only where it required PA
+    header = "order_id,payer,date_of_service,place_of_service,state,code"
+    text = "\n".join([header, "O,medicare,2026-03-02,22,NY,15823", "P,medicare,2026-03-02,22,NY,67904",
+                      "A,medicare,2026-03-02,24,CA,15823"]) + "\n"
+    code, rows, err = batch(tmp_path, text, capsys)
+    assert code == 0 and [r["pa_needed"] for r in rows] == ["auth-needed"] * 3
+    assert all(set(r["policies"].split("; ")) == {"medicare-opd-blepharoplasty",
+                                                  "medicare-asc-prior-authorization-demonstration"} for r in rows)
+    by_policy = err.split("by policy:\n")[1].split()
+    assert by_policy == ["medicare-opd-blepharoplasty", "2", "medicare-asc-prior-authorization-demonstration", "1"]
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -249,6 +265,8 @@ def test_progress_bar_on_a_terminal_and_nothing_when_piped(tmp_path: Path) -> No
         bar.advance(3)
     assert "[" + "#" * 8 in screen.getvalue() and "1/4 lines" in screen.getvalue()
     assert "4/4 lines 100%" in screen.getvalue() and screen.getvalue().endswith("\r\033[K")
+    assert re.search(r"1/4 lines  25% [\d,]+ lines/s, \d+m\d\ds left", screen.getvalue())
+    assert "0m00s left" in screen.getvalue()  # the last draw: nothing left
     pipe = io.StringIO()
     with Progress(4, pipe, interval=0) as bar:
         bar.advance(4)

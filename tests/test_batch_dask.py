@@ -140,7 +140,7 @@ def test_the_documented_dask_commands_parse_and_the_extra_exists() -> None:
     parsed = [build_parser().parse_args(command) for command in commands]
     assert [(a.dask_workers, a.dask_scheduler is not None) for a in parsed] == [(2, False), (None, True)]
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert any(d.startswith("dask[distributed]") for d in extras["dask"]) and any(
+    assert any(d.startswith("dask[distributed,dataframe]") for d in extras["dask"]) and any(
         d.startswith("pyarrow") for d in extras["dask"])
 
 

@@ -5,12 +5,15 @@ import csv
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from engine.worklists.batch import OUTPUT_COLUMNS
 from covreq.cli import main
-from engine.worklists.parquet import cell, read_parquet
+from engine.worklists.parquet import cell, filesystem, plan, read_parquet
+from engine.worklists.parquet import piece_rows as piece_rows_of
 from engine.worklists.worklist import WorklistError
 
 pa = pytest.importorskip("pyarrow")
@@ -21,7 +24,7 @@ RULES = ROOT / "rules"
 ORDERS = ROOT / "docs" / "examples" / "orders.csv"
 
 
-def _batch(source: Path, target: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _batch(source: Path | str, target: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(["batch", "--rules", str(RULES), str(source), "-o", str(target)])
     return code, capsys.readouterr().err
 
@@ -136,3 +139,84 @@ def test_a_parquet_cell_past_the_cell_limit_is_refused_with_its_row(
     code, err = _batch(source, tmp_path / "out.csv", capsys)
     assert code == 2 and not (tmp_path / "out.csv").exists()
     assert "orders.parquet: row 1, column code: a cell is longer than the limit of 131072 characters" in err
+
+
+# Datasets: a folder or a glob of files, rows numbered across them ----------------------------------
+
+def _claims(folder: Path, files: dict[str, list[tuple[str, str]]]) -> Path:
+    """Parquet files of (order_id, code) rows, for medicare on one day at POS 22."""
+    for name, rows in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"order_id": [o for o, _ in rows], "payer": ["medicare"] * len(rows),
+                                 "date_of_service": ["2024-03-11"] * len(rows), "place_of_service": ["22"] * len(rows),
+                                 "code": [c for _, c in rows]}), folder / name)
+    return folder
+
+
+def test_a_folder_is_one_worklist_numbered_across_its_files_in_path_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # an order's rows in two files meet; a nested file is found; the files are taken by path
+    dataset = _claims(tmp_path / "claims", {"b.parquet": [("A", "64612")], "a.parquet": [("B", "15823"), ("A", "J0585")],
+                                           "c/d.parquet": [("C", "2255")]})
+    (dataset / "notes.txt").write_text("not Parquet")
+    code, err = _batch(dataset, tmp_path / "out.csv", capsys)
+    rows = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
+    assert code == 1 and "claims row 4: code: '2255' is not a CPT or HCPCS Level II code; skipped" in err
+    assert [(r["row"], r["order_id"], r["line"], r["code"], r["pa_needed"]) for r in rows] == [
+        ("1", "B", "1", "15823", "auth-needed"), ("2", "A", "1", "J0585", "auth-needed"),
+        ("3", "A", "2", "64612", "auth-needed")]  # the pair needs PA: both lines were one order
+    code, err_glob = _batch(Path(f"{dataset}/*.parquet"), tmp_path / "glob.csv", capsys)  # c/d.parquet not matched
+    assert code == 0 and len(list(csv.DictReader((tmp_path / "glob.csv").open(encoding="utf-8")))) == 3
+
+
+def test_an_output_folder_gets_one_part_file_from_one_process(tmp_path: Path) -> None:
+    dataset = _claims(tmp_path / "claims", {"a.parquet": [("B", "15823")]})
+    assert main(["batch", "--rules", str(RULES), str(dataset), "-o", f"{tmp_path / 'answers'}/"]) == 0
+    assert [p.name for p in (tmp_path / "answers").iterdir()] == ["part.00000.parquet"]
+    assert pq.read_table(tmp_path / "answers").column("pa_needed").to_pylist() == ["auth-needed"]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: None, "claims: no Parquet file found there"),
+    (lambda d: "nosuch://bucket/claims/", "cannot open nosuch://bucket/claims/: Protocol not known: nosuch"),
+    (lambda d: pq.write_table(pa.table({"payer": ["x"], "code": ["1"]}), d / "a.parquet") or pq.write_table(
+        pa.table({"code": ["1"], "payer": ["x"]}), d / "b.parquet"), "b.parquet: its columns (code, payer) are not those of"),
+])
+def test_a_dataset_that_cannot_be_used_is_refused_and_nothing_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str) -> None:
+    (tmp_path / "claims").mkdir()
+    source = make(tmp_path / "claims") or tmp_path / "claims"  # a URL, or the folder made
+    code, err = _batch(source, tmp_path / "out.csv", capsys)
+    assert code == 2 and message in err and not (tmp_path / "out.csv").exists()
+
+
+def test_partitioned_by_order_without_dask_and_an_unknown_output_name_are_usage_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = _claims(tmp_path / "claims", {"a.parquet": [("B", "15823")]})
+    assert main(["batch", "--rules", str(RULES), str(dataset), "-o", str(tmp_path / "o.csv"), "--partitioned-by-order"]) == 2
+    assert "--partitioned-by-order goes with --dask-workers or --dask-scheduler" in capsys.readouterr().err
+    assert main(["batch", "--rules", str(RULES), str(dataset), "-o", str(tmp_path / "answers")]) == 2
+    assert "unknown format" in capsys.readouterr().err and not (tmp_path / "answers").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(files=st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=5), min_size=1, max_size=4),
+       piece_rows=st.integers(1, 60))
+def test_a_datasets_pieces_are_whole_row_groups_numbering_every_row_once_in_order(
+        tmp_path_factory: pytest.TempPathFactory, files: list[list[int]], piece_rows: int) -> None:
+    folder = tmp_path_factory.mktemp("pieces")
+    for n, groups in enumerate(files):
+        with pq.ParquetWriter(folder / f"f{n}.parquet", pa.schema([("payer", pa.string()), ("code", pa.string())])) as out:
+            for size in groups:
+                out.write_table(pa.table({"payer": ["p"] * size, "code": [f"{n}"] * size}), row_group_size=size)
+    columns, pieces = plan(str(folder), piece_rows)
+    assert columns == ["payer", "code"]
+    assert [p.first for p in pieces] == [1 + sum(p.rows for p in pieces[:i]) for i in range(len(pieces))]
+    for n, groups in enumerate(files):  # each file's groups, in order, in pieces of at least piece_rows but the last
+        mine = [p for p in pieces if p.path.endswith(f"f{n}.parquet")]
+        assert [g for p in mine for g in p.groups] == list(range(len(groups)))
+        assert [p.rows for p in mine] == [sum(groups[g] for g in p.groups) for p in mine]
+        assert all(p.rows >= piece_rows for p in mine[:-1]) and all(p.rows - groups[p.groups[-1]] < piece_rows for p in mine)
+    fs, _ = filesystem(str(folder))
+    numbered = [number for p in pieces for number, _ in piece_rows_of(fs, p)]
+    assert numbered == list(range(1, sum(map(sum, files)) + 1))
