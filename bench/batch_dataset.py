@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .batch import PROJECTED_LINES, projection
+from .batch import projection
 from .worklist import write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
