@@ -1,15 +1,33 @@
 """Shared fixtures: paths of the fixture trees, loaded rule sets and the image built from the Dockerfile."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 import engine
+from engine.cli import build_parser
 from tests.dockerfile_build import Built, build
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+#: The port ``covreq serve`` listens on by default: README command 1's, which a newcomer runs before the tests.
+DEFAULT_PORT: int = build_parser().parse_args(["serve"]).port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_port_taken() -> Iterator[None]:
+    """Hold 127.0.0.1:DEFAULT_PORT for the whole session, as README command 1's service would: a test
+    that needs that port (rather than a free one) fails on every run, not only on a newcomer's."""
+    try:
+        held = socket.create_server(("127.0.0.1", DEFAULT_PORT))
+    except OSError:  # taken already: by that service, or by another xdist worker's hold
+        yield
+        return
+    with held:
+        yield
 
 
 @pytest.fixture(scope="session")
