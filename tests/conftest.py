@@ -1,11 +1,13 @@
 """Shared fixtures: paths of the fixture trees, loaded rule sets and the image built from the Dockerfile."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import engine
 from engine.cli import build_parser
@@ -13,6 +15,13 @@ from tests.dockerfile_build import Built, build
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Hypothesis on a busy machine: no per-example deadline and no "too slow to generate" health check (both
+# fail a sound property when the machine is loaded, not when the code is wrong); the example counts are
+# the tests' own. HYPOTHESIS_PROFILE=default restores Hypothesis's own settings.
+settings.register_profile("covreq", deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "covreq"))
+
 #: The port ``covreq serve`` listens on by default: README command 1's, which a newcomer runs before the tests.
 DEFAULT_PORT: int = build_parser().parse_args(["serve"]).port
 
