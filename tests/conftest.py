@@ -1,7 +1,9 @@
 """Shared fixtures: paths of the fixture trees, loaded rule sets and the image built from the Dockerfile."""
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -47,7 +49,19 @@ def good_rules() -> engine.RuleSet:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The Dockerfile's steps run once a session (tests/dockerfile_build.py): its wheel and a fresh
-    virtualenv with that wheel and its dependencies installed, shared by the image and wheel tests
-    (mark a module using it ``xdist_group("built-image")`` so that it is built on one worker only)."""
-    return build(tmp_path_factory.mktemp("image"))
+    """The Dockerfile's steps run once a run (tests/dockerfile_build.py): its wheel and a fresh
+    virtualenv with that wheel and its dependencies installed, shared by the image and wheel tests.
+    Under pytest-xdist the first worker to ask builds it in the run's temporary folder, under a lock
+    the others wait on, and they all use that one build."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    work = shared / "built-image"
+    with open(shared / "built-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not (work / "built").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            build(work)
+            (work / "built").touch()
+    return Built(work / "root", work / "venv")

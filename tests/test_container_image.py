@@ -30,8 +30,6 @@ from tests.dockerfile_build import BUILD, IMAGE, ROOT, Built, environment
 from tests.service.serving import free_port
 
 DOCS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-#: the image built once a session (tests/conftest.py): the tests that use it run on one xdist worker
-pytestmark = pytest.mark.xdist_group("built-image")
 
 
 def test_the_image_is_slim_python_run_by_a_non_root_user_it_creates() -> None:

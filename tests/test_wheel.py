@@ -11,11 +11,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.dockerfile_build import ROOT, Built, outside_the_source_tree
-
-pytestmark = pytest.mark.xdist_group("built-image")
 
 
 def test_wheel_ships_grammar_and_schemas(built: Built) -> None:
