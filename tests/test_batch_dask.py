@@ -34,7 +34,7 @@ LINES = 3_000
 def cluster() -> Iterator[distributed.Client]:
     """A local cluster of two worker processes, one thread each (the machine has two cores)."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as local, distributed.Client(local) as client:
+                                  dashboard_address=":0") as local, distributed.Client(local) as client:
         yield client
 
 
@@ -204,7 +204,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
                       ("key.pem", security.tls_client_key)):
         (folder / name).write_text(pem)
         files.append(str(folder / name))
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   security=security) as local:
         yield local.scheduler_address, files
 

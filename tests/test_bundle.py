@@ -243,6 +243,6 @@ def test_gzip_members_and_padding_are_read_as_gzip_has_them_and_a_long_file_name
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
     named = (b"\x1f\x8b\x08\x08\0\0\0\0\0\xff" + b"n" * (32 * 1024 * 1024) + b"\0" + deflate.compress(whole)
              + deflate.flush() + struct.pack("<II", zlib.crc32(whole), len(whole)))
-    began = time.perf_counter()
+    began = time.process_time()  # this process's CPU time: a busy machine does not make the guard miss
     unpack(named, tmp_path / "named")
-    assert time.perf_counter() - began < 3  # gzip.GzipFile: about 6 s, one read(1) per byte of the name
+    assert time.process_time() - began < 3  # gzip.GzipFile: about 6 s, one read(1) per byte of the name

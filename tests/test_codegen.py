@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast as pyast
 import datetime as dt
+import functools
 import gc
 import io
 import keyword
@@ -182,11 +183,19 @@ def contexts(draw: st.DrawFn) -> dict[str, Any]:
     return ctx
 
 
+@functools.cache
+def _compiled_conditions() -> list[tuple[str, Any, Any]]:
+    """Each of CONDITIONS with its generated function and its reference closure, compiled once: the
+    property runs them on every example (compiling them for each cost seconds)."""
+    return [(text, codegen.compile_condition(text, value_sets), _closure(text, value_sets))
+            for text, value_sets in CONDITIONS]
+
+
 @settings(max_examples=150, deadline=None)
 @given(contexts())
 def test_every_generated_condition_answers_as_the_reference_closure(ctx: dict[str, Any]) -> None:
-    for text, value_sets in CONDITIONS:
-        assert codegen.compile_condition(text, value_sets)(ctx) is _closure(text, value_sets)(ctx), text
+    for text, generated, closure in _compiled_conditions():
+        assert generated(ctx) is closure(ctx), text
 
 
 @settings(max_examples=100, deadline=None)

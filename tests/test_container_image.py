@@ -14,73 +14,22 @@ them), so the read-only root is checked by the files the service leaves outside 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
-import venv
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from covreq.cli import build_parser
+from tests.dockerfile_build import BUILD, IMAGE, ROOT, Built, environment
+from tests.service.serving import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 DOCS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-
-
-@dataclass
-class Stage:
-    """One ``FROM`` of the Dockerfile with its instructions, in order."""
-
-    image: str
-    name: str | None
-    steps: list[tuple[str, str]] = field(default_factory=list)
-
-    def all(self, word: str) -> list[str]:
-        return [rest for instruction, rest in self.steps if instruction == word]
-
-    def one(self, word: str) -> str:
-        (rest,) = self.all(word)
-        return rest
-
-
-def stages(text: str) -> list[Stage]:
-    """The Dockerfile's stages, continuation lines joined and ``${ARG}`` replaced by the ARG's default."""
-    arguments: dict[str, str] = {}
-    found: list[Stage] = []
-    for line in re.sub(r"\\\n", " ", text).splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        rest = re.sub(r"\$\{(\w+)\}", lambda m: arguments[m.group(1)], rest.strip())
-        if word == "ARG" and not found:
-            name, _, default = rest.partition("=")
-            arguments[name] = default
-        elif word == "FROM":
-            image, _, name = rest.partition(" AS ")
-            found.append(Stage(image.strip(), name.strip() or None))
-        else:
-            found[-1].steps.append((word, rest))
-    return found
-
-
-def environment(stage: Stage) -> dict[str, str]:
-    """The ``ENV key=value ...`` variables of a stage."""
-    return dict(pair.split("=", 1) for rest in stage.all("ENV") for pair in shlex.split(rest))
-
-
-BUILD, IMAGE = stages(DOCKERFILE)
 
 
 def test_the_image_is_slim_python_run_by_a_non_root_user_it_creates() -> None:
@@ -125,68 +74,14 @@ def test_the_build_context_is_only_what_the_dockerfile_copies() -> None:
     assert all((ROOT / source).exists() for source in copied)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _files(folder: Path) -> set[Path]:
     return {path for path in folder.rglob("*") if path.is_file()}
-
-
-@dataclass
-class Built:
-    """The image's steps, run: ``root`` stands for the image's ``/``, ``python`` for its interpreter."""
-
-    root: Path
-    venv: Path
-
-    def inside(self, path: str) -> str:
-        return str(self.root / path.lstrip("/")) if path.startswith("/") else path
-
-
-def _run_pip_steps(stage: Stage, built: Built, cwd: Path) -> None:
-    """Run a stage's ``pip`` steps with its paths moved under ``built.root`` (``--mount`` binds dropped:
-    the build stage's output is already there)."""
-    for rest in stage.all("RUN"):
-        words = [w for w in shlex.split(rest) if not w.startswith("--mount=")]
-        if words[0] != "pip":
-            continue
-        command = " ".join(built.inside(w) if "*" in w else shlex.quote(built.inside(w)) for w in words)
-        subprocess.run(["bash", "-c", command], cwd=cwd, check=True, timeout=600,
-                       env={**os.environ, "PATH": f"{built.venv / 'bin'}:{os.environ['PATH']}"})
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The build stage's files copied as its COPY lines say, its pip steps run, the final stage's pip
-    steps run into a fresh virtualenv, and its COPY of the rules done."""
-    work = tmp_path_factory.mktemp("image")
-    env_dir = work / "venv"
-    venv.create(env_dir, with_pip=True)
-    result = Built(work / "root", env_dir)
-    source = Path(result.inside(BUILD.one("WORKDIR")))
-    source.mkdir(parents=True)  # WORKDIR makes its folder
-    for rest in BUILD.all("COPY"):
-        *sources, target = shlex.split(rest)
-        for name in sources:
-            copy = source / target / Path(name).name if target.endswith("/") or len(sources) > 1 else source / target
-            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, copy)
-    _run_pip_steps(BUILD, result, source)
-    _run_pip_steps(IMAGE, result, work)
-    for rest in IMAGE.all("COPY"):
-        name, target = shlex.split(rest)
-        shutil.copytree(ROOT / name, result.inside(target))
-    Path(result.inside(json.loads(IMAGE.one("VOLUME"))[0])).mkdir(parents=True)
-    (result.root / "tmp").mkdir()
-    return result
 
 
 @pytest.fixture()
 def serving(built: Built) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """The image's CMD under its ENV and WORKDIR, on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     command = json.loads(IMAGE.one("CMD"))
     command[command.index("--port") + 1] = str(port)
     command[command.index("--host") + 1] = "127.0.0.1"
@@ -232,4 +127,4 @@ def test_the_image_serves_passes_its_health_check_and_writes_only_to_the_volume_
 
 
 def test_the_health_check_fails_when_nothing_answers(built: Built) -> None:
-    assert _health_check(built, _free_port()) != 0
+    assert _health_check(built, free_port()) != 0

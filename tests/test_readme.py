@@ -19,7 +19,7 @@ def test_readme_opens_with_the_serve_and_test_commands() -> None:
     first_block = re.search(r"```sh\n(.*?)```", README, flags=re.S).group(1)  # type: ignore[union-attr]
     commands = [line for line in first_block.splitlines() if line and not line.startswith("#")]
     assert commands[0].endswith(".venv/bin/covreq serve --rules rules/")
-    assert commands[1].endswith(".venv/bin/python -m pytest")
+    assert commands[1].endswith(".venv/bin/python -m pytest -n auto")
     assert commands[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 

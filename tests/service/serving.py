@@ -22,7 +22,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], Any], seconds: float = 20.0) -> Any:
+#: How long a wait lasts before it fails the test. A wait ends as soon as what it waits for happens, so
+#: this costs nothing to a passing test; it is long because starting a service (each worker imports the
+#: service and loads the rules) takes seconds of CPU, which a busy machine or a parallel run stretches.
+PATIENCE = 120.0
+
+
+def wait_until(check: Callable[[], Any], seconds: float = PATIENCE) -> Any:
     """The first true value ``check()`` returns within ``seconds`` (HTTP and socket errors count as
     not yet); fails the test when there is none."""
     deadline = time.monotonic() + seconds
@@ -51,6 +57,13 @@ class Served:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
 
 
+def started(running: Served) -> bool:
+    """True once ``running`` answers ``/healthz`` with 200; fails the test at once if its process exited."""
+    if running.process.poll() is not None:
+        raise AssertionError(f"covreq serve exited ({running.process.returncode}): {running.log.read_text()[-2000:]}")
+    return httpx.get(f"{running.base}/healthz").status_code == 200
+
+
 @contextmanager
 def served(folder: Path, *arguments: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     """``covreq serve ARGUMENTS`` on a free port with JSON logs and the audit file in ``folder``,
@@ -63,7 +76,7 @@ def served(folder: Path, *arguments: str, env: dict[str, str] | None = None) -> 
                                    stdout=log_file, stderr=log_file, env=environment)
     running = Served(f"http://127.0.0.1:{port}", port, process, log)
     try:
-        wait_until(lambda: httpx.get(f"{running.base}/healthz").status_code == 200)
+        wait_until(lambda: started(running))
         yield running
     finally:
         process.terminate()

@@ -204,7 +204,7 @@ def test_several_workers_report_each_worker_process_and_forget_a_killed_one(tmp_
         return {dict(labels)["pid"] for n, labels in samples(text) if n == name}
 
     try:
-        text = wait_until(lambda: (t := scrape()) and len(worker_pids(t)) == 2 and t, 60)
+        text = wait_until(lambda: (t := scrape()) and len(worker_pids(t)) == 2 and t)
         pids = worker_pids(text)
         for name in PROCESS_GAUGES:
             assert worker_pids(text, name) == pids, name
@@ -218,7 +218,7 @@ def test_several_workers_report_each_worker_process_and_forget_a_killed_one(tmp_
         killed = sorted(pids)[0]
         os.kill(int(killed), signal.SIGKILL)
         text = wait_until(lambda: (t := scrape()) and len(worker_pids(t)) == 2 and killed not in worker_pids(t)
-                          and t, 60)  # uvicorn starts a new worker, which loads the rules first
+                          and t)  # uvicorn starts a new worker, which loads the rules first
         assert killed not in {dict(labels).get("pid") for labels in (l for _, l in samples(text))}
     finally:
         server.terminate()
