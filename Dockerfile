@@ -16,6 +16,7 @@ COPY grammar grammar
 COPY engine engine
 COPY service service
 COPY dask_batch dask_batch
+COPY covreq covreq
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:${PYTHON}

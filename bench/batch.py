@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import engine
-from engine.batch import Backend, answer_orders, run
+from engine.worklists.batch import Backend, answer_orders, run
 
 from .worklist import write_worklist
 

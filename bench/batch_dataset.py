@@ -29,7 +29,7 @@ RULES = ROOT / "rules"
 #: The driver: ``covreq batch`` with its own peak RSS (kB) printed as JSON on stdout at the end. The
 #: peak is VmHWM, which starts anew at exec: ``ru_maxrss`` keeps the peak of the process before its
 #: exec, a fork of this one, which holds the generated dataset.
-_DRIVER = ("import json, re, sys\nfrom engine.cli import main\ncode = main(sys.argv[1:])\n"
+_DRIVER = ("import json, re, sys\nfrom covreq.cli import main\ncode = main(sys.argv[1:])\n"
            "with open('/proc/self/status') as status:\n"
            "    peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', status.read()).group(1))\n"
            "print(json.dumps({'code': code, 'rss_kb': peak}))")

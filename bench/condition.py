@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Any, Callable, Mapping
 
-from engine import codegen
+from engine.language import codegen
 
 CONDITION = ("place_of_service in {19, 22} and patient.age >= 18 "
              "and (diagnoses overlaps {H02.831, H02.832} or not known(provider.network))")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import engine
-from engine.yamlsource import load_yaml
+from engine.loading.yamlsource import load_yaml
 
 from .generate import generate, request_mix
 

@@ -18,8 +18,8 @@ from typing import Any, Callable
 import orjson
 
 import engine
-from engine import loader
-from engine.request import parse_request
+from engine.loading import compiling
+from engine.evaluation.request import parse_request
 
 from .peers import PeerScanner, full_fact_bodies
 
@@ -64,7 +64,7 @@ def measure(tree: Path, mix: list[dict[str, Any]], rounds: int, peers: list[str]
     result: dict[str, Any] = {"load_s": load_s, "rss_mb": rss_mb(), "rss_rules_mb": rss_mb() - base_rss,
                               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,
                               "policy_versions": len(rules), "rules_compiled": rules.rule_count(),
-                              "parse_cache": _hit_rate(loader._parse.cache_info())}
+                              "parse_cache": _hit_rate(compiling.parsed_condition.cache_info())}
     bodies = [m["body"] for m in mix]
     explained = [{**b, "explain": True} for b in bodies]
     orders = long_orders(mix)

@@ -14,12 +14,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from engine import ast
-from engine.checker import Checker, Checked
-from engine.codes import CodeSet
-from engine.parser import parse_condition
+from engine.language import ast
+from engine.language.checker import Checker, Checked
+from engine.language.codes import CodeSet
+from engine.language.parser import parse_condition
 from engine.policy import AUTH_NEEDED, CONDITIONAL, NO_AUTH, SATISFIED, Policy
-from engine.ruleset import RuleSet
+from engine.evaluation.ruleset import RuleSet
 
 _PA_RANK = {NO_AUTH: 0, SATISFIED: 1, CONDITIONAL: 2, AUTH_NEEDED: 3}
 Compiled = Callable[[dict[str, Any]], bool]

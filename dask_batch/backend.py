@@ -1,7 +1,7 @@
 """Answer a worklist's orders on a Dask cluster, a local one or one already running.
 
-The driver reads the worklist as :func:`engine.batch.run` always does, packs the rule tree as a bundle
-(engine/bundle.py) and sends it once to every worker. The orders go out in partitions of whole orders,
+The driver reads the worklist as :func:`engine.worklists.batch.run` always does, packs the rule tree as a bundle
+(engine/loading/bundle.py) and sends it once to every worker. The orders go out in partitions of whole orders,
 so pairing rules still see every line of an order, as marshalled plain data (faster than pickle
 both ways). Each worker unpacks and loads the rule set once, keeps it for every partition it answers,
 and returns the rendered lines with a partial summary as MessagePack bytes; the driver reads the
@@ -29,10 +29,10 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.security import Security
 
 import engine
-from engine.batch import AnsweredLine, Rendered, Summary, answer_orders
-from engine.bundle import build, unpack
-from engine.progress import Progress
-from engine.worklist import Order, Rejection, WorklistError
+from engine.worklists.batch import AnsweredLine, Rendered, Summary, answer_orders
+from engine.loading.bundle import build, unpack
+from engine.worklists.progress import Progress
+from engine.worklists.worklist import Order, Rejection, WorklistError
 
 #: Service lines per partition at most, about: large enough that scheduling costs little per line.
 PARTITION_LINES = 20_000
@@ -174,7 +174,7 @@ class Tls:
 
 
 class DaskBackend:
-    """A back-end for :func:`engine.batch.run` on ``workers`` local Dask workers (one process and
+    """A back-end for :func:`engine.worklists.batch.run` on ``workers`` local Dask workers (one process and
     thread each, over TLS with a certificate made for the run) or on the scheduler at ``scheduler``
     (``tcp://host:8786``, or ``tls://host:8786`` with ``tls``, or with the TLS files of Dask's own
     configuration when ``tls`` is None)."""

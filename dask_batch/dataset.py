@@ -1,6 +1,6 @@
 """A Parquet dataset answered into a Parquet dataset on Dask: the workers read, answer and write.
 
-The driver reads only the files' footers (:func:`engine.parquet.plan`: the columns, and pieces of
+The driver reads only the files' footers (:func:`engine.worklists.parquet.plan`: the columns, and pieces of
 whole row groups with the number of their first row) and keeps the plan and the partitions' counts.
 Everything else happens on the workers, with Dask's own machinery:
 
@@ -9,8 +9,8 @@ Everything else happens on the workers, with Dask's own machinery:
    partition; an input declared partitioned by order (each file holds whole orders) is not
    shuffled, its files are checked instead: an order found in two files is rejected, never answered
    twice (its rows named, with the files);
-3. each partition is grouped into orders and answered as one process does (engine.worklist,
-   :func:`engine.batch.answer_orders`) with the rule set the worker loaded once from the bundle, and
+3. each partition is grouped into orders and answered as one process does (engine.worklists.worklist,
+   :func:`engine.worklists.batch.answer_orders`) with the rule set the worker loaded once from the bundle, and
    written as ``part.NNNNN.parquet`` of the output folder, rows in input order; the driver gets its
    counts back as MessagePack bytes, through futures, as each partition ends (progress, retries:
    a partition that still fails is reported by number, never dropped in silence).
@@ -29,10 +29,10 @@ import pandas as pd
 from distributed import Client, Future, as_completed
 
 import engine
-from engine.batch import FORMATS, Summary, answer_orders
-from engine.parquet import Piece, filesystem, part_name, piece_rows, plan
-from engine.progress import Progress
-from engine.worklist import Rejection, WorklistError, read_rows
+from engine.worklists.batch import FORMATS, Summary, answer_orders
+from engine.worklists.parquet import Piece, filesystem, part_name, piece_rows, plan
+from engine.worklists.progress import Progress
+from engine.worklists.worklist import Rejection, WorklistError, read_rows
 
 from .backend import Counts, read_result, worker_rules
 
@@ -55,7 +55,7 @@ _COUNTS = msgspec.msgpack.Decoder(Counts)
 
 def _frame(rows: Iterable[tuple[int, list[str]]], width: int, piece: int) -> pd.DataFrame:
     """Numbered text rows as a frame of ``c0``, ``c1``, ... (cells stripped, so that the shuffle
-    groups order ids as :func:`engine.worklist.read_rows` does) with :data:`ROW` and :data:`PIECE`."""
+    groups order ids as :func:`engine.worklists.worklist.read_rows` does) with :data:`ROW` and :data:`PIECE`."""
     numbers, cells = [], []
     for number, values in rows:
         numbers.append(number)
@@ -68,7 +68,7 @@ def _frame(rows: Iterable[tuple[int, list[str]]], width: int, piece: int) -> pd.
 
 def load_piece(job: tuple[str, Piece, int, int, str | None]) -> pd.DataFrame:
     """On a worker: piece ``number`` of the dataset ``name`` as text cells, as
-    :func:`engine.parquet.read_parquet` reads them: all its ``width`` columns, or only the column
+    :func:`engine.worklists.parquet.read_parquet` reads them: all its ``width`` columns, or only the column
     named ``only`` (in ``c0``, the others blank)."""
     name, piece, number, width, only = job
     fs, _ = filesystem(name)

@@ -6,7 +6,7 @@ Library API::
     rules = engine.load("rules/")            # raises engine.LoadError listing every problem
     response = rules.evaluate({"payer": "medicare", "services": [{"code": "15823"}]})
 """
-from .errors import ConditionError, CovreqError, LoadError, Problem, RequestError
-from .ruleset import RuleSet, load
+from engine.errors import ConditionError, CovreqError, LoadError, Problem, RequestError
+from engine.evaluation.ruleset import RuleSet, load
 
 __all__ = ["ConditionError", "CovreqError", "LoadError", "Problem", "RequestError", "RuleSet", "load"]

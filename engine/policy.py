@@ -6,8 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from .codes import CodeSet
-from .codegen import Lazy
+from engine.language.codes import CodeSet
+from engine.language.codegen import Lazy
 
 AUTH_NEEDED, NO_AUTH, CONDITIONAL, SATISFIED = "auth-needed", "no-auth", "conditional", "satisfied"
 COVERED, NOT_COVERED = "covered", "not-covered"
@@ -43,7 +43,7 @@ class DocItem:
 @dataclass(frozen=True, slots=True)
 class DocRef:
     """A rule's reference to a documentation item, optionally required only when ``test`` holds
-    (a generated :data:`engine.codegen.ConditionProgram`, compiled on first use)."""
+    (a generated :data:`engine.language.codegen.ConditionProgram`, compiled on first use)."""
 
     id: str
     test: Lazy | None = None
@@ -124,12 +124,12 @@ class Policy:
     default: Outcome
     documentation: Mapping[str, DocItem]
     value_sets: Mapping[str, tuple[str, ...]]
-    #: Value set name -> its title, for the sets whose file gives one (read in plain English, engine/plain.py).
+    #: Value set name -> its title, for the sets whose file gives one (read in plain English, engine/language/plain.py).
     value_set_titles: Mapping[str, str]
     auth_validity: tuple[int, str] | None  # (amount, "day" | "month"), start date counting as day 1
     questionnaire: str | None
     location: Location
-    #: The rules as one generated :data:`engine.codegen.RuleProgram`, compiled on first use.
+    #: The rules as one generated :data:`engine.language.codegen.RuleProgram`, compiled on first use.
     program: Lazy
     files: tuple[str, ...] = field(default=())
     pauses: tuple[Pause, ...] = field(default=())

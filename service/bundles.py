@@ -1,6 +1,6 @@
 """Serve rules from a bundle URL: download, poll with ETag, verify, swap atomically, keep the last good.
 
-``covreq serve --bundle URL`` fetches the bundle (engine/bundle.py) once before serving, then polls
+``covreq serve --bundle URL`` fetches the bundle (engine/loading/bundle.py) once before serving, then polls
 the URL every ``poll_seconds`` with ``If-None-Match`` (the last ETag) and ``If-Modified-Since`` (the
 last ``Last-Modified``, for servers that send no ETag). A new bundle is downloaded within a time and
 size limit (on the bytes sent and, for a gzip ``Content-Encoding``, on the bytes decoded as they are
@@ -37,8 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from engine.bundle import BundleError, Opened, unpack
-from engine.yamlsource import YamlError, load_yaml
+from engine.loading.bundle import BundleError, Opened, unpack
+from engine.loading.yamlsource import YamlError, load_yaml
 from service import content_coding
 from service.holder import ReloadFailure, RuleSetHolder
 from service.settings import Settings

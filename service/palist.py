@@ -1,7 +1,7 @@
 """``GET /pa-list/{payer}``: the published list of items and services that need prior authorization
 (CMS-0057-F), read-only and public, for a payer's website.
 
-The list is made by :func:`engine.palist.pa_list` from the loaded rule set; each rendering is kept
+The list is made by :func:`engine.publishing.palist.pa_list` from the loaded rule set; each rendering is kept
 per rule-set digest (a reload makes new ones), and carries an ``ETag`` so that caches and browsers
 ask again cheaply. HTML pages load nothing but the lookup page's style sheet.
 """
@@ -15,9 +15,9 @@ from collections import OrderedDict
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from engine.clock import current_day
-from engine.palist import PaListError, pa_list
-from engine.palist_output import MEDIA_TYPES, PA_LIST_FORMATS, render_pa_list
+from engine.evaluation.clock import current_day
+from engine.publishing.palist import PaListError, pa_list
+from engine.publishing.palist_output import MEDIA_TYPES, PA_LIST_FORMATS, render_pa_list
 from service.lookup import CONTENT_SECURITY_POLICY
 from service.responses import RULESET_HEADER
 

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from engine import LoadError
-from engine.bundle import BundleError
+from engine.loading.bundle import BundleError
 from service import logs
 from service.app import create_app
 from service.dtr.signing import Keyring

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.yamlsource import Locations, YamlError, load_yaml
+from engine.loading.yamlsource import Locations, YamlError, load_yaml
 
 DEFAULT_PAYERS = Path(__file__).with_name("payers.yaml")
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from starlette.types import Scope
 
-from engine.bundle import covreq_version
+from engine.loading.bundle import covreq_version
 from service.crd.discovery import SERVICES
 from service.metrics import ANSWERS_KEY, UNMATCHED, request_labels
 from service.ops import PROBES

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import engine
-from engine.cli import build_parser
+from covreq.cli import build_parser
 from tests.dockerfile_build import Built, build
 
 ROOT = Path(__file__).resolve().parent.parent

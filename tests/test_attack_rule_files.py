@@ -19,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import engine
-from engine.checker import MAX_DURATION_YEARS
-from engine.codes import EXPAND_BUDGET, EXPAND_LIMIT, CodeRange, CodeSet, join, merge_ranges, parse_code_set, parse_member
-from engine.compiler import shift_date
-from engine.loader import MAX_CODE_GROUPS, read_tree
-from engine.parser import MAX_DEPTH, parse_condition
+from engine.language.checker import MAX_DURATION_YEARS
+from engine.language.codes import EXPAND_BUDGET, EXPAND_LIMIT, CodeRange, CodeSet, join, merge_ranges, parse_code_set, parse_member
+from engine.language.compiler import shift_date
+from engine.loading.compiling import MAX_CODE_GROUPS
+from engine.loading.loader import read_tree
+from engine.language.parser import MAX_DEPTH, parse_condition
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = """id: {id}
@@ -102,7 +103,7 @@ def test_date_arithmetic_never_raises(day: dt.date, sign: int, amount: int, unit
 
 def test_regression_deep_not_crashes_validate_with_a_recursion_error(tmp_path: Path) -> None:
     tree = write(tmp_path, "not " * 400 + 'place_of_service == "22"')
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(tree)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "covreq", "validate", str(tree)], capture_output=True,
                             text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
     expected = f"p.yaml:8:{12 + 4 * MAX_DEPTH}: E-condition-too-deep: condition nests deeper than {MAX_DEPTH} levels"
@@ -242,7 +243,7 @@ def test_fmt_never_rewrites_a_file_outside_the_tree(tmp_path: Path) -> None:
     before = (outside / "p.yaml").read_text()
     tree = write(tmp_path / "rules")
     (tree / "link.yaml").symlink_to(outside / "p.yaml")
-    subprocess.run([sys.executable, "-m", "engine.cli", "fmt", str(tree)], capture_output=True, timeout=60,
+    subprocess.run([sys.executable, "-m", "covreq", "fmt", str(tree)], capture_output=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (outside / "p.yaml").read_text() == before
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import engine
-from engine.batch import OUTPUT_COLUMNS, run
-from engine.cli import main
-from engine.progress import Progress
+from engine.worklists.batch import OUTPUT_COLUMNS, run
+from covreq.cli import main
+from engine.worklists.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
@@ -342,7 +342,7 @@ def test_regression_a_200_kb_csv_cell_ended_in_a_traceback(tmp_path: Path, capsy
 
 def test_a_long_cell_past_the_csv_modules_own_limit_is_named_with_its_column(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("engine.worklist.MAX_CELL_CHARS", 1_000)
+    monkeypatch.setattr("engine.worklists.worklist.MAX_CELL_CHARS", 1_000)
     code, _, err = batch(tmp_path, csv_text("A,medicare,2024-03-14,22,,," + "9" * 1_001 + ",,1"), capsys)
     assert code == 2 and "orders.csv: row 2, column code: a cell is longer than the limit of 1000 characters" in err
 

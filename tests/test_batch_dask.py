@@ -17,9 +17,9 @@ from hypothesis import given, settings, strategies as st
 
 import engine
 from bench.worklist import BAD_ROW_EVERY, write_worklist
-from engine.batch import run
-from engine.cli import build_parser, main
-from engine.worklist import Order, WorklistError
+from engine.worklists.batch import run
+from covreq.cli import build_parser, main
+from engine.worklists.worklist import Order, WorklistError
 
 distributed = pytest.importorskip("distributed")
 dask_batch = pytest.importorskip("dask_batch")
@@ -126,7 +126,7 @@ def test_a_number_of_workers_below_one_is_refused_as_usage(workers: str, capsys:
 
 
 def test_the_engine_and_the_cli_import_no_dask() -> None:
-    code = ("import sys, engine, engine.batch, engine.cli, engine.parquet; "
+    code = ("import sys, engine, engine.worklists.batch, covreq.cli, engine.worklists.parquet; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'dask_batch')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"
@@ -166,8 +166,8 @@ def _hostile(result: object) -> None:
 
 def test_regression_a_partition_comes_back_as_bytes_that_only_data_can_be_read_from(
         rules: engine.RuleSet, tmp_path: Path) -> None:
-    from engine.batch import _csv_row
-    from engine.bundle import build
+    from engine.worklists.batch import _csv_row
+    from engine.loading.bundle import build
 
     orders = [Order("A", {"payer": "medicare", "date_of_service": "2024-03-14", "services": [{"code": "15823"}]}, [2]),
               Order("B", {"payer": "nobody", "services": [{"code": "15823"}]}, [3])]

@@ -13,8 +13,8 @@ import pytest
 
 import engine
 from bench.worklist import write_worklist
-from engine.batch import run
-from engine.cli import main
+from engine.worklists.batch import run
+from covreq.cli import main
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("pandas")
@@ -203,7 +203,7 @@ def test_an_output_folder_holding_files_is_refused_before_anything_runs(
     dataset = write_dataset(worklist_table(tmp_path, 50), tmp_path / "claims", (0, 50))
     (tmp_path / "answers").mkdir()
     (tmp_path / "answers" / "part.00007.parquet").write_bytes(b"old")
-    with pytest.raises(engine.worklist.WorklistError, match="the output folder must be new or empty"):
+    with pytest.raises(engine.worklists.worklist.WorklistError, match="the output folder must be new or empty"):
         run(rules, dataset, f"{tmp_path / 'answers'}/", io.StringIO(),
             dask_batch.DaskBackend(scheduler=cluster.scheduler.address))
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine.batch import OUTPUT_COLUMNS
-from engine.cli import main
-from engine.parquet import cell, filesystem, plan, read_parquet
-from engine.parquet import piece_rows as piece_rows_of
-from engine.worklist import WorklistError
+from engine.worklists.batch import OUTPUT_COLUMNS
+from covreq.cli import main
+from engine.worklists.parquet import cell, filesystem, plan, read_parquet
+from engine.worklists.parquet import piece_rows as piece_rows_of
+from engine.worklists.worklist import WorklistError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -119,9 +119,9 @@ def _bomb(path: Path, size: int) -> None:
 
 def test_regression_a_column_chunk_too_large_is_refused_before_anything_is_read(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.parquet
+    import engine.worklists.parquet
 
-    monkeypatch.setattr(engine.parquet, "MAX_CHUNK_BYTES", 1_000_000)  # the red team's cell: 300 MB; here 2 MB
+    monkeypatch.setattr(engine.worklists.parquet, "MAX_CHUNK_BYTES", 1_000_000)  # the red team's cell: 300 MB; here 2 MB
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda *a, **k: pytest.fail("read before the check"))
     source = tmp_path / "orders.parquet"
     _bomb(source, 2_000_000)

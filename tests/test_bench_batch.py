@@ -13,7 +13,7 @@ import engine
 from bench.batch import PROJECTED_LINES, measure, projection, render
 from bench.batch_dataset import render as render_dataset, sizing
 from bench.worklist import BAD_ROW_EVERY, write_dataset, write_worklist
-from engine.batch import answer_orders
+from engine.worklists.batch import answer_orders
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import engine
-from engine.bundle import MANIFEST, BundleError, build, covreq_version, tree_digest, unpack
-from engine.cli import main
+from engine.loading.bundle import MANIFEST, BundleError, build, covreq_version, tree_digest, unpack
+from covreq.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
@@ -153,7 +153,7 @@ def test_covreq_bundle_refuses_a_broken_tree_and_an_unusable_key(tmp_path: Path,
 
 
 def test_sizes_are_checked_at_each_header_before_its_bytes_are_read(tmp_path: Path) -> None:
-    from engine.yamlsource import MAX_FILE_BYTES
+    from engine.loading.yamlsource import MAX_FILE_BYTES
     from tests.service.hostile_bundle_server import MIB, huge_header, huge_member
 
     bombs = {"a rule file larger than a rule file may be": huge_member(MAX_FILE_BYTES + 1),
@@ -166,7 +166,7 @@ def test_sizes_are_checked_at_each_header_before_its_bytes_are_read(tmp_path: Pa
 
 
 def test_the_decompressed_archive_is_bounded_as_a_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import bundle
+    from engine.loading import bundle
     from tests.service.hostile_bundle_server import forged
 
     data = forged([(f"acme/{n:03}.yaml", b"id: x\n" * 100) for n in range(40)])

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.loader import read_tree
-from engine.testcases import iter_test_files, run_file
+from engine.loading.loader import read_tree
+from engine.authoring.testcases import iter_test_files, run_file
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 

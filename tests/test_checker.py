@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.checker import Checker
+from engine.language.checker import Checker
 from engine.errors import ConditionError
-from engine.parser import parse_condition
+from engine.language.parser import parse_condition
 
 
 def check(text: str, value_sets: dict[str, list[str]] | None = None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import EXIT_CODES, build_parser, main
+from covreq.cli import EXIT_CODES, build_parser, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOOD, BAD = str(FIXTURES / "good"), str(FIXTURES / "ten_mistakes")

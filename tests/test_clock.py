@@ -1,4 +1,4 @@
-"""Requests without a date of service are answered as of today, looked up by engine/today.py."""
+"""Requests without a date of service are answered as of today, looked up by engine/evaluation/clock.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import clock
+from engine.evaluation import clock
 
 
 def test_today_is_the_local_date() -> None:

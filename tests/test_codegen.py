@@ -1,5 +1,5 @@
 """Generated policy programs: hostile rule text never reaches the generated source, and every
-generated condition answers exactly as the reference closures of engine/compiler.py do."""
+generated condition answers exactly as the reference closures of engine/language/compiler.py do."""
 from __future__ import annotations
 
 import ast as pyast
@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine import codegen
-from engine.checker import Checker
-from engine.compiler import Compiler
-from engine.facts import ALWAYS, FACTS, OpenSet
-from engine.parser import parse_condition
+from engine.language import codegen
+from engine.language.checker import Checker
+from engine.language.compiler import Compiler
+from engine.language.facts import ALWAYS, FACTS, OpenSet
+from engine.language.parser import parse_condition
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Names the generator may write: its own temporaries, constants, helpers, and the few it binds.

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.checker import Checker
-from engine.compiler import Compiler, shift_date
-from engine.parser import parse_condition
+from engine.language.checker import Checker
+from engine.language.compiler import Compiler, shift_date
+from engine.language.parser import parse_condition
 
 
 def compile_(text: str, value_sets: dict[str, list[str]] | None = None):  # type: ignore[no-untyped-def]

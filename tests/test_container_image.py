@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from engine.cli import build_parser
+from covreq.cli import build_parser
 from tests.dockerfile_build import BUILD, IMAGE, ROOT, Built, environment
 from tests.service.serving import free_port
 

@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 import engine
-from engine.checker import Checker
-from engine.facts import FACTS
-from engine.parser import parse_condition
-from engine.plain import needed_when
-from engine.testcases import run_file
+from engine.language.checker import Checker
+from engine.language.facts import FACTS
+from engine.language.parser import parse_condition
+from engine.language.plain import needed_when
+from engine.authoring.testcases import run_file
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -53,7 +53,7 @@ def test_condition_reference_examples_parse_and_type_check(condition: str) -> No
 
 def test_the_guide_lists_the_exit_codes_of_every_command() -> None:
     """Regression (issue 15, item 10): the exit codes of eval, schema and serve were not documented."""
-    from engine.cli import EXIT_CODES
+    from covreq.cli import EXIT_CODES
     guide = (DOCS / "authoring.md").read_text(encoding="utf-8")
     for name, (ok, problems, usage) in EXIT_CODES.items():
         assert f"| `{name}` | {ok} | {problems} | {usage} |" in guide

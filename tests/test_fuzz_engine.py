@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.loader import read_tree
+from engine.loading.loader import read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Examples per property; ``COVREQ_FUZZ_EXAMPLES`` raises it for a longer run.

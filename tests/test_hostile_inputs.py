@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 import engine
-from engine.codes import RANGE_LIMIT
-from engine.loader import read_tree
-from engine.parser import MAX_CONDITION_LENGTH, MAX_NESTING
-from engine.request import MAX_ITEMS, MAX_LINES, MAX_TEXT
-from engine.yamlsource import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
+from engine.language.codes import RANGE_LIMIT
+from engine.loading.loader import read_tree
+from engine.language.parser import MAX_CONDITION_LENGTH, MAX_NESTING
+from engine.evaluation.request import MAX_ITEMS, MAX_LINES, MAX_TEXT
+from engine.loading.yamlsource import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
 from service import Settings, create_app
 
 HANG_GUARD = 2.0  # seconds of CPU time

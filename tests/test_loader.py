@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.loader import read_tree, release_freed_memory
+from engine.loading.files import release_freed_memory
+from engine.loading.loader import read_tree
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import engine
-from engine.memo import MAX_KEY_BYTES, AnswerCache, fingerprint
+from engine.evaluation.memo import MAX_KEY_BYTES, AnswerCache, fingerprint
 
 GOOD = Path(__file__).resolve().parent / "fixtures" / "good"
 BODY = {"payer": "medicare", "date_of_service": "2023-03-14", "place_of_service": "22",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.loader import read_tree
+from engine.loading.loader import read_tree
 
 BASE = """\
 id: acme-mri
@@ -91,11 +91,11 @@ def test_added_documentation_must_be_in_the_catalogue(tmp_path: Path) -> None:
 
 def _read_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> list[tuple[str, str, str]]:
     """Problems of the tree when ``change`` happens to the base file once it has been read."""
-    from engine import loader
+    from engine.loading import files
     base = tmp_path / "mri.yaml"
     base.write_text(BASE, encoding="utf-8")
     (tmp_path / "mri-gold.yaml").write_text(GOLD, encoding="utf-8")
-    first_read = loader._read_bytes
+    first_read = files.read_bytes
 
     def read_and_change(path: Path) -> bytes:
         raw = first_read(path)
@@ -104,7 +104,7 @@ def _read_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> 
         elif path == base and change == "removed":
             base.unlink()
         return raw
-    monkeypatch.setattr(loader, "_read_bytes", read_and_change)
+    monkeypatch.setattr(files, "read_bytes", read_and_change)
     return [(Path(p.path).name, p.code, p.message) for p in read_tree(tmp_path).problems]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.cli import main
+from covreq.cli import main
 from service import Settings, create_app
 
 ROOT = Path(__file__).resolve().parent.parent

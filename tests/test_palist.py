@@ -1,4 +1,4 @@
-"""The published prior-authorization list (engine/palist.py, engine/palist_output.py, `covreq report
+"""The published prior-authorization list (engine/publishing/palist.py, engine/publishing/palist_output.py, `covreq report
 pa-list`): what it lists on a date, how it words conditional requirements, and its three formats."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.cli import main
-from engine.palist import ALWAYS, CONDITIONAL, PaListError, pa_list
-from engine.palist_output import CSV_COLUMNS, render_pa_list
+from covreq.cli import main
+from engine.publishing.palist import ALWAYS, CONDITIONAL, PaListError, pa_list
+from engine.publishing.palist_output import CSV_COLUMNS, render_pa_list
 from engine.policy import AUTH_NEEDED, NO_AUTH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ def bundled() -> engine.RuleSet:
     return engine.load(ROOT / "rules")
 
 
-def _item(listing: engine.palist.PaList, code: str, policy: str) -> engine.palist.Item | None:
+def _item(listing: engine.publishing.palist.PaList, code: str, policy: str) -> engine.publishing.palist.Item | None:
     return next((i for i in listing.items if i.code == code and i.policy.id == policy), None)
 
 

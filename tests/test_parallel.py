@@ -1,4 +1,4 @@
-"""Reading a tree's YAML in a worker process (engine/parallel.py) gives exactly what reading it here
+"""Reading a tree's YAML in a worker process (engine/loading/parallel.py) gives exactly what reading it here
 gives: the same policies, problems (wording, place, code), files and digest, in the same order."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engine import parallel
-from engine.codegen import Lazy
-from engine.loader import Tree, read_tree
-from engine.yamlsource import KEY, YamlError
+from engine.loading import parallel
+from engine.language.codegen import Lazy
+from engine.loading.loader import Tree, read_tree
+from engine.loading.yamlsource import KEY, YamlError
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import ast
+from engine.language import ast
 from engine.errors import ConditionError
-from engine.parser import MAX_CONDITION_LENGTH, MAX_NESTING, parse_condition
-from engine.render import render
+from engine.language.parser import MAX_CONDITION_LENGTH, MAX_NESTING, parse_condition
+from engine.language.render import render
 
 
 def test_precedence_not_binds_tighter_than_and_than_or() -> None:

@@ -1,4 +1,4 @@
-"""Conditions in plain English (engine/plain.py): the wording of each kind of node, and, over generated
+"""Conditions in plain English (engine/language/plain.py): the wording of each kind of node, and, over generated
 conditions, that every one renders, leaks no rule syntax and names every code and value set it reads."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import ast
-from engine.facts import FACTS
-from engine.parser import parse_condition
-from engine.plain import needed_when, wording
+from engine.language import ast
+from engine.language.facts import FACTS
+from engine.language.parser import parse_condition
+from engine.language.plain import needed_when, wording
 
 SETS = {"malignant_vcf": ("C79.51", "C90.0*", "C41.2"), "opd_pos": ("19", "22"), "mri_codes": ("70551-70553",)}
 TITLES = {"malignant_vcf": "malignant vertebral compression fracture", "mri_codes": "MRI of the brain"}

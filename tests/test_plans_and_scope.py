@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import engine
 from engine import LoadError, RequestError
-from engine.loader import read_tree
+from engine.loading.loader import read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 FLORIDA_BLUE_PLANS = ("commercial-aso", "commercial-hmo", "commercial-ppo")

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from engine.cli import build_parser
+from covreq.cli import build_parser
 
 
 def test_the_default_port_of_covreq_serve_is_taken_while_the_suite_runs() -> None:

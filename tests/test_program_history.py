@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 import engine
 from engine import RequestError
-from engine.compiler import Compiler
-from engine.checker import Checker
-from engine.facts import OpenSet, fact_of, unsettled
-from engine.parser import parse_condition
-from engine.request import parse_request
+from engine.language.compiler import Compiler
+from engine.language.checker import Checker
+from engine.language.facts import OpenSet, fact_of, unsettled
+from engine.language.parser import parse_condition
+from engine.evaluation.request import parse_request
 
 HEAD = "title: Power chairs\npayer: acme\neffective: 2019-01-01\nsource: {url: 'https://example.org/pmd'}\n"
 PAUSED = HEAD + """codes: [K0856]

@@ -1,4 +1,4 @@
-"""The one-step request decoder (engine/contract.py) agrees with the field-by-field reading on every
+"""The one-step request decoder (engine/evaluation/contract.py) agrees with the field-by-field reading on every
 body: the same Request with the same facts in the same order, or the same error naming the same field."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import RequestError
-from engine.request import _checked, _decoded, _Memo, parse_request
+from engine.evaluation.fields import Memo
+from engine.evaluation.request import _checked, _decoded, parse_request
 
 TODAY = dt.date(2025, 6, 1)
 BASE: dict[str, Any] = {
@@ -131,7 +132,7 @@ def test_a_field_memo_computes_once_keeps_at_most_its_size_and_skips_what_it_mus
     def double(value: int) -> int:
         computed.append(value)
         return value * 2
-    memo = _Memo(double, 2, lambda value: value < 100)
+    memo = Memo(double, 2, lambda value: value < 100)
     assert memo[1] == 2 and memo[1] == 2 and computed == [1]
     assert memo[2] == 4 and memo[3] == 6 and len(memo) <= 2  # full: it started again
     assert memo[500] == 1000 and 500 not in memo

@@ -1,4 +1,4 @@
-"""Partial evaluation (engine/residual.py) agrees with evaluation: for every condition of the bundled
+"""Partial evaluation (engine/evaluation/residual.py) agrees with evaluation: for every condition of the bundled
 rules and any facts, what is left once some facts are given evaluates as the whole condition does,
 and a condition settled early is settled for every request that gives those facts."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 from hypothesis import given, settings, strategies as st
 
 import engine
-from engine.compiler import Compiler
-from engine.facts import CODE, DATE, FACTS, ICD, NUMBER
-from engine.logic import Analysed, analyse
-from engine.render import render
-from engine.residual import Partial, spelled
-from engine.parser import parse_condition
+from engine.language.compiler import Compiler
+from engine.language.facts import CODE, DATE, FACTS, ICD, NUMBER
+from engine.language.logic import Analysed, analyse
+from engine.language.render import render
+from engine.evaluation.residual import Partial, spelled
+from engine.language.parser import parse_condition
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = engine.load(ROOT / "rules")
@@ -36,8 +36,8 @@ def cases(draw: st.DrawFn) -> tuple[Analysed, dict[str, Any], dict[str, Any], fr
     named = _named(info)
     full: dict[str, Any] = {}
     absent: set[str] = set()
-    for name in sorted(engine.ast.facts_of(info.expr) | {n.fact.name for n in engine.logic.walk(info.expr)
-                                                          if isinstance(n, engine.ast.Known)}):
+    for name in sorted(engine.language.ast.facts_of(info.expr) | {n.fact.name for n in engine.language.logic.walk(info.expr)
+                                                          if isinstance(n, engine.language.ast.Known)}):
         spec = FACTS[name]
         if draw(st.booleans()) and name not in ("payer", "date_of_service", "code"):
             if draw(st.booleans()):

@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 import pytest
 import yaml
 
-from engine.cli import build_parser, main
+from covreq.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

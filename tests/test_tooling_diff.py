@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from covreq.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFF = Path(__file__).resolve().parent / "fixtures" / "tooling" / "diff"

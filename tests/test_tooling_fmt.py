@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.cli import main
-from engine.fmt import format_text
+from covreq.cli import main
+from engine.authoring.fmt import format_text
 from engine.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.lint import CHECKS, fails, lint_tree
-from engine.loader import read_tree
+from covreq.cli import main
+from engine.authoring.lint import CHECKS, fails, lint_tree
+from engine.loading.loader import read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -8,9 +8,9 @@ from xml.etree import ElementTree as ET
 import pytest
 
 import engine
-from engine.cli import main
-from engine.coverage import Coverage
-from engine.testcases import rule_tree_of, run_tests
+from covreq.cli import main
+from engine.authoring.coverage import Coverage
+from engine.authoring.testcases import rule_tree_of, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLING = Path(__file__).resolve().parent / "fixtures" / "tooling"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.loader import read_tree
-from engine.yamlsource import YamlError, load_yaml
+from engine.loading.loader import read_tree
+from engine.loading.yamlsource import YamlError, load_yaml
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 BUNDLED = sorted(RULES.rglob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Located YAML reading (engine/yamlsource.py): values as PyYAML's safe loader reads them, each
+"""Located YAML reading (engine/loading/yamlsource.py): values as PyYAML's safe loader reads them, each
 path located where it is written, found on demand in the composed nodes."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from engine.yamlsource import KEY, MAX_VALUES, Locations, Spot, YamlError, _Composer, load_yaml
+from engine.loading.yamlsource import KEY, MAX_VALUES, Locations, Spot, YamlError, _Composer, load_yaml
 
 _TEXT = st.text(alphabet="ab01-:.#&*!|>'\" _xyz\n", max_size=12)
 _SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), _TEXT,

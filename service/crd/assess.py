@@ -5,7 +5,7 @@ from dataclasses import replace
 from typing import Any, Collection
 
 import engine
-from engine.codes import normalize, system_of
+from engine.language.codes import normalize, system_of
 from service.crd.assertions import (Assertion, coverage_problem, from_decision, no_billing_code, not_r4,
                                     plan_unknown, technical, unreadable)
 from service.crd.coverage_information import Answered, assertion_id, assertion_ids, is_about

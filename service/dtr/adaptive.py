@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import engine
-from engine.facts import FACTS
+from engine.language.facts import FACTS
 from service.crd.assertions import from_decision
 from service.crd.coverage_information import COVERAGE_INFORMATION, Answered, assertion_id
 from service.crd.coverage_information import coverage_information as crd_coverage_information

@@ -25,11 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine import ast
-from engine.codes import CodeSet
-from engine.facts import ALWAYS, BOOL, CODE, DATE, FACTS, ICD, NUMBER
-from engine.logic import Analysed, analyse
-from engine.needs import Route, needs_of
+from engine.language import ast
+from engine.language.codes import CodeSet
+from engine.language.facts import ALWAYS, BOOL, CODE, DATE, FACTS, ICD, NUMBER
+from engine.language.logic import Analysed, analyse
+from engine.evaluation.needs import Route, needs_of
 from engine.policy import CONDITIONAL, NO_AUTH, Outcome, Policy
 from service.dtr import cqlexpr as c
 from service.dtr.cqlexpr import Cql

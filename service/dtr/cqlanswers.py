@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from engine.facts import BOOL, CODE, DATE, ICD, NUMBER
+from engine.language.facts import BOOL, CODE, DATE, ICD, NUMBER
 from service.dtr import cqlexpr as c
 from service.dtr.cql import Function, Logic, define_name, normal_code
 from service.dtr.cqlexpr import Cql

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from engine.facts import BOOL, DATE, FACTS, NUMBER, FactSpec
-from engine.request import TRIP_FACTS, trip_counts
+from engine.language.facts import BOOL, DATE, FACTS, NUMBER, FactSpec
+from engine.evaluation.request import TRIP_FACTS, trip_counts
 from service.fhir.systems import ICD10CM, POS
 
 GENDER = "http://hl7.org/fhir/administrative-gender"

@@ -14,11 +14,11 @@ import math
 import re
 from typing import Iterable
 
-from engine import ast
-from engine.codes import CodeRange, CodeSet
-from engine.facts import ALWAYS
-from engine.logic import Analysed
-from engine.needs import Route
+from engine.language import ast
+from engine.language.codes import CodeRange, CodeSet
+from engine.language.facts import ALWAYS
+from engine.language.logic import Analysed
+from engine.evaluation.needs import Route
 from service.dtr.facts import ORDER_COMPLETE
 
 #: The multi-valued fact known only in part unless the order is complete.

@@ -9,7 +9,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from engine.needs import needs_of
+from engine.evaluation.needs import needs_of
 from engine.policy import Policy
 from service.dtr.cql import cql_text, elm_library, library_logic, library_name
 from service.dtr.cqlanswers import add_answers_functions

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Mapping
 
-from engine.ast import facts_of
-from engine.facts import FACTS
-from engine.needs import Needs, needs_of
+from engine.language.ast import facts_of
+from engine.language.facts import FACTS
+from engine.evaluation.needs import Needs, needs_of
 from engine.policy import Policy
 from service.dtr import facts as f
 from service.dtr.cql import define_name, library_name

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from engine.bundle import FORMAT, MANIFEST, TREE, covreq_version
-from engine.loader import named_digest_entry
+from engine.loading.bundle import FORMAT, MANIFEST, TREE, covreq_version
+from engine.loading.files import named_digest_entry
 
 MIB = 1024 * 1024
 

@@ -72,7 +72,7 @@ def served(folder: Path, *arguments: str, env: dict[str, str] | None = None) -> 
     log = folder / "server.log"
     environment = {**os.environ, "COVREQ_JSON_LOGS": "1", "COVREQ_AUDIT": str(folder / "audit.jsonl"), **(env or {})}
     with open(log, "w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port), *arguments],
+        process = subprocess.Popen([sys.executable, "-m", "covreq", "serve", "--port", str(port), *arguments],
                                    stdout=log_file, stderr=log_file, env=environment)
     running = Served(f"http://127.0.0.1:{port}", port, process, log)
     try:

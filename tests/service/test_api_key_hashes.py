@@ -19,7 +19,7 @@ REQUEST = {"payer": "acme", "place_of_service": "22", "services": [{"code": "158
 
 def hash_key(*args: str, key: str = KEY + "\n") -> subprocess.CompletedProcess[str]:
     """``covreq hash-key`` as an operator runs it, the key piped on standard input."""
-    return subprocess.run([sys.executable, "-m", "engine.cli", "hash-key", *args], input=key, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "covreq", "hash-key", *args], input=key, capture_output=True,
                           text=True, timeout=60, env=ENV)
 
 
@@ -59,7 +59,7 @@ def test_serve_with_a_plain_text_key_file_says_so_in_one_line(tmp_path: Path) ->
     keys = tmp_path / "keys.yaml"
     keys.write_text(f"billing-office: {KEY}\n")
     rules = REPO / "rules"
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--rules", str(rules), "--port", "0"],
+    done = subprocess.run([sys.executable, "-m", "covreq", "serve", "--rules", str(rules), "--port", "0"],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env={**ENV, "COVREQ_API_KEYS": str(keys)})
     assert done.returncode == 1 and done.stderr.count("\n") == 1

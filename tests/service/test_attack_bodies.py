@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import engine
-from engine.memo import ENTRY_OVERHEAD, AnswerCache, fingerprint
-from engine.request import MAX_TEXT
+from engine.evaluation.memo import ENTRY_OVERHEAD, AnswerCache, fingerprint
+from engine.evaluation.request import MAX_TEXT
 
 FIXTURE_RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
 V1 = "/v1/requirements"
@@ -74,7 +74,7 @@ def v1_error(response: Any, status: int) -> dict[str, Any]:
 def test_regression_answer_cache_grows_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unique requests with big (allowed) keys stay within the cache's byte budget, keys counted."""
     budget = 2_000_000
-    monkeypatch.setattr(engine.ruleset, "ANSWER_CACHE_BYTES", budget)
+    monkeypatch.setattr(engine.evaluation.ruleset, "ANSWER_CACHE_BYTES", budget)
     rules = engine.load(FIXTURE_RULES)
     filler = ["Z" + "9" * (MAX_TEXT - 1)] * 120  # about 31 KB of fingerprint per request
     tracemalloc.start()

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.bundle import build
+from engine.loading.bundle import build
 from tests.service.hostile_bundle_server import (MIB, BundleServer, Offer, forged, huge_header, huge_member,
                                                  server, stacked, zeros_gz)  # noqa: F401 (fixture)
 from admin import ADMIN, ADMIN_TOKEN
@@ -251,15 +251,15 @@ def test_the_holder_refuses_a_tree_whose_digest_is_not_the_bundle_s() -> None:
 
 def test_the_operations_doc_states_the_limits_and_what_a_failed_poll_shows(server: BundleServer,
                                                                            tmp_path: Path) -> None:
-    from engine.bundle import MAX_FILES, MAX_HEADER_BYTES, MAX_UNPACKED_BYTES
-    from engine.yamlsource import MAX_FILE_BYTES
+    from engine.loading.bundle import MAX_FILES, MAX_HEADER_BYTES, MAX_UNPACKED_BYTES
+    from engine.loading.yamlsource import MAX_FILE_BYTES
     from service.bundles import MAX_BACKOFF, MAX_DOWNLOAD_BYTES, MAX_REDIRECTS
     from tests.service.test_operations_doc import DOC, EXAMPLES, _shape
 
     doc = " ".join(DOC.split())
     for stated in (f"(at most `service.bundles.MAX_REDIRECTS`, {MAX_REDIRECTS})",
-                   f"at most {MAX_HEADER_BYTES // 1024} KiB (`engine.bundle.MAX_HEADER_BYTES`)",
-                   f"at most {MAX_FILE_BYTES:,} bytes (`engine.yamlsource.MAX_FILE_BYTES`",
+                   f"at most {MAX_HEADER_BYTES // 1024} KiB (`engine.loading.bundle.MAX_HEADER_BYTES`)",
+                   f"at most {MAX_FILE_BYTES:,} bytes (`engine.loading.yamlsource.MAX_FILE_BYTES`",
                    f"at most {MAX_FILES:,} files and {MAX_UNPACKED_BYTES // MIB} MiB decompressed",
                    f"the {MAX_DOWNLOAD_BYTES // MIB} MiB limit applies", f"up to {MAX_BACKOFF} poll intervals"):
         assert stated in doc

@@ -218,7 +218,7 @@ def test_regression_keep_alive_answers_with_no_audit_record(server: Server) -> N
 
 def test_regression_service_starts_with_an_unusable_audit_path(tmp_path: Path) -> None:
     env = {**os.environ, "COVREQ_AUDIT": str(tmp_path / "no-such-folder" / "audit.jsonl")}
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--rules", str(FIXTURE_RULES),
+    result = subprocess.run([sys.executable, "-m", "covreq", "serve", "--rules", str(FIXTURE_RULES),
                              "--port", str(free_port())], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 1
     assert "the audit file" in result.stderr and "cannot be written: No such file or directory" in result.stderr

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.bundle import BundleError, build
+from engine.loading.bundle import BundleError, build
 from service import Settings, create_app
 from tests.service.hostile_bundle_server import BundleServer, Offer, server  # noqa: F401 (fixture)
 from tests.service.test_metrics import value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.request import parse_request
+from engine.evaluation.request import parse_request
 from service.crd.requests import MAX_TRIPS, _call_facts, _order, trip_dates
 from service.fhir.index import ResourceIndex
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.bundle import build
-from engine.cli import build_parser, main
+from engine.loading.bundle import build
+from covreq.cli import build_parser, main
 from service.bundles import MAX_DOWNLOAD_BYTES
 from service.decision_log import DecisionLog, SinkConfig
 from service.metrics import Metrics

@@ -134,7 +134,7 @@ def test_a_postgres_url_uses_psycopg_and_an_unusable_url_stops_the_start() -> No
 def test_covreq_serve_does_not_start_on_a_database_it_cannot_use(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "COVREQ_AUDIT": str(tmp_path / "audit.jsonl"),
            "COVREQ_DATABASE_URL": "postgresql://covreq:hunter2@127.0.0.1:1/covreq"}
-    started = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--rules", str(FIXTURE_RULES),
+    started = subprocess.run([sys.executable, "-m", "covreq", "serve", "--rules", str(FIXTURE_RULES),
                               "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 1 and "hunter2" not in started.stdout + started.stderr
     assert started.stderr.startswith("covreq serve: cannot start: the database postgresql+psycopg://covreq:***@")

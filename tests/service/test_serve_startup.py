@@ -17,7 +17,7 @@ def serve(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Co
     """``covreq serve ARGS`` run to its end, on a free port unless ``ARGS`` name one (port 8000 may
     be taken: by README command 1's service, say, which a newcomer runs before the tests)."""
     port = [] if "--port" in args else ["--port", str(free_port())]
-    return subprocess.run([sys.executable, "-m", "engine.cli", "serve", *args, *port], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "covreq", "serve", *args, *port], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
 
 

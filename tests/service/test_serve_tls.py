@@ -92,7 +92,7 @@ def served_tls(folder: Path, *arguments: str) -> Iterator[Served]:
     log = folder / "server.log"
     env = {**os.environ, "COVREQ_JSON_LOGS": "1", "COVREQ_AUDIT": str(folder / "audit.jsonl")}
     with open(log, "w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port), *arguments],
+        process = subprocess.Popen([sys.executable, "-m", "covreq", "serve", "--port", str(port), *arguments],
                                    stdout=log_file, stderr=log_file, env=env)
     running = Served(f"https://127.0.0.1:{port}", port, process, log)
     try:
@@ -207,7 +207,7 @@ def test_unusable_tls_settings_stop_the_service_with_one_line(tmp_path: Path, op
     (tmp_path / "ca.pem").write_bytes(authority.pem)
     authority.issue("covreq", server=True).write(tmp_path / "cert.pem", tmp_path / "key.pem")
     authority.issue("another", server=True).write(tmp_path / "other.pem", tmp_path / "other-key.pem")
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--rules", str(FIXTURE_RULES),
+    done = subprocess.run([sys.executable, "-m", "covreq", "serve", "--rules", str(FIXTURE_RULES),
                            "--port", str(free_port()), *options], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path, env={**os.environ, "COVREQ_AUDIT": str(tmp_path / "audit.jsonl")})
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
-from engine.ast import facts_of
-from engine.facts import DATE, FACTS, ICD, NUMBER
-from engine.parser import parse_condition
+from engine.language.ast import facts_of
+from engine.language.facts import DATE, FACTS, ICD, NUMBER
+from engine.language.parser import parse_condition
 from service.dtr.facts import CODE_FORMS, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX
 

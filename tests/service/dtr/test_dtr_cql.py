@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 from test_dtr_fhirpath import FORMS, RULES, answered
 
 import engine
-from engine import ast
-from engine.codes import CodeSet
-from engine.evaluate import run_policy
-from engine.facts import FACTS
-from engine.logic import analyse, walk
+from engine.language import ast
+from engine.language.codes import CodeSet
+from engine.evaluation.evaluate import run_policy
+from engine.language.facts import FACTS
+from engine.language.logic import analyse, walk
 from engine.policy import Policy
-from engine.needs import needs_of
-from engine.request import parse_request
+from engine.evaluation.needs import needs_of
+from engine.evaluation.request import parse_request
 from service.dtr import cql
 from service.dtr.facts import v1_body
 from service.dtr.library import build_library

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from test_dtr_fhirpath import FORMS, RULES, answered, answers_response
 
 import engine
-from engine.evaluate import run_policy
-from engine.request import parse_request
+from engine.evaluation.evaluate import run_policy
+from engine.evaluation.request import parse_request
 from service.dtr import cqlexpr as c
 from service.dtr.cqlanswers import RESOURCE
 from service.dtr.facts import v1_body

@@ -11,9 +11,9 @@ from dtr_helpers import BUNDLED_RULES, assert_constraints, fact_values, order_li
 from hypothesis import strategies as st
 
 import engine
-from engine import ast
-from engine.logic import walk
-from engine.needs import needs_of
+from engine.language import ast
+from engine.language.logic import walk
+from engine.evaluation.needs import needs_of
 from service.dtr.catalogue import Catalogue
 from service.dtr.facts import ITEM_SPECS, NOT_ASKED, answer_values, askable
 from service.dtr.questionnaire import DOC_PREFIX, Form

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.facts import FACTS
-from engine.needs import needs_of
+from engine.language.facts import FACTS
+from engine.evaluation.needs import needs_of
 from service.dtr.adaptive import Answers, envelope, next_question, page
 from service.dtr.catalogue import Catalogue, needs_form
 from service.fhir.outcome import FhirError

@@ -1,0 +1,1 @@
+"""Tooling for policy authors: lint, fmt, diff, coverage, the tests files and their reports."""
