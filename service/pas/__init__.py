@@ -1,0 +1,8 @@
+"""Da Vinci PAS: ``Claim/$submit`` and ``Claim/$inquire`` answered from the rules (CMS-0057-F part 3).
+
+``versions`` the PAS versions served and how a request picks one, ``request`` a request Bundle
+read into what the rules decide by, ``evidence`` the supporting documentation it carries (DTR
+QuestionnaireResponses, verified when covreq signed them, and DocumentReferences), ``decide`` each
+item through the engine (certified or pended, never denied), ``response`` the response Bundle,
+``clock`` the decision deadline, ``store`` the database rows, ``routes`` the endpoints.
+"""
