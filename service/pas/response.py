@@ -24,8 +24,6 @@ X12_306 = "https://codesystem.x12.org/005010/306"
 ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
 PROFILES = {False: (f"{PAS_SD}/profile-pas-response-bundle", f"{PAS_SD}/profile-claimresponse"),
             True: (f"{PAS_SD}/profile-pas-inquiry-response-bundle", f"{PAS_SD}/profile-claiminquiryresponse")}
-#: The resources the ClaimResponse references, copied from the request: who it is for, from and to.
-_COPIED = ("patient", "insurer", "requestor")
 
 
 def _ext(name: str, **value: Any) -> dict[str, Any]:
@@ -81,10 +79,10 @@ def claim_response(request: PaRequest, decisions: list[ItemDecision], request_id
         or [{"system": "urn:covreq:pa-request", "value": request_id}],
         "status": "active", "type": claim.get("type") or {"coding": [
             {"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
-        "use": "preauthorization", "patient": {"reference": reference_key(claim["patient"])},
+        "use": "preauthorization", "patient": {"reference": claim["patient"]["reference"]},
         "created": created.isoformat(timespec="seconds"),
-        "insurer": {"reference": reference_key(claim["insurer"])},
-        "requestor": {"reference": reference_key(claim["provider"])},
+        "insurer": {"reference": claim["insurer"]["reference"]},
+        "requestor": {"reference": claim["provider"]["reference"]},
         "request": {"reference": f"Claim/{claim['id']}"} if isinstance(claim.get("id"), str) else {
             "identifier": {"system": request.transaction[0], "value": request.transaction[1]}},
         "outcome": "complete",
@@ -104,25 +102,37 @@ def claim_response(request: PaRequest, decisions: list[ItemDecision], request_id
 
 
 def response_bundle(request: PaRequest, claim_response: Mapping[str, Any], inquiry: bool = False) -> dict[str, Any]:
-    """The response Bundle: ``claim_response`` first, then the request's resources it references."""
-    entries = [{"fullUrl": _full_url(request, "ClaimResponse", str(claim_response["id"])), "resource": claim_response}]
-    for element in _COPIED:
-        key = reference_key(claim_response.get(element))
-        resource = request.index.by_key.get(key) if key else None
-        if resource is not None and all(e["resource"] is not resource for e in entries):
-            entries.append({"fullUrl": _full_url(request, resource["resourceType"], resource["id"]),
-                            "resource": resource})
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "meta": {"profile": [PROFILES[inquiry][0]]},
-                              "identifier": {"system": request.transaction[0], "value": request.transaction[1]},
-                              "type": "collection", "timestamp": claim_response["created"], "entry": entries}
-    return bundle
+    """The response Bundle: ``claim_response`` first, then every resource of the request it references,
+    and theirs in turn, each once, under its fullUrl in the request (PAS: every referenced resource is
+    in the Bundle; ``ClaimResponse.request`` points back to the Claim, which stays out)."""
+    by_key = {reference_key(e["fullUrl"]) or e["fullUrl"]: e for e in request.bundle["entry"]}
+    by_key.update({e["fullUrl"]: e for e in request.bundle["entry"]})
+    entries = [{"fullUrl": _full_url(request, str(claim_response["id"])), "resource": claim_response}]
+    taken: set[int] = {id(request.claim)}
+    pending = [claim_response[k] for k in claim_response if k != "request"]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            entry = by_key.get(value["reference"]) or by_key.get(reference_key(value["reference"]) or "") \
+                if isinstance(value.get("reference"), str) else None
+            if entry is not None and id(entry["resource"]) not in taken:
+                taken.add(id(entry["resource"]))
+                entries.append({"fullUrl": entry["fullUrl"], "resource": entry["resource"]})
+                pending.append(entry["resource"])
+            pending.extend(v for k, v in value.items() if k != "reference")
+    return {"resourceType": "Bundle", "meta": {"profile": [PROFILES[inquiry][0]]},
+            "identifier": {"system": request.transaction[0], "value": request.transaction[1]},
+            "type": "collection", "timestamp": claim_response["created"], "entry": entries}
 
 
-def _full_url(request: PaRequest, kind: str, resource_id: str) -> str:
-    """The fullUrl of a resource: under the request Bundle's base (its Claim's fullUrl), else urn:uuid-like."""
+def _full_url(request: PaRequest, resource_id: str) -> str:
+    """The ClaimResponse's fullUrl: beside the Claim's (``<base>/ClaimResponse/<id>``), else a urn:uuid."""
     claim_url = request.bundle["entry"][0]["fullUrl"]
-    base = claim_url.rsplit("/Claim/", 1)[0] if "/Claim/" in claim_url else None
-    return f"{base}/{kind}/{resource_id}" if base else f"urn:covreq:{kind}:{resource_id}"
+    if claim_url.startswith(("http://", "https://")) and "/Claim/" in claim_url:
+        return f"{claim_url.rsplit('/Claim/', 1)[0]}/ClaimResponse/{resource_id}"
+    return f"urn:uuid:{resource_id}"
 
 
 def inquiry_answer(version: PasVersion, bundles: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,6 +17,10 @@ BUNDLED_RULES = REPO / "rules"
 CPT = "http://www.ama-assn.org/go/cpt"
 MEDICARE = {"system": "urn:covreq:payer", "value": "medicare"}  # the bundled payer file's identifier
 PLAN_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
+#: A person's answer, as a DTR 2.0.1 client stamps it (information-origin ``manual``).
+MANUAL = {"url": "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition/information-origin",
+          "extension": [{"url": "source", "valueCode": "manual"}, {"url": "author", "extension": [
+              {"url": "practitioner", "valueReference": {"reference": "Practitioner/ReferralPractitionerExample"}}]}]}
 
 
 def kit(name: str) -> dict[str, Any]:
@@ -75,17 +79,27 @@ def with_resource(bundle: dict[str, Any], added: dict[str, Any]) -> dict[str, An
 
 
 def completed_dtr(client: TestClient, code: str = "15823", pos: str = "22", day: str = "2024-03-14") -> dict[str, Any]:
-    """The DTR response a provider completes for the order: packaged, every documentation item
-    attached or attested, answered by $next-question until completed."""
-    from tests.service.dtr.dtr_helpers import (answer, bundles, form_of, items, package_request, response_of,
-                                               service_request)
-    reply = client.post("/fhir/Questionnaire/$questionnaire-package",
-                        json=package_request(service_request(code=code, pos=pos, day=day)))
+    """The DTR response a provider completes for the order (a ServiceRequest under a Medicare
+    Coverage): packaged, every documentation item attached or attested, then answered by
+    $next-question until completed."""
+    order = {"resourceType": "ServiceRequest", "id": "sr-1", "status": "draft", "intent": "order",
+             "subject": {"reference": "Patient/SubscriberExample"}, "code": {"coding": [{"system": CPT, "code": code}]},
+             "occurrenceDateTime": day, "insurance": [{"reference": "Coverage/InsuranceExample"}],
+             "locationCode": [{"coding": [{"system": POS, "code": pos}]}]}
+    coverage = {"resourceType": "Coverage", "id": "InsuranceExample", "status": "active",
+                "beneficiary": {"reference": "Patient/SubscriberExample"}, "payor": [{"identifier": MEDICARE}],
+                "class": [{"type": {"coding": [{"system": PLAN_CLASS, "code": "plan"}]}, "value": "Medicare Part B"}]}
+    reply = client.post("/fhir/Questionnaire/$questionnaire-package", json={"resourceType": "Parameters", "parameter": [
+        {"name": "coverage", "resource": coverage}, {"name": "order", "resource": order}]})
     assert reply.status_code == 200, reply.text
-    response = response_of(bundles(reply.json())[0])
-    for item in items(form_of(response), "documentation"):
-        response = answer(response, item["linkId"], {"valueAttachment": {"title": "record.pdf", "url": "https://ehr.example/doc/1"}}
-                          if item["type"] == "attachment" else {"valueBoolean": True})
+    package = next(p["resource"] for p in reply.json()["parameter"] if p["name"].lower() == "packagebundle")
+    response = next(e["resource"] for e in package["entry"] if e["resource"]["resourceType"] == "QuestionnaireResponse")
+    documents = [i for g in response["contained"][0]["item"] if g["linkId"] == "documentation" for i in g["item"]]
+    answered = [{"linkId": i["linkId"], "answer": [{
+        **({"valueAttachment": {"title": "record.pdf", "url": "https://ehr.example/doc/1"}} if i["type"] == "attachment"
+           else {"valueBoolean": True}), "extension": [MANUAL]}]} for i in documents]
+    response = copy.deepcopy(response)
+    response.setdefault("item", []).append({"linkId": "documentation", "item": answered})
     done = client.post("/fhir/Questionnaire/$next-question", json=response)
     assert done.status_code == 200, done.text
     completed = done.json()
