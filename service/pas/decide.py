@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import engine
 from engine.evaluate import last_valid_day
-from engine.policy import AUTH_NEEDED, NO_AUTH
+from engine.policy import AUTH_NEEDED, NO_AUTH, Policy
 from service.dtr import facts as f
 from service.pas.evidence import Evidence
 from service.pas.request import Item, PaRequest
@@ -92,7 +92,7 @@ def _decide(request: PaRequest, item: Item, evidence: Evidence, ruleset: engine.
                                            "identifier of the payer file matches): a reviewer will decide."])
     claim = _claim_facts(request, item, ruleset.plans(request.payer.payer))
     try:
-        first = ruleset.evaluate(f.v1_body(claim))["decisions"][0]
+        first = ruleset.evaluate({**f.v1_body(claim), "explain": True})["decisions"][0]
     except engine.RequestError as err:
         return ItemDecision(item, PENDED, [f"The rules cannot read this item ({err.location}: {err.message}): "
                                            "a reviewer will decide."])
@@ -101,14 +101,14 @@ def _decide(request: PaRequest, item: Item, evidence: Evidence, ruleset: engine.
     merged = {k: v for form in forms for k, v in form.facts.items()}
     decision = first
     if forms and not disagreeing:
-        decision = ruleset.evaluate(f.v1_body({**merged, **claim}))["decisions"][0]
+        decision = ruleset.evaluate({**f.v1_body({**merged, **claim}), "explain": True})["decisions"][0]
     decided.append(decision)
     result = ItemDecision(item, PENDED, list(decision["reasons"]), policies=list(decision["policies"]),
                           findings=decision)
     if decision["pa_needed"] == NO_AUTH:
         result.status = NOT_REQUIRED
         return result
-    policies = [ruleset.policy_version(p["id"], p["version"]) for p in decision["policies"]]
+    policies = _requiring(ruleset, decision, dt.date.fromisoformat(item.date_of_service or today.isoformat()))
     present: set[str] = set().union(*(evidence.present(p["id"]) for p in decision["policies"])) \
         if decision["policies"] else set(evidence.documents)
     result.owed = [doc for doc in decision["documentation"] if doc["id"] not in present]
@@ -124,14 +124,31 @@ def _decide(request: PaRequest, item: Item, evidence: Evidence, ruleset: engine.
         return result
     if result.owed:
         return result
-    if not policies or not all(p is not None and p.auto_affirm and p.auth_validity for p in policies):
+    if not policies or not all(p.auto_affirm and p.auth_validity for p in policies):
         result.reasons.append("The documentation the rules owe is present; the policy is affirmed by a reviewer, "
                               "not automatically.")
         return result
-    validity = min((p.auth_validity for p in policies if p and p.auth_validity),
+    validity = min((p.auth_validity for p in policies if p.auth_validity),
                    key=lambda v: last_valid_day(today, v))
     result.status, result.valid_from, result.valid_to = CERTIFIED, today, last_valid_day(today, validity)
     result.authorization = f"CQ{secrets.token_hex(8).upper()}"
     result.reasons.append(f"Certified by the rules: every documentation item is present; valid "
                           f"{today.isoformat()} to {result.valid_to.isoformat()}.")
     return result
+
+
+def _requiring(ruleset: engine.RuleSet, decision: Mapping[str, Any], day: dt.date) -> list[Policy]:
+    """The policies of an explained ``decision`` whose own answer needs prior authorization: its
+    deciding rule's (the first true one in the trace), else its default; a paused policy needs none.
+    Only these must allow automatic affirmation (another program governing the code may answer no-auth)."""
+    found = []
+    for summary in decision["policies"]:
+        policy = ruleset.policy_version(summary["id"], summary["version"])
+        if policy is None or policy.pause_on(day) is not None:
+            continue
+        deciding = next((t["rule"] for t in decision.get("trace", [])
+                         if t["policy"] == policy.id and t["version"] == policy.version and t["result"] == "true"), None)
+        outcome = next((r.outcome for r in policy.rules if r.id == deciding), policy.default)
+        if outcome.pa_needed == AUTH_NEEDED:
+            found.append(policy)
+    return found

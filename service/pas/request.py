@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.crd.coverage import member_of
 from service.crd.payers import CoveragePayer, PayerMap
 from service.fhir import r4
 from service.fhir.index import ResourceIndex
@@ -56,7 +57,7 @@ class PaRequest:
     transaction: tuple[str, str]  # the submitter's transaction identifier (system, value)
     claim_identifiers: tuple[tuple[str, str], ...]
     payer: CoveragePayer
-    member: str | None  # the member id: the Coverage's subscriberId, else its first identifier
+    member: str | None  # the member id: the Coverage's subscriberId, else its first identifier (crd/coverage.py)
     priority: str  # clock.EXPEDITED or clock.STANDARD
     items: tuple[Item, ...]
     patient_facts: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +108,7 @@ def read_request(bundle: Any, payers: PayerMap, inquiry: bool = False) -> PaRequ
         payer = by_insurer if by_insurer.payer else payer
     items = () if inquiry else _items(claim)
     return PaRequest(bundle, version, claim, index, transaction, _claim_identifiers(claim), payer,
-                     _member(coverage), _priority(claim), items, _patient_facts(index.resolve(claim["patient"])))
+                     member_of(coverage), _priority(claim), items, _patient_facts(index.resolve(claim["patient"])))
 
 
 def _coverage(claim: dict[str, Any], index: ResourceIndex) -> dict[str, Any] | None:
@@ -122,16 +123,6 @@ def _coverage(claim: dict[str, Any], index: ResourceIndex) -> dict[str, Any] | N
         raise FhirError(400, "Claim.insurance.coverage must reference a Coverage in the Bundle",
                         "Bundle.entry[0].resource.insurance")
     return None
-
-
-def _member(coverage: dict[str, Any] | None) -> str | None:
-    """The member id: the Coverage's subscriberId, else its first identifier's value."""
-    if coverage is None:
-        return None
-    if isinstance(coverage.get("subscriberId"), str) and coverage["subscriberId"].strip():
-        return str(coverage["subscriberId"])
-    return next((i["value"] for i in as_list(coverage.get("identifier"))
-                 if isinstance(i, dict) and isinstance(i.get("value"), str)), None)
 
 
 def _claim_identifiers(claim: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.settings import Settings
 from service.store.database import Database
-from service.store.engine import default_url
+from service.store.engine import DEFAULT_FILE, default_url
 from service.store.models import pa_authorization, pa_item, pa_request
 from service.store.replay import StoreUnavailable
 from service.pas.decide import CERTIFIED, PENDED, RULES, ItemDecision
@@ -51,7 +51,13 @@ class PasStore:
 
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
         self._url = settings.database_url or default_url(settings.data_dir)
+        #: the embedded database's file, which holds nothing before a first PAS request made it
+        self._embedded = None if settings.database_url else settings.data_dir / DEFAULT_FILE
         self._database, self._lock = database, threading.Lock()
+
+    def holds_nothing(self) -> bool:
+        """True when no PAS request can have been stored: the embedded database was never made."""
+        return self._database is None and self._embedded is not None and not self._embedded.exists()
 
     @property
     def database(self) -> Database:
@@ -103,7 +109,7 @@ class PasStore:
                 identifiers: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
         """The stored responses of the member's requests sharing a Claim identifier with the inquiry."""
         wanted = {tuple(i) for i in identifiers}
-        if not wanted or member is None:
+        if not wanted or member is None or self.holds_nothing():
             return []
         with self._guard(), self.database.engine.connect() as connection:
             rows = connection.execute(select(pa_request.c.claim_identifiers, pa_request.c.response_bundle).where(
@@ -113,6 +119,8 @@ class PasStore:
 
     def on_file(self, payer: str, member: str, codes: Iterable[str]) -> list[OnFile]:
         """The authorizations on file for the member and any of ``codes``."""
+        if self.holds_nothing():
+            return []
         with self._guard(), self.database.engine.connect() as connection:
             rows = connection.execute(select(
                 pa_authorization.c.number, pa_authorization.c.code, pa_authorization.c.valid_from,
@@ -123,6 +131,8 @@ class PasStore:
 
     def overdue(self, now: dt.datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Requests still pended past their due time, the most overdue first (no PHI: ids, times, codes)."""
+        if self.holds_nothing():
+            return []
         with self._guard(), self.database.engine.connect() as connection:
             rows = connection.execute(select(
                 pa_request.c.id, pa_request.c.payer, pa_request.c.priority, pa_request.c.received_at,
