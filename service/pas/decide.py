@@ -130,7 +130,13 @@ def _decide(request: PaRequest, item: Item, evidence: Evidence, ruleset: engine.
         return result
     validity = min((p.auth_validity for p in policies if p.auth_validity),
                    key=lambda v: last_valid_day(today, v))
-    result.status, result.valid_from, result.valid_to = CERTIFIED, today, last_valid_day(today, validity)
+    valid_to = last_valid_day(today, validity)
+    if item.date_of_service and not today.isoformat() <= item.date_of_service <= valid_to.isoformat():
+        result.reasons.append(f"The date of service {item.date_of_service} is outside the {today.isoformat()} to "
+                              f"{valid_to.isoformat()} an authorization issued today would cover (none is retroactive): "
+                              "a reviewer will decide.")
+        return result
+    result.status, result.valid_from, result.valid_to = CERTIFIED, today, valid_to
     result.authorization = f"CQ{secrets.token_hex(8).upper()}"
     result.reasons.append(f"Certified by the rules: every documentation item is present; valid "
                           f"{today.isoformat()} to {result.valid_to.isoformat()}.")

@@ -13,6 +13,7 @@ from PAS 2.2).
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from typing import Any, Mapping
 
 from service.fhir.values import reference_key
@@ -109,9 +110,9 @@ def response_bundle(request: PaRequest, claim_response: Mapping[str, Any], inqui
     by_key.update({e["fullUrl"]: e for e in request.bundle["entry"]})
     entries = [{"fullUrl": _full_url(request, str(claim_response["id"])), "resource": claim_response}]
     taken: set[int] = {id(request.claim)}
-    pending = [claim_response[k] for k in claim_response if k != "request"]
-    while pending:
-        value = pending.pop()
+    pending = deque(claim_response[k] for k in claim_response if k != "request")
+    while pending:  # breadth first, in element order: the patient, the insurer, the requestor, then theirs
+        value = pending.popleft()
         if isinstance(value, list):
             pending.extend(value)
         elif isinstance(value, dict):

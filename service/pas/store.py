@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.settings import Settings
@@ -140,6 +140,19 @@ class PasStore:
                 .order_by(pa_request.c.due_at).limit(limit)).all()
         return [{"id": r.id, "payer": r.payer, "priority": r.priority, "received_at": _utc(r.received_at).isoformat(),
                  "due_at": _utc(r.due_at).isoformat()} for r in rows]
+
+    def overdue_count(self, now: dt.datetime | None = None) -> int | None:
+        """How many requests are still pended past their due time; None when the database cannot be read
+        (the metric keeps its last value; /metrics itself never fails for it)."""
+        if self.holds_nothing():
+            return 0
+        try:
+            with self._guard(), self.database.engine.connect() as connection:
+                return int(connection.execute(select(func.count()).select_from(pa_request).where(
+                    pa_request.c.status == PENDED,
+                    pa_request.c.due_at < (now or dt.datetime.now(dt.timezone.utc)))).scalar_one())
+        except StoreUnavailable:
+            return None
 
     @staticmethod
     @contextmanager

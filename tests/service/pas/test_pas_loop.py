@@ -35,7 +35,7 @@ def v1(client: TestClient, member: str | None, day: str, code: str = "15823") ->
 def test_a_certified_authorization_satisfies_later_v1_answers_for_the_member_code_and_dates(
         affirming_client: TestClient) -> None:
     today = dt.date.today()
-    number = certified(affirming_client, today.isoformat())
+    number = certified(affirming_client, (today + dt.timedelta(days=7)).isoformat())
     inside = v1(affirming_client, MEMBER, (today + dt.timedelta(days=30)).isoformat())
     assert inside["pa_needed"] == "satisfied" and inside["authorization"] == number
     assert v1(affirming_client, MEMBER, (today + dt.timedelta(days=120)).isoformat())["pa_needed"] == "auth-needed"
@@ -96,3 +96,12 @@ def test_pended_requests_past_their_due_time_are_listed_as_overdue(pas_client: T
     assert [r["id"] for r in listed] == [ids[0]] and listed[0]["priority"] == "expedited"
     listed = store.overdue(later + dt.timedelta(days=4))
     assert [r["id"] for r in listed] == ids and listed[1]["priority"] == "standard"
+
+
+def test_the_overdue_metric_counts_pended_requests_past_their_due_time(pas_client: TestClient) -> None:
+    assert "covreq_pa_requests_overdue 0.0" in pas_client.get("/metrics").text
+    pas_client.post("/fhir/Claim/$submit", json=adapted(pos="22"))
+    store = pas_client.app.state.pas_store  # type: ignore[attr-defined]
+    assert store.overdue_count() == 0
+    assert store.overdue_count(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=4)) == 1
+    assert "covreq_pa_requests_overdue 0.0" in pas_client.get("/metrics").text

@@ -103,9 +103,12 @@ def test_blepharoplasty_in_a_hospital_outpatient_department_without_documentatio
     assert authorization_of(response) == (None, None) and "preAuthRef" not in response
 
 
+SOON = (dt.date.today() + dt.timedelta(days=14)).isoformat()  # a date of service an authorization issued today covers
+
+
 def test_blepharoplasty_with_a_completed_dtr_response_is_certified_for_120_days_when_the_policy_allows(
         affirming_client: TestClient) -> None:
-    bundle = with_resource(adapted(pos="22"), completed_dtr(affirming_client))
+    bundle = with_resource(adapted(pos="22", day=SOON), completed_dtr(affirming_client, day=SOON))
     response = submitted(affirming_client, bundle)
     assert review_actions(response) == ["A1"]
     number, period = authorization_of(response)
@@ -114,9 +117,16 @@ def test_blepharoplasty_with_a_completed_dtr_response_is_certified_for_120_days_
     assert period == {"start": today.isoformat(), "end": (today + dt.timedelta(days=119)).isoformat()}
 
 
+def test_a_complete_request_for_a_past_date_of_service_is_pended_as_no_authorization_is_retroactive(
+        affirming_client: TestClient) -> None:
+    response = submitted(affirming_client, with_resource(adapted(pos="22"), completed_dtr(affirming_client)))
+    assert review_actions(response) == ["A4"]
+    assert "none is retroactive" in notes(response)
+
+
 def test_a_complete_request_is_still_pended_when_the_policy_does_not_allow_automatic_affirmation(
         pas_client: TestClient) -> None:
-    response = submitted(pas_client, with_resource(adapted(pos="22"), completed_dtr(pas_client)))
+    response = submitted(pas_client, with_resource(adapted(pos="22", day=SOON), completed_dtr(pas_client, day=SOON)))
     assert review_actions(response) == ["A4"]
     assert "affirmed by a reviewer" in notes(response)
     assert "Documentation still owed" not in notes(response)
@@ -128,26 +138,27 @@ def test_blepharoplasty_in_an_office_needs_no_prior_authorization(pas_client: Te
 
 
 def test_a_dtr_response_without_covreqs_signature_never_certifies(affirming_client: TestClient) -> None:
-    unsigned = completed_dtr(affirming_client)
+    unsigned = completed_dtr(affirming_client, day=SOON)
     unsigned["extension"] = [e for e in unsigned["extension"] if e["url"] != CONTEXT_URL]
-    response = submitted(affirming_client, with_resource(adapted(pos="22"), unsigned))
+    response = submitted(affirming_client, with_resource(adapted(pos="22", day=SOON), unsigned))
     assert review_actions(response) == ["A4"]
     assert "carries no context signed by covreq" in notes(response)
 
 
 def test_an_altered_dtr_response_never_certifies(affirming_client: TestClient) -> None:
-    altered = completed_dtr(affirming_client)
+    altered = completed_dtr(affirming_client, day=SOON)
     order = next(g for g in altered["item"] if g["linkId"] == "order")
     day = next(i for i in order["item"] if i["linkId"] == "date_of_service")
-    assert day["answer"][0]["valueDate"] == "2024-03-14"
+    assert day["answer"][0]["valueDate"] == SOON
     day["answer"][0]["valueDate"] = "2024-03-15"
-    response = submitted(affirming_client, with_resource(adapted(pos="22"), altered))
+    response = submitted(affirming_client, with_resource(adapted(pos="22", day=SOON), altered))
     assert review_actions(response) == ["A4"]
     assert "is not trusted" in notes(response)
 
 
 def test_a_dtr_response_for_another_date_than_the_claims_is_pended(affirming_client: TestClient) -> None:
-    bundle = with_resource(adapted(pos="22", day="2024-03-20"), completed_dtr(affirming_client, day="2024-03-14"))
+    later = (dt.date.today() + dt.timedelta(days=20)).isoformat()
+    bundle = with_resource(adapted(pos="22", day=later), completed_dtr(affirming_client, day=SOON))
     response = submitted(affirming_client, bundle)
     assert review_actions(response) == ["A4"]
     assert "disagrees with the Claim on date_of_service" in notes(response)
@@ -161,11 +172,11 @@ def _document(item_id: str) -> dict[str, Any]:
 
 def test_document_references_naming_every_owed_item_certify_when_the_policy_allows(
         affirming_client: TestClient) -> None:
-    bundle = adapted(pos="22")
+    bundle = adapted(pos="22", day=SOON)
     for item_id in sorted(SIX_DOCUMENTS):
         bundle = with_resource(bundle, _document(item_id))
     assert review_actions(submitted(affirming_client, bundle)) == ["A1"]
-    missing_one = adapted(pos="22", transaction="T-2", trace="222")
+    missing_one = adapted(pos="22", day=SOON, transaction="T-2", trace="222")
     for item_id in sorted(SIX_DOCUMENTS - {"preop-photos"}):
         missing_one = with_resource(missing_one, _document(item_id))
     response = submitted(affirming_client, missing_one)
