@@ -4,5 +4,6 @@
 read into what the rules decide by, ``evidence`` the supporting documentation it carries (DTR
 QuestionnaireResponses, verified when covreq signed them, and DocumentReferences), ``decide`` each
 item through the engine (certified or pended, never denied), ``response`` the response Bundle,
-``clock`` the decision deadline, ``store`` the database rows, ``routes`` the endpoints.
+``clock`` the decision deadline, ``store`` the database rows, ``onfile`` the authorizations on file
+added to later v1 and CRD questions, ``routes`` the endpoints.
 """
