@@ -21,7 +21,7 @@ from service.fhir import r4
 from service.fhir.index import ResourceIndex
 from service.fhir.outcome import FhirError
 from service.fhir.systems import BILLING_SYSTEMS, ICD10CM, POS, billing_codings
-from service.fhir.values import as_list, codings, date_part, member, reference_key
+from service.fhir.values import as_list, codings, date_part, member
 from service.pas import clock
 from service.pas.versions import PasVersion, requested
 
@@ -98,7 +98,7 @@ def read_request(bundle: Any, payers: PayerMap, inquiry: bool = False) -> PaRequ
         raise FhirError(400, "a PAS Claim has use 'preauthorization'", "Bundle.entry[0].resource.use")
     index = ResourceIndex([bundle])
     for element in _REFERENCING:
-        if reference_key(claim.get(element)) is None or index.resolve(claim.get(element)) is None:
+        if index.resolve(claim.get(element)) is None:
             raise FhirError(400, f"Claim.{element} must reference a resource in the Bundle",
                             f"Bundle.entry[0].resource.{element}")
     coverage = _coverage(claim, index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,25 @@ def test_the_capability_statement_offers_the_pas_operations(pas_client: TestClie
     statement = pas_client.get("/fhir/metadata").json()
     claim = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Claim")
     assert {o["name"] for o in claim["operation"]} == {"submit", "inquire"}
+
+
+def _as_urns(bundle: dict[str, Any]) -> dict[str, Any]:
+    """``bundle`` with every entry named by a urn:uuid fullUrl and every reference written so."""
+    text = json.dumps(bundle)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        urn = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, entry['fullUrl'])}"
+        text = text.replace(json.dumps(entry["fullUrl"]), json.dumps(urn))
+        text = text.replace(json.dumps(f"{resource['resourceType']}/{resource['id']}"), json.dumps(urn))
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def test_a_bundle_naming_its_resources_by_urn_uuid_is_read_and_answered_under_those_names(
+        pas_client: TestClient) -> None:
+    bundle = _as_urns(adapted(pos="22"))
+    assert bundle["entry"][0]["resource"]["patient"]["reference"].startswith("urn:uuid:")
+    reply = pas_client.post(SUBMIT, json=bundle)
+    assert reply.status_code == 200, reply.text
+    response = check_response_bundle(reply.json(), "2.0.1", claim=bundle["entry"][0]["resource"])
+    assert review_actions(response) == ["A4"] and all(f"[{doc}]" in notes(response) for doc in SIX_DOCUMENTS)
+    assert reply.json()["entry"][0]["fullUrl"] == f"urn:uuid:{response['id']}"
