@@ -36,7 +36,8 @@ from service.pas.store import PasStore
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
-from service.pas import subscription_routes
+from service.pas import review_routes, subscription_routes
+from service.pas.reviewers import Reviewers
 from service.pas.notifier import Notifier
 from service.pas.subscription_store import SubscriptionStore
 from service.metrics import Metrics, worker_exited
@@ -203,6 +204,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
                                 app.state.database.replay if app.state.database else None)
     app.state.pas_subscriptions = SubscriptionStore(settings, app.state.database)  # opened on first use
     app.state.pas_notifier = Notifier(app.state.pas_subscriptions, settings)
+    app.state.reviewers = Reviewers.from_settings(settings)  # PAS reviewers' keys (off unless COVREQ_REVIEWER_KEYS)
     app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)
@@ -216,6 +218,7 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.include_router(lookup.router)
     app.include_router(palist.router)
     app.include_router(subscription_routes.router)
+    app.include_router(review_routes.router)
     app.include_router(metrics.router)
 
     @app.exception_handler(HTTPException)

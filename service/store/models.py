@@ -41,7 +41,9 @@ pa_request = Table(
     Column("ruleset", String(128), nullable=False),
     Column("request_bundle", JSON, nullable=False),
     Column("response_bundle", JSON, nullable=False),
+    Column("extended_at", DateTime(timezone=True)),  # when a reviewer extended the review timeframe (pas_review)
     Index("ix_pa_request_member", "payer", "member"),
+    Index("ix_pa_request_received", "received_at"),
     Index("ix_pa_request_open_due", "status", "due_at"),
 )
 
@@ -65,6 +67,17 @@ pa_item = Table(
     Column("valid_to", Date),
     Column("owed", JSON, nullable=False),
     Column("findings", JSON, nullable=False),
+    # a reviewer's decision (migration pas_review): ``revision`` counts the item's decisions, so two
+    # reviewers deciding the same item conflict; a denial's reason (X12 886 code) and policy; an
+    # appeal of a denial and its outcome (``approved`` or ``upheld``)
+    Column("revision", Integer, nullable=False, server_default="0"),
+    Column("reason", String(2000)),
+    Column("reason_code", String(8)),
+    Column("policy_url", String(2048)),
+    Column("quantity", Float),
+    Column("appeal_filed_at", DateTime(timezone=True)),
+    Column("appeal_outcome", String(16)),
+    Column("appeal_decided_at", DateTime(timezone=True)),
     Index("ix_pa_item_status", "status"),
 )
 
