@@ -1,5 +1,5 @@
 """docs/pas.md: every example answers as documented (the pended response, the certified item, the
-inquiry, the v1 question answered satisfied afterwards), and the reviewer's place is marked."""
+inquiry, the v1 question answered satisfied afterwards; the reviewer's examples: test_pas_review_docs.py)."""
 from __future__ import annotations
 
 import copy
@@ -92,10 +92,6 @@ def test_the_v1_question_after_a_certification_is_answered_satisfied(affirming_c
     asked = {**EXAMPLES["pas-v1-after"], "date_of_service": day}
     decision = affirming_client.post("/v1/requirements", json=asked).json()["decisions"][0]
     assert decision["pa_needed"] == "satisfied" and decision["authorization"] == number
-
-
-def test_the_reviewers_place_is_marked_for_the_decisions_added_later() -> None:
-    assert "<!-- reviewer:" in DOC.split("### The reviewer's decision", 1)[1].split("###", 1)[0]
 
 
 def test_the_documented_nonconformant_answer_is_the_services(pas_client: TestClient) -> None:
