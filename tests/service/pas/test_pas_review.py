@@ -16,6 +16,7 @@ from pas_helpers import adapted, inquiry
 from pas_profiles import check_response_bundle, review_actions
 
 import loopback
+from pg_cluster import postgres_url  # noqa: F401 - the session's PostgreSQL cluster
 from service.api_keys import hash_key
 
 KEYS = {"alice": "alice-reviewer-key-0001", "bob": "bob-reviewer-key-00002"}
@@ -209,23 +210,37 @@ def test_bad_decisions_are_400_naming_the_field(review_client: TestClient, body:
     assert decide(review_client, request_id, {"action": "certify", "revision": 0}).status_code == 200
 
 
-def test_two_reviewers_deciding_the_same_item_one_wins_the_other_gets_409(review_client: TestClient) -> None:
-    request_id = submitted(review_client)
+def _race(one: TestClient, two: TestClient, request_id: str) -> list[int]:
+    """alice on ``one`` certifies and bob on ``two`` denies the same item at the same moment; the statuses."""
     answers: list[int] = []
     start = threading.Barrier(2)
 
-    def reviewer(name: str, action: dict[str, Any]) -> None:
+    def reviewer(client: TestClient, name: str, action: dict[str, Any]) -> None:
         start.wait()
-        answers.append(decide(review_client, request_id, action, who=name).status_code)
-    threads = [threading.Thread(target=reviewer, args=("alice", {"action": "certify", "revision": 0})),
-               threading.Thread(target=reviewer, args=("bob", {"action": "deny", "revision": 0, "reason": "No.",
-                                                               "policy_url": POLICY}))]
+        answers.append(decide(client, request_id, action, who=name).status_code)
+    threads = [threading.Thread(target=reviewer, args=(one, "alice", {"action": "certify", "revision": 0})),
+               threading.Thread(target=reviewer, args=(two, "bob", {"action": "deny", "revision": 0, "reason": "No.",
+                                                                    "policy_url": POLICY}))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(answers) == [200, 409]
+    return sorted(answers)
+
+
+def test_two_reviewers_deciding_the_same_item_one_wins_the_other_gets_409(review_client: TestClient) -> None:
+    request_id = submitted(review_client)
+    assert _race(review_client, review_client, request_id) == [200, 409]
     assert review_actions(inquired(review_client)) in (["A1"], ["A3"])
+
+
+def test_two_replicas_on_postgresql_one_reviewer_wins_and_both_answer_the_decision(
+        make_pas_client: Callable[..., TestClient], keys_file: Path, postgres_url: str) -> None:  # noqa: F811
+    one, two = (make_pas_client(reviewer_keys=keys_file, database_url=postgres_url) for _ in range(2))
+    request_id = submitted(one, transaction=f"T-review-{id(one)}", trace="111099")
+    assert _race(one, two, request_id) == [200, 409]
+    decided = two.get(f"/review/api/requests/{request_id}", headers=auth()).json()["items"][0]
+    assert decided["revision"] == 1 and decided["status"] in ("certified", "denied")
 
 
 class Receiver:
