@@ -13,8 +13,9 @@ item, and is decided (no item pended). It is **denied** when a reviewer denied o
 **approved after appeal** when an item's denial was overturned on appeal and no item stays denied.
 The time to decision runs from receipt to the decision of its last pended item.
 
-Everything is computed by the database (SQL aggregates over one grouped subquery; the median is
-read by ``ORDER BY ... LIMIT/OFFSET`` on the same rows): no row is loaded into Python.
+Everything is computed by the database in one statement: the requests grouped once (a common table
+expression), their aggregates by priority, and the median by ``row_number()`` over them ordered by
+time; no row is loaded into Python.
 """
 from __future__ import annotations
 
@@ -61,21 +62,23 @@ def _per_request(engine: Engine, start: dt.date, end: dt.date) -> Any:
                                                                   dt.timezone.utc))
             .group_by(pa_request.c.id, pa_request.c.priority, pa_request.c.status, pa_request.c.extended_at,
                       pa_request.c.received_at, pa_request.c.decided_at)
-            .subquery())
+            .cte("per_request"))
 
 
 def _sum(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _median(connection: Any, rows: Any, priority: str, count: int) -> float | None:
-    """The median seconds to decision of the decided requests of ``priority`` (the middle one, or two)."""
-    if not count:
-        return None
-    middle = connection.execute(select(rows.c.seconds).where(
-        rows.c.priority == priority, rows.c.needs == 1, rows.c.status != PENDED).order_by(rows.c.seconds)
-        .offset((count - 1) // 2).limit(2 - count % 2)).scalars().all()
-    return float(sum(middle) / len(middle))
+def _medians(rows: Any, decided: Any) -> Any:
+    """The median seconds to decision of each priority: the middle decided request (or the mean of the
+    middle two) by ``row_number`` over the requests of the priority ordered by their time."""
+    ranked = select(rows.c.priority, rows.c.seconds,
+                    func.row_number().over(partition_by=rows.c.priority, order_by=rows.c.seconds).label("n"),
+                    func.count().over(partition_by=rows.c.priority).label("total")
+                    ).where(rows.c.needs == 1, decided).subquery()
+    return (select(ranked.c.priority, func.avg(cast(ranked.c.seconds, Float)).label("median"))
+            .where(ranked.c.n.between((ranked.c.total + 1) // 2, (ranked.c.total + 2) // 2))
+            .group_by(ranked.c.priority).subquery())
 
 
 def pa_metrics(engine: Engine, start: dt.date, end: dt.date) -> dict[str, Any]:
@@ -91,13 +94,17 @@ def pa_metrics(engine: Engine, start: dt.date, end: dt.date) -> dict[str, Any]:
                    _sum(and_(approved, rows.c.extended)).label("extended_approved"),
                    func.avg(case((decided, cast(rows.c.seconds, Float)))).label("average")
                    ).where(rows.c.needs == 1).group_by(rows.c.priority)
+    medians = _medians(rows, decided)
+    query = query.subquery()
+    joined = select(query, medians.c.median).select_from(
+        query.outerjoin(medians, medians.c.priority == query.c.priority))
     result: dict[str, Any] = {"rule": RULE, "from": start.isoformat(), "to": end.isoformat()}
     with engine.connect() as connection:
-        found = {r.priority: r for r in connection.execute(query)}
-        for priority in (STANDARD, EXPEDITED):
-            row = found.get(priority)
-            count = int(row.decided) if row else 0
-            result[priority] = _figures(row, count, _median(connection, rows, priority, count))
+        found = {r.priority: r for r in connection.execute(joined)}
+    for priority in (STANDARD, EXPEDITED):
+        row = found.get(priority)
+        result[priority] = _figures(row, int(row.decided) if row else 0,
+                                    float(row.median) if row and row.median is not None else None)
     both = result[STANDARD]["decided"] + result[EXPEDITED]["decided"]
     extended = result[STANDARD]["extended_approved"] + result[EXPEDITED]["extended_approved"]
     result["extended_approved_percent"] = _percent(extended, both)
