@@ -253,7 +253,7 @@ EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "schema": ("schema printed", "(not used)", "bad usage"),
     "serve": ("stopped", "cannot start: the rule tree, the settings or the address are unusable", "bad usage"),
     "report": ("report written", "the rule tree does not load, or the database cannot be read",
-               "bad usage, or a payer or plan the rules do not know"),
+               "bad usage, or a payer or plan the rules do not know, or a period that ends before it starts"),
     "hash-key": ("hash printed", "(not used)", "bad usage, or the key is too short or not one word of printable ASCII"),
 }
 
