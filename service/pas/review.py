@@ -44,8 +44,9 @@ _REASON_CODE = re.compile(r"[0-9A-Z]{1,3}")
 _URL = re.compile(r"https?://[^\s<>\"]{1,2040}")
 
 
-class BadDecision(ValueError):
-    """A decision that cannot be taken: a 400 naming the field."""
+class BadDecision(Exception):
+    """A decision that cannot be taken: a 400 naming the field (not a ValueError: the store reads those
+    as a database failure)."""
 
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)

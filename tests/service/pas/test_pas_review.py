@@ -279,3 +279,19 @@ def test_a_decision_notifies_the_submitters_subscription_with_the_updated_respon
     focus = next(e["resource"] for e in event["entry"][1:] if e.get("resource", {}).get("resourceType") == "Bundle")
     assert focus["entry"][0]["resource"]["id"] == request_id
     assert review_actions(focus["entry"][0]["resource"]) == ["A1"]
+
+
+def test_an_item_no_policy_dates_needs_the_reviewers_valid_to_and_an_unknown_item_is_404(
+        review_client: TestClient) -> None:
+    from pas_helpers import kit
+    reply = review_client.post("/fhir/Claim/$submit", json=kit("kit-preset-pended_pa_submit_request_payload.json"))
+    request_id = reply.json()["entry"][0]["resource"]["id"]  # an X12 service type, no rule: pended
+    undated = decide(review_client, request_id, {"action": "certify", "revision": 0})
+    assert undated.status_code == 400 and undated.json()["error"]["location"] == "valid_to"
+    assert "no policy of this item states" in undated.json()["error"]["message"]
+    end = (dt.date.today() + dt.timedelta(days=60)).isoformat()
+    dated = decide(review_client, request_id, {"action": "certify", "revision": 0, "valid_to": end})
+    assert dated.status_code == 200 and dated.json()["item"]["valid_to"] == end
+    missing = review_client.post(f"/review/api/requests/{request_id}/items/9/decision",
+                                 json={"action": "certify", "revision": 0}, headers=auth())
+    assert missing.status_code == 404 and "item 9" in missing.json()["error"]["message"]
