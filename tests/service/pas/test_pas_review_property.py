@@ -4,7 +4,6 @@ carrying the X12 306 code of that decision."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
