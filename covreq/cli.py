@@ -218,6 +218,12 @@ def _report_pa_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report_pa_metrics(args: argparse.Namespace) -> int:
+    from service.pas.metrics_cli import write_pa_metrics  # imported lazily: the library works without the database stack
+
+    return write_pa_metrics(args.database, getattr(args, "from"), args.to, args.format)
+
+
 def _hash_key(args: argparse.Namespace) -> int:
     from service.api_keys import hash_key  # no web stack needed
 
@@ -249,7 +255,8 @@ EXIT_CODES: dict[str, tuple[str, str, str]] = {
     "fmt": ("every file in normal form (or rewritten)", "--check: a file is not in normal form", "a file cannot be parsed"),
     "schema": ("schema printed", "(not used)", "bad usage"),
     "serve": ("stopped", "cannot start: the rule tree, the settings or the address are unusable", "bad usage"),
-    "report": ("report written", "the rule tree does not load", "bad usage, or a payer or plan the rules do not know"),
+    "report": ("report written", "the rule tree does not load, or the database cannot be read",
+               "bad usage, or a payer or plan the rules do not know, or a period that ends before it starts"),
     "hash-key": ("hash printed", "(not used)", "bad usage, or the key is too short or not one word of printable ASCII"),
 }
 
@@ -402,6 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the date of service the list is for")
     listing.add_argument("--format", choices=PA_LIST_FORMATS, default="csv", help="output format")
     listing.set_defaults(run=_report_pa_list)
+    metrics = reports.add_parser("pa-metrics", formatter_class=_HelpFormatter, epilog=report.epilog,
+                                 help="the prior-authorization metrics CMS-0057-F requires, from the stored decisions",
+                                 description="The prior-authorization metrics payers publish (CMS-0057-F, 42 CFR "
+                                             "422.122(c)), from the PAS decisions in covreq's database (docs/pas.md).")
+    metrics.add_argument("--database", required=True, metavar="URL",
+                         help="the database (sqlite:///PATH or postgresql://...), as COVREQ_DATABASE_URL names it")
+    metrics.add_argument("--from", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                         help="first day of the period (requests received from this day)")
+    metrics.add_argument("--to", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                         help="last day of the period (inclusive)")
+    metrics.add_argument("--format", choices=("text", "json", "csv"), default="text", help="output format")
+    metrics.set_defaults(run=_report_pa_metrics)
 
     hashing = _command(commands, "hash-key", "print the line of the API key file (COVREQ_API_KEYS) "
                                              "for a key read from standard input")

@@ -133,6 +133,8 @@ class Policy:
     program: Lazy
     files: tuple[str, ...] = field(default=())
     pauses: tuple[Pause, ...] = field(default=())
+    #: ``authorization.automatic_affirmation``: PAS may certify a complete request without a reviewer.
+    auto_affirm: bool = False
     #: The outcome of each rule, then the default: indexed by what the program answers.
     outcomes: tuple[Outcome, ...] = field(init=False, compare=False, repr=False)
 

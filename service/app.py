@@ -31,10 +31,13 @@ from service.dtr import library_routes
 from service.dtr import routes as dtr_routes
 from service.dtr.signing import Keyring
 from service.dtr.versions import version as dtr_version
+from service.pas import routes as pas_routes
+from service.pas.store import PasStore
 from service.ehr_client import EhrLimits
 from service.bundles import BundleSource
 from service.holder import RuleSetHolder
-from service.pas import subscription_routes
+from service.pas import review_routes, subscription_routes
+from service.pas.reviewers import Reviewers
 from service.pas.notifier import Notifier
 from service.pas.subscription_store import SubscriptionStore
 from service.metrics import Metrics, worker_exited
@@ -109,6 +112,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.tracing.stop()
         if app.state.database:
             app.state.database.close()
+        app.state.pas_store.close()
         if app.state.audit.sink:
             app.state.audit.sink.close()  # delivers what is left, within COVREQ_DECISION_LOG_SHUTDOWN_SECONDS
         worker_exited()
@@ -195,10 +199,12 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.audit.check()
     app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
     app.state.database = Database.from_settings(settings)  # issue 26 item 6: the replay store workers share
+    app.state.pas_store = PasStore(settings, app.state.database)  # PAS: opened on first use (service/pas/store.py)
     guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None,
                                 app.state.database.replay if app.state.database else None)
     app.state.pas_subscriptions = SubscriptionStore(settings, app.state.database)  # opened on first use
     app.state.pas_notifier = Notifier(app.state.pas_subscriptions, settings)
+    app.state.reviewers = Reviewers.from_settings(settings)  # PAS reviewers' keys (off unless COVREQ_REVIEWER_KEYS)
     app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start
     app.state.dtr_keys = Keyring.from_settings(settings)  # last: its warning only once the rest is usable
     limiter = limiter_from(settings.rate_limit, settings.rate_limit_burst)
@@ -206,11 +212,13 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.include_router(crd_routes.router)
     app.include_router(dtr_routes.router)
     app.include_router(library_routes.router)
+    app.include_router(pas_routes.router)
     app.include_router(smart_routes.router)
     app.include_router(ops.router)
     app.include_router(lookup.router)
     app.include_router(palist.router)
     app.include_router(subscription_routes.router)
+    app.include_router(review_routes.router)
     app.include_router(metrics.router)
 
     @app.exception_handler(HTTPException)

@@ -151,6 +151,23 @@ class AuditLog:
         return self.write(record)
 
 
+    def pas(self, request: Request, digest: str, status: int, operation: str, request_id_: str | None = None,
+            items: Iterable[Any] = (), replayed: bool = False, expression: str = "") -> bool:
+        """Record a PAS operation (``submit``, ``inquire``): the stored request's id and each item's code
+        and decision (status, X12 review action, authorization number), or the refusal's status and
+        place. False when the record could not be written."""
+        record: dict[str, Any] = {"api": "pas", "caller": caller_of(request).as_dict(), "operation": operation,
+                                  "request_id": request_id(request), "ruleset": digest, "status": status}
+        if status == 200:
+            record.update({"pa_request": request_id_, "replayed": replayed})
+            _add_decisions(record, [{"code": _cut(i.item.code), "system": i.item.system, "pa_needed": i.status,
+                                     "review_action": i.review_action, "authorization": i.authorization}
+                                    for i in items])
+        else:
+            record["error_location"] = expression[:MAX_FIELD]
+        return self.write(record)
+
+
 def _add_decisions(record: dict[str, Any], decisions: list[dict[str, Any]]) -> None:
     """The first MAX_DECISIONS ``decisions``; past them, their total, the count of each
     ``pa_needed`` answer and the SHA-256 of the compact JSON of the ones left out."""

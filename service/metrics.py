@@ -86,6 +86,9 @@ class Metrics:
                                     ("client",), registry=r)
         for kind in RATE_LIMITED_CLIENTS:  # shown at 0 from the start, so an alert rule finds the series
             self.rate_limited.labels(kind)
+        self.pas_overdue = Gauge("covreq_pa_requests_overdue", "PAS requests still pended past their due time "
+                                 "(72 h expedited, 7 days standard), as the database held them at the last scrape",
+                                 registry=r, multiprocess_mode="livemostrecent")
         self.cache_lookups = Counter("covreq_cache_lookups", "Cache lookups by cache and result (hit or miss)",
                                      ("cache", "result"), registry=r)
         #: Labelled children already made: prometheus-client checks the values and takes a lock on every
@@ -202,11 +205,14 @@ def worker_exited(pid: int | None = None) -> None:
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
 def metrics(request: Request) -> Response:
     """Requests by route and status, decision latency, answers by pa_needed, the rule set in service,
-    reload failures and cache lookups; see docs/operations.md. With ``COVREQ_METRICS_TOKEN`` set, only
+    reload failures, cache lookups and overdue PAS requests; see docs/operations.md. With ``COVREQ_METRICS_TOKEN`` set, only
     for ``Authorization: Bearer <token>`` (401 otherwise)."""
     token = request.app.state.settings.metrics_token
     refused = token_refusal(request, token, "COVREQ_METRICS_TOKEN") if token else None
     if refused:
         return refused
+    overdue = request.app.state.pas_store.overdue_count()
+    if overdue is not None:
+        request.app.state.metrics.pas_overdue.set(overdue)
     exposition: Any = request.app.state.metrics.exposition()
     return Response(exposition, media_type=CONTENT_TYPE_LATEST)

@@ -84,7 +84,8 @@ class Settings:
     ``subscription_endpoints`` are the URLs (or URL prefixes ending in ``/``) PAS subscriptions may
     have covreq notify (``*``: any https URL whose host has only public addresses); each
     notification gets ``subscription_timeout_seconds`` per attempt and ``subscription_attempts``
-    attempts (service/pas/notifier.py).
+    attempts (service/pas/notifier.py). ``reviewer_keys`` is the key file of the payer's reviewers
+    (``name: sha256:<hex>``, as ``covreq hash-key`` prints): unset, the reviewers' API is refused.
     ``fhir_servers`` are the EHR FHIR base URLs a CDS Hooks call may have covreq query (``*``: any
     https server), each query allowed ``ehr_timeout_seconds`` and ``ehr_max_bytes``, and all the
     queries of one call together, with their R4 checks, ``ehr_call_seconds`` and
@@ -217,6 +218,8 @@ class Settings:
     subscription_endpoints: tuple[str, ...] = ()
     subscription_timeout_seconds: float = 5.0
     subscription_attempts: int = 3
+    # -- PAS reviewers: the key file of the payer's reviewers (service/pas/reviewers.py); unset, their API is refused --
+    reviewer_keys: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -241,7 +244,7 @@ class Settings:
         ``COVREQ_OTLP_ENDPOINT``, ``COVREQ_DTR_VERSION``, ``COVREQ_SSL_CERTFILE``, ``COVREQ_SSL_KEYFILE``,
         ``COVREQ_SSL_CA_CERTS``, ``COVREQ_SSL_CLIENT_CERT``, ``COVREQ_SHUTDOWN_SECONDS``,
         ``COVREQ_BUNDLE_HEADERS_FILE``, ``COVREQ_BUNDLE_AUTHORIZATION``,
-        ``COVREQ_DATABASE_URL``, ``COVREQ_DATA_DIR``, ``COVREQ_DECISION_LOG_URL``, ``COVREQ_DECISION_LOG_TOKEN_FILE``, ``COVREQ_DECISION_LOG_MAX_RECORDS``, ``COVREQ_DECISION_LOG_MAX_BYTES``, ``COVREQ_DECISION_LOG_SHUTDOWN_SECONDS``; absent variables keep the defaults."""
+        ``COVREQ_DATABASE_URL``, ``COVREQ_DATA_DIR``, ``COVREQ_DECISION_LOG_URL``, ``COVREQ_DECISION_LOG_TOKEN_FILE``, ``COVREQ_DECISION_LOG_MAX_RECORDS``, ``COVREQ_DECISION_LOG_MAX_BYTES``, ``COVREQ_DECISION_LOG_SHUTDOWN_SECONDS``, ``COVREQ_REVIEWER_KEYS``; absent variables keep the defaults."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
@@ -325,4 +328,5 @@ class Settings:
             subscription_timeout_seconds=_seconds(env, "COVREQ_SUBSCRIPTION_TIMEOUT_SECONDS",
                                                   defaults.subscription_timeout_seconds),
             subscription_attempts=_whole(env, "COVREQ_SUBSCRIPTION_ATTEMPTS", defaults.subscription_attempts),
+            reviewer_keys=_path(env, "COVREQ_REVIEWER_KEYS"),
         )

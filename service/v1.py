@@ -8,12 +8,14 @@ import orjson
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 import engine
 from service.dtr.catalogue import forms_of
 from service.logs import caller_text
 from service.metrics import answered
+from service.pas.onfile import member_of_v1, with_on_file
 from service.responses import UNAUDITED, json_response, render_json, rendered_response, too_large, v1_error
 
 router = APIRouter(tags=["v1"])
@@ -135,8 +137,11 @@ async def requirements(request: Request) -> Response:
     if not isinstance(body, dict):
         audit.v1(request, ruleset.digest, 422)
         return v1_error(422, "the request must be a JSON object", ruleset.digest)
+    member = member_of_v1(body)
+    if member is not None:  # authorizations on file may have changed since the cache was filled
+        body = await run_in_threadpool(with_on_file, request.app.state.pas_store, body, member)
     try:
-        answer = forms_of(request).link(ruleset.evaluate(body, remember=raw))
+        answer = forms_of(request).link(ruleset.evaluate(body, remember=raw if member is None else None))
     except engine.RequestError as err:
         audit.v1(request, ruleset.digest, 422, location=err.location)
         return v1_error(422, err.message, ruleset.digest, err.location)

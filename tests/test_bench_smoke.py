@@ -135,3 +135,19 @@ def test_regression_the_http_rows_ran_only_when_their_tree_was_among_the_sizes(m
     monkeypatch.setattr(cli.condition, "measure", lambda: {"compiled_ns": 1, "hand_ns": 1, "ratio": 1.0})
     served.clear()
     assert main(["--sizes", "100", "--http-size", "200"]) == 0 and served and served[0] >= 200
+
+
+def test_the_pas_benchmark_sends_a_new_submission_each_time_every_one_a_pas_request() -> None:
+    from bench.pas_submit import ITEMS, PAYLOAD, submission
+    from service.crd.payers import PayerMap
+    from service.pas.request import read_request
+    from service.pas.store import submission_key
+    template = json.loads(PAYLOAD.read_text(encoding="utf-8"))
+    payers = PayerMap.load(Path(__file__).resolve().parent.parent / "service" / "payers.yaml")
+    read = [read_request(submission(template, n), payers) for n in range(8)]
+    assert len({submission_key(r) for r in read}) == 8
+    assert {(r.items[0].code, r.items[0].place_of_service) for r in read} == {(c, p) for _, c, p in ITEMS}
+    assert all(r.payer.payer == "medicare" for r in read)
+    named = [[d for d in r.index.of_type("DocumentReference") if "urn:covreq:documentation" in json.dumps(d)]
+             for r in read]
+    assert [len(d) for d in named] == [0, 0, 0, 6, 0, 0, 0, 6]

@@ -131,6 +131,11 @@ class RuleSet:
         versions = self._by_id.get(policy_id)
         return _describe(versions) if versions else None
 
+    def policy_version(self, policy_id: str, version: str) -> Policy | None:
+        """The compiled version ``version`` of policy ``policy_id`` (as a decision's ``policies``
+        name it), or None."""
+        return next((p for p in self._by_id.get(policy_id, ()) if p.version == version), None)
+
     def policy_count(self) -> int:
         """Number of distinct policy ids (a policy may have several versions)."""
         return len(self._by_id)

@@ -136,6 +136,7 @@ def compile_draft(draft: Draft, problems: Problems, shared: Shared) -> Policy | 
         rules = [dataclasses.replace(r, outcome=_with_documentation(r.outcome, added, conditions.shared)) for r in rules]
         default = _with_documentation(default, added, conditions.shared)
     pauses = _pauses(draft.inherited.get("pauses", src), data.get("pauses", []), problems)
+    auto_affirm = _auto_affirm(draft, data.get("authorization", {}), problems)
     problems[before:] = [p for p in problems[before:] if p.code not in draft.follow_ons]
     if len(problems) > before or effective is None:
         return None
@@ -147,6 +148,7 @@ def compile_draft(draft: Draft, problems: Problems, shared: Shared) -> Policy | 
         extends=data.get("extends"), code_groups=groups, rules=tuple(rules), default=default,
         documentation=catalogue, value_sets=value_sets, value_set_titles=titles,
         auth_validity=_validity(data.get("authorization", {})),
+        auto_affirm=auto_affirm,
         questionnaire=data.get("questionnaire"), location=src.at("id"),
         program=shared.program(tuple(r.when for r in rules), tuple(
             tuple(ref.when for ref in outcome.documentation if ref.test is not None and ref.when)
@@ -183,7 +185,19 @@ def _pauses(src: Source, entries: list[dict[str, Any]], problems: Problems) -> t
     return tuple(pauses)
 
 
-def _validity(authorization: dict[str, int]) -> tuple[int, str] | None:
+def _auto_affirm(draft: Draft, authorization: dict[str, Any], problems: Problems) -> bool:
+    """``authorization.automatic_affirmation``; true without a validity period is an ``E-affirmation``
+    problem (an automatic affirmation must state how long it holds)."""
+    wanted = authorization.get("automatic_affirmation", False) is True
+    if wanted and _validity(authorization) is None:
+        src = draft.inherited.get("authorization", draft.source)
+        problems.add(src.at("authorization", "automatic_affirmation"), "E-affirmation",
+                     "automatic_affirmation needs valid_days or valid_months: an affirmation states how long it holds")
+        return False
+    return wanted
+
+
+def _validity(authorization: dict[str, Any]) -> tuple[int, str] | None:
     if "valid_months" in authorization:
         return authorization["valid_months"], "month"
     if "valid_days" in authorization:

@@ -88,4 +88,6 @@ def _required_alternatives(error: ValidationError) -> list[str]:
 def _schema_message(error: ValidationError) -> str:
     if error.validator == "pattern":
         return f"{error.instance!r} does not have the expected form ({error.schema.get('description') or error.validator_value})"
+    if error.validator == "not" and isinstance(error.validator_value, dict) and "description" in error.validator_value:
+        return str(error.validator_value["description"])  # a forbidden combination, worded by the schema
     return error.message

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 import engine
 from engine.language.codes import normalize, system_of
@@ -17,11 +17,15 @@ from service.fhir.values import as_list
 
 #: a billing code's engine decision, or why it has none
 Decided = dict[Line, dict[str, Any] | str]
+#: a v1 request and the member id -> the request with the authorizations on file added
+OnFile = Callable[[dict[str, Any], "str | None"], dict[str, Any]]
 
 
-def assess(call: HookCall, ruleset: Any, forms: Catalogue) -> list[Answered]:
+def assess(call: HookCall, ruleset: Any, forms: Catalogue, on_file: OnFile | None = None) -> list[Answered]:
     """Every assertion for the call, evaluated against one rule set only; one pass per order.
-    Decisions that owe documentation name their DTR forms from ``forms`` (crd resp-38).
+    Decisions that owe documentation name their DTR forms from ``forms`` (crd resp-38); ``on_file``
+    adds to each order's request the authorizations on file for the Coverage's member
+    (service/pas/onfile.py), which the engine answers ``satisfied``.
 
     A supporting hook asks for no clinical or admin documents (CRD hook-19), so its answer is
     poorer than a primary hook's. An order that already carries covreq's current primary answer
@@ -33,7 +37,7 @@ def assess(call: HookCall, ruleset: Any, forms: Catalogue) -> list[Answered]:
     plans = () if coverage.problem else ruleset.plans(coverage.payer.payer)
     unmapped = None if coverage.problem else plan_problem(coverage, plans)
     for order in call.orders:
-        decided = {} if unmapped else _decide(call, order, ruleset, forms, plans)
+        decided = {} if unmapped else _decide(call, order, ruleset, forms, plans, on_file)
         assertions = _assertions(call, order, decided, supporting, unmapped)
         ident = _id(call, order, ruleset.digest, assertions)
         if supporting:
@@ -55,7 +59,8 @@ def _carried(order: Order, coverage: str) -> set[Any]:
     return set(assertion_ids(e for e in as_list(order.resource.get("extension")) if is_about(e, coverage)))
 
 
-def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue, plans: Collection[str]) -> Decided:
+def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue, plans: Collection[str],
+            on_file: OnFile | None) -> Decided:
     """Each billing code's decision under the payer's ``plans``, a malformed one refused alone
     (found-34); nothing is asked when the Coverage cannot be answered for or the order has no
     billing code."""
@@ -66,8 +71,9 @@ def _decide(call: HookCall, order: Order, ruleset: Any, forms: Catalogue, plans:
                           for line in order.lines if system_of(normalize(line.code)) != line.system}
     lines = tuple(line for line in order.lines if line not in malformed)
     try:
-        answer = forms.link(ruleset.evaluate(v1_request(call, replace(order, lines=lines), plans))) if lines \
-            else {"decisions": []}
+        body = v1_request(call, replace(order, lines=lines), plans)
+        body = on_file(body, call.coverage.member) if on_file and lines else body
+        answer = forms.link(ruleset.evaluate(body)) if lines else {"decisions": []}
         decided: Decided = dict(zip(lines, answer["decisions"], strict=True))
     except engine.RequestError as err:
         decided = {line: f"{order.reference} states a fact covreq cannot use: {err}" for line in lines}

@@ -26,6 +26,7 @@ class CoverageContext:
     reference: str
     payer: CoveragePayer
     problem: tuple[str, str] | None = None
+    member: str | None = None  # the member id (:func:`member_of`): authorizations on file are found by it
 
 
 def primary_coverage(candidates: Iterable[dict[str, Any]], payers: PayerMap, served: set[str],
@@ -57,7 +58,18 @@ def primary_coverage(candidates: Iterable[dict[str, Any]], payers: PayerMap, ser
     if not ours:
         raise FhirError(400, _not_served(found, payers, served), expression)
     reference = ours[0]
-    return CoverageContext(reference, found[reference], _inactive(resources[reference], found[reference], today))
+    return CoverageContext(reference, found[reference], _inactive(resources[reference], found[reference], today),
+                           member_of(resources[reference]))
+
+
+def member_of(coverage: dict[str, Any] | None) -> str | None:
+    """The member id of a Coverage: its ``subscriberId``, else its first identifier's value."""
+    if coverage is None:
+        return None
+    if isinstance(coverage.get("subscriberId"), str) and coverage["subscriberId"].strip():
+        return str(coverage["subscriberId"])
+    return next((i["value"] for i in coverage.get("identifier") or [] if isinstance(i, dict)
+                 and isinstance(i.get("value"), str) and i["value"].strip()), None)
 
 
 def _not_served(found: dict[str, CoveragePayer], payers: PayerMap, served: set[str]) -> str:

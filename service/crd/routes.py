@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.crd.assess import assess
+from service.pas.onfile import with_on_file
 from service.crd.discovery import SERVICES, discovery
 from service.crd.envelope import read_envelope
 from service.crd.gather import complete
@@ -75,7 +76,8 @@ async def call_service(service_id: str, request: Request) -> Response:
         index = ResourceIndex(envelope.prefetch.values())
         read = functools.partial(read_call, envelope, index, state.payers, set(ruleset.payers()), today)
         hook_call = await complete(envelope, index, read, state.ehr_policy)
-        answers = await run(assess, hook_call, ruleset, forms_of(request))
+        answers = await run(assess, hook_call, ruleset, forms_of(request),
+                            functools.partial(with_on_file, state.pas_store))
     except FhirError as err:
         instance = body.get("hookInstance") if isinstance(body, dict) else None
         audit.cds(request, ruleset.digest, err.status, hook, instance if isinstance(instance, str) else None,

@@ -369,6 +369,19 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet, keys
     400 when it is not a valid R4 QuestionnaireResponse or an answer does not fit its item, 422
     when it is not signed with ``keys`` or changed what the server signed. A response with no
     items yet (the first call, made the SDC way) starts from the facts the server signed."""
+    form, answers, version, signed = verified(response, forms, keys)
+    decision = decide(ruleset, form, answers.facts())
+    if decided is not None:
+        decided.append(decision)
+    ties = envelope(version, signed.context.coverage, signed.context.orders, signed.context.subject,
+                    [use.rsplit("|", 1)[-1] for use in signed.context.uses])
+    return page(form, answers, decision, ties, forms.base, ruleset.digest, keys, version, signed, response)
+
+
+def verified(response: Any, forms: Catalogue, keys: Keyring) -> tuple[Form, Answers, DtrVersion, Signed]:
+    """The form, answers, DTR version and signed context of a response covreq signed, checked
+    against what it signed (``$next-question``; PAS reads a completed one the same way). Raises
+    FhirError as :func:`next_question` says."""
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
         raise FhirError(400, "expected a QuestionnaireResponse", "questionnaire-response")
     broken = r4.problems(response, "QuestionnaireResponse")
@@ -389,9 +402,4 @@ def next_question(response: Any, forms: Catalogue, ruleset: engine.RuleSet, keys
     if not response.get("item"):
         answers.known = dict(signed.context.known)
     check_context(signed.context, context_of(response, contained, answers, version), answers.given)
-    decision = decide(ruleset, form, answers.facts())
-    if decided is not None:
-        decided.append(decision)
-    ties = envelope(version, signed.context.coverage, signed.context.orders, signed.context.subject,
-                    [use.rsplit("|", 1)[-1] for use in signed.context.uses])
-    return page(form, answers, decision, ties, forms.base, ruleset.digest, keys, version, signed, response)
+    return form, answers, version, signed

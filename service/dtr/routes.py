@@ -20,6 +20,7 @@ from service.dtr import terminology
 from service.dtr.feedback import log_errors
 from service.dtr.terminology import searchset
 from service.dtr.versions import PAYER_CAPABILITIES, VERSIONS
+from service.pas.routes import OPERATIONS as PAS_OPERATIONS
 from service.fhir.outcome import FhirError, operation_outcome
 from service.metrics import answered
 from service.responses import UNAUDITED, json_response, rendered_response
@@ -56,6 +57,7 @@ def capability_statement(base: str, digest: str, loaded_at: dt.datetime, securit
         "software": {"name": "covreq", "version": digest},
         "implementation": {"description": "covreq: documentation requirements generated from the rules", "url": base},
         "implementationGuide": ["http://hl7.org/fhir/us/davinci-dtr/ImplementationGuide/hl7.fhir.us.davinci-dtr",
+                                "http://hl7.org/fhir/us/davinci-pas/ImplementationGuide/hl7.fhir.us.davinci-pas",
                                 "http://hl7.org/fhir/uv/sdc/ImplementationGuide/hl7.fhir.uv.sdc"],
         "rest": [{"mode": "server", "security": security, "resource": [{
             "type": "Questionnaire", "interaction": [{"code": "read"}, {"code": "search-type"}],
@@ -68,6 +70,9 @@ def capability_statement(base: str, digest: str, loaded_at: dt.datetime, securit
         }, {
             "type": "Library", "interaction": [{"code": "read"}, {"code": "search-type"}],
             "searchParam": [{"name": "url", "type": "uri"}, {"name": "version", "type": "token"}],
+        }, {
+            "type": "Claim",  # Da Vinci PAS (service/pas/routes.py)
+            "operation": [{"name": name, "definition": url} for name, url in PAS_OPERATIONS.items()],
         }]}],
     }
 

@@ -18,8 +18,16 @@ class ResourceIndex:
         self.add(sources)
 
     def add(self, sources: Iterable[Any]) -> None:
-        """Index every resource of ``sources`` (resources or Bundles); the first of a ``Type/id`` wins."""
+        """Index every resource of ``sources`` (resources or Bundles); the first of a ``Type/id`` wins.
+        A Bundle entry whose ``fullUrl`` is a URN (``urn:uuid:...``) is found by that URN too, as the
+        references of a Bundle that names its resources so are written."""
         for source in sources:
+            for entry in as_list(source.get("entry")) if isinstance(source, dict) and source.get("resourceType") == "Bundle" else []:
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                url = entry.get("fullUrl") if isinstance(entry, dict) else None
+                if isinstance(url, str) and url.startswith("urn:") and isinstance(resource, dict) \
+                        and isinstance(resource.get("resourceType"), str):
+                    self.by_key.setdefault(url, resource)
             for resource in self.flatten(source):
                 key = f"{resource['resourceType']}/{resource['id']}" if isinstance(resource.get("id"), str) else None
                 if key in self.by_key:
@@ -44,10 +52,10 @@ class ResourceIndex:
     def resolve(self, reference: Any, *types: str) -> dict[str, Any] | None:
         """The resource a reference points to, if present and (when given) of one of ``types``;
         a reference of one of ``types`` not held is remembered in ``misses``."""
-        key = reference_key(reference)
+        raw = reference.get("reference") if isinstance(reference, dict) else reference
+        key = reference_key(reference) or (raw if isinstance(raw, str) and raw.startswith("urn:") else None)
         found = self.by_key.get(key) if key else None
-        if key and found is None and (not types or key.split("/")[0] in types):
-            raw = reference.get("reference") if isinstance(reference, dict) else reference
+        if key and not key.startswith("urn:") and found is None and (not types or key.split("/")[0] in types):
             self.misses.setdefault(key, raw)
         return found if found and (not types or found["resourceType"] in types) else None
 

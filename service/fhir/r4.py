@@ -34,10 +34,12 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ("Coverage", "status"): frozenset({"active", "cancelled", "draft", "entered-in-error"}),
     ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
 }
-#: the resource types covreq reads (orders, their Bundles, and what an answer is decided by)
+#: the resource types covreq reads (orders, their Bundles, what an answer is decided by, and a PAS
+#: request's Claim and supporting documentation)
 READ_TYPES = ("Bundle", "ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder",
               "VisionPrescription", "CommunicationRequest", "Appointment", "Coverage", "Patient", "Encounter",
-              "Location", "Practitioner", "PractitionerRole", "Organization", "Condition", "Medication", "Device")
+              "Location", "Practitioner", "PractitionerRole", "Organization", "Condition", "Medication", "Device",
+              "Claim", "DocumentReference", "QuestionnaireResponse")
 #: how many digests of valid resources each process keeps (32 bytes each)
 KNOWN_VALID = 4096
 _SHOWN = 3  # problems named in one message; the rest are counted

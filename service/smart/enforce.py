@@ -8,7 +8,9 @@ nobody while authentication is off) are not limited here.
 - Operations need what :data:`OPERATIONS` says. ``$questionnaire-package`` and ``$next-question``
   are invoked on Questionnaire, hand out forms and store nothing on the server (covreq keeps no
   state between calls): they read forms, so they need ``r`` on Questionnaire
-  (``system/Questionnaire.read`` or ``system/Questionnaire.rs``). An operation not listed is refused.
+  (``system/Questionnaire.read`` or ``system/Questionnaire.rs``). PAS ``Claim/$submit`` stores a
+  request, so it needs ``c`` on Claim (``system/Claim.write``, ``system/Claim.c``); ``Claim/$inquire``
+  reads one back, ``r`` on Claim. An operation not listed is refused.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ OPERATIONS = {
     "log-questionnaire-errors": ("Questionnaire", "r"),
     "expand": ("ValueSet", "r"),
     "status": ("Subscription", "r"),  # R4 Subscriptions Backport (service/pas/subscription_routes.py)
+    "submit": ("Claim", "c"),  # PAS: a prior-authorization request is created (service/pas/)
+    "inquire": ("Claim", "r"),  # PAS: a request's response is read back
 }
 #: What a plain REST interaction needs: (method, whether an id is named) -> permission.
 _INTERACTIONS = {("GET", False): "s", ("HEAD", False): "s", ("POST", False): "c", ("GET", True): "r",

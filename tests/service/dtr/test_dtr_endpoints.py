@@ -43,7 +43,8 @@ def test_metadata_is_a_capability_statement_of_a_dtr_payer_service(dtr_client: T
     assert "http://hl7.org/fhir/us/davinci-dtr/CapabilityStatement/dtr-payer-service|2.0.1" in statement["instantiates"]
     (rest,) = statement["rest"]
     assert "COVREQ_AUTH_ISSUERS is not set" in rest["security"]["description"]
-    questionnaire, value_set, library = rest["resource"][:3]  # then the PAS resources (Subscription: docs/pas-subscriptions.md)
+    questionnaire, value_set, library, claim = rest["resource"][:4]  # then Subscription (docs/pas-subscriptions.md)
+    assert {o["name"] for o in claim["operation"]} == {"submit", "inquire"}
     assert {o["name"] for o in questionnaire["operation"]} == {"questionnaire-package", "next-question",
                                                                "log-questionnaire-errors"}
     assert (value_set["type"], [o["name"] for o in value_set["operation"]]) == ("ValueSet", ["expand"])

@@ -2,7 +2,7 @@
 channel, events count and owner (the caller who made it), and the submitter organization identifiers it filters on.
 
 Revision ID: pas_subscriptions
-Revises: 0001
+Revises: pas_core
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "pas_subscriptions"
-down_revision = "0001"
+down_revision = "pas_core"
 branch_labels = None
 depends_on = None
 
