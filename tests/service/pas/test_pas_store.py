@@ -57,3 +57,16 @@ def test_the_migrations_make_the_tables_the_models_name(tmp_path: Path) -> None:
         assert migrate.current(database.engine) == migrate.head()  # the newest migration, one head
     finally:
         database.close()
+
+
+def test_the_pas_migration_goes_down_and_up_again(tmp_path: Path) -> None:
+    from alembic import command
+    database = Database.open(f"sqlite:///{tmp_path / 'covreq.db'}")
+    try:
+        with database.engine.begin() as connection:
+            command.downgrade(migrate.config(connection), "0001")
+        assert "pa_request" not in inspect(database.engine).get_table_names()
+        migrate.upgrade(database.engine)
+        assert {"pa_request", "pa_item", "pa_authorization"} <= set(inspect(database.engine).get_table_names())
+    finally:
+        database.close()
