@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from fastapi.testclient import TestClient
 
-import loopback
 from test_dtr_smart import FHIR_BASE, assertion, bearer, keys, public_jwk, token_key, token_request  # noqa: F401
-from test_pas_subscriptions import Receiver, subscription
-
-
-@pytest.fixture()
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    loopback.stop(found.server)
+from test_pas_subscriptions import Receiver, receiver, subscription  # noqa: F401 - receiver: the loopback endpoint
 
 
 @pytest.fixture()

@@ -8,15 +8,15 @@ import datetime as dt
 import json
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from fastapi.testclient import TestClient
 from pas_helpers import adapted, inquiry
 from pas_profiles import check_response_bundle, review_actions
 
-import loopback
 from pg_cluster import postgres_url  # noqa: F401 - the session's PostgreSQL cluster
+from test_pas_subscriptions import Receiver, receiver  # noqa: F401 - the loopback rest-hook endpoint
 from service.api_keys import hash_key
 
 KEYS = {"alice": "alice-reviewer-key-0001", "bob": "bob-reviewer-key-00002"}
@@ -243,29 +243,6 @@ def test_two_replicas_on_postgresql_one_reviewer_wins_and_both_answer_the_decisi
     assert decided["revision"] == 1 and decided["status"] in ("certified", "denied")
 
 
-class Receiver:
-    """A rest-hook endpoint on loopback recording each notification's body."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(loopback.QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send(200, b"{}")
-
-        self.server = loopback.start(Handler)
-        self.url = loopback.origin(self.server) + "/hook"
-
-
-@pytest.fixture()
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    loopback.stop(found.server)
-
-
 def test_a_decision_notifies_the_submitters_subscription_with_the_updated_response(
         make_pas_client: Callable[..., TestClient], keys_file: Path, receiver: Receiver) -> None:
     client = make_pas_client(reviewer_keys=keys_file, subscription_endpoints=(receiver.url,))
@@ -275,7 +252,7 @@ def test_a_decision_notifies_the_submitters_subscription_with_the_updated_respon
     assert client.post("/fhir/Subscription", json=subscription).status_code == 201
     request_id = submitted(client)
     assert decide(client, request_id, {"action": "certify", "revision": 0}).status_code == 200
-    event = receiver.bodies[-1]
+    event = receiver.posts[-1][2]
     focus = next(e["resource"] for e in event["entry"][1:] if e.get("resource", {}).get("resourceType") == "Bundle")
     assert focus["entry"][0]["resource"]["id"] == request_id
     assert review_actions(focus["entry"][0]["resource"]) == ["A1"]

@@ -3,21 +3,18 @@ a real headless browser (chromium) to sign in with a key, open the queue's reque
 from __future__ import annotations
 
 import re
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from pas_helpers import BUNDLED_RULES, adapted
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
-from serving import free_port
+from serving import in_thread
 from test_lookup_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 - the headless chromium fixture
 
 from service import Settings, create_app
@@ -49,18 +46,8 @@ def base_url(tmp_path: Path) -> Iterator[str]:
     keys.write_text(f"carol: {hash_key(KEY)}\n", encoding="utf-8")
     settings = Settings(payers=PAYERS, audit_path=tmp_path / "audit.jsonl", data_dir=tmp_path / "data",
                         reviewer_keys=keys)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(str(BUNDLED_RULES), settings), host="127.0.0.1", port=port,
-                                           log_level="warning", log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the service did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with in_thread(create_app(str(BUNDLED_RULES), settings)) as url:
+        yield url
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromedriver are not installed")
