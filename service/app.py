@@ -49,7 +49,7 @@ from service.smart import routes as smart_routes
 from service.smart.authority import Authority
 from service.smart.enforce import ScopeCheck
 from service.tracing import tracing_from
-from service.store.database import Database
+from service.store.database import Database, OnDemand
 
 log = logging.getLogger("covreq.service")
 #: FastAPI's own OpenTelemetry instrumentation (FastAPI 0.16x), off: its spans and logs would carry
@@ -102,7 +102,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         heartbeats_stop.set()
         await heartbeats
-        app.state.pas_subscriptions.close()
         if bundles:
             bundles.stop()
         if installed:
@@ -112,7 +111,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.tracing.stop()
         if app.state.database:
             app.state.database.close()
-        app.state.pas_store.close()
+        app.state.pas_tables.close()
         if app.state.audit.sink:
             app.state.audit.sink.close()  # delivers what is left, within COVREQ_DECISION_LOG_SHUTDOWN_SECONDS
         worker_exited()
@@ -199,10 +198,11 @@ def create_app(rules_path: str | None, settings: Settings | None = None) -> Fast
     app.state.audit.check()
     app.state.smart = Authority.from_settings(settings)  # SMART Backend Services on /fhir, when configured
     app.state.database = Database.from_settings(settings)  # issue 26 item 6: the replay store workers share
-    app.state.pas_store = PasStore(settings, app.state.database)  # PAS: opened on first use (service/pas/store.py)
+    app.state.pas_tables = OnDemand(settings, app.state.database)  # PAS and its subscriptions: opened on first use
+    app.state.pas_store = PasStore(app.state.pas_tables)
     guard = Guard.from_settings(settings, app.state.smart.tokens if app.state.smart else None,
                                 app.state.database.replay if app.state.database else None)
-    app.state.pas_subscriptions = SubscriptionStore(settings, app.state.database)  # opened on first use
+    app.state.pas_subscriptions = SubscriptionStore(app.state.pas_tables)
     app.state.pas_notifier = Notifier(app.state.pas_subscriptions, settings)
     app.state.reviewers = Reviewers.from_settings(settings)  # PAS reviewers' keys (off unless COVREQ_REVIEWER_KEYS)
     app.state.dtr_version = dtr_version(settings.dtr_version)  # a version not served stops the start

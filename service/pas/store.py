@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -19,9 +18,7 @@ from typing import Any, Iterable, Iterator
 from sqlalchemy import and_, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from service.settings import Settings
-from service.store.database import Database
-from service.store.engine import DEFAULT_FILE, default_url
+from service.store.database import Database, OnDemand
 from service.store.models import pa_authorization, pa_item, pa_request
 from service.store.replay import StoreUnavailable
 from service.pas.decide import CERTIFIED, PENDED, RULES, ItemDecision
@@ -49,29 +46,17 @@ class OnFile:
 class PasStore:
     """The PAS tables of one database, opened on first use."""
 
-    def __init__(self, settings: Settings, database: Database | None = None) -> None:
-        self._url = settings.database_url or default_url(settings.data_dir)
-        #: the embedded database's file, which holds nothing before a first PAS request made it
-        self._embedded = None if settings.database_url else settings.data_dir / DEFAULT_FILE
-        self._database, self._lock = database, threading.Lock()
+    def __init__(self, tables: OnDemand) -> None:
+        self._tables = tables
 
     def holds_nothing(self) -> bool:
         """True when no PAS request can have been stored: the embedded database was never made."""
-        return self._database is None and self._embedded is not None and not self._embedded.exists()
+        return not self._tables.in_use()
 
     @property
     def database(self) -> Database:
         """The open database (opened, and migrated, on first use)."""
-        with self._lock:
-            if self._database is None:
-                self._database = Database.open(self._url)
-            return self._database
-
-    def close(self) -> None:
-        """Close the database if this store opened it."""
-        with self._lock:
-            if self._database is not None:
-                self._database.close()
+        return self._tables.database
 
     def find(self, key: str) -> dict[str, Any] | None:
         """The stored response Bundle of the submission with ``key``, or None."""

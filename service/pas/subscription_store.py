@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, String, Table, Text, and_, delete, insert, or_,
                         select, update)
 
 from service.pas.subscriptions import Channel, SubscriptionRequest, stored_resource
-from service.settings import Settings
-from service.store.database import Database
-from service.store.engine import default_url
+from service.store.database import Database, OnDemand
 from service.store.models import metadata
 
 ACTIVE, REQUESTED, ERROR, OFF = "active", "requested", "error", "off"
@@ -97,29 +93,17 @@ def _owned(subscription_id: str, owner: str) -> Any:
 class SubscriptionStore:
     """The subscription tables of one database, opened on first use."""
 
-    def __init__(self, settings: Settings, database: Database | None = None) -> None:
-        self._url = settings.database_url or default_url(settings.data_dir)
-        self._database, self._opened, self._lock = database, False, threading.Lock()
+    def __init__(self, tables: OnDemand) -> None:
+        self._tables = tables
 
     @property
     def database(self) -> Database:
         """The open database (opened, and migrated, on first use)."""
-        with self._lock:
-            if self._database is None:
-                self._database, self._opened = Database.open(self._url), True
-            return self._database
+        return self._tables.database
 
     def in_use(self) -> bool:
         """Whether the database is open or exists: a configured URL, or the default file already made."""
-        if self._database is not None or not self._url.startswith("sqlite:///"):
-            return True
-        return Path(self._url.removeprefix("sqlite:///")).exists()
-
-    def close(self) -> None:
-        """Close the database if this store opened it."""
-        with self._lock:
-            if self._opened and self._database is not None:
-                self._database.close()
+        return self._tables.in_use()
 
     def create(self, request: SubscriptionRequest, subscription_id: str, base: str, now: dt.datetime,
                owner: str) -> Subscription:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import MutableMapping
@@ -12,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.settings import Settings
 from service.store import migrate
-from service.store.engine import default_url, describe, open_engine
+from service.store.engine import DEFAULT_FILE, default_url, describe, open_engine
 from service.store.replay import DatabaseReplay
 
 log = logging.getLogger("covreq.store")
@@ -51,6 +52,36 @@ class Database:
     def close(self) -> None:
         """Close the pooled connections."""
         self.engine.dispose()
+
+
+class OnDemand:
+    """The database of the tables a service fills only when asked to (PAS requests, subscriptions):
+    the service's shared one when it has one, else the configured or embedded one, opened (and
+    migrated) on first use, so that a service never asked creates no file."""
+
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self._url = settings.database_url or default_url(settings.data_dir)
+        #: the embedded database's file, which holds nothing before a first use made it
+        self._embedded = None if settings.database_url else settings.data_dir / DEFAULT_FILE
+        self._database, self._opened, self._lock = database, False, threading.Lock()
+
+    @property
+    def database(self) -> Database:
+        """The open database (opened, and migrated, on first use)."""
+        with self._lock:
+            if self._database is None:
+                self._database, self._opened = Database.open(self._url), True
+            return self._database
+
+    def in_use(self) -> bool:
+        """Whether the database can hold rows: open, configured, or the embedded file already made."""
+        return self._database is not None or self._embedded is None or self._embedded.exists()
+
+    def close(self) -> None:
+        """Close the database if it was opened here (a shared one is the service's to close)."""
+        with self._lock:
+            if self._opened and self._database is not None:
+                self._database.close()
 
 
 def share_between_workers(env: MutableMapping[str, str] = os.environ) -> None:
