@@ -102,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[BundleServer]:
     """A bundle server running on loopback for one test."""
     running = BundleServer()
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread = threading.Thread(target=running.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield running
     running.shutdown()

@@ -28,7 +28,8 @@ def start(handler: type[BaseHTTPRequestHandler], port: int = 0) -> ThreadingHTTP
     ThreadingHTTPServer.allow_reuse_address = True  # a sink brought back up on its port
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll: stop() waits up to one poll interval for the serving loop (the default 0.5 s, per test)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return server
 
 

@@ -256,7 +256,7 @@ def test_a_token_rotated_in_the_headers_file_is_used_from_the_next_poll(server: 
 def test_the_operators_headers_do_not_follow_a_redirect_to_another_origin(server: BundleServer, tmp_path: Path) -> None:
     one, _, _ = trees(tmp_path)
     elsewhere = BundleServer()
-    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    threading.Thread(target=elsewhere.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         elsewhere.offer = Offer(build(one)[0], '"v1"')
         server.offer = Offer(b"", None, status=302, headers={"Location": elsewhere.url})
