@@ -17,10 +17,9 @@ response's context (service/dtr/signing.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
-from service.fhir.outcome import FhirError
-from service.fhir.values import as_list
+from service.fhir.profiles import requested_version
 
 DTR_SD = "http://hl7.org/fhir/us/davinci-dtr/StructureDefinition"
 INPUT_PROFILE = f"{DTR_SD}/dtr-qpackage-input-parameters"
@@ -68,13 +67,4 @@ def version(code: str) -> DtrVersion:
 def requested(body: Any, default: DtrVersion) -> DtrVersion:
     """The version an input Parameters asks for with a versioned ``dtr-qpackage-input-parameters``
     profile, else ``default``; raises FhirError (400) for a version covreq does not serve."""
-    meta = body.get("meta") if isinstance(body, Mapping) else None
-    profiles = [p for p in as_list(meta.get("profile") if isinstance(meta, Mapping) else None)
-                if isinstance(p, str) and p.startswith(INPUT_PROFILE + "|")]
-    if not profiles:
-        return default
-    asked = profiles[0].split("|", 1)[1]
-    if asked not in _BY_IG:
-        raise FhirError(400, f"DTR version {asked[:32]!r} is not served; covreq serves "
-                             f"{', '.join(v.ig_version for v in VERSIONS.values())}", "Parameters.meta.profile")
-    return _BY_IG[asked]
+    return requested_version(body, (INPUT_PROFILE,), _BY_IG, "DTR", "Parameters.meta.profile") or default

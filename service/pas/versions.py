@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from service.fhir.outcome import FhirError
-from service.fhir.values import as_list
+from service.fhir.profiles import requested_version
 
 PAS_SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition"
 REQUEST_PROFILES = (f"{PAS_SD}/profile-pas-request-bundle", f"{PAS_SD}/profile-pas-inquiry-request-bundle")
@@ -41,13 +40,4 @@ _BY_IG = {v.ig_version: v for v in VERSIONS.values()} | {"2.2.0": VERSIONS["2.2"
 def requested(bundle: Mapping[str, Any]) -> PasVersion:
     """The version a request Bundle asks for with a version-qualified request-bundle profile, else
     2.0.1; raises FhirError (400) for a version covreq does not serve."""
-    meta = bundle.get("meta")
-    profiles = [p for p in as_list(meta.get("profile") if isinstance(meta, Mapping) else None)
-                if isinstance(p, str) and p.split("|", 1)[0] in REQUEST_PROFILES and "|" in p]
-    if not profiles:
-        return DEFAULT
-    asked = profiles[0].split("|", 1)[1]
-    if asked not in _BY_IG:
-        raise FhirError(400, f"PAS version {asked[:32]!r} is not served; covreq serves "
-                             f"{', '.join(v.ig_version for v in VERSIONS.values())}", "Bundle.meta.profile")
-    return _BY_IG[asked]
+    return requested_version(bundle, REQUEST_PROFILES, _BY_IG, "PAS", "Bundle.meta.profile") or DEFAULT

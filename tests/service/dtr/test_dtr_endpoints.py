@@ -169,6 +169,14 @@ def test_package_of_a_questionnaire_asked_for_by_canonical_holds_the_standard_fo
     assert response_of(bundle)["questionnaire"] == f"{BLEPH}|2022-01-07"
 
 
+
+def test_package_in_a_dtr_version_not_served_is_a_400_naming_those_served(dtr_client: TestClient) -> None:
+    body = package_request(questionnaires=(f"{BLEPH}|2022-01-07",))
+    body["meta"] = {"profile": ["http://example.org/other-profile|9.8", f"{INPUT_PROFILE}|9.9"]}
+    issue = outcome(dtr_client.post(PACKAGE, json=body), 400)
+    assert issue["expression"] == ["Parameters.meta.profile"]
+    assert issue["diagnostics"] == "DTR version '9.9' is not served; covreq serves 2.0.1, 2.1.0, 2.2.0"
+
 def test_package_unchanged_since_the_last_load_is_only_an_outcome(dtr_client: TestClient) -> None:
     later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)).isoformat()
     body = package_request(service_request())
