@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 from engine.language import ast
-from engine.errors import ConditionError, Problem, did_you_mean
+from engine.errors import Problem, did_you_mean
 from engine.loading.locate import condition_location, read_located
 from engine.language.logic import analyse
 from engine.policy import Location, PayerInfo, Policy, Rule, known_plans
@@ -100,37 +100,39 @@ def _documentation_conditions(data: object) -> Iterator[tuple[tuple[object, ...]
     rules' and default's documentation, and in ``add_documentation``."""
     if not isinstance(data, dict):
         return
-    lists: list[tuple[object, ...]] = [("add_documentation",), ("default", "documentation")]
-    rules = data.get("rules")
-    lists += [("rules", i, "documentation") for i in range(len(rules) if isinstance(rules, list) else 0)]
-    for key in lists:
-        refs: object = data
-        for part in key:
-            refs = refs.get(part) if isinstance(refs, dict) else (  # type: ignore[assignment]
-                refs[part] if isinstance(refs, list) and isinstance(part, int) else None)
+    default, rules = data.get("default"), data.get("rules")
+    lists = [(("add_documentation",), data.get("add_documentation")),
+             (("default", "documentation"), default.get("documentation") if isinstance(default, dict) else None),
+             *((("rules", i, "documentation"), rule.get("documentation"))
+               for i, rule in enumerate(rules if isinstance(rules, list) else ()) if isinstance(rule, dict))]
+    for key, refs in lists:
         for j, ref in enumerate(refs if isinstance(refs, list) else ()):
             if isinstance(ref, dict) and isinstance(ref.get("when"), str):
                 yield (*key, j, "when"), ref["when"]
 
 
 def _documentation_problems(policy: Policy, vocabularies: Mapping[str, Iterable[str]]) -> Iterator[Problem]:
-    """``E-unknown-value`` in the conditions of the documentation references written in the policy's
-    own file (an override's inherited ones are its base's to report)."""
-    if not any(ref.when for outcome in (*(r.outcome for r in policy.rules), policy.default)
-               for ref in outcome.documentation):
-        return
-    path = policy.location.path
+    """``E-unknown-value`` in the conditions of the policy's documentation references. The compiled
+    conditions are checked; only a condition found wrong has its file read again, to locate it where
+    the policy's own file writes it (an override's inherited ones are its base's to report)."""
+    texts = dict.fromkeys(ref.when for outcome in (*(r.outcome for r in policy.rules), policy.default)
+                          for ref in outcome.documentation if ref.when)
+    for text in texts:
+        found = [(node, message) for node, fact, literal in analyse(text, policy.value_sets).setting_literals()
+                 if (message := _problem(fact, literal, vocabularies, policy.payer)) is not None]
+        if found:
+            yield from _located(policy.location.path, text, found)
+
+
+def _located(path: str, text: str, found: list[tuple[ast.Expr, str]]) -> Iterator[Problem]:
+    """The problems ``found`` in the documentation condition ``text``, at each place the file at
+    ``path`` writes it."""
     data, locations, lines = read_located(path)
-    for key, text in _documentation_conditions(data):
-        try:
-            literals = analyse(text, policy.value_sets).setting_literals()
-            found = [(node, _problem(fact, literal, vocabularies, policy.payer)) for node, fact, literal in literals]
-        except ConditionError:  # refused by the loader, and reported where it was refused
-            continue
+    for key, written in _documentation_conditions(data):
         spot = locations.get(key)
+        if written != text or spot is None:
+            continue
         for node, message in found:
-            if message is None or spot is None:
-                continue
             pos: ast.Pos = node.pos  # type: ignore[attr-defined]
             line, column = position_in_scalar(spot, pos.line, pos.column, list(lines))
             yield Problem(path, line, column, "E-unknown-value", f"documentation condition: {message}")
